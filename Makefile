@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Each installs what is missing into .venv first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench migrate clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+## Start the whole suite on its embedded default (SQLite under var/, embedded broker).
+run: install
+	$(BIN)/kent-together run
+
+## The whole test suite: unit, integration (SQLite, PostgreSQL, real broker), end-to-end.
+test: install
+	$(BIN)/python -m pytest -q
+
+## Unit tests only: no database, no broker.
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
+
+## Benchmarks: print figures, assert nothing about time.
+bench: install
+	$(BIN)/python -m bench.intake
+
+migrate: install
+	$(BIN)/kent-together migrate
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,133 @@
+"""HTTP in, schemas out: the referrals API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import Field
+
+from services.referrals import service
+from services.referrals.schemas import (
+    Cancellation, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypeOut, RequestTypePatch,
+    SearchResult,
+)
+from shared.app import Runtime, body_schema, read_body
+from shared.auth import Principal, require
+from shared.errors import Forbidden, ValidationFailed
+from shared.postcode import normalise_postcode
+from services.referrals.domain import normalise_phone
+
+router = APIRouter(prefix="/v1")
+
+Writer = Annotated[Principal, Depends(require("referrals:write"))]
+Reader = Annotated[Principal, Depends(require("referrals:read"))]
+Admin = Annotated[Principal, Depends(require("referrals:admin"))]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+@router.post(
+    "/referrals", status_code=201, response_model=ReferralOut, tags=["referrals"],
+    summary="Take a referral: a resident and one or more requests for help",
+    openapi_extra=body_schema(ReferralIn),
+    responses={422: {"description": "Invalid fields: each named with the reason"}},
+)
+async def post_referral(request: Request, response: Response, by: Writer, rt: Rt, idempotency_key: IdempotencyKey = None):
+    known_types = await request.app.state.request_types.active(rt.uow())
+    referral = await read_body(request, ReferralIn, context={"request_types": known_types})
+    out, replayed = await service.take_referral(
+        rt.uow(), referral=referral, by=by, topics=rt.settings.topics, idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/v1/referrals/{out.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return out
+
+
+@router.get("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"])
+async def get_referral(referral_id: str, by: Reader, rt: Rt):
+    return await service.get_referral(rt.uow(), referral_id)
+
+
+@router.get(
+    "/referrals", response_model=SearchResult, tags=["referrals"],
+    summary="Find referrals by reference (advisers) or by postcode, phone or name (administrators)",
+)
+async def search_referrals(
+    by: Reader, rt: Rt,
+    reference: Annotated[str | None, Query(max_length=20)] = None,
+    postcode: Annotated[str | None, Query(max_length=12)] = None,
+    phone: Annotated[str | None, Query(max_length=40)] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    errors = []
+    if not any((reference, postcode, phone, name)):
+        errors.append({"field": "reference", "in": "query", "reason": "give at least one of reference, postcode, phone, name"})
+    if (postcode or phone or name) and "referrals:search" not in by.scopes:
+        raise Forbidden("searching residents by postcode, phone or name is for administrators; search by reference")
+    try:
+        postcode = normalise_postcode(postcode) if postcode else None
+    except ValueError as error:
+        errors.append({"field": "postcode", "in": "query", "reason": str(error)})
+    try:
+        phone = normalise_phone(phone) if phone else None
+    except ValueError as error:
+        errors.append({"field": "phone", "in": "query", "reason": str(error)})
+    if errors:
+        raise ValidationFailed(errors)
+    results = await service.search_referrals(rt.uow(), reference=reference, postcode=postcode, phone=phone, name=name, limit=limit)
+    return {"results": results, "count": len(results)}
+
+
+@router.patch("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"],
+              summary="Amend the resident's details, consent or referrer")
+async def amend_referral(referral_id: str, amendment: ReferralAmendment, by: Reader, rt: Rt):
+    return await service.amend_referral(
+        rt.uow(), referral_id=referral_id, amendment=amendment, by=by, topics=rt.settings.topics
+    )
+
+
+@router.post("/referrals/{referral_id}/cancel", response_model=ReferralOut, tags=["referrals"],
+             summary="Cancel every open request of a referral")
+async def cancel_referral(referral_id: str, cancellation: Cancellation, by: Reader, rt: Rt):
+    return await service.cancel_requests(
+        rt.uow(), referral_id=referral_id, request_id=None, cancellation=cancellation, by=by, topics=rt.settings.topics
+    )
+
+
+@router.post("/referrals/{referral_id}/requests/{request_id}/cancel", response_model=ReferralOut, tags=["referrals"],
+             summary="Cancel one request of a referral")
+async def cancel_request(referral_id: str, request_id: str, cancellation: Cancellation, by: Reader, rt: Rt):
+    return await service.cancel_requests(
+        rt.uow(), referral_id=referral_id, request_id=request_id, cancellation=cancellation, by=by,
+        topics=rt.settings.topics,
+    )
+
+
+@router.get("/request-types", response_model=list[RequestTypeOut], tags=["request types"])
+async def list_request_types(by: Writer, rt: Rt):
+    return await service.list_request_types(rt.uow())
+
+
+@router.post("/request-types", status_code=201, response_model=RequestTypeOut, tags=["request types"],
+             summary="Add a request type (administrators): no migration needed")
+async def add_request_type(request_type: RequestTypeIn, request: Request, by: Admin, rt: Rt):
+    row = await service.add_request_type(rt.uow(), request_type=request_type)
+    request.app.state.request_types.forget()
+    return row
+
+
+@router.patch("/request-types/{type_id}", response_model=RequestTypeOut, tags=["request types"],
+              summary="Rename or retire a request type (administrators)")
+async def change_request_type(type_id: str, patch: RequestTypePatch, request: Request, by: Admin, rt: Rt):
+    row = await service.change_request_type(rt.uow(), type_id=type_id, patch=patch)
+    request.app.state.request_types.forget()
+    return row

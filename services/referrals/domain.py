@@ -1,0 +1,105 @@
+"""The rules of referral intake: normalising, urgency, references, duplicates. No I/O."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from datetime import date, datetime, timedelta
+
+import phonenumbers
+
+CHANNELS = ("phone", "online", "partner", "email")
+URGENCIES = ("today", "within-48-hours", "this-week", "routine")
+VULNERABILITIES = (
+    "shielding", "lives-alone", "no-support-network", "needs-interpreter", "disability",
+    "mental-health", "over-70", "pregnant", "carer", "no-digital-access", "financial-hardship",
+)
+CONTACT_PREFERENCES = ("phone", "text", "email", "post", "via-referrer")
+DEFAULT_REQUEST_TYPES = (
+    ("food", "Food", "Food parcels, shopping or meals"),
+    ("prescription", "Prescription collection", "Collecting and delivering prescriptions"),
+    ("befriending", "Befriending / social isolation", "Regular calls or visits for someone isolated"),
+    ("financial", "Financial hardship", "Help with money, benefits or bills"),
+    ("practical", "Practical help", "Errands, dog walking, post, small jobs"),
+    ("other", "Other", "Anything else: describe it in the details"),
+)
+OPEN, CANCELLED, CLOSED = "open", "cancelled", "closed"
+
+# Crockford's base32 without I, L, O, U: nothing a resident can misread on the phone.
+_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_REQUEST_TYPE_ID = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
+
+
+def make_reference() -> str:
+    """A reference a resident can quote: 'KT-7F3K-9QX2'."""
+    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(8))
+    return f"KT-{chars[:4]}-{chars[4:]}"
+
+
+def normalise_reference(value: str) -> str:
+    """Whatever an adviser types ('kt7f3k9qx2', 'KT-7F3K-9QX2') to the stored form."""
+    compact = re.sub(r"[^0-9A-Za-z]", "", value).upper()
+    compact = compact.removeprefix("KT")
+    compact = compact.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    if len(compact) != 8:
+        return value.strip().upper()
+    return f"KT-{compact[:4]}-{compact[4:]}"
+
+
+def normalise_phone(value: str) -> str:
+    """A UK or international number in E.164 ('+441843123456'); ValueError if invalid."""
+    try:
+        number = phonenumbers.parse(value, "GB")
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number (for example 01843 577000 or 07700 900123)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def name_key(name: str) -> str:
+    """A name for matching people: no accents, case, punctuation or word order ('Smith, Jo' = 'jo smith')."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", plain.lower())
+    return " ".join(sorted(words))
+
+
+def is_request_type_id(value: str) -> bool:
+    return bool(_REQUEST_TYPE_ID.match(value))
+
+
+def urgency_for(*, needed_by: date | None, received: datetime) -> str:
+    """How soon help is needed, from the date it is needed by (no date: routine)."""
+    if needed_by is None:
+        return "routine"
+    days = (needed_by - received.date()).days
+    if days <= 0:
+        return "today"
+    if days <= 2:
+        return "within-48-hours"
+    if days <= 7:
+        return "this-week"
+    return "routine"
+
+
+def check_date_of_birth(value: date, *, today: date) -> date:
+    if value > today:
+        raise ValueError("is in the future")
+    if value < today - timedelta(days=365 * 125):
+        raise ValueError("is more than 125 years ago")
+    return value
+
+
+def is_same_person(
+    *, name_a: str, dob_a: date | None, postcode_a: str, phone_a: str | None,
+    name_b: str, dob_b: date | None, postcode_b: str, phone_b: str | None,
+) -> bool:
+    """Same normalised name, and the same date of birth, postcode or phone."""
+    if name_key(name_a) != name_key(name_b):
+        return False
+    return (
+        (dob_a is not None and dob_a == dob_b)
+        or postcode_a == postcode_b
+        or (phone_a is not None and phone_a == phone_b)
+    )

@@ -1,0 +1,87 @@
+"""The referrals service's tables: referrals (with the resident), requests, request types."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, Date, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+
+from shared.app import ServiceTables
+from shared.db import BigId, UtcDateTime, new_metadata
+
+metadata = new_metadata()
+
+request_types = Table(
+    "request_types",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("description", String(500)),
+    Column("active", Boolean, nullable=False, server_default="1"),
+    Column("position", Integer, nullable=False, server_default="0"),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("reference", String(20), nullable=False, unique=True),
+    Column("channel", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_by_role", String(40), nullable=False),
+    # The resident, as given on this referral.
+    Column("name", String(200), nullable=False),
+    Column("name_key", String(200), nullable=False, index=True),
+    Column("date_of_birth", Date),
+    Column("phone", String(20), index=True),
+    Column("email", String(320)),
+    Column("address_line1", String(200), nullable=False),
+    Column("address_line2", String(200)),
+    Column("town", String(100)),
+    Column("postcode", String(8), nullable=False, index=True),
+    Column("contact_preference", String(20)),
+    Column("vulnerabilities", JSON, nullable=False),
+    Column("language", String(50)),
+    Column("referrer", JSON),
+    Column("consent", JSON, nullable=False),
+    Column("possible_duplicate", Boolean, nullable=False),
+    # A front-end's retry with the same key gets this referral back.
+    Column("idempotency_client", String(200)),
+    Column("idempotency_key", String(200)),
+    Column("body_hash", String(64)),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("idempotency_client", "idempotency_key", name="uq_referrals_idempotency"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("referral_id", String(36), ForeignKey("referrals.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("type", String(40), ForeignKey("request_types.id"), nullable=False),
+    Column("details", Text),
+    Column("needed_by", Date),
+    Column("urgency", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("duplicate_of", String(36)),
+    Column("cancel_reason", String(40)),
+    Column("cancelled_at", UtcDateTime),
+    Index("ix_requests_type_status", "type", "status"),
+)
+
+referral_changes = Table(
+    "referral_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("referral_id", String(36), ForeignKey("referrals.id"), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("fields", JSON, nullable=False),
+    Column("note", Text),
+)
+
+tables = ServiceTables(metadata)

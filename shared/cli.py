@@ -1,0 +1,196 @@
+"""`kent-together`: the platform's command line (installed into .venv by `make run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from shared.auth import ROLES, mint_token
+from shared.bus import EmbeddedBroker, port_open
+from shared.settings import ServiceSettings
+
+app = typer.Typer(help="Kent Together platform commands.", no_args_is_help=True, add_completion=False)
+
+# Every service of the suite, in start order: (name, port).
+SERVICES = (("referrals", 8001), ("fulfilment", 8002), ("actions", 8003), ("reporting", 8004))
+
+
+def installed_services() -> list[tuple[str, int]]:
+    """The services that exist in this checkout so far."""
+    found = []
+    for name, port in SERVICES:
+        try:
+            importlib.import_module(f"services.{name}.app")
+        except ModuleNotFoundError:
+            continue
+        found.append((name, port))
+    return found
+
+
+def service_settings(name: str) -> ServiceSettings:
+    module = importlib.import_module(f"services.{name}.app")
+    settings_class = next(
+        value for key, value in vars(module).items()
+        if key.endswith("Settings") and isinstance(value, type) and issubclass(value, ServiceSettings)
+        and value is not ServiceSettings
+    )
+    return settings_class()
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}")],
+    hub: Annotated[Optional[str], typer.Option(help="The hub's slug, for --role hub")] = None,
+    subject: Annotated[Optional[str], typer.Option(help="Who the token is for")] = None,
+    hours: Annotated[int, typer.Option(help="Hours until it expires")] = 12,
+):
+    """Print a development JWT for ROLE (embedded default only)."""
+    settings = ServiceSettings()
+    try:
+        typer.echo(
+            mint_token(
+                signing_key=settings.signing_key(), role=role, hub=hub, subject=subject,
+                issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=hours * 3600,
+            )
+        )
+    except (ValueError, RuntimeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def migrate(service: Annotated[Optional[str], typer.Argument(help="One service; all if omitted")] = None):
+    """Apply Alembic migrations to each service's database."""
+    from shared.db import upgrade
+
+    for name, _ in installed_services():
+        if service and name != service:
+            continue
+        settings = service_settings(name)
+        upgrade(name, settings.database_url)
+        typer.echo(f"migrated {name}: {_safe_url(settings.database_url)}")
+
+
+@app.command()
+def relay(service: Annotated[str, typer.Argument(help="The service whose outbox to publish")]):
+    """Run an outbox relay on its own (scale out: several are safe on PostgreSQL)."""
+    from shared.app import build_runtime
+
+    module = importlib.import_module(f"services.{service}.models")
+    runtime = build_runtime(service_settings(service), module.tables)
+
+    async def main():
+        try:
+            await runtime.relay.run()
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def run(
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Start only these services")] = None,
+):
+    """Start the suite: the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), migrations, services."""
+    services = [(n, p) for n, p in installed_services() if not only or n in only]
+    var_dir = ServiceSettings().var_dir
+    var_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        if port_open("127.0.0.1", 9092):
+            typer.echo("port 9092 is in use: using the broker already there (set KAFKA_BOOTSTRAP_SERVERS to choose)")
+        else:
+            broker = EmbeddedBroker(port=9092, log_path=var_dir / "broker.log").start()
+            typer.echo("embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:9092; log in var/broker.log")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    asyncio.run(_create_topics(bootstrap))
+    for name, _ in services:
+        subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True)
+
+    children: list[tuple[str, subprocess.Popen]] = []
+    for name, port in services:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
+             "--host", os.environ.get("KT_HOST", "127.0.0.1"), "--port", str(port),
+             "--no-access-log", "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, "KT_SERVICE": name},
+        )
+        children.append((name, process))
+        threading.Thread(target=_relay_output, args=(name, process), daemon=True).start()
+
+    for name, port in services:
+        _wait_for_port(port, timeout=30)
+    typer.echo("")
+    for name, port in services:
+        typer.echo(f"  {name:<11} http://127.0.0.1:{port}    API docs: http://127.0.0.1:{port}/docs")
+    typer.echo("\n  a token:   .venv/bin/kent-together token --role call-centre")
+    typer.echo("  Ctrl-C stops everything.\n")
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set():
+            for name, process in children:
+                if process.poll() is not None:
+                    typer.echo(f"{name} exited with {process.returncode}; stopping the suite", err=True)
+                    stopping.set()
+            stopping.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.echo("stopping…")
+        for _, process in reversed(children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 15
+        for _, process in children:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if broker:
+            broker.stop()
+        typer.echo("stopped.")
+
+
+async def _create_topics(bootstrap: str) -> None:
+    from shared.bus import ensure_topics
+    from shared.settings import Topics
+
+    topics = Topics()
+    await ensure_topics(bootstrap, {topics.referrals: 6, topics.request_stats: 6})
+
+
+def _relay_output(name: str, process: subprocess.Popen) -> None:
+    for line in process.stdout:
+        sys.stdout.write(f"{name:<11}| {line}")
+        sys.stdout.flush()
+
+
+def _wait_for_port(port: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    app()

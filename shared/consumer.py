@@ -1,0 +1,179 @@
+"""Consuming events: an inbox makes redelivery harmless; offsets commit after the database.
+
+Each message is handled in one unit of work that also records its event id in
+the inbox, so a message delivered twice changes nothing the second time. A
+message that keeps failing is retried a bounded number of times, then sent to
+the dead-letter topic with the reason, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+
+from shared.bus import OutgoingMessage, Producer
+from shared.db import UtcDateTime
+from shared.events import REGISTRY, CloudEvent
+from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
+
+
+class UnprocessableEvent(Exception):
+    """An event no retry can help: dead-letter it at once."""
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("event_id", String(36), primary_key=True),
+        Column("processed_at", UtcDateTime, nullable=False),
+    )
+
+
+class EventConsumer:
+    """One consumer group reading `topics` and calling a handler per event type."""
+
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        topics: list[str],
+        handlers: dict[str, Handler],
+        uow_factory: Callable[[], UnitOfWork],
+        inbox: Table,
+        bootstrap_servers: str,
+        producer: Producer,
+        dead_letter_topic: str,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.2,
+    ):
+        self.group_id = group_id
+        self.topics = topics
+        self.handlers = handlers
+        self.uow_factory = uow_factory
+        self.inbox = inbox
+        self.bootstrap_servers = bootstrap_servers
+        self.producer = producer
+        self.dead_letter_topic = dead_letter_topic
+        self.max_attempts = max_attempts
+        self.retry_base_seconds = retry_base_seconds
+        self.processed_total = 0
+        self.dead_lettered_total = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled; reconnect with back-off when the broker is away."""
+        backoff = 0.0
+        while True:
+            consumer = AIOKafkaConsumer(
+                *self.topics,
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=500,
+            )
+            try:
+                await consumer.start()
+                backoff = 0.0
+                while True:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    for partition, messages in batches.items():
+                        for message in messages:
+                            await self.process(message)
+                        # Only now, after every database commit of this batch.
+                        await consumer.commit({partition: messages[-1].offset + 1})
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                backoff = min(max(0.5, backoff * 2), 30.0)
+                log.warning("consumer %s: %s; reconnecting in %.1fs", self.group_id, error, backoff)
+                await asyncio.sleep(backoff)
+            finally:
+                try:
+                    await asyncio.wait_for(consumer.stop(), timeout=10)
+                except Exception:
+                    log.debug("consumer stop failed", exc_info=True)
+
+    async def process(self, message) -> None:
+        """Handle one Kafka message exactly once in effect, or dead-letter it."""
+        try:
+            event = CloudEvent.from_bytes(message.value)
+        except (ValidationError, ValueError) as error:
+            await self.dead_letter(message, reason=f"not a CloudEvent: {_short(error)}")
+            return
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            if event.type not in REGISTRY:
+                await self.dead_letter(message, reason=f"unknown event type {event.type!r}")
+            return  # a known type this consumer has no use for
+        last_error: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self._handle_once(event, handler)
+                self.processed_total += 1
+                return
+            except UnprocessableEvent as error:
+                await self.dead_letter(message, reason=str(error))
+                return
+            except ValidationError as error:
+                await self.dead_letter(message, reason=f"invalid {event.type} data: {_short(error)}")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                last_error = error
+                log.warning(
+                    "consumer %s: event %s failed (attempt %d/%d): %r",
+                    self.group_id, event.id, attempt, self.max_attempts, error,
+                )
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(self.retry_base_seconds * 2 ** (attempt - 1))
+        await self.dead_letter(
+            message, reason=f"failed {self.max_attempts} times: {type(last_error).__name__}: {last_error}"
+        )
+
+    async def _handle_once(self, event: CloudEvent, handler: Handler) -> None:
+        event_id = str(event.id)
+        async with self.uow_factory() as uow:
+            seen = await uow.session.scalar(
+                select(self.inbox.c.event_id).where(
+                    self.inbox.c.consumer == self.group_id, self.inbox.c.event_id == event_id
+                )
+            )
+            if seen:
+                return
+            await uow.session.execute(
+                insert(self.inbox).values(consumer=self.group_id, event_id=event_id, processed_at=uow.now())
+            )
+            await handler(uow, event)
+            await uow.commit()
+
+    async def dead_letter(self, message, *, reason: str) -> None:
+        """Park a message with its reason; raises if the broker will not take it (then it is redelivered)."""
+        log.error("consumer %s: dead-lettering %s[%s]@%s: %s",
+                  self.group_id, message.topic, message.partition, message.offset, reason)
+        headers = tuple(message.headers or ()) + (
+            ("dlq-reason", reason.encode()[:2000]),
+            ("dlq-topic", message.topic.encode()),
+            ("dlq-partition", str(message.partition).encode()),
+            ("dlq-offset", str(message.offset).encode()),
+            ("dlq-consumer", self.group_id.encode()),
+        )
+        await self.producer.send_many(
+            [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=message.value or b"", headers=headers)]
+        )
+        self.dead_lettered_total += 1
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0][:300]

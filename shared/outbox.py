@@ -1,0 +1,184 @@
+"""The transactional outbox: events commit with the business change; a relay publishes them.
+
+No request handler talks to Kafka. The relay publishes rows in id order, marks
+them published, retries with back-off while the broker is away, and on
+PostgreSQL several relays share the work (`FOR UPDATE SKIP LOCKED`).
+Published rows are kept for `retention` so an operator can republish a range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, select, update
+
+from shared.bus import OutgoingMessage, Producer
+from shared.db import BigId, Database, UtcDateTime, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(200), nullable=True),
+        Column("type", String(200), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("published_at", UtcDateTime, nullable=True),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_error", Text, nullable=True),
+        Index("ix_outbox_unpublished", "published_at", "id"),
+    )
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to Kafka, at least once, in id order."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: Table,
+        producer: Producer,
+        batch_size: int = 500,
+        poll_seconds: float = 0.5,
+        retention: timedelta = timedelta(days=7),
+        max_backoff_seconds: float = 30.0,
+    ):
+        self.db = db
+        self.table = table
+        self.producer = producer
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.retention = retention
+        self.max_backoff_seconds = max_backoff_seconds
+        self.last_error: str | None = None
+        self.published_total = 0
+        self._wake = asyncio.Event()
+        self._last_purge = 0.0
+
+    def notify(self) -> None:
+        """A transaction just committed events: publish now rather than at the next poll."""
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows; return how many were published."""
+        t = self.table
+        query = (
+            select(t.c.id, t.c.topic, t.c.key, t.c.payload)
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.id)
+            .limit(self.batch_size)
+        )
+        if self.db.dialect == "postgresql":
+            # Row locks, not a table lock: other relays take the next rows and
+            # intake goes on while this batch is in flight.
+            async with self.db.sessions() as session, session.begin():
+                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+                if rows:
+                    await self._send(rows)
+                    await session.execute(self._mark_published([r.id for r in rows]))
+            return self._published(len(rows))
+        # SQLite: one relay per database; never hold its single write lock while
+        # waiting on the broker, or intake would wait too.
+        async with self.db.sessions() as session:
+            rows = (await session.execute(query)).all()
+            await session.rollback()
+        if rows:
+            await self._send(rows)
+            async with self.db.sessions() as session, session.begin():
+                await session.execute(self._mark_published([r.id for r in rows]))
+        return self._published(len(rows))
+
+    def _published(self, count: int) -> int:
+        self.published_total += count
+        return count
+
+    async def _send(self, rows) -> None:
+        await self.producer.send_many(
+            [
+                OutgoingMessage(
+                    topic=r.topic,
+                    key=r.key.encode() if r.key else None,
+                    value=r.payload,
+                )
+                for r in rows
+            ]
+        )
+
+    def _mark_published(self, ids: list[int]):
+        return update(self.table).where(self.table.c.id.in_(ids)).values(published_at=utcnow())
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """How many rows wait to be published, and when the oldest was committed."""
+        t = self.table
+        async with self.db.sessions() as session:
+            row = (
+                await session.execute(
+                    select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
+                )
+            ).one()
+        return row[0], row[1]
+
+    async def purge_published(self, *, older_than: datetime | None = None) -> int:
+        cutoff = older_than or utcnow() - self.retention
+        async with self.db.sessions() as session, session.begin():
+            result = await session.execute(
+                delete(self.table).where(self.table.c.published_at.is_not(None), self.table.c.published_at < cutoff)
+            )
+        return result.rowcount or 0
+
+    async def run(self) -> None:
+        """Publish until cancelled, backing off while the broker is unreachable."""
+        backoff = 0.0
+        while True:
+            self._wake.clear()
+            try:
+                count = await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # broker down, database blip: retry, never give up
+                self.last_error = f"{type(error).__name__}: {error}"
+                backoff = min(max(0.25, backoff * 2), self.max_backoff_seconds)
+                log.warning("outbox relay: publish failed (%s); retrying in %.1fs", self.last_error, backoff)
+                await self.producer.reset()
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            self.last_error = None
+            if count == self.batch_size:
+                continue  # more waiting: no pause
+            await self._purge_now_and_then()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _purge_now_and_then(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_purge > 600:
+            self._last_purge = now
+            try:
+                purged = await self.purge_published()
+                if purged:
+                    log.info("outbox relay: purged %d published rows past retention", purged)
+            except Exception:
+                log.warning("outbox relay: purge failed", exc_info=True)
+
+
+async def republish(*, db: Database, table: Table, since: datetime, until: datetime) -> int:
+    """Mark published rows in a time range for publishing again (consumers dedupe by event id)."""
+    async with db.sessions() as session, session.begin():
+        result = await session.execute(
+            update(table)
+            .where(table.c.created_at >= since, table.c.created_at < until, table.c.published_at.is_not(None))
+            .values(published_at=None)
+        )
+    return result.rowcount or 0

@@ -81,6 +81,7 @@ class EventConsumer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=500,
+                metadata_max_age_ms=5000,  # pick up topics created after start-up
             )
             try:
                 await consumer.start()

@@ -156,9 +156,12 @@ class OutboxRelay:
             if count == self.batch_size:
                 continue  # more waiting: no pause
             await self._purge_now_and_then()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that lands as the wake-up does, and shutdown hangs.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     async def _purge_now_and_then(self) -> None:

@@ -54,7 +54,7 @@ def normalise_phone(value: str) -> str:
     except phonenumbers.NumberParseException:
         raise ValueError("not a phone number") from None
     if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number (for example 01843 577000 or 07700 900123)")
+        raise ValueError("not a valid phone number (for example 01843 577000 or 07911 123456)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

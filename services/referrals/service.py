@@ -110,11 +110,11 @@ async def take_referral(
                 "body_hash": fingerprint,
                 "version": 1,
             }
-            await uow.session.execute(insert(referrals), [row])
-            await uow.session.execute(insert(requests), request_rows)
             out = _referral_out(row, request_rows)
             _publish_received(uow, out, topics=topics)
             try:
+                await uow.session.execute(insert(referrals), [row])
+                await uow.session.execute(insert(requests), request_rows)
                 await uow.commit()
             except IntegrityError:
                 # A concurrent retry with the same key won, or (rarely) the reference

@@ -1,0 +1,33 @@
+"""Build a service app the way production does, with a test's database, broker and topics."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+
+from shared.auth import mint_token
+from shared.settings import Topics
+
+
+def test_topics(unique: str) -> Topics:
+    return Topics(referrals=f"test.referrals.{unique}", request_stats=f"test.stats.{unique}",
+                  dead_letter_prefix=f"test.dlq.{unique}.")
+
+
+def token(settings, role: str, *, hub: str | None = None, subject: str | None = None) -> dict[str, str]:
+    """An Authorization header for `role`, signed with the test's key."""
+    value = mint_token(
+        signing_key=settings.signing_key(), role=role, hub=hub, subject=subject,
+        issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+    )
+    return {"Authorization": f"Bearer {value}"}
+
+
+@contextlib.asynccontextmanager
+async def running(app):
+    """The app with its lifespan running (relay, consumers), and an HTTP client to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client

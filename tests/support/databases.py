@@ -1,0 +1,70 @@
+"""Real databases for tests: each service migrated once into a template, copied per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from shared.db import upgrade
+
+POSTGRES_ADMIN_DSN = os.environ.get("KT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+_sqlite_templates: dict[str, Path] = {}
+
+
+def sqlite_template(service: str, scratch: Path) -> Path:
+    """A SQLite file with every migration of `service` applied, made once per session."""
+    if service not in _sqlite_templates:
+        path = scratch / f"template-{service}-{uuid.uuid4().hex[:6]}.db"
+        upgrade(service, f"sqlite+aiosqlite:///{path}")
+        _sqlite_templates[service] = path
+    return _sqlite_templates[service]
+
+
+def _sqlalchemy_url(database: str) -> str:
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{database}"
+
+
+async def _admin(*statements: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+class PostgresTemplates:
+    """Per-session template databases on the local PostgreSQL server; a fresh copy per test."""
+
+    def __init__(self):
+        self.session = uuid.uuid4().hex[:8]
+        self.templates: dict[str, str] = {}
+        self.created: list[str] = []
+
+    def fresh_database(self, service: str) -> str:
+        if service not in self.templates:
+            template = f"kt_tpl_{service}_{self.session}"
+            asyncio.run(_admin(f'CREATE DATABASE "{template}"'))
+            self.created.append(template)
+            upgrade(service, _sqlalchemy_url(template))
+            self.templates[service] = template
+        name = f"kt_{service}_{self.session}_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.templates[service]}"'))
+        self.created.append(name)
+        return _sqlalchemy_url(name)
+
+    def drop_all(self) -> None:
+        async def drop():
+            for name in reversed(self.created):
+                try:
+                    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except Exception:
+                    pass
+
+        asyncio.run(drop())

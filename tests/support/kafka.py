@@ -1,0 +1,55 @@
+"""Reading what really reached the broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer
+
+from shared.events import CloudEvent
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, expect: int | None = None, timeout: float = 15.0,
+    event_type: str | None = None,
+) -> list[tuple[bytes | None, CloudEvent]]:
+    """(key, event) pairs on `topic` from the beginning: until `expect` are read, or `timeout` passes.
+
+    With `expect=None` it reads until the topic has been quiet for a second.
+    """
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+        metadata_max_age_ms=300,  # the topic may appear only after the consumer starts
+    )
+    await consumer.start()
+    found: list[tuple[bytes | None, CloudEvent]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    quiet_since = loop.time()
+    try:
+        while loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            got = False
+            for messages in batches.values():
+                for message in messages:
+                    event = CloudEvent.from_bytes(message.value)
+                    if event_type is None or event.type == event_type:
+                        found.append((message.key, event))
+                        got = True
+            if got:
+                quiet_since = loop.time()
+            if expect is not None and len(found) >= expect:
+                # Read a little longer: a duplicate must not hide behind an early return.
+                extra = await consumer.getmany(timeout_ms=500)
+                for messages in extra.values():
+                    for message in messages:
+                        event = CloudEvent.from_bytes(message.value)
+                        if event_type is None or event.type == event_type:
+                            found.append((message.key, event))
+                break
+            if expect is None and loop.time() - quiet_since > 1.0:
+                break
+    finally:
+        await consumer.stop()
+    return found

@@ -170,8 +170,7 @@ async def _create_topics(bootstrap: str) -> None:
     from shared.bus import ensure_topics
     from shared.settings import Topics
 
-    topics = Topics()
-    await ensure_topics(bootstrap, {topics.referrals: 6, topics.request_stats: 6})
+    await ensure_topics(bootstrap, {name: 6 for name in Topics().declared()})
 
 
 def _relay_output(name: str, process: subprocess.Popen) -> None:

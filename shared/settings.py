@@ -29,6 +29,10 @@ class Topics(BaseSettings):
     """No personal data: one event per request for reporting."""
     dead_letter_prefix: str = "kt.dlq."
 
+    def declared(self) -> list[str]:
+        """Every fixed topic of the platform (per-hub and dead-letter topics are made as needed)."""
+        return [value for name, value in self if name != "dead_letter_prefix" and isinstance(value, str)]
+
 
 class ServiceSettings(BaseSettings):
     """What every service needs; a service subclasses it with its own env prefix."""

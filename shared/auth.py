@@ -99,7 +99,7 @@ def mint_token(
     return jwt.encode(claims, signing_key, algorithm="HS256")
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -112,7 +112,8 @@ def _principal(request: Request) -> Principal:
 def require(scope: str):
     """A dependency that returns the caller if their token carries `scope`."""
 
-    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    # async: a plain def dependency would hop to a worker thread on every request.
+    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if scope not in principal.scopes:
             raise Forbidden(f"this needs the {scope!r} scope, which role {principal.role!r} does not have")
         return principal

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception):
+        if isinstance(error, ClientDisconnect):
+            # The caller hung up mid-body: nothing was stored, nobody to answer.
+            return problem(400, slug="client-disconnected", title="Client disconnected",
+                           detail="the request body did not arrive whole", request=request)
         # Never leak internals: the log has the traceback, the caller the request id.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, slug="internal-error", title="Internal error",

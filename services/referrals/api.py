@@ -26,7 +26,7 @@ Admin = Annotated[Principal, Depends(require("referrals:admin"))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 

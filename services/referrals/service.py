@@ -333,26 +333,40 @@ async def _by_idempotency_key(uow: UnitOfWork, *, client: str, key: str):
 async def _open_requests_of_same_person(uow: UnitOfWork, *, referral: ReferralIn, name_key: str) -> dict[str, str]:
     """Earlier open requests of the same person, by type: {type: request id}."""
     resident = referral.resident
-    wanted = {r.type for r in referral.requests}
-    rows = (
+    # People with this name first (an indexed lookup that is usually empty), then
+    # their open requests: one join would let the planner scan every open request.
+    people = (
         await uow.session.execute(
             select(
-                requests.c.id, requests.c.type, referrals.c.name, referrals.c.date_of_birth,
-                referrals.c.postcode, referrals.c.phone,
-            )
+                referrals.c.id, referrals.c.name, referrals.c.date_of_birth, referrals.c.postcode, referrals.c.phone,
+            ).where(referrals.c.name_key == name_key, referrals.c.status == domain.OPEN)
+        )
+    ).all()
+    same_person = [
+        person.id for person in people
+        if domain.is_same_person(
+            name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
+            phone_a=resident.phone, name_b=person.name, dob_b=person.date_of_birth, postcode_b=person.postcode,
+            phone_b=person.phone,
+        )
+    ]
+    if not same_person:
+        return {}
+    rows = (
+        await uow.session.execute(
+            select(requests.c.id, requests.c.type)
             .join(referrals, referrals.c.id == requests.c.referral_id)
-            .where(referrals.c.name_key == name_key, requests.c.status == domain.OPEN, requests.c.type.in_(wanted))
+            .where(
+                requests.c.referral_id.in_(same_person),
+                requests.c.status == domain.OPEN,
+                requests.c.type.in_({r.type for r in referral.requests}),
+            )
             .order_by(referrals.c.received_at)
         )
     ).all()
     earlier: dict[str, str] = {}
     for row in rows:
-        if row.type not in earlier and domain.is_same_person(
-            name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
-            phone_a=resident.phone, name_b=row.name, dob_b=row.date_of_birth, postcode_b=row.postcode,
-            phone_b=row.phone,
-        ):
-            earlier[row.type] = row.id
+        earlier.setdefault(row.type, row.id)
     return earlier
 
 

@@ -1,0 +1,143 @@
+"""Durable referral intake on PostgreSQL beside a bare FastAPI endpoint, in one run.
+
+    make bench            (or .venv/bin/python -m bench.intake --seconds 10)
+
+Both servers are real uvicorn processes on this machine; the load comes from
+wrk (installed from Debian's packages if missing) posting a different
+resident each time. The durable endpoint authenticates, validates, checks for
+duplicates, writes the referral, its requests and their outbox events in one
+PostgreSQL transaction, and answers 201 only after the commit; the outbox
+relay publishes to the embedded broker meanwhile. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+from shared.auth import mint_token
+from shared.bus import EmbeddedBroker, free_port, port_open
+from shared.db import upgrade
+
+ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+HERE = Path(__file__).parent
+SIGNING_KEY = "bench-signing-key-" + "b" * 32
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk (Debian package) for the load …", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=False)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk")
+
+
+def start_server(target: str, port: int, env: dict, *, factory: bool) -> subprocess.Popen:
+    command = [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--no-access-log", "--log-level", "error"]
+    if factory:
+        command.append("--factory")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not port_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{target} did not start")
+        time.sleep(0.1)
+    return process
+
+
+def run_wrk(wrk: str, url: str, *, seconds: int, connections: int, token: str) -> dict:
+    output = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "post.lua"), url],
+        env={**os.environ, "KT_BENCH_TOKEN": token}, capture_output=True, text=True, check=True,
+    ).stdout
+    total = int(re.search(r"(\d+) requests in", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "total": total,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "p50": re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1),
+        "p99": re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1),
+    }
+
+
+async def admin(statement: str) -> None:
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def count(dsn: str, query: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(query)
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    database = f"kt_bench_{os.getpid()}"
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{database}"
+    upgrade("referrals", url)
+    broker = EmbeddedBroker(port=free_port()).start()
+    env = {
+        **os.environ, "REFERRALS_DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KT_JWT_SIGNING_KEY": SIGNING_KEY, "KT_VAR_DIR": "/tmp/kt-bench-var", "KT_LOG_LEVEL": "ERROR",
+    }
+    token = mint_token(signing_key=SIGNING_KEY, role="call-centre", issuer="kent-together-dev",
+                       audience="kent-together", subject="bench")
+    bare_port, durable_port = free_port(), free_port()
+    servers = [
+        start_server("bench.bare_app:app", bare_port, env, factory=False),
+        start_server("services.referrals.app:create_app", durable_port, env, factory=True),
+    ]
+    try:
+        bare_url = f"http://127.0.0.1:{bare_port}/v1/referrals"
+        durable_url = f"http://127.0.0.1:{durable_port}/v1/referrals"
+        for warm in (bare_url, durable_url):
+            run_wrk(wrk, warm, seconds=2, connections=args.connections, token=token)
+        bare = run_wrk(wrk, bare_url, seconds=args.seconds, connections=args.connections, token=token)
+        durable = run_wrk(wrk, durable_url, seconds=args.seconds, connections=args.connections, token=token)
+        time.sleep(2)
+        dsn = f"{base}/{database}"
+        stored = asyncio.run(count(dsn, "SELECT count(*) FROM referrals"))
+        backlog = asyncio.run(count(dsn, "SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait()
+        broker.stop()
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+    print()
+    print(f"Referral intake, {args.connections} connections, {args.seconds}s each, {os.cpu_count()} cores")
+    print(f"{'endpoint':<44}{'req/s':>9}{'p50':>10}{'p99':>10}{'non-2xx':>9}")
+    print(f"{'bare FastAPI, validation only':<44}{bare['rps']:>9.0f}{bare['p50']:>10}{bare['p99']:>10}{bare['non_2xx']:>9}")
+    print(f"{'durable: PostgreSQL + outbox, 201 on commit':<44}{durable['rps']:>9.0f}{durable['p50']:>10}{durable['p99']:>10}{durable['non_2xx']:>9}")
+    print(f"ratio durable / bare: {durable['rps'] / bare['rps']:.2f}  (target 0.50)")
+    print(f"referrals stored: {stored} (warm-up included); outbox rows still unpublished 2s after: {backlog}")
+
+
+if __name__ == "__main__":
+    main()

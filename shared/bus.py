@@ -29,6 +29,8 @@ class Producer:
 
     `acks="all"` without the idempotent producer: the embedded broker does not
     support it, and the consumers' inbox makes a redelivered event harmless.
+    The timeout is long on purpose: giving up on a send the broker may still
+    complete (a paused broker, a slow leader) is what writes duplicates.
     """
 
     def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 10_000):

@@ -102,35 +102,40 @@ def relay(service: Annotated[str, typer.Argument(help="The service whose outbox 
 @app.command()
 def run(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Start only these services")] = None,
+    port_offset: Annotated[int, typer.Option(envvar="KT_PORT_OFFSET", help="Add to every service port")] = 0,
+    broker_port: Annotated[int, typer.Option(envvar="KT_BROKER_PORT", help="Embedded broker port")] = 9092,
 ):
-    """Start the suite: the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), migrations, services."""
-    services = [(n, p) for n, p in installed_services() if not only or n in only]
+    """Start the suite: the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), migrations, services.
+
+    A service that dies is started again; Ctrl-C stops everything.
+    """
+    services = [(n, p + port_offset) for n, p in installed_services() if not only or n in only]
     var_dir = ServiceSettings().var_dir
     var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
     broker = None
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        if port_open("127.0.0.1", 9092):
-            typer.echo("port 9092 is in use: using the broker already there (set KAFKA_BOOTSTRAP_SERVERS to choose)")
+    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        if port_open("127.0.0.1", broker_port):
+            typer.echo(f"port {broker_port} is in use: using the broker already there")
         else:
-            broker = EmbeddedBroker(port=9092, log_path=var_dir / "broker.log").start()
-            typer.echo("embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:9092; log in var/broker.log")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    asyncio.run(_create_topics(bootstrap))
+            broker = EmbeddedBroker(port=broker_port, log_path=var_dir / "broker.log").start()
+            typer.echo(f"embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:{broker_port}; log in {var_dir}/broker.log")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_port}"
+    asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"]))
     for name, _ in services:
-        subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True)
+        subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True, env=env)
 
-    children: list[tuple[str, subprocess.Popen]] = []
-    for name, port in services:
+    def start(name: str, port: int) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
-             "--host", os.environ.get("KT_HOST", "127.0.0.1"), "--port", str(port),
-             "--no-access-log", "--log-level", "warning"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, "KT_SERVICE": name},
+             "--host", env.get("KT_HOST", "127.0.0.1"), "--port", str(port),
+             "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
         )
-        children.append((name, process))
         threading.Thread(target=_relay_output, args=(name, process), daemon=True).start()
+        return process
 
+    children = {name: start(name, port) for name, port in services}
     for name, port in services:
         _wait_for_port(port, timeout=30)
     typer.echo("")
@@ -138,25 +143,27 @@ def run(
         typer.echo(f"  {name:<11} http://127.0.0.1:{port}    API docs: http://127.0.0.1:{port}/docs")
     typer.echo("\n  a token:   .venv/bin/kent-together token --role call-centre")
     typer.echo("  Ctrl-C stops everything.\n")
+    sys.stdout.flush()
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    ports = dict(services)
     try:
         while not stopping.is_set():
-            for name, process in children:
-                if process.poll() is not None:
-                    typer.echo(f"{name} exited with {process.returncode}; stopping the suite", err=True)
-                    stopping.set()
+            for name, process in list(children.items()):
+                if process.poll() is not None and not stopping.is_set():
+                    typer.echo(f"{name} exited with {process.returncode}; starting it again", err=True)
+                    children[name] = start(name, ports[name])
             stopping.wait(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         typer.echo("stopping…")
-        for _, process in reversed(children):
+        for process in children.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 15
-        for _, process in children:
+        for process in children.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -73,6 +73,7 @@ class Runtime:
             producer=self.producer,
             dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
             max_attempts=self.settings.consumer_max_attempts,
+            session_timeout_ms=self.settings.consumer_session_timeout_ms,
         )
 
 

@@ -56,6 +56,7 @@ class EventConsumer:
         dead_letter_topic: str,
         max_attempts: int = 5,
         retry_base_seconds: float = 0.2,
+        session_timeout_ms: int = 10_000,
     ):
         self.group_id = group_id
         self.topics = topics
@@ -67,6 +68,7 @@ class EventConsumer:
         self.dead_letter_topic = dead_letter_topic
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
+        self.session_timeout_ms = session_timeout_ms
         self.processed_total = 0
         self.dead_lettered_total = 0
 
@@ -82,6 +84,8 @@ class EventConsumer:
                 auto_offset_reset="earliest",
                 max_poll_records=500,
                 metadata_max_age_ms=5000,  # pick up topics created after start-up
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
             )
             try:
                 await consumer.start()

@@ -65,6 +65,8 @@ class ServiceSettings(BaseSettings):
     outbox_retention_days: float = 7.0
     """Published outbox rows are kept this long so an operator can republish a range."""
     consumer_max_attempts: int = 5
+    consumer_session_timeout_ms: int = 10_000
+    """How soon a dead consumer's partitions move to another instance."""
 
     max_body_bytes: int = 256 * 1024
     log_json: bool = Field(True, validation_alias="KT_LOG_JSON")

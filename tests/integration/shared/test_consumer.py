@@ -1,0 +1,170 @@
+"""The shared consumer: redelivery is harmless, poison goes to the dead-letter topic, offsets follow commits."""
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import Column, String, Table, func, insert, select
+
+from services.referrals.models import tables
+from shared.bus import Producer
+from shared.consumer import EventConsumer
+from shared.db import Database
+from shared.events import CloudEvent, RequestCancelledV1
+from shared.uow import UnitOfWork
+
+SERVICE = "referrals"  # any service's migrated database has the inbox table
+
+effects = Table("test_effects", tables.metadata.__class__(), Column("event_id", String(36), primary_key=True))
+
+
+def cancelled_event() -> CloudEvent:
+    return RequestCancelledV1(
+        referral_id=uuid.uuid4(), request_id=uuid.uuid4(), request_type="food",
+        reason="no-longer-needed", cancelled_at="2020-04-02T10:00:00Z",
+    ).envelope(source="/test")
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(effects.metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def topic(unique):
+    return f"test.consumer.{unique}"
+
+
+async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value=value, key=b"k")
+    finally:
+        await producer.stop()
+
+
+def make_consumer(*, db, broker, topic, unique, handler, max_attempts=3) -> EventConsumer:
+    return EventConsumer(
+        group_id=f"test-group-{unique}", topics=[topic],
+        handlers={RequestCancelledV1.type: handler},
+        uow_factory=lambda: UnitOfWork(db, source="/test", outbox=tables.outbox),
+        inbox=tables.inbox, bootstrap_servers=broker.bootstrap_servers,
+        producer=Producer(broker.bootstrap_servers), dead_letter_topic=f"{topic}.dlq",
+        max_attempts=max_attempts, retry_base_seconds=0.01, session_timeout_ms=2000,
+    )
+
+
+async def run_until(consumer: EventConsumer, condition, timeout=20.0):
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.producer.stop()
+
+
+async def record_effect(uow, event):
+    await uow.session.execute(insert(effects).values(event_id=str(event.id)))
+
+
+async def count_effects(db) -> int:
+    async with db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(effects))
+
+
+async def dead_letters(bootstrap, topic, expect):
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, metadata_max_age_ms=300)
+    await consumer.start()
+    found = []
+    try:
+        async with asyncio.timeout(15):
+            while len(found) < expect:
+                for messages in (await consumer.getmany(timeout_ms=200)).values():
+                    found += messages
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_an_event_delivered_twice_changes_things_once(db, broker, topic, unique):
+    event = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, event.to_bytes(), event.to_bytes())
+    calls = []
+
+    async def handler(uow, event):
+        calls.append(event.id)
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(consumer, lambda: consumer.processed_total >= 2)
+    assert calls == [event.id]  # the second delivery never reached the handler
+    assert await count_effects(db) == 1
+
+
+async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_and_the_next_one_is_handled(db, broker, topic, unique):
+    good = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, b"\x00not json at all", b'{"specversion": "1.0"}', good.to_bytes())
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    await run_until(consumer, lambda: consumer.processed_total >= 1)
+    assert await count_effects(db) == 1
+    parked = await dead_letters(broker.bootstrap_servers, f"{topic}.dlq", expect=2)
+    reasons = [dict(m.headers)["dlq-reason"].decode() for m in parked]
+    assert all(r.startswith("not a CloudEvent") for r in reasons)
+    assert parked[0].value == b"\x00not json at all"  # kept as it came, for replay
+
+
+async def test_an_unknown_event_type_is_dead_lettered_with_the_reason(db, broker, topic, unique):
+    stranger = CloudEvent(source="/elsewhere", type="uk.gov.kent.together.mystery.v9", data={})
+    await produce(broker.bootstrap_servers, topic, stranger.to_bytes())
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    await run_until(consumer, lambda: consumer.dead_lettered_total >= 1)
+    [parked] = await dead_letters(broker.bootstrap_servers, f"{topic}.dlq", expect=1)
+    assert dict(parked.headers)["dlq-reason"] == b"unknown event type 'uk.gov.kent.together.mystery.v9'"
+
+
+async def test_an_event_that_keeps_failing_is_retried_then_dead_lettered_and_nothing_half_done(db, broker, topic, unique):
+    poison, good = cancelled_event(), cancelled_event()
+    await produce(broker.bootstrap_servers, topic, poison.to_bytes(), good.to_bytes())
+    attempts = []
+
+    async def handler(uow, event):
+        await record_effect(uow, event)  # rolled back with the failure
+        if event.id == poison.id:
+            attempts.append(1)
+            raise RuntimeError("hub table unavailable")
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler, max_attempts=3)
+    await run_until(consumer, lambda: consumer.processed_total >= 1 and consumer.dead_lettered_total >= 1)
+    assert len(attempts) == 3
+    assert await count_effects(db) == 1  # only the good one
+    [parked] = await dead_letters(broker.bootstrap_servers, f"{topic}.dlq", expect=1)
+    assert dict(parked.headers)["dlq-reason"] == b"failed 3 times: RuntimeError: hub table unavailable"
+
+
+async def test_a_restarted_consumer_resumes_after_what_it_committed(db, broker, topic, unique):
+    first = [cancelled_event() for _ in range(3)]
+    await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in first])
+    calls = []
+
+    async def handler(uow, event):
+        calls.append(event.id)
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(consumer, lambda: consumer.processed_total >= 3)
+    later = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, later.to_bytes())
+    again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(again, lambda: again.processed_total >= 1)
+    assert calls == [e.id for e in first] + [later.id]

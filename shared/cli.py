@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -171,6 +172,21 @@ def run(
         if broker:
             broker.stop()
         typer.echo("stopped.")
+
+
+@app.command()
+def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs")):
+    """Write the AsyncAPI document and each service's OpenAPI document into docs/."""
+    from shared.asyncapi import render
+
+    (out / "openapi").mkdir(parents=True, exist_ok=True)
+    (out / "asyncapi.json").write_text(render())
+    for name, _ in installed_services():
+        module = importlib.import_module(f"services.{name}.app")
+        settings = service_settings(name).model_copy(update={"jwt_signing_key": "docs", "log_json": False})
+        document = module.create_app(settings).openapi()
+        (out / "openapi" / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    typer.echo(f"wrote {out}/asyncapi.json and {out}/openapi/")
 
 
 async def _create_topics(bootstrap: str) -> None:

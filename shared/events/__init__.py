@@ -48,6 +48,8 @@ class EventData(BaseModel):
 
     type: ClassVar[str]
     personal_data: ClassVar[bool] = False
+    topics: ClassVar[tuple[str, ...]] = ()
+    """The `Topics` fields this event is published on (for the AsyncAPI document)."""
 
     def subject(self) -> str:
         raise NotImplementedError

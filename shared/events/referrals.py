@@ -56,6 +56,7 @@ class ReferralReceivedV1(EventData):
 
     type: ClassVar[str] = TYPE_PREFIX + "referral.received.v1"
     personal_data: ClassVar[bool] = True
+    topics: ClassVar[tuple[str, ...]] = ("referrals",)
 
     referral_id: uuid.UUID
     reference: str
@@ -76,6 +77,7 @@ class ReferralAmendedV1(EventData):
 
     type: ClassVar[str] = TYPE_PREFIX + "referral.amended.v1"
     personal_data: ClassVar[bool] = True
+    topics: ClassVar[tuple[str, ...]] = ("referrals",)
 
     referral_id: uuid.UUID
     reference: str
@@ -97,6 +99,7 @@ class RequestCancelledV1(EventData):
     """A request was cancelled (alone, or with its whole referral). No personal data."""
 
     type: ClassVar[str] = TYPE_PREFIX + "request.cancelled.v1"
+    topics: ClassVar[tuple[str, ...]] = ("referrals", "request_stats")
 
     referral_id: uuid.UUID
     request_id: uuid.UUID
@@ -113,6 +116,7 @@ class RequestReceivedV1(EventData):
     """One request received, for reporting: no names, contacts or full postcodes."""
 
     type: ClassVar[str] = TYPE_PREFIX + "request.received.v1"
+    topics: ClassVar[tuple[str, ...]] = ("request_stats",)
 
     referral_id: uuid.UUID
     request_id: uuid.UUID

@@ -42,8 +42,8 @@ Rt = Annotated[Runtime, Depends(runtime)]
 async def post_referral(request: Request, response: Response, by: Writer, rt: Rt, idempotency_key: IdempotencyKey = None):
     known_types = await request.app.state.request_types.active(rt.uow())
     referral = await read_body(request, ReferralIn, context={"request_types": known_types})
-    out, replayed = await service.take_referral(
-        rt.uow(), referral=referral, by=by, topics=rt.settings.topics, idempotency_key=idempotency_key
+    out, replayed = await request.app.state.intake.take(
+        service.Intake(referral=referral, by=by, idempotency_key=idempotency_key)
     )
     response.headers["Location"] = f"/v1/referrals/{out.id}"
     if replayed:

@@ -34,4 +34,6 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
         on_startup=on_startup,
     )
     app.state.request_types = service.RequestTypes()
+    runtime = app.state.runtime
+    app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, topics=settings.topics)
     return app

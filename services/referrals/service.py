@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -53,75 +54,127 @@ def body_hash(referral: ReferralIn) -> str:
     return hashlib.sha256(referral.model_dump_json().encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Intake:
+    """One validated referral to take, with who sent it and their Idempotency-Key."""
+
+    referral: ReferralIn
+    by: Principal
+    idempotency_key: str | None = None
+
+
 async def take_referral(
     uow: UnitOfWork, *, referral: ReferralIn, by: Principal, topics: Topics, idempotency_key: str | None = None,
 ) -> tuple[ReferralOut, bool]:
     """Store a referral and its requests with their events; return it and whether it was a replay."""
-    fingerprint = body_hash(referral)
+    [result] = await take_referrals(uow, intakes=[Intake(referral, by, idempotency_key)], topics=topics)
+    if isinstance(result, DomainError):
+        raise result
+    return result
+
+
+async def take_referrals(
+    uow: UnitOfWork, *, intakes: list[Intake], topics: Topics,
+) -> list[tuple[ReferralOut, bool] | DomainError]:
+    """Store referrals that arrived together in one transaction: one commit, one fsync.
+
+    Group commit: each referral is still all-or-nothing with its events, and
+    none is answered before the commit. A conflict (two retries racing with
+    one Idempotency-Key, a reference drawn twice) rolls back and goes again,
+    when the replays are found.
+    """
+    fingerprints = [body_hash(i.referral) for i in intakes]
     for _ in range(3):
         async with uow:
-            if idempotency_key:
-                existing = await _by_idempotency_key(uow, client=by.subject, key=idempotency_key)
-                if existing is not None:
-                    if existing["body_hash"] != fingerprint:
-                        raise IdempotencyKeyReused(
-                            "this Idempotency-Key was used with a different body; use a new key for a new referral"
-                        )
-                    return await _load(uow, existing["id"]), True
+            results: list = [None] * len(intakes)
+            stored = await _by_idempotency_keys(uow, intakes)
+            fresh: list[int] = []
+            first_with_key: dict[tuple[str, str], int] = {}
+            for index, intake in enumerate(intakes):
+                key = (intake.by.subject, intake.idempotency_key)
+                if intake.idempotency_key is None:
+                    fresh.append(index)
+                elif key in stored:
+                    referral_id, stored_hash = stored[key]
+                    results[index] = _replay_or_refuse(referral_id, stored_hash, fingerprints[index])
+                elif key in first_with_key:
+                    results[index] = ("same-as", first_with_key[key])
+                else:
+                    first_with_key[key] = index
+                    fresh.append(index)
             now = uow.now()
-            received_at = referral.received_at or now
-            resident = referral.resident
-            referral_id = str(uuid.uuid4())
-            keyed_name = domain.name_key(resident.name)
-            earlier = await _open_requests_of_same_person(uow, referral=referral, name_key=keyed_name)
-            request_rows = []
-            for position, request in enumerate(referral.requests):
-                request_rows.append(
-                    {
-                        "id": str(uuid.uuid4()),
-                        "referral_id": referral_id,
-                        "position": position,
-                        "type": request.type,
-                        "details": request.details,
-                        "needed_by": request.needed_by,
-                        "urgency": request.urgency or domain.urgency_for(needed_by=request.needed_by, received=received_at),
-                        "status": domain.OPEN,
-                        "duplicate_of": earlier.get(request.type),
-                    }
-                )
-            possible_duplicate = any(r["duplicate_of"] for r in request_rows)
-            row = {
-                "id": referral_id,
-                "reference": domain.make_reference(),
-                "channel": referral.channel,
-                "status": domain.OPEN,
-                "received_at": received_at,
-                "created_at": now,
-                "updated_at": now,
-                "created_by": by.subject,
-                "created_by_role": by.role,
-                "name_key": keyed_name,
-                **_resident_columns(resident.model_dump()),
-                "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
-                "consent": referral.consent.model_dump(mode="json"),
-                "possible_duplicate": possible_duplicate,
-                "idempotency_client": by.subject if idempotency_key else None,
-                "idempotency_key": idempotency_key,
-                "body_hash": fingerprint,
-                "version": 1,
-            }
-            out = _referral_out(row, request_rows)
-            _publish_received(uow, out, topics=topics)
+            earlier = await _earlier_open_requests(uow, [intakes[i].referral for i in fresh])
+            referral_rows, request_rows = [], []
+            taken_so_far: list[tuple[ReferralIn, dict[str, str]]] = []
+            for index, open_before in zip(fresh, earlier):
+                intake = intakes[index]
+                for previous, previous_requests in taken_so_far:  # the same person twice in one batch
+                    if _same_resident(previous, intake.referral):
+                        for request_type, request_id in previous_requests.items():
+                            open_before.setdefault(request_type, request_id)
+                row, rows = _new_referral_rows(intake, fingerprint=fingerprints[index], now=now, earlier=open_before)
+                taken_so_far.append((intake.referral, {r["type"]: r["id"] for r in rows}))
+                referral_rows.append(row)
+                request_rows += rows
+                out = _referral_out(row, rows)
+                _publish_received(uow, out, topics=topics)
+                results[index] = (out, False)
             try:
-                await uow.session.execute(insert(referrals), [row])
-                await uow.session.execute(insert(requests), request_rows)
+                if referral_rows:
+                    await uow.session.execute(insert(referrals), referral_rows)
+                    await uow.session.execute(insert(requests), request_rows)
                 await uow.commit()
             except IntegrityError:
-                # A concurrent retry with the same key won, or (rarely) the reference
-                # was taken: go round again, which replays or draws a new reference.
                 continue
-            return out, False
-    raise Conflict("could not store the referral; please retry")
+            for index, result in enumerate(results):
+                if isinstance(result, tuple) and result[0] == "same-as":
+                    first = results[result[1]][0]
+                    same = fingerprints[index] == fingerprints[result[1]]
+                    results[index] = (first, True) if same else _key_reused()
+                elif isinstance(result, str):  # a stored referral to replay
+                    results[index] = (await _load(uow, result), True)
+            return results
+    raise Conflict("could not store the referrals; please retry")
+
+
+class IntakeQueue:
+    """Referrals posted at the same moment share one transaction (group commit).
+
+    While one batch is being written the next gathers, so under load the
+    database does one commit for many referrals; alone, a referral is written
+    at once. Each caller still gets its 201 only after its commit.
+    """
+
+    def __init__(self, *, uow_factory, topics: Topics, max_batch: int = 100):
+        self.uow_factory = uow_factory
+        self.topics = topics
+        self.max_batch = max_batch
+        self._waiting: list[tuple[Intake, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def take(self, intake: Intake) -> tuple[ReferralOut, bool]:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((intake, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_while_waiting())
+        result = await asyncio.shield(future)
+        if isinstance(result, DomainError):
+            raise result
+        return result
+
+    async def _write_while_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            try:
+                results = await take_referrals(self.uow_factory(), intakes=[i for i, _ in batch], topics=self.topics)
+            except Exception as error:  # the database is down, say: every caller hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
 
 
 async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:
@@ -320,54 +373,122 @@ def _resident_columns(resident: dict) -> dict:
     return columns
 
 
-async def _by_idempotency_key(uow: UnitOfWork, *, client: str, key: str):
-    return (
-        await uow.session.execute(
-            select(referrals.c.id, referrals.c.body_hash).where(
-                referrals.c.idempotency_client == client, referrals.c.idempotency_key == key
-            )
-        )
-    ).mappings().first()
+async def _by_idempotency_keys(uow: UnitOfWork, intakes: list[Intake]) -> dict[tuple[str, str], tuple[str, str]]:
+    """Referrals already stored under these (client, key) pairs: {(client, key): (id, body hash)}."""
+    wanted = {(i.by.subject, i.idempotency_key) for i in intakes if i.idempotency_key}
+    if not wanted:
+        return {}
+    rows = await uow.session.execute(
+        select(referrals.c.idempotency_client, referrals.c.idempotency_key, referrals.c.id, referrals.c.body_hash)
+        .where(referrals.c.idempotency_key.in_({key for _, key in wanted}))
+    )
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows if (r[0], r[1]) in wanted}
 
 
-async def _open_requests_of_same_person(uow: UnitOfWork, *, referral: ReferralIn, name_key: str) -> dict[str, str]:
-    """Earlier open requests of the same person, by type: {type: request id}."""
-    resident = referral.resident
-    # People with this name first (an indexed lookup that is usually empty), then
+def _key_reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused("this Idempotency-Key was used with a different body; use a new key for a new referral")
+
+
+def _replay_or_refuse(referral_id: str, stored_hash: str, fingerprint: str):
+    return referral_id if stored_hash == fingerprint else _key_reused()
+
+
+def _new_referral_rows(intake: Intake, *, fingerprint: str, now, earlier: dict[str, str]) -> tuple[dict, list[dict]]:
+    """The referral row and its request rows, with duplicates linked to earlier open requests."""
+    referral, by = intake.referral, intake.by
+    received_at = referral.received_at or now
+    referral_id = str(uuid.uuid4())
+    request_rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "referral_id": referral_id,
+            "position": position,
+            "type": request.type,
+            "details": request.details,
+            "needed_by": request.needed_by,
+            "urgency": request.urgency or domain.urgency_for(needed_by=request.needed_by, received=received_at),
+            "status": domain.OPEN,
+            "duplicate_of": earlier.get(request.type),
+        }
+        for position, request in enumerate(referral.requests)
+    ]
+    row = {
+        "id": referral_id,
+        "reference": domain.make_reference(),
+        "channel": referral.channel,
+        "status": domain.OPEN,
+        "received_at": received_at,
+        "created_at": now,
+        "updated_at": now,
+        "created_by": by.subject,
+        "created_by_role": by.role,
+        "name_key": domain.name_key(referral.resident.name),
+        **_resident_columns(referral.resident.model_dump()),
+        "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
+        "consent": referral.consent.model_dump(mode="json"),
+        "possible_duplicate": any(r["duplicate_of"] for r in request_rows),
+        "idempotency_client": by.subject if intake.idempotency_key else None,
+        "idempotency_key": intake.idempotency_key,
+        "body_hash": fingerprint,
+        "version": 1,
+    }
+    return row, request_rows
+
+
+async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn]) -> list[dict[str, str]]:
+    """For each referral, the open requests of the same person taken earlier, by type: {type: request id}.
+
+    Earlier means stored already, or earlier in this batch.
+    """
+    if not batch:
+        return []
+    keys = [domain.name_key(r.resident.name) for r in batch]
+    # People with these names first (an indexed lookup that is usually empty), then
     # their open requests: one join would let the planner scan every open request.
     people = (
         await uow.session.execute(
             select(
                 referrals.c.id, referrals.c.name, referrals.c.date_of_birth, referrals.c.postcode, referrals.c.phone,
-            ).where(referrals.c.name_key == name_key, referrals.c.status == domain.OPEN)
-        )
-    ).all()
-    same_person = [
-        person.id for person in people
-        if domain.is_same_person(
-            name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
-            phone_a=resident.phone, name_b=person.name, dob_b=person.date_of_birth, postcode_b=person.postcode,
-            phone_b=person.phone,
-        )
-    ]
-    if not same_person:
-        return {}
-    rows = (
-        await uow.session.execute(
-            select(requests.c.id, requests.c.type)
-            .join(referrals, referrals.c.id == requests.c.referral_id)
-            .where(
-                requests.c.referral_id.in_(same_person),
-                requests.c.status == domain.OPEN,
-                requests.c.type.in_({r.type for r in referral.requests}),
             )
+            .where(referrals.c.name_key.in_(set(keys)), referrals.c.status == domain.OPEN)
             .order_by(referrals.c.received_at)
         )
     ).all()
-    earlier: dict[str, str] = {}
-    for row in rows:
-        earlier.setdefault(row.type, row.id)
-    return earlier
+    matches = [[p.id for p in people if _same_person(referral, p)] for referral in batch]
+    open_requests: dict[str, dict[str, str]] = {}
+    matched = {referral_id for ids in matches for referral_id in ids}
+    if matched:
+        rows = await uow.session.execute(
+            select(requests.c.referral_id, requests.c.id, requests.c.type)
+            .where(requests.c.referral_id.in_(matched), requests.c.status == domain.OPEN)
+        )
+        for row in rows:
+            open_requests.setdefault(row.referral_id, {}).setdefault(row.type, row.id)
+    result = []
+    for index, referral in enumerate(batch):
+        earlier: dict[str, str] = {}
+        for referral_id in matches[index]:
+            for request_type, request_id in open_requests.get(referral_id, {}).items():
+                earlier.setdefault(request_type, request_id)
+        result.append(earlier)
+    return result
+
+
+def _same_resident(a: ReferralIn, b: ReferralIn) -> bool:
+    ra, rb = a.resident, b.resident
+    return domain.is_same_person(
+        name_a=ra.name, dob_a=ra.date_of_birth, postcode_a=ra.address.postcode, phone_a=ra.phone,
+        name_b=rb.name, dob_b=rb.date_of_birth, postcode_b=rb.address.postcode, phone_b=rb.phone,
+    )
+
+
+def _same_person(referral: ReferralIn, stored) -> bool:
+    resident = referral.resident
+    return domain.is_same_person(
+        name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
+        phone_a=resident.phone, name_b=stored.name, dob_b=stored.date_of_birth, postcode_b=stored.postcode,
+        phone_b=stored.phone,
+    )
 
 
 async def _row(uow: UnitOfWork, referral_id: str):

@@ -207,3 +207,41 @@ async def test_a_retired_request_type_is_refused_for_new_requests(client, settin
         "/v1/referrals", json=referral_body(requests=[{"type": "other"}]), headers=token(settings, "call-centre")
     )
     assert response.status_code == 422
+
+
+async def test_referrals_posted_together_are_each_stored_whole_and_published(client, settings):
+    headers = token(settings, "call-centre")
+    bodies = []
+    for i in range(40):
+        body = referral_body()
+        body["resident"]["name"] = f"Resident {i}"
+        bodies.append(body)
+    responses = await asyncio.gather(*[client.post("/v1/referrals", json=b, headers=headers) for b in bodies])
+    assert [r.status_code for r in responses] == [201] * 40
+    assert len({r.json()["reference"] for r in responses}) == 40
+    assert await count_rows(client.app, referrals) == 40
+    assert await count_rows(client.app, requests) == 80
+    events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.referrals, expect=40)
+    assert {e.data["referral_id"] for _, e in events} == {r.json()["id"] for r in responses}
+
+
+async def test_the_same_person_twice_at_the_same_moment_is_still_flagged(client, settings):
+    headers = token(settings, "call-centre")
+    first, second = await asyncio.gather(
+        client.post("/v1/referrals", json=referral_body(), headers=headers),
+        client.post("/v1/referrals", json=referral_body(channel="online"), headers=token(settings, "online-form")),
+    )
+    flagged = [r.json() for r in (first, second) if r.json()["possible_duplicate"]]
+    assert len(flagged) == 1
+    other = first.json() if flagged[0]["id"] == second.json()["id"] else second.json()
+    assert flagged[0]["requests"][0]["duplicate_of"] == other["requests"][0]["id"]
+
+
+async def test_concurrent_retries_with_one_key_and_different_bodies_store_one_and_refuse_the_rest(client, settings):
+    headers = {**token(settings, "call-centre", subject="adviser-9"), "Idempotency-Key": "mixed"}
+    responses = await asyncio.gather(
+        client.post("/v1/referrals", json=referral_body(), headers=headers),
+        client.post("/v1/referrals", json=referral_body(channel="email"), headers=headers),
+    )
+    assert sorted(r.status_code for r in responses) == [201, 422]
+    assert await count_rows(client.app, referrals) == 1

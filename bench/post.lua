@@ -1,6 +1,7 @@
 -- One referral per request, each for a different resident (so duplicate
 -- detection does its real work, not a pathological growing match).
 counter = 0
+math.randomseed(os.time() + os.clock() * 1000000)
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("KT_BENCH_TOKEN")

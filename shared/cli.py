@@ -147,7 +147,10 @@ def run(
     sys.stdout.flush()
 
     stopping = threading.Event()
+    # Handled explicitly: a shell that starts us in the background ignores SIGINT,
+    # and Python then never turns Ctrl-C into KeyboardInterrupt.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     ports = dict(services)
     try:
         while not stopping.is_set():

@@ -70,3 +70,12 @@ async def test_kill_9_of_the_service_while_posting_loses_no_accepted_referral(su
                               event_type=ReferralReceivedV1.type)
     published = {e.data["referral_id"] for _, e in events}
     assert set(accepted) <= published  # every 201 has its event
+
+
+async def test_ctrl_c_stops_the_whole_suite_cleanly(suite):
+    suite.start("referrals")
+    service = suite.service_pid("referrals")
+    suite.stop()  # SIGINT, as Ctrl-C sends
+    assert suite.process.returncode == 0
+    assert suite.log.read_text().rstrip().endswith("stopped.")
+    assert not os.path.exists(f"/proc/{service}")  # the service went with it

@@ -12,7 +12,9 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, select, update
+from sqlalchemy import (
+    Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, select, text, update,
+)
 
 from shared.bus import OutgoingMessage, Producer
 from shared.db import BigId, Database, UtcDateTime, utcnow
@@ -34,7 +36,13 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("published_at", UtcDateTime, nullable=True),
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("last_error", Text, nullable=True),
-        Index("ix_outbox_unpublished", "published_at", "id"),
+        # Only the rows still to publish: published rows are kept for a week and
+        # must not make the relay's scan (or its index) grow with them.
+        Index(
+            "ix_outbox_to_publish", "id",
+            postgresql_where=text("published_at IS NULL"), sqlite_where=text("published_at IS NULL"),
+        ),
+        Index("ix_outbox_created_at", "created_at"),
     )
 
 

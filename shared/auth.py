@@ -51,8 +51,20 @@ class TokenVerifier:
         self.audience = audience
         self.signing_key = signing_key
         self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
+        """The caller a valid token names; Unauthorized otherwise. Verified tokens are remembered until they expire."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()  # a crude bound; a front-end keeps reusing one token anyway
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             if self.jwks is not None:
                 key = self.jwks.get_signing_key_from_jwt(token).key
@@ -68,12 +80,13 @@ class TokenVerifier:
         role = claims.get("role")
         if role not in ROLE_SCOPES:
             raise Unauthorized("token has no known role")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             role=role,
             scopes=ROLE_SCOPES[role],
             hub=claims.get("hub"),
         )
+        return principal, float(claims["exp"])
 
 
 def mint_token(

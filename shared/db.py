@@ -7,6 +7,7 @@ import importlib
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -63,7 +64,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, json_serializer=_json_dumps, json_deserializer=orjson.loads
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -87,7 +90,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     # No pre-ping: a round trip on every checkout costs more than it saves; a dead
     # connection fails one transaction, which callers retry.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+        json_serializer=_json_dumps, json_deserializer=orjson.loads,
+    )
+
+
+def _json_dumps(value) -> str:
+    return orjson.dumps(value).decode()
 
 
 class Database:

@@ -88,6 +88,43 @@ async def count(dsn: str, query: str) -> int:
         await connection.close()
 
 
+async def event_latency(url: str, bootstrap: str, token: str, *, count: int) -> list[float]:
+    """Seconds from each 201 to its referral.received event reaching a consumer, one referral at a time."""
+    import httpx
+    from aiokafka import AIOKafkaConsumer
+
+    from shared.events import CloudEvent
+    from shared.settings import Topics
+
+    consumer = AIOKafkaConsumer(Topics().referrals, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="latest", metadata_max_age_ms=500, fetch_max_wait_ms=20)
+    await consumer.start()
+    await consumer.getmany(timeout_ms=500)  # assigned, positioned at the end
+    answered: dict[str, float] = {}
+    seen: dict[str, float] = {}
+
+    async def watch():
+        while True:
+            for messages in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.perf_counter()
+                for message in messages:
+                    seen.setdefault(CloudEvent.from_bytes(message.value).data["referral_id"], now)
+
+    watcher = asyncio.create_task(watch())
+    body = (HERE / "one_referral.json").read_text()
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}) as http:
+        for i in range(count):
+            response = await http.post(url, content=body.replace("RESIDENT", f"Latency {i} {time.time()}"))
+            answered[response.json()["id"]] = time.perf_counter()
+            await asyncio.sleep(0.01)  # 100 referrals/s
+    deadline = time.perf_counter() + 10
+    while len(seen.keys() & answered.keys()) < len(answered) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    watcher.cancel()
+    await consumer.stop()
+    return sorted(seen[i] - answered[i] for i in answered if i in seen) + [float("inf")] * (len(answered.keys() - seen.keys()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -126,6 +163,7 @@ def main() -> None:
         bare = run_wrk(wrk, bare_url, seconds=args.seconds, connections=args.connections, token=token)
         durable = run_wrk(wrk, durable_url, seconds=args.seconds, connections=args.connections, token=token)
         split = run_wrk(wrk, split_url, seconds=args.seconds, connections=args.connections, token=token)
+        latencies = asyncio.run(event_latency(durable_url, broker.bootstrap_servers, token, count=100))
         time.sleep(2)
         dsn = f"{base}/{database}"
         stored = asyncio.run(count(dsn, "SELECT count(*) FROM referrals"))
@@ -146,6 +184,9 @@ def main() -> None:
     print(f"ratio durable / bare: {durable['rps'] / bare['rps']:.2f}; with the relay apart: "
           f"{split['rps'] / bare['rps']:.2f}  (target 0.50)")
     print(f"referrals stored: {stored} (warm-up included); outbox rows still unpublished 2s after: {backlog}")
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+    print(f"201 -> event seen by a consumer, {len(latencies)} referrals at ~100/s: "
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

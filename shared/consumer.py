@@ -85,6 +85,9 @@ class EventConsumer:
                 max_poll_records=500,
                 metadata_max_age_ms=5000,  # pick up topics created after start-up
                 session_timeout_ms=self.session_timeout_ms,
+                # The embedded broker answers a fetch only when its wait is over, not
+                # when data arrives: keep the wait short so events flow in milliseconds.
+                fetch_max_wait_ms=100,
                 heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
             )
             try:

@@ -21,6 +21,7 @@ async def read_topic(
         topic, bootstrap_servers=bootstrap_servers, group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False,
         metadata_max_age_ms=300,  # the topic may appear only after the consumer starts
+        fetch_max_wait_ms=100,
     )
     await consumer.start()
     found: list[tuple[bytes | None, CloudEvent]] = []

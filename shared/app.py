@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
@@ -27,6 +27,8 @@ from shared.consumer import EventConsumer, inbox_table
 from shared.db import Database
 from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
 from shared.logs import configure_logging, request_id_var
+from shared.metrics import ServiceMetrics, route_of
+from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
 from shared.settings import ServiceSettings
 from shared.uow import UnitOfWork
@@ -132,11 +134,17 @@ def create_service_app(
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
     install_error_handlers(app)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    metrics = ServiceMetrics(settings.service_name)
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health():
         return {"status": "ok", "service": settings.service_name}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics: HTTP, outbox backlog and age, consumers")
+    async def metrics_endpoint():
+        return Response(await metrics.render(runtime), media_type="text/plain; version=0.0.4")
 
     @app.get("/ready", tags=["operations"], summary="Readiness: the database answers; outbox state")
     async def ready():
@@ -185,9 +193,10 @@ def _lift_body_schema_defs(app: FastAPI) -> None:
 class RequestContext:
     """Pure ASGI middleware: a request id on every request and log line, and a body-size limit."""
 
-    def __init__(self, app, *, max_body_bytes: int):
+    def __init__(self, app, *, max_body_bytes: int, metrics: ServiceMetrics):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -201,8 +210,13 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 
+        started = metrics_now()
+        status = 500
+
         async def send_with_id(message):
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
@@ -210,6 +224,8 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+            self.metrics.observe(method=scope["method"], route=route_of(scope), status=status,
+                                 seconds=metrics_now() - started)
 
 
 async def read_body(request: Request, model: type[Model], *, context: dict | None = None) -> Model:

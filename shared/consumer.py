@@ -71,6 +71,19 @@ class EventConsumer:
         self.session_timeout_ms = session_timeout_ms
         self.processed_total = 0
         self.dead_lettered_total = 0
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def lag(self) -> int:
+        """Messages on the assigned partitions not yet handled (0 when not connected)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for partition in consumer.assignment():
+            end = consumer.highwater(partition)
+            if end is not None:
+                total += max(0, end - await consumer.position(partition))
+        return total
 
     async def run(self) -> None:
         """Consume until cancelled; reconnect with back-off when the broker is away."""
@@ -92,6 +105,7 @@ class EventConsumer:
             )
             try:
                 await consumer.start()
+                self._consumer = consumer
                 backoff = 0.0
                 while True:
                     batches = await consumer.getmany(timeout_ms=500)
@@ -107,6 +121,7 @@ class EventConsumer:
                 log.warning("consumer %s: %s; reconnecting in %.1fs", self.group_id, error, backoff)
                 await asyncio.sleep(backoff)
             finally:
+                self._consumer = None
                 try:
                     await asyncio.wait_for(consumer.stop(), timeout=10)
                 except Exception:

@@ -1,0 +1,65 @@
+"""Prometheus metrics for every service: HTTP, outbox, consumers; read at scrape time."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from shared.db import utcnow
+
+
+class ServiceMetrics:
+    """One registry per app (tests run several apps in one process)."""
+
+    def __init__(self, service: str):
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kt_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "kt_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    async def render(self, runtime) -> bytes:
+        """The exposition text: request metrics plus the outbox and consumers as they are now."""
+        snapshot = CollectorRegistry()
+        backlog, oldest = await runtime.relay.backlog()
+        outbox = GaugeMetricFamily("kt_outbox_backlog", "Outbox rows committed but not yet published")
+        outbox.add_metric([], backlog)
+        age = GaugeMetricFamily("kt_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")
+        age.add_metric([], (utcnow() - oldest).total_seconds() if oldest else 0.0)
+        published = CounterMetricFamily("kt_outbox_published", "Outbox rows published by this process's relay")
+        published.add_metric([], runtime.relay.published_total)
+        processed = CounterMetricFamily("kt_events_processed", "Events handled by consumers", labels=["group"])
+        dead = CounterMetricFamily("kt_events_dead_lettered", "Events sent to a dead-letter topic", labels=["group"])
+        lag = GaugeMetricFamily("kt_consumer_lag", "Messages behind the end of the topic", labels=["group"])
+        for consumer in runtime.consumers:
+            processed.add_metric([consumer.group_id], consumer.processed_total)
+            dead.add_metric([consumer.group_id], consumer.dead_lettered_total)
+            lag.add_metric([consumer.group_id], await consumer.lag())
+        families = [outbox, age, published, processed, dead, lag]
+
+        class Now:
+            def collect(self):
+                return families
+
+        snapshot.register(Now())
+        return generate_latest(self.registry) + generate_latest(snapshot)
+
+
+def route_of(scope) -> str:
+    """The route template ('/v1/referrals/{referral_id}'), never the raw path with ids in it."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -10,6 +10,8 @@ from shared.settings import Topics
 DESCRIPTIONS = {
     "referrals": "Referrals with the resident's personal data. Read by fulfilment only.",
     "request_stats": "One event per request received or cancelled; no personal data. Read by reporting.",
+    "assignment_status": "Every assignment transition and escalation; no personal data. Read by reporting.",
+    "hubs": "One topic per district hub, with the resident's details: read by that hub's systems only.",
 }
 
 
@@ -41,6 +43,8 @@ def document() -> dict:
             channel = channels.setdefault(field, {
                 "address": address, "description": DESCRIPTIONS.get(field, ""), "messages": {},
             })
+            if "{hub}" in address:  # a per-hub topic: AsyncAPI wants the address parameter declared
+                channel["parameters"] = {"hub": {"description": "The hub's slug: thanet, maidstone…"}}
             channel["messages"][name] = {"$ref": f"#/components/messages/{name}"}
     for field, channel in channels.items():
         operations[f"publish_{field}"] = {

@@ -65,9 +65,10 @@ class Producer:
             await producer.send(m.topic, value=m.value, key=m.key, headers=list(m.headers))
             for m in messages
         ]
-        await asyncio.wait_for(
-            asyncio.gather(*futures), timeout=self.request_timeout_ms / 1000 + 5
-        )
+        # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result when a
+        # cancellation lands as the sends complete, and the relay then never stops.
+        async with asyncio.timeout(self.request_timeout_ms / 1000 + 5):
+            await asyncio.gather(*futures)
 
     async def reset(self) -> None:
         """Drop the producer after a failure; the next send builds a new one."""

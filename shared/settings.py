@@ -28,10 +28,23 @@ class Topics(BaseSettings):
     request_stats: str = "kt.requests.stats.v1"
     """No personal data: one event per request for reporting."""
     dead_letter_prefix: str = "kt.dlq."
+    actions: str = "kt.actions.v1"
+    """No personal data: recovery-plan actions created and tracked, for reporting."""
+    assignment_status: str = "kt.assignments.status.v1"
+    """No personal data: every assignment transition and escalation, for reporting."""
+    hubs: str = "kt.hub.{hub}.v1"
+    """Personal data: one topic per district hub; a pattern, made per hub by `hub(slug)`."""
 
     def declared(self) -> list[str]:
         """Every fixed topic of the platform (per-hub and dead-letter topics are made as needed)."""
-        return [value for name, value in self if name != "dead_letter_prefix" and isinstance(value, str)]
+        return [
+            value for name, value in self
+            if name != "dead_letter_prefix" and isinstance(value, str) and "{" not in value
+        ]
+
+    def hub(self, slug: str) -> str:
+        """One hub's topic: `kt.hub.thanet.v1`."""
+        return self.hubs.format(hub=slug)
 
 
 class ServiceSettings(BaseSettings):

@@ -80,3 +80,5 @@ def parse_data(event: CloudEvent) -> EventData:
 
 # The contracts, one module per producing service; importing them registers them.
 from shared.events.referrals import *  # noqa: E402,F401,F403
+from shared.events.actions import *  # noqa: E402,F401,F403
+from shared.events.fulfilment import *  # noqa: E402,F401,F403

@@ -12,7 +12,8 @@ from shared.settings import Topics
 
 def test_topics(unique: str) -> Topics:
     return Topics(referrals=f"test.referrals.{unique}", request_stats=f"test.stats.{unique}",
-                  dead_letter_prefix=f"test.dlq.{unique}.")
+                  dead_letter_prefix=f"test.dlq.{unique}.", actions=f"test.actions.{unique}",
+                  assignment_status=f"test.status.{unique}", hubs=f"test.hub.{unique}.{{hub}}")
 
 
 def token(settings, role: str, *, hub: str | None = None, subject: str | None = None) -> dict[str, str]:
@@ -28,6 +29,7 @@ def token(settings, role: str, *, hub: str | None = None, subject: str | None = 
 async def running(app):
     """The app with its lifespan running (relay, consumers), and an HTTP client to it."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        # As a real server: an unhandled error is a 500 problem response, not an exception here.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client

@@ -95,3 +95,23 @@ async def test_two_relays_share_the_outbox_and_publish_every_event_exactly_once(
     events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.referrals, expect=60)
     ids = [e.id for _, e in events]
     assert len(ids) == len(set(ids)) == 60
+
+
+async def test_when_the_database_fails_mid_batch_nobody_gets_a_201_and_nothing_is_half_stored(client, settings):
+    runtime = client.app.state.runtime
+    headers = token(settings, "call-centre")
+    async with runtime.db.engine.begin() as connection:  # a real failure: the requests table is gone
+        await connection.exec_driver_sql("ALTER TABLE requests RENAME TO requests_away")
+    try:
+        responses = await asyncio.gather(*[client.post("/v1/referrals", json=person(i), headers=headers) for i in range(5)])
+    finally:
+        async with runtime.db.engine.begin() as connection:
+            await connection.exec_driver_sql("ALTER TABLE requests_away RENAME TO requests")
+    assert {r.status_code for r in responses} == {500}
+    assert all("request_id" in r.json() and "Traceback" not in r.text for r in responses)
+    async with runtime.db.sessions() as session:
+        from services.referrals.models import referrals
+        assert await session.scalar(select(func.count()).select_from(referrals)) == 0
+        assert await session.scalar(select(func.count()).select_from(tables.outbox)) == 0
+    again = await client.post("/v1/referrals", json=person(9), headers=headers)
+    assert again.status_code == 201

@@ -213,6 +213,13 @@ class PostcodeDirectory:
     def __len__(self) -> int:
         return len(self._postcodes)
 
+    def postcodes(self, *, district_code: str | None = None) -> list[str]:
+        """Postcodes held in memory ("CT9 1AB"), of one district if given: for demos and benchmarks."""
+        return [
+            f"{compact[:-3]} {compact[-3:]}" for compact, code in self._postcodes.items()
+            if district_code is None or code == district_code
+        ]
+
     def _load_areas(self, areas: set[str]) -> None:
         with self._loading:
             wanted = areas - self._loaded_areas

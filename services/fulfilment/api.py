@@ -1,0 +1,185 @@
+"""HTTP in, schemas out: the fulfilment API for hub staff and administrators."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.fulfilment import domain, service, webhooks
+from services.fulfilment.domain import Status
+from services.fulfilment.schemas import (
+    AssignmentList, AssignmentOut, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
+    NoteIn, NoteOut, TransitionIn, TransitionOut,
+)
+from shared.app import Runtime
+from shared.auth import Principal, require
+from shared.errors import ValidationFailed
+
+router = APIRouter(prefix="/v1")
+
+Reader = Annotated[Principal, Depends(require("assignments:read"))]
+Writer = Annotated[Principal, Depends(require("assignments:write"))]
+Admin = Annotated[Principal, Depends(require("assignments:admin"))]
+StatusNames = Annotated[str, Query(pattern="^[a-z_,]+$", max_length=200)]
+
+
+async def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def routing(request: Request) -> service.Routing:
+    return request.app.state.routing
+
+
+Rt = Annotated[Runtime, Depends(runtime)]
+Routing = Annotated[service.Routing, Depends(routing)]
+
+
+def _hub_out(row: dict) -> HubOut:
+    own = row["sla"] or {}
+    return HubOut(
+        **{k: row[k] for k in ("slug", "name", "district_code", "email", "phone", "hours", "webhook_url", "updated_at")},
+        has_webhook_secret=bool(row["webhook_secret"]),
+        sla={
+            urgency: {"accept_hours": sla.accept.total_seconds() / 3600, "fulfil_hours": sla.fulfil.total_seconds() / 3600}
+            for urgency in domain.URGENCIES
+            for sla in [domain.sla_for(urgency, own)]
+        },
+    )
+
+
+@router.get("/hubs", response_model=list[HubOut], tags=["hubs"], summary="The 12 district hubs")
+async def list_hubs(by: Reader, rt: Rt):
+    return [_hub_out(row) for row in await service.list_hubs(rt.uow())]
+
+
+@router.get("/hubs/{hub}", response_model=HubOut, tags=["hubs"])
+async def get_hub(hub: str, by: Reader, rt: Rt):
+    return _hub_out(await service.get_hub(rt.uow(), hub))
+
+
+@router.patch("/hubs/{hub}", response_model=HubOut, tags=["hubs"],
+              summary="Edit a hub's contact details, hours, webhook or SLA hours (administrators)")
+async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Routing):
+    values = patch.model_dump(mode="json", exclude_unset=True)
+    if "sla" in values and values["sla"] is not None:
+        values["sla"] = {u: {k: v for k, v in hours.items() if v is not None} for u, hours in values["sla"].items()}
+    row = await service.change_hub(rt.uow(), slug=hub, values=values, by=by)
+    routing.forget_hubs()
+    return _hub_out(row)
+
+
+@router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],
+            summary="A hub's assignments, oldest first; filter by status, type, overdue, follow-up")
+async def hub_assignments(
+    hub: str, by: Reader, rt: Rt,
+    status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated")] = None,
+    type: Annotated[str | None, Query(max_length=40)] = None,
+    overdue: bool | None = None,
+    follow_up: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    service.check_hub_access(by, hub)
+    await service.hub_exists(rt.uow(), hub)
+    statuses = [s for value in status or [] for s in value.split(",") if s]
+    unknown = sorted(set(statuses) - {str(s) for s in Status})
+    if unknown:
+        raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}; "
+                                 f"one of {', '.join(str(s) for s in Status)}"}])
+    items = await service.list_assignments(
+        rt.uow(), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
+        limit=limit, offset=offset,
+    )
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/hubs/{hub}/feed", response_model=FeedPage, tags=["hubs"],
+            summary="What the hub's topic carried, for hubs that poll: everything after `cursor`, in order")
+async def hub_feed(
+    hub: str, by: Reader, rt: Rt,
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+):
+    service.check_hub_access(by, hub)
+    return await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+
+
+@router.get("/hubs/{hub}/webhook-deliveries", response_model=list[DeliveryOut], tags=["hubs"],
+            summary="The webhook delivery log, newest first")
+async def webhook_deliveries(
+    hub: str, by: Reader, rt: Rt,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+):
+    service.check_hub_access(by, hub)
+    return await webhooks.delivery_log(rt.uow(), hub=hub, status=status, limit=limit)
+
+
+@router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
+            summary="One assignment with the resident's details, history, notes and contact attempts")
+async def get_assignment(assignment_id: str, by: Reader, rt: Rt):
+    return await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+
+
+@router.post("/assignments/{assignment_id}/transitions", response_model=TransitionOut, tags=["assignments"],
+             summary="Move an assignment on: accepted, in_progress, fulfilled, unable_to_fulfil, rejected…",
+             responses={409: {"description": "Not allowed from its current status: says which are"}})
+async def post_transition(assignment_id: str, body: TransitionIn, by: Writer, rt: Rt, routing: Routing):
+    result, changes = await service.transition(
+        rt.uow(), assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
+        request=service.TransitionRequest(
+            to=Status(body.to), reason=body.reason, outcome=body.outcome, note=body.note, hub=body.hub,
+            council=body.council,
+        ),
+    )
+    return {**result, "changes": [dataclasses.asdict(change) for change in changes]}
+
+
+@router.patch("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
+              summary="Flag an assignment for follow-up, or clear the flag")
+async def patch_assignment(assignment_id: str, patch: AssignmentPatch, by: Writer, rt: Rt):
+    return await service.set_follow_up(
+        rt.uow(), assignment_id=assignment_id, by=by, follow_up=patch.follow_up, on=patch.follow_up_on,
+    )
+
+
+@router.post("/assignments/{assignment_id}/notes", status_code=201, response_model=NoteOut, tags=["assignments"],
+             summary="Add a case note")
+async def add_note(assignment_id: str, body: NoteIn, by: Writer, rt: Rt):
+    return await service.add_case_note(rt.uow(), assignment_id=assignment_id, by=by, kind="note", text=body.text)
+
+
+@router.post("/assignments/{assignment_id}/contact-attempts", status_code=201, response_model=NoteOut,
+             tags=["assignments"], summary="Record a call or visit: no-answer, wrong-number, voicemail, reached")
+async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, by: Writer, rt: Rt):
+    return await service.add_case_note(
+        rt.uow(), assignment_id=assignment_id, by=by, kind="contact-attempt", text=body.note,
+        contact_outcome=body.outcome,
+    )
+
+
+@router.get("/queues/out-of-area", response_model=AssignmentList, tags=["queues"],
+            summary="Requests from outside Kent, each naming the council responsible (administrators)")
+async def out_of_area_queue(
+    by: Admin, rt: Rt, overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+):
+    items = await service.list_assignments(
+        rt.uow(), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
+    )
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/queues/triage", response_model=AssignmentList, tags=["queues"],
+            summary="Requests a person must place, each with the reason (administrators)")
+async def triage_queue(
+    by: Admin, rt: Rt, overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+):
+    items = await service.list_assignments(
+        rt.uow(), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
+    )
+    return {"items": items, "count": len(items)}

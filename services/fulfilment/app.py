@@ -1,0 +1,116 @@
+"""Bootstrap of the fulfilment service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from fastapi import FastAPI
+from pydantic_settings import SettingsConfigDict
+
+from services.fulfilment import api, handlers, service
+from services.fulfilment.hubs import Hub, hub_reference_data_problems
+from services.fulfilment.models import tables
+from services.fulfilment.postcodes import PostcodeDirectory
+from services.fulfilment.webhooks import WebhookDispatcher
+from shared.app import Runtime, create_service_app
+from shared.bus import ensure_topics
+from shared.settings import ServiceSettings
+
+NAME = "fulfilment"
+PORT = 8002
+
+log = logging.getLogger(__name__)
+
+
+class FulfilmentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FULFILMENT_", extra="ignore", populate_by_name=True)
+
+    service_name: str = NAME
+    consumer_group: str = "fulfilment"
+    triage_within_hours: float = 4.0
+    """How soon a person must place a request in triage before it is escalated."""
+    out_of_area_within_hours: float = 24.0
+    """How soon an out-of-area request must be passed to its council before it is escalated."""
+    run_scheduler: bool = True
+    """Look for missed deadlines in this process (safe in every instance)."""
+    sla_poll_seconds: float = 30.0
+    run_webhooks: bool = True
+    webhook_poll_seconds: float = 1.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 5.0
+    """The first retry's wait; each later one doubles it, up to an hour."""
+    webhook_timeout_seconds: float = 10.0
+    create_hub_topics: bool = True
+    """Create each hub's topic at start-up (production clusters rarely create topics on first use)."""
+    hub_topic_partitions: int = 3
+
+
+def create_app(settings: FulfilmentSettings | None = None, *, directory: PostcodeDirectory | None = None) -> FastAPI:
+    """The service; give `directory` to share one already loaded (tests), or it is loaded at start-up."""
+    settings = settings or FulfilmentSettings()
+    routing = service.Routing(
+        directory=directory,
+        triage_within=timedelta(hours=settings.triage_within_hours),
+        out_of_area_within=timedelta(hours=settings.out_of_area_within_hours),
+    )
+
+    async def on_startup(runtime: Runtime) -> None:
+        await service.seed_hubs(runtime.uow())
+        if routing.directory is None:
+            # About a third of a second, once: every lookup after it is in memory.
+            routing.directory = await asyncio.to_thread(PostcodeDirectory.load)
+        hub_rows = await service.list_hubs(runtime.uow())
+        for problem in hub_reference_data_problems(
+            [Hub(r["slug"], r["name"], r["district_code"]) for r in hub_rows], routing.directory
+        ):
+            log.warning("hub reference data: %s", problem)
+        if settings.create_hub_topics:
+            topics = [settings.topics.hub(r["slug"]) for r in hub_rows] + [settings.topics.assignment_status]
+            runtime.tasks.append(asyncio.create_task(
+                _create_topics(settings.kafka_bootstrap_servers, topics, partitions=settings.hub_topic_partitions),
+                name="create-hub-topics",
+            ))
+        if settings.run_scheduler:
+            runtime.tasks.append(asyncio.create_task(app.state.scheduler.run(), name="sla-scheduler"))
+        if settings.run_webhooks:
+            runtime.tasks.append(asyncio.create_task(app.state.webhooks.run(), name="webhooks"))
+
+    app = create_service_app(
+        title="Kent Together: fulfilment",
+        settings=settings,
+        tables=tables,
+        routers=[api.router],
+        consumers=lambda runtime: [
+            runtime.consumer(
+                group=settings.consumer_group, topics=[settings.topics.referrals],
+                handlers=handlers.referral_handlers(routing=routing, topics=settings.topics),
+            )
+        ],
+        on_startup=on_startup,
+    )
+    runtime = app.state.runtime
+    app.state.routing = routing
+    app.state.scheduler = service.EscalationScheduler(
+        uow_factory=runtime.uow, topics=settings.topics, poll_seconds=settings.sla_poll_seconds,
+    )
+    app.state.webhooks = WebhookDispatcher(
+        db=runtime.db, uow_factory=runtime.uow, poll_seconds=settings.webhook_poll_seconds,
+        max_attempts=settings.webhook_max_attempts, backoff_seconds=settings.webhook_backoff_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+    )
+    return app
+
+
+async def _create_topics(bootstrap_servers: str, topics: list[str], *, partitions: int) -> None:
+    """Best effort, in the background: the service works without (a broker may create topics on first use)."""
+    for attempt in range(10):
+        try:
+            await ensure_topics(bootstrap_servers, {topic: partitions for topic in topics})
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.info("hub topics not created yet (%s); trying again", error)
+            await asyncio.sleep(min(30, 2 ** attempt))

@@ -113,6 +113,27 @@ def parse_plan(text: str) -> ParsedPlan:
     return plan
 
 
+def parse_action_columns(
+    fields: list[str], *, cell: str, theme: str | None, row: int
+) -> tuple[ParsedAction | None, list[str]]:
+    """One action from the plan's eight columns, read exactly as a row of the plan is.
+
+    For files that carry the plan's columns in another layout (the export's CSV
+    and Excel), so that they read to the same actions as the plan itself.
+    """
+    return _parse_action(fields, cell=cell, theme=theme, row=row)
+
+
+def known_cell(name: str) -> str | None:
+    """The recovery cell named (any dash, '&' or case; or its slug), as the plan names it."""
+    return _known_cell(name) or next((cell for cell, slug in RECOVERY_CELLS.items() if slug == name.strip()), None)
+
+
+def clean_text(value: str) -> str:
+    """Text without HTML, one paragraph a line, bullets as '- '."""
+    return _clean_text(value)
+
+
 def _rows(text: str) -> Iterator[tuple[int, list[str], str | None]]:
     """(line the row starts on, fields, problem) for each tab-separated row; quoted cells may span lines."""
     lines = io.StringIO(text.removeprefix("\ufeff"), newline="").readlines()

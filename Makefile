@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench migrate clean
+.PHONY: install run test test-fast bench chaos migrate clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test-fast: install
 ## Benchmarks: print figures, assert nothing about time.
 bench: install
 	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.fulfilment_routing
+
+## The fault suite: steady load while each service is killed, the broker stopped, everything restarted.
+chaos: install
+	$(BIN)/python -m bench.chaos --seconds 90 --rate 20
 
 migrate: install
 	$(BIN)/kent-together migrate

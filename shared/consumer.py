@@ -1,9 +1,13 @@
 """Consuming events: an inbox makes redelivery harmless; offsets commit after the database.
 
-Each message is handled in one unit of work that also records its event id in
-the inbox, so a message delivered twice changes nothing the second time. A
-message that keeps failing is retried a bounded number of times, then sent to
-the dead-letter topic with the reason, and the partition moves on.
+Each message is handled in a unit of work that also records its event id in
+the inbox, so a message delivered twice changes nothing the second time. The
+messages of one fetch from a partition share one transaction (one commit for
+many events); if any of them fails, that transaction is rolled back and they
+are handled again one at a time, so one bad message never holds back or
+spoils the others. A message that keeps failing is retried a bounded number
+of times, then sent to the dead-letter topic with the reason, and the
+partition moves on.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class EventConsumer:
         max_attempts: int = 5,
         retry_base_seconds: float = 0.2,
         session_timeout_ms: int = 10_000,
+        batch_size: int = 200,
     ):
         self.group_id = group_id
         self.topics = topics
@@ -69,6 +74,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.session_timeout_ms = session_timeout_ms
+        self.batch_size = batch_size
         self.processed_total = 0
         self.dead_lettered_total = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -110,8 +116,8 @@ class EventConsumer:
                 while True:
                     batches = await consumer.getmany(timeout_ms=500)
                     for partition, messages in batches.items():
-                        for message in messages:
-                            await self.process(message)
+                        for start in range(0, len(messages), self.batch_size):
+                            await self.process_many(messages[start:start + self.batch_size])
                         # Only now, after every database commit of this batch.
                         await consumer.commit({partition: messages[-1].offset + 1})
             except asyncio.CancelledError:
@@ -127,7 +133,77 @@ class EventConsumer:
                 except Exception:
                     log.debug("consumer stop failed", exc_info=True)
 
-    async def process(self, message) -> None:
+    async def process_many(self, messages: list) -> None:
+        """Handle a partition's messages in order, in one transaction.
+
+        If one fails, those before it are committed together, it is handled on
+        its own (retried, or dead-lettered), and those after it go on together.
+        """
+        if len(messages) == 1:
+            return await self.process(messages[0])
+        work: list[tuple[int, CloudEvent, Handler]] = []
+        for index, message in enumerate(messages):
+            try:
+                event = CloudEvent.from_bytes(message.value)
+            except (ValidationError, ValueError):
+                return await self._around(messages, index)
+            handler = self.handlers.get(event.type)
+            if handler is None and event.type not in REGISTRY:
+                return await self._around(messages, index)
+            if handler is not None:
+                work.append((index, event, handler))
+        try:
+            await self._handle_together(work)
+        except asyncio.CancelledError:
+            raise
+        except _BatchFailed as failure:
+            log.info("consumer %s: event %s failed in a batch (%r); handling it on its own",
+                     self.group_id, messages[failure.index].offset, failure.__cause__)
+            return await self._around(messages, failure.index, tried=True)
+        except Exception as error:  # the commit itself failed: one at a time, each retried
+            log.info("consumer %s: a batch of %d failed (%r); handling them one at a time",
+                     self.group_id, len(messages), error)
+            for message in messages:
+                await self.process(message)
+            return
+        self.processed_total += len(work)
+
+    async def _around(self, messages: list, index: int, *, tried: bool = False) -> None:
+        """The messages before `index` together, the one at `index` alone, the rest together."""
+        if index:
+            await self.process_many(messages[:index])
+        await self.process(messages[index], first_attempt=2 if tried else 1)
+        if index + 1 < len(messages):
+            await self.process_many(messages[index + 1:])
+
+    async def _handle_together(self, work: list[tuple[int, CloudEvent, Handler]]) -> None:
+        if not work:
+            return
+        async with self.uow_factory() as uow:
+            ids = list(dict.fromkeys(str(event.id) for _, event, _ in work))
+            seen = set(await uow.session.scalars(
+                select(self.inbox.c.event_id).where(
+                    self.inbox.c.consumer == self.group_id, self.inbox.c.event_id.in_(ids)
+                )
+            ))
+            now = uow.now()
+            for index, event, handler in work:
+                event_id = str(event.id)
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+                await uow.session.execute(
+                    insert(self.inbox).values(consumer=self.group_id, event_id=event_id, processed_at=now)
+                )
+                try:
+                    await handler(uow, event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    raise _BatchFailed(index) from error
+            await uow.commit()
+
+    async def process(self, message, *, first_attempt: int = 1) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""
         try:
             event = CloudEvent.from_bytes(message.value)
@@ -140,7 +216,7 @@ class EventConsumer:
                 await self.dead_letter(message, reason=f"unknown event type {event.type!r}")
             return  # a known type this consumer has no use for
         last_error: Exception | None = None
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(min(first_attempt, self.max_attempts), self.max_attempts + 1):
             try:
                 await self._handle_once(event, handler)
                 self.processed_total += 1
@@ -196,6 +272,12 @@ class EventConsumer:
             [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=message.value or b"", headers=headers)]
         )
         self.dead_lettered_total += 1
+
+
+class _BatchFailed(Exception):
+    def __init__(self, index: int):
+        super().__init__(index)
+        self.index = index
 
 
 def _short(error: Exception) -> str:

@@ -168,3 +168,35 @@ async def test_a_restarted_consumer_resumes_after_what_it_committed(db, broker, 
     again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
     await run_until(again, lambda: again.processed_total >= 1)
     assert calls == [e.id for e in first] + [later.id]
+
+
+async def test_events_fetched_together_share_one_commit_and_a_poison_among_them_spoils_none(db, broker, topic, unique):
+    events = [cancelled_event() for _ in range(20)]
+    poison = events[7]
+    await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in events])
+    commits, attempts = [], []
+
+    async def handler(uow, event):
+        await record_effect(uow, event)
+        if event.id == poison.id:
+            attempts.append(1)
+            raise RuntimeError("cannot place this one")
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler, max_attempts=3)
+    factory = consumer.uow_factory
+
+    def counting_uow():
+        uow = factory()
+        original = uow.commit
+
+        async def commit():
+            await original()
+            commits.append(1)
+        uow.commit = commit
+        return uow
+
+    consumer.uow_factory = counting_uow
+    await run_until(consumer, lambda: consumer.processed_total >= 19 and consumer.dead_lettered_total >= 1)
+    assert await count_effects(db) == 19  # every good event once; nothing of the poison's
+    assert len(attempts) == 3  # the batch's try counts as the first of the bounded three
+    assert len(commits) < 19  # good events shared commits rather than one each

@@ -81,3 +81,45 @@ def test_production_runs_the_releases_image_and_staging_its_own(rendered):
 
     assert images("production") == {"registry.kent.gov.uk/kent-together:1.0.0"}
     assert images("staging") == {"registry.kent.gov.uk/kent-together:staging"}
+
+
+def by_kind(documents: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_has_probes_requests_a_disruption_budget_and_an_autoscaler(rendered, overlay):
+    documents = rendered[overlay]
+    budgets = by_kind(documents, "PodDisruptionBudget")
+    autoscalers = by_kind(documents, "HorizontalPodAutoscaler")
+    for name, deployment in by_kind(documents, "Deployment").items():
+        pod = deployment["spec"]["template"]
+        for container in pod["spec"]["containers"]:
+            assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+            assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert budgets[name]["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert autoscalers[name]["spec"]["scaleTargetRef"]["name"] == name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_let_each_workload_reach_only_what_it_needs(rendered, overlay):
+    documents = rendered[overlay]
+    policies = by_kind(documents, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert not deny.get("ingress") and not deny.get("egress")
+    workloads = list(by_kind(documents, "Deployment").values()) + list(by_kind(documents, "Job").values())
+    for workload in workloads:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        own = [p["spec"] for n, p in policies.items()
+               if p["spec"]["podSelector"] and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert len(own) == 1, workload["metadata"]["name"]
+        for rule in own[0].get("egress", []):
+            for peer in rule["to"]:
+                # Never another of the platform's services: they talk only through Kafka.
+                assert "kent-together/service" not in peer.get("podSelector", {}).get("matchLabels", {})
+                assert "app.kubernetes.io/part-of" not in peer.get("podSelector", {}).get("matchLabels", {})
+        ports = {p["port"] for rule in own[0].get("ingress", []) for p in rule["ports"]}
+        assert ports <= {c["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])}

@@ -9,6 +9,7 @@ the dead-letter topic with the reason, and the partition moves on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,9 +17,11 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 
+from shared import tracing
 from shared.bus import OutgoingMessage, Producer
 from shared.db import UtcDateTime
 from shared.events import REGISTRY, CloudEvent
+from shared.logs import event_id_var
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -139,6 +142,11 @@ class EventConsumer:
             if event.type not in REGISTRY:
                 await self.dead_letter(message, reason=f"unknown event type {event.type!r}")
             return  # a known type this consumer has no use for
+        with tracing.continued(event.traceparent or _header(message, tracing.HEADER)), \
+                _handling(str(event.id)):
+            await self._process_with_retries(message, event, handler)
+
+    async def _process_with_retries(self, message, event: CloudEvent, handler: Handler) -> None:
         last_error: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -196,6 +204,20 @@ class EventConsumer:
             [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=message.value or b"", headers=headers)]
         )
         self.dead_lettered_total += 1
+
+
+def _header(message, name: str) -> bytes | None:
+    return next((value for key, value in (message.headers or ()) if key == name), None)
+
+
+@contextlib.contextmanager
+def _handling(event_id: str):
+    """Log lines written while handling an event carry its id."""
+    token = event_id_var.set(event_id)
+    try:
+        yield
+    finally:
+        event_id_var.reset(token)
 
 
 def _short(error: Exception) -> str:

@@ -106,6 +106,7 @@ class EventConsumer:
                 fetch_max_wait_ms=100,
                 heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
             )
+            handled: dict = {}  # partition → offset after the last message whose database commit is done
             try:
                 await consumer.start()
                 self._consumer = consumer
@@ -115,9 +116,13 @@ class EventConsumer:
                     for partition, messages in batches.items():
                         for message in messages:
                             await self.process(message)
+                            handled[partition] = message.offset + 1
                         # Only now, after every database commit of this batch.
-                        await consumer.commit({partition: messages[-1].offset + 1})
+                        await consumer.commit({partition: handled.pop(partition)})
             except asyncio.CancelledError:
+                # Stopping mid-batch (SIGTERM, a deploy): hand back the rest of the batch,
+                # but commit what was handled, so the next owner starts right after it.
+                await self._commit_handled(consumer, handled)
                 raise
             except Exception as error:
                 backoff = min(max(0.5, backoff * 2), 30.0)
@@ -129,6 +134,15 @@ class EventConsumer:
                     await asyncio.wait_for(consumer.stop(), timeout=10)
                 except Exception:
                     log.debug("consumer stop failed", exc_info=True)
+
+    async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:
+        if not handled:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await consumer.commit(handled)
+        except Exception as error:  # the inbox makes the redelivery of these harmless
+            log.warning("consumer %s: could not commit on stop (%s); they will be redelivered", self.group_id, error)
 
     async def process(self, message) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""

@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Column, String, Table, func, insert, select
 
 from services.referrals.models import tables
@@ -168,3 +168,44 @@ async def test_a_restarted_consumer_resumes_after_what_it_committed(db, broker, 
     again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
     await run_until(again, lambda: again.processed_total >= 1)
     assert calls == [e.id for e in first] + [later.id]
+
+
+async def committed_offsets(bootstrap: str, topic: str, group: str) -> set[int]:
+    """The group's committed offsets on the topic's partitions that have one."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = reader.partitions_for_topic(topic) or set()
+        offsets = {await reader.committed(TopicPartition(topic, p)) for p in partitions}
+        return offsets - {None}
+    finally:
+        await reader.stop()
+
+
+async def test_a_consumer_stopped_mid_batch_commits_what_it_handled_and_hands_back_the_rest(db, broker, topic, unique):
+    events = [cancelled_event() for _ in range(5)]
+    await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in events])
+    handled, stuck = [], asyncio.Event()
+
+    async def slow_on_the_third(uow, event):
+        if len(handled) == 2:
+            stuck.set()
+            await asyncio.sleep(3600)  # still working when the service is stopped
+        handled.append(event.id)
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=slow_on_the_third)
+    await run_until(consumer, stuck.is_set)
+
+    assert await count_effects(db) == 2  # the third's transaction was rolled back, not half done
+    assert await committed_offsets(broker.bootstrap_servers, topic, f"test-group-{unique}") == {2}
+    resumed = []
+
+    async def handler(uow, event):
+        resumed.append(event.id)
+        await record_effect(uow, event)
+
+    again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(again, lambda: again.processed_total >= 3)
+    assert resumed == [e.id for e in events[2:]]  # nothing handled twice, nothing lost
+    assert await count_effects(db) == 5

@@ -209,3 +209,33 @@ async def test_a_consumer_stopped_mid_batch_commits_what_it_handled_and_hands_ba
     await run_until(again, lambda: again.processed_total >= 3)
     assert resumed == [e.id for e in events[2:]]  # nothing handled twice, nothing lost
     assert await count_effects(db) == 5
+
+
+async def test_replaying_the_dead_letter_topic_after_the_fix_handles_the_parked_event_once(db, broker, topic, unique):
+    from shared.deadletters import replay_dead_letters
+
+    parked_event = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, parked_event.to_bytes())
+    broken = True
+
+    async def handler(uow, event):
+        if broken:
+            raise RuntimeError("hub table unavailable")
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(consumer, lambda: consumer.dead_lettered_total >= 1)
+    assert await count_effects(db) == 0
+
+    broken = False  # the cause is fixed
+    producer = Producer(broker.bootstrap_servers)
+    try:
+        replayed = await replay_dead_letters(bootstrap_servers=broker.bootstrap_servers,
+                                             dead_letter_topic=f"{topic}.dlq", producer=producer)
+    finally:
+        await producer.stop()
+    again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(again, lambda: again.processed_total >= 1)
+
+    assert replayed == 1
+    assert await count_effects(db) == 1

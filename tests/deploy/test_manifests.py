@@ -123,3 +123,32 @@ def test_network_policies_deny_by_default_and_let_each_workload_reach_only_what_
                 assert "app.kubernetes.io/part-of" not in peer.get("podSelector", {}).get("matchLabels", {})
         ports = {p["port"] for rule in own[0].get("ingress", []) for p in rule["ports"]}
         assert ports <= {c["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_health_check_and_copies_only_what_exists():
+    from tests.deploy.conftest import DEPLOY, ROOT
+
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    final_stage = dockerfile.split("\nFROM ")[-1]
+    assert "\nUSER 10001:10001" in final_stage and "\nHEALTHCHECK " in final_stage
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            *sources, _ = line.split()[1:]
+            for source in sources:
+                assert (ROOT / source).exists(), source
+
+
+def test_the_entrypoint_serves_each_service_on_the_port_its_module_declares():
+    import subprocess
+    import sys
+
+    from tests.deploy.conftest import DEPLOY, ROOT, service_port
+
+    script = (DEPLOY / "docker" / "entrypoint.sh").read_text()
+    lookup = script.split("port=\"$(python -c '")[1].split("'")[0]
+    for name in ("referrals", "fulfilment", "actions"):
+        out = subprocess.run([sys.executable, "-c", lookup, name], capture_output=True, text=True, cwd=ROOT)
+        assert out.stdout.strip() == str(service_port(name)), out.stderr
+    for shell_script in (DEPLOY / "docker" / "entrypoint.sh", DEPLOY / "compose" / "create-topics.sh",
+                         DEPLOY / "compose" / "postgres-init.sh", DEPLOY / "tools" / "fetch-kubectl.sh"):
+        assert subprocess.run(["bash", "-n", str(shell_script)]).returncode == 0, shell_script

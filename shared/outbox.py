@@ -12,11 +12,10 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+import orjson
 from sqlalchemy import (
     Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, select, text, update,
 )
-
-import orjson
 
 from shared.bus import OutgoingMessage, Producer
 from shared.db import BigId, Database, UtcDateTime, utcnow

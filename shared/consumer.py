@@ -13,6 +13,7 @@ partition moves on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -20,9 +21,11 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 
+from shared import tracing
 from shared.bus import OutgoingMessage, Producer
 from shared.db import UtcDateTime
 from shared.events import REGISTRY, CloudEvent
+from shared.logs import event_id_var
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,7 @@ class EventConsumer:
                 fetch_max_wait_ms=100,
                 heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
             )
+            handled: dict = {}  # partition → offset after the last message whose database commit is done
             try:
                 await consumer.start()
                 self._consumer = consumer
@@ -117,10 +121,15 @@ class EventConsumer:
                     batches = await consumer.getmany(timeout_ms=500)
                     for partition, messages in batches.items():
                         for start in range(0, len(messages), self.batch_size):
-                            await self.process_many(messages[start:start + self.batch_size])
+                            chunk = messages[start:start + self.batch_size]
+                            await self.process_many(chunk)
+                            handled[partition] = chunk[-1].offset + 1
                         # Only now, after every database commit of this batch.
-                        await consumer.commit({partition: messages[-1].offset + 1})
+                        await consumer.commit({partition: handled.pop(partition)})
             except asyncio.CancelledError:
+                # Stopping mid-batch (SIGTERM, a deploy): hand back the rest of the batch,
+                # but commit what was handled, so the next owner starts right after it.
+                await self._commit_handled(consumer, handled)
                 raise
             except Exception as error:
                 backoff = min(max(0.5, backoff * 2), 30.0)
@@ -132,6 +141,15 @@ class EventConsumer:
                     await asyncio.wait_for(consumer.stop(), timeout=10)
                 except Exception:
                     log.debug("consumer stop failed", exc_info=True)
+
+    async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:
+        if not handled:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await consumer.commit(handled)
+        except Exception as error:  # the inbox makes the redelivery of these harmless
+            log.warning("consumer %s: could not commit on stop (%s); they will be redelivered", self.group_id, error)
 
     async def process_many(self, messages: list) -> None:
         """Handle a partition's messages in order, in one transaction.
@@ -153,7 +171,7 @@ class EventConsumer:
             if handler is not None:
                 work.append((index, event, handler))
         try:
-            await self._handle_together(work)
+            await self._handle_together(messages, work)
         except asyncio.CancelledError:
             raise
         except _BatchFailed as failure:
@@ -176,7 +194,7 @@ class EventConsumer:
         if index + 1 < len(messages):
             await self.process_many(messages[index + 1:])
 
-    async def _handle_together(self, work: list[tuple[int, CloudEvent, Handler]]) -> None:
+    async def _handle_together(self, messages: list, work: list[tuple[int, CloudEvent, Handler]]) -> None:
         if not work:
             return
         async with self.uow_factory() as uow:
@@ -195,8 +213,11 @@ class EventConsumer:
                 await uow.session.execute(
                     insert(self.inbox).values(consumer=self.group_id, event_id=event_id, processed_at=now)
                 )
+                message = messages[index]
                 try:
-                    await handler(uow, event)
+                    with tracing.continued(event.traceparent or _header(message, tracing.HEADER)), \
+                            _handling(event_id):
+                        await handler(uow, event)
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
@@ -215,6 +236,11 @@ class EventConsumer:
             if event.type not in REGISTRY:
                 await self.dead_letter(message, reason=f"unknown event type {event.type!r}")
             return  # a known type this consumer has no use for
+        with tracing.continued(event.traceparent or _header(message, tracing.HEADER)), \
+                _handling(str(event.id)):
+            await self._process_with_retries(message, event, handler, first_attempt=first_attempt)
+
+    async def _process_with_retries(self, message, event: CloudEvent, handler: Handler, *, first_attempt: int) -> None:
         last_error: Exception | None = None
         for attempt in range(min(first_attempt, self.max_attempts), self.max_attempts + 1):
             try:
@@ -272,6 +298,20 @@ class EventConsumer:
             [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=message.value or b"", headers=headers)]
         )
         self.dead_lettered_total += 1
+
+
+def _header(message, name: str) -> bytes | None:
+    return next((value for key, value in (message.headers or ()) if key == name), None)
+
+
+@contextlib.contextmanager
+def _handling(event_id: str):
+    """Log lines written while handling an event carry its id."""
+    token = event_id_var.set(event_id)
+    try:
+        yield
+    finally:
+        event_id_var.reset(token)
 
 
 class _BatchFailed(Exception):

@@ -8,7 +8,11 @@ import sys
 
 import orjson
 
+from shared import tracing
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+event_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
+"""The id of the event a consumer is handling."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +31,12 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        trace = tracing.current()
+        if trace:
+            entry["trace_id"] = trace.trace_id
+        event_id = event_id_var.get()
+        if event_id:
+            entry["event_id"] = event_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

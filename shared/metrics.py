@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -23,6 +24,11 @@ class ServiceMetrics:
             "kt_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.sources: list[Callable[[], Awaitable[list]]] = []
+
+    def add_source(self, source: Callable[[], Awaitable[list]]) -> None:
+        """A service's own figures, read at scrape time: an async callable returning metric families."""
+        self.sources.append(source)
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -46,6 +52,8 @@ class ServiceMetrics:
             dead.add_metric([consumer.group_id], consumer.dead_lettered_total)
             lag.add_metric([consumer.group_id], await consumer.lag())
         families = [outbox, age, published, processed, dead, lag]
+        for source in self.sources:
+            families += await source()
 
         class Now:
             def collect(self):

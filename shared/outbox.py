@@ -12,12 +12,14 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+import orjson
 from sqlalchemy import (
     Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, select, text, update,
 )
 
 from shared.bus import OutgoingMessage, Producer
 from shared.db import BigId, Database, UtcDateTime, utcnow
+from shared.tracing import HEADER
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class OutboxRelay:
                     topic=r.topic,
                     key=r.key.encode() if r.key else None,
                     value=r.payload,
+                    headers=_trace_headers(r.payload),
                 )
                 for r in rows
             ]
@@ -182,6 +185,14 @@ class OutboxRelay:
                     log.info("outbox relay: purged %d published rows past retention", purged)
             except Exception:
                 log.warning("outbox relay: purge failed", exc_info=True)
+
+
+def _trace_headers(payload: bytes) -> tuple[tuple[str, bytes], ...]:
+    """The event's `traceparent` as a Kafka header, for tools that read headers, not bodies."""
+    if b'"traceparent"' not in payload:
+        return ()
+    value = orjson.loads(payload).get(HEADER)
+    return ((HEADER, value.encode()),) if isinstance(value, str) else ()
 
 
 async def republish(*, db: Database, table: Table, since: datetime, until: datetime) -> int:

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import tracing
 from shared.db import Database, utcnow
 from shared.events import CloudEvent, EventData
 
@@ -53,6 +54,7 @@ class UnitOfWork:
     def publish(self, data: EventData, *, topic: str, key: str | None = None, time: datetime | None = None) -> CloudEvent:
         """Record an event to be published once this unit of work commits."""
         event = data.envelope(source=self.source, time=time)
+        event.traceparent = tracing.current_traceparent()
         self._events.append((topic, key or event.subject, event))
         return event
 

@@ -11,6 +11,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.fulfilment import api, handlers, service
 from services.fulfilment.hubs import Hub, hub_reference_data_problems
+from services.fulfilment.metrics import assignment_families
 from services.fulfilment.models import tables
 from services.fulfilment.postcodes import PostcodeDirectory
 from services.fulfilment.webhooks import WebhookDispatcher
@@ -92,6 +93,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
     )
     runtime = app.state.runtime
     app.state.routing = routing
+    app.state.metrics.add_source(lambda: assignment_families(runtime.db))
     app.state.scheduler = service.EscalationScheduler(
         uow_factory=runtime.uow, topics=settings.topics, poll_seconds=settings.sla_poll_seconds,
     )

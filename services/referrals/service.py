@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -14,6 +14,7 @@ from services.referrals.models import referral_changes, referrals, request_types
 from services.referrals.schemas import (
     Cancellation, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypePatch,
 )
+from shared import tracing
 from shared.auth import Principal
 from shared.errors import Conflict, DomainError, NotFound
 from shared.events import (
@@ -61,6 +62,8 @@ class Intake:
     referral: ReferralIn
     by: Principal
     idempotency_key: str | None = None
+    traceparent: str | None = field(default_factory=tracing.current_traceparent)
+    """The caller's trace: a batch is written in one task, each referral's events keep their own."""
 
 
 async def take_referral(
@@ -117,7 +120,8 @@ async def take_referrals(
                 referral_rows.append(row)
                 request_rows += rows
                 out = _referral_out(row, rows)
-                _publish_received(uow, out, topics=topics)
+                with tracing.continued(intake.traceparent):
+                    _publish_received(uow, out, topics=topics)
                 results[index] = (out, False)
             try:
                 if referral_rows:

@@ -31,6 +31,8 @@ class CloudEvent(BaseModel):
     time: datetime = Field(default_factory=utcnow)
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
+    traceparent: str | None = None
+    """CloudEvents distributed-tracing extension: the W3C trace the event was published in."""
     data: dict
 
     def to_bytes(self) -> bytes:

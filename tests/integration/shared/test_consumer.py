@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Column, String, Table, func, insert, select
 
 from services.referrals.models import tables
@@ -50,14 +50,14 @@ async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
         await producer.stop()
 
 
-def make_consumer(*, db, broker, topic, unique, handler, max_attempts=3) -> EventConsumer:
+def make_consumer(*, db, broker, topic, unique, handler, max_attempts=3, batch_size=200) -> EventConsumer:
     return EventConsumer(
         group_id=f"test-group-{unique}", topics=[topic],
         handlers={RequestCancelledV1.type: handler},
         uow_factory=lambda: UnitOfWork(db, source="/test", outbox=tables.outbox),
         inbox=tables.inbox, bootstrap_servers=broker.bootstrap_servers,
         producer=Producer(broker.bootstrap_servers), dead_letter_topic=f"{topic}.dlq",
-        max_attempts=max_attempts, retry_base_seconds=0.01, session_timeout_ms=2000,
+        max_attempts=max_attempts, retry_base_seconds=0.01, session_timeout_ms=2000, batch_size=batch_size,
     )
 
 
@@ -200,3 +200,79 @@ async def test_events_fetched_together_share_one_commit_and_a_poison_among_them_
     assert await count_effects(db) == 19  # every good event once; nothing of the poison's
     assert len(attempts) == 3  # the batch's try counts as the first of the bounded three
     assert len(commits) < 19  # good events shared commits rather than one each
+async def committed_offsets(bootstrap: str, topic: str, group: str) -> set[int]:
+    """The group's committed offsets on the topic's partitions that have one."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = reader.partitions_for_topic(topic) or set()
+        offsets = {await reader.committed(TopicPartition(topic, p)) for p in partitions}
+        return offsets - {None}
+    finally:
+        await reader.stop()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+async def test_a_consumer_stopped_mid_batch_commits_what_it_handled_and_hands_back_the_rest(
+    db, broker, topic, unique, batch_size,
+):
+    events = [cancelled_event() for _ in range(5)]
+    await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in events])
+    handled, stuck = [], asyncio.Event()
+
+    async def slow_on_the_third(uow, event):
+        if len(handled) == 2:
+            stuck.set()
+            await asyncio.sleep(3600)  # still working when the service is stopped
+        handled.append(event.id)
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=slow_on_the_third,
+                             batch_size=batch_size)
+    await run_until(consumer, stuck.is_set)
+
+    done = await count_effects(db)
+    # The third's transaction was rolled back, not half done; what committed (the
+    # first two, one or two transactions) is exactly what the offset says.
+    assert done == 2
+    assert await committed_offsets(broker.bootstrap_servers, topic, f"test-group-{unique}") == {done}
+    resumed = []
+
+    async def handler(uow, event):
+        resumed.append(event.id)
+        await record_effect(uow, event)
+
+    again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(again, lambda: again.processed_total >= 3)
+    assert resumed == [e.id for e in events[done:]]  # nothing handled twice, nothing lost
+    assert await count_effects(db) == 5
+
+
+async def test_replaying_the_dead_letter_topic_after_the_fix_handles_the_parked_event_once(db, broker, topic, unique):
+    from shared.deadletters import replay_dead_letters
+
+    parked_event = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, parked_event.to_bytes())
+    broken = True
+
+    async def handler(uow, event):
+        if broken:
+            raise RuntimeError("hub table unavailable")
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(consumer, lambda: consumer.dead_lettered_total >= 1)
+    assert await count_effects(db) == 0
+
+    broken = False  # the cause is fixed
+    producer = Producer(broker.bootstrap_servers)
+    try:
+        replayed = await replay_dead_letters(bootstrap_servers=broker.bootstrap_servers,
+                                             dead_letter_topic=f"{topic}.dlq", producer=producer)
+    finally:
+        await producer.stop()
+    again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
+    await run_until(again, lambda: again.processed_total >= 1)
+
+    assert replayed == 1
+    assert await count_effects(db) == 1

@@ -1,0 +1,16 @@
+#!/bin/sh
+# `serve SERVICE`: the service's HTTP app on its own port (8001-8004), with
+# whichever roles its environment turns on (<SERVICE>_RUN_RELAY,
+# <SERVICE>_RUN_CONSUMERS, ...). Anything else is a `kent-together` command.
+set -eu
+if [ "${1:-}" = "serve" ]; then
+    service="${2:?usage: serve SERVICE}"
+    port="$(python -c 'import importlib, sys; print(importlib.import_module(f"services.{sys.argv[1]}.app").PORT)' "$service")"
+    echo "$port" > /tmp/kt-port
+    # SIGTERM: uvicorn stops taking connections, finishes the requests in flight
+    # (up to 20 s), then the lifespan stops the relay and consumers (shared/app.py).
+    exec python -m uvicorn "services.${service}.app:create_app" --factory \
+        --host 0.0.0.0 --port "$port" --no-access-log \
+        --proxy-headers --forwarded-allow-ips '*' --timeout-graceful-shutdown 20
+fi
+exec kent-together "$@"

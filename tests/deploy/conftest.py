@@ -1,0 +1,101 @@
+"""The deployment files as an operator would use them: rendered, parsed, and read back against the code."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.cli import SERVICES
+from shared.settings import ServiceSettings, Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ("staging", "production")
+HUBS = ("ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone",
+        "sevenoaks", "swale", "thanet", "tonbridge-malling", "tunbridge-wells")
+
+
+def kubectl() -> str:
+    """The machine's kubectl, or the one `make install` put beside the virtual environment's python."""
+    found = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+    if not os.access(found, os.X_OK):
+        pytest.fail("no kubectl to render deploy/k8s: `make install` fetches one")
+    return found
+
+
+def render(overlay: str) -> list[dict]:
+    result = subprocess.run([kubectl(), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict]]:
+    return {overlay: render(overlay) for overlay in OVERLAYS}
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+
+
+def service_settings_class(name: str) -> type[ServiceSettings]:
+    """The service's settings class; the base class with the service's prefix while it is not built yet."""
+    try:
+        module = importlib.import_module(f"services.{name}.app")
+    except ModuleNotFoundError:
+        from pydantic_settings import SettingsConfigDict
+
+        return type(f"{name.title()}Settings", (ServiceSettings,), {
+            "model_config": SettingsConfigDict(env_prefix=f"{name.upper()}_", extra="ignore", populate_by_name=True),
+        })
+    return next(value for key, value in vars(module).items()
+                if key.endswith("Settings") and isinstance(value, type) and issubclass(value, ServiceSettings)
+                and value is not ServiceSettings)
+
+
+def service_port(name: str) -> int:
+    """The PORT the service's module declares (the CLI's table while the service is not built yet)."""
+    try:
+        return importlib.import_module(f"services.{name}.app").PORT
+    except ModuleNotFoundError:
+        return dict(SERVICES)[name]
+
+
+def environment_names(name: str) -> set[str]:
+    """Every environment variable the service's settings read: its prefixed fields, aliases, topics."""
+    settings_class = service_settings_class(name)
+    prefix = settings_class.model_config.get("env_prefix", "")
+    names = set()
+    for field_name, field in settings_class.model_fields.items():
+        if field_name == "topics":
+            topic_prefix = Topics.model_config["env_prefix"]
+            names |= {(topic_prefix + topic).upper() for topic in Topics.model_fields}
+        elif isinstance(field.validation_alias, str):
+            names.add(field.validation_alias.upper())
+        else:
+            names.add((prefix + field_name).upper())
+    return names
+
+
+def code_topics() -> set[str]:
+    """Every topic the code can name: the fixed topics and one per hub."""
+    topics = Topics()
+    return set(topics.declared()) | {topics.hub(hub) for hub in HUBS}
+
+
+def consumer_groups() -> dict[str, str]:
+    """Consumer group of each consuming service (the service's name where it has no setting)."""
+    groups = {}
+    for name in ("fulfilment", "reporting"):
+        field = service_settings_class(name).model_fields.get("consumer_group")
+        groups[name] = field.default if field is not None else name
+    return groups

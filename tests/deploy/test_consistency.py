@@ -1,0 +1,210 @@
+"""Everything the deployment files name exists in the code: services, ports, variables, topics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared.cli import SERVICES
+from shared.settings import Topics
+from tests.deploy.conftest import (
+    DEPLOY, HUBS, OVERLAYS, code_topics, consumer_groups, environment_names, service_port,
+)
+
+SERVICE_NAMES = [name for name, _ in SERVICES]
+
+
+def our_compose_services(compose: dict) -> dict[str, dict]:
+    """The compose services that run the platform's image (not Kafka, not PostgreSQL)."""
+    return {name: s for name, s in compose["services"].items() if "kent-together" in s.get("image", "")}
+
+
+def served(command: list[str]) -> str | None:
+    """`serve SERVICE` → SERVICE; None for one-shot commands such as `migrate`."""
+    return command[1] if command and command[0] == "serve" else None
+
+
+def workloads(documents: list[dict]) -> list[dict]:
+    return [d for d in documents if d["kind"] in ("Deployment", "Job")]
+
+
+def config_keys(documents: list[dict], kind: str, name: str) -> set[str]:
+    [found] = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name]
+    return set(found.get("data", {})) | set(found.get("stringData", {}))
+
+
+def container_environment(documents: list[dict], container: dict) -> set[str]:
+    """The variables a container sees: its own, and every key of the ConfigMaps and Secrets it loads."""
+    names = {e["name"] for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            names |= config_keys(documents, "ConfigMap", source["configMapRef"]["name"])
+        if "secretRef" in source:
+            names |= config_keys(documents, "Secret", source["secretRef"]["name"])
+    return names
+
+
+def allowed_environment(service: str | None) -> set[str]:
+    """What a container may set: its service's settings; a one-shot command may set any service's."""
+    if service is not None:
+        return environment_names(service)
+    return set().union(*(environment_names(name) for name in SERVICE_NAMES))
+
+
+def compose_topics() -> dict[str, tuple[int, str]]:
+    """topic → (partitions, retention.ms) as create-topics.sh makes them."""
+    script = (DEPLOY / "compose" / "create-topics.sh").read_text()
+    def retention_ms(days: str) -> str:
+        return "-1" if days == "-1" else str(int(days) * 86_400_000)
+
+    topics = {name: (int(partitions), retention_ms(days))
+              for name, partitions, days in re.findall(r"^topic (\S+)\s+(\d+)\s+(-?\d+)", script, re.MULTILINE)}
+    hub_loop = re.search(r"for hub in (.*?); do\s+topic \"kt\.hub\.\$\{hub\}\.v1\" (\d+) (-?\d+)", script, re.DOTALL)
+    for hub in hub_loop.group(1).replace("\\", " ").split():
+        topics[f"kt.hub.{hub}.v1"] = (int(hub_loop.group(2)), retention_ms(hub_loop.group(3)))
+    return topics
+
+
+def kubernetes_topics(documents: list[dict]) -> dict[str, tuple[int, str]]:
+    return {d["spec"]["topicName"]: (d["spec"]["partitions"], str(d["spec"]["config"]["retention.ms"]))
+            for d in documents if d["kind"] == "KafkaTopic"}
+
+
+def dead_letter_topics() -> set[str]:
+    return {Topics().dead_letter_prefix + group for group in consumer_groups().values()}
+
+
+# -- services and ports
+
+def test_compose_and_kubernetes_run_all_four_services(compose, rendered):
+    in_compose = {served(s["command"]) for s in our_compose_services(compose).values()} - {None}
+    assert in_compose == set(SERVICE_NAMES)
+    for overlay in OVERLAYS:
+        in_kubernetes = {c["args"][1] for d in workloads(rendered[overlay])
+                         for c in d["spec"]["template"]["spec"]["containers"] if c["args"][0] == "serve"}
+        assert in_kubernetes == set(SERVICE_NAMES)
+
+
+def test_every_port_is_the_port_of_the_service_it_serves(compose, rendered):
+    for name, service in our_compose_services(compose).items():
+        for mapping in service.get("ports", []):
+            host, container = str(mapping).split(":")
+            assert int(host) == int(container) == service_port(served(service["command"])), name
+    for overlay in OVERLAYS:
+        documents = rendered[overlay]
+        for d in workloads(documents):
+            for container in d["spec"]["template"]["spec"]["containers"]:
+                if container["args"][0] != "serve":
+                    continue
+                port = service_port(container["args"][1])
+                assert [p["containerPort"] for p in container["ports"]] == [port]
+                assert d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        for service in (d for d in documents if d["kind"] == "Service"):
+            assert [p["port"] for p in service["spec"]["ports"]] == [service_port(service["metadata"]["name"])]
+
+
+def test_every_api_service_selects_pods_that_exist(rendered):
+    documents = rendered["production"]
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in documents if d["kind"] == "Deployment"]
+    for service in (d for d in documents if d["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        assert any(selector.items() <= labels.items() for labels in pod_labels), service["metadata"]["name"]
+
+
+# -- environment variables
+
+def test_every_variable_in_compose_is_a_settings_field_of_that_service(compose):
+    for name, service in our_compose_services(compose).items():
+        unknown = set(service["environment"]) - allowed_environment(served(service["command"]))
+        assert unknown == set(), f"{name} sets variables no settings class reads: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_variable_in_kubernetes_is_a_settings_field_of_that_service(rendered, overlay):
+    documents = rendered[overlay]
+    for d in workloads(documents):
+        for container in d["spec"]["template"]["spec"]["containers"]:
+            service = container["args"][1] if container["args"][0] == "serve" else None
+            unknown = container_environment(documents, container) - allowed_environment(service)
+            assert unknown == set(), f"{d['metadata']['name']} sets variables no settings class reads: {sorted(unknown)}"
+
+
+def test_every_service_gets_its_own_database_url(compose, rendered):
+    for service in our_compose_services(compose).values():
+        if (name := served(service["command"])) is not None:
+            assert f"{name.upper()}_DATABASE_URL" in service["environment"]
+    documents = rendered["production"]
+    for d in workloads(documents):
+        for container in d["spec"]["template"]["spec"]["containers"]:
+            if container["args"][0] == "serve":
+                assert f"{container['args'][1].upper()}_DATABASE_URL" in container_environment(documents, container)
+
+
+# -- topics
+
+def test_every_topic_in_compose_and_kubernetes_is_one_the_code_uses():
+    known = code_topics() | dead_letter_topics()
+    assert set(compose_topics()) <= known
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_declares_every_topic_of_the_code_and_no_other(rendered, overlay):
+    assert set(kubernetes_topics(rendered[overlay])) == code_topics() | dead_letter_topics()
+
+
+def test_compose_and_kubernetes_make_the_same_topics_with_the_same_partitions_and_retention(rendered):
+    assert compose_topics() == kubernetes_topics(rendered["production"])
+
+
+def test_personal_data_topics_expire_and_reporting_topics_are_kept_for_a_rebuild(rendered):
+    topics = kubernetes_topics(rendered["production"])
+    settings = Topics()
+    for personal in [settings.referrals] + [settings.hub(hub) for hub in HUBS]:
+        assert int(topics[personal][1]) > 0
+    for rebuild in (settings.request_stats, settings.assignment_status, settings.actions):
+        assert topics[rebuild][1] == "-1"
+
+
+def test_every_acl_names_a_topic_or_group_that_exists(rendered):
+    known_topics = code_topics() | dead_letter_topics()
+    for user in (d for d in rendered["production"] if d["kind"] == "KafkaUser"):
+        for acl in user["spec"]["authorization"]["acls"]:
+            resource = acl["resource"]
+            if resource["type"] != "topic":
+                continue
+            if resource.get("patternType") == "prefix":
+                assert any(t.startswith(resource["name"]) for t in known_topics), resource
+            else:
+                assert resource["name"] in known_topics, resource
+
+
+def readers(users: list[dict], topic: str) -> set[str]:
+    """The principals whose ACLs let them read `topic`."""
+    found = set()
+    for user in users:
+        for acl in user["spec"]["authorization"]["acls"]:
+            resource = acl["resource"]
+            matches = (topic.startswith(resource["name"]) if resource.get("patternType") == "prefix"
+                       else topic == resource["name"])
+            if resource["type"] == "topic" and matches and {"Read", "All"} & set(acl["operations"]):
+                found.add(user["metadata"]["name"])
+    return found
+
+
+def test_a_hubs_topic_is_readable_only_by_that_hubs_principal(rendered):
+    users = [d for d in rendered["production"] if d["kind"] == "KafkaUser"]
+    for hub in HUBS:
+        assert readers(users, Topics().hub(hub)) == {f"hub-{hub}"}
+
+
+def test_referral_events_are_readable_only_by_fulfilment_and_reporting_reads_no_personal_data(rendered):
+    users = [d for d in rendered["production"] if d["kind"] == "KafkaUser"]
+    topics = Topics()
+    assert readers(users, topics.referrals) == {"fulfilment"}
+    groups = consumer_groups()
+    reporting_reads = {t for t in code_topics() if "reporting" in readers(users, t)}
+    assert reporting_reads == {topics.request_stats, topics.assignment_status, topics.actions}
+    consumer_acls = {u["metadata"]["name"]: {a["resource"]["name"] for a in u["spec"]["authorization"]["acls"]
+                                             if a["resource"]["type"] == "group"} for u in users}
+    assert groups["fulfilment"] in consumer_acls["fulfilment"] and groups["reporting"] in consumer_acls["reporting"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.fulfilment import domain
@@ -355,6 +355,8 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
     if not fresh:
         return 0
     now = uow.now()
+    # A backfilled referral (a migration, a demo) reached its hub when it was received.
+    opened_at = referral.received_at if referral.backfilled else now
     referral_id = str(referral.referral_id)
     # Known already only if some of its requests are (a copy of the event that
     # carries more requests than the first): otherwise no need to look.
@@ -377,7 +379,7 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
         a, change = Assignment.open(
             id=str(uuid.uuid4()), request_id=str(request.request_id), referral_id=referral_id,
             request_type=request.type, urgency=request.urgency, received_at=referral.received_at,
-            placement=placement, at=now,
+            placement=placement, at=opened_at,
         )
         request_row = {
             "details": request.details, "needed_by": request.needed_by,
@@ -486,6 +488,8 @@ class TransitionRequest:
     note: str | None = None
     hub: str | None = None
     council: str | None = None
+    at: datetime | None = None
+    """When it happened, if not now: see `domain.check_backdated`."""
 
 
 async def transition(
@@ -499,6 +503,12 @@ async def transition(
         row = await _visible_for_change(uow, assignment_id, by=by)
         a = _assignment(row)
         now = uow.now()
+        if request.at is not None:
+            last_change = await uow.session.scalar(
+                select(func.max(assignment_changes.c.at)).where(assignment_changes.c.assignment_id == a.id)
+            )
+            domain.check_backdated(request.at, scopes=by.scopes, last_change=last_change, now=now)
+            now = request.at
         hub_rows = await _hub_rows(uow)
         named = None
         if request.hub is not None:

@@ -494,6 +494,11 @@ async def run_demo(
     started = loop.time()
     gate = asyncio.Semaphore(concurrency)
     planned_by_request: dict[str, tuple[PlannedReferral, PlannedRequest]] = {}
+    unknown = await _unknown_request_types(plan, referrals, tokens)
+    if unknown:
+        report.failures.append(Failure("request types", None, f"the referrals service does not know "
+                                       f"{', '.join(unknown)}: an administrator adds them (POST /v1/request-types)"))
+        return report
 
     async def post(referral: PlannedReferral) -> None:
         async with gate:
@@ -562,6 +567,15 @@ async def run_demo(
     return report
 
 
+async def _unknown_request_types(plan: Plan, referrals: httpx.AsyncClient, tokens: Tokens) -> list[str]:
+    """Types the plan uses that the service would refuse: better said once than in every referral's 422."""
+    response = await referrals.get("/v1/request-types", headers=tokens.header())
+    if response.status_code != 200:
+        return []  # each referral's answer will say what is wrong
+    known = {t["id"] for t in response.json() if t["active"]}
+    return sorted(set(plan.requests_by_type()) - known)
+
+
 async def _wait_for_assignments(
     fulfilment: httpx.AsyncClient, tokens: Tokens, wanted: Mapping[str, set[str]], *, report: Report,
     wait_seconds: float, poll_seconds: float, progress: Progress,
@@ -586,6 +600,19 @@ async def _wait_for_assignments(
                     pending[hub].discard(item["request_id"])
             if not pending[hub]:
                 del pending[hub]
+        if pending:
+            # A request an earlier run had a hub reject has moved on to triage.
+            try:
+                queued = await _all_assignments(fulfilment, None, tokens)
+            except _ListFailed:
+                queued = []
+            for item in queued:
+                for hub in list(pending):
+                    if item["request_id"] in pending[hub]:
+                        found[item["request_id"]] = item
+                        pending[hub].discard(item["request_id"])
+                        if not pending[hub]:
+                            del pending[hub]
         progress("routed", len(found), total)
         if not pending or loop.time() > deadline:
             break
@@ -595,7 +622,7 @@ async def _wait_for_assignments(
         report.failures.append(Failure(f"assignments of {hub}", None,
                                        f"{len(ids)} requests not routed to {hub} after {wait_seconds:.0f}s"))
     for request_id, item in found.items():
-        report.assignments_found[item["hub"]] += 1
+        report.assignments_found[item["hub"] or item["status"]] += 1
     return list(found.values())
 
 
@@ -604,12 +631,13 @@ class _ListFailed(Exception):
         self.status, self.detail = status, detail
 
 
-async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str, tokens: Tokens) -> list[dict]:
+async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, tokens: Tokens) -> list[dict]:
+    """Every assignment on a hub's list (or, for None, in the triage queue), page by page."""
+    path = f"/v1/hubs/{hub}/assignments" if hub else "/v1/queues/triage"
     items, offset = [], 0
     while True:
         try:
-            response = await fulfilment.get(f"/v1/hubs/{hub}/assignments", params={"limit": 500, "offset": offset},
-                                            headers=tokens.header(hub))
+            response = await fulfilment.get(path, params={"limit": 500, "offset": offset}, headers=tokens.header(hub))
         except httpx.HTTPError as error:
             raise _ListFailed(None, str(error)) from None
         if response.status_code != 200:

@@ -356,7 +356,12 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
     mix = {kind: share for kind, share in spec.mix.items() if share > 0}
     sizes = request_counts(spec.referrals, spec.requests, most=len(mix))
     rng.shuffle(sizes)
-    kinds = assign_types(sizes, largest_remainder(spec.requests, mix), rng)
+    type_counts = largest_remainder(spec.requests, mix)
+    for kind, count in type_counts.items():
+        if count > spec.referrals:
+            raise ValueError(f"--mix gives {kind} {count} requests, more than there are referrals ({spec.referrals}): "
+                             "a referral carries each type at most once")
+    kinds = assign_types(sizes, type_counts, rng)
     hub_requests = sum(size for size, place in zip(sizes, place_list) if place in HUBS)
     fates = _shuffled(largest_remainder(hub_requests, {**spec.activity,
                                                        "open": max(0.0, 1 - sum(spec.activity.values()))}), rng)

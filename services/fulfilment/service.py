@@ -716,8 +716,11 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
             "accept": (a.accept_due_at, a.accept_escalated_at, accept_stage),
             "fulfil": (a.fulfil_due_at, a.fulfil_escalated_at, fulfil_stage),
         }
+        # A deadline that had passed before the assignment was recorded (a backfilled case
+        # from a migration or a demo) is history, not an alert: it shows as overdue only.
         query = select(assignments).where(or_(*[
-            and_(escalated.is_(None), due_at <= now, a.status.in_(stage)) for due_at, escalated, stage in due.values()
+            and_(escalated.is_(None), due_at <= now, due_at > a.created_at, a.status.in_(stage))
+            for due_at, escalated, stage in due.values()
         ])).order_by(a.id).limit(batch)
         if uow.db.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -727,7 +730,7 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
         for row in rows:
             for deadline in _assignment(row).overdue_deadlines(now):
                 due_at, escalated, stage = due[deadline]
-                if row[escalated.name] is not None:
+                if row[escalated.name] is not None or row[due_at.name] <= row["created_at"]:
                     continue
                 claimed = await uow.session.execute(
                     update(assignments)

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
+from services.fulfilment.service import escalate_overdue
 from tests.integration.fulfilment.conftest import deliver, headers, hub_assignments, referral_received
 from tests.support.kafka import read_topic
 
@@ -25,6 +26,16 @@ async def test_a_backfilled_referral_reached_its_hub_when_it_was_received(client
     item = await backfilled_assignment(client, settings)
     assert datetime.fromisoformat(item["routed_at"]) == RECEIVED
     assert datetime.fromisoformat(item["accept_due_at"]) == RECEIVED + timedelta(hours=4)  # urgency today
+
+
+async def test_a_deadline_that_passed_before_the_case_was_recorded_shows_overdue_but_raises_no_escalation(client, settings):
+    item = await backfilled_assignment(client, settings)
+    runtime = client.app.state.runtime
+
+    assert await escalate_overdue(runtime.uow(), topics=settings.topics) == 0
+    [listed] = await hub_assignments(client, settings, "thanet", expect=1, overdue="true")
+    assert listed["id"] == item["id"] and listed["overdue_deadlines"] == ["accept", "fulfil"]
+    assert listed["escalated_at"] is None
 
 
 async def test_an_administrator_records_when_a_hub_accepted_and_fulfilled_and_the_events_carry_those_times(client, settings):

@@ -105,6 +105,8 @@ class LoadSpec:
     activity: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_ACTIVITY))
     """Fate -> share of the requests hubs receive; the rest is left routed."""
     seed: int = 2020
+    opens_at_hour: int = 0
+    """The hour (Europe/London) the service opened on the first day: Kent Together launched at midday."""
 
     def problems(self) -> list[str]:
         """What makes this load impossible, in the option's words; [] if it can be planned."""
@@ -127,6 +129,8 @@ class LoadSpec:
                 found.append(f"{option}: give at least one share above 0")
         if sum(self.activity.values()) > 1 + 1e-9:
             found.append("--hub-activity: shares add up to more than 1")
+        if not 0 <= self.opens_at_hour <= 23:
+            found.append("the opening hour must be 0 to 23")
         if not 0 <= self.out_of_area + self.unknown < 1:
             found.append("--out-of-area and --unknown-postcodes must leave some referrals for the hubs")
         return found
@@ -150,6 +154,7 @@ def april_2020(*, seed: int = 2020, **overrides) -> LoadSpec:
     """
     values = dict(
         referrals=2893, requests=4293, start=date(2020, 4, 1), end=date(2020, 4, 25), mix=APRIL_2020_MIX,
+        opens_at_hour=12,
         channels={"phone": 0.5, "online": 0.4, "partner": 0.08, "email": 0.02}, districts=DISTRICT_POPULATION,
         seed=seed,
     )
@@ -369,7 +374,7 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
 
     referrals = []
     for index in range(spec.referrals):
-        received = _time_on(days[index], rng, now=now)
+        received = _time_on(days[index], rng, now=now, from_hour=spec.opens_at_hour if days[index] == spec.start else 0)
         place = place_list[index]
         requests = []
         for kind in kinds[index]:
@@ -407,8 +412,8 @@ def _names(count: int, rng: random.Random) -> list[str]:
             for i in range(count)]
 
 
-def _time_on(day: date, rng: random.Random, *, now: datetime) -> datetime:
-    hour = rng.choices(range(24), weights=HOURLY)[0]
+def _time_on(day: date, rng: random.Random, *, now: datetime, from_hour: int = 0) -> datetime:
+    hour = rng.choices(range(from_hour, 24), weights=HOURLY[from_hour:])[0]
     local = datetime.combine(day, time(hour, rng.randrange(60), rng.randrange(60)), tzinfo=LONDON)
     return min(local.astimezone(timezone.utc), (now - timedelta(minutes=1)).replace(microsecond=0))
 

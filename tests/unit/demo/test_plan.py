@@ -45,6 +45,12 @@ def test_april_2020_referrals_fall_between_1_and_25_april_on_every_day_rising_in
     assert first_week[0] < min(days[date(2020, 4, d)] for d in range(8, 26))
 
 
+def test_no_april_2020_referral_comes_before_the_launch_at_midday_on_1_april(april):
+    first = min(r.received_at for r in april.referrals)
+    assert first >= datetime(2020, 4, 1, 12, 0, tzinfo=demo.LONDON)
+    assert first.astimezone(demo.LONDON).date() == date(2020, 4, 1)
+
+
 def test_referrals_go_only_to_the_districts_chosen_in_their_weights():
     spec = demo.april_2020(referrals=300, requests=400, districts={"thanet": 2, "dover": 1})
     plan = demo.make_plan(spec, POSTCODES, now=NOW)

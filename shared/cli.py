@@ -356,6 +356,7 @@ def demo(
     referrals_url = referrals_url or f"http://127.0.0.1:{8001 + offset}"
     fulfilment_url = fulfilment_url or f"http://127.0.0.1:{8002 + offset}"
 
+    import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     async def main(progress: Progress) -> "d.Report":
@@ -371,8 +372,6 @@ def demo(
                 httpx.AsyncClient(base_url=fulfilment_url, timeout=60, limits=limits) as f_client:
             return await d.run_demo(plan, referrals=r_client, fulfilment=f_client, tokens=tokens,
                                     concurrency=concurrency, wait_seconds=wait, progress=show)
-
-    import httpx
 
     columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -429,7 +428,9 @@ def _demo_tokens(d, token_file: Optional[Path]):
     if text:
         if text.startswith("{"):
             values = json.loads(text)
-            return d.Tokens(backfill=values["backfill"], hubs=values.get("hubs", {}))
+            if not isinstance(values, dict) or not values.get("backfill"):
+                raise ValueError('a JSON token file needs "backfill": an administrator\'s token')
+            return d.Tokens(backfill=values["backfill"], hubs=values.get("hubs") or {})
         return d.Tokens(backfill=text)
     settings = ServiceSettings()
 

@@ -38,3 +38,10 @@ def test_an_unknown_preset_is_refused_naming_those_there_are():
 def test_an_unknown_district_is_refused_naming_the_hubs():
     code, said = run("--districts", "thanet,medway", "--dry-run")
     assert code == 2 and "--districts: unknown medway; one of ashford" in said
+
+
+def test_a_token_file_without_an_administrators_token_is_refused_before_anything_is_posted(tmp_path):
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text('{"hubs": {"thanet": "x"}}')
+    code, said = run("--referrals", "3", "--token-file", str(tokens), "--referrals-url", "http://127.0.0.1:9")
+    assert code == 2 and 'needs "backfill": an administrator\'s token' in said

@@ -25,14 +25,17 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "analyst": frozenset({"reporting:read", "actions:read"}),
     "admin": frozenset(
         {
-            "referrals:write", "referrals:read", "referrals:search", "referrals:admin",
-            "assignments:read", "assignments:write", "assignments:admin",
+            "referrals:write", "referrals:read", "referrals:search", "referrals:admin", "referrals:backfill",
+            "assignments:read", "assignments:write", "assignments:admin", "assignments:backfill",
             "actions:read", "actions:write", "actions:admin",
             "reporting:read", "admin",
         }
     ),
 }
 ROLES = tuple(ROLE_SCOPES)
+# The `…:backfill` scopes record when something really happened (a referral received,
+# an assignment accepted) rather than now: for migrating cases from a legacy system
+# and for `kent-together demo`. Only administrators have them.
 
 
 @dataclass(frozen=True)

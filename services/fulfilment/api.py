@@ -132,7 +132,7 @@ async def post_transition(assignment_id: str, body: TransitionIn, by: Writer, rt
         rt.uow(), assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
         request=service.TransitionRequest(
             to=Status(body.to), reason=body.reason, outcome=body.outcome, note=body.note, hub=body.hub,
-            council=body.council,
+            council=body.council, at=body.at,
         ),
     )
     return {**result, "changes": [dataclasses.asdict(change) for change in changes]}

@@ -413,6 +413,21 @@ def check_actor_may(to: Status, *, role_is_admin: bool) -> None:
         raise Forbidden(f"moving an assignment to {to} is for administrators")
 
 
+BACKFILL_SCOPE = "assignments:backfill"
+
+
+def check_backdated(at: datetime, *, scopes: frozenset[str], last_change: datetime | None, now: datetime) -> None:
+    """A transition dated `at` rather than now: for recording what really happened, in order, in the past."""
+    if BACKFILL_SCOPE not in scopes:
+        raise Forbidden(f"dating a transition ('at') needs the {BACKFILL_SCOPE!r} scope (administrators, "
+                        "migrating cases from a legacy system)", field="at")
+    if at > now:
+        raise ValidationFailed([{"field": "at", "reason": "is in the future"}])
+    if last_change is not None and at < last_change:
+        raise ValidationFailed([{"field": "at", "reason": f"is before the assignment's last change, at "
+                                 f"{last_change.isoformat()}: transitions are recorded in order"}])
+
+
 def _require_code(name: str, value: str | None, *, codes: tuple[str, ...], required: bool) -> None:
     if value is None:
         if required:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.fulfilment import domain
 
@@ -35,6 +35,9 @@ class TransitionIn(Strict):
     """routed (administrators, from a queue): the hub. rejected as wrong-district: the right hub, if known."""
     council: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     """out_of_area (administrators, from triage): the council responsible."""
+    at: AwareDatetime | None = None
+    """When it happened, if not now (needs the `assignments:backfill` scope): not in the future, not before the
+    assignment's last change. For migrating cases from a legacy system, and `kent-together demo`."""
 
 
 class ChangeOut(BaseModel):

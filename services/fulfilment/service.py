@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.fulfilment import domain
@@ -355,6 +355,8 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
     if not fresh:
         return 0
     now = uow.now()
+    # A backfilled referral (a migration, a demo) reached its hub when it was received.
+    opened_at = referral.received_at if referral.backfilled else now
     referral_id = str(referral.referral_id)
     # Known already only if some of its requests are (a copy of the event that
     # carries more requests than the first): otherwise no need to look.
@@ -377,7 +379,7 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
         a, change = Assignment.open(
             id=str(uuid.uuid4()), request_id=str(request.request_id), referral_id=referral_id,
             request_type=request.type, urgency=request.urgency, received_at=referral.received_at,
-            placement=placement, at=now,
+            placement=placement, at=opened_at,
         )
         request_row = {
             "details": request.details, "needed_by": request.needed_by,
@@ -486,6 +488,8 @@ class TransitionRequest:
     note: str | None = None
     hub: str | None = None
     council: str | None = None
+    at: datetime | None = None
+    """When it happened, if not now: see `domain.check_backdated`."""
 
 
 async def transition(
@@ -499,6 +503,12 @@ async def transition(
         row = await _visible_for_change(uow, assignment_id, by=by)
         a = _assignment(row)
         now = uow.now()
+        if request.at is not None:
+            last_change = await uow.session.scalar(
+                select(func.max(assignment_changes.c.at)).where(assignment_changes.c.assignment_id == a.id)
+            )
+            domain.check_backdated(request.at, scopes=by.scopes, last_change=last_change, now=now)
+            now = request.at
         hub_rows = await _hub_rows(uow)
         named = None
         if request.hub is not None:
@@ -706,8 +716,11 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
             "accept": (a.accept_due_at, a.accept_escalated_at, accept_stage),
             "fulfil": (a.fulfil_due_at, a.fulfil_escalated_at, fulfil_stage),
         }
+        # A deadline that had passed before the assignment was recorded (a backfilled case
+        # from a migration or a demo) is history, not an alert: it shows as overdue only.
         query = select(assignments).where(or_(*[
-            and_(escalated.is_(None), due_at <= now, a.status.in_(stage)) for due_at, escalated, stage in due.values()
+            and_(escalated.is_(None), due_at <= now, due_at > a.created_at, a.status.in_(stage))
+            for due_at, escalated, stage in due.values()
         ])).order_by(a.id).limit(batch)
         if uow.db.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -717,7 +730,7 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
         for row in rows:
             for deadline in _assignment(row).overdue_deadlines(now):
                 due_at, escalated, stage = due[deadline]
-                if row[escalated.name] is not None:
+                if row[escalated.name] is not None or row[due_at.name] <= row["created_at"]:
                     continue
                 claimed = await uow.session.execute(
                     update(assignments)

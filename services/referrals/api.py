@@ -16,7 +16,9 @@ from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, require
 from shared.errors import Forbidden, ValidationFailed
 from shared.postcode import normalise_postcode
+from services.referrals import domain
 from services.referrals.domain import normalise_phone
+from shared.db import utcnow
 
 router = APIRouter(prefix="/v1")
 
@@ -42,6 +44,13 @@ Rt = Annotated[Runtime, Depends(runtime)]
 async def post_referral(request: Request, response: Response, by: Writer, rt: Rt, idempotency_key: IdempotencyKey = None):
     known_types = await request.app.state.request_types.active(rt.uow())
     referral = await read_body(request, ReferralIn, context={"request_types": known_types})
+    if domain.needs_backfill_scope(referral.received_at, now=utcnow()) \
+            and domain.BACKFILL_SCOPE not in by.scopes:
+        raise Forbidden(
+            f"received_at more than {domain.PAPER_FORM_WINDOW.days} days ago is for migrating referrals from a "
+            f"legacy system: it needs the {domain.BACKFILL_SCOPE!r} scope, which role {by.role!r} does not have",
+            field="received_at",
+        )
     out, replayed = await request.app.state.intake.take(
         service.Intake(referral=referral, by=by, idempotency_key=idempotency_key)
     )

@@ -103,3 +103,13 @@ def is_same_person(
         or postcode_a == postcode_b
         or (phone_a is not None and phone_a == phone_b)
     )
+
+
+BACKFILL_SCOPE = "referrals:backfill"
+PAPER_FORM_WINDOW = timedelta(days=7)
+"""How far back any writer may date a referral: a paper form, a partner's weekly batch."""
+
+
+def needs_backfill_scope(received_at: datetime | None, *, now: datetime) -> bool:
+    """Dated further back than a paper form can be: a migration from a legacy system (or a demo)."""
+    return received_at is not None and received_at < now - PAPER_FORM_WINDOW

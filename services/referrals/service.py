@@ -65,6 +65,11 @@ class Intake:
     traceparent: str | None = field(default_factory=tracing.current_traceparent)
     """The caller's trace: a batch is written in one task, each referral's events keep their own."""
 
+    @property
+    def backfilled(self) -> bool:
+        """Dated by someone allowed to record the past: the hubs' part happened then too."""
+        return self.referral.received_at is not None and domain.BACKFILL_SCOPE in self.by.scopes
+
 
 async def take_referral(
     uow: UnitOfWork, *, referral: ReferralIn, by: Principal, topics: Topics, idempotency_key: str | None = None,
@@ -121,7 +126,7 @@ async def take_referrals(
                 request_rows += rows
                 out = _referral_out(row, rows)
                 with tracing.continued(intake.traceparent):
-                    _publish_received(uow, out, topics=topics)
+                    _publish_received(uow, out, topics=topics, backfilled=intake.backfilled)
                 results[index] = (out, False)
             try:
                 if referral_rows:
@@ -556,13 +561,14 @@ def _resident_event(out: ReferralOut) -> ResidentV1:
     )
 
 
-def _publish_received(uow: UnitOfWork, out: ReferralOut, *, topics: Topics) -> None:
+def _publish_received(uow: UnitOfWork, out: ReferralOut, *, topics: Topics, backfilled: bool = False) -> None:
     uow.publish(
         ReferralReceivedV1(
             referral_id=out.id, reference=out.reference, channel=out.channel, received_at=out.received_at,
             resident=_resident_event(out),
             referrer=ReferrerV1(**out.referrer.model_dump()) if out.referrer else None,
             consent_to_share=out.consent.to_share,
+            backfilled=backfilled,
             requests=[
                 RequestV1(
                     request_id=r.id, type=r.type, details=r.details, needed_by=r.needed_by,

@@ -66,6 +66,8 @@ class ReferralReceivedV1(EventData):
     referrer: ReferrerV1 | None = None
     consent_to_share: bool
     requests: list[RequestV1]
+    backfilled: bool = False
+    """Recorded after the fact with `received_at` in the past (a migration, a demo): routing happened then too."""
 
     def subject(self) -> str:
         return str(self.referral_id)

@@ -101,9 +101,14 @@ def apply_status_changed(fact: dict, data) -> None:
         fact["out_of_area"] = True
     if data.status == "triage":
         fact["triaged"] = True
+    if fact["district"] == UNKNOWN and (data.district_code or data.status in ("out_of_area", "passed_on")):
+        fact["district_code"] = data.district_code
+        fact["district"] = district_of(data.district_code, status=data.status)
+    if fact["hub"] is None and data.hub:
+        fact["hub"] = data.hub
     previous = fact["status_changed_at"]
     if previous is not None and data.changed_at < previous:
-        return  # an older change arriving late: the flags above still count it
+        return  # an older change arriving late: what it adds above still counts
     if fact["status"] == "cancelled" and data.status != "cancelled" and fact["cancel_reason"]:
         return  # the resident cancelled; fulfilment's own word of it is on its way
     fact["status"] = data.status

@@ -386,7 +386,7 @@ async def odata_entity_set(request: Request, entity_set: str, _: Reader):
         request.app.state.runtime.uow(), table=s.table, where=where, columns=[p.column for p in selected],
         order=[(p.column, d) for p, d in order], offset=offset, limit=want + 1, count=count_wanted == "true",
     )
-    more = len(rows) > want
+    more = len(rows) > want and (top is None or skiptoken + want < top)
     rows = rows[:want]
     base = str(request.url_for("odata_service_document"))
     body: dict[str, Any] = {"@odata.context": f"{base}$metadata#{s.name}"

@@ -307,26 +307,19 @@ async def replay(
             return 0
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
+        # The ends now are a floor, not a stop: the embedded broker can report one
+        # short, so read on until the topics have also been quiet for a moment.
         ends = await reader.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batches = await reader.getmany(*remaining, timeout_ms=500, max_records=batch_size)
-            events = []
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset < ends[tp]:
-                        event = _event_of(message.value)
-                        if event is not None:
-                            events.append(event)
-                    if message.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-            for tp in list(remaining):
-                if await reader.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        while True:
+            batches = await reader.getmany(timeout_ms=500, max_records=batch_size)
+            events = [event for messages in batches.values() for message in messages
+                      if (event := _event_of(message.value)) is not None]
             if events:
                 projected += await _project_once(uow_factory, events, inbox=inbox, consumer=consumer)
                 if progress is not None:
                     progress(projected)
+            if not batches and all([await reader.position(tp) >= ends[tp] for tp in partitions]):
+                break
     finally:
         await reader.stop()
     return projected

@@ -24,6 +24,7 @@ from shared.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
+BatchHandler = Callable[[UnitOfWork, list[CloudEvent]], Awaitable[None]]
 
 
 class UnprocessableEvent(Exception):
@@ -57,8 +58,11 @@ class EventConsumer:
         max_attempts: int = 5,
         retry_base_seconds: float = 0.2,
         session_timeout_ms: int = 10_000,
+        batch_handler: BatchHandler | None = None,
     ):
         self.group_id = group_id
+        self.batch_handler = batch_handler
+        """Optional: a partition's fetched messages handled in one transaction (one message at a time if it fails)."""
         self.topics = topics
         self.handlers = handlers
         self.uow_factory = uow_factory
@@ -110,8 +114,9 @@ class EventConsumer:
                 while True:
                     batches = await consumer.getmany(timeout_ms=500)
                     for partition, messages in batches.items():
-                        for message in messages:
-                            await self.process(message)
+                        if self.batch_handler is None or not await self.process_batch(messages):
+                            for message in messages:
+                                await self.process(message)
                         # Only now, after every database commit of this batch.
                         await consumer.commit({partition: messages[-1].offset + 1})
             except asyncio.CancelledError:
@@ -164,6 +169,36 @@ class EventConsumer:
         await self.dead_letter(
             message, reason=f"failed {self.max_attempts} times: {type(last_error).__name__}: {last_error}"
         )
+
+    async def process_batch(self, messages) -> bool:
+        """Handle messages in one unit of work; False (nothing changed) if any needs one-at-a-time care."""
+        events = []
+        for message in messages:
+            try:
+                event = CloudEvent.from_bytes(message.value)
+            except (ValidationError, ValueError):
+                return False
+            if event.type not in self.handlers:
+                return False
+            events.append(event)
+        try:
+            async with self.uow_factory() as uow:
+                ids = list(dict.fromkeys(str(event.id) for event in events))
+                seen = set((await uow.session.execute(select(self.inbox.c.event_id).where(
+                    self.inbox.c.consumer == self.group_id, self.inbox.c.event_id.in_(ids)))).scalars())
+                fresh = list({str(e.id): e for e in events if str(e.id) not in seen}.values())
+                if fresh:
+                    await uow.session.execute(insert(self.inbox), [
+                        {"consumer": self.group_id, "event_id": str(e.id), "processed_at": uow.now()} for e in fresh])
+                    await self.batch_handler(uow, fresh)
+                    await uow.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.info("consumer %s: a batch of %d failed (%r); one at a time", self.group_id, len(events), error)
+            return False
+        self.processed_total += len(events)
+        return True
 
     async def _handle_once(self, event: CloudEvent, handler: Handler) -> None:
         event_id = str(event.id)

@@ -39,7 +39,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
 
     def consumers(runtime: Runtime):
         return [runtime.consumer(group=settings.consumer_group, topics=consumed_topics(settings),
-                                 handlers=handlers.projection_handlers())]
+                                 handlers=handlers.projection_handlers(), batch_handler=handlers.project_batch)]
 
     return create_service_app(
         title="Kent Together: reporting",

@@ -12,6 +12,11 @@ async def project_one(uow: UnitOfWork, event: CloudEvent) -> None:
     await service.project(uow, [event])
 
 
+async def project_batch(uow: UnitOfWork, events: list[CloudEvent]) -> None:
+    """A fetched batch in one transaction: the same fold, far fewer commits."""
+    await service.project(uow, events)
+
+
 def projection_handlers() -> dict[str, Handler]:
     """Every reporting-safe event folds into the read models the same way (replay uses it in batches)."""
     return {event_type: project_one for event_type in service.EVENT_TYPES}

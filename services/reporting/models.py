@@ -68,6 +68,8 @@ request_counts = Table(
     Column("dimension", String(20), primary_key=True),
     Column("value", String(40), primary_key=True),
     Column("count", BigId, nullable=False),
+    # What every figure reads: one dimension, one district (or `*`), a range of days.
+    Index("ix_request_counts_dimension_district_day", "dimension", "district", "day"),
 )
 
 action_facts = Table(

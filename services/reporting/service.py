@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -99,9 +99,13 @@ async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> 
     new_facts = [f for k, f in facts.items() if k not in existing]
     if new_facts:
         await session.execute(insert(request_facts), [_columns(f) for f in new_facts])
-    for key in facts.keys() & existing:
-        await session.execute(update(request_facts).where(request_facts.c.request_id == key)
-                              .values(_columns(facts[key])))
+    changed = [{"b_" + k: v for k, v in _columns(facts[key]).items()} for key in facts.keys() & existing]
+    if changed:
+        await session.execute(
+            update(request_facts).where(request_facts.c.request_id == bindparam("b_request_id"))
+            .values({c: bindparam("b_" + c) for c in REQUEST_FACT_COLUMNS if c != "request_id"}),
+            changed,
+        )
     for key in changed_referrals:
         values = {k: v for k, v in referrals[key].items() if k in referral_facts.c} | {"updated_at": now}
         if key in existing_referrals:

@@ -82,6 +82,9 @@ def upgrade() -> None:
     sa.Column('count', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.PrimaryKeyConstraint('day', 'district', 'dimension', 'value', name=op.f('pk_request_counts'))
     )
+    with op.batch_alter_table('request_counts', schema=None) as batch_op:
+        batch_op.create_index('ix_request_counts_dimension_district_day', ['dimension', 'district', 'day'], unique=False)
+
     op.create_table('request_facts',
     sa.Column('request_id', sa.String(length=36), nullable=False),
     sa.Column('referral_id', sa.String(length=36), nullable=False),

@@ -106,6 +106,10 @@ def apply_status_changed(fact: dict, data) -> None:
         fact["district"] = district_of(data.district_code, status=data.status)
     if fact["hub"] is None and data.hub:
         fact["hub"] = data.hub
+    for name in ("routed_at", "accepted_at", "closed_at"):  # history: the first time it happened
+        value = getattr(data, name)
+        if value is not None and fact[name] is None:
+            fact[name] = value
     previous = fact["status_changed_at"]
     if previous is not None and data.changed_at < previous:
         return  # an older change arriving late: what it adds above still counts
@@ -123,7 +127,7 @@ def apply_status_changed(fact: dict, data) -> None:
         fact["council_code"] = data.council_code
     if data.outcome:
         fact["outcome"] = data.outcome
-    for name in ("routed_at", "accepted_at", "closed_at", "accept_due_at", "fulfil_due_at"):
+    for name in ("accept_due_at", "fulfil_due_at"):
         value = getattr(data, name)
         if value is not None:
             fact[name] = value

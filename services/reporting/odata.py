@@ -15,6 +15,7 @@ Anything else is an `ODataError` (a 400 naming the option and the reason).
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -58,7 +59,9 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
+COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
+           "le": operator.le}
+COMPARISONS = set(COMPARE)
 FUNCTIONS = {"contains", "startswith", "endswith"}
 KEYWORDS = {"and", "or", "not", "true", "false", "null"} | COMPARISONS | FUNCTIONS
 
@@ -236,10 +239,9 @@ class FilterParser:
                 return column.is_not(None)
             raise ODataError("$filter", f"null can only be compared with eq or ne, not {operator}")
         value = _coerce(left, right)
-        return {
-            "eq": column == value, "ne": column != value, "gt": column > value,
-            "ge": column >= value, "lt": column < value, "le": column <= value,
-        }[operator]
+        if left.edm == "Edm.Boolean" and operator not in ("eq", "ne"):
+            raise ODataError("$filter", f"{left.name} is true or false: compare it with eq or ne, not {operator}")
+        return COMPARE[operator](column, value)
 
 
 def _coerce(prop: Property, literal: Literal):

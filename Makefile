@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench migrate clean
+.PHONY: install browser run test test-fast bench migrate clean
 
 install: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/kent-together run
 
+## Headless Chromium for the dashboard test: installed from Debian when missing (as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing (apt-get install chromium): the dashboard test will fail"; fi; }
+
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, real broker), end-to-end.
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 ## Unit tests only: no database, no broker.
@@ -31,6 +38,7 @@ test-fast: install
 ## Benchmarks: print figures, assert nothing about time.
 bench: install
 	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.reporting
 
 migrate: install
 	$(BIN)/kent-together migrate

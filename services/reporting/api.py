@@ -36,6 +36,14 @@ Format = Annotated[Literal["json", "csv"] | None, Query(description="csv, or sen
 Suppress = Annotated[bool | None, Query(description="Show counts of 1–4 as \"<5\" (the service may always do so)")]
 
 
+def figure_route(path: str, **kwargs):
+    """GET, and HEAD for a cheap change check (kept out of the OpenAPI document: same answer, no body)."""
+    def register(endpoint):
+        figures.head(path, include_in_schema=False)(endpoint)
+        return figures.get(path, **kwargs)(endpoint)
+    return register
+
+
 def _span(start: date | None, end: date | None, district: str | None) -> domain.DateRange:
     errors = []
     if start and end and end <= start:
@@ -132,7 +140,7 @@ async def _counts(request: Request, *, dimension: str, group_by: str, span, dist
     return domain.shares(rows)
 
 
-@figures.api_route("/requests", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/requests", responses=FIGURE_RESPONSES,
                    summary="Requests by type, district, channel, day, week, status, hub or urgency")
 async def requests_figure(
     request: Request, _: Reader,
@@ -149,7 +157,7 @@ async def requests_figure(
     )
 
 
-@figures.api_route("/referrals", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/referrals", responses=FIGURE_RESPONSES,
                    summary="Referrals (people) by channel, district, day or week")
 async def referrals_figure(
     request: Request, _: Reader,
@@ -166,7 +174,7 @@ async def referrals_figure(
     )
 
 
-@figures.api_route("/daily", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/daily", responses=FIGURE_RESPONSES,
                    summary="Requests per day, split by type (or channel, status, hub): the stacked chart")
 async def daily_figure(
     request: Request, _: Reader,
@@ -186,7 +194,7 @@ async def daily_figure(
     )
 
 
-@figures.api_route("/sla", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/sla", responses=FIGURE_RESPONSES,
                    summary="SLA breaches: requests not accepted, or not fulfilled, in time")
 async def sla_figure(request: Request, _: Reader, start: From = None, end: To = None, district: District = None,
                      format: Format = None, suppress: Suppress = None):
@@ -203,7 +211,7 @@ async def sla_figure(request: Request, _: Reader, start: From = None, end: To = 
                          compute=compute, fmt=format, suppress=suppress)
 
 
-@figures.api_route("/queues", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/queues", responses=FIGURE_RESPONSES,
                    summary="Requests that went to the out-of-area queue or to triage")
 async def queues_figure(request: Request, _: Reader, start: From = None, end: To = None, district: District = None,
                         format: Format = None, suppress: Suppress = None):
@@ -220,7 +228,7 @@ async def queues_figure(request: Request, _: Reader, start: From = None, end: To
                          compute=compute, fmt=format, suppress=suppress)
 
 
-@figures.api_route("/timings", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/timings", responses=FIGURE_RESPONSES,
                    summary="Hours from received to accepted and to fulfilled: median and 90th percentile")
 async def timings_figure(request: Request, _: Reader, start: From = None, end: To = None, district: District = None,
                          format: Format = None, suppress: Suppress = None):
@@ -234,7 +242,7 @@ async def timings_figure(request: Request, _: Reader, start: From = None, end: T
     )
 
 
-@figures.api_route("/backlog", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/backlog", responses=FIGURE_RESPONSES,
                    summary="Open requests by how long they have waited")
 async def backlog_figure(request: Request, _: Reader, start: From = None, end: To = None, district: District = None,
                          format: Format = None, suppress: Suppress = None):
@@ -251,7 +259,7 @@ async def backlog_figure(request: Request, _: Reader, start: From = None, end: T
 ACTION_GROUPS = ("cell", "theme", "status", "rag", "priority", "timescale")
 
 
-@figures.api_route("/actions", methods=["GET", "HEAD"], responses=FIGURE_RESPONSES,
+@figure_route("/actions", responses=FIGURE_RESPONSES,
                    summary="Recovery-plan actions by cell, theme, status, RAG, priority or timescale")
 async def actions_figure(
     request: Request, _: Reader,

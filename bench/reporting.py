@@ -12,8 +12,8 @@
    requests (`request.received`, then routed / accepted / fulfilled status
    events). In the same run: the raw rate (an aiokafka consumer in a fresh group
    reads every message, no parsing, no database), the live service's consumer
-   (one transaction per event, with its inbox row), and `kent-together replay`
-   (batches of 500 per transaction), each on a fresh database.
+   (one transaction per fetched batch of a partition, with its inbox rows), and
+   `kent-together replay` (batches of 500 per transaction), each on a fresh database.
 
 Rates are timed from the first message handled to the last, so the broker's
 group join is not counted. Prints figures; asserts nothing about time.
@@ -220,7 +220,7 @@ async def projection_benchmark(events: int, scratch: Path) -> None:
                                             topics=consumed_topics(settings))
             replay_rate = replayed / (time.perf_counter() - started)
             await runtime.db.dispose()
-            print(f"  {database:<8} live consumer (a transaction per event): {live_rate:>9,.0f} events/s"
+            print(f"  {database:<8} live consumer (a transaction per fetch):  {live_rate:>9,.0f} events/s"
                   f"  ratio {live_rate / raw_rate:.3f}")
             print(f"  {database:<8} replay (500 events a transaction):      {replay_rate:>9,.0f} events/s"
                   f"  ratio {replay_rate / raw_rate:.3f}  (includes the quiet second that ends it)")

@@ -106,12 +106,19 @@ async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> 
             .values({c: bindparam("b_" + c) for c in REQUEST_FACT_COLUMNS if c != "request_id"}),
             changed,
         )
-    for key in changed_referrals:
-        values = {k: v for k, v in referrals[key].items() if k in referral_facts.c} | {"updated_at": now}
-        if key in existing_referrals:
-            await session.execute(update(referral_facts).where(referral_facts.c.referral_id == key).values(values))
-        else:
-            await session.execute(insert(referral_facts).values(values))
+    referral_columns = [c.name for c in referral_facts.columns]
+    rows = [{c: referrals[key].get(c) for c in referral_columns} | {"updated_at": now} for key in changed_referrals]
+    new_referrals = [row for row in rows if row["referral_id"] not in existing_referrals]
+    if new_referrals:
+        await session.execute(insert(referral_facts), new_referrals)
+    changed_referral_rows = [{"b_" + k: v for k, v in row.items()} for row in rows
+                             if row["referral_id"] in existing_referrals]
+    if changed_referral_rows:
+        await session.execute(
+            update(referral_facts).where(referral_facts.c.referral_id == bindparam("b_referral_id"))
+            .values({c: bindparam("b_" + c) for c in referral_columns if c != "referral_id"}),
+            changed_referral_rows,
+        )
     changes = [{"day": k[0], "district": k[1], "dimension": k[2], "value": k[3], "count": n}
                for k, n in sorted(deltas.items()) if n]
     if changes:

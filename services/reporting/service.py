@@ -40,7 +40,11 @@ async def project(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
     """Fold events into facts and counts, in this unit of work (the caller commits).
 
     Works on a batch: facts are loaded once, changed in memory in event order,
-    and written back with their count differences in a few statements.
+    and written back with their count differences in a few statements. The
+    facts are locked as they are read (PostgreSQL; SQLite takes the whole
+    database at BEGIN), so two projections at once (several instances, or a
+    replay beside the live consumer) never lose each other's change; two that
+    both create a fact collide on its key, and the consumer retries.
     """
     now = uow.now()
     request_events = [e for e in events if e.type in REQUEST_EVENTS]
@@ -57,9 +61,11 @@ async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> 
     request_ids = {str(data.request_id) for _, data in parsed}
     referral_ids = {str(data.referral_id) for _, data in parsed}
     facts = {row.request_id: dict(row._mapping) for row in (await uow.session.execute(
-        select(request_facts).where(request_facts.c.request_id.in_(request_ids)))).all()}
+        select(request_facts).where(request_facts.c.request_id.in_(request_ids))
+        .order_by(request_facts.c.request_id).with_for_update())).all()}
     referrals = {row.referral_id: dict(row._mapping) for row in (await uow.session.execute(
-        select(referral_facts).where(referral_facts.c.referral_id.in_(referral_ids)))).all()}
+        select(referral_facts).where(referral_facts.c.referral_id.in_(referral_ids))
+        .order_by(referral_facts.c.referral_id).with_for_update())).all()}
     before = {key: domain.request_keys(fact) for key, fact in facts.items()}
     referrals_before = {key: domain.referral_keys(fact) for key, fact in referrals.items()}
     existing, existing_referrals = set(facts), set(referrals)
@@ -140,7 +146,7 @@ async def _project_actions(uow: UnitOfWork, actions: list[ActionEvent], *, now: 
         latest[str(data.action_id)] = data  # each event is the action's whole state
     stored = {row.action_id: row.changed_at for row in (await uow.session.execute(
         select(action_facts.c.action_id, action_facts.c.changed_at)
-        .where(action_facts.c.action_id.in_(latest)))).all()}
+        .where(action_facts.c.action_id.in_(latest)).with_for_update())).all()}
     for action_id, data in latest.items():
         changed_at = _changed_at(data)
         if action_id in stored and stored[action_id] > changed_at:

@@ -1,9 +1,11 @@
 """Figures from the projected events: exact counts by every grouping, as JSON and CSV, cached cheaply."""
 
+import asyncio
 import csv
 import io
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
 
 from shared.events import ActionCreatedV1, ActionRagChangedV1
@@ -199,3 +201,33 @@ async def test_the_read_only_views_add_up_to_the_figures(client, settings):
             assert {"reporting_requests", "reporting_requests_daily", "reporting_actions"} <= grants
     assert {k: int(v) for k, v in daily.items()} == {"food": 3, "prescription": 2, "befriending": 1}
     assert facts == 6
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_two_projections_of_the_same_request_at_once_keep_both_changes(client, settings):
+    from services.reporting import service
+
+    story = Story()
+    await deliver(client.app, story.received(), story.status_changed("routed", after=0.1 * H))
+    runtime = client.app.state.runtime
+    accepted = story.status_changed("accepted", after=1 * H).envelope(source="/test")
+    breached = story.escalated("fulfil", after=30 * H).envelope(source="/test")
+
+    async def project_and_commit(event):
+        async with runtime.uow() as uow:
+            await service.project(uow, [event])
+            await uow.commit()
+
+    async with runtime.uow() as first:
+        await service.project(first, [accepted])
+        second = asyncio.create_task(project_and_commit(breached))
+        await asyncio.sleep(0.3)  # let the second read now, if nothing makes it wait
+        await first.commit()
+    await second
+
+    assert by((await figure(client, settings, "requests", group_by="status"))["rows"], "status") == {"accepted": 1}
+    assert by((await figure(client, settings, "sla"))["rows"], "deadline") == {"accept": 0, "fulfil": 1}
+    facts = await client.get("/odata/RequestFacts", params={"$select": "status,fulfil_breached,accepted_at"},
+                             headers=analyst(settings))
+    [fact] = facts.json()["value"]
+    assert (fact["status"], fact["fulfil_breached"]) == ("accepted", True) and fact["accepted_at"]

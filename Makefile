@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench chaos migrate clean
+.PHONY: install browser run test test-fast bench chaos migrate clean
 
 install: $(STAMP) $(VENV)/.kubectl
 
@@ -25,8 +25,15 @@ $(VENV)/.kubectl: $(STAMP)
 run: install
 	$(BIN)/kent-together run
 
+## Headless Chromium for the dashboard test: installed from Debian when missing (as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing (apt-get install chromium): the dashboard test will fail"; fi; }
+
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, real broker), end-to-end.
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 ## Unit tests only: no database, no broker.
@@ -37,6 +44,7 @@ test-fast: install
 bench: install
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.fulfilment_routing
+	$(BIN)/python -m bench.reporting
 
 ## The fault suite: steady load while each service is killed, the broker stopped, everything restarted.
 chaos: install

@@ -69,14 +69,14 @@ class Runtime:
             outbox=self.tables.outbox, on_commit=self.relay.notify,
         )
 
-    def consumer(self, *, group: str, topics: list[str], handlers) -> EventConsumer:
+    def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
         return EventConsumer(
             group_id=group, topics=topics, handlers=handlers, uow_factory=self.uow,
             inbox=self.tables.inbox, bootstrap_servers=self.settings.kafka_bootstrap_servers,
             producer=self.producer,
             dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
             max_attempts=self.settings.consumer_max_attempts,
-            session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            session_timeout_ms=self.settings.consumer_session_timeout_ms, batch_handler=batch_handler,
         )
 
 

@@ -217,6 +217,37 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+@app.command()
+def replay():
+    """Rebuild reporting's figures: drop its read models and replay its topics from the beginning.
+
+    Safe beside a running reporting service (events are recorded in its inbox as
+    they are replayed); figures are partial until the command ends.
+    """
+    from services.reporting.app import consumed_topics
+    from services.reporting.models import tables as reporting_tables
+    from services.reporting.service import replay as replay_topics
+    from shared.app import build_runtime
+    from shared.db import upgrade
+
+    settings = service_settings("reporting")
+    upgrade("reporting", settings.database_url)
+    runtime = build_runtime(settings, reporting_tables)
+
+    async def main() -> int:
+        try:
+            return await replay_topics(
+                runtime.uow, inbox=reporting_tables.inbox, consumer=settings.consumer_group,
+                bootstrap_servers=settings.kafka_bootstrap_servers, topics=consumed_topics(settings),
+            )
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    count = asyncio.run(main())
+    typer.echo(f"replayed {count} events into reporting: {_safe_url(settings.database_url)}")
+
+
 @app.command("import-actions")
 def import_actions(
     file: Annotated[Path, typer.Argument(help="The plan's tab-separated text, or the export's .csv or .xlsx",

@@ -31,6 +31,7 @@ from shared.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
+BatchHandler = Callable[[UnitOfWork, list[CloudEvent]], Awaitable[None]]
 
 
 class UnprocessableEvent(Exception):
@@ -65,8 +66,11 @@ class EventConsumer:
         retry_base_seconds: float = 0.2,
         session_timeout_ms: int = 10_000,
         batch_size: int = 200,
+        batch_handler: BatchHandler | None = None,
     ):
         self.group_id = group_id
+        self.batch_handler = batch_handler
+        """Optional: takes the new events of a fetch at once, in its transaction, instead of `handlers` one by one."""
         self.topics = topics
         self.handlers = handlers
         self.uow_factory = uow_factory
@@ -157,7 +161,7 @@ class EventConsumer:
         If one fails, those before it are committed together, it is handled on
         its own (retried, or dead-lettered), and those after it go on together.
         """
-        if len(messages) == 1:
+        if len(messages) == 1 and self.batch_handler is None:
             return await self.process(messages[0])
         work: list[tuple[int, CloudEvent, Handler]] = []
         for index, message in enumerate(messages):
@@ -205,6 +209,15 @@ class EventConsumer:
                 )
             ))
             now = uow.now()
+            if self.batch_handler is not None:
+                fresh = list({str(e.id): e for _, e, _ in work if str(e.id) not in seen}.values())
+                if fresh:
+                    await uow.session.execute(insert(self.inbox), [
+                        {"consumer": self.group_id, "event_id": str(e.id), "processed_at": now} for e in fresh
+                    ])
+                    await self.batch_handler(uow, fresh)  # a failure: handled one at a time after all
+                    await uow.commit()
+                return
             for index, event, handler in work:
                 event_id = str(event.id)
                 if event_id in seen:

@@ -276,3 +276,43 @@ async def test_replaying_the_dead_letter_topic_after_the_fix_handles_the_parked_
 
     assert replayed == 1
     assert await count_effects(db) == 1
+
+
+async def test_a_batch_handler_takes_a_fetch_in_one_transaction_and_skips_what_the_inbox_has_seen(db, broker, topic, unique):
+    first, second = cancelled_event(), cancelled_event()
+    await produce(broker.bootstrap_servers, topic, first.to_bytes(), second.to_bytes(), first.to_bytes())
+    batches = []
+
+    async def batch(uow, events):
+        batches.append([e.id for e in events])
+        for event in events:
+            await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    consumer.batch_handler = batch
+    await run_until(consumer, lambda: consumer.processed_total >= 3)
+    assert [i for b in batches for i in b] == [first.id, second.id]  # the redelivered one never reached it
+    assert await count_effects(db) == 2
+
+
+async def test_a_batch_that_fails_is_handled_one_at_a_time_so_only_the_poison_is_dead_lettered(db, broker, topic, unique):
+    poison, good = cancelled_event(), cancelled_event()
+    await produce(broker.bootstrap_servers, topic, poison.to_bytes(), good.to_bytes())
+
+    async def batch(uow, events):
+        for event in events:
+            await record_effect(uow, event)
+        if poison.id in [e.id for e in events]:
+            raise RuntimeError("the batch cannot be taken whole")
+
+    async def one(uow, event):
+        if event.id == poison.id:
+            raise RuntimeError("poison")
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=one, max_attempts=2)
+    consumer.batch_handler = batch
+    await run_until(consumer, lambda: consumer.processed_total >= 1 and consumer.dead_lettered_total >= 1)
+    assert await count_effects(db) == 1  # the good one, once; nothing of the failed batch kept
+    [parked] = await dead_letters(broker.bootstrap_servers, f"{topic}.dlq", expect=1)
+    assert parked.value == poison.to_bytes()

@@ -1,0 +1,384 @@
+"""Use cases: fold events into the read models, answer figures, rebuild by replaying topics."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from services.reporting import domain
+from services.reporting.models import (
+    action_facts, projection_state, referral_facts, request_counts, request_facts,
+)
+from shared.events import (
+    REGISTRY, AssignmentEscalatedV1, AssignmentStatusChangedV1, CloudEvent, RequestCancelledV1,
+    RequestReceivedV1, parse_data,
+)
+from shared.events.actions import ActionEvent
+from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+REQUEST_EVENTS = (RequestReceivedV1.type, RequestCancelledV1.type, AssignmentStatusChangedV1.type,
+                  AssignmentEscalatedV1.type)
+ACTION_EVENTS = tuple(cls.type for cls in REGISTRY.values() if issubclass(cls, ActionEvent))
+EVENT_TYPES = REQUEST_EVENTS + ACTION_EVENTS
+REQUEST_FACT_COLUMNS = [c.name for c in request_facts.columns]
+
+
+def _upsert(uow: UnitOfWork, table):
+    return (pg_insert if uow.db.dialect == "postgresql" else sqlite_insert)(table)
+
+
+async def project(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
+    """Fold events into facts and counts, in this unit of work (the caller commits).
+
+    Works on a batch: facts are loaded once, changed in memory in event order,
+    and written back with their count differences in a few statements. The
+    facts are locked as they are read (PostgreSQL; SQLite takes the whole
+    database at BEGIN), so two projections at once (several instances, or a
+    replay beside the live consumer) never lose each other's change; two that
+    both create a fact collide on its key, and the consumer retries.
+    """
+    now = uow.now()
+    request_events = [e for e in events if e.type in REQUEST_EVENTS]
+    action_events = [e for e in events if e.type in ACTION_EVENTS]
+    if request_events:
+        await _project_requests(uow, [(e, parse_data(e)) for e in request_events], now=now)
+        await _touch(uow, "requests", now)
+    if action_events:
+        await _project_actions(uow, [parse_data(e) for e in action_events], now=now)
+        await _touch(uow, "actions", now)
+
+
+async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> None:
+    request_ids = {str(data.request_id) for _, data in parsed}
+    referral_ids = {str(data.referral_id) for _, data in parsed}
+    facts = {row.request_id: dict(row._mapping) for row in (await uow.session.execute(
+        select(request_facts).where(request_facts.c.request_id.in_(request_ids))
+        .order_by(request_facts.c.request_id).with_for_update())).all()}
+    referrals = {row.referral_id: dict(row._mapping) for row in (await uow.session.execute(
+        select(referral_facts).where(referral_facts.c.referral_id.in_(referral_ids))
+        .order_by(referral_facts.c.referral_id).with_for_update())).all()}
+    before = {key: domain.request_keys(fact) for key, fact in facts.items()}
+    referrals_before = {key: domain.referral_keys(fact) for key, fact in referrals.items()}
+    existing, existing_referrals = set(facts), set(referrals)
+    changed_referrals: set[str] = set()
+
+    for event, data in parsed:
+        request_id, referral_id = str(data.request_id), str(data.referral_id)
+        fact = facts.get(request_id)
+        if fact is None:
+            fact = facts[request_id] = domain.new_request_fact(request_id, referral_id)
+            before[request_id] = []
+        referral = referrals.get(referral_id)
+        if referral is None:
+            referral = referrals[referral_id] = domain.new_referral_fact(referral_id)
+            referrals_before[referral_id] = []
+        if isinstance(data, RequestReceivedV1):
+            domain.apply_request_received(fact, data)
+            referral.update(channel=data.channel, received_at=data.received_at, received_day=data.received_at.date())
+        elif isinstance(data, RequestCancelledV1):
+            domain.apply_request_cancelled(fact, data)
+        elif isinstance(data, AssignmentStatusChangedV1):
+            domain.apply_status_changed(fact, data)
+        elif isinstance(data, AssignmentEscalatedV1):
+            domain.apply_escalated(fact, data)
+        if referral["district"] == domain.UNKNOWN and fact["district"] != domain.UNKNOWN:
+            referral["district"] = fact["district"]
+        fact["updated_at"] = now
+        changed_referrals.add(referral_id)
+
+    deltas: Counter = Counter()
+    for key, fact in facts.items():
+        domain.count_changes(before[key], domain.request_keys(fact), deltas)
+    for key in changed_referrals:
+        domain.count_changes(referrals_before[key], domain.referral_keys(referrals[key]), deltas)
+
+    session = uow.session
+    new_facts = [f for k, f in facts.items() if k not in existing]
+    if new_facts:
+        await session.execute(insert(request_facts), [_columns(f) for f in new_facts])
+    changed = [{"b_" + k: v for k, v in _columns(facts[key]).items()} for key in facts.keys() & existing]
+    if changed:
+        await session.execute(
+            update(request_facts).where(request_facts.c.request_id == bindparam("b_request_id"))
+            .values({c: bindparam("b_" + c) for c in REQUEST_FACT_COLUMNS if c != "request_id"}),
+            changed,
+        )
+    referral_columns = [c.name for c in referral_facts.columns]
+    rows = [{c: referrals[key].get(c) for c in referral_columns} | {"updated_at": now} for key in changed_referrals]
+    new_referrals = [row for row in rows if row["referral_id"] not in existing_referrals]
+    if new_referrals:
+        await session.execute(insert(referral_facts), new_referrals)
+    changed_referral_rows = [{"b_" + k: v for k, v in row.items()} for row in rows
+                             if row["referral_id"] in existing_referrals]
+    if changed_referral_rows:
+        await session.execute(
+            update(referral_facts).where(referral_facts.c.referral_id == bindparam("b_referral_id"))
+            .values({c: bindparam("b_" + c) for c in referral_columns if c != "referral_id"}),
+            changed_referral_rows,
+        )
+    changes = [{"day": k[0], "district": k[1], "dimension": k[2], "value": k[3], "count": n}
+               for k, n in sorted(deltas.items()) if n]
+    if changes:
+        statement = _upsert(uow, request_counts)
+        statement = statement.on_conflict_do_update(
+            index_elements=["day", "district", "dimension", "value"],
+            set_={"count": request_counts.c.count + statement.excluded.count},
+        )
+        await session.execute(statement, changes)
+
+
+def _columns(fact: dict) -> dict:
+    return {name: fact[name] for name in REQUEST_FACT_COLUMNS}
+
+
+async def _project_actions(uow: UnitOfWork, actions: list[ActionEvent], *, now: datetime) -> None:
+    latest: dict[str, ActionEvent] = {}
+    for data in actions:
+        latest[str(data.action_id)] = data  # each event is the action's whole state
+    stored = {row.action_id: row.changed_at for row in (await uow.session.execute(
+        select(action_facts.c.action_id, action_facts.c.changed_at)
+        .where(action_facts.c.action_id.in_(latest)).with_for_update())).all()}
+    for action_id, data in latest.items():
+        changed_at = _changed_at(data)
+        if action_id in stored and stored[action_id] > changed_at:
+            continue  # a newer state is already here
+        values = dict(
+            action_id=action_id, plan=data.plan, cell=data.cell, number=data.number, theme=data.theme,
+            kind=data.kind, priority=data.priority, timescale=data.timescale, status=data.status, rag=data.rag,
+            progress=data.progress, baseline_due_date=data.baseline_due_date, due_date=data.due_date,
+            changed_at=changed_at, updated_at=now,
+        )
+        if action_id in stored:
+            await uow.session.execute(update(action_facts).where(action_facts.c.action_id == action_id).values(values))
+        else:
+            await uow.session.execute(insert(action_facts).values(values))
+
+
+def _changed_at(data: ActionEvent) -> datetime:
+    for name in ("changed_at", "created_at", "recorded_at"):
+        value = getattr(data, name, None)
+        if value is not None:
+            return value
+    raise ValueError("an action event without a time")
+
+
+async def _touch(uow: UnitOfWork, model: str, now: datetime) -> None:
+    statement = _upsert(uow, projection_state).values(model=model, version=1, updated_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=["model"],
+        set_={"version": projection_state.c.version + 1, "updated_at": statement.excluded.updated_at},
+    )
+    await uow.session.execute(statement)
+
+
+async def clear(uow: UnitOfWork, *, inbox, consumer: str) -> None:
+    """Drop every read model and the consumer's inbox (the start of a replay); the caller commits."""
+    for table in (request_facts, referral_facts, request_counts, action_facts, projection_state):
+        await uow.session.execute(delete(table))
+    await uow.session.execute(delete(inbox).where(inbox.c.consumer == consumer))
+
+
+# Figures
+
+
+async def state(uow: UnitOfWork, model: str) -> tuple[int, datetime | None]:
+    """(version, last change) of a read model: what ETag and Last-Modified are made from."""
+    async with uow:
+        row = (await uow.session.execute(
+            select(projection_state.c.version, projection_state.c.updated_at).where(projection_state.c.model == model)
+        )).first()
+    return (row.version, row.updated_at) if row else (0, None)
+
+
+def _range(query, column, span: domain.DateRange):
+    if span.start is not None:
+        query = query.where(column >= span.start)
+    if span.end is not None:
+        query = query.where(column < span.end)
+    return query
+
+
+async def request_counts_by(
+    uow: UnitOfWork, *, dimension: str, by_day: bool = False, by_district: bool = False,
+    span: domain.DateRange, district: str | None,
+) -> list[dict]:
+    """Counts from the aggregates: by a dimension's values, or by day/district (summing `dimension`)."""
+    c = request_counts.c
+    if by_district:
+        key = c.district
+        where_district = c.district != domain.ALL_DISTRICTS
+        if district:
+            where_district = c.district == district
+    else:
+        key = c.day if by_day else c.value
+        where_district = c.district == (district or domain.ALL_DISTRICTS)
+    query = (select(key.label("key"), func.sum(c.count).label("count"))
+             .where(c.dimension == dimension, where_district).group_by(key).order_by(key))
+    query = _range(query, c.day, span)
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    return [{"key": row.key, "count": int(row.count)} for row in rows if row.count]
+
+
+async def daily_by(uow: UnitOfWork, *, dimension: str, span: domain.DateRange, district: str | None) -> list[dict]:
+    """Counts by day and a dimension's value: the stacked chart."""
+    c = request_counts.c
+    query = (select(c.day, c.value, c.count).where(
+        c.dimension == dimension, c.district == (district or domain.ALL_DISTRICTS), c.count > 0)
+        .order_by(c.day, c.value))
+    query = _range(query, c.day, span)
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    return [{"day": row.day, "value": row.value, "count": int(row.count)} for row in rows]
+
+
+def _fact_filters(query, span: domain.DateRange, district: str | None):
+    query = _range(query, request_facts.c.received_day, span)
+    if district:
+        query = query.where(request_facts.c.district == district)
+    return query
+
+
+async def timings(uow: UnitOfWork, *, span: domain.DateRange, district: str | None) -> list[dict]:
+    """Time to accept and to fulfil, in hours: median and p90, from the facts (exact)."""
+    f = request_facts.c
+    async with uow:
+        accepted = (await uow.session.execute(_fact_filters(
+            select(f.received_at, f.accepted_at).where(f.accepted_at.is_not(None)), span, district))).all()
+        fulfilled = (await uow.session.execute(_fact_filters(
+            select(f.received_at, f.closed_at).where(f.status == "fulfilled", f.closed_at.is_not(None)),
+            span, district))).all()
+    rows = []
+    for measure, pairs in (("accept", accepted), ("fulfil", fulfilled)):
+        hours = sorted((end - start).total_seconds() / 3600 for start, end in pairs)
+        median, p90 = domain.percentile(hours, 0.5), domain.percentile(hours, 0.9)
+        rows.append({"measure": measure, "count": len(hours),
+                     "median_hours": None if median is None else round(median, 3),
+                     "p90_hours": None if p90 is None else round(p90, 3)})
+    return rows
+
+
+async def backlog(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> list[dict]:
+    """Open requests by how long they have waited since they came in."""
+    f = request_facts.c
+    query = _fact_filters(select(f.received_at).where(f.status.not_in(domain.CLOSED), f.received_at.is_not(None)),
+                          span, district)
+    async with uow:
+        received = (await uow.session.execute(query)).scalars().all()
+    counts = Counter(domain.age_band(now - at) for at in received)
+    oldest = min(received, default=None)
+    return [{"age": label, "count": counts.get(label, 0),
+             "oldest_hours": round((now - oldest).total_seconds() / 3600, 3) if oldest and i == 0 else None}
+            for i, (_, label) in enumerate(domain.BACKLOG_AGES)]
+
+
+async def actions(uow: UnitOfWork) -> list[dict]:
+    async with uow:
+        rows = (await uow.session.execute(select(action_facts).order_by(action_facts.c.cell, action_facts.c.number))).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def day_range(span: domain.DateRange, days: list[date]) -> list[date]:
+    """Every day from the range's start (or the first day seen) to its end: days with none show 0."""
+    if not days and (span.start is None or span.end is None):
+        return []
+    first = span.start or min(days)
+    last = (span.end - timedelta(days=1)) if span.end else max(days)
+    if (last - first).days > 3660:
+        last = first + timedelta(days=3660)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+async def replay(
+    uow_factory, *, inbox, consumer: str, bootstrap_servers: str, topics: list[str], batch_size: int = 500,
+    progress=None,
+) -> int:
+    """Drop the read models and rebuild them from the topics' beginnings up to their ends now.
+
+    Events are recorded in the live consumer's inbox as they are projected, so a
+    service running meanwhile neither misses nor double-counts one. Returns the
+    number of events projected.
+    """
+    async with uow_factory() as uow:
+        await clear(uow, inbox=inbox, consumer=consumer)
+        await uow.commit()
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=batch_size,
+    )
+    await reader.start()
+    projected = 0
+    try:
+        await reader.topics()  # fetches the cluster's metadata
+        partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(reader.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return 0
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        # The ends now are a floor, not a stop: the embedded broker can report one
+        # short, so read on until the topics have also been quiet for a moment.
+        ends = await reader.end_offsets(partitions)
+        while True:
+            batches = await reader.getmany(timeout_ms=500, max_records=batch_size)
+            events = [event for messages in batches.values() for message in messages
+                      if (event := _event_of(message.value)) is not None]
+            if events:
+                projected += await _project_once(uow_factory, events, inbox=inbox, consumer=consumer)
+                if progress is not None:
+                    progress(projected)
+            if not batches and all([await reader.position(tp) >= ends[tp] for tp in partitions]):
+                break
+    finally:
+        await reader.stop()
+    return projected
+
+
+def _event_of(raw: bytes | None) -> CloudEvent | None:
+    try:
+        event = CloudEvent.from_bytes(raw or b"")
+    except ValueError:
+        return None  # the live consumer dead-letters what is not an event
+    return event if event.type in EVENT_TYPES else None
+
+
+async def _project_once(uow_factory, events: list[CloudEvent], *, inbox, consumer: str) -> int:
+    """Project the events not yet in the inbox, recording them there, in one transaction."""
+    unique = list({str(e.id): e for e in events}.items())
+    async with uow_factory() as uow:
+        seen = set((await uow.session.execute(select(inbox.c.event_id).where(
+            inbox.c.consumer == consumer, inbox.c.event_id.in_([key for key, _ in unique])))).scalars())
+        fresh = [event for key, event in unique if key not in seen]
+        if not fresh:
+            return 0
+        now = uow.now()
+        await uow.session.execute(insert(inbox), [
+            {"consumer": consumer, "event_id": str(e.id), "processed_at": now} for e in fresh])
+        await project(uow, fresh)
+        await uow.commit()
+    return len(fresh)
+
+
+async def odata_page(uow: UnitOfWork, *, table, where, columns, order, offset: int, limit: int, count: bool):
+    """One page of an OData entity set, and the total matching the filter when asked."""
+    query = select(*columns)
+    if where is not None:
+        query = query.where(where)
+    query = query.order_by(*[(c.desc() if descending else c.asc()) for c, descending in order])
+    async with uow:
+        rows = (await uow.session.execute(query.offset(offset).limit(limit))).all()
+        total = None
+        if count:
+            counting = select(func.count()).select_from(table)
+            if where is not None:
+                counting = counting.where(where)
+            total = await uow.session.scalar(counting)
+    return rows, total

@@ -37,11 +37,14 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Routing = Annotated[service.Routing, Depends(routing)]
 
 
-def _hub_out(row: dict) -> HubOut:
+def _hub_out(row: dict, by: Principal) -> HubOut:
     own = row["sla"] or {}
+    # Where a hub's webhook goes is that hub's and the administrators' business only.
+    sees_webhook = "assignments:admin" in by.scopes or by.hub == row["slug"]
     return HubOut(
-        **{k: row[k] for k in ("slug", "name", "district_code", "email", "phone", "hours", "webhook_url", "updated_at")},
-        has_webhook_secret=bool(row["webhook_secret"]),
+        **{k: row[k] for k in ("slug", "name", "district_code", "email", "phone", "hours", "updated_at")},
+        webhook_url=row["webhook_url"] if sees_webhook else None,
+        has_webhook_secret=bool(row["webhook_secret"]) and sees_webhook,
         sla={
             urgency: {"accept_hours": sla.accept.total_seconds() / 3600, "fulfil_hours": sla.fulfil.total_seconds() / 3600}
             for urgency in domain.URGENCIES
@@ -52,12 +55,12 @@ def _hub_out(row: dict) -> HubOut:
 
 @router.get("/hubs", response_model=list[HubOut], tags=["hubs"], summary="The 12 district hubs")
 async def list_hubs(by: Reader, rt: Rt):
-    return [_hub_out(row) for row in await service.list_hubs(rt.uow())]
+    return [_hub_out(row, by) for row in await service.list_hubs(rt.uow())]
 
 
 @router.get("/hubs/{hub}", response_model=HubOut, tags=["hubs"])
 async def get_hub(hub: str, by: Reader, rt: Rt):
-    return _hub_out(await service.get_hub(rt.uow(), hub))
+    return _hub_out(await service.get_hub(rt.uow(), hub), by)
 
 
 @router.patch("/hubs/{hub}", response_model=HubOut, tags=["hubs"],
@@ -68,7 +71,7 @@ async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Rout
         values["sla"] = {u: {k: v for k, v in hours.items() if v is not None} for u, hours in values["sla"].items()}
     row = await service.change_hub(rt.uow(), slug=hub, values=values, by=by)
     routing.forget_hubs()
-    return _hub_out(row)
+    return _hub_out(row, by)
 
 
 @router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],

@@ -4,7 +4,7 @@ Two independent statements of who may call what must agree with each other and
 with what the running service answers:
 - the declared table: the scopes each route's `require(...)` dependency names,
   read from the route itself (`required_scopes`), with `ROLE_SCOPES`;
-- the hand-written matrix below, route by route, so a route opened by mistake
+- the hand-written matrix (tests/support/access.py), route by route, so a route opened by mistake
   (a dependency dropped, a scope widened) fails here even though it is
   "consistent" with itself.
 
@@ -22,79 +22,9 @@ import pytest
 
 from shared.auth import ROLE_SCOPES, mint_token, required_scopes
 from tests.support.apps import token
+from tests.support.access import CALLERS, DEFAULT_CALLERS, OWN_HUB, PUBLIC, callers
 from tests.support.services import Operation, operations, service_names
 
-PUBLIC = {"GET /health", "GET /ready", "GET /metrics"}
-
-REFERRAL_WRITERS = {"call-centre", "online-form", "partner", "admin"}
-ADVISERS = {"call-centre", "admin"}
-HUB_STAFF = {"hub", "admin"}
-ACTION_READERS = {"recovery-lead", "analyst", "admin"}
-ACTION_WRITERS = {"recovery-lead", "admin"}
-ADMIN = {"admin"}
-
-# Who may call each route: written by hand, from the design's "Security" section.
-CALLERS: dict[str, dict[str, set[str]]] = {
-    "referrals": {
-        "POST /v1/referrals": REFERRAL_WRITERS,
-        "GET /v1/referrals": ADVISERS,
-        "GET /v1/referrals/{referral_id}": ADVISERS,
-        "PATCH /v1/referrals/{referral_id}": ADVISERS,
-        "POST /v1/referrals/{referral_id}/cancel": ADVISERS,
-        "POST /v1/referrals/{referral_id}/requests/{request_id}/cancel": ADVISERS,
-        "GET /v1/request-types": REFERRAL_WRITERS,
-        "POST /v1/request-types": ADMIN,
-        "PATCH /v1/request-types/{type_id}": ADMIN,
-        "GET /v1/audit": ADMIN,
-        "POST /v1/residents/{referral_id}/erasure": ADMIN,
-        "POST /v1/retention/anonymise": ADMIN,
-    },
-    "fulfilment": {
-        "GET /v1/hubs": HUB_STAFF,
-        "GET /v1/hubs/{hub}": HUB_STAFF,
-        "PATCH /v1/hubs/{hub}": ADMIN,
-        "GET /v1/hubs/{hub}/assignments": HUB_STAFF,
-        "GET /v1/hubs/{hub}/feed": HUB_STAFF,
-        "GET /v1/hubs/{hub}/webhook-deliveries": HUB_STAFF,
-        "GET /v1/assignments/{assignment_id}": HUB_STAFF,
-        "PATCH /v1/assignments/{assignment_id}": HUB_STAFF,
-        "POST /v1/assignments/{assignment_id}/transitions": HUB_STAFF,
-        "POST /v1/assignments/{assignment_id}/notes": HUB_STAFF,
-        "POST /v1/assignments/{assignment_id}/contact-attempts": HUB_STAFF,
-        "GET /v1/queues/out-of-area": ADMIN,
-        "GET /v1/queues/triage": ADMIN,
-        "GET /v1/audit": ADMIN,
-        "POST /v1/retention/anonymise": ADMIN,
-    },
-    "actions": {
-        "POST /v1/plans/{plan}/import": ACTION_WRITERS,
-        "GET /v1/plans": ACTION_READERS,
-        "GET /v1/plans/{plan}": ACTION_READERS,
-        "PATCH /v1/plans/{plan}": ACTION_WRITERS,
-        "GET /v1/plans/{plan}/snapshot": ACTION_READERS,
-        "GET /v1/actions": ACTION_READERS,
-        "GET /v1/actions/export.csv": ACTION_READERS,
-        "GET /v1/actions/export.xlsx": ACTION_READERS,
-        "GET /v1/actions/{action_id}": ACTION_READERS,
-        "PATCH /v1/actions/{action_id}": ACTION_WRITERS,
-        "POST /v1/actions/{action_id}/updates": ACTION_WRITERS,
-        "POST /v1/actions/{action_id}/links": ACTION_WRITERS,
-        "DELETE /v1/actions/{action_id}/links/{link_id}": ACTION_WRITERS,
-    },
-}
-# A service with no table of its own yet (reporting, when it lands): figures are for
-# analysts and administrators, read only. Anything wider must be written down above.
-DEFAULT_CALLERS = {"reporting": {"analyst", "admin"}}
-
-OWN_HUB = "thanet"
-
-
-def callers(service: str, operation: str) -> set[str]:
-    table = CALLERS.get(service)
-    if table is not None:
-        assert operation in table, f"{service}: {operation} has no hand-written expectation of who may call it"
-        return table[operation]
-    return DEFAULT_CALLERS.get(service, ADMIN)
 
 
 def concrete_path(operation: Operation) -> str:

@@ -22,6 +22,9 @@ router = APIRouter(prefix="/v1")
 Reader = Annotated[Principal, Depends(require("assignments:read"))]
 Writer = Annotated[Principal, Depends(require("assignments:write"))]
 Admin = Annotated[Principal, Depends(require("assignments:admin"))]
+# Bounds the databases can hold: a larger number is a 422 naming the field, not a 500.
+MAX_OFFSET = 10_000_000
+MAX_CURSOR = 2**63 - 1
 StatusNames = Annotated[str, Query(pattern="^[a-z_,]+$", max_length=200)]
 
 
@@ -83,7 +86,7 @@ async def hub_assignments(
     overdue: bool | None = None,
     follow_up: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     service.check_hub_access(by, hub)
     await service.hub_exists(rt.uow(), hub)
@@ -103,7 +106,7 @@ async def hub_assignments(
             summary="What the hub's topic carried, for hubs that poll: everything after `cursor`, in order")
 async def hub_feed(
     hub: str, by: Reader, rt: Rt,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
     service.check_hub_access(by, hub)
@@ -168,7 +171,7 @@ async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, by: Wr
             summary="Requests from outside Kent, each naming the council responsible (administrators)")
 async def out_of_area_queue(
     by: Admin, rt: Rt, overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
         rt.uow(), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
@@ -180,7 +183,7 @@ async def out_of_area_queue(
             summary="Requests a person must place, each with the reason (administrators)")
 async def triage_queue(
     by: Admin, rt: Rt, overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
         rt.uow(), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,

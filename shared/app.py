@@ -76,6 +76,7 @@ class Runtime:
             dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
             max_attempts=self.settings.consumer_max_attempts,
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            max_event_bytes=self.settings.consumer_max_event_bytes,
         )
 
 
@@ -133,6 +134,7 @@ def create_service_app(
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
+    app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
     install_error_handlers(app)
     metrics = ServiceMetrics(settings.service_name)
     app.state.metrics = metrics

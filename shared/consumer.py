@@ -57,6 +57,7 @@ class EventConsumer:
         max_attempts: int = 5,
         retry_base_seconds: float = 0.2,
         session_timeout_ms: int = 10_000,
+        max_event_bytes: int = 512 * 1024,
     ):
         self.group_id = group_id
         self.topics = topics
@@ -69,6 +70,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.session_timeout_ms = session_timeout_ms
+        self.max_event_bytes = max_event_bytes
         self.processed_total = 0
         self.dead_lettered_total = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -129,6 +131,14 @@ class EventConsumer:
 
     async def process(self, message) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""
+        size = len(message.value or b"")
+        if message.value is None:
+            await self.dead_letter(message, reason="not a CloudEvent: the message has no value")
+            return
+        if size > self.max_event_bytes:
+            # No event of ours is near this size: parsing it would only cost memory.
+            await self.dead_letter(message, reason=f"too large: {size} bytes, over the {self.max_event_bytes} this consumer takes")
+            return
         try:
             event = CloudEvent.from_bytes(message.value)
         except (ValidationError, ValueError) as error:
@@ -192,8 +202,14 @@ class EventConsumer:
             ("dlq-offset", str(message.offset).encode()),
             ("dlq-consumer", self.group_id.encode()),
         )
+        value = message.value or b""
+        if len(value) > self.max_event_bytes:
+            # Might not fit on the dead-letter topic, and a failed send would stop the partition:
+            # park where it is instead; the source topic still holds it at dlq-offset.
+            headers += (("dlq-value-omitted-bytes", str(len(value)).encode()),)
+            value = b""
         await self.producer.send_many(
-            [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=message.value or b"", headers=headers)]
+            [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=value, headers=headers)]
         )
         self.dead_lettered_total += 1
 

@@ -80,6 +80,8 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_session_timeout_ms: int = 10_000
     """How soon a dead consumer's partitions move to another instance."""
+    consumer_max_event_bytes: int = 512 * 1024
+    """A consumed message larger than this is dead-lettered unread (no event of ours comes near it)."""
 
     max_body_bytes: int = 256 * 1024
     log_json: bool = Field(True, validation_alias="KT_LOG_JSON")

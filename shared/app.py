@@ -30,6 +30,7 @@ from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of
 from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
+from shared.security import install_security
 from shared.settings import ServiceSettings
 from shared.uow import UnitOfWork
 
@@ -138,6 +139,7 @@ def create_service_app(
     install_error_handlers(app)
     metrics = ServiceMetrics(settings.service_name)
     app.state.metrics = metrics
+    install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")

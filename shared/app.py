@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
+from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import TokenVerifier
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
@@ -41,13 +42,15 @@ Model = TypeVar("Model", bound=BaseModel)
 
 @dataclass
 class ServiceTables:
-    """A service's metadata with the shared outbox and inbox tables added to it."""
+    """A service's metadata with the shared outbox and inbox tables added to it (and the audit log, if it holds personal data)."""
 
     metadata: MetaData
+    with_audit: bool = False
 
     def __post_init__(self):
         self.outbox = outbox_table(self.metadata)
         self.inbox = inbox_table(self.metadata)
+        self.audit = audit_table(self.metadata) if self.with_audit else None
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Runtime:
     verifier: TokenVerifier
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    audit: AuditLog | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(
@@ -94,7 +98,9 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
         signing_key="" if settings.jwt_jwks_url else settings.signing_key(),
         jwks_url=settings.jwt_jwks_url,
     )
-    return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier)
+    audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
+    return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
+                   audit=audit)
 
 
 def create_service_app(
@@ -166,6 +172,8 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    if runtime.audit is not None:
+        app.include_router(audit_router())
     _lift_body_schema_defs(app)
     return app
 

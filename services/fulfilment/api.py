@@ -80,7 +80,7 @@ async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Rout
 @router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],
             summary="A hub's assignments, oldest first; filter by status, type, overdue, follow-up")
 async def hub_assignments(
-    hub: str, by: Reader, rt: Rt,
+    hub: str, request: Request, by: Reader, rt: Rt,
     status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated")] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
@@ -99,18 +99,36 @@ async def hub_assignments(
         rt.uow(), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
         limit=limit, offset=offset,
     )
+    await _audit_list(rt, by, request, items, hub=hub)
     return {"items": items, "count": len(items)}
+
+
+async def _audit_list(rt: Runtime, by: Principal, request: Request, items: list, **detail) -> None:
+    """A list shows each resident's request: one audit row per referral seen, none for an empty page."""
+    referral_ids = sorted({str(_get(item, "referral_id")) for item in items})
+    if referral_ids:
+        await rt.audit.record(by=by, action="read", resource="referral", ids=referral_ids, request=request,
+                              detail={"list": request.url.path, **detail})
+
+
+def _get(row, key: str):
+    return row[key] if isinstance(row, dict) else getattr(row, key)
 
 
 @router.get("/hubs/{hub}/feed", response_model=FeedPage, tags=["hubs"],
             summary="What the hub's topic carried, for hubs that poll: everything after `cursor`, in order")
 async def hub_feed(
-    hub: str, by: Reader, rt: Rt,
+    hub: str, request: Request, by: Reader, rt: Rt,
     cursor: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
     service.check_hub_access(by, hub)
-    return await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+    page = await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+    referral_ids = sorted({str(item["event"].get("data", {}).get("referral_id")) for item in page["items"]} - {"None"})
+    if page["items"]:
+        await rt.audit.record(by=by, action="export", resource="referral", ids=referral_ids or [None], request=request,
+                              detail={"hub-feed": hub, "cursor": cursor, "next_cursor": page["next_cursor"]})
+    return page
 
 
 @router.get("/hubs/{hub}/webhook-deliveries", response_model=list[DeliveryOut], tags=["hubs"],
@@ -126,14 +144,17 @@ async def webhook_deliveries(
 
 @router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
             summary="One assignment with the resident's details, history, notes and contact attempts")
-async def get_assignment(assignment_id: str, by: Reader, rt: Rt):
-    return await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+async def get_assignment(assignment_id: str, request: Request, by: Reader, rt: Rt):
+    out = await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+    await rt.audit.record(by=by, action="read", resource="referral", ids=[str(out["referral_id"])], request=request,
+                          detail={"assignment_id": assignment_id})
+    return out
 
 
 @router.post("/assignments/{assignment_id}/transitions", response_model=TransitionOut, tags=["assignments"],
              summary="Move an assignment on: accepted, in_progress, fulfilled, unable_to_fulfil, rejected…",
              responses={409: {"description": "Not allowed from its current status: says which are"}})
-async def post_transition(assignment_id: str, body: TransitionIn, by: Writer, rt: Rt, routing: Routing):
+async def post_transition(assignment_id: str, body: TransitionIn, request: Request, by: Writer, rt: Rt, routing: Routing):
     result, changes = await service.transition(
         rt.uow(), assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
         request=service.TransitionRequest(
@@ -141,51 +162,64 @@ async def post_transition(assignment_id: str, body: TransitionIn, by: Writer, rt
             council=body.council,
         ),
     )
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"to": body.to})
     return {**result, "changes": [dataclasses.asdict(change) for change in changes]}
 
 
 @router.patch("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
               summary="Flag an assignment for follow-up, or clear the flag")
-async def patch_assignment(assignment_id: str, patch: AssignmentPatch, by: Writer, rt: Rt):
-    return await service.set_follow_up(
+async def patch_assignment(assignment_id: str, patch: AssignmentPatch, request: Request, by: Writer, rt: Rt):
+    out = await service.set_follow_up(
         rt.uow(), assignment_id=assignment_id, by=by, follow_up=patch.follow_up, on=patch.follow_up_on,
     )
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"follow_up": patch.follow_up})
+    return out
 
 
 @router.post("/assignments/{assignment_id}/notes", status_code=201, response_model=NoteOut, tags=["assignments"],
              summary="Add a case note")
-async def add_note(assignment_id: str, body: NoteIn, by: Writer, rt: Rt):
-    return await service.add_case_note(rt.uow(), assignment_id=assignment_id, by=by, kind="note", text=body.text)
+async def add_note(assignment_id: str, body: NoteIn, request: Request, by: Writer, rt: Rt):
+    out = await service.add_case_note(rt.uow(), assignment_id=assignment_id, by=by, kind="note", text=body.text)
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"added": "note"})
+    return out
 
 
 @router.post("/assignments/{assignment_id}/contact-attempts", status_code=201, response_model=NoteOut,
              tags=["assignments"], summary="Record a call or visit: no-answer, wrong-number, voicemail, reached")
-async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, by: Writer, rt: Rt):
-    return await service.add_case_note(
+async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, request: Request, by: Writer, rt: Rt):
+    out = await service.add_case_note(
         rt.uow(), assignment_id=assignment_id, by=by, kind="contact-attempt", text=body.note,
         contact_outcome=body.outcome,
     )
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"added": "contact-attempt"})
+    return out
 
 
 @router.get("/queues/out-of-area", response_model=AssignmentList, tags=["queues"],
             summary="Requests from outside Kent, each naming the council responsible (administrators)")
 async def out_of_area_queue(
-    by: Admin, rt: Rt, overdue: bool | None = None,
+    request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
         rt.uow(), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
     )
+    await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}
 
 
 @router.get("/queues/triage", response_model=AssignmentList, tags=["queues"],
             summary="Requests a person must place, each with the reason (administrators)")
 async def triage_queue(
-    by: Admin, rt: Rt, overdue: bool | None = None,
+    request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
         rt.uow(), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
     )
+    await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}

@@ -84,4 +84,4 @@ referral_changes = Table(
     Column("note", Text),
 )
 
-tables = ServiceTables(metadata)
+tables = ServiceTables(metadata, with_audit=True)

@@ -134,6 +134,16 @@ async def cancel_request(referral_id: str, request_id: str, cancellation: Cancel
     return out
 
 
+@router.post("/referrals/{referral_id}/erasure", response_model=ReferralOut, tags=["privacy"],
+             summary="Erase the resident's personal data on their request (administrators), here and in fulfilment",
+             responses={200: {"description": "Erased (or already erased): ids, reference, request types and "
+                                             "statuses are kept for counts"}})
+async def erase_resident(referral_id: str, request: Request, by: Admin, rt: Rt):
+    out = await service.erase_resident(rt.uow(), referral_id=referral_id, by=by, topics=rt.settings.topics)
+    await rt.audit.record(by=by, action="erase", resource="referral", ids=[_id(out)], request=request)
+    return out
+
+
 @router.get("/request-types", response_model=list[RequestTypeOut], tags=["request types"])
 async def list_request_types(by: Writer, rt: Rt):
     return await service.list_request_types(rt.uow())

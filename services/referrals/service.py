@@ -16,11 +16,13 @@ from services.referrals.schemas import (
 )
 from shared.auth import Principal
 from shared.errors import Conflict, DomainError, NotFound
+from shared import privacy
 from shared.events import (
     AddressV1, ReferralAmendedV1, ReferralReceivedV1, ReferrerV1, RequestCancelledV1, RequestReceivedV1,
-    RequestV1, ResidentV1,
+    RequestV1, ResidentErasedV1, ResidentV1,
 )
 from shared.postcode import outward_code
+from shared.privacy import ERASED
 from shared.settings import Topics
 from shared.uow import UnitOfWork
 
@@ -224,6 +226,8 @@ async def amend_referral(
 ) -> ReferralOut:
     async with uow:
         current = await _row(uow, referral_id)
+        if current["erased_at"] is not None:
+            raise Conflict("the resident's personal data was erased; take a new referral instead")
         if current["status"] != domain.OPEN:
             raise Conflict(f"referral is {current['status']}; only an open referral can be amended")
         changes: dict = {}
@@ -580,3 +584,46 @@ def _publish_received(uow: UnitOfWork, out: ReferralOut, *, topics: Topics) -> N
             topic=topics.request_stats,
             key=out.id,
         )
+
+
+# --- erasure and retention --------------------------------------------------------------
+
+async def erase_resident(
+    uow: UnitOfWork, *, referral_id: str, by: Principal, topics: Topics, reason: str = "request",
+) -> ReferralOut:
+    """Erase the resident's personal data from this referral, its history and the outbox; tell fulfilment.
+
+    Kept: ids, the reference, channel, dates, request types, urgencies and statuses,
+    and the postcode's outward code, so every count stays as it was. Idempotent.
+    """
+    async with uow:
+        row = await _row(uow, referral_id)
+        if row["erased_at"] is not None:
+            return await _load(uow, referral_id)
+        now = uow.now()
+        await uow.session.execute(
+            update(referrals).where(referrals.c.id == referral_id).values(
+                name=ERASED, name_key=ERASED, date_of_birth=None, phone=None, email=None,
+                address_line1=ERASED, address_line2=None, town=None,
+                postcode=privacy.outward_code(row["postcode"]), contact_preference=None, vulnerabilities=[],
+                language=None, referrer=None, body_hash=None, erased_at=now, updated_at=now,
+                version=row["version"] + 1,
+            )
+        )
+        await uow.session.execute(update(requests).where(requests.c.referral_id == referral_id).values(details=None))
+        await uow.session.execute(
+            update(referral_changes).where(referral_changes.c.referral_id == referral_id).values(note=None)
+        )
+        await _record_change(uow, referral_id=referral_id, by=by, kind="erased", fields=[reason], note=None)
+        # Events still held for republishing carry the resident too: erase them in place.
+        outbox = uow.outbox
+        held = (await uow.session.execute(
+            select(outbox.c.id, outbox.c.payload).where(outbox.c.key == referral_id)
+        )).all()
+        for outbox_id, payload in held:
+            redacted = privacy.redact_event(payload)
+            if redacted != payload:
+                await uow.session.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=redacted))
+        uow.publish(ResidentErasedV1(referral_id=referral_id, erased_at=now, reason=reason), topic=topics.referrals)
+        await uow.commit()
+        return await _load(uow, referral_id)

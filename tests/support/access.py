@@ -28,7 +28,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "POST /v1/request-types": ADMIN,
         "PATCH /v1/request-types/{type_id}": ADMIN,
         "GET /v1/audit": ADMIN,
-        "POST /v1/residents/{referral_id}/erasure": ADMIN,
+        "POST /v1/referrals/{referral_id}/erasure": ADMIN,
         "POST /v1/retention/anonymise": ADMIN,
     },
     "fulfilment": {

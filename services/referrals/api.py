@@ -144,6 +144,13 @@ async def erase_resident(referral_id: str, request: Request, by: Admin, rt: Rt):
     return out
 
 
+@router.post("/retention/anonymise", tags=["privacy"],
+             summary="Anonymise every referral past its retention period now (administrators; it also runs hourly)")
+async def anonymise_expired(request: Request, by: Admin, rt: Rt) -> dict:
+    ids = await request.app.state.retention.run_once()
+    return {"anonymised": len(ids), "referral_ids": ids}
+
+
 @router.get("/request-types", response_model=list[RequestTypeOut], tags=["request types"])
 async def list_request_types(by: Writer, rt: Rt):
     return await service.list_request_types(rt.uow())

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
-from sqlalchemy import insert, select, update
+from datetime import timedelta
+
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.referrals import domain
@@ -25,6 +28,8 @@ from shared.postcode import outward_code
 from shared.privacy import ERASED
 from shared.settings import Topics
 from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 class IdempotencyKeyReused(DomainError):
@@ -627,3 +632,71 @@ async def erase_resident(
         uow.publish(ResidentErasedV1(referral_id=referral_id, erased_at=now, reason=reason), topic=topics.referrals)
         await uow.commit()
         return await _load(uow, referral_id)
+
+
+RETENTION = Principal(subject="retention", role="admin", scopes=frozenset())
+"""Who anonymises cases at the end of the retention period: the service itself."""
+
+
+async def anonymise_expired(
+    uow_factory, *, topics: Topics, now, closed_for: timedelta, kept_for: timedelta, batch: int = 200,
+) -> list[str]:
+    """Anonymise the referrals past retention; return their ids.
+
+    Past retention: closed or cancelled and unchanged for `closed_for`, or received
+    more than `kept_for` ago whatever their status (referrals never hears that a
+    request was fulfilled, so an open referral would otherwise be kept for ever).
+    Each is erased in its own transaction, as an erasure on request is, and
+    fulfilment hears of it the same way.
+    """
+    async with uow_factory() as uow:
+        ids = list((await uow.session.scalars(
+            select(referrals.c.id).where(
+                referrals.c.erased_at.is_(None),
+                or_(
+                    (referrals.c.status != domain.OPEN) & (referrals.c.updated_at < now - closed_for),
+                    referrals.c.received_at < now - kept_for,
+                ),
+            ).order_by(referrals.c.received_at).limit(batch)
+        )).all())
+    for referral_id in ids:
+        await erase_resident(uow_factory(), referral_id=referral_id, by=RETENTION, topics=topics, reason="retention")
+    return ids
+
+
+class RetentionScheduler:
+    """Anonymises expired cases now and then, in the service process (safe in several: erasure is idempotent)."""
+
+    def __init__(self, *, uow_factory, topics: Topics, closed_for: timedelta, kept_for: timedelta,
+                 poll_seconds: float, audit=None):
+        self.uow_factory = uow_factory
+        self.topics = topics
+        self.closed_for = closed_for
+        self.kept_for = kept_for
+        self.poll_seconds = poll_seconds
+        self.audit = audit
+
+    async def run_once(self, *, now=None) -> list[str]:
+        from shared.db import utcnow
+
+        anonymised = []
+        while True:
+            ids = await anonymise_expired(self.uow_factory, topics=self.topics, now=now or utcnow(),
+                                          closed_for=self.closed_for, kept_for=self.kept_for)
+            anonymised += ids
+            if ids and self.audit is not None:
+                await self.audit.record(by=RETENTION, action="anonymise", resource="referral", ids=ids)
+            if len(ids) < 200:
+                return anonymised
+
+    async def run(self) -> None:
+        while True:
+            try:
+                count = len(await self.run_once())
+                if count:
+                    log.info("retention: anonymised %d referrals", count)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention: a run failed; trying again at the next poll")
+            await asyncio.sleep(self.poll_seconds)

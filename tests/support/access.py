@@ -46,7 +46,6 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/queues/out-of-area": ADMIN,
         "GET /v1/queues/triage": ADMIN,
         "GET /v1/audit": ADMIN,
-        "POST /v1/retention/anonymise": ADMIN,
     },
     "actions": {
         "POST /v1/plans/{plan}/import": ACTION_WRITERS,

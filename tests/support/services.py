@@ -9,6 +9,7 @@ these tests are about the HTTP surface.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import shutil
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from tests.support.databases import sqlite_template
 
 def service_names() -> list[str]:
     return [name for name, _ in installed_services()]
+
+
+def consuming_services() -> list[str]:
+    """The installed services that consume events (each has a `handlers` module, as STYLE.md lays out)."""
+    return [name for name in service_names() if importlib.util.find_spec(f"services.{name}.handlers") is not None]
 
 
 def settings_class(name: str):

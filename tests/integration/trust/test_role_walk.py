@@ -10,8 +10,8 @@ with what the running service answers:
 
 /health, /ready and /metrics need no user token: probes and the Prometheus
 scraper have none, and none of the three says anything about a resident
-(metrics carry route templates and counts only). `/metrics` can be closed with
-a scraper token (`metrics_token`); see docs/security.md.
+(metrics carry route templates and counts only); the scrape port is kept off
+the ingress instead (docs/security.md).
 """
 
 from __future__ import annotations

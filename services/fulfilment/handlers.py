@@ -19,7 +19,7 @@ def referral_handlers(*, routing: service.Routing, topics: Topics) -> dict[str, 
         await service.cancel_request(uow, RequestCancelledV1.model_validate(event.data), topics=topics)
 
     async def erased(uow: UnitOfWork, event: CloudEvent) -> None:
-        await service.erase_resident(uow, ResidentErasedV1.model_validate(event.data))
+        await service.erase_resident(uow, ResidentErasedV1.model_validate(event.data), topics=topics)
 
     return {
         ReferralReceivedV1.type: received,

@@ -144,6 +144,12 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
         after_f = await eventually(fulfilment_erased)
         assert after_f["status"] == "routed" and after_f["type"] in ("food", "prescription")
 
+        # The hub is told to erase its own copy, on its feed (as on its topic and webhook), after the events it had.
+        feed = (await fulfilment_api.get("/v1/hubs/thanet/feed", headers=thanet, params={"limit": 1000})).json()
+        erasures = [i["event"] for i in feed["items"] if i["event"]["type"].endswith("assignment.erased.v1")]
+        assert sorted(e["data"]["assignment_id"] for e in erasures) == sorted(m["id"] for m in margarets)
+        assert feed["items"][-len(erasures):] == [i for i in feed["items"] if i["event"] in erasures]
+
         held_after = await everything_held(rt_r) + await everything_held(rt_f)
         still_there = [s for s in ERASED_PERSON if s in held_after]
         assert still_there == [], f"still held after erasure: {still_there}"

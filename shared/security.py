@@ -141,7 +141,12 @@ class SecurityMiddleware:
                 return  # the app's own answer to a body cut short is dropped
             await send_with_headers(message)
 
-        await self.app(scope, counted_receive, guarded_send)
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+            # A route reading the body itself met the cut (ClientDisconnect): the answer is still 413.
         if too_large and not answered:
             await self._problem(scope, send_with_headers, 413, "payload-too-large", "Request body too large",
                                 f"the body is over {limit} bytes")

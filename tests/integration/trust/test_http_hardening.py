@@ -118,3 +118,7 @@ async def test_an_oversized_body_is_413_problem_on_any_route_declared_or_streame
                                       headers={**headers, "Content-Type": "application/json"})
         assert streamed.status_code == 413 and streamed.json()["status"] == 413
         assert_hardened(streamed)
+        # A route that reads its body itself (intake) gets the same answer.
+        intake = await client.post("/v1/referrals", content=chunks(),
+                                   headers={**headers, "Content-Type": "application/json"})
+        assert intake.status_code == 413 and intake.json()["detail"] == "the body is over 1000 bytes"

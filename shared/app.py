@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
+from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import TokenVerifier
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
@@ -30,6 +31,7 @@ from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of
 from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
+from shared.security import install_security
 from shared.settings import ServiceSettings
 from shared.tracing import continued as continued_trace
 from shared.uow import UnitOfWork
@@ -41,13 +43,15 @@ Model = TypeVar("Model", bound=BaseModel)
 
 @dataclass
 class ServiceTables:
-    """A service's metadata with the shared outbox and inbox tables added to it."""
+    """A service's metadata with the shared outbox and inbox tables added to it (and the audit log, if it holds personal data)."""
 
     metadata: MetaData
+    with_audit: bool = False
 
     def __post_init__(self):
         self.outbox = outbox_table(self.metadata)
         self.inbox = inbox_table(self.metadata)
+        self.audit = audit_table(self.metadata) if self.with_audit else None
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Runtime:
     verifier: TokenVerifier
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    audit: AuditLog | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(
@@ -77,6 +82,7 @@ class Runtime:
             dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
             max_attempts=self.settings.consumer_max_attempts,
             session_timeout_ms=self.settings.consumer_session_timeout_ms, batch_handler=batch_handler,
+            max_event_bytes=self.settings.consumer_max_event_bytes,
         )
 
 
@@ -93,7 +99,9 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
         signing_key="" if settings.jwt_jwks_url else settings.signing_key(),
         jwks_url=settings.jwt_jwks_url,
     )
-    return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier)
+    audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
+    return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
+                   audit=audit)
 
 
 def create_service_app(
@@ -134,9 +142,11 @@ def create_service_app(
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
+    app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
     install_error_handlers(app)
     metrics = ServiceMetrics(settings.service_name)
     app.state.metrics = metrics
+    install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
@@ -163,6 +173,8 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    if runtime.audit is not None:
+        app.include_router(audit_router())
     _lift_body_schema_defs(app)
     return app
 

@@ -135,4 +135,18 @@ def require(scope: str):
         return principal
 
     check.__name__ = f"require_{scope.replace(':', '_')}"
+    check.scope = scope  # read by `required_scopes`: the route's declared access, for docs and tests
     return check
+
+
+def required_scopes(dependant) -> frozenset[str]:
+    """The scopes a route's `require(...)` dependencies declare (empty: no token needed); give `route.dependant`."""
+    found: set[str] = set()
+    pending = list(dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        scope = getattr(dependant.call, "scope", None)
+        if scope:
+            found.add(scope)
+        pending.extend(dependant.dependencies)
+    return frozenset(found)

@@ -177,6 +177,34 @@ def run(
         typer.echo("stopped.")
 
 
+@app.command("anonymise-expired")
+def anonymise_expired():
+    """Anonymise the referrals past their retention period now (the referrals service also does it hourly)."""
+    from datetime import timedelta
+
+    from services.referrals import service
+    from services.referrals.models import tables
+    from shared.app import build_runtime
+
+    settings = service_settings("referrals")
+    runtime = build_runtime(settings, tables)
+
+    async def main() -> list[str]:
+        retention = service.RetentionScheduler(
+            uow_factory=runtime.uow, topics=settings.topics, poll_seconds=0, audit=runtime.audit,
+            closed_for=timedelta(days=settings.retention_closed_days),
+            kept_for=timedelta(days=settings.retention_kept_days),
+        )
+        try:
+            return await retention.run_once()
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    ids = asyncio.run(main())
+    typer.echo(f"anonymised {len(ids)} referrals; their erasure events go out with the next relay run")
+
+
 @app.command()
 def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs")):
     """Write the AsyncAPI document and each service's OpenAPI document into docs/."""

@@ -67,6 +67,7 @@ class EventConsumer:
         session_timeout_ms: int = 10_000,
         batch_size: int = 200,
         batch_handler: BatchHandler | None = None,
+        max_event_bytes: int = 512 * 1024,
     ):
         self.group_id = group_id
         self.batch_handler = batch_handler
@@ -82,6 +83,7 @@ class EventConsumer:
         self.retry_base_seconds = retry_base_seconds
         self.session_timeout_ms = session_timeout_ms
         self.batch_size = batch_size
+        self.max_event_bytes = max_event_bytes
         self.processed_total = 0
         self.dead_lettered_total = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -165,6 +167,8 @@ class EventConsumer:
             return await self.process(messages[0])
         work: list[tuple[int, CloudEvent, Handler]] = []
         for index, message in enumerate(messages):
+            if message.value is None or len(message.value) > self.max_event_bytes:
+                return await self._around(messages, index)
             try:
                 event = CloudEvent.from_bytes(message.value)
             except (ValidationError, ValueError):
@@ -239,6 +243,14 @@ class EventConsumer:
 
     async def process(self, message, *, first_attempt: int = 1) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""
+        size = len(message.value or b"")
+        if message.value is None:
+            await self.dead_letter(message, reason="not a CloudEvent: the message has no value")
+            return
+        if size > self.max_event_bytes:
+            # No event of ours is near this size: parsing it would only cost memory.
+            await self.dead_letter(message, reason=f"too large: {size} bytes, over the {self.max_event_bytes} this consumer takes")
+            return
         try:
             event = CloudEvent.from_bytes(message.value)
         except (ValidationError, ValueError) as error:
@@ -307,8 +319,14 @@ class EventConsumer:
             ("dlq-offset", str(message.offset).encode()),
             ("dlq-consumer", self.group_id.encode()),
         )
+        value = message.value or b""
+        if len(value) > self.max_event_bytes:
+            # Might not fit on the dead-letter topic, and a failed send would stop the partition:
+            # park where it is instead; the source topic still holds it at dlq-offset.
+            headers += (("dlq-value-omitted-bytes", str(len(value)).encode()),)
+            value = b""
         await self.producer.send_many(
-            [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=message.value or b"", headers=headers)]
+            [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=value, headers=headers)]
         )
         self.dead_lettered_total += 1
 

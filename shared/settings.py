@@ -80,8 +80,27 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_session_timeout_ms: int = 10_000
     """How soon a dead consumer's partitions move to another instance."""
+    consumer_max_event_bytes: int = 512 * 1024
+    """A consumed message larger than this is dead-lettered unread (no event of ours comes near it)."""
 
     max_body_bytes: int = 256 * 1024
+    max_upload_bytes: int = 6 * 1024 * 1024
+    """The limit for multipart bodies (file uploads: the actions import takes a 5 MB file)."""
+
+    # HTTP hardening (shared/security.py; docs/security.md).
+    content_security_policy: str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    """An API serves no page: nothing may load. A service with a page (the dashboard) sets its own."""
+    docs_content_security_policy: str = (
+        "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    """For /docs and /redoc only: FastAPI's pages load Swagger UI and ReDoc from a CDN with an inline script."""
+    cors_allow_origins: list[str] = []
+    """Browser origins allowed to call the API (a JSON list); none by default."""
+    rate_limit_per_minute: int = 6000
+    """Requests per minute per client (token subject, else address), per instance; 0 turns limits off."""
+    rate_limit_burst: int = 1000
     log_json: bool = Field(True, validation_alias="KT_LOG_JSON")
     log_level: str = Field("INFO", validation_alias="KT_LOG_LEVEL")
 

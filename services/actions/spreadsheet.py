@@ -236,6 +236,10 @@ def to_xlsx(rows: list[list[Any]], *, about: list[tuple[str, Any]]) -> bytes:
     info = workbook.create_sheet("About")
     for label, value in about:
         info.append([label, _xlsx_value(value)])
+    for cells in info.iter_rows():
+        for cell in cells:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"  # the filters echo the caller's query: text, never a formula
     info.column_dimensions["A"].width = 24
     info.column_dimensions["B"].width = 80
     out = io.BytesIO()
@@ -244,6 +248,10 @@ def to_xlsx(rows: list[list[Any]], *, about: list[tuple[str, Any]]) -> bytes:
 
 
 def _xlsx_value(value: Any) -> Any:
+    if isinstance(value, str):
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        return ILLEGAL_CHARACTERS_RE.sub("", value)  # control characters a worksheet cannot hold
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)  # Excel has no time zones: the export states UTC
     return value

@@ -22,6 +22,9 @@ router = APIRouter(prefix="/v1")
 Reader = Annotated[Principal, Depends(require("assignments:read"))]
 Writer = Annotated[Principal, Depends(require("assignments:write"))]
 Admin = Annotated[Principal, Depends(require("assignments:admin"))]
+# Bounds the databases can hold: a larger number is a 422 naming the field, not a 500.
+MAX_OFFSET = 10_000_000
+MAX_CURSOR = 2**63 - 1
 StatusNames = Annotated[str, Query(pattern="^[a-z_,]+$", max_length=200)]
 
 
@@ -37,11 +40,14 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Routing = Annotated[service.Routing, Depends(routing)]
 
 
-def _hub_out(row: dict) -> HubOut:
+def _hub_out(row: dict, by: Principal) -> HubOut:
     own = row["sla"] or {}
+    # Where a hub's webhook goes is that hub's and the administrators' business only.
+    sees_webhook = "assignments:admin" in by.scopes or by.hub == row["slug"]
     return HubOut(
-        **{k: row[k] for k in ("slug", "name", "district_code", "email", "phone", "hours", "webhook_url", "updated_at")},
-        has_webhook_secret=bool(row["webhook_secret"]),
+        **{k: row[k] for k in ("slug", "name", "district_code", "email", "phone", "hours", "updated_at")},
+        webhook_url=row["webhook_url"] if sees_webhook else None,
+        has_webhook_secret=bool(row["webhook_secret"]) and sees_webhook,
         sla={
             urgency: {"accept_hours": sla.accept.total_seconds() / 3600, "fulfil_hours": sla.fulfil.total_seconds() / 3600}
             for urgency in domain.URGENCIES
@@ -52,12 +58,12 @@ def _hub_out(row: dict) -> HubOut:
 
 @router.get("/hubs", response_model=list[HubOut], tags=["hubs"], summary="The 12 district hubs")
 async def list_hubs(by: Reader, rt: Rt):
-    return [_hub_out(row) for row in await service.list_hubs(rt.uow())]
+    return [_hub_out(row, by) for row in await service.list_hubs(rt.uow())]
 
 
 @router.get("/hubs/{hub}", response_model=HubOut, tags=["hubs"])
 async def get_hub(hub: str, by: Reader, rt: Rt):
-    return _hub_out(await service.get_hub(rt.uow(), hub))
+    return _hub_out(await service.get_hub(rt.uow(), hub), by)
 
 
 @router.patch("/hubs/{hub}", response_model=HubOut, tags=["hubs"],
@@ -68,19 +74,19 @@ async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Rout
         values["sla"] = {u: {k: v for k, v in hours.items() if v is not None} for u, hours in values["sla"].items()}
     row = await service.change_hub(rt.uow(), slug=hub, values=values, by=by)
     routing.forget_hubs()
-    return _hub_out(row)
+    return _hub_out(row, by)
 
 
 @router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],
             summary="A hub's assignments, oldest first; filter by status, type, overdue, follow-up")
 async def hub_assignments(
-    hub: str, by: Reader, rt: Rt,
+    hub: str, request: Request, by: Reader, rt: Rt,
     status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated")] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     service.check_hub_access(by, hub)
     await service.hub_exists(rt.uow(), hub)
@@ -93,18 +99,36 @@ async def hub_assignments(
         rt.uow(), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
         limit=limit, offset=offset,
     )
+    await _audit_list(rt, by, request, items, hub=hub)
     return {"items": items, "count": len(items)}
+
+
+async def _audit_list(rt: Runtime, by: Principal, request: Request, items: list, **detail) -> None:
+    """A list shows each resident's request: one audit row per referral seen, none for an empty page."""
+    referral_ids = sorted({str(_get(item, "referral_id")) for item in items})
+    if referral_ids:
+        await rt.audit.record(by=by, action="read", resource="referral", ids=referral_ids, request=request,
+                              detail={"list": request.url.path, **detail})
+
+
+def _get(row, key: str):
+    return row[key] if isinstance(row, dict) else getattr(row, key)
 
 
 @router.get("/hubs/{hub}/feed", response_model=FeedPage, tags=["hubs"],
             summary="What the hub's topic carried, for hubs that poll: everything after `cursor`, in order")
 async def hub_feed(
-    hub: str, by: Reader, rt: Rt,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    hub: str, request: Request, by: Reader, rt: Rt,
+    cursor: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
     service.check_hub_access(by, hub)
-    return await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+    page = await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+    referral_ids = sorted({str(item["event"].get("data", {}).get("referral_id")) for item in page["items"]} - {"None"})
+    if page["items"]:
+        await rt.audit.record(by=by, action="export", resource="referral", ids=referral_ids or [None], request=request,
+                              detail={"hub-feed": hub, "cursor": cursor, "next_cursor": page["next_cursor"]})
+    return page
 
 
 @router.get("/hubs/{hub}/webhook-deliveries", response_model=list[DeliveryOut], tags=["hubs"],
@@ -120,14 +144,17 @@ async def webhook_deliveries(
 
 @router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
             summary="One assignment with the resident's details, history, notes and contact attempts")
-async def get_assignment(assignment_id: str, by: Reader, rt: Rt):
-    return await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+async def get_assignment(assignment_id: str, request: Request, by: Reader, rt: Rt):
+    out = await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+    await rt.audit.record(by=by, action="read", resource="referral", ids=[str(out["referral_id"])], request=request,
+                          detail={"assignment_id": assignment_id})
+    return out
 
 
 @router.post("/assignments/{assignment_id}/transitions", response_model=TransitionOut, tags=["assignments"],
              summary="Move an assignment on: accepted, in_progress, fulfilled, unable_to_fulfil, rejected…",
              responses={409: {"description": "Not allowed from its current status: says which are"}})
-async def post_transition(assignment_id: str, body: TransitionIn, by: Writer, rt: Rt, routing: Routing):
+async def post_transition(assignment_id: str, body: TransitionIn, request: Request, by: Writer, rt: Rt, routing: Routing):
     result, changes = await service.transition(
         rt.uow(), assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
         request=service.TransitionRequest(
@@ -135,51 +162,64 @@ async def post_transition(assignment_id: str, body: TransitionIn, by: Writer, rt
             council=body.council, at=body.at,
         ),
     )
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"to": body.to})
     return {**result, "changes": [dataclasses.asdict(change) for change in changes]}
 
 
 @router.patch("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
               summary="Flag an assignment for follow-up, or clear the flag")
-async def patch_assignment(assignment_id: str, patch: AssignmentPatch, by: Writer, rt: Rt):
-    return await service.set_follow_up(
+async def patch_assignment(assignment_id: str, patch: AssignmentPatch, request: Request, by: Writer, rt: Rt):
+    out = await service.set_follow_up(
         rt.uow(), assignment_id=assignment_id, by=by, follow_up=patch.follow_up, on=patch.follow_up_on,
     )
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"follow_up": patch.follow_up})
+    return out
 
 
 @router.post("/assignments/{assignment_id}/notes", status_code=201, response_model=NoteOut, tags=["assignments"],
              summary="Add a case note")
-async def add_note(assignment_id: str, body: NoteIn, by: Writer, rt: Rt):
-    return await service.add_case_note(rt.uow(), assignment_id=assignment_id, by=by, kind="note", text=body.text)
+async def add_note(assignment_id: str, body: NoteIn, request: Request, by: Writer, rt: Rt):
+    out = await service.add_case_note(rt.uow(), assignment_id=assignment_id, by=by, kind="note", text=body.text)
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"added": "note"})
+    return out
 
 
 @router.post("/assignments/{assignment_id}/contact-attempts", status_code=201, response_model=NoteOut,
              tags=["assignments"], summary="Record a call or visit: no-answer, wrong-number, voicemail, reached")
-async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, by: Writer, rt: Rt):
-    return await service.add_case_note(
+async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, request: Request, by: Writer, rt: Rt):
+    out = await service.add_case_note(
         rt.uow(), assignment_id=assignment_id, by=by, kind="contact-attempt", text=body.note,
         contact_outcome=body.outcome,
     )
+    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
+                          detail={"added": "contact-attempt"})
+    return out
 
 
 @router.get("/queues/out-of-area", response_model=AssignmentList, tags=["queues"],
             summary="Requests from outside Kent, each naming the council responsible (administrators)")
 async def out_of_area_queue(
-    by: Admin, rt: Rt, overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
         rt.uow(), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
     )
+    await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}
 
 
 @router.get("/queues/triage", response_model=AssignmentList, tags=["queues"],
             summary="Requests a person must place, each with the reason (administrators)")
 async def triage_queue(
-    by: Admin, rt: Rt, overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
         rt.uow(), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
     )
+    await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.fulfilment import service
 from shared.consumer import Handler
-from shared.events import CloudEvent, ReferralAmendedV1, ReferralReceivedV1, RequestCancelledV1
+from shared.events import CloudEvent, ReferralAmendedV1, ReferralReceivedV1, RequestCancelledV1, ResidentErasedV1
 from shared.settings import Topics
 from shared.uow import UnitOfWork
 
@@ -18,8 +18,12 @@ def referral_handlers(*, routing: service.Routing, topics: Topics) -> dict[str, 
     async def cancelled(uow: UnitOfWork, event: CloudEvent) -> None:
         await service.cancel_request(uow, RequestCancelledV1.model_validate(event.data), topics=topics)
 
+    async def erased(uow: UnitOfWork, event: CloudEvent) -> None:
+        await service.erase_resident(uow, ResidentErasedV1.model_validate(event.data), topics=topics)
+
     return {
         ReferralReceivedV1.type: received,
         ReferralAmendedV1.type: amended,
         RequestCancelledV1.type: cancelled,
+        ResidentErasedV1.type: erased,
     }

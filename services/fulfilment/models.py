@@ -175,4 +175,4 @@ webhook_deliveries = Table(
     ),
 )
 
-tables = ServiceTables(metadata)
+tables = ServiceTables(metadata, with_audit=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.fulfilment import domain
 
@@ -175,6 +175,14 @@ class HubPatch(Strict):
     webhook_url: AnyHttpUrl | None = None
     webhook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     sla: dict[Literal[domain.URGENCIES], SlaHours] | None = None  # type: ignore[valid-type]
+
+    @field_validator("name")
+    @classmethod
+    def _name_stays(cls, value: str | None) -> str:
+        # Left out keeps the name; null would blank it, and every hub needs one.
+        if value is None:
+            raise ValueError("a hub always has a name: leave the field out to keep it")
+        return value
 
 
 class FeedItem(BaseModel):

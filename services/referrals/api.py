@@ -35,6 +35,10 @@ async def runtime(request: Request) -> Runtime:
 Rt = Annotated[Runtime, Depends(runtime)]
 
 
+def _id(row) -> str:
+    return str(row["id"] if isinstance(row, dict) else row.id)
+
+
 @router.post(
     "/referrals", status_code=201, response_model=ReferralOut, tags=["referrals"],
     summary="Take a referral: a resident and one or more requests for help",
@@ -54,6 +58,8 @@ async def post_referral(request: Request, response: Response, by: Writer, rt: Rt
     out, replayed = await request.app.state.intake.take(
         service.Intake(referral=referral, by=by, idempotency_key=idempotency_key)
     )
+    if not replayed:
+        await rt.audit.record(by=by, action="create", resource="referral", ids=[_id(out)], request=request)
     response.headers["Location"] = f"/v1/referrals/{out.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -61,8 +67,10 @@ async def post_referral(request: Request, response: Response, by: Writer, rt: Rt
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"])
-async def get_referral(referral_id: str, by: Reader, rt: Rt):
-    return await service.get_referral(rt.uow(), referral_id)
+async def get_referral(referral_id: str, request: Request, by: Reader, rt: Rt):
+    out = await service.get_referral(rt.uow(), referral_id)
+    await rt.audit.record(by=by, action="read", resource="referral", ids=[_id(out)], request=request)
+    return out
 
 
 @router.get(
@@ -70,7 +78,7 @@ async def get_referral(referral_id: str, by: Reader, rt: Rt):
     summary="Find referrals by reference (advisers) or by postcode, phone or name (administrators)",
 )
 async def search_referrals(
-    by: Reader, rt: Rt,
+    request: Request, by: Reader, rt: Rt,
     reference: Annotated[str | None, Query(max_length=20)] = None,
     postcode: Annotated[str | None, Query(max_length=12)] = None,
     phone: Annotated[str | None, Query(max_length=40)] = None,
@@ -93,32 +101,63 @@ async def search_referrals(
     if errors:
         raise ValidationFailed(errors)
     results = await service.search_referrals(rt.uow(), reference=reference, postcode=postcode, phone=phone, name=name, limit=limit)
+    if results:  # what was searched by, never the values: the log holds no personal data
+        criteria = [k for k, v in (("reference", reference), ("postcode", postcode), ("phone", phone), ("name", name)) if v]
+        await rt.audit.record(by=by, action="search", resource="referral", ids=[_id(r) for r in results],
+                              request=request, detail={"by": criteria})
     return {"results": results, "count": len(results)}
 
 
 @router.patch("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"],
               summary="Amend the resident's details, consent or referrer")
-async def amend_referral(referral_id: str, amendment: ReferralAmendment, by: Reader, rt: Rt):
-    return await service.amend_referral(
+async def amend_referral(referral_id: str, amendment: ReferralAmendment, request: Request, by: Reader, rt: Rt):
+    out = await service.amend_referral(
         rt.uow(), referral_id=referral_id, amendment=amendment, by=by, topics=rt.settings.topics
     )
+    fields = sorted(amendment.model_dump(exclude_unset=True))
+    await rt.audit.record(by=by, action="change", resource="referral", ids=[_id(out)], request=request,
+                          detail={"fields": fields})
+    return out
 
 
 @router.post("/referrals/{referral_id}/cancel", response_model=ReferralOut, tags=["referrals"],
              summary="Cancel every open request of a referral")
-async def cancel_referral(referral_id: str, cancellation: Cancellation, by: Reader, rt: Rt):
-    return await service.cancel_requests(
+async def cancel_referral(referral_id: str, cancellation: Cancellation, request: Request, by: Reader, rt: Rt):
+    out = await service.cancel_requests(
         rt.uow(), referral_id=referral_id, request_id=None, cancellation=cancellation, by=by, topics=rt.settings.topics
     )
+    await rt.audit.record(by=by, action="cancel", resource="referral", ids=[_id(out)], request=request)
+    return out
 
 
 @router.post("/referrals/{referral_id}/requests/{request_id}/cancel", response_model=ReferralOut, tags=["referrals"],
              summary="Cancel one request of a referral")
-async def cancel_request(referral_id: str, request_id: str, cancellation: Cancellation, by: Reader, rt: Rt):
-    return await service.cancel_requests(
+async def cancel_request(referral_id: str, request_id: str, cancellation: Cancellation, request: Request, by: Reader,
+                         rt: Rt):
+    out = await service.cancel_requests(
         rt.uow(), referral_id=referral_id, request_id=request_id, cancellation=cancellation, by=by,
         topics=rt.settings.topics,
     )
+    await rt.audit.record(by=by, action="cancel", resource="referral", ids=[_id(out)], request=request,
+                          detail={"request_id": request_id})
+    return out
+
+
+@router.post("/referrals/{referral_id}/erasure", response_model=ReferralOut, tags=["privacy"],
+             summary="Erase the resident's personal data on their request (administrators), here and in fulfilment",
+             responses={200: {"description": "Erased (or already erased): ids, reference, request types and "
+                                             "statuses are kept for counts"}})
+async def erase_resident(referral_id: str, request: Request, by: Admin, rt: Rt):
+    out = await service.erase_resident(rt.uow(), referral_id=referral_id, by=by, topics=rt.settings.topics)
+    await rt.audit.record(by=by, action="erase", resource="referral", ids=[_id(out)], request=request)
+    return out
+
+
+@router.post("/retention/anonymise", tags=["privacy"],
+             summary="Anonymise every referral past its retention period now (administrators; it also runs hourly)")
+async def anonymise_expired(request: Request, by: Admin, rt: Rt) -> dict:
+    ids = await request.app.state.retention.run_once()
+    return {"anonymised": len(ids), "referral_ids": ids}
 
 
 @router.get("/request-types", response_model=list[RequestTypeOut], tags=["request types"])

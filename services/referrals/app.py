@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
@@ -18,6 +21,13 @@ class ReferralsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REFERRALS_", extra="ignore", populate_by_name=True)
 
     service_name: str = NAME
+    run_retention: bool = True
+    """Anonymise cases past retention in this process, now and then (safe in every instance)."""
+    retention_closed_days: float = 365.0
+    """A closed or cancelled referral unchanged this long is anonymised."""
+    retention_kept_days: float = 730.0
+    """Any referral received this long ago is anonymised (referrals never hears that help was given)."""
+    retention_poll_seconds: float = 3600.0
 
 
 def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
@@ -25,6 +35,8 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
 
     async def on_startup(runtime: Runtime) -> None:
         await service.seed_request_types(runtime.uow())
+        if settings.run_retention:
+            runtime.tasks.append(asyncio.create_task(app.state.retention.run(), name="retention"))
 
     app = create_service_app(
         title="Kent Together: referrals",
@@ -36,4 +48,9 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     app.state.request_types = service.RequestTypes()
     runtime = app.state.runtime
     app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, topics=settings.topics)
+    app.state.retention = service.RetentionScheduler(
+        uow_factory=runtime.uow, topics=settings.topics, poll_seconds=settings.retention_poll_seconds,
+        closed_for=timedelta(days=settings.retention_closed_days), kept_for=timedelta(days=settings.retention_kept_days),
+        audit=runtime.audit,
+    )
     return app

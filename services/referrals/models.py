@@ -52,6 +52,8 @@ referrals = Table(
     Column("idempotency_key", String(200)),
     Column("body_hash", String(64)),
     Column("version", Integer, nullable=False),
+    # When the resident's personal data was erased (on request, or at the end of retention).
+    Column("erased_at", UtcDateTime),
     UniqueConstraint("idempotency_client", "idempotency_key", name="uq_referrals_idempotency"),
 )
 
@@ -84,4 +86,4 @@ referral_changes = Table(
     Column("note", Text),
 )
 
-tables = ServiceTables(metadata)
+tables = ServiceTables(metadata, with_audit=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass, field
-from sqlalchemy import insert, select, update
+from datetime import timedelta
+
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.referrals import domain
@@ -17,13 +20,17 @@ from services.referrals.schemas import (
 from shared import tracing
 from shared.auth import Principal
 from shared.errors import Conflict, DomainError, NotFound
+from shared import privacy
 from shared.events import (
     AddressV1, ReferralAmendedV1, ReferralReceivedV1, ReferrerV1, RequestCancelledV1, RequestReceivedV1,
-    RequestV1, ResidentV1,
+    RequestV1, ResidentErasedV1, ResidentV1,
 )
 from shared.postcode import outward_code
+from shared.privacy import ERASED
 from shared.settings import Topics
 from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 class IdempotencyKeyReused(DomainError):
@@ -233,6 +240,8 @@ async def amend_referral(
 ) -> ReferralOut:
     async with uow:
         current = await _row(uow, referral_id)
+        if current["erased_at"] is not None:
+            raise Conflict("the resident's personal data was erased; take a new referral instead")
         if current["status"] != domain.OPEN:
             raise Conflict(f"referral is {current['status']}; only an open referral can be amended")
         changes: dict = {}
@@ -590,3 +599,114 @@ def _publish_received(uow: UnitOfWork, out: ReferralOut, *, topics: Topics, back
             topic=topics.request_stats,
             key=out.id,
         )
+
+
+# --- erasure and retention --------------------------------------------------------------
+
+async def erase_resident(
+    uow: UnitOfWork, *, referral_id: str, by: Principal, topics: Topics, reason: str = "request",
+) -> ReferralOut:
+    """Erase the resident's personal data from this referral, its history and the outbox; tell fulfilment.
+
+    Kept: ids, the reference, channel, dates, request types, urgencies and statuses,
+    and the postcode's outward code, so every count stays as it was. Idempotent.
+    """
+    async with uow:
+        row = await _row(uow, referral_id)
+        if row["erased_at"] is not None:
+            return await _load(uow, referral_id)
+        now = uow.now()
+        await uow.session.execute(
+            update(referrals).where(referrals.c.id == referral_id).values(
+                name=ERASED, name_key=ERASED, date_of_birth=None, phone=None, email=None,
+                address_line1=ERASED, address_line2=None, town=None,
+                postcode=privacy.outward_code(row["postcode"]), contact_preference=None, vulnerabilities=[],
+                language=None, referrer=None, body_hash=None, erased_at=now, updated_at=now,
+                version=row["version"] + 1,
+            )
+        )
+        await uow.session.execute(update(requests).where(requests.c.referral_id == referral_id).values(details=None))
+        await uow.session.execute(
+            update(referral_changes).where(referral_changes.c.referral_id == referral_id).values(note=None)
+        )
+        await _record_change(uow, referral_id=referral_id, by=by, kind="erased", fields=[reason], note=None)
+        # Events still held for republishing carry the resident too: erase them in place.
+        outbox = uow.outbox
+        held = (await uow.session.execute(
+            select(outbox.c.id, outbox.c.payload).where(outbox.c.key == referral_id)
+        )).all()
+        for outbox_id, payload in held:
+            redacted = privacy.redact_event(payload)
+            if redacted != payload:
+                await uow.session.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=redacted))
+        uow.publish(ResidentErasedV1(referral_id=referral_id, erased_at=now, reason=reason), topic=topics.referrals)
+        await uow.commit()
+        return await _load(uow, referral_id)
+
+
+RETENTION = Principal(subject="retention", role="admin", scopes=frozenset())
+"""Who anonymises cases at the end of the retention period: the service itself."""
+
+
+async def anonymise_expired(
+    uow_factory, *, topics: Topics, now, closed_for: timedelta, kept_for: timedelta, batch: int = 200,
+) -> list[str]:
+    """Anonymise the referrals past retention; return their ids.
+
+    Past retention: closed or cancelled and unchanged for `closed_for`, or received
+    more than `kept_for` ago whatever their status (referrals never hears that a
+    request was fulfilled, so an open referral would otherwise be kept for ever).
+    Each is erased in its own transaction, as an erasure on request is, and
+    fulfilment hears of it the same way.
+    """
+    async with uow_factory() as uow:
+        ids = list((await uow.session.scalars(
+            select(referrals.c.id).where(
+                referrals.c.erased_at.is_(None),
+                or_(
+                    (referrals.c.status != domain.OPEN) & (referrals.c.updated_at < now - closed_for),
+                    referrals.c.received_at < now - kept_for,
+                ),
+            ).order_by(referrals.c.received_at).limit(batch)
+        )).all())
+    for referral_id in ids:
+        await erase_resident(uow_factory(), referral_id=referral_id, by=RETENTION, topics=topics, reason="retention")
+    return ids
+
+
+class RetentionScheduler:
+    """Anonymises expired cases now and then, in the service process (safe in several: erasure is idempotent)."""
+
+    def __init__(self, *, uow_factory, topics: Topics, closed_for: timedelta, kept_for: timedelta,
+                 poll_seconds: float, audit=None):
+        self.uow_factory = uow_factory
+        self.topics = topics
+        self.closed_for = closed_for
+        self.kept_for = kept_for
+        self.poll_seconds = poll_seconds
+        self.audit = audit
+
+    async def run_once(self, *, now=None) -> list[str]:
+        from shared.db import utcnow
+
+        anonymised = []
+        while True:
+            ids = await anonymise_expired(self.uow_factory, topics=self.topics, now=now or utcnow(),
+                                          closed_for=self.closed_for, kept_for=self.kept_for)
+            anonymised += ids
+            if ids and self.audit is not None:
+                await self.audit.record(by=RETENTION, action="anonymise", resource="referral", ids=ids)
+            if len(ids) < 200:
+                return anonymised
+
+    async def run(self) -> None:
+        while True:
+            try:
+                count = len(await self.run_once())
+                if count:
+                    log.info("retention: anonymised %d referrals", count)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention: a run failed; trying again at the next poll")
+            await asyncio.sleep(self.poll_seconds)

@@ -18,7 +18,7 @@ from shared.events import TYPE_PREFIX, EventData, contract
 from shared.events.referrals import ReferrerV1, ResidentV1
 
 __all__ = [
-    "AssignedRequestV1", "AssignmentRoutedV1", "AssignmentWithdrawnV1", "AssignmentAmendedV1",
+    "AssignedRequestV1", "AssignmentRoutedV1", "AssignmentWithdrawnV1", "AssignmentErasedV1", "AssignmentAmendedV1",
     "AssignmentStatusChangedV1", "AssignmentEscalatedV1",
 ]
 
@@ -81,6 +81,26 @@ class AssignmentWithdrawnV1(EventData):
     reason: str | None = None
     """The code behind it: the cancellation reason, the rejection reason."""
     withdrawn_at: datetime
+
+    def subject(self) -> str:
+        return str(self.assignment_id)
+
+
+@contract
+class AssignmentErasedV1(EventData):
+    """The resident's personal data was erased (on their request, or at the end of retention): erase your copy.
+
+    Sent to every hub that was ever sent this assignment. No personal data.
+    """
+
+    type: ClassVar[str] = TYPE_PREFIX + "assignment.erased.v1"
+    topics: ClassVar[tuple[str, ...]] = ("hubs",)
+
+    assignment_id: uuid.UUID
+    request_id: uuid.UUID
+    referral_id: uuid.UUID
+    hub: str
+    erased_at: datetime
 
     def subject(self) -> str:
         return str(self.assignment_id)

@@ -12,7 +12,7 @@ from shared.events import TYPE_PREFIX, EventData, contract
 
 __all__ = [
     "AddressV1", "ResidentV1", "ReferrerV1", "RequestV1", "ReferralReceivedV1", "ReferralAmendedV1",
-    "RequestCancelledV1", "RequestReceivedV1", "CANCEL_REASONS",
+    "RequestCancelledV1", "RequestReceivedV1", "ResidentErasedV1", "CANCEL_REASONS",
 ]
 
 class AddressV1(BaseModel):
@@ -129,6 +129,26 @@ class RequestReceivedV1(EventData):
     urgency: str
     received_at: datetime
     possible_duplicate: bool = False
+
+    def subject(self) -> str:
+        return str(self.referral_id)
+
+
+@contract
+class ResidentErasedV1(EventData):
+    """A resident's personal data was erased on request (or at the end of retention): erase your copy.
+
+    No personal data: the referral id names the resident, and ids, request types and
+    statuses stay everywhere so counts do not change.
+    """
+
+    type: ClassVar[str] = TYPE_PREFIX + "resident.erased.v1"
+    topics: ClassVar[tuple[str, ...]] = ("referrals",)
+
+    referral_id: uuid.UUID
+    erased_at: datetime
+    reason: str
+    """`request` (the resident asked) or `retention` (closed longer than the retention period)."""
 
     def subject(self) -> str:
         return str(self.referral_id)

@@ -1,0 +1,177 @@
+"""HTTP hardening every service shares: security headers, CORS, rate limits, body-size limits.
+
+One pure ASGI middleware (plus Starlette's CORS middleware when origins are
+configured), installed by `create_service_app` through `install_security`.
+Settings (see `ServiceSettings`) make each part configurable per service: the
+reporting dashboard, say, needs a Content-Security-Policy that lets its own
+same-origin scripts run, where an API needs none at all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import orjson
+from starlette.middleware.cors import CORSMiddleware
+
+from shared.errors import PROBLEM
+
+# The paths of FastAPI's interactive documentation: its page loads Swagger UI or ReDoc from a CDN.
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+# Probes and the scraper are never throttled: a busy service must still say it is alive.
+UNLIMITED_PATHS = ("/health", "/ready", "/metrics")
+
+
+def install_security(app, settings) -> None:
+    """Add the middleware; call before the request-context middleware, so it runs inside it (request ids)."""
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "Accept"],
+            expose_headers=["Location", "X-Request-Id", "Retry-After", "Idempotent-Replayed", "ETag", "Last-Modified"],
+            max_age=600,
+        )
+    app.add_middleware(
+        SecurityMiddleware,
+        content_security_policy=settings.content_security_policy,
+        docs_content_security_policy=settings.docs_content_security_policy,
+        strict_transport=settings.environment == "production",
+        rate=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+        if settings.rate_limit_per_minute > 0 else None,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+
+
+class RateLimiter:
+    """A token bucket per client: `burst` at once, refilled at `per_minute`. Per process (see docs/security.md)."""
+
+    def __init__(self, *, per_minute: int, burst: int, clock=time.monotonic):
+        self.rate = per_minute / 60.0
+        self.burst = max(1, burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str) -> float:
+        """0 if the request may go ahead, else the seconds until it may."""
+        now = self.clock()
+        tokens, then = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            if len(self._buckets) >= 100_000:
+                self._buckets.clear()  # a crude bound on memory under a flood of distinct clients
+            self._buckets[client] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+class SecurityMiddleware:
+    def __init__(self, app, *, content_security_policy: str, docs_content_security_policy: str,
+                 strict_transport: bool, rate: RateLimiter | None, max_body_bytes: int, max_upload_bytes: int):
+        self.app = app
+        self.rate = rate
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        common = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"DENY"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+        if strict_transport:
+            common.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        self.headers = common + [(b"content-security-policy", content_security_policy.encode())]
+        self.docs_headers = common + [(b"content-security-policy", docs_content_security_policy.encode())]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = self.docs_headers if scope["path"] in DOCS_PATHS else self.headers
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in extra if name not in present]
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))  # residents' data stays out of caches
+                message["headers"] = headers
+            await send(message)
+
+        headers = dict(scope["headers"])
+        if self.rate is not None and scope["path"] not in UNLIMITED_PATHS:
+            wait = self.rate.take(self._client(scope, headers))
+            if wait > 0:
+                seconds = max(1, math.ceil(wait))
+                return await self._problem(scope, send_with_headers, 429, "too-many-requests", "Too many requests",
+                                           f"slow down: try again in {seconds} s",
+                                           [(b"retry-after", str(seconds).encode())])
+
+        limit = self.max_upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") \
+            else self.max_body_bytes
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._problem(scope, send_with_headers, 413, "payload-too-large", "Request body too large",
+                                       f"the body is over {limit} bytes")
+
+        # No (or a false) Content-Length: count what arrives, and stop reading past the limit.
+        received, too_large, answered = 0, False, False
+
+        async def counted_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal answered
+            if too_large:
+                if not answered:
+                    answered = True
+                    await self._problem(scope, send_with_headers, 413, "payload-too-large",
+                                        "Request body too large", f"the body is over {limit} bytes")
+                return  # the app's own answer to a body cut short is dropped
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+            # A route reading the body itself met the cut (ClientDisconnect): the answer is still 413.
+        if too_large and not answered:
+            await self._problem(scope, send_with_headers, 413, "payload-too-large", "Request body too large",
+                                f"the body is over {limit} bytes")
+
+    @staticmethod
+    def _client(scope, headers) -> str:
+        """Who to count against: the verified token's subject, else the caller's address."""
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            try:
+                return "sub:" + scope["app"].state.verifier.verify(token).subject
+            except Exception:
+                pass  # an invalid token is counted by address, and answered 401 further in
+        client = scope.get("client") or ("unknown", 0)
+        return f"ip:{client[0]}"
+
+    @staticmethod
+    async def _problem(scope, send, status: int, slug: str, title: str, detail: str, headers=()) -> None:
+        body = {"type": f"https://kent-together.example/problems/{slug}", "title": title, "status": status,
+                "detail": detail, "instance": scope["path"]}
+        request_id = scope.get("state", {}).get("request_id")
+        if request_id:
+            body["request_id"] = request_id
+        raw = orjson.dumps(body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(raw)).encode()),
+                                *headers]})
+        await send({"type": "http.response.body", "body": raw})

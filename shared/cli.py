@@ -122,7 +122,7 @@ def run(
             broker = EmbeddedBroker(port=broker_port, log_path=var_dir / "broker.log").start()
             typer.echo(f"embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:{broker_port}; log in {var_dir}/broker.log")
         env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_port}"
-    asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], ServiceSettings().kafka))
+    asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], security=ServiceSettings().kafka))
     for name, _ in services:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True, env=env)
 
@@ -220,7 +220,7 @@ def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs"
     typer.echo(f"wrote {out}/asyncapi.json and {out}/openapi/")
 
 
-async def _create_topics(bootstrap: str, security) -> None:
+async def _create_topics(bootstrap: str, *, security) -> None:
     from shared.bus import ensure_topics
     from shared.settings import Topics
 

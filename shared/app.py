@@ -27,6 +27,7 @@ from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
 from shared.db import Database
 from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
+from shared.kafka_security import check_transport
 from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of
 from shared.metrics import now as metrics_now
@@ -82,13 +83,14 @@ class Runtime:
             dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
             max_attempts=self.settings.consumer_max_attempts,
             session_timeout_ms=self.settings.consumer_session_timeout_ms, batch_handler=batch_handler,
-            max_event_bytes=self.settings.consumer_max_event_bytes,
+            max_event_bytes=self.settings.consumer_max_event_bytes, security=self.settings.kafka,
         )
 
 
 def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
+    check_transport(settings.kafka, settings.environment)
     db = Database(settings.database_url)
-    producer = Producer(settings.kafka_bootstrap_servers)
+    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka)
     relay = OutboxRelay(
         db=db, table=tables.outbox, producer=producer,
         batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,
@@ -114,6 +116,8 @@ def create_service_app(
     on_startup: Callable[[Runtime], object] | None = None,
 ) -> FastAPI:
     """The one way a service app is made: same middleware, errors, health and lifecycle."""
+    if settings.log_json:  # before the runtime, so what building it logs is formatted too
+        configure_logging(settings.service_name, settings.log_level)
     runtime = build_runtime(settings, tables)
 
     @contextlib.asynccontextmanager
@@ -137,8 +141,6 @@ def create_service_app(
             await runtime.producer.stop()
             await runtime.db.dispose()
 
-    if settings.log_json:
-        configure_logging(settings.service_name, settings.log_level)
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier

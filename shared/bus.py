@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from shared.kafka_security import KafkaSecurity, client_options
+
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +35,11 @@ class Producer:
     complete (a paused broker, a slow leader) is what writes duplicates.
     """
 
-    def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 10_000):
+    def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 10_000,
+                 security: KafkaSecurity | None = None):
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
+        """TLS and SASL (shared/kafka_security.py); None is PLAINTEXT."""
         self.request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -49,6 +54,7 @@ class Producer:
                     linger_ms=2,
                     request_timeout_ms=self.request_timeout_ms,
                     max_request_size=4 * 1024 * 1024,
+                    **client_options(self.security),
                 )
                 try:
                     await producer.start()
@@ -84,9 +90,11 @@ class Producer:
         await self.reset()
 
 
-async def ensure_topics(bootstrap_servers: str, topics: dict[str, int]) -> None:
+async def ensure_topics(bootstrap_servers: str, topics: dict[str, int], *,
+                        security: KafkaSecurity | None = None) -> None:
     """Create topics that do not exist yet, with the given partition counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000,
+                                **client_options(security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

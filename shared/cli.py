@@ -122,7 +122,7 @@ def run(
             broker = EmbeddedBroker(port=broker_port, log_path=var_dir / "broker.log").start()
             typer.echo(f"embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:{broker_port}; log in {var_dir}/broker.log")
         env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_port}"
-    asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"]))
+    asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], security=ServiceSettings().kafka))
     for name, _ in services:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True, env=env)
 
@@ -220,11 +220,11 @@ def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs"
     typer.echo(f"wrote {out}/asyncapi.json and {out}/openapi/")
 
 
-async def _create_topics(bootstrap: str) -> None:
+async def _create_topics(bootstrap: str, *, security) -> None:
     from shared.bus import ensure_topics
     from shared.settings import Topics
 
-    await ensure_topics(bootstrap, {name: 6 for name in Topics().declared()})
+    await ensure_topics(bootstrap, {name: 6 for name in Topics().declared()}, security=security)
 
 
 def _relay_output(name: str, process: subprocess.Popen) -> None:
@@ -267,6 +267,7 @@ def replay():
             return await replay_topics(
                 runtime.uow, inbox=reporting_tables.inbox, consumer=settings.consumer_group,
                 bootstrap_servers=settings.kafka_bootstrap_servers, topics=consumed_topics(settings),
+                security=settings.kafka,
             )
         finally:
             await runtime.producer.stop()
@@ -570,14 +571,18 @@ def replay_dead_letters_command(
     from shared.deadletters import replay_dead_letters
     from shared.settings import Topics
 
+    from shared.kafka_security import check_transport
+
     settings = ServiceSettings()
-    producer = Producer(settings.kafka_bootstrap_servers)
+    check_transport(settings.kafka, settings.environment)
+    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka)
 
     async def main() -> int:
         try:
             return await replay_dead_letters(
                 bootstrap_servers=settings.kafka_bootstrap_servers, producer=producer,
                 dead_letter_topic=Topics().dead_letter_prefix + group, event_ids=set(event_id) if event_id else None,
+                security=settings.kafka,
             )
         finally:
             await producer.stop()

@@ -25,6 +25,7 @@ from shared import tracing
 from shared.bus import OutgoingMessage, Producer
 from shared.db import UtcDateTime
 from shared.events import REGISTRY, CloudEvent
+from shared.kafka_security import KafkaSecurity, client_options
 from shared.logs import event_id_var
 from shared.uow import UnitOfWork
 
@@ -68,8 +69,11 @@ class EventConsumer:
         batch_size: int = 200,
         batch_handler: BatchHandler | None = None,
         max_event_bytes: int = 512 * 1024,
+        security: KafkaSecurity | None = None,
     ):
         self.group_id = group_id
+        self.security = security
+        """TLS and SASL (shared/kafka_security.py); None is PLAINTEXT."""
         self.batch_handler = batch_handler
         """Optional: takes the new events of a fetch at once, in its transaction, instead of `handlers` one by one."""
         self.topics = topics
@@ -117,6 +121,7 @@ class EventConsumer:
                 # when data arrives: keep the wait short so events flow in milliseconds.
                 fetch_max_wait_ms=100,
                 heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
+                **client_options(self.security),
             )
             handled: dict = {}  # partition → offset after the last message whose database commit is done
             try:

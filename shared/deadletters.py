@@ -11,14 +11,16 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.bus import OutgoingMessage, Producer
+from shared.kafka_security import KafkaSecurity, client_options
 
 
 async def replay_dead_letters(
     *, bootstrap_servers: str, dead_letter_topic: str, producer: Producer, event_ids: set[str] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> int:
     """Send every message now on `dead_letter_topic` back to its topic; return how many were sent."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                              fetch_max_wait_ms=100)
+                              fetch_max_wait_ms=100, **client_options(security))
     await reader.start()
     messages: list[OutgoingMessage] = []
     try:

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.kafka_security import KafkaSecurity
+
 DEV_ISSUER = "kent-together-dev"
 AUDIENCE = "kent-together"
 
@@ -60,6 +62,8 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    """TLS and SASL for every Kafka client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*)."""
     database_url: str = ""
     """Per service, e.g. REFERRALS_DATABASE_URL; defaults to a SQLite file in var/."""
 

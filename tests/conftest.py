@@ -19,7 +19,7 @@ from tests.support.databases import PostgresTemplates, sqlite_template
 
 # Tests build their own settings; never a developer's var/ or environment.
 for _name in list(os.environ):
-    if _name.startswith(("KT_", "REFERRALS_", "FULFILMENT_", "ACTIONS_", "REPORTING_")) or _name == "KAFKA_BOOTSTRAP_SERVERS":
+    if _name.startswith(("KT_", "KAFKA_", "REFERRALS_", "FULFILMENT_", "ACTIONS_", "REPORTING_")):
         del os.environ[_name]
 
 

@@ -17,6 +17,7 @@ from services.fulfilment.postcodes import PostcodeDirectory
 from services.fulfilment.webhooks import WebhookDispatcher
 from shared.app import Runtime, create_service_app
 from shared.bus import ensure_topics
+from shared.kafka_security import KafkaSecurity
 from shared.settings import ServiceSettings
 
 NAME = "fulfilment"
@@ -70,7 +71,8 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         if settings.create_hub_topics:
             topics = [settings.topics.hub(r["slug"]) for r in hub_rows] + [settings.topics.assignment_status]
             runtime.tasks.append(asyncio.create_task(
-                _create_topics(settings.kafka_bootstrap_servers, topics, partitions=settings.hub_topic_partitions),
+                _create_topics(settings.kafka_bootstrap_servers, topics, partitions=settings.hub_topic_partitions,
+                               security=settings.kafka),
                 name="create-hub-topics",
             ))
         if settings.run_scheduler:
@@ -105,11 +107,12 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
     return app
 
 
-async def _create_topics(bootstrap_servers: str, topics: list[str], *, partitions: int) -> None:
+async def _create_topics(bootstrap_servers: str, topics: list[str], *, partitions: int,
+                         security: KafkaSecurity) -> None:
     """Best effort, in the background: the service works without (a broker may create topics on first use)."""
     for attempt in range(10):
         try:
-            await ensure_topics(bootstrap_servers, {topic: partitions for topic in topics})
+            await ensure_topics(bootstrap_servers, {topic: partitions for topic in topics}, security=security)
             return
         except asyncio.CancelledError:
             raise

@@ -21,6 +21,7 @@ from shared.events import (
     RequestReceivedV1, parse_data,
 )
 from shared.events.actions import ActionEvent
+from shared.kafka_security import KafkaSecurity, client_options
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ def day_range(span: domain.DateRange, days: list[date]) -> list[date]:
 
 async def replay(
     uow_factory, *, inbox, consumer: str, bootstrap_servers: str, topics: list[str], batch_size: int = 500,
-    progress=None,
+    progress=None, security: KafkaSecurity | None = None,
 ) -> int:
     """Drop the read models and rebuild them from the topics' beginnings up to their ends now.
 
@@ -314,6 +315,7 @@ async def replay(
     reader = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=batch_size,
+        **client_options(security),
     )
     await reader.start()
     projected = 0

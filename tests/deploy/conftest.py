@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from shared.cli import SERVICES
+from shared.kafka_security import KafkaSecurity
+from shared.kafka_security import variable as kafka_variable
 from shared.settings import ServiceSettings, Topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +81,8 @@ def environment_names(name: str) -> set[str]:
         if field_name == "topics":
             topic_prefix = Topics.model_config["env_prefix"]
             names |= {(topic_prefix + topic).upper() for topic in Topics.model_fields}
+        elif field_name == "kafka":
+            names |= {kafka_variable(name) for name in KafkaSecurity.model_fields}
         elif isinstance(field.validation_alias, str):
             names.add(field.validation_alias.upper())
         else:

@@ -208,3 +208,100 @@ def test_referral_events_are_readable_only_by_fulfilment_and_reporting_reads_no_
     consumer_acls = {u["metadata"]["name"]: {a["resource"]["name"] for a in u["spec"]["authorization"]["acls"]
                                              if a["resource"]["type"] == "group"} for u in users}
     assert groups["fulfilment"] in consumer_acls["fulfilment"] and groups["reporting"] in consumer_acls["reporting"]
+
+
+# -- Kafka authentication: each service logs in as its own KafkaUser
+
+KAFKA_CA_SECRET = "kt-kafka-cluster-ca-cert"
+"""The Secret in which Strimzi keeps the cluster CA of the Kafka cluster kt-kafka."""
+
+
+def container_values(documents: list[dict], container: dict) -> dict[str, object]:
+    """What each variable of a container is: a literal, or the secret key it is read from."""
+    values: dict[str, object] = {}
+    for source in container.get("envFrom", []):
+        for kind, ref in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+            if ref in source:
+                [found] = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == source[ref]["name"]]
+                values.update(found.get("data", {}), **found.get("stringData", {}))
+    for entry in container.get("env", []):
+        if "valueFrom" in entry:
+            values[entry["name"]] = entry["valueFrom"]
+        else:
+            values[entry["name"]] = entry["value"]
+    return values
+
+
+def deployments(documents: list[dict]):
+    for d in documents:
+        if d["kind"] == "Deployment":
+            yield d, d["spec"]["template"]["spec"]["containers"][0]
+
+
+def mounted_file(deployment: dict, container: dict, path: str) -> tuple[str, str] | None:
+    """(secret, key) of the Secret file mounted at `path` in the container, if any."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for mount in container.get("volumeMounts", []):
+        directory = mount["mountPath"].rstrip("/") + "/"
+        secret = volumes[mount["name"]].get("secret")
+        if secret and path.startswith(directory):
+            name = path[len(directory):]
+            for item in secret.get("items", []):
+                if item["path"] == name:
+                    return secret["secretName"], item["key"]
+    return None
+
+
+def test_production_services_authenticate_to_kafka_as_their_own_kafka_user(rendered):
+    documents = rendered["production"]
+    users = {d["metadata"]["name"]: d for d in documents if d["kind"] == "KafkaUser"}
+    seen = set()
+    for deployment, container in deployments(documents):
+        service = deployment["metadata"]["labels"]["kent-together/service"]
+        name = deployment["metadata"]["name"]
+        values = container_values(documents, container)
+        assert values["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert values["KAFKA_BOOTSTRAP_SERVERS"].endswith(":9093"), name  # the cluster's TLS listener
+        assert values["KAFKA_SASL_USERNAME"] == service, name
+        user = users[service]
+        assert user["spec"]["authentication"]["type"] == values["KAFKA_SASL_MECHANISM"].lower(), name
+        # Strimzi writes the user's password to a Secret named after the KafkaUser, key `password`.
+        assert values["KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": service, "key": "password"}}, name
+        assert mounted_file(deployment, container, values["KAFKA_SSL_CAFILE"]) == (KAFKA_CA_SECRET, "ca.crt"), name
+        seen.add(service)
+    assert seen == set(SERVICE_NAMES)
+
+
+def test_production_kafka_settings_are_accepted_by_the_code(rendered, tmp_path):
+    from shared.kafka_security import KafkaSecurity, client_options
+
+    ca = tmp_path / "ca.crt"  # stands in for the mounted file: the settings check that it exists
+    ca.write_text("")
+    for deployment, container in deployments(rendered["production"]):
+        values = container_values(rendered["production"], container)
+        fields = {name.removeprefix("KAFKA_").lower(): value for name, value in values.items()
+                  if name.removeprefix("KAFKA_").lower() in KafkaSecurity.model_fields}
+        fields["sasl_password"] = "from-the-strimzi-secret"
+        fields["ssl_cafile"] = str(ca)
+        security = KafkaSecurity(**fields)
+        assert security.uses_sasl and security.uses_tls, deployment["metadata"]["name"]
+        assert client_options(KafkaSecurity(**{**fields, "ssl_cafile": ""}))["sasl_plain_username"] == \
+            deployment["metadata"]["labels"]["kent-together/service"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_migrate_job_gets_no_kafka_client_settings(rendered, overlay):
+    """It never talks to Kafka; SASL without a username, or a CA file not mounted, would refuse to start."""
+    documents = rendered[overlay]
+    for job in (d for d in documents if d["kind"] == "Job"):
+        for container in job["spec"]["template"]["spec"]["containers"]:
+            names = container_environment(documents, container)
+            assert not {n for n in names if n.startswith(("KAFKA_SASL_", "KAFKA_SSL_", "KAFKA_SECURITY_"))}
+
+
+def test_compose_passes_the_kafka_client_settings_through_plaintext_by_default(compose):
+    for name, service in our_compose_services(compose).items():
+        environment = service["environment"]
+        assert environment["KAFKA_SECURITY_PROTOCOL"] == "${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}", name
+        for variable in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE"):
+            assert environment[variable].startswith("${" + variable), (name, variable)

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared import tracing
 from shared.bus import OutgoingMessage, Producer
@@ -206,22 +208,28 @@ class EventConsumer:
         if not work:
             return
         async with self.uow_factory() as uow:
+            now = uow.now()
+            if self.batch_handler is not None:
+                unique = {str(e.id): e for _, e, _ in work}
+                # One statement records the new ids and says which they were. (A SELECT ... IN
+                # first cost a second round trip, and on PostgreSQL its cached plan, made
+                # while the inbox was small, came to scan the whole consumer's inbox.)
+                insert_new = (pg_insert if uow.db.dialect == "postgresql" else sqlite_insert)(self.inbox)
+                recorded = set(await uow.session.scalars(
+                    insert_new.on_conflict_do_nothing().returning(self.inbox.c.event_id),
+                    [{"consumer": self.group_id, "event_id": key, "processed_at": now} for key in unique],
+                ))
+                fresh = [event for key, event in unique.items() if key in recorded]
+                if fresh:
+                    await self.batch_handler(uow, fresh)  # a failure: handled one at a time after all
+                    await uow.commit()
+                return
             ids = list(dict.fromkeys(str(event.id) for _, event, _ in work))
             seen = set(await uow.session.scalars(
                 select(self.inbox.c.event_id).where(
                     self.inbox.c.consumer == self.group_id, self.inbox.c.event_id.in_(ids)
                 )
             ))
-            now = uow.now()
-            if self.batch_handler is not None:
-                fresh = list({str(e.id): e for _, e, _ in work if str(e.id) not in seen}.values())
-                if fresh:
-                    await uow.session.execute(insert(self.inbox), [
-                        {"consumer": self.group_id, "event_id": str(e.id), "processed_at": now} for e in fresh
-                    ])
-                    await self.batch_handler(uow, fresh)  # a failure: handled one at a time after all
-                    await uow.commit()
-                return
             for index, event, handler in work:
                 event_id = str(event.id)
                 if event_id in seen:

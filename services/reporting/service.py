@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -47,6 +47,10 @@ async def project(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
     both create a fact collide on its key, and the consumer retries.
     """
     now = uow.now()
+    if uow.db.dialect == "postgresql":
+        # Plan the fact lookups for this batch's keys, not once for all: a generic plan
+        # cached while the tables were small kept scanning them whole as they grew.
+        await uow.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     request_events = [e for e in events if e.type in REQUEST_EVENTS]
     action_events = [e for e in events if e.type in ACTION_EVENTS]
     if request_events:

@@ -356,16 +356,16 @@ def _event_of(raw: bytes | None) -> CloudEvent | None:
 
 async def _project_once(uow_factory, events: list[CloudEvent], *, inbox, consumer: str) -> int:
     """Project the events not yet in the inbox, recording them there, in one transaction."""
-    unique = list({str(e.id): e for e in events}.items())
+    unique = {str(e.id): e for e in events}
     async with uow_factory() as uow:
-        seen = set((await uow.session.execute(select(inbox.c.event_id).where(
-            inbox.c.consumer == consumer, inbox.c.event_id.in_([key for key, _ in unique])))).scalars())
-        fresh = [event for key, event in unique if key not in seen]
+        now = uow.now()
+        # As the live consumer does: the ids the insert returns are the new events.
+        recorded = set(await uow.session.scalars(
+            _upsert(uow, inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
+            [{"consumer": consumer, "event_id": key, "processed_at": now} for key in unique]))
+        fresh = [event for key, event in unique.items() if key in recorded]
         if not fresh:
             return 0
-        now = uow.now()
-        await uow.session.execute(insert(inbox), [
-            {"consumer": consumer, "event_id": str(e.id), "processed_at": now} for e in fresh])
         await project(uow, fresh)
         await uow.commit()
     return len(fresh)

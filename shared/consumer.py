@@ -3,7 +3,8 @@
 Each message is handled in a unit of work that also records its event id in
 the inbox, so a message delivered twice changes nothing the second time. The
 messages of one fetch from a partition share one transaction (one commit for
-many events); if any of them fails, that transaction is rolled back and they
+many events; with a batch handler, those of every partition in the fetch do);
+if any of them fails, that transaction is rolled back and they
 are handled again one at a time, so one bad message never holds back or
 spoils the others. A message that keeps failing is retried a bounded number
 of times, then sent to the dead-letter topic with the reason, and the

@@ -12,6 +12,7 @@ from shared.settings import ServiceSettings
 
 NAME = "reporting"
 PORT = 8004
+BATCH_SIZE = 500
 
 
 class ReportingSettings(ServiceSettings):
@@ -38,8 +39,12 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     settings = settings or ReportingSettings()
 
     def consumers(runtime: Runtime):
-        return [runtime.consumer(group=settings.consumer_group, topics=consumed_topics(settings),
-                                 handlers=handlers.projection_handlers(), batch_handler=handlers.project_batch)]
+        consumer = runtime.consumer(group=settings.consumer_group, topics=consumed_topics(settings),
+                                    handlers=handlers.projection_handlers(), batch_handler=handlers.project_batch)
+        # A whole fetch (up to 500 events) in one transaction: the fold's cost is per
+        # transaction and per count key, and a bigger batch shares both.
+        consumer.batch_size = BATCH_SIZE
+        return [consumer]
 
     return create_service_app(
         title="Kent Together: reporting",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -48,6 +48,10 @@ async def project(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
     both create a fact collide on its key, and the consumer retries.
     """
     now = uow.now()
+    if uow.db.dialect == "postgresql":
+        # Plan the fact lookups for this batch's keys, not once for all: a generic plan
+        # cached while the tables were small kept scanning them whole as they grew.
+        await uow.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     request_events = [e for e in events if e.type in REQUEST_EVENTS]
     action_events = [e for e in events if e.type in ACTION_EVENTS]
     if request_events:
@@ -354,16 +358,16 @@ def _event_of(raw: bytes | None) -> CloudEvent | None:
 
 async def _project_once(uow_factory, events: list[CloudEvent], *, inbox, consumer: str) -> int:
     """Project the events not yet in the inbox, recording them there, in one transaction."""
-    unique = list({str(e.id): e for e in events}.items())
+    unique = {str(e.id): e for e in events}
     async with uow_factory() as uow:
-        seen = set((await uow.session.execute(select(inbox.c.event_id).where(
-            inbox.c.consumer == consumer, inbox.c.event_id.in_([key for key, _ in unique])))).scalars())
-        fresh = [event for key, event in unique if key not in seen]
+        now = uow.now()
+        # As the live consumer does: the ids the insert returns are the new events.
+        recorded = set(await uow.session.scalars(
+            _upsert(uow, inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
+            [{"consumer": consumer, "event_id": key, "processed_at": now} for key in unique]))
+        fresh = [event for key, event in unique.items() if key in recorded]
         if not fresh:
             return 0
-        now = uow.now()
-        await uow.session.execute(insert(inbox), [
-            {"consumer": consumer, "event_id": str(e.id), "processed_at": now} for e in fresh])
         await project(uow, fresh)
         await uow.commit()
     return len(fresh)

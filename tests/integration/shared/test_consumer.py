@@ -316,3 +316,43 @@ async def test_a_batch_that_fails_is_handled_one_at_a_time_so_only_the_poison_is
     assert await count_effects(db) == 1  # the good one, once; nothing of the failed batch kept
     [parked] = await dead_letters(broker.bootstrap_servers, f"{topic}.dlq", expect=1)
     assert parked.value == poison.to_bytes()
+
+
+async def test_a_batch_handler_takes_a_fetch_of_several_partitions_together_and_commits_each_partition(
+    db, broker, topic, unique,
+):
+    from shared.bus import ensure_topics
+
+    await ensure_topics(broker.bootstrap_servers, {topic: 3})
+    events = [cancelled_event() for _ in range(12)]
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for index, event in enumerate(events):
+            await producer.send_and_wait(topic, value=event.to_bytes(), key=b"k", partition=index % 3)
+    finally:
+        await producer.stop()
+    batches = []
+
+    async def batch(uow, fresh):
+        batches.append([e.id for e in fresh])
+        for event in fresh:
+            await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    consumer.batch_handler = batch
+    await run_until(consumer, lambda: consumer.processed_total >= 12)
+    handled = [i for b in batches for i in b]
+    assert sorted(map(str, handled)) == sorted(str(e.id) for e in events)
+    for partition in range(3):  # each partition's events in their order
+        assert [i for i in handled if i in {e.id for e in events[partition::3]}] == [e.id for e in events[partition::3]]
+    assert max(map(len, batches)) > 4  # one transaction held more than one partition (4 each)
+    assert await count_effects(db) == 12
+
+    # Every partition's offset was committed: a restarted consumer has nothing to do.
+    later = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, later.to_bytes())
+    again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    again.batch_handler = batch
+    await run_until(again, lambda: again.processed_total >= 1)
+    assert batches[-1] == [later.id] and again.processed_total == 1

@@ -171,8 +171,10 @@ class EventConsumer:
             await self.process_many([message for _, message in chunk])
             for partition, message in chunk:
                 handled[partition] = message.offset + 1
-        # Only now, after every database commit of this fetch.
+        # Only now, after every database commit of this fetch; then forget them, so a
+        # partition since given to another instance is never committed again from here.
         await consumer.commit(dict(handled))
+        handled.clear()
         handled.clear()
 
     async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:

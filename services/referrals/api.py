@@ -55,11 +55,11 @@ async def post_referral(request: Request, response: Response, by: Writer, rt: Rt
             f"legacy system: it needs the {domain.BACKFILL_SCOPE!r} scope, which role {by.role!r} does not have",
             field="received_at",
         )
+    # The intake queue writes the "create" audit record in the referral's own transaction.
     out, replayed = await request.app.state.intake.take(
-        service.Intake(referral=referral, by=by, idempotency_key=idempotency_key)
+        service.Intake(referral=referral, by=by, idempotency_key=idempotency_key,
+                       request_id=getattr(request.state, "request_id", None))
     )
-    if not replayed:
-        await rt.audit.record(by=by, action="create", resource="referral", ids=[_id(out)], request=request)
     response.headers["Location"] = f"/v1/referrals/{out.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

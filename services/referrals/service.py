@@ -18,6 +18,7 @@ from services.referrals.schemas import (
     Cancellation, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypePatch,
 )
 from shared import tracing
+from shared.audit import AuditLog
 from shared.auth import Principal
 from shared.errors import Conflict, DomainError, NotFound
 from shared import privacy
@@ -71,6 +72,8 @@ class Intake:
     idempotency_key: str | None = None
     traceparent: str | None = field(default_factory=tracing.current_traceparent)
     """The caller's trace: a batch is written in one task, each referral's events keep their own."""
+    request_id: str | None = None
+    """The HTTP request's id, for the audit record written with the referral."""
 
     @property
     def backfilled(self) -> bool:
@@ -89,14 +92,15 @@ async def take_referral(
 
 
 async def take_referrals(
-    uow: UnitOfWork, *, intakes: list[Intake], topics: Topics,
+    uow: UnitOfWork, *, intakes: list[Intake], topics: Topics, audit: AuditLog | None = None,
 ) -> list[tuple[ReferralOut, bool] | DomainError]:
     """Store referrals that arrived together in one transaction: one commit, one fsync.
 
     Group commit: each referral is still all-or-nothing with its events, and
     none is answered before the commit. A conflict (two retries racing with
     one Idempotency-Key, a reference drawn twice) rolls back and goes again,
-    when the replays are found.
+    when the replays are found. With `audit`, each new referral's "create"
+    record is written in the same transaction (a replay writes none).
     """
     fingerprints = [body_hash(i.referral) for i in intakes]
     for _ in range(3):
@@ -119,7 +123,7 @@ async def take_referrals(
                     fresh.append(index)
             now = uow.now()
             earlier = await _earlier_open_requests(uow, [intakes[i].referral for i in fresh])
-            referral_rows, request_rows = [], []
+            referral_rows, request_rows, audit_rows = [], [], []
             taken_so_far: list[tuple[ReferralIn, dict[str, str]]] = []
             for index, open_before in zip(fresh, earlier):
                 intake = intakes[index]
@@ -135,10 +139,15 @@ async def take_referrals(
                 with tracing.continued(intake.traceparent):
                     _publish_received(uow, out, topics=topics, backfilled=intake.backfilled)
                 results[index] = (out, False)
+                if audit is not None:
+                    audit_rows += audit.rows(by=intake.by, action="create", resource="referral", ids=[out.id],
+                                             request_id=intake.request_id, at=now)
             try:
                 if referral_rows:
                     await uow.session.execute(insert(referrals), referral_rows)
                     await uow.session.execute(insert(requests), request_rows)
+                if audit_rows:
+                    await uow.session.execute(insert(audit.table), audit_rows)
                 await uow.commit()
             except IntegrityError:
                 continue
@@ -161,9 +170,10 @@ class IntakeQueue:
     at once. Each caller still gets its 201 only after its commit.
     """
 
-    def __init__(self, *, uow_factory, topics: Topics, max_batch: int = 100):
+    def __init__(self, *, uow_factory, topics: Topics, max_batch: int = 100, audit: AuditLog | None = None):
         self.uow_factory = uow_factory
         self.topics = topics
+        self.audit = audit
         self.max_batch = max_batch
         self._waiting: list[tuple[Intake, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
@@ -182,7 +192,9 @@ class IntakeQueue:
         while self._waiting:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             try:
-                results = await take_referrals(self.uow_factory(), intakes=[i for i, _ in batch], topics=self.topics)
+                results = await take_referrals(
+                    self.uow_factory(), intakes=[i for i, _ in batch], topics=self.topics, audit=self.audit,
+                )
             except Exception as error:  # the database is down, say: every caller hears it
                 for _, future in batch:
                     if not future.done():

@@ -28,8 +28,6 @@ class ReferralsSettings(ServiceSettings):
     retention_kept_days: float = 730.0
     """Any referral received this long ago is anonymised (referrals never hears that help was given)."""
     retention_poll_seconds: float = 3600.0
-    intake_batches_in_flight: int = 2
-    """Group-commit batches of referrals that may be in progress at once (PostgreSQL): one builds while one commits."""
 
 
 def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
@@ -50,11 +48,7 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     app.state.request_types = service.RequestTypes()
     runtime = app.state.runtime
     # The "create" audit record commits with the referral: no second transaction per referral.
-    # Pipelined on PostgreSQL: the next batch is built while one commits (SQLite has one writer at a time).
-    app.state.intake = service.IntakeQueue(
-        uow_factory=runtime.uow, topics=settings.topics, audit=runtime.audit,
-        max_in_flight=1 if runtime.db.dialect == "sqlite" else settings.intake_batches_in_flight,
-    )
+    app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, topics=settings.topics, audit=runtime.audit)
     app.state.retention = service.RetentionScheduler(
         uow_factory=runtime.uow, topics=settings.topics, poll_seconds=settings.retention_poll_seconds,
         closed_for=timedelta(days=settings.retention_closed_days), kept_for=timedelta(days=settings.retention_kept_days),

@@ -93,7 +93,6 @@ async def take_referral(
 
 async def take_referrals(
     uow: UnitOfWork, *, intakes: list[Intake], topics: Topics, audit: AuditLog | None = None,
-    turn: "Turn | None" = None,
 ) -> list[tuple[ReferralOut, bool] | DomainError]:
     """Store referrals that arrived together in one transaction: one commit, one fsync.
 
@@ -102,19 +101,10 @@ async def take_referrals(
     one Idempotency-Key, a reference drawn twice) rolls back and goes again,
     when the replays are found. With `audit`, each new referral's "create"
     record is written in the same transaction (a replay writes none).
-
-    With a `turn` (the intake queue's pipeline), the batches before this one
-    that are written but not yet committed count as stored for the duplicate
-    check, and this batch writes only once they have committed; if one of
-    them did not (or committed other rows than were seen), this batch is
-    built again.
     """
     fingerprints = [body_hash(i.referral) for i in intakes]
-    for _ in range(4):
-        if turn is not None:
-            turn.taken = None
+    for _ in range(3):
         async with uow:
-            in_flight = turn.in_flight() if turn is not None else []
             results: list = [None] * len(intakes)
             stored = await _by_idempotency_keys(uow, intakes)
             fresh: list[int] = []
@@ -134,18 +124,15 @@ async def take_referrals(
             now = uow.now()
             earlier = await _earlier_open_requests(uow, [intakes[i].referral for i in fresh])
             referral_rows, request_rows, audit_rows = [], [], []
-            # Earlier in an uncommitted batch before this one, then earlier in this batch.
-            taken_so_far = [entry for _, _, taken in in_flight for entry in taken]
-            own: list[tuple[ReferralIn, dict[str, str]]] = []
+            taken_so_far: list[tuple[ReferralIn, dict[str, str]]] = []
             for index, open_before in zip(fresh, earlier):
                 intake = intakes[index]
-                for previous, previous_requests in taken_so_far:  # the same person twice at one moment
+                for previous, previous_requests in taken_so_far:  # the same person twice in one batch
                     if _same_resident(previous, intake.referral):
                         for request_type, request_id in previous_requests.items():
                             open_before.setdefault(request_type, request_id)
                 row, rows = _new_referral_rows(intake, fingerprint=fingerprints[index], now=now, earlier=open_before)
                 taken_so_far.append((intake.referral, {r["type"]: r["id"] for r in rows}))
-                own.append(taken_so_far[-1])
                 referral_rows.append(row)
                 request_rows += rows
                 out = _referral_out(row, rows)
@@ -155,10 +142,6 @@ async def take_referrals(
                 if audit is not None:
                     audit_rows += audit.rows(by=intake.by, action="create", resource="referral", ids=[out.id],
                                              request_id=intake.request_id, at=now)
-            if turn is not None:
-                turn.built(own)  # the next batch may start building now, while this one writes
-                if not await turn.earlier_committed(in_flight):
-                    continue  # what this batch was checked against was not stored: build it again
             try:
                 if referral_rows:
                     await uow.session.execute(insert(referrals), referral_rows)
@@ -168,8 +151,6 @@ async def take_referrals(
                 await uow.commit()
             except IntegrityError:
                 continue
-            if turn is not None:
-                turn.committed()
             for index, result in enumerate(results):
                 if isinstance(result, tuple) and result[0] == "same-as":
                     first = results[result[1]][0]
@@ -181,124 +162,47 @@ async def take_referrals(
     raise Conflict("could not store the referrals; please retry")
 
 
-class Turn:
-    """One batch's place in the intake pipeline: what it is writing, and whether it committed."""
-
-    def __init__(self, previous: "Turn | None", on_built):
-        self.previous = previous
-        self.on_built = on_built
-        self.attempt = 0
-        self.taken: list[tuple[ReferralIn, dict[str, str]]] | None = None
-        """This attempt's new referrals and their request ids by type, once built."""
-        self.committed_attempt: int | None = None
-        self.finished = asyncio.get_running_loop().create_future()
-        """Done once this batch and every batch before it have committed or failed."""
-
-    def in_flight(self) -> list[tuple["Turn", int, list]]:
-        """Batches before this one, oldest first, built but not finished: (turn, attempt, taken)."""
-        found = []
-        turn = self.previous
-        while turn is not None and not turn.finished.done():
-            if turn.taken is not None:
-                found.append((turn, turn.attempt, turn.taken))
-            turn = turn.previous
-        return found[::-1]
-
-    def built(self, taken: list) -> None:
-        self.attempt += 1
-        self.taken = taken
-        if self.on_built is not None:
-            on_built, self.on_built = self.on_built, None
-            on_built()
-
-    async def earlier_committed(self, seen: list[tuple["Turn", int, list]]) -> bool:
-        """Wait until the batches before have finished; whether the ones seen committed what was seen."""
-        if self.previous is not None:
-            await asyncio.shield(self.previous.finished)
-        return all(turn.committed_attempt == attempt for turn, attempt, _ in seen)
-
-    def committed(self) -> None:
-        self.committed_attempt = self.attempt
-
-
 class IntakeQueue:
     """Referrals posted at the same moment share one transaction (group commit).
 
     While one batch is being written the next gathers, so under load the
     database does one commit for many referrals; alone, a referral is written
     at once. Each caller still gets its 201 only after its commit.
-
-    Pipelined (`max_in_flight` > 1): once a batch is built (looked up, checked
-    for duplicates, its rows and events made) the next may start building
-    while the first inserts and commits, so Python's work overlaps the
-    database's. Batches commit in order; a batch treats the referrals of the
-    uncommitted batches before it as stored when it looks for duplicates, and
-    is built again if one of them fails. An Idempotency-Key raced across two
-    batches is refused by the unique index to the later one, which then finds
-    and replays the stored referral. On SQLite every transaction takes the one
-    write lock at its start, so nothing could overlap: use 1 there.
     """
 
-    def __init__(self, *, uow_factory, topics: Topics, max_batch: int = 100, audit: AuditLog | None = None,
-                 max_in_flight: int = 1):
+    def __init__(self, *, uow_factory, topics: Topics, max_batch: int = 100, audit: AuditLog | None = None):
         self.uow_factory = uow_factory
         self.topics = topics
         self.audit = audit
         self.max_batch = max_batch
-        self.max_in_flight = max(1, max_in_flight)
         self._waiting: list[tuple[Intake, asyncio.Future]] = []
-        self._building = False
-        self._alive: list[Turn] = []
-        self._tasks: set[asyncio.Task] = set()
+        self._writer: asyncio.Task | None = None
 
     async def take(self, intake: Intake) -> tuple[ReferralOut, bool]:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((intake, future))
-        self._start()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_while_waiting())
         result = await asyncio.shield(future)
         if isinstance(result, DomainError):
             raise result
         return result
 
-    def _start(self) -> None:
-        """Start building the next batch if one is waiting, none is building and the pipeline has room."""
-        if not self._waiting or self._building or len(self._alive) >= self.max_in_flight:
-            return
-        batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-        self._building = True
-        turn = Turn(self._alive[-1] if self._alive else None, on_built=self._built)
-        self._alive.append(turn)
-        task = asyncio.create_task(self._write(batch, turn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _built(self) -> None:
-        self._building = False
-        self._start()
-
-    async def _write(self, batch: list[tuple[Intake, asyncio.Future]], turn: Turn) -> None:
-        try:
-            results = await take_referrals(
-                self.uow_factory(), intakes=[i for i, _ in batch], topics=self.topics, audit=self.audit,
-                turn=turn if self.max_in_flight > 1 else None,
-            )
-        except Exception as error:  # the database is down, say: every caller hears it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-        else:
+    async def _write_while_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            try:
+                results = await take_referrals(
+                    self.uow_factory(), intakes=[i for i, _ in batch], topics=self.topics, audit=self.audit,
+                )
+            except Exception as error:  # the database is down, say: every caller hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)
-        finally:
-            if turn.on_built is not None:  # failed before it was built
-                turn.on_built = None
-                self._building = False
-            if turn.previous is not None:
-                await asyncio.shield(turn.previous.finished)
-            turn.finished.set_result(None)
-            self._alive.remove(turn)
-            self._start()
 
 
 async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:

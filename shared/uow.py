@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Table, insert
+import orjson
+from sqlalchemy import JSON, Table, TypeDecorator, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import tracing
@@ -58,11 +60,53 @@ class UnitOfWork:
         self._events.append((topic, key or event.subject, event))
         return event
 
+    async def insert_rows(self, table: Table, rows: list[dict]) -> None:
+        """Insert many rows (each with the same keys) in this transaction.
+
+        On PostgreSQL with asyncpg, one COPY rather than an INSERT executed per
+        row: far less work per row for Python and for the server. Elsewhere an
+        executemany. A constraint violation is SQLAlchemy's IntegrityError either way.
+        """
+        if not rows:
+            return
+        if self.db.dialect != "postgresql" or self.db.engine.dialect.driver != "asyncpg":
+            await self.session.execute(insert(table), rows)
+            return
+        columns = list(rows[0])
+        # As SQLAlchemy's JSON type binds them: serialised, and None as JSON null unless the column says otherwise.
+        json_columns = [
+            i for i, name in enumerate(columns)
+            if isinstance(table.c[name].type, JSON)
+        ]
+        null_as_sql = {i: table.c[columns[i]].type.none_as_null for i in json_columns}
+        dialect = self.db.engine.dialect
+        decorated = [  # the columns' own checks and conversions (UtcDateTime refuses naive datetimes)
+            (i, table.c[name].type) for i, name in enumerate(columns) if isinstance(table.c[name].type, TypeDecorator)
+        ]
+        records = []
+        for row in rows:
+            record = [row[name] for name in columns]
+            for i in json_columns:
+                value = record[i]
+                if value is not None or not null_as_sql[i]:
+                    record[i] = orjson.dumps(value).decode()
+            for i, column_type in decorated:
+                record[i] = column_type.process_bind_param(record[i], dialect)
+            records.append(record)
+        connection = await self.session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        import asyncpg
+
+        try:
+            await raw.copy_records_to_table(table.name, columns=columns, records=records, schema_name=table.schema)
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise IntegrityError(f"COPY {table.name}", None, error) from error
+
     async def commit(self) -> None:
         if self._events:
             created = utcnow()
-            await self.session.execute(
-                insert(self.outbox),
+            await self.insert_rows(
+                self.outbox,
                 [
                     {
                         "event_id": str(event.id),

@@ -143,11 +143,10 @@ async def take_referrals(
                     audit_rows += audit.rows(by=intake.by, action="create", resource="referral", ids=[out.id],
                                              request_id=intake.request_id, at=now)
             try:
-                if referral_rows:
-                    await uow.session.execute(insert(referrals), referral_rows)
-                    await uow.session.execute(insert(requests), request_rows)
-                if audit_rows:
-                    await uow.session.execute(insert(audit.table), audit_rows)
+                await uow.insert_rows(referrals, referral_rows)  # one COPY each on PostgreSQL
+                await uow.insert_rows(requests, request_rows)
+                if audit is not None:
+                    await uow.insert_rows(audit.table, audit_rows)
                 await uow.commit()
             except IntegrityError:
                 continue

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import orjson
-from sqlalchemy import JSON, Table, TypeDecorator, insert
+from sqlalchemy import JSON, Table, TypeDecorator, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,6 +95,12 @@ class UnitOfWork:
             records.append(record)
         connection = await self.session.connection()
         raw = (await connection.get_raw_connection()).driver_connection
+        if not raw.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement, not before: one through
+            # it, so the COPY is inside this unit of work's transaction and rolls back with it.
+            await self.session.execute(text("SELECT 1"))
+        if not raw.is_in_transaction():
+            raise RuntimeError("refusing to COPY outside a transaction")
         import asyncpg
 
         try:

@@ -113,17 +113,26 @@ class AuditLog:
         request: Request | None = None, detail: dict[str, Any] | None = None,
     ) -> None:
         """One row per resident record touched (so "who saw this person" is one lookup)."""
-        assert action in ACTIONS, action
         request_id = getattr(request.state, "request_id", None) if request is not None else None
-        at = utcnow()
-        rows = [
+        rows = self.rows(by=by, action=action, resource=resource, ids=ids, request_id=request_id, detail=detail)
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(insert(self.table), rows)
+
+    @staticmethod
+    def rows(
+        *, by: Principal, action: str, resource: str, ids: list[str] | tuple[str, ...] = (None,),
+        request_id: str | None = None, detail: dict[str, Any] | None = None, at: datetime | None = None,
+    ) -> list[dict]:
+        """The records `record` writes, for a use case that writes them in its own transaction instead
+        (referral intake: the record commits with the referral, in the same group commit)."""
+        assert action in ACTIONS, action
+        at = at or utcnow()
+        return [
             {"at": at, "actor": by.subject, "role": by.role, "hub": by.hub, "action": action, "resource": resource,
              "resource_id": None if resource_id is None else str(resource_id), "request_id": request_id,
              "detail": detail}
             for resource_id in (ids or [None])
         ]
-        async with self.db.sessions() as session, session.begin():
-            await session.execute(insert(self.table), rows)
 
     async def query(
         self, *, resource_id: str | None = None, actor: str | None = None, action: str | None = None,

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, insert
+import orjson
+import pydantic_core
+from sqlalchemy import JSON, Table, TypeDecorator, insert, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import tracing
 from shared.db import Database, utcnow
 from shared.events import CloudEvent, EventData
+
+
+@dataclass(frozen=True)
+class EncodedEvent:
+    """A CloudEvent already serialised (see `UnitOfWork.publish_data`)."""
+
+    id: str
+    type: str
+    subject: str
+    payload: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.payload
 
 
 class UnitOfWork:
@@ -58,11 +76,80 @@ class UnitOfWork:
         self._events.append((topic, key or event.subject, event))
         return event
 
+    def publish_data(self, event_type: str, *, subject: str, data: dict, topic: str, key: str | None = None) -> EncodedEvent:
+        """Record an event from its `data` given as the contract's `model_dump()` would give it.
+
+        For hot paths: the envelope is the one `publish` makes, serialised in one
+        step by pydantic-core (so times and dates are written exactly as the
+        Pydantic contracts write them), without building the models. The caller
+        answers for `data` matching its contract (test it against the model).
+        """
+        event_id = str(uuid.uuid4())
+        envelope = {
+            "specversion": "1.0", "id": event_id, "source": self.source, "type": event_type, "time": utcnow(),
+            "subject": subject, "datacontenttype": "application/json",
+        }
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            envelope["traceparent"] = traceparent
+        envelope["data"] = data
+        event = EncodedEvent(event_id, event_type, subject, pydantic_core.to_json(envelope))
+        self._events.append((topic, key or subject, event))
+        return event
+
+    async def insert_rows(self, table: Table, rows: list[dict]) -> None:
+        """Insert many rows (each with the same keys) in this transaction.
+
+        On PostgreSQL with asyncpg, one COPY rather than an INSERT executed per
+        row: far less work per row for Python and for the server. Elsewhere an
+        executemany. A constraint violation is SQLAlchemy's IntegrityError either way.
+        """
+        if not rows:
+            return
+        if self.db.dialect != "postgresql" or self.db.engine.dialect.driver != "asyncpg":
+            await self.session.execute(insert(table), rows)
+            return
+        columns = list(rows[0])
+        # As SQLAlchemy's JSON type binds them: serialised, and None as JSON null unless the column says otherwise.
+        json_columns = [
+            i for i, name in enumerate(columns)
+            if isinstance(table.c[name].type, JSON)
+        ]
+        null_as_sql = {i: table.c[columns[i]].type.none_as_null for i in json_columns}
+        dialect = self.db.engine.dialect
+        decorated = [  # the columns' own checks and conversions (UtcDateTime refuses naive datetimes)
+            (i, table.c[name].type) for i, name in enumerate(columns) if isinstance(table.c[name].type, TypeDecorator)
+        ]
+        records = []
+        for row in rows:
+            record = [row[name] for name in columns]
+            for i in json_columns:
+                value = record[i]
+                if value is not None or not null_as_sql[i]:
+                    record[i] = orjson.dumps(value).decode()
+            for i, column_type in decorated:
+                record[i] = column_type.process_bind_param(record[i], dialect)
+            records.append(record)
+        connection = await self.session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        if not raw.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement, not before: one through
+            # it, so the COPY is inside this unit of work's transaction and rolls back with it.
+            await self.session.execute(text("SELECT 1"))
+        if not raw.is_in_transaction():
+            raise RuntimeError("refusing to COPY outside a transaction")
+        import asyncpg
+
+        try:
+            await raw.copy_records_to_table(table.name, columns=columns, records=records, schema_name=table.schema)
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise IntegrityError(f"COPY {table.name}", None, error) from error
+
     async def commit(self) -> None:
         if self._events:
             created = utcnow()
-            await self.session.execute(
-                insert(self.outbox),
+            await self.insert_rows(
+                self.outbox,
                 [
                     {
                         "event_id": str(event.id),

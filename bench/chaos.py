@@ -15,9 +15,9 @@ free port, SQLite files in a scratch directory), then for `--seconds`:
 
 Then it waits for the outboxes to drain and the consumers to catch up, and
 checks: every referral answered 201 exists exactly once; every request of
-every stored referral has exactly one assignment; every figure in reporting
-(when reporting runs) equals the truth counted from the referrals and
-fulfilment databases; every dead-letter topic is empty. It prints the load
+every stored referral has exactly one assignment; reporting's requests by
+type, status and hub (when reporting runs) equal the truth counted in the
+referrals and fulfilment databases; every dead-letter topic is empty. It prints the load
 held, the faults injected, and what was lost or duplicated (the target is
 zero), and exits 1 if anything was.
 """
@@ -220,27 +220,36 @@ async def dead_letters(bootstrap: str) -> dict[str, int]:
     return counts
 
 
+# Each figure checked, with the truth it must equal: counted in the owning service's database.
+FIGURES = [
+    ("type", "referrals.db", "SELECT type, count(*) FROM requests GROUP BY type"),
+    ("status", "fulfilment.db", "SELECT status, count(*) FROM assignments GROUP BY status"),
+    ("hub", "fulfilment.db", "SELECT hub, count(*) FROM assignments WHERE hub IS NOT NULL GROUP BY hub"),
+]
+
+
 async def reporting_differences(http: httpx.AsyncClient, suite: Suite, *, var: Path, token: str,
                                 timeout: float) -> list[str] | None:
     """Figures that differ from the truth (None when reporting does not run)."""
     url = suite.url(PORTS["reporting"])
-    truth_by_type = dict(query(var / "referrals.db", "SELECT type, count(*) FROM requests GROUP BY type"))
     deadline = time.monotonic() + timeout
     differences: list[str] = []
     while time.monotonic() < deadline:
-        try:
-            response = await http.get(f"{url}/v1/figures/requests", params={"group_by": "type"},
-                                      headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        except httpx.HTTPError:
-            await asyncio.sleep(1)
-            continue
-        if response.status_code == 404:
-            return None
-        rows = response.json().get("rows", []) if response.status_code == 200 else []
-        figures = {row["type"]: row["count"] for row in rows if row.get("count")}
-        differences = [f"requests of type {t}: reporting {figures.get(t, 0)}, truth {n}"
-                       for t, n in sorted((truth_by_type | {k: 0 for k in figures if k not in truth_by_type}).items())
-                       if figures.get(t, 0) != n]
+        differences = []
+        for group_by, database, truth_query in FIGURES:
+            truth = dict(query(var / database, truth_query))
+            try:
+                response = await http.get(f"{url}/v1/figures/requests", params={"group_by": group_by},
+                                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            except httpx.HTTPError:
+                differences.append(f"by {group_by}: reporting did not answer")
+                continue
+            if response.status_code == 404:
+                return None
+            rows = response.json().get("rows", []) if response.status_code == 200 else []
+            figures = {row[group_by]: row["count"] for row in rows if row.get("count")}
+            differences += [f"requests by {group_by}, {key}: reporting {figures.get(key, 0)}, truth {truth.get(key, 0)}"
+                            for key in sorted(set(truth) | set(figures)) if figures.get(key, 0) != truth.get(key, 0)]
         if not differences:
             return []
         await asyncio.sleep(1)

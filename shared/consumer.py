@@ -235,36 +235,18 @@ class EventConsumer:
         if not work:
             return
         async with self.uow_factory() as uow:
-            now = uow.now()
+            recorded = await self._record_new(uow, list(dict.fromkeys(str(e.id) for _, e, _ in work)))
             if self.batch_handler is not None:
-                unique = {str(e.id): e for _, e, _ in work}
-                # One statement records the new ids and says which they were. (A SELECT ... IN
-                # first cost a second round trip, and on PostgreSQL its cached plan, made
-                # while the inbox was small, came to scan the whole consumer's inbox.)
-                insert_new = (pg_insert if uow.db.dialect == "postgresql" else sqlite_insert)(self.inbox)
-                recorded = set(await uow.session.scalars(
-                    insert_new.on_conflict_do_nothing().returning(self.inbox.c.event_id),
-                    [{"consumer": self.group_id, "event_id": key, "processed_at": now} for key in unique],
-                ))
-                fresh = [event for key, event in unique.items() if key in recorded]
+                fresh = list({str(e.id): e for _, e, _ in work if str(e.id) in recorded}.values())
                 if fresh:
                     await self.batch_handler(uow, fresh)  # a failure: handled one at a time after all
                     await uow.commit()
                 return
-            ids = list(dict.fromkeys(str(event.id) for _, event, _ in work))
-            seen = set(await uow.session.scalars(
-                select(self.inbox.c.event_id).where(
-                    self.inbox.c.consumer == self.group_id, self.inbox.c.event_id.in_(ids)
-                )
-            ))
             for index, event, handler in work:
                 event_id = str(event.id)
-                if event_id in seen:
-                    continue
-                seen.add(event_id)
-                await uow.session.execute(
-                    insert(self.inbox).values(consumer=self.group_id, event_id=event_id, processed_at=now)
-                )
+                if event_id not in recorded:
+                    continue  # handled before, or earlier in this batch
+                recorded.discard(event_id)
                 message = messages[index]
                 try:
                     with tracing.continued(event.traceparent or _header(message, tracing.HEADER)), \
@@ -275,6 +257,20 @@ class EventConsumer:
                 except Exception as error:
                     raise _BatchFailed(index) from error
             await uow.commit()
+
+    async def _record_new(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
+        """Record the ids in the inbox; return those that were not there (the events to handle).
+
+        One statement: a SELECT ... IN first cost a second round trip, and on
+        PostgreSQL its cached plan, made while the inbox was small, came to scan
+        the whole consumer's inbox.
+        """
+        insert_new = (pg_insert if uow.db.dialect == "postgresql" else sqlite_insert)(self.inbox)
+        now = uow.now()
+        return set(await uow.session.scalars(
+            insert_new.on_conflict_do_nothing().returning(self.inbox.c.event_id),
+            [{"consumer": self.group_id, "event_id": event_id, "processed_at": now} for event_id in event_ids],
+        ))
 
     async def process(self, message, *, first_attempt: int = 1) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""

@@ -47,7 +47,7 @@ from services.fulfilment.hubs import KENT_HUBS
 from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import EmbeddedBroker, free_port
 from shared.settings import Topics
-from tests.e2e.conftest import Suite
+from tests.support.suite import Suite
 
 PORTS = {"referrals": 8001, "fulfilment": 8002, "actions": 8003, "reporting": 8004}
 TYPES = ["food", "prescription", "befriending", "financial", "practical", "other"]

@@ -175,7 +175,6 @@ class EventConsumer:
         # partition since given to another instance is never committed again from here.
         await consumer.commit(dict(handled))
         handled.clear()
-        handled.clear()
 
     async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:
         if not handled:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,6 +20,7 @@ from services.referrals.schemas import (
 from shared import tracing
 from shared.audit import AuditLog
 from shared.auth import Principal
+from shared.db import new_id
 from shared.errors import Conflict, DomainError, NotFound
 from shared import privacy
 from shared.events import (
@@ -466,10 +466,10 @@ def _new_referral_rows(intake: Intake, *, fingerprint: str, now, earlier: dict[s
     """The referral row and its request rows, with duplicates linked to earlier open requests."""
     referral, by = intake.referral, intake.by
     received_at = referral.received_at or now
-    referral_id = str(uuid.uuid4())
+    referral_id = new_id()
     request_rows = [
         {
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             "referral_id": referral_id,
             "position": position,
             "type": request.type,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,6 +32,19 @@ def new_metadata() -> MetaData:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as text: `str(uuid.uuid4())` without building a UUID object.
+
+    Hot paths make several per referral (its id, its requests', its events'); the UUID
+    class's constructor and `__str__` were 3% of intake's CPU.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class UtcDateTime(TypeDecorator):

@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import (
-    Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, delete, func, select, text, update,
+    BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, any_, bindparam, delete, func,
+    select, text, update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.bus import OutgoingMessage, Producer
 from shared.db import BigId, Database, UtcDateTime, utcnow
@@ -125,6 +127,11 @@ class OutboxRelay:
         )
 
     def _mark_published(self, ids: list[int]):
+        if self.db.dialect == "postgresql":
+            # One array parameter: the same statement (and prepared plan) for any batch, where IN
+            # would be rewritten with a parameter per id on every batch.
+            ids_param = bindparam("published_ids", ids, type_=ARRAY(BigInteger))
+            return update(self.table).where(self.table.c.id == any_(ids_param)).values(published_at=utcnow())
         return update(self.table).where(self.table.c.id.in_(ids)).values(published_at=utcnow())
 
     async def backlog(self) -> tuple[int, datetime | None]:
@@ -187,10 +194,24 @@ class OutboxRelay:
                 log.warning("outbox relay: purge failed", exc_info=True)
 
 
+_TRACEPARENT = b'"traceparent":"'
+
+
 def _trace_headers(payload: bytes) -> tuple[tuple[str, bytes], ...]:
     """The event's `traceparent` as a Kafka header, for tools that read headers, not bodies."""
     if b'"traceparent"' not in payload:
         return ()
+    # Both serialisers write the envelope compactly with `traceparent` before `data`: found there,
+    # once, it is the envelope's, and the payload need not be parsed (it was most of the relay's
+    # own CPU per event). Anything else is parsed.
+    start = payload.find(_TRACEPARENT)
+    data_at = payload.find(b'"data":')
+    if start != -1 and (data_at == -1 or start < data_at) and payload.count(b'"traceparent"') == 1:
+        start += len(_TRACEPARENT)
+        end = payload.find(b'"', start)
+        value = payload[start:end]
+        if end != -1 and b"\\" not in value:
+            return ((HEADER, value),)
     value = orjson.loads(payload).get(HEADER)
     return ((HEADER, value.encode()),) if isinstance(value, str) else ()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import tracing
-from shared.db import Database, utcnow
+from shared.db import Database, new_id, utcnow
 from shared.events import CloudEvent, EventData
 
 
@@ -84,7 +83,7 @@ class UnitOfWork:
         Pydantic contracts write them), without building the models. The caller
         answers for `data` matching its contract (test it against the model).
         """
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         envelope = {
             "specversion": "1.0", "id": event_id, "source": self.source, "type": event_type, "time": utcnow(),
             "subject": subject, "datacontenttype": "application/json",

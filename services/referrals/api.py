@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import Field
+from fastapi.routing import APIRoute
+from pydantic import Field, TypeAdapter, ValidationError
 
 from services.referrals import service
 from services.referrals.schemas import (
@@ -13,8 +14,8 @@ from services.referrals.schemas import (
     SearchResult,
 )
 from shared.app import Runtime, body_schema, read_body
-from shared.auth import Principal, require
-from shared.errors import Forbidden, ValidationFailed
+from shared.auth import Principal, _principal, require
+from shared.errors import Forbidden, ValidationFailed, field_errors
 from shared.postcode import normalise_postcode
 from services.referrals import domain
 from services.referrals.domain import normalise_phone
@@ -22,10 +23,13 @@ from shared.db import utcnow
 
 router = APIRouter(prefix="/v1")
 
-Writer = Annotated[Principal, Depends(require("referrals:write"))]
+_require_write = require("referrals:write")
+Writer = Annotated[Principal, Depends(_require_write)]
 Reader = Annotated[Principal, Depends(require("referrals:read"))]
 Admin = Annotated[Principal, Depends(require("referrals:admin"))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+_IDEMPOTENCY_KEY_MAX = 200
+_idempotency_key = TypeAdapter(Annotated[str, Field(max_length=_IDEMPOTENCY_KEY_MAX)])
 
 
 async def runtime(request: Request) -> Runtime:
@@ -39,15 +43,38 @@ def _id(row) -> str:
     return str(row["id"] if isinstance(row, dict) else row.id)
 
 
-@router.post(
-    "/referrals", status_code=201, response_model=ReferralOut, tags=["referrals"],
-    summary="Take a referral: a resident and one or more requests for help",
-    openapi_extra=body_schema(ReferralIn),
-    responses={422: {"description": "Invalid fields: each named with the reason"}},
-)
+class _IntakeRoute(APIRoute):
+    """POST /v1/referrals, the hot path, without FastAPI's per-request dependency solver.
+
+    The route declares its caller (`Writer`) and the Idempotency-Key header as any
+    route does, so its OpenAPI and `required_scopes` are unchanged; at run time its
+    handler does what the solver would, in the same order and with the same answers:
+    the bearer token (401), the scope (403), then the header's length (422). The
+    solver, with its request-parameter and cache bookkeeping, was 8% of the
+    service's CPU under load.
+    """
+
+    def get_route_handler(self):
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            by = await _require_write(await _principal(request))
+            idempotency_key = request.headers.get("idempotency-key")
+            if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
+                try:
+                    _idempotency_key.validate_python(idempotency_key)
+                except ValidationError as error:  # as FastAPI words it: field Idempotency-Key, in header
+                    raise ValidationFailed(field_errors(
+                        [{**e, "loc": ("header", "Idempotency-Key", *e["loc"])} for e in error.errors()]
+                    )) from None
+            return await endpoint(request, by, idempotency_key)
+
+        return handle
+
+
 async def post_referral(request: Request, by: Writer, idempotency_key: IdempotencyKey = None):
-    # The hot path: no Runtime or Response dependencies (each costs FastAPI's solver per request), and
-    # the answer written by pydantic-core straight from the model FastAPI would have serialised.
+    # The hot path: called by `_IntakeRoute` (no dependency solver); the intake queue answers with
+    # the 201 body already serialised (the JSON FastAPI would have written from ReferralOut).
     state = request.app.state
     known_types = await state.request_types.active(state.runtime.uow())
     referral = await read_body(request, ReferralIn, context={"request_types": known_types})
@@ -66,7 +93,16 @@ async def post_referral(request: Request, by: Writer, idempotency_key: Idempoten
     headers = {"Location": f"/v1/referrals/{out.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(out.model_dump_json(), status_code=201, media_type="application/json", headers=headers)
+    return Response(out.body, status_code=201, media_type="application/json", headers=headers)
+
+
+router.add_api_route(
+    "/referrals", post_referral, methods=["POST"], status_code=201, response_model=ReferralOut, tags=["referrals"],
+    summary="Take a referral: a resident and one or more requests for help",
+    openapi_extra=body_schema(ReferralIn),
+    responses={422: {"description": "Invalid fields: each named with the reason"}},
+    route_class_override=_IntakeRoute,
+)
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pydantic_core
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +20,7 @@ from services.referrals.schemas import (
 from shared import tracing
 from shared.audit import AuditLog
 from shared.auth import Principal
+from shared.db import new_id
 from shared.errors import Conflict, DomainError, NotFound
 from shared import privacy
 from shared.events import (
@@ -45,18 +46,35 @@ class RequestTypes:
         self.ttl_seconds = ttl_seconds
         self._active: frozenset[str] | None = None
         self._loaded_at = 0.0
+        self._loading: asyncio.Task | None = None
+        self._generation = 0
 
     async def active(self, uow: UnitOfWork) -> frozenset[str]:
+        """The active type ids, read again every `ttl_seconds`.
+
+        Callers arriving while they are being read share that one read (under load, the
+        expiry would otherwise send every request in flight to the database at once).
+        """
         now = asyncio.get_running_loop().time()
-        if self._active is None or now - self._loaded_at > self.ttl_seconds:
-            async with uow:
-                rows = await uow.session.scalars(select(request_types.c.id).where(request_types.c.active))
-                self._active = frozenset(rows)
-            self._loaded_at = now
-        return self._active
+        if self._active is not None and now - self._loaded_at <= self.ttl_seconds:
+            return self._active
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load(uow, self._generation))
+        return await asyncio.shield(self._loading)
+
+    async def _load(self, uow: UnitOfWork, generation: int) -> frozenset[str]:
+        started = asyncio.get_running_loop().time()
+        async with uow:
+            rows = await uow.session.scalars(select(request_types.c.id).where(request_types.c.active))
+            active = frozenset(rows)
+        if generation == self._generation:  # not forgotten meanwhile (a type added or retired)
+            self._active, self._loaded_at = active, started
+        return active
 
     def forget(self) -> None:
         self._active = None
+        self._loading = None
+        self._generation += 1
 
 
 def body_hash(referral: ReferralIn) -> str:
@@ -81,6 +99,21 @@ class Intake:
         return self.referral.received_at is not None and domain.BACKFILL_SCOPE in self.by.scopes
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A referral as intake answers it: its id, and its 201 body (ReferralOut's JSON), already serialised."""
+
+    id: str
+    body: bytes
+
+    @classmethod
+    def of(cls, out: ReferralOut) -> "Taken":
+        return cls(out.id, out.model_dump_json().encode())
+
+    def out(self) -> ReferralOut:
+        return ReferralOut.model_validate_json(self.body)
+
+
 async def take_referral(
     uow: UnitOfWork, *, referral: ReferralIn, by: Principal, topics: Topics, idempotency_key: str | None = None,
 ) -> tuple[ReferralOut, bool]:
@@ -88,12 +121,13 @@ async def take_referral(
     [result] = await take_referrals(uow, intakes=[Intake(referral, by, idempotency_key)], topics=topics)
     if isinstance(result, DomainError):
         raise result
-    return result
+    taken, replayed = result
+    return taken.out(), replayed
 
 
 async def take_referrals(
     uow: UnitOfWork, *, intakes: list[Intake], topics: Topics, audit: AuditLog | None = None,
-) -> list[tuple[ReferralOut, bool] | DomainError]:
+) -> list[tuple[Taken, bool] | DomainError]:
     """Store referrals that arrived together in one transaction: one commit, one fsync.
 
     Group commit: each referral is still all-or-nothing with its events, and
@@ -103,6 +137,7 @@ async def take_referrals(
     record is written in the same transaction (a replay writes none).
     """
     fingerprints = [body_hash(i.referral) for i in intakes]
+    name_keys = [domain.name_key(i.referral.resident.name) for i in intakes]
     for _ in range(3):
         async with uow:
             results: list = [None] * len(intakes)
@@ -122,20 +157,24 @@ async def take_referrals(
                     first_with_key[key] = index
                     fresh.append(index)
             now = uow.now()
-            earlier = await _earlier_open_requests(uow, [intakes[i].referral for i in fresh])
+            earlier = await _earlier_open_requests(uow, [intakes[i].referral for i in fresh],
+                                                   keys=[name_keys[i] for i in fresh])
             referral_rows, request_rows, audit_rows = [], [], []
-            taken_so_far: list[tuple[ReferralIn, dict[str, str]]] = []
+            # Referrals taken earlier in this batch, by name key: the same person twice in one batch
+            # (is_same_person needs equal name keys, so only those with the same key are compared).
+            taken_so_far: dict[str, list[tuple[ReferralIn, dict[str, str]]]] = {}
             for index, open_before in zip(fresh, earlier):
                 intake = intakes[index]
-                for previous, previous_requests in taken_so_far:  # the same person twice in one batch
+                same_name = taken_so_far.setdefault(name_keys[index], [])
+                for previous, previous_requests in same_name:
                     if _same_resident(previous, intake.referral):
                         for request_type, request_id in previous_requests.items():
                             open_before.setdefault(request_type, request_id)
                 row, rows = _new_referral_rows(intake, fingerprint=fingerprints[index], now=now, earlier=open_before)
-                taken_so_far.append((intake.referral, {r["type"]: r["id"] for r in rows}))
+                same_name.append((intake.referral, {r["type"]: r["id"] for r in rows}))
                 referral_rows.append(row)
                 request_rows += rows
-                out = _referral_out(row, rows)
+                out = _taken(intake.referral, row, rows)
                 with tracing.continued(intake.traceparent):
                     _publish_received_rows(uow, row, rows, topics=topics, backfilled=intake.backfilled)
                 results[index] = (out, False)
@@ -156,7 +195,7 @@ async def take_referrals(
                     same = fingerprints[index] == fingerprints[result[1]]
                     results[index] = (first, True) if same else _key_reused()
                 elif isinstance(result, str):  # a stored referral to replay
-                    results[index] = (await _load(uow, result), True)
+                    results[index] = (Taken.of(await _load(uow, result)), True)
             return results
     raise Conflict("could not store the referrals; please retry")
 
@@ -177,12 +216,13 @@ class IntakeQueue:
         self._waiting: list[tuple[Intake, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
 
-    async def take(self, intake: Intake) -> tuple[ReferralOut, bool]:
+    async def take(self, intake: Intake) -> tuple[Taken, bool]:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((intake, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_while_waiting())
-        result = await asyncio.shield(future)
+        # No shield needed: a caller that goes away cancels only its own future, which the writer skips.
+        result = await future
         if isinstance(result, DomainError):
             raise result
         return result
@@ -426,10 +466,10 @@ def _new_referral_rows(intake: Intake, *, fingerprint: str, now, earlier: dict[s
     """The referral row and its request rows, with duplicates linked to earlier open requests."""
     referral, by = intake.referral, intake.by
     received_at = referral.received_at or now
-    referral_id = str(uuid.uuid4())
+    referral_id = new_id()
     request_rows = [
         {
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             "referral_id": referral_id,
             "position": position,
             "type": request.type,
@@ -464,14 +504,17 @@ def _new_referral_rows(intake: Intake, *, fingerprint: str, now, earlier: dict[s
     return row, request_rows
 
 
-async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn]) -> list[dict[str, str]]:
+async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn],
+                                 keys: list[str] | None = None) -> list[dict[str, str]]:
     """For each referral, the open requests of the same person taken earlier, by type: {type: request id}.
 
-    Earlier means stored already, or earlier in this batch.
+    Earlier means stored already (the caller matches those earlier in its batch). `keys`:
+    the referrals' name keys, if the caller has them.
     """
     if not batch:
         return []
-    keys = [domain.name_key(r.resident.name) for r in batch]
+    if keys is None:
+        keys = [domain.name_key(r.resident.name) for r in batch]
     # People with these names first (an indexed lookup that is usually empty), then
     # their open requests: one join would let the planner scan every open request.
     people = (
@@ -570,6 +613,41 @@ def _referral_out(row, request_rows) -> ReferralOut:
         ],
         possible_duplicate=row["possible_duplicate"], version=row["version"],
     )
+
+
+def _taken(referral: ReferralIn, row: dict, request_rows: list[dict]) -> Taken:
+    """The 201 body of a referral just taken, as `_referral_out(row, request_rows).model_dump_json()` writes it.
+
+    The intake hot path: one pydantic-core `to_json` over the validated body and the
+    stored rows' generated fields, no ReferralOut model built and dumped (a unit test
+    checks the bytes are the model's). The resident's fields are read from the body,
+    as given; the rows give ids, reference, times, urgencies and duplicates.
+    """
+    resident = referral.resident
+    address = resident.address
+    return Taken(row["id"], pydantic_core.to_json({
+        "id": row["id"], "reference": row["reference"], "channel": row["channel"], "status": row["status"],
+        "received_at": row["received_at"], "created_at": row["created_at"], "updated_at": row["updated_at"],
+        "resident": {
+            "name": resident.name, "date_of_birth": resident.date_of_birth, "phone": resident.phone,
+            "email": resident.email,
+            "address": {
+                "line1": address.line1, "line2": address.line2, "town": address.town, "postcode": address.postcode,
+            },
+            "contact_preference": resident.contact_preference, "vulnerabilities": resident.vulnerabilities or [],
+            "language": resident.language,
+        },
+        "referrer": referral.referrer, "consent": referral.consent,
+        "requests": [
+            {
+                "id": r["id"], "type": r["type"], "details": r["details"], "needed_by": r["needed_by"],
+                "urgency": r["urgency"], "status": r["status"], "duplicate_of": r["duplicate_of"],
+                "cancel_reason": None,
+            }
+            for r in request_rows
+        ],
+        "possible_duplicate": row["possible_duplicate"], "version": row["version"],
+    }))
 
 
 def _resident_event(out: ReferralOut) -> ResidentV1:

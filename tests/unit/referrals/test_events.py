@@ -79,3 +79,17 @@ def test_events_built_from_rows_are_the_ones_the_contracts_make(body, backfilled
                                            "time": "2020-04-01T00:00:00Z"})
         contract = REGISTRY[event.type]
         assert contract.model_validate(event.data).model_dump(mode="json") == event.data
+
+
+@pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
+def test_the_201_body_written_without_the_model_is_the_models_json(body):
+    referral = ReferralIn.model_validate(body, context={"request_types": {"food", "prescription"}})
+    row, rows = service._new_referral_rows(service.Intake(referral, BY), fingerprint="h",
+                                           now=datetime.now(timezone.utc),
+                                           earlier={"food": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"})
+
+    taken = service._taken(referral, row, rows)
+
+    assert taken.id == row["id"]
+    assert taken.body == service._referral_out(row, rows).model_dump_json().encode()
+    assert taken.out() == service._referral_out(row, rows)

@@ -25,6 +25,7 @@ from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import TokenVerifier
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
+from shared.crypto import Keyring
 from shared.db import Database
 from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
 from shared.kafka_security import check_transport
@@ -51,6 +52,8 @@ class ServiceTables:
 
     def __post_init__(self):
         self.outbox = outbox_table(self.metadata)
+        self.personal = self.with_audit
+        """Holds residents' personal data: audited, and sealed at rest with the keyring (shared/crypto.py)."""
         self.inbox = inbox_table(self.metadata)
         self.audit = audit_table(self.metadata) if self.with_audit else None
 
@@ -68,11 +71,14 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     audit: AuditLog | None = None
+    keyring: Keyring | None = None
+    """The data keys, for a service that holds personal data; None for the others."""
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(
             self.db, source=f"/kent-together/{self.settings.service_name}",
             outbox=self.tables.outbox, on_commit=self.relay.notify,
+            keyring=self.keyring, sealed_topic=self.settings.topics.personal,
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
@@ -89,12 +95,14 @@ class Runtime:
 
 def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     check_transport(settings.kafka, settings.environment)
+    # Before anything else: production without its data keys must not start at all.
+    keyring = settings.keyring() if tables.personal else None
     db = Database(settings.database_url)
     producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka)
     relay = OutboxRelay(
         db=db, table=tables.outbox, producer=producer,
         batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,
-        retention=timedelta(days=settings.outbox_retention_days),
+        retention=timedelta(days=settings.outbox_retention_days), keyring=keyring,
     )
     verifier = TokenVerifier(
         issuer=settings.jwt_issuer, audience=settings.jwt_audience,
@@ -103,7 +111,7 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     )
     audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
     return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
-                   audit=audit)
+                   audit=audit, keyring=keyring)
 
 
 def create_service_app(

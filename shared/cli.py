@@ -70,6 +70,25 @@ def token(
 
 
 @app.command()
+def keygen(
+    key_id: Annotated[str, typer.Option("--id", help="The new data key's id (e.g. the month: 2026-01)")],
+):
+    """Print new production keys: a data key `id:base64` (put it first in KT_DATA_KEYS) and a KT_BLIND_INDEX_KEY."""
+    from shared.crypto import DEV_KEY_PREFIX, new_key, parse_data_keys
+
+    line = f"{key_id}:{new_key()}"
+    try:
+        parse_data_keys(line)
+        if key_id.startswith(DEV_KEY_PREFIX):
+            raise ValueError(f"ids starting with {DEV_KEY_PREFIX!r} mark development keys: production refuses them")
+    except Exception as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"KT_DATA_KEYS entry:  {line}")
+    typer.echo(f"KT_BLIND_INDEX_KEY:  {new_key()}   (only for a new installation: see docs/security.md)")
+
+
+@app.command()
 def migrate(service: Annotated[Optional[str], typer.Argument(help="One service; all if omitted")] = None):
     """Apply Alembic migrations to each service's database."""
     from shared.db import upgrade

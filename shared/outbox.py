@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.bus import OutgoingMessage, Producer
+from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.tracing import HEADER
 
@@ -63,6 +64,7 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
         retention: timedelta = timedelta(days=7),
         max_backoff_seconds: float = 30.0,
+        keyring: Keyring | None = None,
     ):
         self.db = db
         self.table = table
@@ -71,6 +73,8 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.retention = retention
         self.max_backoff_seconds = max_backoff_seconds
+        self.keyring = keyring
+        """Opens the sealed rows (events with personal data) just before they are sent: Kafka gets them as ever."""
         self.last_error: str | None = None
         self.published_total = 0
         self._wake = asyncio.Event()
@@ -114,17 +118,20 @@ class OutboxRelay:
         return count
 
     async def _send(self, rows) -> None:
-        await self.producer.send_many(
-            [
-                OutgoingMessage(
-                    topic=r.topic,
-                    key=r.key.encode() if r.key else None,
-                    value=r.payload,
-                    headers=_trace_headers(r.payload),
-                )
-                for r in rows
-            ]
-        )
+        messages = []
+        for r in rows:
+            payload = self._opened(r.payload)
+            messages.append(OutgoingMessage(
+                topic=r.topic, key=r.key.encode() if r.key else None, value=payload, headers=_trace_headers(payload),
+            ))
+        await self.producer.send_many(messages)
+
+    def _opened(self, payload: bytes) -> bytes:
+        if not is_sealed(payload):
+            return payload
+        if self.keyring is None:
+            raise RuntimeError("a sealed outbox row, and no keyring to open it: give the relay the service's keys")
+        return self.keyring.open(payload)
 
     def _mark_published(self, ids: list[int]):
         if self.db.dialect == "postgresql":

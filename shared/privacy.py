@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from shared.crypto import is_sealed
+
 ERASED = "[erased]"
 
 # Free text or contact details: replaced by ERASED (strings) wherever they appear.
@@ -72,3 +74,15 @@ def redact_event(payload: bytes) -> bytes:
         return payload
     event["data"] = redact(event["data"])
     return orjson.dumps(event)
+
+
+def redact_stored_event(payload: bytes, keyring) -> bytes:
+    """`redact_event` for an event as a table keeps it (outbox, hub feed): a sealed one is opened, redacted, sealed again.
+
+    Returns `payload` itself when nothing personal was in it, so callers can skip the write.
+    """
+    if not is_sealed(payload):
+        return redact_event(payload)
+    opened = keyring.open(payload)
+    redacted = redact_event(opened)
+    return payload if redacted == opened else keyring.seal(redacted)

@@ -11,9 +11,10 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.crypto import DEV_KEY_PREFIX, Keyring, dev_keyring_text
 from shared.kafka_security import KafkaSecurity
 
 DEV_ISSUER = "kent-together-dev"
@@ -48,6 +49,11 @@ class Topics(BaseSettings):
         """One hub's topic: `kt.hub.thanet.v1`."""
         return self.hubs.format(hub=slug)
 
+    def personal(self, topic: str) -> bool:
+        """Whether events on `topic` carry personal data (the referrals topic, a hub's): their outbox rows are sealed."""
+        head, _, tail = self.hubs.partition("{hub}")
+        return topic == self.referrals or (topic.startswith(head) and topic.endswith(tail))
+
 
 class ServiceSettings(BaseSettings):
     """What every service needs; a service subclasses it with its own env prefix."""
@@ -72,6 +78,12 @@ class ServiceSettings(BaseSettings):
     jwt_jwks_url: str = Field("", validation_alias="KT_JWT_JWKS_URL")
     jwt_issuer: str = Field(DEV_ISSUER, validation_alias="KT_JWT_ISSUER")
     jwt_audience: str = Field(AUDIENCE, validation_alias="KT_JWT_AUDIENCE")
+
+    # Residents' personal data, sealed at rest (shared/crypto.py; docs/security.md).
+    data_keys: SecretStr = Field(SecretStr(""), validation_alias="KT_DATA_KEYS")
+    """`id:base64key,id:base64key`: the first seals, every one opens (rotation: put the new key first)."""
+    blind_index_key: SecretStr = Field(SecretStr(""), validation_alias="KT_BLIND_INDEX_KEY")
+    """base64 of 32 bytes: the HMAC key of the blind indexes (search by phone, postcode, name word)."""
 
     # Outbox relay and consumers.
     run_relay: bool = True
@@ -127,13 +139,55 @@ class ServiceSettings(BaseSettings):
         return dev_signing_key(self.var_dir)
 
 
+    def keyring(self) -> Keyring:
+        """The data and blind-index keys: configured, or the development keys kept in var/ (made on first use).
+
+        Production refuses to start without configured keys, and refuses the
+        development ones (their ids start with `dev`, or their bytes are this
+        checkout's), as it refuses the development signing key.
+        """
+        data_keys, index_key = self.data_keys.get_secret_value(), self.blind_index_key.get_secret_value()
+        if not data_keys and not index_key:
+            if self.environment == "production":
+                raise RuntimeError(
+                    "production needs KT_DATA_KEYS and KT_BLIND_INDEX_KEY (see docs/security.md): "
+                    "development data keys are refused in production"
+                )
+            return dev_keyring(self.var_dir)
+        if not data_keys or not index_key:
+            raise RuntimeError("set both KT_DATA_KEYS and KT_BLIND_INDEX_KEY, or neither (development only)")
+        keyring = Keyring.from_text(data_keys, index_key)
+        if self.environment == "production":
+            dev_ids = [key_id for key_id in keyring.key_ids if key_id.startswith(DEV_KEY_PREFIX)]
+            if dev_ids or (has_dev_keyring(self.var_dir) and keyring.shares_material_with(dev_keyring(self.var_dir))):
+                raise RuntimeError(
+                    f"development data keys are refused in production ({dev_ids or 'the keys in var/'}): "
+                    "make production keys with `kent-together keygen`"
+                )
+        return keyring
+
+
 def dev_signing_key(var_dir: Path) -> str:
     """The per-checkout development key, so `kent-together token` and the services agree."""
-    path = var_dir / "dev-signing-key"
+    return _dev_secret(var_dir / "dev-signing-key", lambda: secrets.token_urlsafe(48))
+
+
+def dev_keyring(var_dir: Path) -> Keyring:
+    """The per-checkout development data keys, so every process of the embedded default opens what another sealed."""
+    data_keys, index_key = _dev_secret(var_dir / "dev-data-keys", lambda: "\n".join(dev_keyring_text())).splitlines()
+    return Keyring.from_text(data_keys, index_key)
+
+
+def has_dev_keyring(var_dir: Path) -> bool:
+    return (var_dir / "dev-data-keys").exists()
+
+
+def _dev_secret(path: Path, make) -> str:
+    """A secret made once and kept in `path` (mode 600); concurrent starters all read the first one made."""
     if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".dev-signing-key.{os.getpid()}")
-        tmp.write_text(secrets.token_urlsafe(48))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(make())
         tmp.chmod(0o600)
         try:
             os.link(tmp, path)  # atomic and never overwrites: concurrent starters agree

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import tracing
+from shared.crypto import Keyring
 from shared.db import Database, new_id, utcnow
 from shared.events import CloudEvent, EventData
 
@@ -44,11 +45,17 @@ class UnitOfWork:
         source: str,
         outbox: Table,
         on_commit: Callable[[], None] | None = None,
+        keyring: Keyring | None = None,
+        sealed_topic: Callable[[str], bool] = lambda topic: True,
     ):
         self.db = db
         self.source = source
         self.outbox = outbox
         self.on_commit = on_commit
+        self.keyring = keyring
+        """The data keys of a service holding personal data: its use cases seal and open with them."""
+        self.sealed_topic = sealed_topic
+        """Which topics' events are sealed in the outbox (with a keyring): those that carry personal data."""
         self.session: AsyncSession
         self._events: list[tuple[str, str | None, CloudEvent]] = []
 
@@ -144,6 +151,12 @@ class UnitOfWork:
         except asyncpg.IntegrityConstraintViolationError as error:
             raise IntegrityError(f"COPY {table.name}", None, error) from error
 
+    def _stored(self, topic: str, payload: bytes) -> bytes:
+        """An event as the outbox keeps it: sealed if it carries personal data (the relay opens it to publish)."""
+        if self.keyring is not None and self.sealed_topic(topic):
+            return self.keyring.seal(payload)
+        return payload
+
     async def commit(self) -> None:
         if self._events:
             created = utcnow()
@@ -155,7 +168,7 @@ class UnitOfWork:
                         "topic": topic,
                         "key": key,
                         "type": event.type,
-                        "payload": event.to_bytes(),
+                        "payload": self._stored(topic, event.to_bytes()),
                         "created_at": created,
                     }
                     for topic, key, event in self._events

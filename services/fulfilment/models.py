@@ -45,7 +45,8 @@ hub_feed = Table(
     Column("event_id", String(36), nullable=False),
     Column("type", String(200), nullable=False),
     Column("assignment_id", String(36), nullable=False),
-    Column("event", LargeBinary, nullable=False),  # the CloudEvent as on the hub's topic, byte for byte
+    # The CloudEvent as on the hub's topic, byte for byte, sealed (shared/crypto.py): it names the resident.
+    Column("event", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
 
@@ -57,8 +58,8 @@ referrals = Table(
     Column("reference", String(20), nullable=False),
     Column("channel", String(20), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
-    Column("resident", JSON, nullable=False),
-    Column("referrer", JSON),
+    # {"resident": ..., "referrer": ...} as the event gave them, sealed in one JSON object (shared/crypto.py).
+    Column("personal", LargeBinary, nullable=False),
     Column("consent_to_share", Boolean, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
@@ -70,7 +71,7 @@ assignments = Table(
     Column("request_id", String(36), nullable=False, unique=True),
     Column("referral_id", String(36), ForeignKey("referrals.id"), nullable=False, index=True),
     Column("request_type", String(40), nullable=False),
-    Column("details", Text),
+    Column("sealed_details", LargeBinary),
     Column("needed_by", Date),
     Column("urgency", String(20), nullable=False),
     Column("duplicate_of", String(36)),
@@ -121,7 +122,7 @@ assignment_changes = Table(
     Column("to_hub", String(40)),
     Column("reason", Text),
     Column("outcome", String(40)),
-    Column("note", Text),
+    Column("sealed_note", LargeBinary),
 )
 
 # Case notes and contact attempts, as hub staff record them.
@@ -132,7 +133,7 @@ case_notes = Table(
     Column("assignment_id", String(36), ForeignKey("assignments.id"), nullable=False, index=True),
     Column("kind", String(20), nullable=False),  # note, contact-attempt
     Column("contact_outcome", String(20)),
-    Column("text", Text),
+    Column("sealed_text", LargeBinary),
     Column("hub", String(40)),
     Column("at", UtcDateTime, nullable=False),
     Column("by", String(200), nullable=False),

@@ -29,6 +29,7 @@ from services.fulfilment.models import (
 from services.fulfilment.postcodes import PostcodeDirectory
 from shared import privacy
 from shared.auth import Principal
+from shared.crypto import Keyring
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.events import (
     AssignedRequestV1, AssignmentAmendedV1, AssignmentEscalatedV1, AssignmentRoutedV1, AssignmentStatusChangedV1,
@@ -218,7 +219,7 @@ class Outgoing:
             first = last - len(items) + 1
             await uow.session.execute(insert(hub_feed), [
                 {"hub": hub, "seq": first + i, "event_id": str(event.id), "type": event.type,
-                 "assignment_id": assignment_id, "event": event.to_bytes(), "created_at": now}
+                 "assignment_id": assignment_id, "event": uow.keyring.seal(event.to_bytes()), "created_at": now}
                 for i, (assignment_id, event) in enumerate(items)
             ])
             if webhooks.get(hub):
@@ -327,18 +328,55 @@ async def _record_many(uow: UnitOfWork, changes: list[tuple[str, Change]]) -> No
     await uow.session.execute(insert(assignment_changes), [
         {"assignment_id": assignment_id, "at": c.at, "by": c.by,
          "from_status": str(c.from_status) if c.from_status else None, "to_status": str(c.to_status),
-         "from_hub": c.from_hub, "to_hub": c.to_hub, "reason": c.reason, "outcome": c.outcome, "note": c.note}
+         "from_hub": c.from_hub, "to_hub": c.to_hub, "reason": c.reason, "outcome": c.outcome,
+         "sealed_note": uow.keyring.seal_text(c.note)}
         for assignment_id, c in changes
     ])
 
 
-async def _locked(uow: UnitOfWork, query):
-    """Rows for changing: locked until commit on PostgreSQL (SQLite locks the database at BEGIN)."""
-    return (await uow.session.execute(query.with_for_update())).mappings().all()
+async def _locked(uow: UnitOfWork, query) -> list[dict]:
+    """Assignment rows for changing, details opened: locked until commit on PostgreSQL (SQLite locks the database at BEGIN)."""
+    return [_opened_assignment(r, uow.keyring) for r in (await uow.session.execute(query.with_for_update())).mappings()]
 
 
-async def _referral_row(uow: UnitOfWork, referral_id: str):
-    return (await uow.session.execute(select(referrals).where(referrals.c.id == referral_id))).mappings().first()
+async def _referral_row(uow: UnitOfWork, referral_id: str) -> dict | None:
+    row = (await uow.session.execute(select(referrals).where(referrals.c.id == referral_id))).mappings().first()
+    return None if row is None else _opened_referral(row, uow.keyring)
+
+
+# --- sealed at rest (shared/crypto.py): rows in clear here, sealed in the tables --------
+
+def _sealed_referral(row: dict, keyring: Keyring) -> dict:
+    """The resident and the referrer in one sealed object: one encryption per referral."""
+    stored = {k: v for k, v in row.items() if k not in ("resident", "referrer")}
+    stored["personal"] = keyring.seal_json({"resident": row["resident"], "referrer": row["referrer"]})
+    return stored
+
+
+def _opened_referral(row, keyring: Keyring) -> dict:
+    return {**{k: v for k, v in row.items() if k != "personal"}, **keyring.open_json(row["personal"])}
+
+
+def _sealed_assignment(row: dict, keyring: Keyring) -> dict:
+    stored = {k: v for k, v in row.items() if k != "details"}
+    stored["sealed_details"] = keyring.seal_text(row["details"])
+    return stored
+
+
+def _opened_assignment(row, keyring: Keyring) -> dict:
+    return {**row, "details": keyring.open_text(row["sealed_details"])}
+
+
+def _opened_change(row, keyring: Keyring) -> dict:
+    out = {k: v for k, v in row.items() if k != "sealed_note"}
+    out["note"] = keyring.open_text(row["sealed_note"])
+    return out
+
+
+def _opened_note(row, keyring: Keyring) -> dict:
+    out = {k: v for k, v in row.items() if k != "sealed_text"}
+    out["text"] = keyring.open_text(row["sealed_text"])
+    return out
 
 
 # --- consumed events (inside the consumer's unit of work: never commit) ---------------
@@ -370,7 +408,7 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
             "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
             "consent_to_share": referral.consent_to_share, "updated_at": now,
         }
-        await uow.session.execute(insert(referrals).values(**referral_row))
+        await uow.session.execute(insert(referrals).values(**_sealed_referral(referral_row, uow.keyring)))
     hub_rows = await routing.hubs(uow)
     placement = routing.place(
         referral.resident.address.postcode, consent_to_share=referral.consent_to_share, hub_rows=hub_rows.values(),
@@ -394,7 +432,7 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
         })
         changes.append((a.id, change))
         announcements.append((a, [change], request_row))
-    await uow.session.execute(insert(assignments), rows)
+    await uow.session.execute(insert(assignments), [_sealed_assignment(row, uow.keyring) for row in rows])
     await _record_many(uow, changes)
     for a, opened, request_row in announcements:
         _announce(uow, out, a=a, changes=opened, request_row=request_row, referral_row=referral_row)
@@ -419,8 +457,10 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
     resident = amended.resident.model_dump(mode="json")
     consent_changed = current["consent_to_share"] != amended.consent_to_share
     await uow.session.execute(
-        update(referrals).where(referrals.c.id == referral_id)
-        .values(resident=resident, consent_to_share=amended.consent_to_share, updated_at=now)
+        update(referrals).where(referrals.c.id == referral_id).values(
+            personal=uow.keyring.seal_json({"resident": resident, "referrer": current["referrer"]}),
+            consent_to_share=amended.consent_to_share, updated_at=now,
+        )
     )
     referral_row = {**current, "resident": resident, "consent_to_share": amended.consent_to_share}
     rows = await _locked(uow, select(assignments).where(
@@ -459,8 +499,10 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
                 )
                 await uow.session.execute(insert(case_notes).values(
                     assignment_id=a.id, kind="note", hub=a.hub, at=now, by=domain.SYSTEM,
-                    text=f"The resident's address changed and is now in {where}. If another hub should help, "
-                         "reject this as wrong-district and it goes there.",
+                    sealed_text=uow.keyring.seal_text(
+                        f"The resident's address changed and is now in {where}. If another hub should help, "
+                        "reject this as wrong-district and it goes there."
+                    ),
                 ))
     await out.flush(uow)
 
@@ -559,7 +601,8 @@ async def add_case_note(
         row = await _visible_for_change(uow, assignment_id, by=by)
         values = {"assignment_id": assignment_id, "kind": kind, "contact_outcome": contact_outcome, "text": text,
                   "hub": row["hub"], "at": uow.now(), "by": by.subject}
-        note_id = (await uow.session.execute(insert(case_notes).values(**values).returning(case_notes.c.id))).scalar_one()
+        stored = {**{k: v for k, v in values.items() if k != "text"}, "sealed_text": uow.keyring.seal_text(text)}
+        note_id = (await uow.session.execute(insert(case_notes).values(**stored).returning(case_notes.c.id))).scalar_one()
         await uow.session.execute(
             update(assignments).where(assignments.c.id == assignment_id).values(updated_at=values["at"])
         )
@@ -598,14 +641,16 @@ async def get_assignment(uow: UnitOfWork, *, assignment_id: str, by: Principal) 
         row = (await uow.session.execute(select(assignments).where(assignments.c.id == assignment_id))).mappings().first()
         if row is None or not _may_see(by, row["hub"]):
             raise NotFound(f"no assignment {assignment_id}")
+        keyring = uow.keyring
+        row = _opened_assignment(row, keyring)
         referral = await _referral_row(uow, row["referral_id"])
-        history = (await uow.session.execute(
+        history = [_opened_change(h, keyring) for h in (await uow.session.execute(
             select(assignment_changes).where(assignment_changes.c.assignment_id == assignment_id)
             .order_by(assignment_changes.c.id)
-        )).mappings().all()
-        notes = (await uow.session.execute(
+        )).mappings()]
+        notes = [_opened_note(n, keyring) for n in (await uow.session.execute(
             select(case_notes).where(case_notes.c.assignment_id == assignment_id).order_by(case_notes.c.id)
-        )).mappings().all()
+        )).mappings()]
         now = uow.now()
     a = _assignment(row)
     return {
@@ -617,9 +662,9 @@ async def get_assignment(uow: UnitOfWork, *, assignment_id: str, by: Principal) 
         },
         "resident": referral["resident"],
         "referrer": referral["referrer"],
-        "history": [dict(h) for h in history],
-        "notes": [dict(n) for n in notes if n["kind"] == "note"],
-        "contact_attempts": [dict(n) for n in notes if n["kind"] == "contact-attempt"],
+        "history": history,
+        "notes": [n for n in notes if n["kind"] == "note"],
+        "contact_attempts": [n for n in notes if n["kind"] == "contact-attempt"],
     }
 
 
@@ -662,7 +707,7 @@ async def list_assignments(
 ) -> list[dict]:
     """A hub's assignments (or a queue's, with `hub=None` and queue statuses), oldest first."""
     a = assignments.c
-    query = select(assignments, referrals.c.resident, referrals.c.reference).join(
+    query = select(assignments, referrals.c.personal, referrals.c.reference).join(
         referrals, referrals.c.id == a.referral_id
     )
     if hub is not None:
@@ -679,7 +724,12 @@ async def list_assignments(
             clause = _overdue_clause(now)
             query = query.where(clause if overdue else ~clause)
         rows = (await uow.session.execute(query.order_by(a.routed_at, a.id).limit(limit).offset(offset))).mappings().all()
-    return [_summary(r, {"resident": r["resident"], "reference": r["reference"]}, now=now) for r in rows]
+    keyring = uow.keyring
+    return [
+        _summary(_opened_assignment(r, keyring), {**keyring.open_json(r["personal"]), "reference": r["reference"]},
+                 now=now)
+        for r in rows
+    ]
 
 
 async def hub_exists(uow: UnitOfWork, slug: str) -> None:
@@ -695,7 +745,7 @@ async def read_feed(uow: UnitOfWork, *, hub: str, cursor: int, limit: int) -> di
             select(hub_feed.c.seq, hub_feed.c.event).where(hub_feed.c.hub == hub, hub_feed.c.seq > cursor)
             .order_by(hub_feed.c.seq).limit(limit)
         )).all()
-    items = [{"seq": r.seq, "event": orjson.loads(r.event)} for r in rows]
+    items = [{"seq": r.seq, "event": orjson.loads(uow.keyring.open(r.event))} for r in rows]
     return {"hub": hub, "items": items, "next_cursor": rows[-1].seq if rows else cursor}
 
 
@@ -797,25 +847,30 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
     """
     referral_id = str(erased.referral_id)
     async with uow:
-        row = (await uow.session.execute(
-            select(referrals.c.resident).where(referrals.c.id == referral_id)
-        )).first()
+        keyring = uow.keyring
+        row = await _referral_row(uow, referral_id)
         if row is None:
             return  # never routed here (or not yet): nothing held
         await uow.session.execute(
-            update(referrals).where(referrals.c.id == referral_id)
-            .values(resident=privacy.redact(row.resident), referrer=None, updated_at=uow.now())
+            update(referrals).where(referrals.c.id == referral_id).values(
+                personal=keyring.seal_json({"resident": privacy.redact(row["resident"]), "referrer": None}),
+                updated_at=uow.now(),
+            )
         )
         held_assignments = (await uow.session.execute(
             select(assignments.c.id, assignments.c.request_id).where(assignments.c.referral_id == referral_id)
         )).all()
         ids = [a.id for a in held_assignments]
         if ids:
-            await uow.session.execute(update(assignments).where(assignments.c.id.in_(ids)).values(details=None))
             await uow.session.execute(
-                update(assignment_changes).where(assignment_changes.c.assignment_id.in_(ids)).values(note=None)
+                update(assignments).where(assignments.c.id.in_(ids)).values(sealed_details=None)
             )
-            await uow.session.execute(update(case_notes).where(case_notes.c.assignment_id.in_(ids)).values(text=None))
+            await uow.session.execute(
+                update(assignment_changes).where(assignment_changes.c.assignment_id.in_(ids)).values(sealed_note=None)
+            )
+            await uow.session.execute(
+                update(case_notes).where(case_notes.c.assignment_id.in_(ids)).values(sealed_text=None)
+            )
             # The feed (and the webhook deliveries, which send its rows) and the outbox hold the events as sent.
             held = (await uow.session.execute(
                 select(hub_feed.c.hub, hub_feed.c.seq, hub_feed.c.event).where(hub_feed.c.assignment_id.in_(ids))
@@ -823,7 +878,7 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
             for hub, seq, event in held:
                 await uow.session.execute(
                     update(hub_feed).where(hub_feed.c.hub == hub, hub_feed.c.seq == seq)
-                    .values(event=privacy.redact_event(event))
+                    .values(event=privacy.redact_stored_event(event, keyring))
                 )
         sent_to = sorted({(hub, assignment_id) for hub, assignment_id in (await uow.session.execute(
             select(hub_feed.c.hub, hub_feed.c.assignment_id).where(hub_feed.c.assignment_id.in_(ids))
@@ -832,7 +887,7 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
         for outbox_id, payload in (await uow.session.execute(
             select(outbox.c.id, outbox.c.payload).where(outbox.c.key.in_([referral_id, *ids]))
         )).all():
-            redacted = privacy.redact_event(payload)
+            redacted = privacy.redact_stored_event(payload, keyring)
             if redacted != payload:
                 await uow.session.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=redacted))
         request_of = {a.id: a.request_id for a in held_assignments}

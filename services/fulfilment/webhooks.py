@@ -112,8 +112,8 @@ class WebhookDispatcher:
                     .where(d.id == row["id"], d.status == "pending", d.next_attempt_at <= now)
                     .values(next_attempt_at=now + self.lease, attempts=d.attempts + 1, last_attempt_at=now)
                 )
-                if result.rowcount == 1:
-                    claimed.append({**row, "attempts": row["attempts"] + 1})
+                if result.rowcount == 1:  # the feed entry is sealed at rest: opened only to be sent
+                    claimed.append({**row, "event": uow.keyring.open(row["event"]), "attempts": row["attempts"] + 1})
             await uow.commit()
             return claimed
 

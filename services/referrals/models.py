@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Date, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, Boolean, Column, Date, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint,
+)
 
 from shared.app import ServiceTables
 from shared.db import BigId, UtcDateTime, new_metadata
@@ -31,20 +33,18 @@ referrals = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("created_by_role", String(40), nullable=False),
-    # The resident, as given on this referral.
-    Column("name", String(200), nullable=False),
-    Column("name_key", String(200), nullable=False, index=True),
-    Column("date_of_birth", Date),
-    Column("phone", String(20), index=True),
-    Column("email", String(320)),
-    Column("address_line1", String(200), nullable=False),
-    Column("address_line2", String(200)),
-    Column("town", String(100)),
-    Column("postcode", String(8), nullable=False, index=True),
-    Column("contact_preference", String(20)),
-    Column("vulnerabilities", JSON, nullable=False),
-    Column("language", String(50)),
-    Column("referrer", JSON),
+    # The resident and the referrer, as given on this referral: one sealed JSON object
+    # (shared/crypto.py; the fields are PERSONAL_FIELDS in service.py).
+    Column("personal", LargeBinary, nullable=False),
+    # What must still be looked up, as blind indexes (keyed hashes: equality only).
+    # The normalised name (words sorted), for duplicate detection; each of its words
+    # (space-separated), for adviser search by whole words; the phone and the postcode.
+    Column("name_index", String(32), nullable=False, index=True),
+    Column("name_words", Text, nullable=False),
+    Column("phone_index", String(32), index=True),
+    Column("postcode_index", String(32), index=True),
+    # The postcode's outward code ('CT9'), in clear: a district, not a person.
+    Column("district", String(8), nullable=False),
     Column("consent", JSON, nullable=False),
     Column("possible_duplicate", Boolean, nullable=False),
     # A front-end's retry with the same key gets this referral back.
@@ -64,7 +64,7 @@ requests = Table(
     Column("referral_id", String(36), ForeignKey("referrals.id"), nullable=False, index=True),
     Column("position", Integer, nullable=False),
     Column("type", String(40), ForeignKey("request_types.id"), nullable=False),
-    Column("details", Text),
+    Column("sealed_details", LargeBinary),
     Column("needed_by", Date),
     Column("urgency", String(20), nullable=False),
     Column("status", String(20), nullable=False),
@@ -83,7 +83,7 @@ referral_changes = Table(
     Column("by", String(200), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("fields", JSON, nullable=False),
-    Column("note", Text),
+    Column("sealed_note", LargeBinary),
 )
 
 tables = ServiceTables(metadata, with_audit=True)

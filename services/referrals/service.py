@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pydantic_core
 from sqlalchemy import insert, or_, select, update
@@ -20,6 +20,7 @@ from services.referrals.schemas import (
 from shared import tracing
 from shared.audit import AuditLog
 from shared.auth import Principal
+from shared.crypto import Keyring
 from shared.db import new_id
 from shared.errors import Conflict, DomainError, NotFound
 from shared import privacy
@@ -182,8 +183,9 @@ async def take_referrals(
                     audit_rows += audit.rows(by=intake.by, action="create", resource="referral", ids=[out.id],
                                              request_id=intake.request_id, at=now)
             try:
-                await uow.insert_rows(referrals, referral_rows)  # one COPY each on PostgreSQL
-                await uow.insert_rows(requests, request_rows)
+                # Stored sealed: the rows above stay in clear for the answer and the events.
+                await uow.insert_rows(referrals, [_sealed(row, uow.keyring) for row in referral_rows])
+                await uow.insert_rows(requests, [_sealed_request(row, uow.keyring) for row in request_rows])
                 if audit is not None:
                     await uow.insert_rows(audit.table, audit_rows)
                 await uow.commit()
@@ -254,19 +256,20 @@ async def search_referrals(
     phone: str | None = None, name: str | None = None, limit: int = 50,
 ) -> list[dict]:
     """Referrals matching every criterion given, newest first."""
+    keyring = uow.keyring
     query = select(referrals).order_by(referrals.c.received_at.desc()).limit(limit)
     if reference:
         query = query.where(referrals.c.reference == domain.normalise_reference(reference))
     if postcode:
-        query = query.where(referrals.c.postcode == postcode)
+        query = query.where(referrals.c.postcode_index == keyring.blind_index("postcode", postcode))
     if phone:
-        query = query.where(referrals.c.phone == phone)
+        query = query.where(referrals.c.phone_index == keyring.blind_index("phone", phone))
     if name:
-        # Every word of the name given, in any order: 'smith' finds 'Jo Smith'.
+        # Every word of the name given, in any order, whole words only: 'smith' finds 'Jo Smith', 'smi' does not.
         for word in domain.name_key(name).split():
-            query = query.where(referrals.c.name_key.like(f"%{word}%"))
+            query = query.where(referrals.c.name_words.like(f"%{keyring.blind_index('name-word', word)}%"))
     async with uow:
-        rows = (await uow.session.execute(query)).mappings().all()
+        rows = [_opened(r, keyring) for r in (await uow.session.execute(query)).mappings()]
         types: dict[str, list[str]] = {}
         if rows:
             for referral_id, request_type in (
@@ -301,8 +304,6 @@ async def amend_referral(
             for column, value in _resident_columns(given).items():
                 if current[column] != value:
                     changes[column] = value
-            if "name" in changes:
-                changes["name_key"] = domain.name_key(changes["name"])
         if amendment.consent is not None and amendment.consent.model_dump(mode="json") != current["consent"]:
             changes["consent"] = amendment.consent.model_dump(mode="json")
         if amendment.referrer is not None and amendment.referrer.model_dump(mode="json") != current["referrer"]:
@@ -310,12 +311,16 @@ async def amend_referral(
         if not changes:
             return await _load(uow, referral_id)
         now = uow.now()
+        values = {c: v for c, v in changes.items() if c not in PERSONAL_FIELDS}
+        if len(values) < len(changes):  # the resident or referrer changed: seal them again, with their indexes
+            personal = {field: changes.get(field, current[field]) for field in PERSONAL_FIELDS}
+            values.update(_sealed_personal(personal, uow.keyring))
         await uow.session.execute(
             update(referrals)
             .where(referrals.c.id == referral_id)
-            .values(**changes, updated_at=now, version=current["version"] + 1)
+            .values(**values, updated_at=now, version=current["version"] + 1)
         )
-        changed = sorted({_FIELD_OF_COLUMN.get(c, c) for c in changes if c != "name_key"})
+        changed = sorted({_FIELD_OF_COLUMN.get(c, c) for c in changes})
         await _record_change(uow, referral_id=referral_id, by=by, kind="amended", fields=changed, note=amendment.note)
         out = await _load(uow, referral_id)
         uow.publish(
@@ -428,6 +433,51 @@ _FIELD_OF_COLUMN = {
 }
 
 
+PERSONAL_FIELDS = (
+    "name", "date_of_birth", "phone", "email", "address_line1", "address_line2", "town", "postcode",
+    "contact_preference", "vulnerabilities", "language", "referrer",
+)
+"""A referral's fields about the resident and referrer: stored as one sealed JSON object (`personal`)."""
+
+
+def _sealed(row: dict, keyring: Keyring) -> dict:
+    """A referral row (fields in clear, as built and read here) as stored: personal fields sealed, indexes beside."""
+    stored = {k: v for k, v in row.items() if k not in PERSONAL_FIELDS and k != "name_key"}
+    stored.update(_sealed_personal(row, keyring))
+    return stored
+
+
+def _sealed_personal(personal: dict, keyring: Keyring) -> dict:
+    """The `personal` column and the blind indexes made from the same fields: one encryption, a few HMACs."""
+    name_key = personal.get("name_key") or domain.name_key(personal["name"])  # intake's row has it already
+    return {
+        "personal": keyring.seal_json({field: personal[field] for field in PERSONAL_FIELDS}),
+        "name_index": keyring.blind_index("name", name_key),
+        "name_words": " ".join(keyring.blind_index("name-word", word) for word in name_key.split()),
+        "phone_index": keyring.blind_index("phone", personal["phone"]) if personal["phone"] else None,
+        "postcode_index": keyring.blind_index("postcode", personal["postcode"]),
+        "district": privacy.outward_code(personal["postcode"]),
+    }
+
+
+def _opened(row, keyring: Keyring) -> dict:
+    """A stored referral row with its personal fields opened, as the code here reads them."""
+    personal = keyring.open_json(row["personal"])
+    if personal["date_of_birth"] is not None:
+        personal["date_of_birth"] = date.fromisoformat(personal["date_of_birth"])
+    return {**row, **personal}
+
+
+def _sealed_request(row: dict, keyring: Keyring) -> dict:
+    stored = {k: v for k, v in row.items() if k != "details"}
+    stored["sealed_details"] = keyring.seal_text(row["details"])
+    return stored
+
+
+def _opened_request(row, keyring: Keyring) -> dict:
+    return {**row, "details": keyring.open_text(row["sealed_details"])}
+
+
 def _resident_columns(resident: dict) -> dict:
     """Resident fields (as given) as referral columns."""
     columns = {k: v for k, v in resident.items() if k != "address"}
@@ -513,20 +563,23 @@ async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn],
     """
     if not batch:
         return []
+    keyring = uow.keyring
     if keys is None:
         keys = [domain.name_key(r.resident.name) for r in batch]
-    # People with these names first (an indexed lookup that is usually empty), then
-    # their open requests: one join would let the planner scan every open request.
-    people = (
-        await uow.session.execute(
-            select(
-                referrals.c.id, referrals.c.name, referrals.c.date_of_birth, referrals.c.postcode, referrals.c.phone,
+    indexes = {keyring.blind_index("name", key) for key in keys}
+    # People with these names first (an indexed lookup that is usually empty, so
+    # almost nothing to open), then their open requests: one join would let the
+    # planner scan every open request.
+    people = [
+        _opened(p, keyring) for p in (
+            await uow.session.execute(
+                select(referrals.c.id, referrals.c.personal)
+                .where(referrals.c.name_index.in_(indexes), referrals.c.status == domain.OPEN)
+                .order_by(referrals.c.received_at)
             )
-            .where(referrals.c.name_key.in_(set(keys)), referrals.c.status == domain.OPEN)
-            .order_by(referrals.c.received_at)
-        )
-    ).all()
-    matches = [[p.id for p in people if _same_person(referral, p)] for referral in batch]
+        ).mappings()
+    ]
+    matches = [[p["id"] for p in people if _same_person(referral, p)] for referral in batch]
     open_requests: dict[str, dict[str, str]] = {}
     matched = {referral_id for ids in matches for referral_id in ids}
     if matched:
@@ -558,8 +611,8 @@ def _same_person(referral: ReferralIn, stored) -> bool:
     resident = referral.resident
     return domain.is_same_person(
         name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
-        phone_a=resident.phone, name_b=stored.name, dob_b=stored.date_of_birth, postcode_b=stored.postcode,
-        phone_b=stored.phone,
+        phone_a=resident.phone, name_b=stored["name"], dob_b=stored["date_of_birth"], postcode_b=stored["postcode"],
+        phone_b=stored["phone"],
     )
 
 
@@ -567,23 +620,26 @@ async def _row(uow: UnitOfWork, referral_id: str):
     row = (await uow.session.execute(select(referrals).where(referrals.c.id == referral_id))).mappings().first()
     if row is None:
         raise NotFound(f"no referral {referral_id}")
-    return row
+    return _opened(row, uow.keyring)
 
 
 async def _load(uow: UnitOfWork, referral_id: str) -> ReferralOut:
     row = await _row(uow, referral_id)
-    request_rows = (
-        await uow.session.execute(
-            select(requests).where(requests.c.referral_id == referral_id).order_by(requests.c.position)
-        )
-    ).mappings().all()
+    request_rows = [
+        _opened_request(r, uow.keyring) for r in (
+            await uow.session.execute(
+                select(requests).where(requests.c.referral_id == referral_id).order_by(requests.c.position)
+            )
+        ).mappings()
+    ]
     return _referral_out(row, request_rows)
 
 
 async def _record_change(uow: UnitOfWork, *, referral_id: str, by: Principal, kind: str, fields: list[str], note: str | None):
     await uow.session.execute(
         insert(referral_changes).values(
-            referral_id=referral_id, at=uow.now(), by=by.subject, kind=kind, fields=fields, note=note
+            referral_id=referral_id, at=uow.now(), by=by.subject, kind=kind, fields=fields,
+            sealed_note=uow.keyring.seal_text(note),
         )
     )
 
@@ -757,18 +813,22 @@ async def erase_resident(
         if row["erased_at"] is not None:
             return await _load(uow, referral_id)
         now = uow.now()
+        erased = {
+            "name": ERASED, "date_of_birth": None, "phone": None, "email": None, "address_line1": ERASED,
+            "address_line2": None, "town": None, "postcode": privacy.outward_code(row["postcode"]),
+            "contact_preference": None, "vulnerabilities": [], "language": None, "referrer": None,
+        }
         await uow.session.execute(
             update(referrals).where(referrals.c.id == referral_id).values(
-                name=ERASED, name_key=ERASED, date_of_birth=None, phone=None, email=None,
-                address_line1=ERASED, address_line2=None, town=None,
-                postcode=privacy.outward_code(row["postcode"]), contact_preference=None, vulnerabilities=[],
-                language=None, referrer=None, body_hash=None, erased_at=now, updated_at=now,
-                version=row["version"] + 1,
+                personal=uow.keyring.seal_json(erased), name_index=ERASED, name_words="", phone_index=None,
+                postcode_index=None, body_hash=None, erased_at=now, updated_at=now, version=row["version"] + 1,
             )
         )
-        await uow.session.execute(update(requests).where(requests.c.referral_id == referral_id).values(details=None))
         await uow.session.execute(
-            update(referral_changes).where(referral_changes.c.referral_id == referral_id).values(note=None)
+            update(requests).where(requests.c.referral_id == referral_id).values(sealed_details=None)
+        )
+        await uow.session.execute(
+            update(referral_changes).where(referral_changes.c.referral_id == referral_id).values(sealed_note=None)
         )
         await _record_change(uow, referral_id=referral_id, by=by, kind="erased", fields=[reason], note=None)
         # Events still held for republishing carry the resident too: erase them in place.
@@ -777,7 +837,7 @@ async def erase_resident(
             select(outbox.c.id, outbox.c.payload).where(outbox.c.key == referral_id)
         )).all()
         for outbox_id, payload in held:
-            redacted = privacy.redact_event(payload)
+            redacted = privacy.redact_stored_event(payload, uow.keyring)
             if redacted != payload:
                 await uow.session.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=redacted))
         uow.publish(ResidentErasedV1(referral_id=referral_id, erased_at=now, reason=reason), topic=topics.referrals)

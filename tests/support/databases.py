@@ -59,6 +59,13 @@ class PostgresTemplates:
         self.created.append(name)
         return _sqlalchemy_url(name)
 
+    def empty_database(self, service: str) -> str:
+        """A database with no migration applied (to migrate step by step)."""
+        name = f"kt_{service}_{self.session}_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return _sqlalchemy_url(name)
+
     def drop_all(self) -> None:
         async def drop():
             for name in reversed(self.created):

@@ -75,7 +75,8 @@ async def test_a_new_address_is_recorded_and_published_for_re_routing(client, se
     assert data.changed == ["address.line1", "address.postcode", "address.town"]
     async with client.app.state.runtime.db.sessions() as session:
         change = (await session.execute(referral_changes.select())).mappings().one()
-    assert change["note"] == "moved to daughter's" and change["kind"] == "amended"
+    assert change["kind"] == "amended"
+    assert client.app.state.runtime.keyring.open_text(change["sealed_note"]) == "moved to daughter's"  # sealed at rest
 
 
 async def test_an_amendment_with_a_bad_phone_names_the_field_and_changes_nothing(client, settings):

@@ -7,16 +7,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.referrals.models import referrals, requests, tables
-from services.referrals.service import seed_request_types
+from services.referrals.service import _opened, _sealed, seed_request_types
+from shared.crypto import Keyring, new_key
 from shared.db import Database, utcnow
 from shared.uow import UnitOfWork
 
 SERVICE = "referrals"
+KEYRING = Keyring.from_text(f"k1:{new_key()}", new_key())
 
 
 def referral_row(referral_id: str, *, reference: str, key: str | None = None, received_at: datetime | None = None):
     now = utcnow()
-    return {
+    return _sealed({
         "id": referral_id, "reference": reference, "channel": "phone", "status": "open",
         "received_at": received_at or now, "created_at": now, "updated_at": now,
         "created_by": "adviser-1", "created_by_role": "call-centre",
@@ -26,7 +28,7 @@ def referral_row(referral_id: str, *, reference: str, key: str | None = None, re
         "language": None, "referrer": None, "consent": {"to_share": True, "given_by": "resident"},
         "possible_duplicate": False, "idempotency_client": "adviser-1" if key else None,
         "idempotency_key": key, "body_hash": "h", "version": 1,
-    }
+    }, KEYRING)
 
 
 @pytest.fixture
@@ -38,20 +40,20 @@ async def db(database_url):
 
 
 def uow(db: Database) -> UnitOfWork:
-    return UnitOfWork(db, source="/test", outbox=tables.outbox)
+    return UnitOfWork(db, source="/test", outbox=tables.outbox, keyring=KEYRING)
 
 
 async def test_rows_written_in_bulk_read_back_as_written_with_json_and_utc_times(db):
     async with uow(db) as unit:
         await unit.insert_rows(referrals, [referral_row("r-1", reference="KT-AAA1"), referral_row("r-2", reference="KT-AAA2")])
         await unit.insert_rows(requests, [
-            {"id": f"q-{i}", "referral_id": "r-1", "position": i, "type": "food", "details": None, "needed_by": None,
+            {"id": f"q-{i}", "referral_id": "r-1", "position": i, "type": "food", "sealed_details": None, "needed_by": None,
              "urgency": "routine", "status": "open", "duplicate_of": None}
             for i in range(3)
         ])
         await unit.commit()
     async with db.sessions() as session:
-        row = (await session.execute(select(referrals).where(referrals.c.id == "r-1"))).mappings().one()
+        row = _opened((await session.execute(select(referrals).where(referrals.c.id == "r-1"))).mappings().one(), KEYRING)
         assert row["vulnerabilities"] == ["shielding"]
         assert row["consent"] == {"to_share": True, "given_by": "resident"}
         assert row["referrer"] is None

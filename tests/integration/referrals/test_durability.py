@@ -79,7 +79,7 @@ async def test_two_relays_share_the_outbox_and_publish_every_event_exactly_once(
     for _ in range(2):
         db = Database(database_url)
         relays.append(OutboxRelay(db=db, table=tables.outbox, producer=Producer(settings.kafka_bootstrap_servers),
-                                  batch_size=7))
+                                  batch_size=7, keyring=settings.keyring()))
 
     async def drain(relay):
         total = 0

@@ -22,8 +22,10 @@ async def post(client, settings, name: str) -> dict:
 
 
 async def names(client) -> dict[str, str]:
+    keyring = client.app.state.runtime.keyring  # the names are sealed at rest
     async with client.app.state.runtime.db.sessions() as session:
-        return dict((await session.execute(select(referrals.c.id, referrals.c.name))).all())
+        rows = (await session.execute(select(referrals.c.id, referrals.c.personal))).all()
+    return {referral_id: keyring.open_json(personal)["name"] for referral_id, personal in rows}
 
 
 async def test_a_closed_case_is_anonymised_once_its_retention_period_has_passed_and_an_open_one_only_after_the_backstop(
@@ -49,7 +51,8 @@ async def test_a_closed_case_is_anonymised_once_its_retention_period_has_passed_
     outbox = client.app.state.runtime.tables.outbox
     async with client.app.state.runtime.db.sessions() as session:
         payloads = (await session.scalars(select(outbox.c.payload).where(outbox.c.type == ResidentErasedV1.type))).all()
-    events = sorted((CloudEvent.from_bytes(p) for p in payloads), key=lambda e: e.time)
+    keyring = client.app.state.runtime.keyring  # events on the referrals topic are sealed in the outbox
+    events = sorted((CloudEvent.from_bytes(keyring.open(p)) for p in payloads), key=lambda e: e.time)
     assert [(e.subject, e.data["reason"]) for e in events] == [(cancelled["id"], "retention"), (still_open["id"], "retention")]
     audit = (await client.get("/v1/audit", params={"action": "anonymise"}, headers=token(settings, "admin"))).json()
     assert [(r["actor"], r["resource_id"]) for r in audit["records"]] == [

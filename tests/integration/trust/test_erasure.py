@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.bus import ensure_topics
+from shared.crypto import is_sealed
 from tests.support.apps import token
 
 ERASED_PERSON = ("Margaret", "Jones", "577000", "577999", "Northdown", "1941-03-02", "margaret@example.org", "7911123456",
@@ -39,14 +40,20 @@ def referral(name: str, phone: str, line1: str, *, email: str | None = None, dob
     return body
 
 
-async def everything_held(runtime) -> str:
-    """Every value of every row of every table of a service's database, as one searchable text."""
+async def everything_held(runtime, *, open_sealed: bool = True) -> str:
+    """Every value of every row of every table of a service's database, as one searchable text.
+
+    Sealed values are opened with the service's keys (erasure must empty them, not
+    only hide them); `open_sealed=False` gives the bytes as a stolen copy would.
+    """
     parts = []
     async with runtime.db.sessions() as session:
         for table in runtime.tables.metadata.sorted_tables:
             for row in (await session.execute(select(table))).all():
                 for value in row:
-                    if isinstance(value, bytes):
+                    if isinstance(value, bytes) and open_sealed and is_sealed(value):
+                        parts.append(runtime.keyring.open(value).decode())
+                    elif isinstance(value, bytes):
                         parts.append(value.decode("utf-8", "replace"))
                     elif isinstance(value, (dict, list)):
                         parts.append(orjson.dumps(value).decode())
@@ -127,6 +134,8 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
         rt_r, rt_f = referrals_api.app.state.runtime, fulfilment_api.app.state.runtime
         held_before = await everything_held(rt_r) + await everything_held(rt_f)
         assert all(s in held_before for s in ERASED_PERSON), "the test data really was there"
+        at_rest = await everything_held(rt_r, open_sealed=False) + await everything_held(rt_f, open_sealed=False)
+        assert [s for s in ERASED_PERSON if s in at_rest] == [], "sealed at rest (tests/integration/trust/test_sealed)"
         before = await counts(rt_r, rt_f)
 
         erased = await referrals_api.post(f"/v1/referrals/{margaret['id']}/erasure", headers=admin_r)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from services.referrals.app import ReferralsSettings
 from services.referrals.models import tables as referrals_tables
 from shared.app import build_runtime
+from shared.crypto import new_key
 from shared.kafka_security import KafkaSecurity, check_transport, client_options
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,6 +51,10 @@ def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
 @pytest.fixture
 def ca_file(tmp_path) -> Path:
     return make_certificate(tmp_path, "kt-kafka-cluster-ca")[0]
+
+
+# Production refuses to start without its data keys (shared/crypto.py).
+PRODUCTION_DATA_KEYS = {"KT_DATA_KEYS": f"k1:{new_key()}", "KT_BLIND_INDEX_KEY": new_key()}
 
 
 @pytest.fixture
@@ -181,7 +186,7 @@ def test_the_password_never_appears_in_a_repr_a_dump_or_the_options_printed(kafk
 def test_start_up_logs_how_kafka_is_reached_without_the_password(kafka_env, caplog, ca_file):
     kafka_env(KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_USERNAME="referrals",
               KAFKA_SASL_PASSWORD=PASSWORD, KAFKA_SSL_CAFILE=str(ca_file), KT_ENVIRONMENT="production",
-              KT_JWT_JWKS_URL="https://idp.example/jwks")
+              KT_JWT_JWKS_URL="https://idp.example/jwks", **PRODUCTION_DATA_KEYS)
     with caplog.at_level(logging.DEBUG):
         build_runtime(ReferralsSettings(), referrals_tables)
     messages = [record.getMessage() for record in caplog.records]
@@ -193,7 +198,7 @@ def test_start_up_logs_how_kafka_is_reached_without_the_password(kafka_env, capl
 # -- production in plain text is allowed, with a warning
 
 def test_production_over_plaintext_starts_with_a_warning(kafka_env, caplog):
-    kafka_env(KT_ENVIRONMENT="production", KT_JWT_JWKS_URL="https://idp.example/jwks")
+    kafka_env(KT_ENVIRONMENT="production", KT_JWT_JWKS_URL="https://idp.example/jwks", **PRODUCTION_DATA_KEYS)
     settings = ReferralsSettings()
     with caplog.at_level(logging.INFO):
         runtime = build_runtime(settings, referrals_tables)

@@ -1,8 +1,9 @@
 """The audit log: who read, changed or exported a resident's data, when, and through what.
 
 One `audit` table in each service that holds personal data (added to its metadata
-like the outbox: `ServiceTables(metadata, audit=True)`), written by the API once a
-use case has succeeded, queried by administrators at `GET /v1/audit`.
+like the outbox: `ServiceTables(metadata, audit=True)`), queried by administrators at
+`GET /v1/audit`. A change's record commits in the change's own transaction
+(`AuditLog.changing`); a read's is written before the data is sent.
 
 Append-only: there is no update or delete path in the code, and the migration adds
 triggers that refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the table.
@@ -12,6 +13,8 @@ holds no personal data, so an erasure leaves it whole and it stays useful.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -21,6 +24,7 @@ from sqlalchemy import JSON, Column, Index, MetaData, String, Table, insert, sel
 
 from shared.auth import Principal, require
 from shared.db import BigId, Database, UtcDateTime, utcnow
+from shared.uow import UnitOfWork
 
 ACTIONS = ("create", "read", "search", "change", "cancel", "export", "erase", "anonymise")
 
@@ -113,8 +117,29 @@ class AuditLog:
         request: Request | None = None, detail: dict[str, Any] | None = None,
     ) -> None:
         """One row per resident record touched (so "who saw this person" is one lookup)."""
-        request_id = getattr(request.state, "request_id", None) if request is not None else None
-        rows = self.rows(by=by, action=action, resource=resource, ids=ids, request_id=request_id, detail=detail)
+        await self._insert(self.rows(by=by, action=action, resource=resource, ids=ids,
+                                     request_id=_request_id(request), detail=detail))
+
+    @contextlib.asynccontextmanager
+    async def changing(
+        self, uow: UnitOfWork, *, by: Principal, action: str, resource: str, ids: list[str],
+        request: Request | None = None, detail: dict[str, Any] | None = None,
+    ) -> AsyncIterator[UnitOfWork]:
+        """`uow`, set so that the change its use case commits carries its audit record in the same transaction.
+
+        A change is then never committed without its record, nor a record without
+        its change (a process killed between two transactions could do either). A
+        use case that changes nothing (an erasure asked again) commits nothing: its
+        record is written on its own afterwards, as a read's is.
+        """
+        uow.audit_with_commit(self.table, self.rows(by=by, action=action, resource=resource, ids=ids,
+                                                    request_id=_request_id(request), detail=detail))
+        yield uow
+        unwritten = uow.take_unwritten_audit()
+        if unwritten is not None:
+            await self._insert(unwritten[1])
+
+    async def _insert(self, rows: list[dict]) -> None:
         async with self.db.sessions() as session, session.begin():
             await session.execute(insert(self.table), rows)
 
@@ -156,6 +181,10 @@ class AuditLog:
             query = query.where(t.c.at < until)
         async with self.db.sessions() as session:
             return [dict(r) for r in (await session.execute(query)).mappings()]
+
+
+def _request_id(request: Request | None) -> str | None:
+    return getattr(request.state, "request_id", None) if request is not None else None
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -58,6 +58,7 @@ class UnitOfWork:
         """Which topics' events are sealed in the outbox (with a keyring): those that carry personal data."""
         self.session: AsyncSession
         self._events: list[tuple[str, str | None, CloudEvent]] = []
+        self._audit: tuple[Table, list[dict]] | None = None
 
     async def __aenter__(self) -> "UnitOfWork":
         self.session = self.db.sessions()
@@ -157,7 +158,24 @@ class UnitOfWork:
             return self.keyring.seal(payload)
         return payload
 
+    def audit_with_commit(self, table: Table, rows: list[dict]) -> None:
+        """Audit records for the next `commit()` to write in its transaction.
+
+        Set before the use case runs (it is kept across `async with`): the change and
+        the record of who made it then commit together or not at all.
+        """
+        self._audit = (table, rows)
+
+    def take_unwritten_audit(self) -> tuple[Table, list[dict]] | None:
+        """The audit records no commit wrote (the use case changed nothing), now handed to the caller."""
+        audit, self._audit = self._audit, None
+        return audit
+
     async def commit(self) -> None:
+        if self._audit is not None:
+            table, rows = self._audit
+            await self.insert_rows(table, rows)
+            self._audit = None
         if self._events:
             created = utcnow()
             await self.insert_rows(

@@ -155,48 +155,45 @@ async def get_assignment(assignment_id: str, request: Request, by: Reader, rt: R
              summary="Move an assignment on: accepted, in_progress, fulfilled, unable_to_fulfil, rejected…",
              responses={409: {"description": "Not allowed from its current status: says which are"}})
 async def post_transition(assignment_id: str, body: TransitionIn, request: Request, by: Writer, rt: Rt, routing: Routing):
-    result, changes = await service.transition(
-        rt.uow(), assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
-        request=service.TransitionRequest(
-            to=Status(body.to), reason=body.reason, outcome=body.outcome, note=body.note, hub=body.hub,
-            council=body.council, at=body.at,
-        ),
-    )
-    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
-                          detail={"to": body.to})
+    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
+                                 request=request, detail={"to": body.to}) as uow:
+        result, changes = await service.transition(
+            uow, assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
+            request=service.TransitionRequest(
+                to=Status(body.to), reason=body.reason, outcome=body.outcome, note=body.note, hub=body.hub,
+                council=body.council, at=body.at,
+            ),
+        )
     return {**result, "changes": [dataclasses.asdict(change) for change in changes]}
 
 
 @router.patch("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
               summary="Flag an assignment for follow-up, or clear the flag")
 async def patch_assignment(assignment_id: str, patch: AssignmentPatch, request: Request, by: Writer, rt: Rt):
-    out = await service.set_follow_up(
-        rt.uow(), assignment_id=assignment_id, by=by, follow_up=patch.follow_up, on=patch.follow_up_on,
-    )
-    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
-                          detail={"follow_up": patch.follow_up})
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
+                                 request=request, detail={"follow_up": patch.follow_up}) as uow:
+        return await service.set_follow_up(
+            uow, assignment_id=assignment_id, by=by, follow_up=patch.follow_up, on=patch.follow_up_on,
+        )
 
 
 @router.post("/assignments/{assignment_id}/notes", status_code=201, response_model=NoteOut, tags=["assignments"],
              summary="Add a case note")
 async def add_note(assignment_id: str, body: NoteIn, request: Request, by: Writer, rt: Rt):
-    out = await service.add_case_note(rt.uow(), assignment_id=assignment_id, by=by, kind="note", text=body.text)
-    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
-                          detail={"added": "note"})
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
+                                 request=request, detail={"added": "note"}) as uow:
+        return await service.add_case_note(uow, assignment_id=assignment_id, by=by, kind="note", text=body.text)
 
 
 @router.post("/assignments/{assignment_id}/contact-attempts", status_code=201, response_model=NoteOut,
              tags=["assignments"], summary="Record a call or visit: no-answer, wrong-number, voicemail, reached")
 async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, request: Request, by: Writer, rt: Rt):
-    out = await service.add_case_note(
-        rt.uow(), assignment_id=assignment_id, by=by, kind="contact-attempt", text=body.note,
-        contact_outcome=body.outcome,
-    )
-    await rt.audit.record(by=by, action="change", resource="assignment", ids=[assignment_id], request=request,
-                          detail={"added": "contact-attempt"})
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
+                                 request=request, detail={"added": "contact-attempt"}) as uow:
+        return await service.add_case_note(
+            uow, assignment_id=assignment_id, by=by, kind="contact-attempt", text=body.note,
+            contact_outcome=body.outcome,
+        )
 
 
 @router.get("/queues/out-of-area", response_model=AssignmentList, tags=["queues"],

@@ -150,36 +150,34 @@ async def search_referrals(
 @router.patch("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"],
               summary="Amend the resident's details, consent or referrer")
 async def amend_referral(referral_id: str, amendment: ReferralAmendment, request: Request, by: Reader, rt: Rt):
-    out = await service.amend_referral(
-        rt.uow(), referral_id=referral_id, amendment=amendment, by=by, topics=rt.settings.topics
-    )
     fields = sorted(amendment.model_dump(exclude_unset=True))
-    await rt.audit.record(by=by, action="change", resource="referral", ids=[_id(out)], request=request,
-                          detail={"fields": fields})
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="referral", ids=[referral_id],
+                                 request=request, detail={"fields": fields}) as uow:
+        return await service.amend_referral(
+            uow, referral_id=referral_id, amendment=amendment, by=by, topics=rt.settings.topics
+        )
 
 
 @router.post("/referrals/{referral_id}/cancel", response_model=ReferralOut, tags=["referrals"],
              summary="Cancel every open request of a referral")
 async def cancel_referral(referral_id: str, cancellation: Cancellation, request: Request, by: Reader, rt: Rt):
-    out = await service.cancel_requests(
-        rt.uow(), referral_id=referral_id, request_id=None, cancellation=cancellation, by=by, topics=rt.settings.topics
-    )
-    await rt.audit.record(by=by, action="cancel", resource="referral", ids=[_id(out)], request=request)
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="cancel", resource="referral", ids=[referral_id],
+                                 request=request) as uow:
+        return await service.cancel_requests(
+            uow, referral_id=referral_id, request_id=None, cancellation=cancellation, by=by, topics=rt.settings.topics
+        )
 
 
 @router.post("/referrals/{referral_id}/requests/{request_id}/cancel", response_model=ReferralOut, tags=["referrals"],
              summary="Cancel one request of a referral")
 async def cancel_request(referral_id: str, request_id: str, cancellation: Cancellation, request: Request, by: Reader,
                          rt: Rt):
-    out = await service.cancel_requests(
-        rt.uow(), referral_id=referral_id, request_id=request_id, cancellation=cancellation, by=by,
-        topics=rt.settings.topics,
-    )
-    await rt.audit.record(by=by, action="cancel", resource="referral", ids=[_id(out)], request=request,
-                          detail={"request_id": request_id})
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="cancel", resource="referral", ids=[referral_id],
+                                 request=request, detail={"request_id": request_id}) as uow:
+        return await service.cancel_requests(
+            uow, referral_id=referral_id, request_id=request_id, cancellation=cancellation, by=by,
+            topics=rt.settings.topics,
+        )
 
 
 @router.post("/referrals/{referral_id}/erasure", response_model=ReferralOut, tags=["privacy"],
@@ -187,9 +185,9 @@ async def cancel_request(referral_id: str, request_id: str, cancellation: Cancel
              responses={200: {"description": "Erased (or already erased): ids, reference, request types and "
                                              "statuses are kept for counts"}})
 async def erase_resident(referral_id: str, request: Request, by: Admin, rt: Rt):
-    out = await service.erase_resident(rt.uow(), referral_id=referral_id, by=by, topics=rt.settings.topics)
-    await rt.audit.record(by=by, action="erase", resource="referral", ids=[_id(out)], request=request)
-    return out
+    async with rt.audit.changing(rt.uow(), by=by, action="erase", resource="referral", ids=[referral_id],
+                                 request=request) as uow:
+        return await service.erase_resident(uow, referral_id=referral_id, by=by, topics=rt.settings.topics)
 
 
 @router.post("/retention/anonymise", tags=["privacy"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -851,8 +852,9 @@ RETENTION = Principal(subject="retention", role="admin", scopes=frozenset())
 
 async def anonymise_expired(
     uow_factory, *, topics: Topics, now, closed_for: timedelta, kept_for: timedelta, batch: int = 200,
+    audit: AuditLog | None = None,
 ) -> list[str]:
-    """Anonymise the referrals past retention; return their ids.
+    """Anonymise the referrals past retention; return their ids (each audited with its erasure, given `audit`).
 
     Past retention: closed or cancelled and unchanged for `closed_for`, or received
     more than `kept_for` ago whatever their status (referrals never hears that a
@@ -871,7 +873,10 @@ async def anonymise_expired(
             ).order_by(referrals.c.received_at).limit(batch)
         )).all())
     for referral_id in ids:
-        await erase_resident(uow_factory(), referral_id=referral_id, by=RETENTION, topics=topics, reason="retention")
+        uow = uow_factory()
+        async with (audit.changing(uow, by=RETENTION, action="anonymise", resource="referral", ids=[referral_id])
+                    if audit is not None else contextlib.nullcontext(uow)) as uow:
+            await erase_resident(uow, referral_id=referral_id, by=RETENTION, topics=topics, reason="retention")
     return ids
 
 
@@ -893,10 +898,8 @@ class RetentionScheduler:
         anonymised = []
         while True:
             ids = await anonymise_expired(self.uow_factory, topics=self.topics, now=now or utcnow(),
-                                          closed_for=self.closed_for, kept_for=self.kept_for)
+                                          closed_for=self.closed_for, kept_for=self.kept_for, audit=self.audit)
             anonymised += ids
-            if ids and self.audit is not None:
-                await self.audit.record(by=RETENTION, action="anonymise", resource="referral", ids=ids)
             if len(ids) < 200:
                 return anonymised
 

@@ -1,6 +1,7 @@
 """The audit log in fulfilment: which hub staff read, exported or changed a resident's assignment."""
 
 from tests.integration.fulfilment.conftest import deliver, headers, hub_assignments, referral_received
+from tests.support.audit import allow_audit, refuse_audit
 
 SERVICE = "fulfilment"
 
@@ -30,3 +31,23 @@ async def test_hub_reads_feed_exports_and_changes_are_recorded_by_referral_with_
     assert by_referral[2]["detail"]["hub-feed"] == "thanet"
     changes = (await client.get("/v1/audit", params={"resource_id": item["id"]}, headers=admin)).json()["records"]
     assert [(r["action"], r["resource"], r["detail"]) for r in changes] == [("change", "assignment", {"to": "accepted"})]
+
+
+async def test_a_hub_change_whose_audit_record_cannot_be_written_is_not_made(client, settings):
+    """A transition or a case note commits with the record of who made it, or not at all."""
+    await deliver(client.app, referral_received(types=("food",)))
+    thanet = headers(settings, "hub", "thanet")
+    [item] = await hub_assignments(client, settings, "thanet", expect=1)
+    runtime = client.app.state.runtime
+    await refuse_audit(runtime)
+    accepted = await client.post(f"/v1/assignments/{item['id']}/transitions", json={"to": "accepted"}, headers=thanet)
+    noted = await client.post(f"/v1/assignments/{item['id']}/notes", json={"text": "Rang, no answer"}, headers=thanet)
+    assert (accepted.status_code, noted.status_code) == (500, 500)
+    await allow_audit(runtime)
+
+    now = (await client.get(f"/v1/assignments/{item['id']}", headers=thanet)).json()
+    assert now["status"] == item["status"] == "routed"
+    assert now["notes"] == []
+    changes = (await client.get("/v1/audit", params={"resource_id": item["id"]},
+                                headers=headers(settings, "admin"))).json()["records"]
+    assert changes == []

@@ -6,6 +6,7 @@ from sqlalchemy import delete, text, update
 
 from tests.integration.referrals.conftest import referral_body
 from tests.support.apps import token
+from tests.support.audit import allow_audit, refuse_audit
 
 SERVICE = "referrals"
 
@@ -84,3 +85,38 @@ async def test_the_audit_log_refuses_update_and_delete_even_from_the_database(cl
                 await session.execute(text("TRUNCATE audit"))
     records = (await client.get("/v1/audit", headers=as_(settings, "admin", "a"))).json()["records"]
     assert [(r["actor"], r["resource_id"]) for r in records] == [("adviser-1", posted.json()["id"])]
+
+
+
+async def test_a_change_whose_audit_record_cannot_be_written_is_not_made(client, settings):
+    """The change and the record of who made it commit together: never a change nobody can account for."""
+    adviser = as_(settings, "call-centre", "adviser-1")
+    referral = (await client.post("/v1/referrals", json=referral_body(), headers=adviser)).json()
+    runtime = client.app.state.runtime
+    await refuse_audit(runtime)
+
+    amended = await client.patch(f"/v1/referrals/{referral['id']}", json={"resident": {"phone": "01843 577111"}},
+                                 headers=adviser)
+    cancelled = await client.post(f"/v1/referrals/{referral['id']}/cancel", json={"reason": "no-longer-needed"},
+                                  headers=adviser)
+    assert (amended.status_code, cancelled.status_code) == (500, 500)
+
+    await allow_audit(runtime)
+    now = (await client.get(f"/v1/referrals/{referral['id']}", headers=adviser)).json()
+    assert now["version"] == referral["version"]
+    assert now["resident"]["phone"] == referral["resident"]["phone"]
+    assert {r["status"] for r in now["requests"]} == {r["status"] for r in referral["requests"]} == {"open"}
+    records = (await client.get("/v1/audit", params={"resource_id": referral["id"]},
+                                headers=as_(settings, "admin", "a"))).json()["records"]
+    assert [r["action"] for r in records] == ["create", "read"]
+
+
+async def test_erasing_again_changes_nothing_and_is_still_recorded(client, settings):
+    referral = (await client.post("/v1/referrals", json=referral_body(),
+                                  headers=as_(settings, "call-centre", "adviser-1"))).json()
+    admin = as_(settings, "admin", "admin-1")
+    for _ in range(2):
+        erased = await client.post(f"/v1/referrals/{referral['id']}/erasure", headers=admin)
+        assert erased.status_code == 200, erased.text
+    records = (await client.get("/v1/audit", params={"resource_id": referral["id"]}, headers=admin)).json()["records"]
+    assert [r["action"] for r in records] == ["create", "erase", "erase"]

@@ -90,6 +90,8 @@ class Runtime:
             max_attempts=self.settings.consumer_max_attempts,
             session_timeout_ms=self.settings.consumer_session_timeout_ms, batch_handler=batch_handler,
             max_event_bytes=self.settings.consumer_max_event_bytes, security=self.settings.kafka,
+            inbox_retention=None if self.settings.inbox_retention_days is None
+            else timedelta(days=self.settings.inbox_retention_days),
         )
 
 

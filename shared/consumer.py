@@ -17,16 +17,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
-from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared import tracing
 from shared.bus import OutgoingMessage, Producer
-from shared.db import UtcDateTime
+from shared.db import UtcDateTime, utcnow
 from shared.events import REGISTRY, CloudEvent
 from shared.kafka_security import KafkaSecurity, client_options
 from shared.logs import event_id_var
@@ -73,8 +74,12 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         max_event_bytes: int = 512 * 1024,
         security: KafkaSecurity | None = None,
+        inbox_retention: timedelta | None = None,
     ):
         self.group_id = group_id
+        self.inbox_retention = inbox_retention
+        """Handled ids older than this are purged now and then (None: kept); see ServiceSettings.inbox_retention_days."""
+        self._last_inbox_purge: float | None = None
         self.security = security
         """TLS and SASL (shared/kafka_security.py); None is PLAINTEXT."""
         self.batch_handler = batch_handler
@@ -132,6 +137,7 @@ class EventConsumer:
                 self._consumer = consumer
                 backoff = 0.0
                 while True:
+                    await self._purge_inbox_now_and_then()
                     batches = await consumer.getmany(timeout_ms=500)
                     if self.batch_handler is not None and len(batches) > 1:
                         await self._process_fetch(consumer, batches, handled)
@@ -158,6 +164,33 @@ class EventConsumer:
                     await asyncio.wait_for(consumer.stop(), timeout=10)
                 except Exception:
                     log.debug("consumer stop failed", exc_info=True)
+
+    async def purge_inbox(self, *, now: datetime | None = None) -> int:
+        """Forget this consumer's handled ids older than the inbox retention; return how many."""
+        if self.inbox_retention is None:
+            return 0
+        cutoff = (now or utcnow()) - self.inbox_retention
+        async with self.uow_factory() as uow:
+            result = await uow.session.execute(
+                delete(self.inbox).where(self.inbox.c.consumer == self.group_id, self.inbox.c.processed_at < cutoff)
+            )
+            await uow.commit()
+        return result.rowcount or 0
+
+    async def _purge_inbox_now_and_then(self) -> None:
+        """At start, then every ten minutes: the inbox stays the size of its retention, not of all time."""
+        if self.inbox_retention is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._last_inbox_purge is not None and now - self._last_inbox_purge < 600:
+            return
+        self._last_inbox_purge = now
+        try:
+            purged = await self.purge_inbox()
+            if purged:
+                log.info("consumer %s: forgot %d handled event ids past the inbox retention", self.group_id, purged)
+        except Exception:
+            log.warning("consumer %s: inbox purge failed; will try again", self.group_id, exc_info=True)
 
     async def _process_fetch(self, consumer: AIOKafkaConsumer, batches: dict, handled: dict) -> None:
         """A batch handler takes a whole fetch at once, every partition in it (each in its order).

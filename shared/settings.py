@@ -94,6 +94,13 @@ class ServiceSettings(BaseSettings):
     outbox_retention_days: float = 7.0
     """Published outbox rows are kept this long so an operator can republish a range."""
     consumer_max_attempts: int = 5
+    inbox_retention_days: float | None = None
+    """How long a consumer keeps the ids of events it handled, to ignore them if delivered again.
+
+    None keeps them for ever. Set it only above the retention of every topic the
+    service consumes: a consumer whose committed offsets expire (a group idle past
+    the broker's offsets.retention) reads again from the oldest message the topic
+    holds, and only the inbox then stops an event being handled twice."""
     consumer_session_timeout_ms: int = 10_000
     """How soon a dead consumer's partitions move to another instance."""
     consumer_max_event_bytes: int = 512 * 1024

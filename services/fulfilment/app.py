@@ -31,6 +31,8 @@ class FulfilmentSettings(ServiceSettings):
 
     service_name: str = NAME
     consumer_group: str = "fulfilment"
+    inbox_retention_days: float | None = 30.0
+    """Above the referrals topic's 7 days (the only topic fulfilment reads), with room for an outage."""
     triage_within_hours: float = 4.0
     """How soon a person must place a request in triage before it is escalated."""
     out_of_area_within_hours: float = 24.0

@@ -356,3 +356,42 @@ async def test_a_batch_handler_takes_a_fetch_of_several_partitions_together_and_
     again.batch_handler = batch
     await run_until(again, lambda: again.processed_total >= 1)
     assert batches[-1] == [later.id] and again.processed_total == 1
+
+
+async def test_a_consumer_forgets_handled_event_ids_past_its_inbox_retention_and_only_its_own(db, broker, topic, unique):
+    from datetime import timedelta
+
+    from shared.db import utcnow
+
+    group, now = f"test-group-{unique}", utcnow()
+    rows = [
+        {"consumer": group, "event_id": "old-mine", "processed_at": now - timedelta(days=31)},
+        {"consumer": group, "event_id": "recent-mine", "processed_at": now - timedelta(days=29)},
+        {"consumer": f"other-{unique}", "event_id": "old-other", "processed_at": now - timedelta(days=31)},
+    ]
+    async with db.sessions() as session, session.begin():
+        await session.execute(insert(tables.inbox), rows)
+    event = cancelled_event()
+    await produce(broker.bootstrap_servers, topic, event.to_bytes())
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    consumer.inbox_retention = timedelta(days=30)
+    await run_until(consumer, lambda: consumer.processed_total >= 1)
+
+    async with db.sessions() as session:
+        kept = set((await session.execute(select(tables.inbox.c.consumer, tables.inbox.c.event_id))).all())
+    assert kept == {(group, "recent-mine"), (f"other-{unique}", "old-other"), (group, str(event.id))}
+
+
+async def test_a_consumer_without_an_inbox_retention_keeps_every_handled_id(db, broker, topic, unique):
+    from datetime import timedelta
+
+    from shared.db import utcnow
+
+    old = {"consumer": f"test-group-{unique}", "event_id": "old-mine", "processed_at": utcnow() - timedelta(days=3650)}
+    async with db.sessions() as session, session.begin():
+        await session.execute(insert(tables.inbox), [old])
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    assert await consumer.purge_inbox() == 0
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(tables.inbox)) == 1

@@ -224,6 +224,83 @@ def anonymise_expired():
     typer.echo(f"anonymised {len(ids)} referrals; their erasure events go out with the next relay run")
 
 
+def personal_services() -> list[str]:
+    """The installed services that hold residents' personal data, sealed at rest."""
+    return [name for name, _ in installed_services()
+            if importlib.import_module(f"services.{name}.models").tables.personal]
+
+
+@app.command()
+def rekey(
+    service: Annotated[Optional[str], typer.Argument(help="referrals or fulfilment; both if omitted")] = None,
+    batch: Annotated[int, typer.Option(help="Rows per transaction", min=1)] = 500,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would change, and change nothing")] = False,
+):
+    """Finish a key rotation: seal every value again with the first key of KT_DATA_KEYS, and make every blind index
+    again with KT_BLIND_INDEX_KEY.
+
+    Safe while the service runs and takes referrals (a commit per batch; a row changed
+    meanwhile is read again, never overwritten). Run it with the keys the services run
+    with. At the end it prints which data keys still seal something: when it is only
+    the first, the others can be removed from KT_DATA_KEYS, and KT_BLIND_INDEX_KEY_PREVIOUS
+    can go (docs/security.md, "Rotating keys").
+    """
+    from shared import rekey as r
+    from shared.db import Database
+
+    names = personal_services()
+    if service is not None and service not in names:
+        typer.echo(f"error: {service!r} holds no sealed data; one of: {', '.join(names)}", err=True)
+        raise typer.Exit(2)
+    finished = True
+    for name in [service] if service else names:
+        settings = service_settings(name)
+        keyring = settings.keyring()
+        tables = importlib.import_module(f"services.{name}.models").tables
+        derived = getattr(importlib.import_module(f"services.{name}.service"), "REKEY_INDEXES", ())
+        previous = "set (lookups match either key)" if keyring.has_previous_index_key else "not set"
+        typer.echo(f"{name}: {_safe_url(settings.database_url)}{'  (dry run: nothing is changed)' if dry_run else ''}")
+        typer.echo(f"  sealing with data key {keyring.sealing_key_id!r} (KT_DATA_KEYS holds {', '.join(keyring.key_ids)}); "
+                   f"KT_BLIND_INDEX_KEY_PREVIOUS {previous}")
+        typer.echo(f"  {'table':<20} {'examined':>9} {'re-sealed':>10} {'indexes':>8} {'changed meanwhile':>18} "
+                   f"{'left':>5} {'unreadable':>10}")
+
+        def show(report: r.TableReport) -> None:
+            typer.echo(f"  {report.table:<20} {report.examined:>9} {report.resealed:>10} {report.reindexed:>8} "
+                       f"{report.changed_meanwhile:>18} {report.left:>5} {report.unreadable:>10}")
+
+        async def main() -> r.Census:
+            db = Database(settings.database_url)
+            try:
+                await r.rekey(db, tables.metadata, keyring, derived=derived, batch=batch, dry_run=dry_run,
+                              progress=show)
+                return await r.census(db, tables.metadata, keyring, derived=derived)
+            finally:
+                await db.dispose()
+
+        found = asyncio.run(main())
+        in_use = ", ".join(f"{key_id} ({count})" for key_id, count in found.key_ids.most_common()) or "none"
+        typer.echo(f"  data keys still sealing values: {in_use}")
+        for column, ids in found.by_column.items():
+            others = {k: v for k, v in ids.items() if k != keyring.sealing_key_id}
+            if others:
+                typer.echo(f"    {column}: {', '.join(f'{k} ({v})' for k, v in sorted(others.items()))}")
+        if derived:
+            typer.echo(f"  blind indexes not made with KT_BLIND_INDEX_KEY: {found.stale_indexes}")
+        if found.unreadable:
+            typer.echo(f"  values no key opens: {found.unreadable}")
+        if found.finished:
+            removable = [k for k in keyring.key_ids if k != keyring.sealing_key_id]
+            typer.echo(f"  done: only {keyring.sealing_key_id!r} seals data in {name}"
+                       + (f"; {', '.join(removable)} no longer needed here" if removable else "")
+                       + ("; KT_BLIND_INDEX_KEY_PREVIOUS no longer needed here" if keyring.has_previous_index_key else ""))
+        else:
+            finished = False
+            typer.echo(f"  not finished: keep every key until a run ends with only {keyring.sealing_key_id!r}")
+    if not finished and not dry_run:
+        raise typer.Exit(1)
+
+
 @app.command()
 def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs")):
     """Write the AsyncAPI document and each service's OpenAPI document into docs/."""

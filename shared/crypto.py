@@ -88,7 +88,8 @@ def is_sealed(value: object) -> bool:
 class Keyring:
     """Seals and opens with the data keys; makes blind indexes with the index key."""
 
-    def __init__(self, data_keys: list[tuple[str, bytes]], blind_index_key: bytes):
+    def __init__(self, data_keys: list[tuple[str, bytes]], blind_index_key: bytes,
+                 previous_blind_index_key: bytes | None = None):
         if not data_keys:
             raise CryptoError("a keyring needs at least one data key")
         # One AESGCM object per key, made once: building it per call costs more than sealing.
@@ -98,11 +99,24 @@ class Keyring:
         self.key_ids = [key_id for key_id, _ in data_keys]
         self._sealing = (self._ciphers[self.sealing_key_id], self._headers[self.sealing_key_id])
         self._index = hmac.new(blind_index_key, digestmod=hashlib.sha256)  # copied per use: no key set-up each time
-        self._materials = frozenset(key for _, key in data_keys) | {blind_index_key}
+        # While the blind-index key is being rotated (`kent-together rekey`), lookups match hashes made with
+        # either key; new and recomputed indexes use the current one only.
+        self._previous_index = (
+            hmac.new(previous_blind_index_key, digestmod=hashlib.sha256)
+            if previous_blind_index_key and previous_blind_index_key != blind_index_key else None
+        )
+        self._materials = frozenset(key for _, key in data_keys) | {blind_index_key} | (
+            {previous_blind_index_key} if previous_blind_index_key else set())
 
     @classmethod
-    def from_text(cls, data_keys: str, blind_index_key: str) -> "Keyring":
-        return cls(parse_data_keys(data_keys), decode_key(blind_index_key, what="KT_BLIND_INDEX_KEY"))
+    def from_text(cls, data_keys: str, blind_index_key: str, previous_blind_index_key: str = "") -> "Keyring":
+        previous = (decode_key(previous_blind_index_key, what="KT_BLIND_INDEX_KEY_PREVIOUS")
+                    if previous_blind_index_key.strip() else None)
+        return cls(parse_data_keys(data_keys), decode_key(blind_index_key, what="KT_BLIND_INDEX_KEY"), previous)
+
+    @property
+    def has_previous_index_key(self) -> bool:
+        return self._previous_index is not None
 
     def shares_material_with(self, other: "Keyring") -> bool:
         """Whether any key of this keyring is one of `other`'s (production against the development keys)."""
@@ -159,6 +173,20 @@ class Keyring:
         mac = self._index.copy()
         mac.update(purpose.encode() + b"\x00" + value.encode())
         return mac.digest()[:16].hex()
+
+    def blind_indexes(self, purpose: str, value: str) -> tuple[str, ...]:
+        """What a lookup of `value` matches: its index under the current key, and under the previous one if set.
+
+        Stored indexes are made with `blind_index` (the current key) only; the previous key
+        (`KT_BLIND_INDEX_KEY_PREVIOUS`) keeps rows indexed before a key change findable until
+        `kent-together rekey` has recomputed them.
+        """
+        current = self.blind_index(purpose, value)
+        if self._previous_index is None:
+            return (current,)
+        mac = self._previous_index.copy()
+        mac.update(purpose.encode() + b"\x00" + value.encode())
+        return (current, mac.digest()[:16].hex())
 
 
 def dev_keyring_text() -> tuple[str, str]:

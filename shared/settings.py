@@ -84,6 +84,9 @@ class ServiceSettings(BaseSettings):
     """`id:base64key,id:base64key`: the first seals, every one opens (rotation: put the new key first)."""
     blind_index_key: SecretStr = Field(SecretStr(""), validation_alias="KT_BLIND_INDEX_KEY")
     """base64 of 32 bytes: the HMAC key of the blind indexes (search by phone, postcode, name word)."""
+    blind_index_key_previous: SecretStr = Field(SecretStr(""), validation_alias="KT_BLIND_INDEX_KEY_PREVIOUS")
+    """The blind-index key before the current one, while `kent-together rekey` recomputes the indexes: lookups
+    match either. Remove it once rekey reports every index made with the current key."""
 
     # Outbox relay and consumers.
     run_relay: bool = True
@@ -154,6 +157,9 @@ class ServiceSettings(BaseSettings):
         checkout's), as it refuses the development signing key.
         """
         data_keys, index_key = self.data_keys.get_secret_value(), self.blind_index_key.get_secret_value()
+        previous_index_key = self.blind_index_key_previous.get_secret_value()
+        if previous_index_key and not index_key:
+            raise RuntimeError("KT_BLIND_INDEX_KEY_PREVIOUS is set without KT_BLIND_INDEX_KEY")
         if not data_keys and not index_key:
             if self.environment == "production":
                 raise RuntimeError(
@@ -163,7 +169,7 @@ class ServiceSettings(BaseSettings):
             return dev_keyring(self.var_dir)
         if not data_keys or not index_key:
             raise RuntimeError("set both KT_DATA_KEYS and KT_BLIND_INDEX_KEY, or neither (development only)")
-        keyring = Keyring.from_text(data_keys, index_key)
+        keyring = Keyring.from_text(data_keys, index_key, previous_index_key)
         if self.environment == "production":
             dev_ids = [key_id for key_id in keyring.key_ids if key_id.startswith(DEV_KEY_PREFIX)]
             if dev_ids or (has_dev_keyring(self.var_dir) and keyring.shares_material_with(dev_keyring(self.var_dir))):

@@ -30,6 +30,7 @@ from shared.events import (
     RequestV1, ResidentErasedV1, ResidentV1,
 )
 from shared.postcode import outward_code
+from shared.rekey import DerivedColumns
 from shared.privacy import ERASED
 from shared.settings import Topics
 from shared.uow import UnitOfWork
@@ -261,14 +262,17 @@ async def search_referrals(
     query = select(referrals).order_by(referrals.c.received_at.desc()).limit(limit)
     if reference:
         query = query.where(referrals.c.reference == domain.normalise_reference(reference))
+    # A blind index under the current key, or the previous one while the index key is rotated (crypto.Keyring).
     if postcode:
-        query = query.where(referrals.c.postcode_index == keyring.blind_index("postcode", postcode))
+        query = query.where(referrals.c.postcode_index.in_(keyring.blind_indexes("postcode", postcode)))
     if phone:
-        query = query.where(referrals.c.phone_index == keyring.blind_index("phone", phone))
+        query = query.where(referrals.c.phone_index.in_(keyring.blind_indexes("phone", phone)))
     if name:
         # Every word of the name given, in any order, whole words only: 'smith' finds 'Jo Smith', 'smi' does not.
         for word in domain.name_key(name).split():
-            query = query.where(referrals.c.name_words.like(f"%{keyring.blind_index('name-word', word)}%"))
+            query = query.where(or_(*(
+                referrals.c.name_words.like(f"%{index}%") for index in keyring.blind_indexes("name-word", word)
+            )))
     async with uow:
         rows = [_opened(r, keyring) for r in (await uow.session.execute(query)).mappings()]
         types: dict[str, list[str]] = {}
@@ -450,15 +454,41 @@ def _sealed(row: dict, keyring: Keyring) -> dict:
 
 def _sealed_personal(personal: dict, keyring: Keyring) -> dict:
     """The `personal` column and the blind indexes made from the same fields: one encryption, a few HMACs."""
-    name_key = personal.get("name_key") or domain.name_key(personal["name"])  # intake's row has it already
     return {
         "personal": keyring.seal_json({field: personal[field] for field in PERSONAL_FIELDS}),
+        **_blind_indexes(personal, keyring),
+        "district": privacy.outward_code(personal["postcode"]),
+    }
+
+
+def _blind_indexes(personal: dict, keyring: Keyring) -> dict:
+    """The lookup columns of a resident (fields in clear), with the current blind-index key."""
+    name_key = personal.get("name_key") or domain.name_key(personal["name"])  # intake's row has it already
+    return {
         "name_index": keyring.blind_index("name", name_key),
         "name_words": " ".join(keyring.blind_index("name-word", word) for word in name_key.split()),
         "phone_index": keyring.blind_index("phone", personal["phone"]) if personal["phone"] else None,
         "postcode_index": keyring.blind_index("postcode", personal["postcode"]),
-        "district": privacy.outward_code(personal["postcode"]),
     }
+
+
+def _rekeyed_indexes(row, keyring: Keyring) -> dict:
+    """`kent-together rekey`: a stored referral's blind indexes made again with the current key.
+
+    An erased referral keeps its erased markers (`erase_resident`): there is nothing to look up.
+    """
+    if row["erased_at"] is not None:
+        return {}
+    return _blind_indexes(keyring.open_json(row["personal"]), keyring)
+
+
+REKEY_INDEXES = (
+    DerivedColumns(
+        table=referrals, source="personal", reads=("erased_at",),
+        columns=("name_index", "name_words", "phone_index", "postcode_index"), compute=_rekeyed_indexes,
+    ),
+)
+"""What `kent-together rekey` recomputes besides re-sealing (shared/rekey.py): the blind indexes."""
 
 
 def _opened(row, keyring: Keyring) -> dict:
@@ -567,7 +597,7 @@ async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn],
     keyring = uow.keyring
     if keys is None:
         keys = [domain.name_key(r.resident.name) for r in batch]
-    indexes = {keyring.blind_index("name", key) for key in keys}
+    indexes = {index for key in keys for index in keyring.blind_indexes("name", key)}  # both keys, while rotated
     # People with these names first (an indexed lookup that is usually empty, so
     # almost nothing to open), then their open requests: one join would let the
     # planner scan every open request.

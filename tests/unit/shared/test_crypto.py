@@ -121,3 +121,32 @@ def test_in_production_referrals_does_not_start_without_keys_and_reporting_needs
     with pytest.raises(RuntimeError, match="production needs KT_DATA_KEYS"):
         build_runtime(ReferralsSettings(**production), referrals_tables)
     assert build_runtime(ReportingSettings(**production), reporting_tables).keyring is None  # it holds no personal data
+
+
+def test_while_the_index_key_is_rotated_lookups_match_either_key_and_indexes_are_made_with_the_new_one():
+    old_index, new_index = new_key(), new_key()
+    before = Keyring.from_text(f"k1:{OLD}", old_index)
+    during = Keyring.from_text(f"k1:{OLD}", new_index, old_index)
+    after = Keyring.from_text(f"k1:{OLD}", new_index)
+    stored_before = before.blind_index("phone", "+441843577000")
+    assert before.blind_indexes("phone", "+441843577000") == (stored_before,) and not before.has_previous_index_key
+    assert during.has_previous_index_key
+    assert during.blind_index("phone", "+441843577000") == after.blind_index("phone", "+441843577000") != stored_before
+    assert during.blind_indexes("phone", "+441843577000") == (after.blind_index("phone", "+441843577000"), stored_before)
+    assert Keyring.from_text(f"k1:{OLD}", new_index, new_index).blind_indexes("phone", "x") == (
+        after.blind_index("phone", "x"),)  # the same key twice is one key
+    with pytest.raises(CryptoError, match="KT_BLIND_INDEX_KEY_PREVIOUS"):
+        Keyring.from_text(f"k1:{OLD}", new_index, "short")
+
+
+def test_the_previous_index_key_is_read_from_the_environment_with_the_others(monkeypatch, tmp_path):
+    old_index, new_index = new_key(), new_key()
+    monkeypatch.setenv("KT_DATA_KEYS", f"k1:{OLD}")
+    monkeypatch.setenv("KT_BLIND_INDEX_KEY", new_index)
+    monkeypatch.setenv("KT_BLIND_INDEX_KEY_PREVIOUS", old_index)
+    ring = ReferralsSettings(var_dir=tmp_path).keyring()
+    assert ring.blind_indexes("name", "jones")[1] == Keyring.from_text(f"k1:{OLD}", old_index).blind_index("name", "jones")
+    monkeypatch.delenv("KT_BLIND_INDEX_KEY")
+    monkeypatch.delenv("KT_DATA_KEYS")
+    with pytest.raises(RuntimeError, match="KT_BLIND_INDEX_KEY_PREVIOUS is set without KT_BLIND_INDEX_KEY"):
+        ReferralsSettings(var_dir=tmp_path).keyring()

@@ -25,6 +25,7 @@ from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import TokenVerifier
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
+from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
 from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
@@ -70,9 +71,34 @@ class Runtime:
     verifier: TokenVerifier
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    loops: list[tuple[StopsBetweenRounds, asyncio.Task]] = field(default_factory=list)
+    """The background loops among `tasks`: asked to stop between rounds when the service stops."""
     audit: AuditLog | None = None
     keyring: Keyring | None = None
     """The data keys, for a service that holds personal data; None for the others."""
+
+    def start_loop(self, loop: StopsBetweenRounds, *, name: str) -> None:
+        """Run a background loop for the life of the service (see shared/lifecycle.py)."""
+        task = asyncio.create_task(loop.run(), name=name)
+        self.loops.append((loop, task))
+        self.tasks.append(task)
+
+    async def stop_background(self) -> None:
+        """Loops stop between rounds (within the grace), other tasks at once; whatever overruns is cancelled."""
+        loop_tasks = set()
+        for loop, task in self.loops:
+            loop.stop()
+            loop_tasks.add(task)
+        for task in self.tasks:
+            if task not in loop_tasks:
+                task.cancel()
+        if self.tasks:
+            _, overrunning = await asyncio.wait(self.tasks, timeout=self.settings.stop_grace_seconds)
+            for task in overrunning:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        self.loops.clear()
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(
@@ -137,17 +163,15 @@ def create_service_app(
             if asyncio.iscoroutine(result):
                 await result
         if settings.run_relay:
-            runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+            runtime.start_loop(runtime.relay, name="outbox-relay")
         if settings.run_consumers and consumers is not None:
             runtime.consumers = consumers(runtime)
-            runtime.tasks += [asyncio.create_task(c.run(), name=c.group_id) for c in runtime.consumers]
+            for consumer in runtime.consumers:
+                runtime.start_loop(consumer, name=consumer.group_id)
         try:
             yield
         finally:
-            for task in runtime.tasks:
-                task.cancel()
-            await asyncio.gather(*runtime.tasks, return_exceptions=True)
-            runtime.tasks.clear()
+            await runtime.stop_background()
             await runtime.producer.stop()
             await runtime.db.dispose()
 

@@ -30,6 +30,7 @@ from shared.bus import OutgoingMessage, Producer
 from shared.db import UtcDateTime, utcnow
 from shared.events import REGISTRY, CloudEvent
 from shared.kafka_security import KafkaSecurity, client_options
+from shared.lifecycle import StopsBetweenRounds
 from shared.logs import event_id_var
 from shared.uow import UnitOfWork
 
@@ -53,7 +54,7 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
-class EventConsumer:
+class EventConsumer(StopsBetweenRounds):
     """One consumer group reading `topics` and calling a handler per event type."""
 
     def __init__(
@@ -113,7 +114,8 @@ class EventConsumer:
         return total
 
     async def run(self) -> None:
-        """Consume until cancelled; reconnect with back-off when the broker is away."""
+        """Consume until stopped or cancelled; reconnect with back-off when the broker is away."""
+        self.started()
         backoff = 0.0
         while True:
             consumer = AIOKafkaConsumer(
@@ -137,18 +139,22 @@ class EventConsumer:
                 self._consumer = consumer
                 backoff = 0.0
                 while True:
-                    await self._purge_inbox_now_and_then()
+                    with self.working():
+                        await self._purge_inbox_now_and_then()
                     batches = await consumer.getmany(timeout_ms=500)
-                    if self.batch_handler is not None and len(batches) > 1:
-                        await self._process_fetch(consumer, batches, handled)
+                    if not batches:
                         continue
-                    for partition, messages in batches.items():
-                        for start in range(0, len(messages), self.batch_size):
-                            chunk = messages[start:start + self.batch_size]
-                            await self.process_many(chunk)
-                            handled[partition] = chunk[-1].offset + 1
-                        # Only now, after every database commit of this batch.
-                        await consumer.commit({partition: handled.pop(partition)})
+                    with self.working():  # a stop lets the fetch in hand finish, offsets committed
+                        if self.batch_handler is not None and len(batches) > 1:
+                            await self._process_fetch(consumer, batches, handled)
+                            continue
+                        for partition, messages in batches.items():
+                            for start in range(0, len(messages), self.batch_size):
+                                chunk = messages[start:start + self.batch_size]
+                                await self.process_many(chunk)
+                                handled[partition] = chunk[-1].offset + 1
+                            # Only now, after every database commit of this batch.
+                            await consumer.commit({partition: handled.pop(partition)})
             except asyncio.CancelledError:
                 # Stopping mid-batch (SIGTERM, a deploy): hand back the rest of the batch,
                 # but commit what was handled, so the next owner starts right after it.

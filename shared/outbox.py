@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from shared.bus import OutgoingMessage, Producer
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
+from shared.lifecycle import StopsBetweenRounds
 from shared.tracing import HEADER
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-class OutboxRelay:
+class OutboxRelay(StopsBetweenRounds):
     """Publishes committed outbox rows to Kafka, at least once, in id order."""
 
     def __init__(
@@ -161,12 +162,14 @@ class OutboxRelay:
         return result.rowcount or 0
 
     async def run(self) -> None:
-        """Publish until cancelled, backing off while the broker is unreachable."""
+        """Publish until stopped or cancelled, backing off while the broker is unreachable."""
+        self.started()
         backoff = 0.0
         while True:
             self._wake.clear()
             try:
-                count = await self.publish_pending()
+                with self.working():  # a stop lets the batch in hand be published and marked
+                    count = await self.publish_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # broker down, database blip: retry, never give up
@@ -180,7 +183,8 @@ class OutboxRelay:
             self.last_error = None
             if count == self.batch_size:
                 continue  # more waiting: no pause
-            await self._purge_now_and_then()
+            with self.working():
+                await self._purge_now_and_then()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that lands as the wake-up does, and shutdown hangs.
             try:

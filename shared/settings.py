@@ -97,6 +97,8 @@ class ServiceSettings(BaseSettings):
     outbox_retention_days: float = 7.0
     """Published outbox rows are kept this long so an operator can republish a range."""
     consumer_max_attempts: int = 5
+    stop_grace_seconds: float = 10.0
+    """On stop, how long background loops may take to finish the round in hand before they are cancelled."""
     inbox_retention_days: float | None = None
     """How long a consumer keeps the ids of events it handled, to ignore them if delivered again.
 

@@ -59,8 +59,15 @@ class UnitOfWork:
         self.session: AsyncSession
         self._events: list[tuple[str, str | None, CloudEvent]] = []
         self._audit: tuple[Table, list[dict]] | None = None
+        self._open = False
 
     async def __aenter__(self) -> "UnitOfWork":
+        if self._open:
+            # Entering again would put a new session in place of the open one, whose
+            # transaction (a consumer's inbox row, say) would then never commit and whose
+            # connection would never be returned: a helper given an open unit of work uses it.
+            raise RuntimeError("this unit of work is already open: use it, do not enter it again")
+        self._open = True
         self.session = self.db.sessions()
         self._events = []
         return self
@@ -70,6 +77,7 @@ class UnitOfWork:
             if self.session.in_transaction():
                 await self.session.rollback()
         finally:
+            self._open = False
             await self.session.close()
             self._events = []
 

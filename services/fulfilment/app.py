@@ -78,9 +78,9 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
                 name="create-hub-topics",
             ))
         if settings.run_scheduler:
-            runtime.tasks.append(asyncio.create_task(app.state.scheduler.run(), name="sla-scheduler"))
+            runtime.start_loop(app.state.scheduler, name="sla-scheduler")
         if settings.run_webhooks:
-            runtime.tasks.append(asyncio.create_task(app.state.webhooks.run(), name="webhooks"))
+            runtime.start_loop(app.state.webhooks, name="webhooks")
 
     app = create_service_app(
         title="Kent Together: fulfilment",

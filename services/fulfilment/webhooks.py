@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 
 from services.fulfilment.models import hub_feed, hubs, webhook_deliveries
 from shared.db import Database
+from shared.lifecycle import StopsBetweenRounds
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def backoff(attempts: int, *, base_seconds: float, cap_seconds: float = 3600.0) 
     return timedelta(seconds=min(cap_seconds, base_seconds * 2 ** max(0, attempts - 1)))
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(StopsBetweenRounds):
     """Sends due deliveries; several instances share the work without sending one twice at once."""
 
     def __init__(
@@ -67,10 +68,12 @@ class WebhookDispatcher:
         self.lease = timedelta(seconds=timeout_seconds * 3)
 
     async def run(self) -> None:
+        self.started()
         async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
             while True:
                 try:
-                    sent = await self.deliver_due(client)
+                    with self.working():  # a stop lets the deliveries in hand be sent and recorded
+                        sent = await self.deliver_due(client)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

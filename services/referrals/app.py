@@ -36,7 +36,7 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     async def on_startup(runtime: Runtime) -> None:
         await service.seed_request_types(runtime.uow())
         if settings.run_retention:
-            runtime.tasks.append(asyncio.create_task(app.state.retention.run(), name="retention"))
+            runtime.start_loop(app.state.retention, name="retention")
 
     app = create_service_app(
         title="Kent Together: referrals",

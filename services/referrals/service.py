@@ -33,6 +33,7 @@ from shared.postcode import outward_code
 from shared.rekey import DerivedColumns
 from shared.privacy import ERASED
 from shared.settings import Topics
+from shared.lifecycle import StopsBetweenRounds
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -910,7 +911,7 @@ async def anonymise_expired(
     return ids
 
 
-class RetentionScheduler:
+class RetentionScheduler(StopsBetweenRounds):
     """Anonymises expired cases now and then, in the service process (safe in several: erasure is idempotent)."""
 
     def __init__(self, *, uow_factory, topics: Topics, closed_for: timedelta, kept_for: timedelta,
@@ -934,9 +935,11 @@ class RetentionScheduler:
                 return anonymised
 
     async def run(self) -> None:
+        self.started()
         while True:
             try:
-                count = len(await self.run_once())
+                with self.working():
+                    count = len(await self.run_once())
                 if count:
                     log.info("retention: anonymised %d referrals", count)
             except asyncio.CancelledError:

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from sqlalchemy import Column, String, Table, func, insert, select
+from sqlalchemy import Column, String, Table, func, insert, select, text
 
 from services.referrals.models import tables
 from shared.bus import Producer
@@ -395,3 +395,48 @@ async def test_a_consumer_without_an_inbox_retention_keeps_every_handled_id(db, 
     assert await consumer.purge_inbox() == 0
     async with db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(tables.inbox)) == 1
+
+
+async def test_a_consumer_asked_to_stop_mid_round_finishes_the_round_and_returns_every_connection(
+    db, broker, topic, unique,
+):
+    """A stop (SIGTERM, a deploy) never tears a transaction: the batch in hand commits, its offsets too."""
+    events = [cancelled_event() for _ in range(3)]
+    await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in events])
+    in_query = asyncio.Event()
+    slow_query = ("SELECT pg_sleep(0.3)" if db.dialect == "postgresql" else
+                  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000000) SELECT count(*) FROM c")
+
+    async def slow_in_the_database(uow, event):
+        in_query.set()
+        await uow.session.execute(text(slow_query))
+        await record_effect(uow, event)
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=slow_in_the_database)
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(20):
+            await in_query.wait()
+        consumer.stop()
+        async with asyncio.timeout(20):
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        task.cancel()
+        await consumer.producer.stop()
+
+    assert db.engine.pool.checkedout() == 0
+    assert await count_effects(db) == 3  # the fetch in hand was finished, not torn
+    assert await committed_offsets(broker.bootstrap_servers, topic, f"test-group-{unique}") == {3}
+
+
+async def test_an_idle_consumer_asked_to_stop_stops_at_once(db, broker, topic, unique):
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.sleep(1.0)  # connected, fetching an empty topic
+        consumer.stop()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done == {task} and task.cancelled()
+    finally:
+        task.cancel()
+        await consumer.producer.stop()

@@ -359,13 +359,11 @@ def _opened_referral(row, keyring: Keyring) -> dict:
 
 
 def _sealed_assignment(row: dict, keyring: Keyring) -> dict:
-    stored = {k: v for k, v in row.items() if k != "details"}
-    stored["sealed_details"] = keyring.seal_text(row["details"])
-    return stored
+    return keyring.seal_field(row, "details", into="sealed_details")
 
 
 def _opened_assignment(row, keyring: Keyring) -> dict:
-    return {**row, "details": keyring.open_text(row["sealed_details"])}
+    return keyring.open_field(row, "sealed_details", as_="details")
 
 
 def _opened_change(row, keyring: Keyring) -> dict:

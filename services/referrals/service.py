@@ -501,13 +501,11 @@ def _opened(row, keyring: Keyring) -> dict:
 
 
 def _sealed_request(row: dict, keyring: Keyring) -> dict:
-    stored = {k: v for k, v in row.items() if k != "details"}
-    stored["sealed_details"] = keyring.seal_text(row["details"])
-    return stored
+    return keyring.seal_field(row, "details", into="sealed_details")
 
 
 def _opened_request(row, keyring: Keyring) -> dict:
-    return {**row, "details": keyring.open_text(row["sealed_details"])}
+    return keyring.open_field(row, "sealed_details", as_="details")
 
 
 def _resident_columns(resident: dict) -> dict:

@@ -19,7 +19,7 @@ from shared import rekey as r
 from shared.bus import ensure_topics
 from shared.crypto import is_sealed, new_key
 from tests.integration.trust.test_erasure import databases, eventually, everything_held  # noqa: F401 (fixture)
-from tests.integration.trust.test_sealed import margaret
+from tests.integration.trust.test_sealed import give_margaret_a_history, margaret
 from tests.support import apps
 from tests.support.apps import token
 
@@ -67,23 +67,8 @@ async def test_after_rekey_every_sealed_value_carries_the_new_key_and_the_new_ke
     async with referrals_ctx as referrals_api, fulfilment_ctx as fulfilment_api:
         adviser = token(referrals_api.settings, "call-centre", subject="adviser-1")
         thanet = token(fulfilment_api.settings, "hub", hub="thanet", subject="thanet-1")
-        referral = (await referrals_api.post("/v1/referrals", headers=adviser, json=margaret())).json()
-        amended = await referrals_api.patch(f"/v1/referrals/{referral['id']}", headers=adviser, json={
-            "resident": {"phone": "01843 577999"}, "note": "use the new number"})
-        assert amended.status_code == 200, amended.text
-
-        async def routed():
-            items = (await fulfilment_api.get("/v1/hubs/thanet/assignments", headers=thanet)).json()["items"]
-            return items if len(items) == 2 and all(i["phone"] == "+441843577999" for i in items) else None
-
-        first = (await eventually(routed))[0]["id"]
-        assert (await fulfilment_api.post(f"/v1/assignments/{first}/notes", headers=thanet,
-                                          json={"text": "Rang her twice"})).status_code == 201
-        assert (await fulfilment_api.post(f"/v1/assignments/{first}/contact-attempts", headers=thanet,
-                                          json={"outcome": "voicemail", "note": "Left a message"})).status_code == 201
-        moved = await fulfilment_api.post(f"/v1/assignments/{first}/transitions", headers=thanet,
-                                          json={"to": "accepted", "note": "Rang her twice"})
-        assert moved.status_code == 200, moved.text
+        referral, items = await give_margaret_a_history(referrals_api, fulfilment_api, adviser=adviser, hub=thanet)
+        first = items[0]["id"]
         for name, api in (("referrals", referrals_api), ("fulfilment", fulfilment_api)):
             found = await sealed_values(api.app.state.runtime)
             assert set(found) >= EXPECTED_SEALED[name], (name, sorted(found))

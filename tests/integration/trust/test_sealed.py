@@ -37,6 +37,32 @@ def margaret() -> dict:
     }
 
 
+async def give_margaret_a_history(referrals_api, fulfilment_api, *, adviser: dict, hub: dict) -> tuple[dict, list]:
+    """Everything that seals something: intake, an amendment with a note, routing to Thanet, a case note,
+    a contact attempt and a transition with a note (so history, notes, the feed and both outboxes)."""
+    posted = await referrals_api.post("/v1/referrals", headers=adviser, json=margaret())
+    assert posted.status_code == 201, posted.text
+    referral = posted.json()
+    amended = await referrals_api.patch(f"/v1/referrals/{referral['id']}", headers=adviser, json={
+        "resident": {"phone": "01843 577999"}, "note": "use the new number"})
+    assert amended.status_code == 200, amended.text
+
+    async def routed():
+        items = (await fulfilment_api.get("/v1/hubs/thanet/assignments", headers=hub)).json()["items"]
+        return items if len(items) == 2 and all(i["phone"] == "+441843577999" for i in items) else None
+
+    items = await eventually(routed)
+    first = items[0]["id"]
+    assert (await fulfilment_api.post(f"/v1/assignments/{first}/notes", headers=hub,
+                                      json={"text": "Rang her twice"})).status_code == 201
+    assert (await fulfilment_api.post(f"/v1/assignments/{first}/contact-attempts", headers=hub,
+                                      json={"outcome": "voicemail", "note": "Left a message"})).status_code == 201
+    moved = await fulfilment_api.post(f"/v1/assignments/{first}/transitions", headers=hub,
+                                      json={"to": "accepted", "note": "Rang her twice"})
+    assert moved.status_code == 200, moved.text
+    return referral, items
+
+
 async def test_no_personal_value_is_held_in_clear_in_either_database_and_search_still_finds_the_resident(
     start_service, broker, unique, databases,  # noqa: F811
 ):
@@ -49,27 +75,9 @@ async def test_no_personal_value_is_held_in_clear_in_either_database_and_search_
         admin = token(referrals_api.settings, "admin", subject="admin-1")
         thanet = token(fulfilment_api.settings, "hub", hub="thanet", subject="thanet-1")
 
-        posted = await referrals_api.post("/v1/referrals", headers=adviser, json=margaret())
-        assert posted.status_code == 201, posted.text
-        referral = posted.json()
-        amended = await referrals_api.patch(f"/v1/referrals/{referral['id']}", headers=adviser, json={
-            "resident": {"phone": "01843 577999"}, "note": "use the new number"})
-        assert amended.status_code == 200, amended.text
-
-        async def routed():
-            items = (await fulfilment_api.get("/v1/hubs/thanet/assignments", headers=thanet)).json()["items"]
-            return items if len(items) == 2 and all(i["phone"] == "+441843577999" for i in items) else None
-
-        items = await eventually(routed)
+        referral, items = await give_margaret_a_history(referrals_api, fulfilment_api, adviser=adviser, hub=thanet)
         assert {i["details"] for i in items} == {"Weekly shop, diabetic", "Boots on Northdown"}  # opened to read
         first = items[0]["id"]
-        assert (await fulfilment_api.post(f"/v1/assignments/{first}/notes", headers=thanet,
-                                          json={"text": "Rang her twice"})).status_code == 201
-        assert (await fulfilment_api.post(f"/v1/assignments/{first}/contact-attempts", headers=thanet,
-                                          json={"outcome": "voicemail", "note": "Left a message"})).status_code == 201
-        moved = await fulfilment_api.post(f"/v1/assignments/{first}/transitions", headers=thanet,
-                                          json={"to": "accepted", "note": "Rang her twice"})
-        assert moved.status_code == 200, moved.text
         detail = (await fulfilment_api.get(f"/v1/assignments/{first}", headers=thanet)).json()
         assert detail["resident"]["name"] == "Margaret Jones" and detail["notes"][0]["text"] == "Rang her twice"
         assert detail["contact_attempts"][0]["text"] == "Left a message"

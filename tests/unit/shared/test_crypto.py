@@ -22,6 +22,16 @@ def test_a_sealed_value_opens_to_what_was_sealed_and_shows_nothing_of_it():
     assert ring.seal_text(None) is None and ring.open_text(ring.seal_text("note")) == "note"
 
 
+def test_a_row_field_is_sealed_into_its_column_and_opened_back_beside_it():
+    ring = keyring(f"k1:{OLD}")
+    stored = ring.seal_field({"id": "r1", "details": "Weekly shop, no dairy"}, "details", into="sealed_details")
+    assert set(stored) == {"id", "sealed_details"} and b"dairy" not in stored["sealed_details"]
+    assert ring.open_field(stored, "sealed_details", as_="details")["details"] == "Weekly shop, no dairy"
+    empty = ring.seal_field({"id": "r2", "details": None}, "details", into="sealed_details")
+    assert empty["sealed_details"] is None
+    assert ring.open_field(empty, "sealed_details", as_="details")["details"] is None
+
+
 def test_a_rotated_keyring_opens_old_values_and_seals_with_the_new_key():
     before = keyring(f"k1:{OLD}")
     old_value = before.seal(b"sealed last year")

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast bench chaos migrate clean
+.PHONY: install browser postgres run test test-fast bench chaos migrate clean
 
 install: $(STAMP) $(VENV)/.kubectl
 
@@ -32,8 +32,13 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is missing (apt-get install chromium): the dashboard test will fail"; fi; }
 
+## PostgreSQL for the tests (127.0.0.1:5432, user postgres, trust, database test):
+## installed from Debian's packages and started when missing (as root).
+postgres:
+	@sh tests/infra/postgres.sh
+
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, real broker), end-to-end.
-test: install browser
+test: install browser postgres
 	$(BIN)/python -m pytest -q
 
 ## Unit tests only: no database, no broker.

@@ -35,7 +35,7 @@ browser:
 ## PostgreSQL for the tests (127.0.0.1:5432, user postgres, trust, database test):
 ## installed from Debian's packages and started when missing (as root).
 postgres:
-	@sh tests/infra/postgres.sh
+	@sh deploy/tools/test-postgres.sh
 
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, real broker), end-to-end.
 test: install browser postgres

@@ -35,7 +35,7 @@ root "start it"
 # Loopback is trusted for the tests; local sockets keep Debian's peer rule.
 if ! grep -q 'kent-together tests' "$conf/pg_hba.conf"; then
     cat > "$conf/pg_hba.conf" <<HBA
-# Written by kent-together tests/infra/postgres.sh: a test server, trust on loopback.
+# Written by kent-together deploy/tools/test-postgres.sh: a test server, trust on loopback.
 local   all             postgres                                peer
 local   all             all                                     peer
 host    all             all             127.0.0.1/32            trust

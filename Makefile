@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres run test test-fast bench chaos migrate clean
+.PHONY: install browser postgres kafka run test test-fast bench chaos migrate clean
 
 install: $(STAMP) $(VENV)/.kubectl
 
@@ -37,9 +37,18 @@ browser:
 postgres:
 	@sh deploy/tools/test-postgres.sh
 
-## The whole test suite: unit, integration (SQLite, PostgreSQL, real broker), end-to-end.
-test: install browser postgres
+## Apache Kafka's jars from Maven Central (Java 17, Maven), cached under ~/.cache/kent-together.
+kafka:
+	@sh deploy/tools/fetch-kafka.sh
+
+## The whole test suite: unit, integration (SQLite, PostgreSQL, Apache Kafka: three KRaft
+## brokers on loopback), end-to-end; then the shared mechanisms again on the embedded
+## broker (tansu), which `make run` uses by default.
+test: install browser postgres kafka
 	$(BIN)/python -m pytest -q
+	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(TANSU_TESTS)
+
+TANSU_TESTS := tests/integration/shared
 
 ## Unit tests only: no database, no broker.
 test-fast: install

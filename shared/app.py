@@ -126,7 +126,8 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     # Before anything else: production without its data keys must not start at all.
     keyring = settings.keyring() if tables.personal else None
     db = Database(settings.database_url)
-    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka)
+    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka,
+                        idempotent=settings.kafka_idempotent_producer)
     relay = OutboxRelay(
         db=db, table=tables.outbox, producer=producer,
         batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,

@@ -7,13 +7,14 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.kafka_security import KafkaSecurity, client_options
+from shared.kafka_security import KafkaSecurity, client_options, start_client
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,21 @@ class OutgoingMessage:
 class Producer:
     """A Kafka producer started on first use and rebuilt after a failure.
 
-    `acks="all"` without the idempotent producer: the embedded broker does not
-    support it, and the consumers' inbox makes a redelivered event harmless.
+    `acks="all"`, and the idempotent producer where the broker has it
+    (`KAFKA_IDEMPOTENT_PRODUCER`, on by default): a send retried after a leader
+    change is then written once. The embedded broker (tansu) refuses
+    InitProducerId, so `kent-together run` turns it off when it starts tansu;
+    the consumers' inbox makes a redelivered event harmless either way.
     The timeout is long on purpose: giving up on a send the broker may still
     complete (a paused broker, a slow leader) is what writes duplicates.
     """
 
     def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 10_000,
-                 security: KafkaSecurity | None = None):
+                 security: KafkaSecurity | None = None, idempotent: bool = False):
         self.bootstrap_servers = bootstrap_servers
         self.security = security
         """TLS and SASL (shared/kafka_security.py); None is PLAINTEXT."""
+        self.idempotent = idempotent
         self.request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -50,14 +55,14 @@ class Producer:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap_servers,
                     acks="all",
-                    enable_idempotence=False,
+                    enable_idempotence=self.idempotent,
                     linger_ms=2,
                     request_timeout_ms=self.request_timeout_ms,
                     max_request_size=4 * 1024 * 1024,
                     **client_options(self.security),
                 )
                 try:
-                    await producer.start()
+                    await start_client(producer, bootstrap_servers=self.bootstrap_servers, security=self.security)
                 except BaseException:
                     await producer.stop()
                     raise
@@ -91,15 +96,21 @@ class Producer:
 
 
 async def ensure_topics(bootstrap_servers: str, topics: dict[str, int], *,
-                        security: KafkaSecurity | None = None) -> None:
-    """Create topics that do not exist yet, with the given partition counts."""
+                        security: KafkaSecurity | None = None, replication_factor: int | None = None) -> None:
+    """Create topics that do not exist yet, with the given partition counts.
+
+    Replicated on three brokers where the cluster has them (one where it has
+    one, as the embedded broker); min.insync.replicas is the cluster's.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000,
                                 **client_options(security))
-    await admin.start()
     try:
+        await start_client(admin, bootstrap_servers=bootstrap_servers, security=security)
+        if replication_factor is None:
+            replication_factor = min(3, len((await admin.describe_cluster())["brokers"]))
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
             for name, partitions in topics.items()
             if name not in existing
         ]
@@ -110,6 +121,17 @@ async def ensure_topics(bootstrap_servers: str, topics: dict[str, int], *,
                 pass
     finally:
         await admin.close()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, asked of the cluster, for a consumer that assigns itself partitions.
+
+    Not `partitions_for_topic` after `start()`: aiokafka's bootstrap asks for the
+    metadata of an empty list of topics, which tansu answers with every topic and
+    Apache Kafka with none, so on a real cluster it knows no partition at all.
+    """
+    metadata = await consumer._client.fetch_all_metadata()  # what consumer.topics() reads, partitions kept
+    return [TopicPartition(topic, p) for topic in topics for p in sorted(metadata.partitions_for_topic(topic) or ())]
 
 
 def port_open(host: str, port: int) -> bool:

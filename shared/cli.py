@@ -141,6 +141,7 @@ def run(
             broker = EmbeddedBroker(port=broker_port, log_path=var_dir / "broker.log").start()
             typer.echo(f"embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:{broker_port}; log in {var_dir}/broker.log")
         env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_port}"
+        env.setdefault("KAFKA_IDEMPOTENT_PRODUCER", "false")  # tansu refuses InitProducerId
     asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], security=ServiceSettings().kafka))
     for name, _ in services:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True, env=env)
@@ -671,7 +672,8 @@ def replay_dead_letters_command(
 
     settings = ServiceSettings()
     check_transport(settings.kafka, settings.environment)
-    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka)
+    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka,
+                        idempotent=settings.kafka_idempotent_producer)
 
     async def main() -> int:
         try:

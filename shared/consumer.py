@@ -29,7 +29,7 @@ from shared import tracing
 from shared.bus import OutgoingMessage, Producer
 from shared.db import UtcDateTime, utcnow
 from shared.events import REGISTRY, CloudEvent
-from shared.kafka_security import KafkaSecurity, client_options
+from shared.kafka_security import KafkaSecurity, client_options, start_client
 from shared.lifecycle import StopsBetweenRounds
 from shared.logs import event_id_var
 from shared.uow import UnitOfWork
@@ -135,7 +135,7 @@ class EventConsumer(StopsBetweenRounds):
             )
             handled: dict = {}  # partition → offset after the last message whose database commit is done
             try:
-                await consumer.start()
+                await start_client(consumer, bootstrap_servers=self.bootstrap_servers, security=self.security)
                 self._consumer = consumer
                 backoff = 0.0
                 while True:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.bus import OutgoingMessage, Producer
+from shared.bus import OutgoingMessage, Producer, topic_partitions
 from shared.kafka_security import KafkaSecurity, client_options
 
 
@@ -24,8 +24,7 @@ async def replay_dead_letters(
     await reader.start()
     messages: list[OutgoingMessage] = []
     try:
-        await reader.topics()  # metadata, so the topic's partitions are known
-        partitions = [TopicPartition(dead_letter_topic, p) for p in reader.partitions_for_topic(dead_letter_topic) or ()]
+        partitions = await topic_partitions(reader, [dead_letter_topic])
         if partitions:
             reader.assign(partitions)
             await reader.seek_to_beginning(*partitions)

@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -159,3 +160,61 @@ def check_transport(security: KafkaSecurity, environment: str) -> None:
         log.warning("KT_ENVIRONMENT=production with %s=PLAINTEXT: Kafka traffic is neither encrypted nor "
                     "authenticated, and the cluster's ACLs cannot tell the services apart",
                     variable("security_protocol"))
+
+
+class KafkaSetupError(KafkaConnectionError):
+    """The cluster refused this client's TLS or SASL settings; the message names the setting to fix."""
+
+
+async def diagnose(bootstrap_servers: str, security: KafkaSecurity | None) -> str | None:
+    """Why a secured client could not connect, naming the setting; None if it is not TLS or SASL.
+
+    aiokafka reports only "Unable to bootstrap" (the cause goes to a log line), so
+    one connection to the first bootstrap server is made again, by hand, to read it.
+    """
+    if security is None or not (security.uses_tls or security.uses_sasl):
+        return None
+    import ssl
+
+    from aiokafka import errors
+    from aiokafka.conn import create_conn
+
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    options = client_options(security)
+    try:
+        connection = await create_conn(
+            host, int(port), request_timeout_ms=10_000, ssl_context=options.get("ssl_context"),
+            security_protocol=security.security_protocol, sasl_mechanism=options.get("sasl_mechanism"),
+            sasl_plain_username=options.get("sasl_plain_username"),
+            sasl_plain_password=options.get("sasl_plain_password"),
+        )
+    except ssl.SSLCertVerificationError as error:
+        return (f"the broker at {host}:{port} has a certificate this client does not trust "
+                f"({error.verify_message}): {variable('ssl_cafile')}="
+                f"{security.ssl_cafile or '(unset: the system CAs)'} must be the CA that signed it")
+    except ssl.SSLError as error:
+        return (f"TLS with the broker at {host}:{port} failed ({error.reason or error}): is it a "
+                f"{security.security_protocol} listener? ({variable('security_protocol')}, "
+                f"{variable('ssl_cafile')}, {variable('ssl_certfile')})")
+    except errors.SaslAuthenticationFailed:
+        return (f"the broker at {host}:{port} refused {security.sasl_mechanism} sign-in as "
+                f"{variable('sasl_username')}={security.sasl_username!r}: check {variable('sasl_password')} "
+                f"(and that the user exists for {variable('sasl_mechanism')}={security.sasl_mechanism})")
+    except errors.UnsupportedSaslMechanismError:
+        return (f"the broker at {host}:{port} does not offer {variable('sasl_mechanism')}="
+                f"{security.sasl_mechanism} on this listener")
+    except Exception:  # unreachable, or something else: aiokafka's own error stands
+        return None
+    connection.close()
+    return None
+
+
+async def start_client(client: Any, *, bootstrap_servers: str, security: KafkaSecurity | None) -> None:
+    """`await client.start()`, with a refused TLS or SASL setup named in the error (KafkaSetupError)."""
+    try:
+        await client.start()
+    except KafkaConnectionError as error:
+        reason = await diagnose(bootstrap_servers, security)
+        if reason is None:
+            raise
+        raise KafkaSetupError(f"Kafka: {reason}") from error

@@ -70,6 +70,8 @@ class ServiceSettings(BaseSettings):
     )
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     """TLS and SASL for every Kafka client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*)."""
+    kafka_idempotent_producer: bool = Field(True, validation_alias="KAFKA_IDEMPOTENT_PRODUCER")
+    """Apache Kafka has it; the embedded broker does not (`kent-together run` sets false when it starts it)."""
     database_url: str = ""
     """Per service, e.g. REFERRALS_DATABASE_URL; defaults to a SQLite file in var/."""
 

@@ -8,27 +8,45 @@ Nothing is mocked.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 
+from shared.apache_kafka import KafkaCluster, SaslListener
 from shared.bus import EmbeddedBroker, free_port
 from tests.support.databases import PostgresTemplates, sqlite_template
+from tests.support.kafka import TEST_BROKER
+from tests.support.tls import make_certificates
 
-# Tests build their own settings; never a developer's var/ or environment.
+# Tests build their own settings; never a developer's var/ or environment
+# (only the test run's own choices, KT_TEST_*, and where Kafka's jars are, are kept).
 for _name in list(os.environ):
-    if _name.startswith(("KT_", "KAFKA_", "REFERRALS_", "FULFILMENT_", "ACTIONS_", "REPORTING_")):
+    if _name.startswith(("KT_", "KAFKA_", "REFERRALS_", "FULFILMENT_", "ACTIONS_", "REPORTING_")) \
+            and not _name.startswith(("KT_TEST_", "KT_KAFKA_HOME")):
         del os.environ[_name]
+
+
+if TEST_BROKER == "tansu":
+    os.environ["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # tansu refuses InitProducerId
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    """The embedded Kafka-protocol broker, on a free port, for the whole session."""
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    instance = EmbeddedBroker(port=free_port(), log_path=log).start()
-    yield instance
+    """The session's broker: an Apache Kafka cluster on loopback, or the embedded one (KT_TEST_BROKER)."""
+    if TEST_BROKER == "tansu":
+        instance = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+    else:
+        root = tmp_path_factory.mktemp("kafka")
+        certificates = make_certificates(root / "tls")
+        # A SASL_SSL (SCRAM-SHA-512) listener beside the plain one, ACLs enforced on it:
+        # tests/integration/kafka creates the production principals and their ACLs.
+        instance = KafkaCluster(root, nodes=3, sasl=SaslListener(
+            keystore_pem=certificates.server, users={"admin": secrets.token_urlsafe(16)}))
+        instance.certificates = certificates
+    yield instance.start()
     instance.stop()
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -16,6 +16,7 @@ from services.reporting import domain
 from services.reporting.models import (
     action_facts, projection_state, referral_facts, request_counts, request_facts,
 )
+from shared.bus import topic_partitions
 from shared.events import (
     REGISTRY, AssignmentEscalatedV1, AssignmentStatusChangedV1, CloudEvent, RequestCancelledV1,
     RequestReceivedV1, parse_data,
@@ -324,8 +325,7 @@ async def replay(
     await reader.start()
     projected = 0
     try:
-        await reader.topics()  # fetches the cluster's metadata
-        partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(reader.partitions_for_topic(topic) or ())]
+        partitions = await topic_partitions(reader, topics)
         if not partitions:
             return 0
         reader.assign(partitions)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiokafka import AIOKafkaConsumer
 
 from shared.events import CloudEvent
+
+TEST_BROKER = os.environ.get("KT_TEST_BROKER", "kafka")
+"""`kafka` (default): Apache Kafka, three KRaft nodes, replication 3, min.insync.replicas 2.
+`tansu`: the embedded broker `make run` uses; `make test` runs a smaller set on it too."""
 
 
 async def read_topic(

@@ -4,11 +4,11 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import Column, String, Table, func, insert, select, text
 
 from services.referrals.models import tables
-from shared.bus import Producer
+from shared.bus import Producer, topic_partitions
 from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.events import CloudEvent, RequestCancelledV1
@@ -57,7 +57,7 @@ def make_consumer(*, db, broker, topic, unique, handler, max_attempts=3, batch_s
         uow_factory=lambda: UnitOfWork(db, source="/test", outbox=tables.outbox),
         inbox=tables.inbox, bootstrap_servers=broker.bootstrap_servers,
         producer=Producer(broker.bootstrap_servers), dead_letter_topic=f"{topic}.dlq",
-        max_attempts=max_attempts, retry_base_seconds=0.01, session_timeout_ms=2000, batch_size=batch_size,
+        max_attempts=max_attempts, retry_base_seconds=0.01, session_timeout_ms=6000, batch_size=batch_size,
     )
 
 
@@ -205,8 +205,7 @@ async def committed_offsets(bootstrap: str, topic: str, group: str) -> set[int]:
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await reader.start()
     try:
-        partitions = reader.partitions_for_topic(topic) or set()
-        offsets = {await reader.committed(TopicPartition(topic, p)) for p in partitions}
+        offsets = {await reader.committed(partition) for partition in await topic_partitions(reader, [topic])}
         return offsets - {None}
     finally:
         await reader.stop()

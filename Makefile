@@ -22,7 +22,8 @@ $(VENV)/.kubectl: $(STAMP)
 	@touch $@
 
 ## Start the whole suite on its embedded default (SQLite under var/, embedded broker).
-run: install
+## KT_BROKER=kafka make run: Apache Kafka instead (one node, its data kept under var/kafka).
+run: install $(if $(filter kafka,$(KT_BROKER)),kafka)
 	$(BIN)/kent-together run
 
 ## Headless Chromium for the dashboard test: installed from Debian when missing (as root).

@@ -1,17 +1,24 @@
 """The fault suite: the real suite under a steady load while its parts are killed, then a count of what survived.
 
-    .venv/bin/python -m bench.chaos [--seconds 60] [--rate 20]      (make chaos)
+    .venv/bin/python -m bench.chaos [--seconds 60] [--rate 20] [--broker tansu|kafka]   (make chaos)
 
-It starts the whole suite as `make run` does (its own embedded broker on a
-free port, SQLite files in a scratch directory), then for `--seconds`:
+It starts the whole suite as `make run` does (its own broker on free ports,
+SQLite files in a scratch directory), then for `--seconds`:
 
 - front-ends post referrals at `--rate` a second, each with an
   Idempotency-Key, and retry with the same key when the service is down or
   answers 5xx, as a front-end should;
 - hub staff of every hub accept, start and fulfil what is routed to them;
 - faults land in turn: kill -9 of each service (the supervisor starts it
-  again), the broker frozen for a while (SIGSTOP … SIGCONT), and a restart
-  of every service.
+  again), and a restart of every service; then the broker's faults:
+  - `--broker tansu` (the embedded default): the broker frozen for 8 s
+    (SIGSTOP … SIGCONT);
+  - `--broker kafka` (Apache Kafka, three KRaft nodes, replication 3,
+    min.insync.replicas 2): kill -9 of the leader of the referrals topic's
+    first partition, restarted with its data; two of the three nodes down
+    for 8 s (below min.insync.replicas: producers must wait, never lose);
+    a rolling restart of all three; and a second instance of fulfilment and
+    of reporting in their consumer groups, one of each killed -9 mid-run.
 
 Then it waits for the outboxes to drain and the consumers to catch up, and
 checks: every referral answered 201 exists exactly once; every request of
@@ -31,6 +38,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +53,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.fulfilment.hubs import KENT_HUBS
 from services.fulfilment.postcodes import PostcodeDirectory
-from shared.bus import EmbeddedBroker, free_port
+from shared.apache_kafka import KafkaCluster
+from shared.bus import EmbeddedBroker, free_port, topic_partitions
 from shared.settings import Topics
 from tests.support.suite import Suite
 
@@ -148,10 +157,29 @@ async def hub_staff(http: httpx.AsyncClient, *, tally: Tally, hub: str, token: s
         await asyncio.sleep(0.5)
 
 
-async def inject_faults(suite: Suite, broker: EmbeddedBroker, *, services: list[str], tally: Tally,
-                        start: float, seconds: float) -> None:
-    faults = [(f"kill -9 {name}", name) for name in services] + [("broker stopped 8 s", "broker"),
-                                                                    ("restart of every service", "all")]
+async def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for described in await admin.describe_topics([topic]):
+            for p in described["partitions"]:
+                if p["partition"] == partition:
+                    return p["leader"]
+    finally:
+        await admin.close()
+    raise RuntimeError(f"{topic}[{partition}] has no leader")
+
+
+async def inject_faults(suite: Suite, broker: EmbeddedBroker | KafkaCluster, *, services: list[str], tally: Tally,
+                        start: float, seconds: float, second_instances: dict[str, "SecondInstance"]) -> None:
+    faults = [(f"kill -9 {name}", name) for name in services] + [("restart of every service", "all")]
+    if isinstance(broker, KafkaCluster):
+        faults += [("kill -9 of the referrals topic's leader, restarted", "leader"),
+                   ("two of three brokers down 8 s (below min.insync.replicas)", "quorum"),
+                   ("rolling restart of the three brokers", "rolling")]
+        faults += [(f"kill -9 of one of two {name} instances", f"second:{name}") for name in second_instances]
+    else:
+        faults.append(("broker stopped 8 s", "broker"))
     gap = seconds / (len(faults) + 1)
     loop = asyncio.get_running_loop()
     for n, (label, target) in enumerate(faults, start=1):
@@ -161,11 +189,60 @@ async def inject_faults(suite: Suite, broker: EmbeddedBroker, *, services: list[
             broker.pause()
             await asyncio.sleep(8)
             broker.resume()
+        elif target == "leader":
+            leader = await leader_of(broker.bootstrap_servers, Topics().referrals)
+            broker.kill(leader)
+            await asyncio.sleep(3)
+            await asyncio.to_thread(broker.start_node, leader)
+        elif target == "quorum":
+            leader = await leader_of(broker.bootstrap_servers, Topics().referrals)
+            down = [leader] + [n.id for n in broker.nodes if n.id != leader][:1]
+            for node in down:
+                broker.kill(node)
+            await asyncio.sleep(8)
+            for node in down:
+                await asyncio.to_thread(broker.start_node, node)
+        elif target == "rolling":
+            for node in broker.nodes:
+                await asyncio.to_thread(broker.stop_node, node.id)
+                await asyncio.to_thread(broker.start_node, node.id)
+        elif target.startswith("second:"):
+            second_instances[target.split(":", 1)[1]].kill()
         elif target == "all":
             for name in services:
                 os.kill(suite.service_pid(name), signal.SIGTERM)
         else:
             os.kill(suite.service_pid(target), signal.SIGKILL)
+
+
+class SecondInstance:
+    """One more process of a service beside the supervisor's: the same database, the same consumer group."""
+
+    def __init__(self, suite: Suite, name: str, *, log: Path):
+        self.name = name
+        self.port = free_port()
+        env = {**suite.env, "KAFKA_BOOTSTRAP_SERVERS": suite.env["KAFKA_BOOTSTRAP_SERVERS"],
+               # Only the consumers: the first instance runs the scheduler and the webhooks.
+               f"{name.upper()}_RUN_SCHEDULER": "false", f"{name.upper()}_RUN_WEBHOOKS": "false",
+               f"{name.upper()}_CREATE_HUB_TOPICS": "false"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
+            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 def query(path: Path, sql: str, *args) -> list[tuple]:
@@ -206,17 +283,16 @@ async def dead_letters(bootstrap: str) -> dict[str, int]:
     finally:
         await admin.close()
     counts: dict[str, int] = {}
-    for topic in topics:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = consumer.assignment() or set()
-            ends = await consumer.end_offsets(list(partitions)) if partitions else {}
-            starts = await consumer.beginning_offsets(list(partitions)) if partitions else {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for topic in topics:
+            partitions = await topic_partitions(consumer, [topic])
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+            starts = await consumer.beginning_offsets(partitions) if partitions else {}
             counts[topic] = sum(ends[p] - starts[p] for p in partitions)
-        finally:
-            await consumer.stop()
+    finally:
+        await consumer.stop()
     return counts
 
 
@@ -256,17 +332,28 @@ async def reporting_differences(http: httpx.AsyncClient, suite: Suite, *, var: P
     return differences
 
 
-async def chaos(*, seconds: float, rate: float, settle_seconds: float) -> dict:
+async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_kind: str = "tansu") -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="kt-chaos-"))
     var = scratch / "var"
-    broker = EmbeddedBroker(port=free_port(), log_path=scratch / "broker.log").start()
-    suite = Suite(var_dir=var, port_offset=free_port() % 1000 + 30000, broker_port=broker.port)
+    if broker_kind == "kafka":
+        broker = KafkaCluster(scratch / "kafka", nodes=3).start()
+        port = broker.nodes[0].port
+    else:
+        broker = EmbeddedBroker(port=free_port(), log_path=scratch / "broker.log").start()
+        port = broker.port
+    suite = Suite(var_dir=var, port_offset=free_port() % 1000 + 30000, broker_port=port)
     suite.env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    if broker_kind == "tansu":
+        suite.env["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # tansu refuses InitProducerId
     tally = Tally()
     run = uuid.uuid4().hex[:8]
+    second_instances: dict[str, SecondInstance] = {}
     try:
         suite.start()
         services = [name for name in PORTS if f"  {name} " in suite.log.read_text()]
+        if broker_kind == "kafka":
+            second_instances = {name: SecondInstance(suite, name, log=scratch / f"{name}-2.log")
+                                for name in ("fulfilment", "reporting") if name in services}
         postcodes = await asyncio.to_thread(kent_postcodes)
         tokens = {role: suite.token(role) for role in ("call-centre", "admin", "analyst")}
         hub_tokens = {hub.slug: suite.token("hub", hub.slug) for hub in KENT_HUBS}
@@ -282,7 +369,8 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float) -> dict:
                 *[front_end(intake, tally=tally, token=tokens["call-centre"], run=run, rate=rate, until=until,
                             postcodes=postcodes, worker=w, workers=workers) for w in range(workers)],
                 *[hub_staff(hubs, tally=tally, hub=slug, token=token, until=until) for slug, token in hub_tokens.items()],
-                inject_faults(suite, broker, services=services, tally=tally, start=start, seconds=seconds),
+                inject_faults(suite, broker, services=services, tally=tally, start=start, seconds=seconds,
+                              second_instances=second_instances),
             )
             held = loop.time() - start
             settled = await settle(http, suite, services=services, var=var, timeout=settle_seconds)
@@ -301,10 +389,12 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float) -> dict:
                                                       timeout=settle_seconds)
             dlq = await dead_letters(broker.bootstrap_servers)
     finally:
+        for instance in second_instances.values():
+            instance.stop()
         suite.stop()
         broker.stop()
     return {
-        "seconds": round(held, 1), "rate_asked": rate, "services": services,
+        "broker": broker_kind, "seconds": round(held, 1), "rate_asked": rate, "services": services,
         "referrals_posted": tally.posted, "referrals_answered_201": len(tally.accepted),
         "referrals_per_second_held": round(len(tally.accepted) / held, 1),
         "retries_after_outage": tally.retries, "gave_up": tally.gave_up,
@@ -335,8 +425,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rate", type=float, default=20, help="referrals a second")
     parser.add_argument("--settle-seconds", type=float, default=120)
+    parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
+                        help="tansu: the embedded default; kafka: Apache Kafka, three KRaft nodes")
     args = parser.parse_args()
-    result = asyncio.run(chaos(seconds=args.seconds, rate=args.rate, settle_seconds=args.settle_seconds))
+    result = asyncio.run(chaos(seconds=args.seconds, rate=args.rate, settle_seconds=args.settle_seconds,
+                               broker_kind=args.broker))
     print(json.dumps(result, indent=2))
     problems = failures(result)
     print(f"\nload held: {result['referrals_answered_201']} referrals in {result['seconds']} s "

@@ -13,7 +13,9 @@ the tests and between the nodes; its principal (ANONYMOUS) is a super user.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import logging
 import os
 import shutil
@@ -24,6 +26,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +105,20 @@ class KafkaCluster:
     """
 
     def __init__(self, root: Path, *, nodes: int = 3, sasl: SaslListener | None = None,
-                 heap: str = "384m", settings: dict[str, str] | None = None):
+                 heap: str = "384m", settings: dict[str, str] | None = None, base_port: int | None = None):
+        """`base_port` fixes the ports (node i: client base+3(i-1), controller +1, SASL +2); else free ones."""
         self.root = Path(root)
         self.sasl = sasl
         self.heap = heap
         self.extra = settings or {}
         self.replication = min(3, nodes)
         self.min_insync = 2 if nodes >= 3 else 1
+        def port(i: int, offset: int) -> int:
+            return base_port + 3 * (i - 1) + offset if base_port else _free_port()
+
         self.nodes = [
-            Node(id=i, port=_free_port(), controller_port=_free_port(),
-                 sasl_port=_free_port() if sasl else None, directory=self.root / f"node-{i}")
+            Node(id=i, port=port(i, 0), controller_port=port(i, 1),
+                 sasl_port=port(i, 2) if sasl else None, directory=self.root / f"node-{i}")
             for i in range(1, nodes + 1)
         ]
         self._cluster_id_file = self.root / "cluster.id"
@@ -268,10 +276,6 @@ class KafkaCluster:
 
     def _brokers_registered(self) -> int:
         """How many brokers the cluster's metadata lists (0 when nothing answers yet)."""
-        import asyncio
-
-        from aiokafka.admin import AIOKafkaAdminClient
-
         async def count() -> int:
             running = [n for n in self.nodes if n.running and _listening(n.port)]
             if not running:
@@ -287,12 +291,12 @@ class KafkaCluster:
                 await admin.close()
 
         try:
+            asyncio.get_running_loop()
+        except RuntimeError:
             return asyncio.run(count())
-        except RuntimeError:  # called from inside an event loop: run it on a thread
-            import concurrent.futures
-
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                return pool.submit(lambda: asyncio.run(count())).result()
+        # Called where an event loop runs: a loop of its own, on a thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(lambda: asyncio.run(count())).result()
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node: no clean shutdown, no leadership handed over."""

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from shared.auth import ROLES, mint_token
+from shared.apache_kafka import KafkaCluster
 from shared.bus import EmbeddedBroker, port_open
 from shared.settings import ServiceSettings
 
@@ -124,8 +125,13 @@ def run(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Start only these services")] = None,
     port_offset: Annotated[int, typer.Option(envvar="KT_PORT_OFFSET", help="Add to every service port")] = 0,
     broker_port: Annotated[int, typer.Option(envvar="KT_BROKER_PORT", help="Embedded broker port")] = 9092,
+    kind: Annotated[str, typer.Option("--broker", envvar="KT_BROKER",
+                                      help="tansu (embedded, in memory) or kafka (Apache Kafka, data kept under var/)")] = "tansu",
 ):
-    """Start the suite: the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), migrations, services.
+    """Start the suite: a broker (unless KAFKA_BOOTSTRAP_SERVERS is set), migrations, services.
+
+    The broker is tansu, in memory, by default; `KT_BROKER=kafka` starts Apache
+    Kafka instead (one node, its data under var/kafka; `make kafka` fetches it).
 
     A service that dies is started again; Ctrl-C stops everything.
     """
@@ -133,15 +139,20 @@ def run(
     var_dir = ServiceSettings().var_dir
     var_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    broker = None
+    broker: EmbeddedBroker | KafkaCluster | None = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         if port_open("127.0.0.1", broker_port):
             typer.echo(f"port {broker_port} is in use: using the broker already there")
+        elif kind == "kafka":
+            typer.echo(f"starting Apache Kafka (one KRaft node, data kept in {var_dir}/kafka) on 127.0.0.1:{broker_port} …")
+            broker = KafkaCluster(var_dir / "kafka", nodes=1, base_port=broker_port).start()
+            typer.echo(f"Apache Kafka on 127.0.0.1:{broker_port}; log in {var_dir}/kafka/node-1/server.log")
         else:
             broker = EmbeddedBroker(port=broker_port, log_path=var_dir / "broker.log").start()
             typer.echo(f"embedded Kafka-protocol broker (tansu, in memory) on 127.0.0.1:{broker_port}; log in {var_dir}/broker.log")
         env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_port}"
-        env.setdefault("KAFKA_IDEMPOTENT_PRODUCER", "false")  # tansu refuses InitProducerId
+        if kind != "kafka":
+            env.setdefault("KAFKA_IDEMPOTENT_PRODUCER", "false")  # tansu refuses InitProducerId
     asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], security=ServiceSettings().kafka))
     for name, _ in services:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True, env=env)
@@ -317,11 +328,49 @@ def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs"
     typer.echo(f"wrote {out}/asyncapi.json and {out}/openapi/")
 
 
-async def _create_topics(bootstrap: str, *, security) -> None:
-    from shared.bus import ensure_topics
-    from shared.settings import Topics
+def _topic_plan():
+    from services.fulfilment.hubs import KENT_HUBS
+    from shared.topic_plan import topic_plan
 
-    await ensure_topics(bootstrap, {name: 6 for name in Topics().declared()}, security=security)
+    return topic_plan([hub.slug for hub in KENT_HUBS])
+
+
+async def _create_topics(bootstrap: str, *, security) -> list[str]:
+    from shared.topic_plan import create_topics
+
+    return await create_topics(bootstrap, _topic_plan(), security=security)
+
+
+@app.command("create-topics")
+def create_topics_command(
+    check: Annotated[bool, typer.Option("--check", help="Only say how the cluster differs from the plan")] = False,
+):
+    """Create every topic of shared/topic_plan.py that is missing, then check the cluster against the plan.
+
+    Exits 1 when a topic differs (partitions, replicas, retention, min.insync.replicas).
+    """
+    from shared.topic_plan import check_topics
+
+    settings = ServiceSettings()
+    bootstrap, security = settings.kafka_bootstrap_servers, settings.kafka
+    if not check:
+        created = asyncio.run(_create_topics(bootstrap, security=security))
+        typer.echo(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+    differences = asyncio.run(check_topics(bootstrap, _topic_plan(), security=security))
+    for difference in differences:
+        typer.echo(f"  differs: {difference}", err=True)
+    typer.echo(f"{len(_topic_plan())} topics checked against the plan, {len(differences)} differences")
+    if differences:
+        raise typer.Exit(1)
+
+
+@app.command("topics-manifest")
+def topics_manifest(out: Annotated[Path, typer.Option(help="Where to write")] = Path("deploy/k8s/base/kafka-topics.yaml")):
+    """Write Strimzi's KafkaTopic resources from the topic plan."""
+    from shared.topic_plan import strimzi_manifest
+
+    out.write_text(strimzi_manifest(_topic_plan()))
+    typer.echo(f"wrote {out}")
 
 
 def _relay_output(name: str, process: subprocess.Popen) -> None:

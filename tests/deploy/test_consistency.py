@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 
 import pytest
+import yaml
 
 from shared.cli import SERVICES
 from shared.settings import Topics
@@ -50,20 +50,6 @@ def allowed_environment(service: str | None) -> set[str]:
     if service is not None:
         return environment_names(service)
     return set().union(*(environment_names(name) for name in SERVICE_NAMES))
-
-
-def compose_topics() -> dict[str, tuple[int, str]]:
-    """topic → (partitions, retention.ms) as create-topics.sh makes them."""
-    script = (DEPLOY / "compose" / "create-topics.sh").read_text()
-    def retention_ms(days: str) -> str:
-        return "-1" if days == "-1" else str(int(days) * 86_400_000)
-
-    topics = {name: (int(partitions), retention_ms(days))
-              for name, partitions, days in re.findall(r"^topic (\S+)\s+(\d+)\s+(-?\d+)", script, re.MULTILINE)}
-    hub_loop = re.search(r"for hub in (.*?); do\s+topic \"kt\.hub\.\$\{hub\}\.v1\" (\d+) (-?\d+)", script, re.DOTALL)
-    for hub in hub_loop.group(1).replace("\\", " ").split():
-        topics[f"kt.hub.{hub}.v1"] = (int(hub_loop.group(2)), retention_ms(hub_loop.group(3)))
-    return topics
 
 
 def kubernetes_topics(documents: list[dict]) -> dict[str, tuple[int, str]]:
@@ -143,18 +129,36 @@ def test_every_service_gets_its_own_database_url(compose, rendered):
 
 # -- topics
 
-def test_every_topic_in_compose_and_kubernetes_is_one_the_code_uses():
-    known = code_topics() | dead_letter_topics()
-    assert set(compose_topics()) <= known
+def plan() -> list:
+    from shared.topic_plan import topic_plan
+
+    return topic_plan(list(HUBS))
+
+
+def test_the_topic_plan_names_every_topic_of_the_code_and_no_other():
+    assert {spec.name for spec in plan()} == code_topics() | dead_letter_topics()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_kubernetes_declares_every_topic_of_the_code_and_no_other(rendered, overlay):
-    assert set(kubernetes_topics(rendered[overlay])) == code_topics() | dead_letter_topics()
+def test_kubernetes_declares_every_topic_of_the_plan_and_no_other(rendered, overlay):
+    assert set(kubernetes_topics(rendered[overlay])) == {spec.name for spec in plan()}
 
 
-def test_compose_and_kubernetes_make_the_same_topics_with_the_same_partitions_and_retention(rendered):
-    assert compose_topics() == kubernetes_topics(rendered["production"])
+def test_the_strimzi_topics_file_is_the_one_written_from_the_plan():
+    from shared.topic_plan import strimzi_manifest
+
+    committed = (DEPLOY / "k8s" / "base" / "kafka-topics.yaml").read_text()
+    assert committed == strimzi_manifest(plan()), "run `kent-together topics-manifest` and commit the file"
+
+
+def test_compose_makes_the_topics_from_the_plan_before_any_service_starts():
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    job = compose["services"]["kafka-topics"]
+    assert job["command"] == ["create-topics"]
+    assert job["image"].startswith("${KT_IMAGE")
+    for name, service in compose["services"].items():
+        if service.get("image", "").startswith("${KT_IMAGE") and name not in ("kafka-topics", "migrate"):
+            assert service["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully", name
 
 
 def test_personal_data_topics_expire_and_reporting_topics_are_kept_for_a_rebuild(rendered):

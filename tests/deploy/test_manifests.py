@@ -149,6 +149,6 @@ def test_the_entrypoint_serves_each_service_on_the_port_its_module_declares():
     for name in ("referrals", "fulfilment", "actions"):
         out = subprocess.run([sys.executable, "-c", lookup, name], capture_output=True, text=True, cwd=ROOT)
         assert out.stdout.strip() == str(service_port(name)), out.stderr
-    for shell_script in (DEPLOY / "docker" / "entrypoint.sh", DEPLOY / "compose" / "create-topics.sh",
+    for shell_script in (DEPLOY / "docker" / "entrypoint.sh", DEPLOY / "tools" / "fetch-kafka.sh", DEPLOY / "tools" / "test-postgres.sh",
                          DEPLOY / "compose" / "postgres-init.sh", DEPLOY / "tools" / "fetch-kubectl.sh"):
         assert subprocess.run(["bash", "-n", str(shell_script)]).returncode == 0, shell_script

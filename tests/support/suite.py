@@ -37,7 +37,7 @@ class Suite:
         command = [sys.executable, "-m", "shared.cli", "run"] + [a for s in services for a in ("--only", s)]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded two-core machine starting four services and a broker
         while b"Ctrl-C stops everything" not in self.log.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the suite did not start:\n" + self.log.read_text()[-3000:])

@@ -35,7 +35,7 @@ def start_service(settings, port: int) -> subprocess.Popen:
         "KT_TOPIC_ASSIGNMENT_STATUS": topics.assignment_status, "KT_TOPIC_HUBS": topics.hubs,
         "KT_TOPIC_DEAD_LETTER_PREFIX": topics.dead_letter_prefix,
         "FULFILMENT_CONSUMER_GROUP": settings.consumer_group,
-        "FULFILMENT_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+        "FULFILMENT_CONSUMER_SESSION_TIMEOUT_MS": "6000",
         "FULFILMENT_CREATE_HUB_TOPICS": "false",
         "FULFILMENT_OUTBOX_POLL_SECONDS": "0.1",
     }

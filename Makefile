@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres kafka run test test-fast bench chaos migrate clean
+.PHONY: install browser postgres kafka run test test-kafka test-fast bench chaos migrate clean
 
 install: $(STAMP) $(VENV)/.kubectl
 
@@ -51,6 +51,10 @@ test: install browser postgres kafka
 
 TANSU_TESTS := tests/integration/shared
 
+## The Apache Kafka tests alone: topic plan, SASL_SSL with the production ACLs.
+test-kafka: install postgres kafka
+	$(BIN)/python -m pytest -q tests/integration/kafka
+
 ## Unit tests only: no database, no broker.
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit
@@ -61,9 +65,12 @@ bench: install
 	$(BIN)/python -m bench.fulfilment_routing
 	$(BIN)/python -m bench.reporting
 
-## The fault suite: steady load while each service is killed, the broker stopped, everything restarted.
-chaos: install
+## The fault suite: steady load while each service is killed, the broker stopped, everything restarted;
+## then on Apache Kafka (three KRaft brokers): the leader killed, two brokers down, a rolling restart,
+## two instances of fulfilment and of reporting with one of each killed.
+chaos: install kafka
 	$(BIN)/python -m bench.chaos --seconds 90 --rate 20
+	$(BIN)/python -m bench.chaos --seconds 90 --rate 20 --broker kafka
 
 migrate: install
 	$(BIN)/kent-together migrate

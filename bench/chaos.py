@@ -172,12 +172,13 @@ async def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
 
 async def inject_faults(suite: Suite, broker: EmbeddedBroker | KafkaCluster, *, services: list[str], tally: Tally,
                         start: float, seconds: float, second_instances: dict[str, "SecondInstance"]) -> None:
-    faults = [(f"kill -9 {name}", name) for name in services] + [("restart of every service", "all")]
+    faults = [(f"kill -9 {name}", name) for name in services]
+    faults += [(f"kill -9 of one of two {name} instances", f"second:{name}") for name in second_instances]
+    faults.append(("restart of every service", "all"))
     if isinstance(broker, KafkaCluster):
         faults += [("kill -9 of the referrals topic's leader, restarted", "leader"),
                    ("two of three brokers down 8 s (below min.insync.replicas)", "quorum"),
                    ("rolling restart of the three brokers", "rolling")]
-        faults += [(f"kill -9 of one of two {name} instances", f"second:{name}") for name in second_instances]
     else:
         faults.append(("broker stopped 8 s", "broker"))
     gap = seconds / (len(faults) + 1)
@@ -372,7 +373,7 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
                 inject_faults(suite, broker, services=services, tally=tally, start=start, seconds=seconds,
                               second_instances=second_instances),
             )
-            held = loop.time() - start
+            held = min(loop.time(), until) - start  # the load's own time; faults may run on past it
             settled = await settle(http, suite, services=services, var=var, timeout=settle_seconds)
             accepted = set(tally.accepted.values())
             stored = dict(query(var / "referrals.db", "SELECT id, idempotency_key FROM referrals"))

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka_security import client_options
+
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
@@ -281,7 +283,7 @@ class KafkaCluster:
             if not running:
                 return 0
             admin = AIOKafkaAdminClient(bootstrap_servers=",".join(f"127.0.0.1:{n.port}" for n in running),
-                                        request_timeout_ms=3000)
+                                        request_timeout_ms=3000, **client_options())  # the plain listener
             try:
                 await admin.start()
                 return len((await admin.describe_cluster())["brokers"])

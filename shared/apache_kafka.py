@@ -29,6 +29,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.bus import end_process
 from shared.kafka_security import client_options
 
 log = logging.getLogger(__name__)
@@ -312,14 +313,8 @@ class KafkaCluster:
     def stop_node(self, node_id: int, *, timeout: float = 60.0) -> None:
         """A clean shutdown of one node (leadership moves first), as a rolling restart does."""
         node = self.node(node_id)
-        if node.running:
-            node.process.send_signal(signal.SIGCONT)
-            node.process.terminate()
-            try:
-                node.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
+        if node.process is not None:
+            end_process(node.process, timeout=timeout)
         node.process = None
 
     def start_node(self, node_id: int, *, timeout: float = 120.0) -> None:
@@ -339,24 +334,9 @@ class KafkaCluster:
                 node.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in self.nodes:  # every node told first: they shut down together
             if node.running:
                 node.process.send_signal(signal.SIGCONT)
                 node.process.terminate()
         for node in self.nodes:
-            if node.process is not None:
-                try:
-                    node.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait()
-                node.process = None
-
-    def logs(self) -> str:
-        """The tail of every node's log, for a failing test's report."""
-        parts = []
-        for node in self.nodes:
-            path = node.directory / "server.log"
-            if path.exists():
-                parts.append(f"--- node {node.id} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
-        return "\n".join(parts)
+            self.stop_node(node.id, timeout=30)

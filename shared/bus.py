@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -187,19 +188,25 @@ class EmbeddedBroker:
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): clients see an outage, nothing is forgotten."""
-        self.process.send_signal(19)
+        self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        self.process.send_signal(18)
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(18)  # a paused process cannot act on SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            end_process(self.process, timeout=10)
         self.process = None
+
+
+def end_process(process: subprocess.Popen, *, timeout: float) -> None:
+    """SIGTERM (after SIGCONT: a paused process cannot act on it), then SIGKILL past `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 

@@ -22,6 +22,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "POST /v1/referrals": REFERRAL_WRITERS,
         "GET /v1/referrals": ADVISERS,
         "GET /v1/referrals/{referral_id}": ADVISERS,
+        "POST /v1/referrals/duplicate-check": ADVISERS,
         "PATCH /v1/referrals/{referral_id}": ADVISERS,
         "POST /v1/referrals/{referral_id}/cancel": ADVISERS,
         "POST /v1/referrals/{referral_id}/requests/{request_id}/cancel": ADVISERS,

@@ -38,7 +38,7 @@ MESSAGES = {
     "name.long": "Your name must be 200 characters or fewer",
     "line1.missing": "Enter the first line of your address",
     "line1.long": "The first line of your address must be 200 characters or fewer",
-    "phone.invalid": "Enter a UK phone number, like 01843 577000 or 07700 900982",
+    "phone.invalid": "Enter a UK phone number, like 01843 577000 or 07911 123456",
     "phone.missing": "Enter a phone number, or choose another way for us to contact you",
     "email.invalid": "Enter an email address in the correct format, like name@example.com",
     "email.missing": "Enter an email address, or choose another way for us to contact you",

@@ -194,4 +194,4 @@ async def ask_for_help(client: httpx.AsyncClient, *, postcode: str = THANET_POST
     sent = await client.post("/get-help/check", data={"csrf_token": csrf_of(check.text), "idempotency_key": key})
     assert sent.headers.get("location") == "/get-help/confirmation", sent.text[:2000]
     confirmation = await client.get("/get-help/confirmation")
-    return re.search(r"KT-[0-9A-Z]{4}-[0-9A-Z]{4}", confirmation.text).group(0)
+    return re.search(r'<strong id="reference">(KT-[0-9A-Z]{4}-[0-9A-Z]{4})</strong>', confirmation.text).group(1)

@@ -129,6 +129,7 @@ async def test_check_on_my_request_shows_each_request_and_its_hub_and_nothing_pe
 
     page = await eventually(shown)
     assert "Food" in page and "Prescription collection" in page
+    assert '<br><span class="govuk-hint">Thanet' in page
     assert "Status Checker" not in page and "Northdown" not in page
     wrong = await post_form(web, "/check-request", {"reference": reference, "postcode": "CT1 1YW"})
     assert 'id="not-found"' in wrong.text

@@ -21,9 +21,9 @@ ONLINE_FORM = Caller(subject="web-online-form", role="online-form")
 
 
 def routers():
-    from services.web.api import adviser, home, hub, resident, signin
+    from services.web.api import adviser, home, hub, recovery, resident, signin
 
-    return [home.router, signin.router, resident.router, adviser.router, hub.router]
+    return [home.router, signin.router, resident.router, adviser.router, hub.router, recovery.router]
 
 
 def clients(request: Request) -> Clients:

@@ -7,6 +7,7 @@ through configurable claims: Microsoft Entra ID, say, issues app roles as a
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 
@@ -18,6 +19,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from shared.auth import ROLES
+
+log = logging.getLogger(__name__)
 
 HUB_SLUGS = ("ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone",
              "sevenoaks", "swale", "thanet", "tonbridge-malling", "tunbridge-wells")
@@ -94,6 +97,7 @@ class OpenIdClient:
                 token = await client.fetch_token(metadata["token_endpoint"], code=code,
                                                  code_verifier=pending["code_verifier"])
             except Exception as error:  # the provider refused the code: say so, keep the details in the log
+                log.warning("the token request was refused: %s", error)
                 raise SignInFailed(f"the identity provider refused the sign-in ({error.__class__.__name__})") from None
         id_token = token.get("id_token")
         if not id_token:

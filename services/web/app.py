@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.web import sessions as session_store
 from services.web.clients import ApiError, Clients, ServiceUnavailable, Tokens
-from services.web.models import metadata
 from shared.db import Database
 from shared.logs import configure_logging
 from shared.security import RateLimiter, install_security

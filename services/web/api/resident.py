@@ -106,9 +106,7 @@ async def postcode_answer(request: Request, clients: Clients_):
     except ServiceUnavailable:
         draft["area"] = None  # the confirmation names "your local council" instead: nobody is turned away
     draft["postcode"] = postcode
-    _clear_errors(draft, "postcode")
-    _save(request, draft)
-    return _next(request, "postcode")
+    return _answered(request, draft, "postcode")
 
 
 @router.get("/get-help/help")
@@ -133,9 +131,7 @@ async def help_answer(request: Request, clients: Clients_):
                       values={"types": chosen}, errors={"types": message})
     draft["types"] = [k for k in known if k in chosen]
     draft["details"] = {k: v for k, v in (draft.get("details") or {}).items() if k in draft["types"]}
-    _clear_errors(draft, "help")
-    _save(request, draft)
-    return _next(request, "help")
+    return _answered(request, draft, "help")
 
 
 @router.get("/get-help/when")
@@ -156,8 +152,7 @@ async def when_answer(request: Request):
                       choices=forms.URGENCY_CHOICES, values={"urgency": ""},
                       errors={"urgency": forms.MESSAGES["urgency.missing"]})
     draft["urgency"] = urgency
-    _save(request, draft)
-    return _next(request, "when")
+    return _answered(request, draft, "when")
 
 
 @router.get("/get-help/details")
@@ -184,9 +179,7 @@ async def details_answer(request: Request, clients: Clients_):
         return render(request, "resident/details.html", status_code=400, title="Tell us about the help you need",
                       labels=labels, types=draft["types"], values=details, errors=errors)
     draft["details"] = {k: v for k, v in details.items() if v}
-    _clear_errors(draft, "details")
-    _save(request, draft)
-    return _next(request, "details")
+    return _answered(request, draft, "details")
 
 
 @router.get("/get-help/about-you")
@@ -208,9 +201,7 @@ async def about_you_answer(request: Request):
         return render(request, "resident/about-you.html", status_code=400, title="Your name and address",
                       values={**draft, **values}, errors=errors)
     draft.update(values)
-    _clear_errors(draft, "about-you")
-    _save(request, draft)
-    return _next(request, "about-you")
+    return _answered(request, draft, "about-you")
 
 
 @router.get("/get-help/contact")
@@ -232,9 +223,7 @@ async def contact_answer(request: Request):
         return render(request, "resident/contact.html", status_code=400, title="How should we contact you?",
                       choices=forms.CONTACT_CHOICES, values={**draft, **values}, errors=errors)
     draft.update(values)
-    _clear_errors(draft, "contact")
-    _save(request, draft)
-    return _next(request, "contact")
+    return _answered(request, draft, "contact")
 
 
 @router.get("/get-help/consent")
@@ -253,9 +242,7 @@ async def consent_answer(request: Request):
         return render(request, "resident/consent.html", status_code=400, title="Sharing your details",
                       values=draft, area=draft.get("area"), errors={"consent": forms.MESSAGES["consent.missing"]})
     draft["consent"] = True
-    _clear_errors(draft, "consent")
-    _save(request, draft)
-    return RedirectResponse("/get-help/check", status_code=303)
+    return _answered(request, draft, "consent")
 
 
 @router.get("/get-help/check")
@@ -343,3 +330,10 @@ async def status_answer(request: Request, clients: Clients_):
 
 def _clear_errors(draft: dict, page: str) -> None:
     (draft.get("errors") or {}).pop(page, None)
+
+
+def _answered(request: Request, draft: dict, page: str) -> RedirectResponse:
+    """A page answered: its errors from an earlier send go, the answers are kept, on to the next page."""
+    _clear_errors(draft, page)
+    _save(request, draft)
+    return _next(request, page)

@@ -1,15 +1,10 @@
 """What an adviser asks before and during a call: is this a duplicate, and who is this caller (two facts together)."""
 
 from tests.integration.referrals.conftest import referral_body
+from tests.integration.referrals.test_advisers import take
 from tests.support.apps import token
 
 SERVICE = "referrals"
-
-
-async def take(client, settings, **overrides):
-    response = await client.post("/v1/referrals", json=referral_body(**overrides), headers=token(settings, "call-centre"))
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def test_a_duplicate_check_names_the_open_request_of_the_same_person_and_type_and_stores_nothing(client, settings):

@@ -7,9 +7,9 @@ fresh sessions database, and talks to it over HTTP as a browser does.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from services.fulfilment.postcodes import PostcodeDirectory
 from services.web.app import WebSettings, create_app
 from shared.bus import ensure_topics
 from tests.support.browser import serving
+from tests.support.databases import sqlite_template
 from tests.support.services import build_app, make_settings, sqlite_database
 
 for _name in list(os.environ):
@@ -44,7 +45,7 @@ class Stack:
 NAMES = ("referrals", "fulfilment", "actions", "reporting")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack_databases(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """Each service's migrated SQLite database (migrating runs its own event loop: done outside the test's)."""
     tmp = tmp_path_factory.mktemp("stack")
@@ -52,9 +53,12 @@ def stack_databases(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return tmp, {name: sqlite_database(name, tmp_path=tmp, scratch=scratch) for name in NAMES}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def stack(broker, stack_databases):
-    """referrals, fulfilment, actions and reporting, as `make run` starts them, on SQLite and the test broker."""
+    """referrals, fulfilment, actions and reporting, as `make run` starts them, on SQLite and the test broker.
+
+    One for every web test: the web front is what is under test, and each test's cases are its own
+    (a resident of its own name, a reference of its own)."""
     unique = uuid.uuid4().hex[:10]
     tmp, databases = stack_databases
     var_dir = tmp / "var"
@@ -127,9 +131,17 @@ def clock():
 
 
 @pytest.fixture
-async def web(stack, database_url, clock):
+def sessions_url(tmp_path, tmp_path_factory) -> str:
+    """The web front's own database (sessions), on SQLite; test_sessions.py runs the store on PostgreSQL too."""
+    target = tmp_path / "web.db"
+    shutil.copy(sqlite_template("web", tmp_path_factory.getbasetemp()), target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+async def web(stack, sessions_url, clock):
     """The web front on a real port; yields a browser-like client (cookies kept, redirects not followed)."""
-    app = create_app(web_settings(stack, database_url), clock=clock)
+    app = create_app(web_settings(stack, sessions_url), clock=clock)
     async with serving(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             client.app = app
@@ -159,18 +171,6 @@ async def sign_in(client: httpx.AsyncClient, *, role: str, hub: str = "", name: 
     response = await post_form(client, "/sign-in/dev", {"role": role, "hub": hub, "name": name}, from_page="/sign-in")
     assert response.status_code == 303, response.text
     return response
-
-
-async def eventually(check, *, timeout: float = 20.0, interval: float = 0.1):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"not so after {timeout}s: last saw {result!r}")
-        await asyncio.sleep(interval)
 
 
 async def ask_for_help(client: httpx.AsyncClient, *, postcode: str = THANET_POSTCODE, types=("food", "prescription"),

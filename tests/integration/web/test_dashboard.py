@@ -1,6 +1,7 @@
 """The analyst reaches the reporting dashboard from the web front, and its figures, without a token in the browser."""
 
-from tests.integration.web.conftest import SERVICE, ask_for_help, eventually, sign_in
+from tests.integration.web.conftest import SERVICE, ask_for_help, sign_in
+from tests.support.waiting import eventually
 
 __all__ = ["SERVICE"]
 

@@ -8,9 +8,10 @@ import httpx
 
 from services.web.app import create_app
 from tests.integration.web.conftest import (
-    SERVICE, ask_for_help, eventually, post_form, sign_in, web_settings,
+    SERVICE, ask_for_help, post_form, sign_in, web_settings,
 )
 from tests.support.browser import serving
+from tests.support.waiting import eventually
 
 __all__ = ["SERVICE"]
 
@@ -25,8 +26,8 @@ async def cases_for(hub_client, reference: str, *, expect: int, path: str = "/hu
     return await eventually(found)
 
 
-async def worker(stack, database_url, hub: str):
-    app = create_app(web_settings(stack, database_url))
+async def worker(stack, sessions_url, hub: str):
+    app = create_app(web_settings(stack, sessions_url))
     context = serving(app)
     url = await context.__aenter__()
     client = httpx.AsyncClient(base_url=url, timeout=30)
@@ -35,9 +36,9 @@ async def worker(stack, database_url, hub: str):
 
 
 async def test_the_thanet_worker_sees_both_requests_accepts_and_fulfils_one_and_rejects_the_other_to_its_hub(
-        web, stack, database_url):
+        web, stack, sessions_url):
     reference = await ask_for_help(web, types=("food", "prescription"), name="Queue Resident")
-    thanet, served = await worker(stack, database_url, "thanet")
+    thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         cases = await cases_for(thanet, reference, expect=2)
         assert set(cases) == {"Food", "Prescription collection"}
@@ -63,7 +64,7 @@ async def test_the_thanet_worker_sees_both_requests_accepts_and_fulfils_one_and_
     finally:
         await thanet.aclose()
         await served.__aexit__(None, None, None)
-    canterbury, served = await worker(stack, database_url, "canterbury")
+    canterbury, served = await worker(stack, sessions_url, "canterbury")
     try:
         assert set(await cases_for(canterbury, reference, expect=1)) == {"Prescription collection"}
     finally:
@@ -71,9 +72,9 @@ async def test_the_thanet_worker_sees_both_requests_accepts_and_fulfils_one_and_
         await served.__aexit__(None, None, None)
 
 
-async def test_a_maidstone_worker_gets_the_not_found_page_for_a_thanet_case(web, stack, database_url):
+async def test_a_maidstone_worker_gets_the_not_found_page_for_a_thanet_case(web, stack, sessions_url):
     reference = await ask_for_help(web, types=("food",), name="Not Maidstone's")
-    thanet, served = await worker(stack, database_url, "thanet")
+    thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         case_id = (await cases_for(thanet, reference, expect=1))["Food"]
     finally:
@@ -85,11 +86,11 @@ async def test_a_maidstone_worker_gets_the_not_found_page_for_a_thanet_case(web,
     assert reference not in (await web.get("/hub")).text
 
 
-async def test_what_a_resident_typed_is_shown_as_text_on_the_hub_page(web, stack, database_url):
+async def test_what_a_resident_typed_is_shown_as_text_on_the_hub_page(web, stack, sessions_url):
     script = "<script>alert('x')</script> & <b>bold</b>"
     reference = await ask_for_help(web, types=("food",), name="<img src=x onerror=alert(1)>",
                                    details={"food": script})
-    thanet, served = await worker(stack, database_url, "thanet")
+    thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         case_id = (await cases_for(thanet, reference, expect=1))["Food"]
         page = (await thanet.get(f"/hub/cases/{case_id}")).text
@@ -100,9 +101,9 @@ async def test_what_a_resident_typed_is_shown_as_text_on_the_hub_page(web, stack
     assert "<script>alert" not in page and "<img src=x" not in page
 
 
-async def test_a_call_a_note_and_a_follow_up_flag_are_recorded_on_the_case(web, stack, database_url):
+async def test_a_call_a_note_and_a_follow_up_flag_are_recorded_on_the_case(web, stack, sessions_url):
     reference = await ask_for_help(web, types=("befriending",), name="Called Resident")
-    thanet, served = await worker(stack, database_url, "thanet")
+    thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         case_id = (await cases_for(thanet, reference, expect=1))["Befriending"]
         case = f"/hub/cases/{case_id}"
@@ -123,9 +124,9 @@ async def test_a_call_a_note_and_a_follow_up_flag_are_recorded_on_the_case(web, 
 
 
 async def test_the_run_sheet_lists_todays_accepted_cases_and_downloads_as_csv_safe_for_spreadsheets(
-        web, stack, database_url):
+        web, stack, sessions_url):
     reference = await ask_for_help(web, types=("practical",), name="=HYPERLINK(\"http://x\")")
-    thanet, served = await worker(stack, database_url, "thanet")
+    thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         case_id = (await cases_for(thanet, reference, expect=1))["Practical help"]
         await post_form(thanet, f"/hub/cases/{case_id}/transitions", {"to": "accepted"}, from_page=f"/hub/cases/{case_id}")

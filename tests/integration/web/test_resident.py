@@ -7,8 +7,9 @@ import httpx
 
 from shared.auth import mint_token
 from tests.integration.web.conftest import (
-    KEY, MEDWAY_POSTCODE, SERVICE, SIGNING_KEY, ask_for_help, csrf_of, eventually, post_form,
+    KEY, MEDWAY_POSTCODE, SERVICE, SIGNING_KEY, ask_for_help, csrf_of, post_form,
 )
+from tests.support.waiting import eventually
 
 __all__ = ["SERVICE"]
 
@@ -135,12 +136,12 @@ async def test_check_on_my_request_shows_each_request_and_its_hub_and_nothing_pe
     assert 'id="not-found"' in wrong.text
 
 
-async def test_the_public_form_is_rate_limited_per_address_with_a_page_that_says_so(stack, database_url):
+async def test_the_public_form_is_rate_limited_per_address_with_a_page_that_says_so(stack, sessions_url):
     from services.web.app import create_app
     from tests.integration.web.conftest import web_settings
     from tests.support.browser import serving
 
-    app = create_app(web_settings(stack, database_url, public_form_per_minute=1, public_form_burst=2))
+    app = create_app(web_settings(stack, sessions_url, public_form_per_minute=1, public_form_burst=2))
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         answers = [await post_form(client, "/check-request", {"reference": "KT-AAAA-BBBB", "postcode": "CT9 2RN"})
                    for _ in range(3)]

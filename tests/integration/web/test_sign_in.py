@@ -16,7 +16,7 @@ from oidc_provider_mock import User, app as provider_app
 from services.web.app import WebSettings, create_app
 from shared.bus import free_port
 from shared.crypto import new_key
-from tests.integration.web.conftest import SERVICE, csrf_of, post_form, sign_in, web_settings
+from tests.integration.web.conftest import SERVICE, csrf_of, sign_in, web_settings
 from tests.support.browser import serving
 
 __all__ = ["SERVICE"]
@@ -69,9 +69,9 @@ def provider():
 
 
 @pytest.fixture
-async def oidc_web(stack, database_url, provider, clock):
+async def oidc_web(stack, sessions_url, provider, clock):
     issuer, _ = provider
-    settings = web_settings(stack, database_url, oidc_issuer=issuer, oidc_client_id="kent-together-web",
+    settings = web_settings(stack, sessions_url, oidc_issuer=issuer, oidc_client_id="kent-together-web",
                             oidc_client_secret="not-a-real-secret", dev_sign_in=False,
                             oidc_role_map={"KentTogether.HubWorker": "hub"})
     app = create_app(settings, clock=clock)
@@ -183,8 +183,8 @@ def test_production_refuses_the_development_sign_in_and_needs_openid_connect(tmp
     assert settings.dev_sign_in is False and settings.cookie_secure is True
 
 
-async def test_the_development_sign_in_page_is_not_there_when_turned_off(stack, database_url):
-    app = create_app(web_settings(stack, database_url, dev_sign_in=False))
+async def test_the_development_sign_in_page_is_not_there_when_turned_off(stack, sessions_url):
+    app = create_app(web_settings(stack, sessions_url, dev_sign_in=False))
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         page = await client.get("/sign-in")
         assert "Development sign-in" not in page.text

@@ -35,9 +35,11 @@ PLAN = ROOT / "services/actions/data/krf-recovery-cell-action-plans.txt"
 def suite(tmp_path_factory):
     instance = Suite(var_dir=tmp_path_factory.mktemp("web-suite") / "var",
                      port_offset=free_port() % 1000 + 21000, broker_port=free_port())
-    instance.start(timeout=180)  # all five, on a machine others share: the postcode directory loads slowly there
-    yield instance
-    instance.stop()
+    try:  # a suite that did not start in time is stopped too, never left running
+        instance.start(timeout=180)  # all five, on a machine others share: the postcode directory loads slowly there
+        yield instance
+    finally:
+        instance.stop()
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,20 @@ def templates() -> Environment:
         trim_blocks=True, lstrip_blocks=True,
     )
     env.globals.update(error_list=error_list, error_for=error_for)
+    # GOV.UK Frontend's components, for every template without importing each one.
+    for name, folder in COMPONENTS.items():
+        env.globals[name] = getattr(env.get_template(f"govuk_frontend_jinja/components/{folder}/macro.html").module, name)
     return env
+
+
+COMPONENTS = {
+    "govukBackLink": "back-link", "govukButton": "button", "govukCheckboxes": "checkboxes", "govukDateInput": "date-input",
+    "govukErrorSummary": "error-summary", "govukFieldset": "fieldset", "govukFileUpload": "file-upload",
+    "govukInput": "input", "govukNotificationBanner": "notification-banner", "govukPanel": "panel",
+    "govukRadios": "radios", "govukSelect": "select", "govukSummaryList": "summary-list", "govukTag": "tag",
+    "govukTextarea": "textarea", "govukWarningText": "warning-text",
+}
+"""The components the pages use, by macro name and the Jinja port's folder."""
 
 
 def error_list(errors) -> list[dict]:

@@ -192,3 +192,11 @@ async def test_the_development_sign_in_page_is_not_there_when_turned_off(stack, 
         refused = await client.post("/sign-in/dev", data={"csrf_token": csrf_of(form.text), "role": "admin",
                                                           "name": "Mallory"})
         assert refused.status_code == 404
+
+
+async def test_the_session_cookie_is_secure_where_the_service_is_served_over_https(stack, sessions_url):
+    app = create_app(web_settings(stack, sessions_url, cookie_secure=True))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        page = await client.get("/get-help")
+    [cookie] = page.headers.get_list("set-cookie")
+    assert "Secure" in cookie and "HttpOnly" in cookie

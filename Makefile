@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres kafka run test test-kafka test-fast bench chaos migrate clean
+.PHONY: install browser postgres kafka run test test-kafka test-fast bench chaos migrate clean assets
 
 install: $(STAMP) $(VENV)/.kubectl
 
@@ -33,6 +33,15 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is missing (apt-get install chromium): the dashboard test will fail"; fi; }
 
+## The web front's browser tests run axe-core from npm (pinned in services/web/package.json).
+WEB_NPM := services/web/node_modules/.package-lock.json
+$(WEB_NPM): services/web/package-lock.json
+	@cd services/web && npm ci --no-audit --no-fund --loglevel=error
+
+## Rebuild the web front's committed assets (GOV.UK Frontend with Arial) from the pinned npm packages.
+assets:
+	@sh services/web/assets/build.sh
+
 ## PostgreSQL for the tests (127.0.0.1:5432, user postgres, trust, database test):
 ## installed from Debian's packages and started when missing (as root).
 postgres:
@@ -45,7 +54,7 @@ kafka:
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, Apache Kafka: three KRaft
 ## brokers on loopback), end-to-end; then the shared mechanisms again on the embedded
 ## broker (tansu), which `make run` uses by default.
-test: install browser postgres kafka
+test: install browser postgres kafka $(WEB_NPM)
 	$(BIN)/python -m pytest -q
 	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(TANSU_TESTS)
 

@@ -17,10 +17,10 @@ from fastapi import Depends, Request
 from shared.errors import Forbidden, Unauthorized
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "call-centre": frozenset({"referrals:write", "referrals:read"}),
-    "online-form": frozenset({"referrals:write"}),
-    "partner": frozenset({"referrals:write"}),
-    "hub": frozenset({"assignments:read", "assignments:write"}),
+    "call-centre": frozenset({"referrals:write", "referrals:read", "status:read"}),
+    "online-form": frozenset({"referrals:write", "status:read"}),
+    "partner": frozenset({"referrals:write", "status:read"}),
+    "hub": frozenset({"assignments:read", "assignments:write", "status:read"}),
     "recovery-lead": frozenset({"actions:read", "actions:write"}),
     "analyst": frozenset({"reporting:read", "actions:read"}),
     "admin": frozenset(
@@ -28,11 +28,13 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "referrals:write", "referrals:read", "referrals:search", "referrals:admin", "referrals:backfill",
             "assignments:read", "assignments:write", "assignments:admin", "assignments:backfill",
             "actions:read", "actions:write", "actions:admin",
-            "reporting:read", "admin",
+            "reporting:read", "status:read", "admin",
         }
     ),
 }
 ROLES = tuple(ROLE_SCOPES)
+# `status:read`: who helps at a postcode, and where a request is by its reference and postcode
+# (no personal data either way), for the front door: the online form, advisers, partners, hubs.
 # The `…:backfill` scopes record when something really happened (a referral received,
 # an assignment accepted) rather than now: for migrating cases from a legacy system
 # and for `kent-together demo`. Only administrators have them.

@@ -25,6 +25,11 @@ app = typer.Typer(help="Kent Together platform commands.", no_args_is_help=True,
 
 # Every service of the suite, in start order: (name, port).
 SERVICES = (("referrals", 8001), ("fulfilment", 8002), ("actions", 8003), ("reporting", 8004))
+# The web front: pages over the services' public APIs, no API of its own; started after them.
+WEB = ("web", 8005)
+# What `make run` tells each person to open, on the web front.
+WEB_PAGES = (("residents", "/get-help"), ("advisers", "/adviser"), ("hubs", "/hub"), ("recovery leads", "/actions"),
+             ("dashboard", "/dashboard"))
 
 
 def installed_services() -> list[tuple[str, int]]:
@@ -37,6 +42,19 @@ def installed_services() -> list[tuple[str, int]]:
             continue
         found.append((name, port))
     return found
+
+
+def web_installed() -> bool:
+    try:
+        importlib.import_module("services.web.app")
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def runnable() -> list[tuple[str, int]]:
+    """What `run` starts and `migrate` migrates: the services, then the web front."""
+    return installed_services() + ([WEB] if web_installed() else [])
 
 
 def service_settings(name: str) -> ServiceSettings:
@@ -94,7 +112,7 @@ def migrate(service: Annotated[Optional[str], typer.Argument(help="One service; 
     """Apply Alembic migrations to each service's database."""
     from shared.db import upgrade
 
-    for name, _ in installed_services():
+    for name, _ in runnable():
         if service and name != service:
             continue
         settings = service_settings(name)
@@ -135,10 +153,10 @@ def run(
 
     A service that dies is started again; Ctrl-C stops everything.
     """
-    services = [(n, p + port_offset) for n, p in installed_services() if not only or n in only]
+    services = [(n, p + port_offset) for n, p in runnable() if not only or n in only]
     var_dir = ServiceSettings().var_dir
     var_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = dict(os.environ, KT_PORT_OFFSET=str(port_offset))  # the web front finds the services by it
     broker: EmbeddedBroker | KafkaCluster | None = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         if port_open("127.0.0.1", broker_port):
@@ -172,7 +190,14 @@ def run(
         _wait_for_port(port, timeout=30)
     typer.echo("")
     for name, port in services:
+        if name == WEB[0]:
+            continue
         typer.echo(f"  {name:<11} http://127.0.0.1:{port}    API docs: http://127.0.0.1:{port}/docs")
+    web_port = dict(services).get(WEB[0])
+    if web_port:
+        typer.echo(f"\n  web front   http://127.0.0.1:{web_port}   (development sign-in: pick a role and a hub)")
+        for person, path in WEB_PAGES:
+            typer.echo(f"    {person + ':':<16}http://127.0.0.1:{web_port}{path}")
     typer.echo("\n  a token:   .venv/bin/kent-together token --role call-centre")
     typer.echo("  Ctrl-C stops everything.\n")
     sys.stdout.flush()

@@ -5,23 +5,26 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.fulfilment import domain, service, webhooks
 from services.fulfilment.domain import Status
 from services.fulfilment.schemas import (
-    AssignmentList, AssignmentOut, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
-    NoteIn, NoteOut, TransitionIn, TransitionOut,
+    AreaOut, AssignmentList, AssignmentOut, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
+    NoteIn, NoteOut, RequestStatusList, TransitionIn, TransitionOut,
 )
 from shared.app import Runtime
 from shared.auth import Principal, require
 from shared.errors import ValidationFailed
+from shared.postcode import normalise_postcode
+from shared.reference import normalise_reference
 
 router = APIRouter(prefix="/v1")
 
 Reader = Annotated[Principal, Depends(require("assignments:read"))]
 Writer = Annotated[Principal, Depends(require("assignments:write"))]
 Admin = Annotated[Principal, Depends(require("assignments:admin"))]
+StatusReader = Annotated[Principal, Depends(require("status:read"))]
 # Bounds the databases can hold: a larger number is a 422 naming the field, not a 500.
 MAX_OFFSET = 10_000_000
 MAX_CURSOR = 2**63 - 1
@@ -220,3 +223,31 @@ async def triage_queue(
     )
     await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}
+
+
+# For the front door (the web front's resident pages, advisers): no personal data in or out.
+
+def _postcode(value: str, *, where: str) -> str:
+    try:
+        return normalise_postcode(value)
+    except ValueError as error:
+        raise ValidationFailed([{"field": "postcode", "in": where, "reason": str(error)}]) from None
+
+
+@router.get("/areas/{postcode}", response_model=AreaOut, tags=["front door"],
+            summary="Who helps at a postcode: its district hub in Kent, else the council responsible")
+async def area(postcode: Annotated[str, Path(max_length=12)], by: StatusReader, rt: Rt, routing: Routing):
+    return await service.area_of(rt.uow(), postcode=_postcode(postcode, where="path"), routing=routing)
+
+
+@router.get("/request-status", response_model=RequestStatusList, tags=["front door"],
+            summary="Where a resident's requests are, by their reference and postcode: type, status, who helps")
+async def request_status(
+    by: StatusReader, rt: Rt,
+    reference: Annotated[str, Query(min_length=1, max_length=20)],
+    postcode: Annotated[str, Query(min_length=1, max_length=12)],
+):
+    items = await service.request_status(rt.uow(), reference=normalise_reference(reference),
+                                         postcode=_postcode(postcode, where="query"))
+    return {"items": items, "count": len(items)}
+

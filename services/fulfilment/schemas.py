@@ -212,3 +212,31 @@ class DeliveryOut(BaseModel):
     last_error: str | None = None
     delivered_at: datetime | None = None
     created_at: datetime
+
+
+class AreaOut(BaseModel):
+    """Who helps at a postcode."""
+
+    postcode: str
+    outcome: str
+    """hub (a Kent district hub), out_of_area (the council named helps) or triage (a person decides)."""
+    in_kent: bool
+    hub: str | None = None
+    hub_name: str | None = None
+    council_code: str | None = None
+    council_name: str | None = None
+
+
+class RequestStatus(BaseModel):
+    type: str
+    status: str
+    hub: str | None = None
+    hub_name: str | None = None
+    council_name: str | None = None
+    """Out of area: the council responsible."""
+    updated_at: datetime
+
+
+class RequestStatusList(BaseModel):
+    items: list[RequestStatus]
+    count: int

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from services.fulfilment import domain
 from services.fulfilment.domain import Assignment, Change, Placement, Status
-from services.fulfilment.hubs import KENT_HUBS, Hub, route
+from services.fulfilment.hubs import KENT_HUBS, Hub, RoutingOutcome, route
 from services.fulfilment.models import (
     assignment_changes, assignments, case_notes, escalations, feed_heads, hub_feed, hubs, referrals,
     webhook_deliveries,
@@ -899,3 +899,52 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
             erased_at=erased.erased_at,
         ), hub=hub, key=referral_id, assignment_id=assignment_id)
     await out.flush(uow)
+
+
+# --- for residents and the front door: where help comes from, and where a request is -------
+
+async def area_of(uow: UnitOfWork, *, postcode: str, routing: Routing) -> dict:
+    """Who helps at a postcode: the district hub in Kent, the council responsible elsewhere, or nobody known."""
+    if routing.directory is None:
+        raise RuntimeError("the postcode directory is not loaded yet")
+    async with uow:
+        rows = list((await routing.hubs(uow)).values())
+    decision = route(routing.directory.lookup(postcode), [Hub(r.slug, r.name, r.district_code) for r in rows])
+    council = decision.council or decision.district
+    return {
+        "postcode": decision.postcode or postcode,
+        "outcome": str(decision.outcome),
+        "in_kent": decision.outcome is not RoutingOutcome.OUT_OF_AREA,
+        "hub": decision.hub.slug if decision.hub else None,
+        "hub_name": decision.hub.name if decision.hub else None,
+        "council_code": council.code if council else None,
+        "council_name": council.name if council else None,
+    }
+
+
+async def request_status(uow: UnitOfWork, *, reference: str, postcode: str) -> list[dict]:
+    """Each request of the referral with this reference, if the resident's postcode matches: type, status, who helps.
+
+    Nothing else: a reference and a postcode are all a resident has, so the answer
+    carries no name, address or detail. A wrong pair finds nothing, as an unknown one.
+    """
+    keyring = uow.keyring
+    async with uow:
+        found = [r for r in (await uow.session.execute(
+            select(referrals.c.id, referrals.c.personal).where(referrals.c.reference == reference)
+        )).mappings() if _postcode_of(keyring.open_json(r["personal"])) == postcode]
+        if not found:
+            return []
+        rows = (await uow.session.execute(
+            select(assignments.c.request_type, assignments.c.status, assignments.c.hub, assignments.c.council_name,
+                   assignments.c.updated_at, hubs.c.name.label("hub_name"))
+            .select_from(assignments.outerjoin(hubs, hubs.c.slug == assignments.c.hub))
+            .where(assignments.c.referral_id == found[0]["id"]).order_by(assignments.c.created_at)
+        )).mappings().all()
+    return [{"type": r["request_type"], "status": r["status"], "hub": r["hub"], "hub_name": r["hub_name"],
+             "council_name": r["council_name"], "updated_at": r["updated_at"]} for r in rows]
+
+
+def _postcode_of(personal: dict) -> str | None:
+    address = (personal.get("resident") or {}).get("address") or {}
+    return address.get("postcode")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -10,7 +11,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from services.referrals import service
 from services.referrals.schemas import (
-    Cancellation, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypeOut, RequestTypePatch,
+    Cancellation, DuplicateCheck, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypeOut, RequestTypePatch,
     SearchResult,
 )
 from shared.app import Runtime, body_schema, read_body
@@ -114,7 +115,8 @@ async def get_referral(referral_id: str, request: Request, by: Reader, rt: Rt):
 
 @router.get(
     "/referrals", response_model=SearchResult, tags=["referrals"],
-    summary="Find referrals by reference (advisers) or by postcode, phone or name (administrators)",
+    summary="Find referrals: by reference, name and postcode, or phone and date of birth (advisers); "
+            "by any of them (administrators)",
 )
 async def search_referrals(
     request: Request, by: Reader, rt: Rt,
@@ -122,13 +124,18 @@ async def search_referrals(
     postcode: Annotated[str | None, Query(max_length=12)] = None,
     phone: Annotated[str | None, Query(max_length=40)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
+    date_of_birth: date | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ):
     errors = []
     if not any((reference, postcode, phone, name)):
         errors.append({"field": "reference", "in": "query", "reason": "give at least one of reference, postcode, phone, name"})
-    if (postcode or phone or name) and "referrals:search" not in by.scopes:
-        raise Forbidden("searching residents by postcode, phone or name is for administrators; search by reference")
+    # An adviser finds a caller by two things the caller says about themselves, never a list of
+    # everyone at a postcode or every Smith (docs/web.md, "What an adviser may search").
+    paired = (name and postcode) or (phone and date_of_birth)
+    if (postcode or phone or name) and "referrals:search" not in by.scopes and not paired:
+        raise Forbidden("an adviser searches by reference, by name and postcode together, or by phone and date of "
+                        "birth together; other searches are for administrators")
     try:
         postcode = normalise_postcode(postcode) if postcode else None
     except ValueError as error:
@@ -139,12 +146,30 @@ async def search_referrals(
         errors.append({"field": "phone", "in": "query", "reason": str(error)})
     if errors:
         raise ValidationFailed(errors)
-    results = await service.search_referrals(rt.uow(), reference=reference, postcode=postcode, phone=phone, name=name, limit=limit)
+    results = await service.search_referrals(rt.uow(), reference=reference, postcode=postcode, phone=phone, name=name,
+                                             date_of_birth=date_of_birth, limit=limit)
     if results:  # what was searched by, never the values: the log holds no personal data
-        criteria = [k for k, v in (("reference", reference), ("postcode", postcode), ("phone", phone), ("name", name)) if v]
+        criteria = [k for k, v in (("reference", reference), ("postcode", postcode), ("phone", phone), ("name", name),
+                                   ("date_of_birth", date_of_birth)) if v]
         await rt.audit.record(by=by, action="search", resource="referral", ids=[_id(r) for r in results],
                               request=request, detail={"by": criteria})
     return {"results": results, "count": len(results)}
+
+
+@router.post(
+    "/referrals/duplicate-check", response_model=DuplicateCheck, tags=["referrals"],
+    summary="Before taking a referral: the open requests of the same person it would be linked to as duplicates",
+    openapi_extra=body_schema(ReferralIn),
+)
+async def duplicate_check(request: Request, by: Reader, rt: Rt):
+    known_types = await request.app.state.request_types.active(rt.uow())
+    referral = await read_body(request, ReferralIn, context={"request_types": known_types})
+    found = await service.find_duplicates(rt.uow(), referral=referral)
+    if found:
+        await rt.audit.record(by=by, action="search", resource="referral",
+                              ids=sorted({d["referral_id"] for d in found}), request=request,
+                              detail={"by": ["duplicate-check"]})
+    return {"duplicates": found, "count": len(found)}
 
 
 @router.patch("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"],

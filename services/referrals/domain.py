@@ -9,6 +9,8 @@ from datetime import date, datetime, timedelta
 
 import phonenumbers
 
+from shared.reference import normalise_reference  # noqa: F401  (the referrals rule, shared with fulfilment)
+
 CHANNELS = ("phone", "online", "partner", "email")
 URGENCIES = ("today", "within-48-hours", "this-week", "routine")
 VULNERABILITIES = (
@@ -35,16 +37,6 @@ def make_reference() -> str:
     """A reference a resident can quote: 'KT-7F3K-9QX2'."""
     chars = "".join(_REFERENCE_ALPHABET[b % 32] for b in secrets.token_bytes(8))  # 256 = 8 × 32: unbiased
     return f"KT-{chars[:4]}-{chars[4:]}"
-
-
-def normalise_reference(value: str) -> str:
-    """Whatever an adviser types ('kt7f3k9qx2', 'KT-7F3K-9QX2') to the stored form."""
-    compact = re.sub(r"[^0-9A-Za-z]", "", value).upper()
-    compact = compact.removeprefix("KT")
-    compact = compact.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
-    if len(compact) != 8:
-        return value.strip().upper()
-    return f"KT-{compact[:4]}-{compact[4:]}"
 
 
 def normalise_phone(value: str) -> str:

@@ -194,6 +194,23 @@ class SearchResult(BaseModel):
     count: int
 
 
+class DuplicateOut(BaseModel):
+    """An open request of the same person and type, taken earlier."""
+
+    type: str
+    request_id: str
+    referral_id: str
+    reference: str
+    received_at: datetime
+    channel: str
+    urgency: str
+
+
+class DuplicateCheck(BaseModel):
+    duplicates: list[DuplicateOut]
+    count: int
+
+
 class ResidentPatch(Strict):
     """Only the fields given change; `address` is replaced whole."""
 

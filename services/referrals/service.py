@@ -256,9 +256,9 @@ async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:
 
 async def search_referrals(
     uow: UnitOfWork, *, reference: str | None = None, postcode: str | None = None,
-    phone: str | None = None, name: str | None = None, limit: int = 50,
+    phone: str | None = None, name: str | None = None, date_of_birth: date | None = None, limit: int = 50,
 ) -> list[dict]:
-    """Referrals matching every criterion given, newest first."""
+    """Referrals matching every criterion given, newest first (a date of birth is compared once opened: it has no index)."""
     keyring = uow.keyring
     query = select(referrals).order_by(referrals.c.received_at.desc()).limit(limit)
     if reference:
@@ -276,6 +276,8 @@ async def search_referrals(
             )))
     async with uow:
         rows = [_opened(r, keyring) for r in (await uow.session.execute(query)).mappings()]
+        if date_of_birth is not None:
+            rows = [r for r in rows if r["date_of_birth"] == date_of_birth]
         types: dict[str, list[str]] = {}
         if rows:
             for referral_id, request_type in (
@@ -945,3 +947,26 @@ class RetentionScheduler(StopsBetweenRounds):
             except Exception:
                 log.exception("retention: a run failed; trying again at the next poll")
             await asyncio.sleep(self.poll_seconds)
+
+
+async def find_duplicates(uow: UnitOfWork, *, referral: ReferralIn) -> list[dict]:
+    """The open requests this referral would be linked to as duplicates if taken now, one per type it asks for.
+
+    What intake does when it stores a referral, asked first: an adviser can tell
+    the caller "you already have a food request open from 2 days ago" before saving.
+    """
+    async with uow:
+        [earlier] = await _earlier_open_requests(uow, [referral])
+        asked = {request.type for request in referral.requests}
+        wanted = {request_id: kind for kind, request_id in earlier.items() if kind in asked}
+        if not wanted:
+            return []
+        rows = (await uow.session.execute(
+            select(requests.c.id, requests.c.type, requests.c.urgency, referrals.c.id.label("referral_id"),
+                   referrals.c.reference, referrals.c.received_at, referrals.c.channel)
+            .select_from(requests.join(referrals, referrals.c.id == requests.c.referral_id))
+            .where(requests.c.id.in_(list(wanted)))
+        )).mappings().all()
+    return sorted(({"type": r["type"], "request_id": r["id"], "referral_id": r["referral_id"],
+                    "reference": r["reference"], "received_at": r["received_at"], "channel": r["channel"],
+                    "urgency": r["urgency"]} for r in rows), key=lambda d: d["received_at"])

@@ -14,6 +14,7 @@ HUB_STAFF = {"hub", "admin"}
 ACTION_READERS = {"recovery-lead", "analyst", "admin"}
 ACTION_WRITERS = {"recovery-lead", "admin"}
 ADMIN = {"admin"}
+STATUS_READERS = {"call-centre", "online-form", "partner", "hub", "admin"}
 
 # Who may call each route: written by hand, from the design's "Security" section.
 CALLERS: dict[str, dict[str, set[str]]] = {
@@ -21,6 +22,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "POST /v1/referrals": REFERRAL_WRITERS,
         "GET /v1/referrals": ADVISERS,
         "GET /v1/referrals/{referral_id}": ADVISERS,
+        "POST /v1/referrals/duplicate-check": ADVISERS,
         "PATCH /v1/referrals/{referral_id}": ADVISERS,
         "POST /v1/referrals/{referral_id}/cancel": ADVISERS,
         "POST /v1/referrals/{referral_id}/requests/{request_id}/cancel": ADVISERS,
@@ -45,6 +47,8 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "POST /v1/assignments/{assignment_id}/contact-attempts": HUB_STAFF,
         "GET /v1/queues/out-of-area": ADMIN,
         "GET /v1/queues/triage": ADMIN,
+        "GET /v1/areas/{postcode}": STATUS_READERS,
+        "GET /v1/request-status": STATUS_READERS,
         "GET /v1/audit": ADMIN,
     },
     "actions": {

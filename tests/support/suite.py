@@ -32,12 +32,12 @@ class Suite:
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port + self.port_offset}"
 
-    def start(self, *services: str) -> "Suite":
+    def start(self, *services: str, timeout: float = 120) -> "Suite":
         self.var_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "shared.cli", "run"] + [a for s in services for a in ("--only", s)]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120  # a loaded two-core machine starting four services and a broker
+        deadline = time.monotonic() + timeout
         while b"Ctrl-C stops everything" not in self.log.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the suite did not start:\n" + self.log.read_text()[-3000:])

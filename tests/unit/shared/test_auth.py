@@ -19,11 +19,12 @@ def test_a_hub_token_carries_its_hub_and_only_assignment_scopes():
     token = mint_token(signing_key=KEY, role="hub", hub="thanet", issuer="kent-together-dev", audience="kent-together")
     principal = verifier().verify(token)
     assert principal.hub == "thanet"
-    assert principal.scopes == {"assignments:read", "assignments:write"}
+    # status:read: who helps at a postcode, where a request is by reference and postcode (no personal data).
+    assert principal.scopes == {"assignments:read", "assignments:write", "status:read"}
 
 
 def test_the_online_form_can_write_referrals_but_not_read_or_search_them():
-    assert ROLE_SCOPES["online-form"] == {"referrals:write"}
+    assert ROLE_SCOPES["online-form"] == {"referrals:write", "status:read"}
     assert "referrals:search" not in ROLE_SCOPES["call-centre"]
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from shared.bus import OutgoingMessage, Producer
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
+from shared.events import STRUCTURED
 from shared.lifecycle import StopsBetweenRounds
 from shared.tracing import HEADER
 
@@ -123,7 +124,7 @@ class OutboxRelay(StopsBetweenRounds):
         for r in rows:
             payload = self._opened(r.payload)
             messages.append(OutgoingMessage(
-                topic=r.topic, key=r.key.encode() if r.key else None, value=payload, headers=_trace_headers(payload),
+                topic=r.topic, key=r.key.encode() if r.key else None, value=payload, headers=_headers(payload),
             ))
         await self.producer.send_many(messages)
 
@@ -206,6 +207,12 @@ class OutboxRelay(StopsBetweenRounds):
 
 
 _TRACEPARENT = b'"traceparent":"'
+_CONTENT_TYPE = (("content-type", STRUCTURED.encode()),)
+
+
+def _headers(payload: bytes) -> tuple[tuple[str, bytes], ...]:
+    """The message's Kafka headers: structured mode's content type, and the event's trace."""
+    return _CONTENT_TYPE + _trace_headers(payload)
 
 
 def _trace_headers(payload: bytes) -> tuple[tuple[str, bytes], ...]:

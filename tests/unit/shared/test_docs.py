@@ -29,3 +29,36 @@ def test_the_referral_body_schema_is_in_the_openapi_document():
     body = openapi["paths"]["/v1/referrals"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ReferralIn"}
     assert {"ReferralIn", "ResidentIn", "AddressIn", "RequestIn"} <= set(openapi["components"]["schemas"])
+
+
+def test_the_asyncapi_document_is_valid_against_the_official_asyncapi_3_schema():
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "support" / "schemas" / "asyncapi-3.0.0.json").read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(document()), key=lambda e: e.path)
+    assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors][:5]
+
+
+def test_the_asyncapi_document_says_every_message_is_structured_mode_with_its_trace_headers():
+    doc = document()
+    for name, message in doc["components"]["messages"].items():
+        headers = message["headers"]["properties"]
+        assert {"content-type", "traceparent", "tracestate"} <= set(headers), name
+        assert message["bindings"]["kafka"]["key"]["type"] == "string", name
+    assert doc["components"]["messages"]["ReferralReceivedV1"]["headers"]["properties"]["content-type"]["const"] \
+        == "application/cloudevents+json"
+
+
+def test_the_asyncapi_document_names_each_consumer_groups_receive_operations_and_dead_letter_channel():
+    from services.fulfilment.app import FulfilmentSettings
+    from services.reporting.app import ReportingSettings, consumed_topics
+
+    doc = document()
+    receives = {(op["bindings"]["kafka"]["groupId"]["const"], doc["channels"][op["channel"]["$ref"].split("/")[-1]]["address"])
+                for op in doc["operations"].values() if op["action"] == "receive"}
+    reporting = ReportingSettings()
+    assert receives == {(FulfilmentSettings().consumer_group, FulfilmentSettings().topics.referrals)} | {
+        (reporting.consumer_group, topic) for topic in consumed_topics(reporting)}
+    dead_letters = {c["address"] for c in doc["channels"].values() if "DeadLetter" in c["messages"]}
+    assert dead_letters == {"kt.dlq.fulfilment", "kt.dlq.reporting"}
+    assert doc["servers"]["production"]["security"] == [{"$ref": "#/components/securitySchemes/scram"}]

@@ -22,13 +22,13 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
-from shared.auth import TokenVerifier
+from shared.auth import Claims, SigningKeys, TokenVerifier
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
 from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
-from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
+from shared.errors import PayloadTooLarge, ProblemSettings, ValidationFailed, field_errors, install_error_handlers
 from shared.kafka_security import check_transport
 from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of
@@ -132,14 +132,24 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
         batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,
         retention=timedelta(days=settings.outbox_retention_days), keyring=keyring,
     )
+    keys = SigningKeys(
+        settings.jwt_jwks_url, refresh_seconds=settings.jwks_refresh_seconds,
+        timeout_seconds=settings.jwks_timeout_seconds, min_refetch_seconds=settings.jwks_min_refetch_seconds,
+    ) if settings.jwt_jwks_url else None
     verifier = TokenVerifier(
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-        signing_key="" if settings.jwt_jwks_url else settings.signing_key(),
-        jwks_url=settings.jwt_jwks_url,
+        issuer=_listed(settings.jwt_issuer), audience=_listed(settings.jwt_audience),
+        signing_key="" if keys else settings.signing_key(), keys=keys,
+        claims=Claims(role=settings.jwt_role_claim, hub=settings.jwt_hub_claim),
     )
     audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
     return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
                    audit=audit, keyring=keyring)
+
+
+def _listed(value: str) -> str | list[str]:
+    """A setting of one value or several separated by commas."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return items[0] if len(items) == 1 else items
 
 
 def create_service_app(
@@ -162,6 +172,8 @@ def create_service_app(
             result = on_startup(runtime)
             if asyncio.iscoroutine(result):
                 await result
+        if runtime.verifier.keys is not None:
+            runtime.start_loop(runtime.verifier.keys, name="jwks-refresh")
         if settings.run_relay:
             runtime.start_loop(runtime.relay, name="outbox-relay")
         if settings.run_consumers and consumers is not None:
@@ -179,7 +191,8 @@ def create_service_app(
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
-    install_error_handlers(app)
+    install_error_handlers(app, ProblemSettings(type_base=settings.problem_type_base,
+                                                authorization_uri=settings.jwt_authorization_uri))
     metrics = ServiceMetrics(settings.service_name)
     app.state.metrics = metrics
     install_security(app, settings)  # inside RequestContext: its answers carry the request id

@@ -15,7 +15,7 @@ import time
 import orjson
 from starlette.middleware.cors import CORSMiddleware
 
-from shared.errors import PROBLEM
+from shared.errors import PROBLEM, problem_settings
 
 # The paths of FastAPI's interactive documentation: its page loads Swagger UI or ReDoc from a CDN.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
@@ -165,7 +165,7 @@ class SecurityMiddleware:
 
     @staticmethod
     async def _problem(scope, send, status: int, slug: str, title: str, detail: str, headers=()) -> None:
-        body = {"type": f"https://kent-together.example/problems/{slug}", "title": title, "status": status,
+        body = {"type": problem_settings(scope["app"]).type_of(slug), "title": title, "status": status,
                 "detail": detail, "instance": scope["path"]}
         request_id = scope.get("state", {}).get("request_id")
         if request_id:

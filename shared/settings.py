@@ -77,7 +77,24 @@ class ServiceSettings(BaseSettings):
     jwt_signing_key: str = Field("", validation_alias="KT_JWT_SIGNING_KEY")
     jwt_jwks_url: str = Field("", validation_alias="KT_JWT_JWKS_URL")
     jwt_issuer: str = Field(DEV_ISSUER, validation_alias="KT_JWT_ISSUER")
+    """One issuer, or several separated by commas (Entra ID: v1 `https://sts.windows.net/<tenant>/`, v2
+    `https://login.microsoftonline.com/<tenant>/v2.0`)."""
     jwt_audience: str = Field(AUDIENCE, validation_alias="KT_JWT_AUDIENCE")
+    """This service's audience, or several separated by commas (its Application ID URI, and for Power BI the
+    URL it is reached at: Power BI asks for a token whose audience is the feed's scheme, host and port)."""
+    jwt_role_claim: str = Field("role", validation_alias="KT_JWT_ROLE_CLAIM")
+    """The claim with the caller's role (a string) or roles (a list): `roles` for Entra ID app roles."""
+    jwt_hub_claim: str = Field("hub", validation_alias="KT_JWT_HUB_CLAIM")
+    """The claim with hub staff's hub slug; an app role `hub.<slug>` names the hub as well."""
+    jwt_authorization_uri: str = Field("", validation_alias="KT_JWT_AUTHORIZATION_URI")
+    """Named in a 401's `WWW-Authenticate`, so Power BI can sign in (docs/security.md)."""
+    jwks_refresh_seconds: float = Field(600.0, validation_alias="KT_JWKS_REFRESH_SECONDS")
+    jwks_timeout_seconds: float = Field(5.0, validation_alias="KT_JWKS_TIMEOUT_SECONDS")
+    """How long a request waits for the identity provider's keys before it is answered 503."""
+    jwks_min_refetch_seconds: float = Field(30.0, validation_alias="KT_JWKS_MIN_REFETCH_SECONDS")
+    """A token naming a key not held fetches the keys at most this often (tokens with made-up key ids)."""
+    problem_type_base: str = Field("tag:kent-together,2026:problems/", validation_alias="KT_PROBLEM_TYPE_BASE")
+    """Where problem `type` URIs point: the slug is appended (docs/api.md)."""
 
     # Residents' personal data, sealed at rest (shared/crypto.py; docs/security.md).
     data_keys: SecretStr = Field(SecretStr(""), validation_alias="KT_DATA_KEYS")

@@ -23,6 +23,7 @@ from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import Claims, SigningKeys, TokenVerifier
+from shared.openapi import document_security_and_errors
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
 from shared.lifecycle import StopsBetweenRounds
@@ -34,7 +35,7 @@ from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of
 from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
-from shared.security import install_security
+from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings
 from shared.tracing import continued as continued_trace
 from shared.uow import UnitOfWork
@@ -224,12 +225,13 @@ def create_service_app(
         app.include_router(router)
     if runtime.audit is not None:
         app.include_router(audit_router())
-    _lift_body_schema_defs(app)
+    _complete_openapi(app, settings)
     return app
 
 
-def _lift_body_schema_defs(app: FastAPI) -> None:
-    """Move `$defs` of `body_schema()` bodies into components, where their refs point."""
+def _complete_openapi(app: FastAPI, settings: ServiceSettings) -> None:
+    """The document as clients need it: `$defs` of `body_schema()` bodies moved into components, where their refs
+    point; the bearer scheme, scopes and problem responses of every operation (shared/openapi.py)."""
     default_openapi = app.openapi
 
     def openapi():
@@ -246,6 +248,8 @@ def _lift_body_schema_defs(app: FastAPI) -> None:
                     if "title" in schema and "properties" in schema:
                         components.setdefault(schema["title"], dict(schema))
                         media["schema"] = {"$ref": f"#/components/schemas/{schema['title']}"}
+        document_security_and_errors(app, document, rate_limited=settings.rate_limit_per_minute > 0,
+                                     unlimited_paths=UNLIMITED_PATHS)
         app.openapi_schema = document
         return document
 

@@ -23,6 +23,7 @@ from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import Claims, SigningKeys, TokenVerifier
+from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
 from shared.openapi import document_security_and_errors
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
@@ -51,9 +52,12 @@ class ServiceTables:
 
     metadata: MetaData
     with_audit: bool = False
+    with_idempotency: bool = True
+    """Keeps `Idempotency-Key` answers (shared/idempotency.py): every service that takes POSTs."""
 
     def __post_init__(self):
         self.outbox = outbox_table(self.metadata)
+        self.idempotency = idempotency_table(self.metadata) if self.with_idempotency else None
         self.personal = self.with_audit
         """Holds residents' personal data: audited, and sealed at rest with the keyring (shared/crypto.py)."""
         self.inbox = inbox_table(self.metadata)
@@ -77,6 +81,7 @@ class Runtime:
     audit: AuditLog | None = None
     keyring: Keyring | None = None
     """The data keys, for a service that holds personal data; None for the others."""
+    idempotency: IdempotencyKeys | None = None
 
     def start_loop(self, loop: StopsBetweenRounds, *, name: str) -> None:
         """Run a background loop for the life of the service (see shared/lifecycle.py)."""
@@ -143,8 +148,12 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
         claims=Claims(role=settings.jwt_role_claim, hub=settings.jwt_hub_claim),
     )
     audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
+    idempotency = IdempotencyKeys(
+        db=db, table=tables.idempotency, keyring=keyring,
+        retention=timedelta(hours=settings.idempotency_retention_hours),
+    ) if tables.idempotency is not None else None
     return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
-                   audit=audit, keyring=keyring)
+                   audit=audit, keyring=keyring, idempotency=idempotency)
 
 
 def _listed(value: str) -> str | list[str]:
@@ -161,6 +170,7 @@ def create_service_app(
     routers: list[APIRouter],
     consumers: Callable[[Runtime], list[EventConsumer]] | None = None,
     on_startup: Callable[[Runtime], object] | None = None,
+    own_idempotency_paths: frozenset[str] = frozenset(),
 ) -> FastAPI:
     """The one way a service app is made: same middleware, errors, health and lifecycle."""
     if settings.log_json:  # before the runtime, so what building it logs is formatted too
@@ -196,6 +206,9 @@ def create_service_app(
                                                 authorization_uri=settings.jwt_authorization_uri))
     metrics = ServiceMetrics(settings.service_name)
     app.state.metrics = metrics
+    if runtime.idempotency is not None:  # innermost: the body has passed the hardening's size limits
+        app.add_middleware(IdempotentPosts, keys_of=lambda app: app.state.runtime.idempotency,
+                           own_paths=own_idempotency_paths)
     install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -114,6 +115,27 @@ def problem(status: int, *, slug: str, title: str, detail: str, request: Request
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
+
+
+async def send_problem(scope, send, *, status: int, slug: str, title: str, detail: str, headers=(),
+                       **extensions) -> None:
+    """Answer problem+json from ASGI middleware, outside the app's exception handlers."""
+    body = {"type": problem_settings(scope["app"]).type_of(slug), "title": title, "status": status,
+            "detail": detail, "instance": scope["path"]}
+    request_id = scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extensions)
+    raw = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(raw)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+async def send_domain_error(scope, send, error: DomainError) -> None:
+    await send_problem(scope, send, status=error.status, slug=error.slug, title=error.title, detail=error.detail,
+                       **error.extensions)
 
 
 def field_errors(errors) -> list[dict[str, str]]:

@@ -74,6 +74,14 @@ ERRORS = {
     "503": "The identity provider (or the database) cannot be reached: try again after `Retry-After`.",
 }
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Send one to make a retry safe: the same key with the same request gets the first answer "
+                   "again (`Idempotent-Replayed: true`), with another request a 422, while the first runs a 409. "
+                   "An RFC 8941 string (`\"8e03978e-…\"`) or a bare token; the caller's own; kept 24 hours.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 202},
+}
+
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
 WRITES = {"post", "put", "patch", "delete"}
 
@@ -114,6 +122,10 @@ def document_security_and_errors(app: FastAPI, document: dict, *, rate_limited: 
                 statuses.append("422")
             if rate_limited and path not in unlimited_paths:
                 statuses.append("429")
+            if method == "post" and scopes:
+                parameters = operation.setdefault("parameters", [])
+                if not any(p.get("name") == IDEMPOTENCY_KEY["name"] for p in parameters):
+                    parameters.append(IDEMPOTENCY_KEY)
             responses = operation.setdefault("responses", {})
             for status in sorted(set(statuses)):
                 _problem_response(responses, status)

@@ -114,6 +114,8 @@ class ServiceSettings(BaseSettings):
     outbox_retention_days: float = 7.0
     """Published outbox rows are kept this long so an operator can republish a range."""
     consumer_max_attempts: int = 5
+    idempotency_retention_hours: float = Field(24.0, validation_alias="KT_IDEMPOTENCY_RETENTION_HOURS")
+    """How long an `Idempotency-Key` and its answer are kept: a retry within it gets the first answer."""
     stop_grace_seconds: float = 10.0
     """On stop, how long background loops may take to finish the round in hand before they are cancelled."""
     inbox_retention_days: float | None = None

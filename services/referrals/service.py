@@ -33,14 +33,13 @@ from shared.postcode import outward_code
 from shared.rekey import DerivedColumns
 from shared.privacy import ERASED
 from shared.settings import Topics
+from shared.idempotency import IdempotencyKeyReused
 from shared.lifecycle import StopsBetweenRounds
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
-class IdempotencyKeyReused(DomainError):
-    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key already used for another body"
 
 
 class RequestTypes:

@@ -204,7 +204,7 @@ def create_service_app(
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
     install_error_handlers(app, ProblemSettings(type_base=settings.problem_type_base,
                                                 authorization_uri=settings.jwt_authorization_uri))
-    metrics = ServiceMetrics(settings.service_name)
+    metrics = ServiceMetrics(settings.service_name, revision=settings.build_revision)
     app.state.metrics = metrics
     if runtime.idempotency is not None:  # innermost: the body has passed the hardening's size limits
         app.add_middleware(IdempotentPosts, keys_of=lambda app: app.state.runtime.idempotency,

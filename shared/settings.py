@@ -65,6 +65,8 @@ class ServiceSettings(BaseSettings):
         "development", validation_alias="KT_ENVIRONMENT"
     )
     var_dir: Path = Field(Path("var"), validation_alias="KT_VAR_DIR")
+    build_revision: str = Field("", validation_alias="KT_BUILD_REVISION")
+    """The source revision the image was built from (a git commit), shown in `kt_build_info`."""
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 import uuid
@@ -22,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from services.reporting.app import ReportingSettings, create_app
 from tests.support import apps
 from tests.support.apps import running
-from tests.support.databases import sqlite_template
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ISSUER = f"https://login.microsoftonline.com/{TENANT}/v2.0"
@@ -105,17 +103,10 @@ def provider():
 
 
 @pytest.fixture
-def database_url(tmp_path, tmp_path_factory):
+def settings(reporting_sqlite_url, broker, provider, unique, var_dir):
     """Identity is the same on either database: SQLite only."""
-    target = tmp_path / "reporting.db"
-    shutil.copy(sqlite_template("reporting", tmp_path_factory.getbasetemp()), target)
-    return f"sqlite+aiosqlite:///{target}"
-
-
-@pytest.fixture
-def settings(database_url, broker, provider, unique, var_dir):
     return ReportingSettings(
-        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers, topics=apps.test_topics(unique),
+        database_url=reporting_sqlite_url, kafka_bootstrap_servers=broker.bootstrap_servers, topics=apps.test_topics(unique),
         var_dir=var_dir, log_json=False, run_consumers=False, run_relay=False,
         jwt_jwks_url=provider.url, jwt_issuer=f"https://sts.windows.net/{TENANT}/,{ISSUER}",
         jwt_audience=f"{AUDIENCE},https://reporting.kent-together.test", jwt_role_claim="roles",

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
@@ -38,7 +39,7 @@ from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
 from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings
-from shared.tracing import continued as continued_trace
+from shared.tracing import Tracing, current_traceparent, instrument_engine
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Runtime:
     keyring: Keyring | None = None
     """The data keys, for a service that holds personal data; None for the others."""
     idempotency: IdempotencyKeys | None = None
+    tracing: Tracing | None = None
 
     def start_loop(self, loop: StopsBetweenRounds, *, name: str) -> None:
         """Run a background loop for the life of the service (see shared/lifecycle.py)."""
@@ -114,7 +116,7 @@ class Runtime:
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
-        return EventConsumer(
+        consumer = EventConsumer(
             group_id=group, topics=topics, handlers=handlers, uow_factory=self.uow,
             inbox=self.tables.inbox, bootstrap_servers=self.settings.kafka_bootstrap_servers,
             producer=self.producer,
@@ -125,6 +127,8 @@ class Runtime:
             inbox_retention=None if self.settings.inbox_retention_days is None
             else timedelta(days=self.settings.inbox_retention_days),
         )
+        consumer.tracing = self.tracing
+        return consumer
 
 
 def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
@@ -152,8 +156,12 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
         db=db, table=tables.idempotency, keyring=keyring,
         retention=timedelta(hours=settings.idempotency_retention_hours),
     ) if tables.idempotency is not None else None
+    tracing = Tracing(settings.otel_service_name or settings.service_name, exporter=settings.otel_traces_exporter,
+                      sample_ratio=settings.otel_traces_sampler_arg)
+    relay.tracing = tracing
+    tracing.when_exporting(lambda: instrument_engine(db.engine, tracing))
     return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
-                   audit=audit, keyring=keyring, idempotency=idempotency)
+                   audit=audit, keyring=keyring, idempotency=idempotency, tracing=tracing)
 
 
 def _listed(value: str) -> str | list[str]:
@@ -197,6 +205,7 @@ def create_service_app(
             await runtime.stop_background()
             await runtime.producer.stop()
             await runtime.db.dispose()
+            runtime.tracing.shutdown()  # exports what is still batched
 
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
@@ -211,6 +220,8 @@ def create_service_app(
                            own_paths=own_idempotency_paths)
     install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    # Outermost: the server span (from the caller's traceparent and tracestate) is current for everything inside.
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=runtime.tracing.provider, exclude_spans=["receive", "send"])
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health():
@@ -280,12 +291,10 @@ class RequestContext:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = traceparent = None
+        request_id = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:100]
-            elif name == b"traceparent":
-                traceparent = value
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -298,12 +307,13 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-                message["headers"].append((b"traceparent", trace.traceparent.encode()))
+                if traceparent:  # the request's span, from the caller's trace (or a new one)
+                    message["headers"].append((b"traceparent", traceparent.encode()))
             await send(message)
 
+        traceparent = current_traceparent()
         try:
-            with continued_trace(traceparent) as trace:
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
             self.metrics.observe(method=scope["method"], route=route_of(scope), status=status,

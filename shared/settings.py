@@ -65,6 +65,12 @@ class ServiceSettings(BaseSettings):
         "development", validation_alias="KT_ENVIRONMENT"
     )
     var_dir: Path = Field(Path("var"), validation_alias="KT_VAR_DIR")
+    otel_traces_exporter: str = Field("none", validation_alias="OTEL_TRACES_EXPORTER")
+    """`otlp` exports spans (OTLP over HTTP; OTEL_EXPORTER_OTLP_* say where), `none` (the default) does not."""
+    otel_service_name: str = Field("", validation_alias="OTEL_SERVICE_NAME")
+    """The service name spans carry; the service's own name (`referrals`…) when not set."""
+    otel_traces_sampler_arg: float = Field(1.0, validation_alias="OTEL_TRACES_SAMPLER_ARG")
+    """With export on, the share of new traces recorded (a caller's sampled trace is always followed)."""
     build_revision: str = Field("", validation_alias="KT_BUILD_REVISION")
     """The source revision the image was built from (a git commit), shown in `kt_build_info`."""
     kafka_bootstrap_servers: str = Field(

@@ -35,10 +35,13 @@ import time
 from datetime import timedelta
 
 import httpx
+import orjson
 from sqlalchemy import select, update
 
 from services.fulfilment.models import hub_feed, hubs, webhook_deliveries
+from shared import tracing
 from shared.db import Database
+from shared.tracing import Tracing, instrument_http_client
 from shared.lifecycle import StopsBetweenRounds
 from shared.uow import UnitOfWork
 
@@ -80,6 +83,7 @@ class WebhookDispatcher(StopsBetweenRounds):
     def __init__(
         self, *, db: Database, uow_factory, poll_seconds: float = 1.0, max_attempts: int = 8,
         backoff_seconds: float = 5.0, timeout_seconds: float = 10.0, batch: int = 50,
+        tracing: Tracing | None = None,
     ):
         self.db = db
         self.uow_factory = uow_factory
@@ -89,10 +93,14 @@ class WebhookDispatcher(StopsBetweenRounds):
         self.timeout_seconds = timeout_seconds
         self.batch = batch
         self.lease = timedelta(seconds=timeout_seconds * 3)
+        self.tracing = tracing
+        """Each delivery is a client span of its event's trace; the hub's server gets its `traceparent`."""
 
     async def run(self) -> None:
         self.started()
         async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+            if self.tracing is not None:
+                instrument_http_client(client, self.tracing)
             while True:
                 try:
                     with self.working():  # a stop lets the deliveries in hand be sent and recorded
@@ -160,8 +168,10 @@ class WebhookDispatcher(StopsBetweenRounds):
                                                              body=body)
             headers["X-Kent-Together-Signature"] = sign(secret, timestamp=timestamp, body=body)
         status_code, error = None, None
+        event = orjson.loads(body)
         try:
-            response = await client.post(delivery["url"], content=body, headers=headers)
+            with tracing.within(event.get(tracing.HEADER), event.get(tracing.STATE_HEADER)):
+                response = await client.post(delivery["url"], content=body, headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"

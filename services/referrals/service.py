@@ -92,6 +92,7 @@ class Intake:
     by: Principal
     idempotency_key: str | None = None
     traceparent: str | None = field(default_factory=tracing.current_traceparent)
+    tracestate: str | None = field(default_factory=tracing.current_tracestate)
     """The caller's trace: a batch is written in one task, each referral's events keep their own."""
     request_id: str | None = None
     """The HTTP request's id, for the audit record written with the referral."""
@@ -178,7 +179,7 @@ async def take_referrals(
                 referral_rows.append(row)
                 request_rows += rows
                 out = _taken(intake.referral, row, rows)
-                with tracing.continued(intake.traceparent):
+                with tracing.continued(intake.traceparent, intake.tracestate):
                     _publish_received_rows(uow, row, rows, topics=topics, backfilled=intake.backfilled)
                 results[index] = (out, False)
                 if audit is not None:

@@ -37,6 +37,8 @@ class CloudEvent(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     traceparent: str | None = None
     """CloudEvents distributed-tracing extension: the W3C trace the event was published in."""
+    tracestate: str | None = None
+    """The same extension: the trace's vendor state, when the caller sent one."""
     data: dict
 
     def to_bytes(self) -> bytes:

@@ -29,7 +29,7 @@ from datetime import timedelta
 from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from shared.crypto import Keyring
+from shared.crypto import CryptoError, Keyring
 from shared.db import Database, UtcDateTime, utcnow
 from shared.errors import Conflict, DomainError, ValidationFailed, send_domain_error
 
@@ -40,7 +40,13 @@ _KEPT_HEADERS = {b"content-type", b"location", b"etag", b"last-modified"}
 
 
 class IdempotencyKeyReused(DomainError):
+    """A 422 as every other is: `errors` names the field (the header), so clients read it as they read the rest."""
+
     status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key already used for another body"
+
+    def __init__(self, detail: str = ""):
+        super().__init__(detail, errors=[{"field": HEADER, "in": "header",
+                                          "reason": "already used with another request: use a new key"}])
 
 
 class IdempotencyKeyInFlight(Conflict):
@@ -148,7 +154,13 @@ class IdempotencyKeys:
                     "the first request with this key did not finish, and whether it took effect is unknown: "
                     "look at the resource before sending it again with a new key")
             raise IdempotencyKeyInFlight("the first request with this key is still running; retry shortly")
-        headers, body = _decode(self.keyring.open(row.response) if self.keyring else row.response)
+        try:
+            kept = self.keyring.open(row.response) if self.keyring else row.response
+        except CryptoError:  # sealed with a data key since retired (a rotation finished within the day)
+            raise IdempotencyKeyUnfinished(
+                "the first answer to this key can no longer be read: look at the resource before sending it "
+                "again with a new key") from None
+        headers, body = _decode(kept)
         return row.status, headers, body
 
     async def answer(self, *, client: str, key: str, status: int, headers: list, body: bytes) -> None:

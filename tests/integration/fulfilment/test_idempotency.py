@@ -67,6 +67,8 @@ async def test_the_same_key_with_another_body_is_a_422_and_nothing_is_written(cl
     assert other.status_code == 422
     assert other.headers["content-type"] == "application/problem+json"
     assert other.json()["type"].endswith("/idempotency-key-reused")
+    assert other.json()["errors"] == [{"field": "Idempotency-Key", "in": "header",
+                                       "reason": "already used with another request: use a new key"}]
     assert [n["text"] for n in (await detail(client, settings, assignment_id))["notes"]] == ["first"]
 
 

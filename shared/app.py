@@ -18,25 +18,28 @@ from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
-from shared.auth import TokenVerifier
+from shared.auth import Claims, SigningKeys, TokenVerifier
+from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
+from shared.openapi import document_security_and_errors
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
 from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
-from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
+from shared.errors import PayloadTooLarge, ProblemSettings, ValidationFailed, field_errors, install_error_handlers
 from shared.kafka_security import check_transport
 from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of
 from shared.metrics import now as metrics_now
 from shared.outbox import OutboxRelay, outbox_table
-from shared.security import install_security
+from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings
-from shared.tracing import continued as continued_trace
+from shared.tracing import Tracing, current_traceparent, instrument_engine
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,12 @@ class ServiceTables:
 
     metadata: MetaData
     with_audit: bool = False
+    with_idempotency: bool = True
+    """Keeps `Idempotency-Key` answers (shared/idempotency.py): every service that takes POSTs."""
 
     def __post_init__(self):
         self.outbox = outbox_table(self.metadata)
+        self.idempotency = idempotency_table(self.metadata) if self.with_idempotency else None
         self.personal = self.with_audit
         """Holds residents' personal data: audited, and sealed at rest with the keyring (shared/crypto.py)."""
         self.inbox = inbox_table(self.metadata)
@@ -76,6 +82,8 @@ class Runtime:
     audit: AuditLog | None = None
     keyring: Keyring | None = None
     """The data keys, for a service that holds personal data; None for the others."""
+    idempotency: IdempotencyKeys | None = None
+    tracing: Tracing | None = None
 
     def start_loop(self, loop: StopsBetweenRounds, *, name: str) -> None:
         """Run a background loop for the life of the service (see shared/lifecycle.py)."""
@@ -108,7 +116,7 @@ class Runtime:
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
-        return EventConsumer(
+        consumer = EventConsumer(
             group_id=group, topics=topics, handlers=handlers, uow_factory=self.uow,
             inbox=self.tables.inbox, bootstrap_servers=self.settings.kafka_bootstrap_servers,
             producer=self.producer,
@@ -119,6 +127,8 @@ class Runtime:
             inbox_retention=None if self.settings.inbox_retention_days is None
             else timedelta(days=self.settings.inbox_retention_days),
         )
+        consumer.tracing = self.tracing
+        return consumer
 
 
 def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
@@ -133,14 +143,32 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
         batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,
         retention=timedelta(days=settings.outbox_retention_days), keyring=keyring,
     )
+    keys = SigningKeys(
+        settings.jwt_jwks_url, refresh_seconds=settings.jwks_refresh_seconds,
+        timeout_seconds=settings.jwks_timeout_seconds, min_refetch_seconds=settings.jwks_min_refetch_seconds,
+    ) if settings.jwt_jwks_url else None
     verifier = TokenVerifier(
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-        signing_key="" if settings.jwt_jwks_url else settings.signing_key(),
-        jwks_url=settings.jwt_jwks_url,
+        issuer=_listed(settings.jwt_issuer), audience=_listed(settings.jwt_audience),
+        signing_key="" if keys else settings.signing_key(), keys=keys,
+        claims=Claims(role=settings.jwt_role_claim, hub=settings.jwt_hub_claim),
     )
     audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
+    idempotency = IdempotencyKeys(
+        db=db, table=tables.idempotency, keyring=keyring,
+        retention=timedelta(hours=settings.idempotency_retention_hours),
+    ) if tables.idempotency is not None else None
+    tracing = Tracing(settings.otel_service_name or settings.service_name, exporter=settings.otel_traces_exporter,
+                      sample_ratio=settings.otel_traces_sampler_arg)
+    relay.tracing = tracing
+    tracing.when_exporting(lambda: instrument_engine(db.engine, tracing))
     return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
-                   audit=audit, keyring=keyring)
+                   audit=audit, keyring=keyring, idempotency=idempotency, tracing=tracing)
+
+
+def _listed(value: str) -> str | list[str]:
+    """A setting of one value or several separated by commas."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return items[0] if len(items) == 1 else items
 
 
 def create_service_app(
@@ -151,6 +179,7 @@ def create_service_app(
     routers: list[APIRouter],
     consumers: Callable[[Runtime], list[EventConsumer]] | None = None,
     on_startup: Callable[[Runtime], object] | None = None,
+    own_idempotency_paths: frozenset[str] = frozenset(),
 ) -> FastAPI:
     """The one way a service app is made: same middleware, errors, health and lifecycle."""
     if settings.log_json:  # before the runtime, so what building it logs is formatted too
@@ -163,6 +192,8 @@ def create_service_app(
             result = on_startup(runtime)
             if asyncio.iscoroutine(result):
                 await result
+        if runtime.verifier.keys is not None:
+            runtime.start_loop(runtime.verifier.keys, name="jwks-refresh")
         if settings.run_relay:
             runtime.start_loop(runtime.relay, name="outbox-relay")
         if settings.run_consumers and consumers is not None:
@@ -175,16 +206,23 @@ def create_service_app(
             await runtime.stop_background()
             await runtime.producer.stop()
             await runtime.db.dispose()
+            runtime.tracing.shutdown()  # exports what is still batched
 
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
-    install_error_handlers(app)
-    metrics = ServiceMetrics(settings.service_name)
+    install_error_handlers(app, ProblemSettings(type_base=settings.problem_type_base,
+                                                authorization_uri=settings.jwt_authorization_uri))
+    metrics = ServiceMetrics(settings.service_name, revision=settings.build_revision)
     app.state.metrics = metrics
+    if runtime.idempotency is not None:  # innermost: the body has passed the hardening's size limits
+        app.add_middleware(IdempotentPosts, keys_of=lambda app: app.state.runtime.idempotency,
+                           own_paths=own_idempotency_paths)
     install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    # Outermost: the server span (from the caller's traceparent and tracestate) is current for everything inside.
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=runtime.tracing.provider, exclude_spans=["receive", "send"])
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health():
@@ -212,12 +250,13 @@ def create_service_app(
         app.include_router(router)
     if runtime.audit is not None:
         app.include_router(audit_router())
-    _lift_body_schema_defs(app)
+    _complete_openapi(app, settings)
     return app
 
 
-def _lift_body_schema_defs(app: FastAPI) -> None:
-    """Move `$defs` of `body_schema()` bodies into components, where their refs point."""
+def _complete_openapi(app: FastAPI, settings: ServiceSettings) -> None:
+    """The document as clients need it: `$defs` of `body_schema()` bodies moved into components, where their refs
+    point; the bearer scheme, scopes and problem responses of every operation (shared/openapi.py)."""
     default_openapi = app.openapi
 
     def openapi():
@@ -234,6 +273,8 @@ def _lift_body_schema_defs(app: FastAPI) -> None:
                     if "title" in schema and "properties" in schema:
                         components.setdefault(schema["title"], dict(schema))
                         media["schema"] = {"$ref": f"#/components/schemas/{schema['title']}"}
+        document_security_and_errors(app, document, rate_limited=settings.rate_limit_per_minute > 0,
+                                     unlimited_paths=UNLIMITED_PATHS)
         app.openapi_schema = document
         return document
 
@@ -251,12 +292,10 @@ class RequestContext:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = traceparent = None
+        request_id = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:100]
-            elif name == b"traceparent":
-                traceparent = value
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -269,12 +308,13 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-                message["headers"].append((b"traceparent", trace.traceparent.encode()))
+                if traceparent:  # the request's span, from the caller's trace (or a new one)
+                    message["headers"].append((b"traceparent", traceparent.encode()))
             await send(message)
 
+        traceparent = current_traceparent()
         try:
-            with continued_trace(traceparent) as trace:
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
             self.metrics.observe(method=scope["method"], route=route_of(scope), status=status,

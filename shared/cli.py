@@ -345,12 +345,19 @@ def docs(out: Annotated[Path, typer.Option(help="Where to write")] = Path("docs"
 
     (out / "openapi").mkdir(parents=True, exist_ok=True)
     (out / "asyncapi.json").write_text(render())
+    for name, text in openapi_documents().items():
+        (out / "openapi" / f"{name}.json").write_text(text)
+    typer.echo(f"wrote {out}/asyncapi.json and {out}/openapi/")
+
+
+def openapi_documents() -> dict[str, str]:
+    """Each installed service's OpenAPI document as `docs/openapi/<service>.json` holds it."""
+    documents = {}
     for name, _ in installed_services():
         module = importlib.import_module(f"services.{name}.app")
         settings = service_settings(name).model_copy(update={"jwt_signing_key": "docs", "log_json": False})
-        document = module.create_app(settings).openapi()
-        (out / "openapi" / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
-    typer.echo(f"wrote {out}/asyncapi.json and {out}/openapi/")
+        documents[name] = json.dumps(module.create_app(settings).openapi(), indent=2) + "\n"
+    return documents
 
 
 def _topic_plan():

@@ -100,6 +100,11 @@ class EventConsumer(StopsBetweenRounds):
         self.processed_total = 0
         self.dead_lettered_total = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self.tracing: tracing.Tracing | None = None
+        """The service's tracer: each event is handled in a consumer span (else only its trace is continued)."""
+
+    def _traced(self, event: CloudEvent, message):
+        return _consumer_span(self, event, message)
 
     async def lag(self) -> int:
         """Messages on the assigned partitions not yet handled (0 when not connected)."""
@@ -277,8 +282,14 @@ class EventConsumer(StopsBetweenRounds):
             if self.batch_handler is not None:
                 fresh = list({str(e.id): e for _, e, _ in work if str(e.id) in recorded}.values())
                 if fresh:
-                    await self.batch_handler(uow, fresh)  # a failure: handled one at a time after all
-                    await uow.commit()
+                    # Each event's consumer span (in its own trace) covers the transaction that handled it.
+                    with contextlib.ExitStack() as spans:
+                        if self.tracing is not None and self.tracing.exporting:
+                            for index, event, _ in work:
+                                if str(event.id) in recorded:
+                                    spans.enter_context(self._traced(event, messages[index]))
+                        await self.batch_handler(uow, fresh)  # a failure: handled one at a time after all
+                        await uow.commit()
                 return
             for index, event, handler in work:
                 event_id = str(event.id)
@@ -287,8 +298,7 @@ class EventConsumer(StopsBetweenRounds):
                 recorded.discard(event_id)
                 message = messages[index]
                 try:
-                    with tracing.continued(event.traceparent or _header(message, tracing.HEADER)), \
-                            _handling(event_id):
+                    with self._traced(event, message), _handling(event_id):
                         await handler(uow, event)
                 except asyncio.CancelledError:
                     raise
@@ -330,8 +340,7 @@ class EventConsumer(StopsBetweenRounds):
             if event.type not in REGISTRY:
                 await self.dead_letter(message, reason=f"unknown event type {event.type!r}")
             return  # a known type this consumer has no use for
-        with tracing.continued(event.traceparent or _header(message, tracing.HEADER)), \
-                _handling(str(event.id)):
+        with self._traced(event, message), _handling(str(event.id)):
             await self._process_with_retries(message, event, handler, first_attempt=first_attempt)
 
     async def _process_with_retries(self, message, event: CloudEvent, handler: Handler, *, first_attempt: int) -> None:
@@ -398,6 +407,21 @@ class EventConsumer(StopsBetweenRounds):
             [OutgoingMessage(topic=self.dead_letter_topic, key=message.key, value=value, headers=headers)]
         )
         self.dead_lettered_total += 1
+
+
+def _consumer_span(consumer: "EventConsumer", event: CloudEvent, message):
+    traceparent = event.traceparent or _header(message, tracing.HEADER)
+    tracestate = event.tracestate or _header(message, tracing.STATE_HEADER)
+    if consumer.tracing is None:
+        return tracing.continued(traceparent, tracestate)
+    return consumer.tracing.span(
+        f"{message.topic} process", kind=tracing.SpanKind.CONSUMER, traceparent=traceparent, tracestate=tracestate,
+        attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
+                    "messaging.destination.name": message.topic, "messaging.consumer.group.name": consumer.group_id,
+                    "messaging.destination.partition.id": str(message.partition),
+                    "messaging.kafka.offset": message.offset, "messaging.message.id": str(event.id),
+                    "cloudevents.event_id": str(event.id), "cloudevents.event_type": event.type},
+    )
 
 
 def _header(message, name: str) -> bytes | None:

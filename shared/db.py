@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -157,11 +158,18 @@ async def upgrade_async(service: str, url: str) -> None:
     await asyncio.to_thread(upgrade, service, url)
 
 
-def run_migrations(target_metadata: MetaData) -> None:
-    """The body of every service's migrations/env.py."""
+def run_migrations(target_metadata: MetaData, *, default_url: Callable[[], str] | None = None) -> None:
+    """The body of every service's migrations/env.py.
+
+    The database is the one `kent-together migrate` (or a test) passes in; else the ini's `sqlalchemy.url`;
+    else, for the plain `alembic` commands, the service's own setting (`default_url`).
+    """
     from alembic import context
 
-    url = context.config.attributes.get("database_url") or context.config.get_main_option("sqlalchemy.url")
+    url = context.config.attributes.get("database_url") or context.config.get_main_option("sqlalchemy.url") \
+        or (default_url() if default_url is not None else None)
+    if not url:
+        raise RuntimeError("no database to migrate: give the service's DATABASE_URL setting")
     render_as_batch = is_sqlite(url)
 
     def do_run(connection):

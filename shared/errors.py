@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,10 +18,38 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
+@dataclass(frozen=True)
+class ProblemSettings:
+    """What every problem answer of a service says beyond its error: where its `type` URIs point, who signs in."""
+
+    type_base: str = "tag:kent-together,2026:problems/"
+    """Each `type` is this followed by the slug (`validation-failed`). The default is a tag URI (RFC 4151):
+    stable and absolute, never fetched. A council that publishes the slugs' pages (docs/api.md) sets its own
+    base, e.g. `https://developer.kent.gov.uk/kent-together/problems/`."""
+    authorization_uri: str = ""
+    """The identity provider's authorisation endpoint, named in every 401's `WWW-Authenticate` so Power BI's
+    "Organizational account" knows where to sign in (Entra ID: `https://login.microsoftonline.com/<tenant>/oauth2/authorize`)."""
+
+    def type_of(self, slug: str) -> str:
+        return self.type_base + slug
+
+    def challenge(self) -> str:
+        if self.authorization_uri:
+            return f'Bearer authorization_uri="{self.authorization_uri}"'
+        return "Bearer"
+
+
+def problem_settings(app) -> ProblemSettings:
+    """The app's problem settings (the defaults for an app made without `install_error_handlers`)."""
+    return getattr(app.state, "problems", None) or ProblemSettings()
+
+
 class DomainError(Exception):
     status = 400
     slug = "bad-request"
     title = "Bad request"
+    retry_after: int | None = None
+    """Seconds, sent as `Retry-After`, when trying again later may work."""
 
     def __init__(self, detail: str = "", **extensions: Any):
         super().__init__(detail or self.title)
@@ -33,6 +63,14 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class IdentityProviderUnavailable(DomainError):
+    """The identity provider's signing keys cannot be had: the token may be good, so not a 401."""
+
+    status, slug, title = 503, "identity-provider-unavailable", "Identity provider unavailable"
+
+    retry_after = 30
 
 
 class NotFound(DomainError):
@@ -61,16 +99,43 @@ class ValidationFailed(DomainError):
         super().__init__(detail or f"{count} field{'s' if count != 1 else ''} invalid", errors=errors)
 
 
-def problem(status: int, *, slug: str, title: str, detail: str, request: Request | None = None, **extensions):
-    body = {"type": f"https://kent-together.example/problems/{slug}", "title": title, "status": status, "detail": detail}
+def problem(status: int, *, slug: str, title: str, detail: str, request: Request | None = None,
+            retry_after: int | None = None, **extensions):
+    settings = problem_settings(request.app) if request is not None else ProblemSettings()
+    body = {"type": settings.type_of(slug), "title": title, "status": status, "detail": detail}
     if request is not None:
         body["instance"] = request.url.path
         request_id = getattr(request.state, "request_id", None)
         if request_id:
             body["request_id"] = request_id
     body.update(extensions)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = settings.challenge()
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
+
+
+async def send_problem(scope, send, *, status: int, slug: str, title: str, detail: str, headers=(),
+                       **extensions) -> None:
+    """Answer problem+json from ASGI middleware, outside the app's exception handlers."""
+    body = {"type": problem_settings(scope["app"]).type_of(slug), "title": title, "status": status,
+            "detail": detail, "instance": scope["path"]}
+    request_id = scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extensions)
+    raw = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(raw)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+async def send_domain_error(scope, send, error: DomainError) -> None:
+    await send_problem(scope, send, status=error.status, slug=error.slug, title=error.title, detail=error.detail,
+                       **error.extensions)
 
 
 def field_errors(errors) -> list[dict[str, str]]:
@@ -106,11 +171,13 @@ def _reason(error) -> str:
     return message
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, settings: ProblemSettings = ProblemSettings()) -> None:
+    app.state.problems = settings
+
     @app.exception_handler(DomainError)
     async def _domain(request: Request, error: DomainError):
         return problem(error.status, slug=error.slug, title=error.title, detail=error.detail,
-                       request=request, **error.extensions)
+                       request=request, retry_after=error.retry_after, **error.extensions)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError):

@@ -34,6 +34,7 @@ class JsonFormatter(logging.Formatter):
         trace = tracing.current()
         if trace:
             entry["trace_id"] = trace.trace_id
+            entry["span_id"] = trace.span_id
         event_id = event_id_var.get()
         if event_id:
             entry["event_id"] = event_id

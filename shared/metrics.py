@@ -1,22 +1,50 @@
-"""Prometheus metrics for every service: HTTP, outbox, consumers; read at scrape time."""
+"""Prometheus metrics for every service: HTTP, outbox, consumers, the process; read at scrape time.
+
+Beside the platform's own (`kt_*`): the client library's process collector
+(`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+`process_open_fds`…), platform (`python_info`) and garbage-collector ones, and
+`kt_build_info{service, version, revision}` = 1 to join other series on. No
+`*_created` series: Prometheus does not use them and they double what a scrape
+carries.
+"""
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram,
+    disable_created_metrics, generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shared.db import utcnow
+
+disable_created_metrics()
+
+
+def package_version() -> str:
+    try:
+        return version("kent-together")
+    except PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
 
 
 class ServiceMetrics:
     """One registry per app (tests run several apps in one process)."""
 
-    def __init__(self, service: str):
+    def __init__(self, service: str, *, revision: str = ""):
         self.service = service
         self.registry = CollectorRegistry()
+        # The library's own collectors read this process: one instance each serves every registry.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        build = Gauge("kt_build_info", "The running build: always 1, its labels say which",
+                      ["service", "version", "revision", "python"], registry=self.registry)
+        build.labels(service, package_version(), revision or "unknown", platform.python_version()).set(1)
         self.requests = Counter(
             "kt_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
         )

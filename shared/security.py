@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 import time
 
-import orjson
 from starlette.middleware.cors import CORSMiddleware
 
-from shared.errors import PROBLEM
+from shared.errors import send_problem
 
 # The paths of FastAPI's interactive documentation: its page loads Swagger UI or ReDoc from a CDN.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
@@ -165,13 +164,4 @@ class SecurityMiddleware:
 
     @staticmethod
     async def _problem(scope, send, status: int, slug: str, title: str, detail: str, headers=()) -> None:
-        body = {"type": f"https://kent-together.example/problems/{slug}", "title": title, "status": status,
-                "detail": detail, "instance": scope["path"]}
-        request_id = scope.get("state", {}).get("request_id")
-        if request_id:
-            body["request_id"] = request_id
-        raw = orjson.dumps(body)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(raw)).encode()),
-                                *headers]})
-        await send({"type": "http.response.body", "body": raw})
+        await send_problem(scope, send, status=status, slug=slug, title=title, detail=detail, headers=headers)

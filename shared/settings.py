@@ -65,6 +65,14 @@ class ServiceSettings(BaseSettings):
         "development", validation_alias="KT_ENVIRONMENT"
     )
     var_dir: Path = Field(Path("var"), validation_alias="KT_VAR_DIR")
+    otel_traces_exporter: str = Field("none", validation_alias="OTEL_TRACES_EXPORTER")
+    """`otlp` exports spans (OTLP over HTTP; OTEL_EXPORTER_OTLP_* say where), `none` (the default) does not."""
+    otel_service_name: str = Field("", validation_alias="OTEL_SERVICE_NAME")
+    """The service name spans carry; the service's own name (`referrals`…) when not set."""
+    otel_traces_sampler_arg: float = Field(1.0, validation_alias="OTEL_TRACES_SAMPLER_ARG")
+    """With export on, the share of new traces recorded (a caller's sampled trace is always followed)."""
+    build_revision: str = Field("", validation_alias="KT_BUILD_REVISION")
+    """The source revision the image was built from (a git commit), shown in `kt_build_info`."""
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
@@ -79,7 +87,24 @@ class ServiceSettings(BaseSettings):
     jwt_signing_key: str = Field("", validation_alias="KT_JWT_SIGNING_KEY")
     jwt_jwks_url: str = Field("", validation_alias="KT_JWT_JWKS_URL")
     jwt_issuer: str = Field(DEV_ISSUER, validation_alias="KT_JWT_ISSUER")
+    """One issuer, or several separated by commas (Entra ID: v1 `https://sts.windows.net/<tenant>/`, v2
+    `https://login.microsoftonline.com/<tenant>/v2.0`)."""
     jwt_audience: str = Field(AUDIENCE, validation_alias="KT_JWT_AUDIENCE")
+    """This service's audience, or several separated by commas (its Application ID URI, and for Power BI the
+    URL it is reached at: Power BI asks for a token whose audience is the feed's scheme, host and port)."""
+    jwt_role_claim: str = Field("role", validation_alias="KT_JWT_ROLE_CLAIM")
+    """The claim with the caller's role (a string) or roles (a list): `roles` for Entra ID app roles."""
+    jwt_hub_claim: str = Field("hub", validation_alias="KT_JWT_HUB_CLAIM")
+    """The claim with hub staff's hub slug; an app role `hub.<slug>` names the hub as well."""
+    jwt_authorization_uri: str = Field("", validation_alias="KT_JWT_AUTHORIZATION_URI")
+    """Named in a 401's `WWW-Authenticate`, so Power BI can sign in (docs/security.md)."""
+    jwks_refresh_seconds: float = Field(600.0, validation_alias="KT_JWKS_REFRESH_SECONDS")
+    jwks_timeout_seconds: float = Field(5.0, validation_alias="KT_JWKS_TIMEOUT_SECONDS")
+    """How long a request waits for the identity provider's keys before it is answered 503."""
+    jwks_min_refetch_seconds: float = Field(30.0, validation_alias="KT_JWKS_MIN_REFETCH_SECONDS")
+    """A token naming a key not held fetches the keys at most this often (tokens with made-up key ids)."""
+    problem_type_base: str = Field("tag:kent-together,2026:problems/", validation_alias="KT_PROBLEM_TYPE_BASE")
+    """Where problem `type` URIs point: the slug is appended (docs/api.md)."""
 
     # Residents' personal data, sealed at rest (shared/crypto.py; docs/security.md).
     data_keys: SecretStr = Field(SecretStr(""), validation_alias="KT_DATA_KEYS")
@@ -99,6 +124,8 @@ class ServiceSettings(BaseSettings):
     outbox_retention_days: float = 7.0
     """Published outbox rows are kept this long so an operator can republish a range."""
     consumer_max_attempts: int = 5
+    idempotency_retention_hours: float = Field(24.0, validation_alias="KT_IDEMPOTENCY_RETENTION_HOURS")
+    """How long an `Idempotency-Key` and its answer are kept: a retry within it gets the first answer."""
     stop_grace_seconds: float = 10.0
     """On stop, how long background loops may take to finish the round in hand before they are cancelled."""
     inbox_retention_days: float | None = None

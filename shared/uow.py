@@ -88,6 +88,7 @@ class UnitOfWork:
         """Record an event to be published once this unit of work commits."""
         event = data.envelope(source=self.source, time=time)
         event.traceparent = tracing.current_traceparent()
+        event.tracestate = tracing.current_tracestate()
         self._events.append((topic, key or event.subject, event))
         return event
 
@@ -107,6 +108,9 @@ class UnitOfWork:
         traceparent = tracing.current_traceparent()
         if traceparent is not None:
             envelope["traceparent"] = traceparent
+            tracestate = tracing.current_tracestate()
+            if tracestate:
+                envelope["tracestate"] = tracestate
         envelope["data"] = data
         event = EncodedEvent(event_id, event_type, subject, pydantic_core.to_json(envelope))
         self._events.append((topic, key or subject, event))

@@ -104,7 +104,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
     app.state.webhooks = WebhookDispatcher(
         db=runtime.db, uow_factory=runtime.uow, poll_seconds=settings.webhook_poll_seconds,
         max_attempts=settings.webhook_max_attempts, backoff_seconds=settings.webhook_backoff_seconds,
-        timeout_seconds=settings.webhook_timeout_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds, tracing=runtime.tracing,
     )
     return app
 

@@ -5,10 +5,19 @@ nothing committed is ever left unsent. The body is the CloudEvent exactly as on
 the hub's topic. Headers:
 
     Content-Type: application/cloudevents+json
+    webhook-id: <delivery id>                      (Standard Webhooks: the same on every retry)
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256 of "<webhook-id>.<timestamp>.<body>">
     X-Kent-Together-Delivery: <delivery id>        (the same on every retry)
     X-Kent-Together-Feed-Seq: <the entry's place in the hub's feed>
     X-Kent-Together-Timestamp: <unix seconds>
     X-Kent-Together-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the hub's secret>
+
+The `webhook-*` headers are Standard Webhooks (standard-webhooks.com), so a hub
+verifies with that project's library in its own language: given the secret as
+set if it is a `whsec_…` one, else `whsec_` + base64 of the secret's UTF-8
+bytes. The `X-Kent-Together-*` signature is kept for one release beside it, for
+receivers written against it; then it goes.
 
 A hub verifies the signature, rejects old timestamps (replays), and dedupes by
 the event id. Retries can reorder deliveries: the feed seq says where each
@@ -18,6 +27,7 @@ belongs, and the pull feed fills any gap.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
@@ -25,10 +35,13 @@ import time
 from datetime import timedelta
 
 import httpx
+import orjson
 from sqlalchemy import select, update
 
 from services.fulfilment.models import hub_feed, hubs, webhook_deliveries
+from shared import tracing
 from shared.db import Database
+from shared.tracing import Tracing, instrument_http_client
 from shared.lifecycle import StopsBetweenRounds
 from shared.uow import UnitOfWork
 
@@ -39,6 +52,19 @@ def sign(secret: str, *, timestamp: str, body: bytes) -> str:
     """The signature header's value for a body sent at `timestamp`."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
+
+
+def standard_signing_key(secret: str) -> bytes:
+    """The HMAC key of the Standard Webhooks signature: a `whsec_` secret's base64, else the secret's bytes."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):] + "==")
+    return secret.encode()
+
+
+def standard_signature(secret: str, *, msg_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` value (Standard Webhooks v1, symmetric)."""
+    signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    return "v1," + base64.b64encode(hmac.new(standard_signing_key(secret), signed, hashlib.sha256).digest()).decode()
 
 
 def verify(secret: str, *, timestamp: str, body: bytes, signature: str) -> bool:
@@ -57,6 +83,7 @@ class WebhookDispatcher(StopsBetweenRounds):
     def __init__(
         self, *, db: Database, uow_factory, poll_seconds: float = 1.0, max_attempts: int = 8,
         backoff_seconds: float = 5.0, timeout_seconds: float = 10.0, batch: int = 50,
+        tracing: Tracing | None = None,
     ):
         self.db = db
         self.uow_factory = uow_factory
@@ -66,10 +93,14 @@ class WebhookDispatcher(StopsBetweenRounds):
         self.timeout_seconds = timeout_seconds
         self.batch = batch
         self.lease = timedelta(seconds=timeout_seconds * 3)
+        self.tracing = tracing
+        """Each delivery is a client span of its event's trace; the hub's server gets its `traceparent`."""
 
     async def run(self) -> None:
         self.started()
         async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+            if self.tracing is not None:
+                instrument_http_client(client, self.tracing)
             while True:
                 try:
                     with self.working():  # a stop lets the deliveries in hand be sent and recorded
@@ -128,12 +159,19 @@ class WebhookDispatcher(StopsBetweenRounds):
             "X-Kent-Together-Delivery": str(delivery["id"]),
             "X-Kent-Together-Feed-Seq": str(delivery["feed_seq"]),
             "X-Kent-Together-Timestamp": timestamp,
+            "webhook-id": str(delivery["id"]),
+            "webhook-timestamp": timestamp,
         }
         if delivery["webhook_secret"]:
-            headers["X-Kent-Together-Signature"] = sign(delivery["webhook_secret"], timestamp=timestamp, body=body)
+            secret = delivery["webhook_secret"]
+            headers["webhook-signature"] = standard_signature(secret, msg_id=headers["webhook-id"], timestamp=timestamp,
+                                                             body=body)
+            headers["X-Kent-Together-Signature"] = sign(secret, timestamp=timestamp, body=body)
         status_code, error = None, None
+        event = orjson.loads(body)
         try:
-            response = await client.post(delivery["url"], content=body, headers=headers)
+            with tracing.within(event.get(tracing.HEADER), event.get(tracing.STATE_HEADER)):
+                response = await client.post(delivery["url"], content=body, headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"

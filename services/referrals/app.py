@@ -44,6 +44,7 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
         tables=tables,
         routers=[api.router],
         on_startup=on_startup,
+        own_idempotency_paths=frozenset({"/v1/referrals"}),  # the intake keeps the key with the referral
     )
     app.state.request_types = service.RequestTypes()
     runtime = app.state.runtime

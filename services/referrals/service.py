@@ -33,14 +33,13 @@ from shared.postcode import outward_code
 from shared.rekey import DerivedColumns
 from shared.privacy import ERASED
 from shared.settings import Topics
+from shared.idempotency import IdempotencyKeyReused
 from shared.lifecycle import StopsBetweenRounds
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
-class IdempotencyKeyReused(DomainError):
-    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key already used for another body"
 
 
 class RequestTypes:
@@ -93,6 +92,7 @@ class Intake:
     by: Principal
     idempotency_key: str | None = None
     traceparent: str | None = field(default_factory=tracing.current_traceparent)
+    tracestate: str | None = field(default_factory=tracing.current_tracestate)
     """The caller's trace: a batch is written in one task, each referral's events keep their own."""
     request_id: str | None = None
     """The HTTP request's id, for the audit record written with the referral."""
@@ -179,7 +179,7 @@ async def take_referrals(
                 referral_rows.append(row)
                 request_rows += rows
                 out = _taken(intake.referral, row, rows)
-                with tracing.continued(intake.traceparent):
+                with tracing.continued(intake.traceparent, intake.tracestate):
                     _publish_received_rows(uow, row, rows, topics=topics, backfilled=intake.backfilled)
                 results[index] = (out, False)
                 if audit is not None:

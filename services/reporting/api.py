@@ -9,6 +9,7 @@ import hashlib
 import io
 import re
 from collections import Counter
+from html import escape
 from datetime import date, datetime, timezone
 from email.utils import format_datetime
 from importlib import resources
@@ -16,12 +17,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import Boolean, Date, Integer
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from sqlalchemy import Boolean, Date, Integer, and_
 
 from services.reporting import domain, service
 from services.reporting.models import action_facts, request_counts, request_facts
-from services.reporting.odata import ODataError, Property, parse_count, parse_filter, parse_orderby, parse_select
+from services.reporting.odata import FUNCTIONS as ODATA_FUNCTIONS
+from services.reporting.odata import (
+    ODataError, Property, after_row, decode_skiptoken, encode_skiptoken, order_by_clause, parse_count, parse_filter,
+    parse_orderby, parse_select,
+)
 from services.reporting.schemas import FIGURE_RESPONSES
 from shared.auth import Principal, require
 from shared.db import UtcDateTime
@@ -318,23 +323,60 @@ def _edm_of(table, names: dict[str, str]) -> dict[str, str]:
 
 
 class EntitySet:
-    def __init__(self, name: str, type_name: str, table, columns: list[str], key: list[str]):
-        names = {c: c for c in columns}
+    """One OData entity set over a table: its columns under their OData names, and the rows it holds."""
+
+    def __init__(self, name: str, type_name: str, table, columns: list[str] | dict[str, str], key: list[str], *,
+                 where=None, description: str = ""):
+        names = columns if isinstance(columns, dict) else {c: c for c in columns}
         self.name, self.type_name, self.table, self.key = name, type_name, table, key
+        self.where = where
+        """Which of the table's rows are this set's (a dimension of the daily counts)."""
+        self.description = description
         self.properties = _props(table, _edm_of(table, names), names)
+
+
+# District rows only: the all-district (`*`) rows are their sum, and a sum over both counts twice. A
+# count that went back to 0 (a request that moved district) says nothing.
+_COUNTED = (request_counts.c.district != domain.ALL_DISTRICTS) & (request_counts.c.count != 0)
+
+
+def _daily(dimension: str, name: str, column: str, what: str) -> EntitySet:
+    c = request_counts.c
+    return EntitySet(
+        name, name.replace("Requests", "Request").replace("Referrals", "Referral"), request_counts,
+        {"day": "day", "district": "district", column: "value", "count": "count"}, ["day", "district", column],
+        where=(c.dimension == dimension) & _COUNTED,
+        description=f"{what} a day in each district, by {column.replace('_', ' ')}: each counted once, so a sum "
+                    "over any rows is a true total.",
+    )
 
 
 ENTITY_SETS = {
     s.name: s for s in (
         EntitySet("RequestFacts", "RequestFact", request_facts,
-                  [c.name for c in request_facts.columns if c.name != "updated_at"], ["request_id"]),
+                  [c.name for c in request_facts.columns if c.name != "updated_at"], ["request_id"],
+                  description="One row per request for help: no personal data."),
+        _daily("type", "DailyRequestsByType", "request_type", "Requests received"),
+        _daily("channel", "DailyRequestsByChannel", "channel", "Requests received"),
+        _daily("status", "DailyRequestsByStatus", "status", "Requests received"),
+        _daily("hub", "DailyRequestsByHub", "hub", "Requests received"),
+        _daily("urgency", "DailyRequestsByUrgency", "urgency", "Requests received"),
+        _daily(domain.REFERRAL_DIMENSION, "DailyReferralsByChannel", "channel", "Referrals received"),
         EntitySet("DailyRequestCounts", "DailyRequestCount", request_counts,
-                  ["day", "district", "dimension", "value", "count"], ["day", "district", "dimension", "value"]),
+                  ["day", "district", "dimension", "value", "count"], ["day", "district", "dimension", "value"],
+                  where=_COUNTED,
+                  description="Every daily count in long form, one row per district, dimension and value. A "
+                              "request counts once in each dimension: sum within one dimension only (or use "
+                              "the DailyRequestsBy… sets)."),
         EntitySet("Actions", "Action", action_facts,
-                  [c.name for c in action_facts.columns if c.name != "updated_at"], ["action_id"]),
+                  [c.name for c in action_facts.columns if c.name != "updated_at"], ["action_id"],
+                  description="The recovery plan's actions as tracked."),
     )
 }
 NAMESPACE = "KentTogether.Reporting"
+CAPABILITIES = "https://oasis-tcs.github.io/odata-vocabularies/vocabularies/Org.OData.Capabilities.V1.xml"
+CORE = "https://oasis-tcs.github.io/odata-vocabularies/vocabularies/Org.OData.Core.V1.xml"
+ODATA_HEADERS = {"OData-Version": "4.0"}
 
 
 @odata.get("/", summary="OData service document: the entity sets")
@@ -343,11 +385,39 @@ async def odata_service_document(request: Request, _: Reader):
     return JSONResponse(
         {"@odata.context": f"{base}$metadata",
          "value": [{"name": s.name, "kind": "EntitySet", "url": s.name} for s in ENTITY_SETS.values()]},
-        headers={"OData-Version": "4.0"},
+        headers=ODATA_HEADERS,
     )
 
 
-@odata.get("/$metadata", summary="OData CSDL: entity types and sets")
+def _bool(term: str, value: bool) -> str:
+    return f'<Annotation Term="Capabilities.{term}" Bool="{"true" if value else "false"}"/>'
+
+
+def _record(term: str, **values: bool) -> str:
+    props = "".join(f'<PropertyValue Property="{k}" Bool="{"true" if v else "false"}"/>' for k, v in values.items())
+    return f'<Annotation Term="Capabilities.{term}"><Record>{props}</Record></Annotation>'
+
+
+def _set_capabilities(s: EntitySet) -> str:
+    """What a client (Power Query) may fold into a request on this set, and what it may not ask."""
+    return (
+        f'<Annotations Target="{NAMESPACE}.Container/{s.name}">'
+        f'<Annotation Term="Core.Description" String="{escape(s.description)}"/>'
+        + _record("CountRestrictions", Countable=True)
+        + _bool("TopSupported", True) + _bool("SkipSupported", True)
+        + _record("FilterRestrictions", Filterable=True, RequiresFilter=False)
+        + _record("SortRestrictions", Sortable=True)
+        + _record("SelectSupport", Supported=True)
+        + _record("ExpandRestrictions", Expandable=False)
+        + _record("SearchRestrictions", Searchable=False)
+        + _record("InsertRestrictions", Insertable=False)
+        + _record("UpdateRestrictions", Updatable=False)
+        + _record("DeleteRestrictions", Deletable=False)
+        + "</Annotations>"
+    )
+
+
+@odata.get("/$metadata", summary="OData CSDL: entity types and sets, with their Capabilities annotations")
 async def odata_metadata(_: Reader):
     types, sets = [], []
     for s in ENTITY_SETS.values():
@@ -357,58 +427,118 @@ async def odata_metadata(_: Reader):
             for p in s.properties.values())
         types.append(f'<EntityType Name="{s.type_name}"><Key>{keys}</Key>{props}</EntityType>')
         sets.append(f'<EntitySet Name="{s.name}" EntityType="{NAMESPACE}.{s.type_name}"/>')
+    functions = "".join(f"<String>{name}</String>" for name in sorted(ODATA_FUNCTIONS))
+    container = (
+        f'<Annotations Target="{NAMESPACE}.Container">'
+        '<Annotation Term="Capabilities.ConformanceLevel" EnumMember="Capabilities.ConformanceLevelType/Minimal"/>'
+        f'<Annotation Term="Capabilities.FilterFunctions"><Collection>{functions}</Collection></Annotation>'
+        '<Annotation Term="Capabilities.SupportedFormats"><Collection>'
+        "<String>application/json;odata.metadata=minimal</String></Collection></Annotation>"
+        + _bool("BatchSupported", False) + _bool("AsynchronousRequestsSupported", False)
+        + _bool("CrossJoinSupported", False)
+        + "</Annotations>"
+    )
     xml = (
         '<?xml version="1.0" encoding="utf-8"?>'
-        '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0"><edmx:DataServices>'
+        '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">'
+        f'<edmx:Reference Uri="{CAPABILITIES}"><edmx:Include Namespace="Org.OData.Capabilities.V1" '
+        'Alias="Capabilities"/></edmx:Reference>'
+        f'<edmx:Reference Uri="{CORE}"><edmx:Include Namespace="Org.OData.Core.V1" Alias="Core"/></edmx:Reference>'
+        '<edmx:DataServices>'
         f'<Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" Namespace="{NAMESPACE}">'
         + "".join(types)
         + f'<EntityContainer Name="Container">{"".join(sets)}</EntityContainer>'
-        "</Schema></edmx:DataServices></edmx:Edmx>"
+        + container + "".join(_set_capabilities(s) for s in ENTITY_SETS.values())
+        + "</Schema></edmx:DataServices></edmx:Edmx>"
     )
-    return Response(xml, media_type="application/xml", headers={"OData-Version": "4.0"})
+    return Response(xml, media_type="application/xml", headers=ODATA_HEADERS)
+
+
+def _entity_set(name: str) -> EntitySet:
+    s = ENTITY_SETS.get(name)
+    if s is None:
+        raise ODataError("entity set", f"unknown {name!r}; one of {', '.join(ENTITY_SETS)}")
+    return s
+
+
+def _where(s: EntitySet, q) -> Any:
+    conditions = [c for c in (s.where, parse_filter(q["$filter"], s.properties) if q.get("$filter") else None)
+                  if c is not None]
+    return and_(*conditions) if conditions else None
+
+
+def _max_page_size(request: Request) -> int | None:
+    """`Prefer: odata.maxpagesize=N` (Power Query sends it), if the client asked for a page size."""
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            name, _, value = preference.strip().partition("=")
+            if name.strip().lower() == "odata.maxpagesize" and value.strip().strip('"').isdigit():
+                return int(value.strip().strip('"'))
+    return None
+
+
+@odata.get("/{entity_set}/$count", summary="How many rows of an entity set match $filter, as plain text",
+           response_class=PlainTextResponse)
+async def odata_count(request: Request, entity_set: str, _: Reader):
+    s = _entity_set(entity_set)
+    q = request.query_params
+    for name in q:
+        if name.startswith("$") and name not in ("$filter", "$format"):
+            raise ODataError(name, "is not supported on $count")
+    total = await service.odata_count(request.app.state.runtime.uow(), table=s.table, where=_where(s, q))
+    return PlainTextResponse(str(total), headers=ODATA_HEADERS)
 
 
 @odata.get("/{entity_set}", summary="An entity set, with $filter, $select, $orderby, $top, $skip, $count")
 async def odata_entity_set(request: Request, entity_set: str, _: Reader):
-    s = ENTITY_SETS.get(entity_set)
-    if s is None:
-        raise ODataError("entity set", f"unknown {entity_set!r}; one of {', '.join(ENTITY_SETS)}")
+    s = _entity_set(entity_set)
     q = request.query_params
     known = {"$filter", "$select", "$orderby", "$top", "$skip", "$count", "$skiptoken", "$format"}
     for name in q:
         if name.startswith("$") and name not in known:
             raise ODataError(name, "is not supported here")
-    where = parse_filter(q["$filter"], s.properties) if q.get("$filter") else None
+    where = _where(s, q)
     selected = parse_select(q["$select"], s.properties) if q.get("$select") else list(s.properties.values())
     order = parse_orderby(q["$orderby"], s.properties) if q.get("$orderby") else []
-    top = parse_count(q.get("$top"), "$top")
-    skip = parse_count(q.get("$skip"), "$skip") or 0
-    skiptoken = parse_count(q.get("$skiptoken"), "$skiptoken") or 0
     count_wanted = q.get("$count", "false").lower()
     if count_wanted not in ("true", "false"):
         raise ODataError("$count", "must be true or false")
-    # The key makes the order total, so pages never repeat or miss a row.
-    ordered = [name for name, _ in ((p.name, d) for p, d in order)]
+    # The key makes the order total, so a keyset names exactly one place in it.
+    ordered = [p.name for p, _ in order]
     order += [(s.properties[k], False) for k in s.key if k not in ordered]
-    page_size = request.app.state.runtime.settings.odata_page_size
-    offset = skip + skiptoken
-    want = page_size if top is None else max(0, min(page_size, top - skiptoken))
+    top = parse_count(q.get("$top"), "$top")
+    skip = parse_count(q.get("$skip"), "$skip") or 0
+    after = None
+    if q.get("$skiptoken"):
+        token = decode_skiptoken(q["$skiptoken"], order=order)
+        after, top, skip = after_row(order, token.after), token.remaining, 0
+    server_max = request.app.state.runtime.settings.odata_page_size
+    asked = _max_page_size(request)
+    page_size = min(server_max, asked) if asked else server_max
+    want = page_size if top is None else min(page_size, top)
+    # Sent or not, the order's columns are read: the next page's token is made from them.
+    read = list(dict.fromkeys([*selected, *(p for p, _ in order)]))
     rows, total = await service.odata_page(
-        request.app.state.runtime.uow(), table=s.table, where=where, columns=[p.column for p in selected],
-        order=[(p.column, d) for p, d in order], offset=offset, limit=want + 1, count=count_wanted == "true",
+        request.app.state.runtime.uow(), table=s.table, where=where, after=after, columns=[p.column for p in read],
+        order=order_by_clause(order), offset=skip, limit=want + 1, count=count_wanted == "true",
     )
-    more = len(rows) > want and (top is None or skiptoken + want < top)
-    rows = rows[:want]
+    more = len(rows) > want
+    rows = [{p.name: row[i] for i, p in enumerate(read)} for row in rows[:want]]
     base = str(request.url_for("odata_service_document"))
     body: dict[str, Any] = {"@odata.context": f"{base}$metadata#{s.name}"
                             + (f"({','.join(p.name for p in selected)})" if q.get("$select") else "")}
     if total is not None:
         body["@odata.count"] = total
-    body["value"] = [{p.name: _odata_value(row[i]) for i, p in enumerate(selected)} for row in rows]
-    if more and want > 0:
-        params = [(k, v) for k, v in q.multi_items() if k != "$skiptoken"] + [("$skiptoken", str(skiptoken + want))]
-        body["@odata.nextLink"] = f"{base}{s.name}?{urlencode(params)}"
-    return JSONResponse(body, headers={"OData-Version": "4.0"})
+    body["value"] = [{p.name: _odata_value(row[p.name]) for p in selected} for row in rows]
+    remaining = None if top is None else top - len(rows)
+    if more and rows and remaining != 0:
+        token = encode_skiptoken(order=order, row=rows[-1], remaining=remaining)
+        params = [(k, v) for k, v in q.multi_items() if k not in ("$skiptoken", "$skip", "$top")]
+        body["@odata.nextLink"] = f"{base}{s.name}?{urlencode(params + [('$skiptoken', token)])}"
+    headers = dict(ODATA_HEADERS)
+    if asked:
+        headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
+    return JSONResponse(body, headers=headers)
 
 
 def _odata_value(value):

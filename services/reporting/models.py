@@ -102,4 +102,4 @@ projection_state = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
-tables = ServiceTables(metadata)
+tables = ServiceTables(metadata, with_idempotency=False)  # it takes no POSTs

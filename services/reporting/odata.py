@@ -4,29 +4,37 @@ A tokenizer and a recursive-descent parser turn the expression into SQLAlchemy
 expressions with bound parameters: no text of the caller's ever reaches SQL.
 Anything else is an `ODataError` (a 400 naming the option and the reason).
 
+It reads what Power Query folds a filter into (OData.Feed, Power BI and Excel):
+`tolower`/`toupper`/`trim`/`length`, `year`/`month`/`day`/`hour`/`minute`/`second`/`date`,
+`contains`/`startswith`/`endswith` alone or `… eq true`, `in (…)`, a bare
+boolean property, and a decimal compared with a whole-number property.
+
     or_expr   := and_expr ("or" and_expr)*
     and_expr  := not_expr ("and" not_expr)*
-    not_expr  := "not" not_expr | primary
-    primary   := "(" or_expr ")" | function | comparison
-    function  := ("contains"|"startswith"|"endswith") "(" property "," string ")"
-    comparison:= operand ("eq"|"ne"|"gt"|"ge"|"lt"|"le") operand
-    operand   := property | literal
+    not_expr  := "not" not_expr | condition
+    condition := value (("eq"|"ne"|"gt"|"ge"|"lt"|"le") value | "in" "(" value ("," value)* ")")?
+                 (without a comparison the value must be a boolean)
+    value     := "(" or_expr ")" | function "(" value ("," value)* ")" | property | literal
 """
 
 from __future__ import annotations
 
+import base64
 import operator
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, and_, not_, or_
+import orjson
+from sqlalchemy import Column, Date, Integer, and_, cast, extract, false, func, not_, or_, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
 from shared.errors import DomainError
 
 MAX_FILTER_LENGTH = 2000
 MAX_DEPTH = 40
+MAX_IN_VALUES = 200
 
 
 class ODataError(DomainError):
@@ -45,13 +53,22 @@ class Property:
     edm: str  # Edm.String, Edm.Int64, Edm.Boolean, Edm.Date, Edm.DateTimeOffset
 
 
+@dataclass(frozen=True)
+class Expr:
+    """A typed SQL expression: a property, a function of one, or a condition (Edm.Boolean)."""
+
+    sql: ColumnElement
+    edm: str
+    name: str
+
+
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
   | (?P<string>'(?:[^']|'')*')
   | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:\d{2}))
   | (?P<date>\d{4}-\d{2}-\d{2})
-  | (?P<number>-?\d+(?:\.\d+)?)
+  | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[mMdDfFlL]?(?![A-Za-z0-9_]))
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<open>\()
   | (?P<close>\))
@@ -62,8 +79,14 @@ _TOKEN = re.compile(
 COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
            "le": operator.le}
 COMPARISONS = set(COMPARE)
-FUNCTIONS = {"contains", "startswith", "endswith"}
-KEYWORDS = {"and", "or", "not", "true", "false", "null"} | COMPARISONS | FUNCTIONS
+TEXT_TESTS = {"contains", "startswith", "endswith"}
+TEXT_CHANGES = {"tolower": func.lower, "toupper": func.upper, "trim": func.trim}
+DATE_PARTS = {"year", "month", "day", "hour", "minute", "second"}
+FUNCTIONS = TEXT_TESTS | set(TEXT_CHANGES) | DATE_PARTS | {"length", "date"}
+"""What `Org.OData.Capabilities.V1.FilterFunctions` lists in $metadata."""
+KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"} | COMPARISONS | FUNCTIONS
+NUMBERS = ("Edm.Int64", "Edm.Int32", "Edm.Double", "Edm.Decimal")
+DATES = ("Edm.Date", "Edm.DateTimeOffset")
 
 
 @dataclass(frozen=True)
@@ -112,8 +135,9 @@ class FilterParser:
 
     # helpers
 
-    def peek(self) -> Token | None:
-        return self.tokens[self.index] if self.index < len(self.tokens) else None
+    def peek(self, ahead: int = 0) -> Token | None:
+        at = self.index + ahead
+        return self.tokens[at] if at < len(self.tokens) else None
 
     def take(self, kind: str | None = None, text: str | None = None) -> Token:
         token = self.peek()
@@ -128,12 +152,15 @@ class FilterParser:
         token = self.peek()
         return token is not None and token.kind == "name" and token.text.lower() in words
 
-    # grammar
-
-    def or_expr(self) -> ColumnElement:
+    def deeper(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise ODataError("$filter", f"nested deeper than {MAX_DEPTH}")
+
+    # grammar
+
+    def or_expr(self) -> ColumnElement:
+        self.deeper()
         parts = [self.and_expr()]
         while self.at_word("or"):
             self.index += 1
@@ -151,67 +178,96 @@ class FilterParser:
     def not_expr(self) -> ColumnElement:
         if self.at_word("not"):
             self.index += 1
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise ODataError("$filter", f"nested deeper than {MAX_DEPTH}")
+            self.deeper()
             inner = self.not_expr()
             self.depth -= 1
             return not_(inner)
-        return self.primary()
+        return self.condition()
 
-    def primary(self) -> ColumnElement:
+    def condition(self) -> ColumnElement:
+        if self.peek() is None:
+            raise ODataError("$filter", "ends early: expected a condition")
+        left = self.value()
+        if self.at_word("in"):
+            self.index += 1
+            return self.membership(left)
+        following = self.peek()
+        if following is not None and following.kind == "name" and following.text.lower() in COMPARISONS:
+            self.index += 1
+            return self.compare(left, following.text.lower(), self.value())
+        if isinstance(left, Expr) and left.edm == "Edm.Boolean":
+            return _as_condition(left)
+        where = f"at position {following.position}, found {following.text!r}" if following else "at the end"
+        raise ODataError("$filter", f"expected a comparison (eq, ne, gt, ge, lt, le, in) {where}")
+
+    def value(self) -> Expr | Literal:
         token = self.peek()
         if token is None:
-            raise ODataError("$filter", "ends early: expected a condition")
+            raise ODataError("$filter", "ends early: expected a property or a value")
         if token.kind == "open":
             self.index += 1
             inner = self.or_expr()
             self.take("close")
-            return inner
-        if token.kind == "name" and token.text.lower() in FUNCTIONS:
+            return Expr(inner, "Edm.Boolean", "(…)")
+        if token.kind == "name" and token.text.lower() in FUNCTIONS and (following := self.peek(1)) is not None \
+                and following.kind == "open":
             return self.function()
-        left = self.operand()
-        operator = self.peek()
-        if operator is None or operator.kind != "name" or operator.text.lower() not in COMPARISONS:
-            where = f"at position {operator.position}, found {operator.text!r}" if operator else "at the end"
-            raise ODataError("$filter", f"expected a comparison (eq, ne, gt, ge, lt, le) {where}")
-        self.index += 1
-        right = self.operand()
-        return self.compare(left, operator.text.lower(), right)
+        return self.operand()
 
-    def function(self) -> ColumnElement:
+    def function(self) -> Expr:
         name = self.take("name").text.lower()
         self.take("open")
-        target = self.operand()
-        self.take("comma")
-        argument = self.operand()
+        self.deeper()
+        arguments = [self.value()]
+        while self.peek() is not None and self.peek().kind == "comma":
+            self.index += 1
+            arguments.append(self.value())
         self.take("close")
-        if not isinstance(target, Property) or target.edm != "Edm.String":
-            raise ODataError("$filter", f"{name}() needs a text property first")
-        if not isinstance(argument, Literal) or argument.kind != "string":
-            raise ODataError("$filter", f"{name}() needs a quoted text second")
-        text = str(argument.value)
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = {"contains": f"%{escaped}%", "startswith": f"{escaped}%", "endswith": f"%{escaped}"}[name]
-        return target.column.like(pattern, escape="\\")
+        self.depth -= 1
+        target = arguments[0]
+        if name in TEXT_TESTS:
+            if len(arguments) != 2:
+                raise ODataError("$filter", f"{name}() takes a text property and a quoted text")
+            argument = arguments[1]
+            if not isinstance(target, Expr) or target.edm != "Edm.String":
+                raise ODataError("$filter", f"{name}() needs a text property first")
+            if not isinstance(argument, Literal) or argument.kind != "string":
+                raise ODataError("$filter", f"{name}() needs a quoted text second")
+            escaped = str(argument.value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = {"contains": f"%{escaped}%", "startswith": f"{escaped}%", "endswith": f"%{escaped}"}[name]
+            return Expr(target.sql.like(pattern, escape="\\"), "Edm.Boolean", f"{name}({target.name})")
+        if len(arguments) != 1 or not isinstance(target, Expr):
+            raise ODataError("$filter", f"{name}() takes one property")
+        if name in TEXT_CHANGES or name == "length":
+            if target.edm != "Edm.String":
+                raise ODataError("$filter", f"{name}() needs a text property")
+            if name == "length":
+                return Expr(func.length(target.sql), "Edm.Int32", f"length({target.name})")
+            return Expr(TEXT_CHANGES[name](target.sql), "Edm.String", f"{name}({target.name})")
+        if target.edm not in DATES or (name in ("hour", "minute", "second") and target.edm == "Edm.Date"):
+            raise ODataError("$filter", f"{name}() needs a {'date and time' if name in ('hour', 'minute', 'second') else 'date'}"
+                                        " property")
+        if name == "date":
+            return Expr(cast(target.sql, Date) if target.edm == "Edm.DateTimeOffset" else target.sql,
+                        "Edm.Date", f"date({target.name})")
+        return Expr(utc_part(name, target.sql), "Edm.Int32", f"{name}({target.name})")
 
-    def operand(self) -> Property | Literal:
+    def operand(self) -> Expr | Literal:
         token = self.take()
         if token.kind == "string":
             return Literal(token.text[1:-1].replace("''", "'"), "string")
         if token.kind == "number":
-            return Literal(float(token.text) if "." in token.text else int(token.text), "number")
+            text = token.text.rstrip("mMdDfFlL")
+            if any(c in text for c in ".eE"):
+                return Literal(float(text), "number")
+            return Literal(int(text), "number")
         if token.kind == "date":
             try:
                 return Literal(date.fromisoformat(token.text), "date")
             except ValueError:
                 raise ODataError("$filter", f"{token.text} is not a date") from None
         if token.kind == "datetime":
-            try:
-                value = datetime.fromisoformat(token.text.replace("Z", "+00:00"))
-            except ValueError:
-                raise ODataError("$filter", f"{token.text} is not a date and time") from None
-            return Literal(value.astimezone(timezone.utc), "datetime")
+            return Literal(_datetime(token.text), "datetime")
         if token.kind == "name":
             word = token.text.lower()
             if word in ("true", "false"):
@@ -219,32 +275,87 @@ class FilterParser:
             if word == "null":
                 return Literal(None, "null")
             if token.text in self.properties:
-                return self.properties[token.text]
+                prop = self.properties[token.text]
+                return Expr(prop.column, prop.edm, prop.name)
             raise ODataError("$filter", f"unknown property {token.text!r}; one of {', '.join(self.properties)}")
         raise ODataError("$filter", f"expected a property or a value at position {token.position}, found {token.text!r}")
 
+    def membership(self, left) -> ColumnElement:
+        if not isinstance(left, Expr):
+            raise ODataError("$filter", "in needs a property on its left")
+        self.take("open")
+        values = [self.operand()]
+        while self.peek() is not None and self.peek().kind == "comma":
+            self.index += 1
+            values.append(self.operand())
+            if len(values) > MAX_IN_VALUES:
+                raise ODataError("$filter", f"in takes at most {MAX_IN_VALUES} values")
+        self.take("close")
+        if any(not isinstance(v, Literal) or v.kind == "null" for v in values):
+            raise ODataError("$filter", "in takes values, not properties or null")
+        return left.sql.in_([_coerce(left, v) for v in values])
+
     def compare(self, left, operator: str, right) -> ColumnElement:
-        if isinstance(left, Literal) and isinstance(right, Property):
+        if isinstance(left, Literal) and isinstance(right, Expr):
             left, right = right, left
             operator = {"gt": "lt", "lt": "gt", "ge": "le", "le": "ge"}.get(operator, operator)
-        if not isinstance(left, Property):
+        if not isinstance(left, Expr):
             raise ODataError("$filter", "a comparison needs a property on one side")
-        if isinstance(right, Property):
+        if isinstance(right, Expr):
             raise ODataError("$filter", "comparing two properties is not supported")
-        column = left.column
         if right.kind == "null":
             if operator == "eq":
-                return column.is_(None)
+                return left.sql.is_(None)
             if operator == "ne":
-                return column.is_not(None)
+                return left.sql.is_not(None)
             raise ODataError("$filter", f"null can only be compared with eq or ne, not {operator}")
         value = _coerce(left, right)
-        if left.edm == "Edm.Boolean" and operator not in ("eq", "ne"):
-            raise ODataError("$filter", f"{left.name} is true or false: compare it with eq or ne, not {operator}")
-        return COMPARE[operator](column, value)
+        if left.edm == "Edm.Boolean":
+            if operator not in ("eq", "ne"):
+                raise ODataError("$filter", f"{left.name} is true or false: compare it with eq or ne, not {operator}")
+            if not isinstance(left.sql, Column):
+                # A condition (`startswith(…) eq true`): the condition itself, or its negation.
+                wanted = value if operator == "eq" else not value
+                return _as_condition(left) if wanted else not_(_as_condition(left))
+        return COMPARE[operator](left.sql, value)
 
 
-def _coerce(prop: Property, literal: Literal):
+class utc_part(ColumnElement):
+    """`year(received_at)` and the like, in UTC as the feed's values are, whatever the session's time zone."""
+
+    inherit_cache = True
+    type = Integer()
+
+    def __init__(self, part: str, value):
+        self.part, self.value = part, value
+
+
+@compiles(utc_part)
+def _utc_part(element, compiler, **kw):
+    return compiler.process(cast(extract(element.part, element.value), Integer()), **kw)
+
+
+@compiles(utc_part, "postgresql")
+def _utc_part_postgresql(element, compiler, **kw):
+    at_utc = func.timezone("UTC", element.value) if not isinstance(element.value.type, Date) else element.value
+    return compiler.process(cast(extract(element.part, at_utc), Integer()), **kw)
+
+
+def _as_condition(expr: Expr) -> ColumnElement:
+    """A boolean property as a condition (`triaged` alone means `triaged eq true`)."""
+    return expr.sql == true() if isinstance(expr.sql, Column) else expr.sql
+
+
+def _datetime(text: str) -> datetime:
+    # Power Query writes seven fractional digits (.0000000); Python reads at most six.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except ValueError:
+        raise ODataError("$filter", f"{text} is not a date and time") from None
+
+
+def _coerce(prop: Expr, literal: Literal):
     expected = {
         "Edm.String": ("string",), "Edm.Int64": ("number",), "Edm.Int32": ("number",),
         "Edm.Boolean": ("boolean",), "Edm.Date": ("date",), "Edm.DateTimeOffset": ("datetime", "date"),
@@ -252,8 +363,8 @@ def _coerce(prop: Property, literal: Literal):
     }[prop.edm]
     if literal.kind not in expected:
         raise ODataError("$filter", f"{prop.name} is {prop.edm}; {literal.kind} {literal.value!r} does not compare with it")
-    if prop.edm in ("Edm.Int64", "Edm.Int32") and not isinstance(literal.value, int):
-        raise ODataError("$filter", f"{prop.name} is a whole number")
+    if prop.edm in ("Edm.Int64", "Edm.Int32") and isinstance(literal.value, float) and literal.value.is_integer():
+        return int(literal.value)  # 5.0 from a decimal column in Power Query: the whole number 5
     if prop.edm == "Edm.DateTimeOffset" and literal.kind == "date":
         return datetime(literal.value.year, literal.value.month, literal.value.day, tzinfo=timezone.utc)
     return literal.value
@@ -298,4 +409,85 @@ def parse_count(value: str | None, option: str) -> int | None:
     return int(value)
 
 
-__all__ = ["ODataError", "Property", "parse_filter", "parse_orderby", "parse_select", "parse_count", "tokenize"]
+# Keyset paging: `$skiptoken` names the last row sent, not how many rows came before it. A row
+# written or removed while a client pages (the projection never stops) moves nothing: no row is
+# sent twice or skipped because another came in ahead of it, and every page costs the same.
+
+
+@dataclass(frozen=True)
+class SkipToken:
+    after: list
+    """The last row's values of the order's properties."""
+    remaining: int | None
+    """What is left of the client's `$top`."""
+
+
+def encode_skiptoken(*, order: list[tuple[Property, bool]], row: dict, remaining: int | None) -> str:
+    values = [_token_value(row[p.name]) for p, _ in order]
+    raw = orjson.dumps({"o": _order_signature(order), "a": values, "r": remaining})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_skiptoken(text: str, *, order: list[tuple[Property, bool]]) -> SkipToken:
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        values, remaining = raw["a"], raw["r"]
+        if raw["o"] != _order_signature(order) or not isinstance(values, list) or len(values) != len(order):
+            raise ValueError("for another order")
+        if remaining is not None and (not isinstance(remaining, int) or remaining < 0):
+            raise ValueError("bad remaining")
+        after = [_from_token(p, v) for (p, _), v in zip(order, values)]
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        raise ODataError("$skiptoken", "not one this feed gave for this query: follow @odata.nextLink as it is") \
+            from None
+    return SkipToken(after=after, remaining=remaining)
+
+
+def after_row(order: list[tuple[Property, bool]], values: list) -> ColumnElement:
+    """The rows after `values` in `order` (NULLs last in both directions, as `order_by_clause` sorts them)."""
+    alternatives = []
+    for i, ((prop, descending), value) in enumerate(zip(order, values)):
+        same_before = [p.column.is_(None) if v is None else p.column == v for (p, _), v in zip(order[:i], values[:i])]
+        if value is None:
+            continue  # nothing sorts after NULL in this column: only a later column can decide
+        beyond = prop.column < value if descending else prop.column > value
+        alternatives.append(and_(*same_before, or_(beyond, prop.column.is_(None))))
+    return or_(*alternatives) if alternatives else false()
+
+
+def order_by_clause(order: list[tuple[Property, bool]]) -> list:
+    return [(p.column.desc() if descending else p.column.asc()).nulls_last() for p, descending in order]
+
+
+def _order_signature(order) -> str:
+    return ",".join(f"{p.name}{' desc' if d else ''}" for p, d in order)
+
+
+def _token_value(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+def _from_token(prop: Property, value):
+    if value is None:
+        return None
+    if prop.edm == "Edm.DateTimeOffset":
+        return datetime.fromisoformat(value).astimezone(timezone.utc)
+    if prop.edm == "Edm.Date":
+        return date.fromisoformat(value)
+    if prop.edm in ("Edm.Int64", "Edm.Int32"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError("not a whole number")
+        return value
+    if prop.edm == "Edm.Boolean":
+        if not isinstance(value, bool):
+            raise ValueError("not a boolean")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return value
+
+
+__all__ = ["ODataError", "Property", "SkipToken", "after_row", "decode_skiptoken", "encode_skiptoken",
+           "order_by_clause", "parse_count", "parse_filter", "parse_orderby", "parse_select", "tokenize"]

@@ -373,18 +373,28 @@ async def _project_once(uow_factory, events: list[CloudEvent], *, inbox, consume
     return len(fresh)
 
 
-async def odata_page(uow: UnitOfWork, *, table, where, columns, order, offset: int, limit: int, count: bool):
-    """One page of an OData entity set, and the total matching the filter when asked."""
-    query = select(*columns)
+async def odata_page(uow: UnitOfWork, *, table, where, after, columns, order, offset: int, limit: int,
+                     count: bool):
+    """One page of an OData entity set (the rows `after` the last one sent), and the total matching when asked."""
+    query = select(*columns).select_from(table)
     if where is not None:
         query = query.where(where)
-    query = query.order_by(*[(c.desc() if descending else c.asc()) for c, descending in order])
+    if after is not None:
+        query = query.where(after)
+    query = query.order_by(*order)
     async with uow:
         rows = (await uow.session.execute(query.offset(offset).limit(limit))).all()
-        total = None
-        if count:
-            counting = select(func.count()).select_from(table)
-            if where is not None:
-                counting = counting.where(where)
-            total = await uow.session.scalar(counting)
+        total = await _count(uow, table, where) if count else None
     return rows, total
+
+
+async def odata_count(uow: UnitOfWork, *, table, where) -> int:
+    async with uow:
+        return await _count(uow, table, where)
+
+
+async def _count(uow: UnitOfWork, table, where) -> int:
+    counting = select(func.count()).select_from(table)
+    if where is not None:
+        counting = counting.where(where)
+    return await uow.session.scalar(counting)

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.db import utcnow
 
 TYPE_PREFIX = "uk.gov.kent.together."
+STRUCTURED = "application/cloudevents+json"
+"""The Kafka `content-type` header of every message: CloudEvents structured mode (kafka-protocol-binding §3.1).
+
+Without it a receiver must read the message in binary mode (§3), and the SDKs' readers refuse it."""
 
 
 class CloudEvent(BaseModel):
@@ -33,6 +37,8 @@ class CloudEvent(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     traceparent: str | None = None
     """CloudEvents distributed-tracing extension: the W3C trace the event was published in."""
+    tracestate: str | None = None
+    """The same extension: the trace's vendor state, when the caller sent one."""
     data: dict
 
     def to_bytes(self) -> bytes:

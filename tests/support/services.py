@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.cli import installed_services
+from shared.openapi import api_routes
 from tests.support.apps import test_topics
 from tests.support.databases import sqlite_template
 
@@ -82,18 +83,13 @@ class Operation:
 
 def operations(app) -> list[Operation]:
     """Every operation the app's OpenAPI document shows, each with its route's dependant."""
-    try:  # FastAPI >= 0.16x keeps included routers as one route; this flattens them
-        from fastapi.routing import iter_route_contexts
-        routes = list(iter_route_contexts(app.routes))
-    except ImportError:
-        routes = list(app.routes)
     documented = {
         f"{method.upper()} {path}"
         for path, item in app.openapi()["paths"].items() for method in item if method != "parameters"
     }
     found = [
         Operation(method, route.path, route.dependant)
-        for route in routes if getattr(route, "dependant", None) is not None and getattr(route, "include_in_schema", False)
+        for route in api_routes(app)
         for method in sorted((route.methods or set()) - {"HEAD"})
         if f"{method} {route.path}" in documented
     ]

@@ -54,7 +54,12 @@ def test_dates_and_null_compare_as_odata_says():
     ("name eq 'x'", "unknown property 'name'"),
     ("district gt", "ends early"),
     ("count eq 'three'", "does not compare"),
-    ("count eq 1.5", "whole number"),
+    ("year(district) eq 2020", "needs a date property"),
+    ("tolower(count) eq 'x'", "needs a text property"),
+    ("district in ('a', null)", "not properties or null"),
+    ("district in ()", "expected a property or a value"),
+    ("district", "expected a comparison"),
+    ("startswith(district,'a') gt true", "compare it with eq or ne"),
     ("district eq 'a')", "unexpected ')'"),
     ("district eq 'a'; select 1", "unexpected character ';'"),
     ("district eq district", "two properties"),
@@ -77,3 +82,26 @@ def test_orderby_and_select_take_only_known_properties():
         parse_orderby("count; drop", PROPS)
     with pytest.raises(ODataError):
         parse_select("password", PROPS)
+
+
+def test_power_querys_folded_filters_are_read():
+    """The shapes Power Query's OData connector writes when a Power BI or Excel step folds."""
+    text, params = sql("tolower(district) eq 'thanet'")
+    assert text == "lower(facts.district) = ?" and list(params.values()) == ["thanet"]
+    assert sql("toupper(district) eq 'THANET'")[0] == "upper(facts.district) = ?"
+    assert sql("year(received_at) eq 2020 and month(received_at) eq 4 and day(received_at) eq 1")[0] == (
+        "CAST(CAST(STRFTIME('%Y', facts.received_at) AS INTEGER) AS INTEGER) = ? AND "
+        "CAST(CAST(STRFTIME('%m', facts.received_at) AS INTEGER) AS INTEGER) = ? AND "
+        "CAST(CAST(STRFTIME('%d', facts.received_at) AS INTEGER) AS INTEGER) = ?")
+    text, params = sql("district in ('thanet','dover')")
+    assert text == "facts.district IN (__[POSTCOMPILE_district_1])" and params == {"district_1": ["thanet", "dover"]}
+    assert sql("triaged")[0] == "facts.triaged = 1"
+    assert sql("not triaged")[0] == "facts.triaged != 1"
+    assert sql("startswith(district,'can') eq true")[0] == "facts.district LIKE ? ESCAPE '\\'"
+    assert sql("startswith(district,'can') eq false")[0] == "facts.district NOT LIKE ? ESCAPE '\\'"
+    assert sql("contains(tolower(district),'than')")[0] == "lower(facts.district) LIKE ? ESCAPE '\\'"
+    text, params = sql("count gt 2.5")
+    assert text == "facts.count > ?" and list(params.values()) == [2.5]
+    assert list(sql("count eq 5.0")[1].values()) == [5]
+    text, params = sql("received_at ge 2020-04-01T00:00:00.0000000Z")
+    assert str(list(params.values())[0]).startswith("2020-04-01 00:00:00")

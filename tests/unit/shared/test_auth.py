@@ -49,3 +49,46 @@ def test_a_token_with_an_unknown_role_is_refused():
     claims = {"sub": "a", "role": "superuser", "iss": "kent-together-dev", "aud": "kent-together", "exp": int(time.time()) + 60}
     with pytest.raises(Unauthorized, match="role"):
         verifier().verify(jwt.encode(claims, KEY, algorithm="HS256"))
+
+
+def test_an_entra_roles_list_gives_the_scopes_of_every_known_role_and_ignores_others():
+    from shared.auth import Claims, principal_from_claims
+
+    principal = principal_from_claims(
+        {"sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", "roles": ["analyst", "recovery-lead", "Directory.Reader"]},
+        Claims(role="roles"))
+    assert principal.scopes == ROLE_SCOPES["analyst"] | ROLE_SCOPES["recovery-lead"]
+    assert principal.role == "recovery-lead+analyst"
+
+
+def test_an_entra_app_role_hub_dot_slug_makes_hub_staff_of_that_hub():
+    from shared.auth import Claims, principal_from_claims
+
+    principal = principal_from_claims({"sub": "s", "roles": ["hub.thanet"]}, Claims(role="roles"))
+    assert (principal.role, principal.hub) == ("hub", "thanet")
+    assert principal.scopes == ROLE_SCOPES["hub"]
+
+
+def test_a_token_naming_two_hubs_is_refused():
+    from shared.auth import Claims, principal_from_claims
+
+    with pytest.raises(Unauthorized, match="more than one hub"):
+        principal_from_claims({"sub": "s", "roles": ["hub.thanet", "hub.dover"]}, Claims(role="roles"))
+    with pytest.raises(Unauthorized, match="more than one hub"):
+        principal_from_claims({"sub": "s", "roles": ["hub.thanet"], "extn_hub": "dover"},
+                              Claims(role="roles", hub="extn_hub"))
+
+
+def test_the_hub_comes_from_the_configured_claim():
+    from shared.auth import Claims, principal_from_claims
+
+    principal = principal_from_claims({"sub": "s", "roles": ["hub"], "extn_kt_hub": "dover"},
+                                      Claims(role="roles", hub="extn_kt_hub"))
+    assert principal.hub == "dover"
+
+
+def test_a_roles_list_with_no_known_role_is_refused():
+    from shared.auth import Claims, principal_from_claims
+
+    with pytest.raises(Unauthorized, match="role"):
+        principal_from_claims({"sub": "s", "roles": ["Task.Read", 7]}, Claims(role="roles"))

@@ -1,8 +1,11 @@
 """The fault suite, short, on Apache Kafka: three KRaft brokers failing under load, two instances per consumer group."""
 
+import pytest
+
 from bench.chaos import chaos, failures
 
 
+@pytest.mark.timeout(900)  # three brokers restarted one by one, then the suite must settle
 async def test_on_a_three_broker_cluster_leader_kills_a_lost_quorum_and_a_rolling_restart_lose_and_duplicate_nothing():
     result = await chaos(seconds=40, rate=5, settle_seconds=150, broker_kind="kafka")
     assert failures(result) == []

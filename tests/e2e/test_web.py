@@ -206,6 +206,7 @@ async def test_food_and_a_prescription_for_thanet_through_the_hubs_to_the_dashbo
     await page.click("#do-in_progress")
     await page.select_option("#fulfilled_outcome", "delivered")
     await page.click("#do-fulfilled")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
     assert "This case is closed" in await page.content()
     await page.goto("/hub/run-sheet")
     await walk.check(page, "hub: run sheet")
@@ -214,6 +215,7 @@ async def test_food_and_a_prescription_for_thanet_through_the_hubs_to_the_dashbo
     await page.check("input[name=reason][value=wrong-district]")
     await page.select_option("#hub", "canterbury")
     await page.click("#do-rejected")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
     assert "it has gone to the canterbury hub" in await page.content()
     await thanet.close()
 
@@ -299,6 +301,7 @@ async def test_a_recovery_lead_uploads_the_plan_and_rates_an_action(suite, brows
     await walk.check(page, "recovery: upload")
     await page.set_input_files("#file", str(PLAN))
     await page.click("button:text('Upload')")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
     assert "155 created" in await page.inner_text("main")
     await walk.check(page, "recovery: upload report")
     await look(page, walk, "/actions?cell=infrastructure", "recovery: actions", shot="recovery-actions", tmp=tmp_path,
@@ -307,6 +310,7 @@ async def test_a_recovery_lead_uploads_the_plan_and_rates_an_action(suite, brows
     await page.check("input[name=rag][value=amber]")
     await page.fill("#rag_narrative", "Waiting on the contractor")
     await page.click("text=Save tracking")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
     assert "Amber: Waiting on the contractor" in await page.inner_text("main")
     await walk.check(page, "recovery: action")
     await screenshot(page, "recovery-action", tmp_path)
@@ -328,6 +332,7 @@ async def test_the_public_pages_sign_in_and_a_stale_form_pass_too(suite, browser
     await page.goto("/get-help")
     await page.context.clear_cookies()  # the session is gone: the form's token is stale
     await page.click("text=Start now")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
     assert "This form has expired" in await page.inner_text("h1")
     await walk.check(page, "error: form expired")
     await visitor.close()

@@ -197,6 +197,13 @@ async def anonymise_expired(request: Request, by: Admin, rt: Rt) -> dict:
     return {"anonymised": len(ids), "referral_ids": ids}
 
 
+@router.get("/retention/review", tags=["privacy"],
+            summary="Open referrals past their retention period (administrators): never anonymised unseen")
+async def retention_review(by: Admin, rt: Rt) -> dict:
+    items = await service.retention_review(rt.uow())
+    return {"count": len(items), "items": items}
+
+
 @router.get("/request-types", response_model=list[RequestTypeOut], tags=["request types"])
 async def list_request_types(by: Writer, rt: Rt):
     return await service.list_request_types(rt.uow())

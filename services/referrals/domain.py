@@ -26,6 +26,30 @@ DEFAULT_REQUEST_TYPES = (
 )
 OPEN, CANCELLED, CLOSED = "open", "cancelled", "closed"
 
+HUB_CLOSED = frozenset({"fulfilled", "unable_to_fulfil", "passed_on"})
+"""Fulfilment's statuses after which no hub will act on the request: it is closed here."""
+HUB_CANCELLED = "cancelled"
+
+
+def request_status_after(progress: str, *, current: str) -> str:
+    """A request's status here once fulfilment says it is `progress` (fulfilment's assignment status)."""
+    if current != OPEN:
+        return current  # cancelled or closed here already: a late event does not reopen it
+    if progress in HUB_CLOSED:
+        return CLOSED
+    if progress == HUB_CANCELLED:
+        return CANCELLED
+    return OPEN
+
+
+def referral_status(request_statuses: list[str]) -> str:
+    """Open while any request is; cancelled if every one was; else closed."""
+    if OPEN in request_statuses:
+        return OPEN
+    if request_statuses and all(s == CANCELLED for s in request_statuses):
+        return CANCELLED
+    return CLOSED
+
 # Crockford's base32 without I, L, O, U: nothing a resident can misread on the phone.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _REQUEST_TYPE_ID = re.compile(r"^[a-z][a-z0-9-]{1,39}$")

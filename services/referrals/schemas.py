@@ -161,6 +161,13 @@ class RequestOut(BaseModel):
     duplicate_of: str | None = None
     """An open request of the same type for the same person, taken earlier."""
     cancel_reason: str | None = None
+    progress: str | None = None
+    """Where fulfilment has it (routed, accepted, in_progress, fulfilled, unable_to_fulfil, triage, …): has a hub
+    been in touch? None until fulfilment's first word."""
+    hub: str | None = None
+    progress_at: datetime | None = None
+    outcome: str | None = None
+    closed_at: datetime | None = None
 
 
 class ReferralOut(BaseModel):
@@ -177,6 +184,9 @@ class ReferralOut(BaseModel):
     requests: list[RequestOut]
     possible_duplicate: bool
     version: int
+    closed_at: datetime | None = None
+    """When its last request was closed or cancelled: retention counts from then."""
+    erased_at: datetime | None = None
 
 
 class ReferralSummary(BaseModel):

@@ -30,6 +30,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/audit": ADMIN,
         "POST /v1/referrals/{referral_id}/erasure": ADMIN,
         "POST /v1/retention/anonymise": ADMIN,
+        "GET /v1/retention/review": ADMIN,
     },
     "fulfilment": {
         "GET /v1/hubs": HUB_STAFF,

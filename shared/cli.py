@@ -342,14 +342,20 @@ def _safe_url(url: str) -> str:
 
 
 @app.command()
-def replay():
-    """Rebuild reporting's figures: drop its read models and replay its topics from the beginning.
+def replay(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the topics hold less than the figures")] = False,
+):
+    """Rebuild reporting's figures from its topics, from their beginnings; refused if that would lose figures.
 
-    Safe beside a running reporting service (events are recorded in its inbox as
-    they are replayed); figures are partial until the command ends.
+    Refused, changing nothing, when a topic no longer starts at its first event or
+    when the topics rebuild fewer requests, referrals or actions than reporting holds
+    (an embedded broker restarted empty): republish first (`kent-together republish`).
+    The rebuild is one transaction: the old figures stay until it commits. Safe beside
+    a running reporting service, whose consumer waits for it.
     """
     from services.reporting.app import consumed_topics
     from services.reporting.models import tables as reporting_tables
+    from services.reporting.service import ReplayRefused
     from services.reporting.service import replay as replay_topics
     from shared.app import build_runtime
     from shared.db import upgrade
@@ -363,14 +369,85 @@ def replay():
             return await replay_topics(
                 runtime.uow, inbox=reporting_tables.inbox, consumer=settings.consumer_group,
                 bootstrap_servers=settings.kafka_bootstrap_servers, topics=consumed_topics(settings),
-                security=settings.kafka,
+                security=settings.kafka, force=force,
             )
         finally:
             await runtime.producer.stop()
             await runtime.db.dispose()
 
-    count = asyncio.run(main())
+    try:
+        count = asyncio.run(main())
+    except ReplayRefused as refused:
+        typer.echo(f"replay refused: {refused}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"replayed {count} events into reporting: {_safe_url(settings.database_url)}")
+
+
+def _state_pages():
+    """Each producing service's `publish_state_page` (see shared/outbox.py `republish_state`)."""
+    from services.actions import service as actions
+    from services.fulfilment import service as fulfilment
+    from services.referrals import service as referrals
+
+    return {"referrals": referrals.publish_state_page, "fulfilment": fulfilment.publish_state_page,
+            "actions": actions.publish_state_page}
+
+
+@app.command()
+def republish(
+    service: Annotated[str, typer.Argument(help="referrals, fulfilment or actions")],
+    since: Annotated[Optional[str], typer.Option(help="Send the outbox rows kept from this time (ISO 8601) again, "
+                                                      "instead of the current state")] = None,
+    until: Annotated[Optional[str], typer.Option(help="With --since: up to this time (default now)")] = None,
+):
+    """Publish a service's events again so reporting can be rebuilt (`kent-together replay`).
+
+    By default the current state: every request (referrals), assignment (fulfilment) or
+    action (actions) as it is now, as new events that read models fold idempotently.
+    With --since: the published outbox rows kept for that range (see
+    <SERVICE>_OUTBOX_RETENTION_DAYS), sent again as they were. The service's relay
+    sends them; start the suite if it is not running.
+    """
+    from datetime import datetime, timezone
+
+    from shared.app import build_runtime
+    from shared.db import upgrade, utcnow
+    from shared.outbox import republish as republish_range
+    from shared.outbox import republish_state
+
+    pages = _state_pages()
+    if service not in pages:
+        typer.echo(f"error: {service!r} publishes nothing to republish; one of: {', '.join(pages)}", err=True)
+        raise typer.Exit(2)
+
+    def when(text: str, option: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            typer.echo(f"error: {option} {text!r} is not a time (ISO 8601, e.g. 2026-12-01T09:00)", err=True)
+            raise typer.Exit(2)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    window = (when(since, "--since"), when(until, "--until") if until else utcnow()) if since else None
+    settings = service_settings(service)
+    upgrade(service, settings.database_url)
+    tables = importlib.import_module(f"services.{service}.models").tables
+    runtime = build_runtime(settings, tables)
+    page = pages[service]
+
+    async def main() -> int:
+        try:
+            if window:
+                return await republish_range(db=runtime.db, table=tables.outbox, since=window[0], until=window[1])
+            return await republish_state(runtime.uow, page=lambda uow, after, limit: page(
+                uow, after, limit, topics=settings.topics))
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    count = asyncio.run(main())
+    what = "outbox rows marked to send again" if window else "records' current state published to the outbox"
+    typer.echo(f"{service}: {count:,} {what}; the service's relay sends them")
 
 
 @app.command("import-actions")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import orjson
 from sqlalchemy import (
@@ -24,6 +26,9 @@ from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
 from shared.tracing import HEADER
+
+if TYPE_CHECKING:
+    from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +241,26 @@ async def republish(*, db: Database, table: Table, since: datetime, until: datet
             .values(published_at=None)
         )
     return result.rowcount or 0
+
+
+StatePage = Callable[["UnitOfWork", str | None, int], Awaitable[tuple[str | None, int]]]
+"""Publishes (into the outbox) the current state of up to `limit` records after the key given; returns the
+last key and how many records it covered."""
+
+
+async def republish_state(uow_factory: Callable[[], "UnitOfWork"], *, page: StatePage, page_size: int = 500) -> int:
+    """A service's current state published again, a page of records per transaction; returns how many records.
+
+    For rebuilding a read model when the topics lost what they held (an embedded broker
+    restarted, a retention shorter than the figures' history): the events are new (new
+    ids) and say how things are now, which the read models fold idempotently. The
+    relay sends them as it sends any event.
+    """
+    after, total = None, 0
+    while True:
+        async with uow_factory() as uow:
+            after, count = await page(uow, after, page_size)
+            await uow.commit()
+        total += count
+        if count < page_size:
+            return total

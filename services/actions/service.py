@@ -706,6 +706,19 @@ def _link_view(link_id: int, other: Mapping, *, source: str, note: str | None, n
     }
 
 
+async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+    """`kent-together republish actions`: each action as it is now (an `action.revised` changing nothing, dated
+    by its last change), in id order after `after`; returns the last id and how many."""
+    query = select(actions).order_by(actions.c.id).limit(limit)
+    if after is not None:
+        query = query.where(actions.c.id > after)
+    rows = (await uow.session.execute(query)).mappings().all()
+    for row in rows:
+        uow.publish(ActionRevisedV1(**_event_state(row), changed=[], changed_at=row["updated_at"]),
+                    topic=topics.actions)
+    return (rows[-1]["id"] if rows else after), len(rows)
+
+
 def _event_state(row: Mapping) -> dict:
     """The fields every action event carries: no named leads, no narratives."""
     return {

@@ -808,6 +808,49 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
         return raised
 
 
+async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+    """`kent-together republish fulfilment`: each assignment as it is now, for reporting (no personal data).
+
+    One status event per assignment (its status, hub, times and due dates, dated by
+    its last change) and one escalation event per deadline it missed, in assignment
+    id order after `after`; returns the last id and how many assignments.
+    """
+    query = select(assignments).order_by(assignments.c.id).limit(limit)
+    if after is not None:
+        query = query.where(assignments.c.id > after)
+    rows = (await uow.session.execute(query)).mappings().all()
+    ids = [row["id"] for row in rows]
+    last_change = dict((await uow.session.execute(
+        select(assignment_changes.c.assignment_id, func.max(assignment_changes.c.at))
+        .where(assignment_changes.c.assignment_id.in_(ids)).group_by(assignment_changes.c.assignment_id)
+    )).all()) if ids else {}
+    missed = (await uow.session.execute(
+        select(escalations).where(escalations.c.assignment_id.in_(ids)).order_by(escalations.c.id)
+    )).mappings().all() if ids else []
+    out = Outgoing(topics)
+    for row in rows:
+        out.status(uow, AssignmentStatusChangedV1(
+            assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
+            request_type=row["request_type"], urgency=row["urgency"], status=row["status"], hub=row["hub"],
+            district_code=row["district_code"], council_code=row["council_code"], council_name=row["council_name"],
+            reason=None, outcome=row["outcome"], received_at=row["received_at"],
+            changed_at=last_change.get(row["id"]) or row["updated_at"], routed_at=row["routed_at"],
+            accepted_at=row["accepted_at"], closed_at=row["closed_at"], accept_due_at=row["accept_due_at"],
+            fulfil_due_at=row["fulfil_due_at"],
+        ), key=row["referral_id"])
+    by_id = {row["id"]: row for row in rows}
+    for escalation in missed:
+        row = by_id[escalation["assignment_id"]]
+        out.status(uow, AssignmentEscalatedV1(
+            assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
+            request_type=row["request_type"], urgency=row["urgency"], status=escalation["status"],
+            hub=escalation["hub"], district_code=row["district_code"], deadline=escalation["deadline"],
+            due_at=escalation["due_at"], escalated_at=escalation["escalated_at"],
+        ), key=row["referral_id"])
+    await out.flush(uow)
+    return (ids[-1] if ids else after), len(ids)
+
+
 class EscalationScheduler(StopsBetweenRounds):
     """Looks for missed deadlines every `poll_seconds`, in every instance; the claim makes it fire once.
 

@@ -417,6 +417,33 @@ async def _closing(uow: UnitOfWork, referral_id: str, *, at) -> dict:
     return {} if status == domain.OPEN else {"status": status, "closed_at": at}
 
 
+async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+    """`kent-together republish referrals`: each request as it is now, for reporting (no personal data).
+
+    A `request.received` for every request, and a `request.cancelled` for those
+    cancelled, in request id order after `after`; returns the last id and how many.
+    """
+    query = (select(requests.c.id, requests.c.referral_id, requests.c.type, requests.c.urgency, requests.c.status,
+                    requests.c.duplicate_of, requests.c.cancel_reason, requests.c.cancelled_at,
+                    referrals.c.channel, referrals.c.district, referrals.c.received_at)
+             .join(referrals, referrals.c.id == requests.c.referral_id).order_by(requests.c.id).limit(limit))
+    if after is not None:
+        query = query.where(requests.c.id > after)
+    rows = (await uow.session.execute(query)).all()
+    for row in rows:
+        uow.publish(RequestReceivedV1(
+            referral_id=row.referral_id, request_id=row.id, request_type=row.type, channel=row.channel,
+            postcode_district=row.district, urgency=row.urgency, received_at=row.received_at,
+            possible_duplicate=row.duplicate_of is not None,
+        ), topic=topics.request_stats, key=row.referral_id)
+        if row.status == domain.CANCELLED and row.cancelled_at is not None:
+            uow.publish(RequestCancelledV1(
+                referral_id=row.referral_id, request_id=row.id, request_type=row.type,
+                reason=row.cancel_reason or "unknown", cancelled_at=row.cancelled_at,
+            ), topic=topics.request_stats, key=row.referral_id)
+    return (rows[-1].id if rows else after), len(rows)
+
+
 async def list_request_types(uow: UnitOfWork) -> list[dict]:
     async with uow:
         rows = await uow.session.execute(select(request_types).order_by(request_types.c.position, request_types.c.id))

@@ -589,8 +589,9 @@ def demo(
     referrals_url = referrals_url or f"http://127.0.0.1:{8001 + offset}"
     fulfilment_url = fulfilment_url or f"http://127.0.0.1:{8002 + offset}"
 
-    import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shared.http_client import polite_client
 
     async def main(progress: Progress) -> "d.Report":
         tasks = {}
@@ -600,11 +601,13 @@ def demo(
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
-        limits = httpx.Limits(max_connections=concurrency * 2)
-        async with httpx.AsyncClient(base_url=referrals_url, timeout=60, limits=limits) as r_client, \
-                httpx.AsyncClient(base_url=fulfilment_url, timeout=60, limits=limits) as f_client:
-            return await d.run_demo(plan, referrals=r_client, fulfilment=f_client, tokens=tokens,
-                                    concurrency=concurrency, wait_seconds=wait, progress=show)
+        # Both honour the services' rate limits (429 and Retry-After): a demo is one client among many.
+        async with polite_client(referrals_url, max_connections=concurrency * 2) as r_client, \
+                polite_client(fulfilment_url, max_connections=concurrency * 2) as f_client:
+            report = await d.run_demo(plan, referrals=r_client, fulfilment=f_client, tokens=tokens,
+                                      concurrency=concurrency, wait_seconds=wait, progress=show)
+            report.waited_out = r_client._transport.retried + f_client._transport.retried
+            return report
 
     columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -715,6 +718,8 @@ def _print_demo_report(console, d, plan, report) -> None:
                   f"{report.already_done:,}", f"{sum(report.assignments_missing.values()):,}")
     console.print(table)
     console.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()))
+    if report.waited_out:
+        console.print(f"waited out {report.waited_out:,} answers to slow down (429 or 503 with Retry-After)")
     if report.failures:
         console.print(f"[red]{len(report.failures)} failures[/] (a rerun with the same options carries on):")
         for failure in report.failures[:30]:

@@ -488,6 +488,8 @@ class Report:
     already_done: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    waited_out: int = 0
+    """Answers to slow down (429, 503 with Retry-After) the clients waited out and retried."""
 
 
 Progress = Callable[[str, int, int], None]

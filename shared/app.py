@@ -100,11 +100,12 @@ class Runtime:
         self.tasks.clear()
         self.loops.clear()
 
-    def uow(self) -> UnitOfWork:
+    def uow(self, *, reading: bool = False) -> UnitOfWork:
+        """A unit of work; `reading=True` for a use case that only reads (no write lock on SQLite, no commit)."""
         return UnitOfWork(
             self.db, source=f"/kent-together/{self.settings.service_name}",
             outbox=self.tables.outbox, on_commit=self.relay.notify,
-            keyring=self.keyring, sealed_topic=self.settings.topics.personal,
+            keyring=self.keyring, sealed_topic=self.settings.topics.personal, reading=reading,
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
@@ -125,7 +126,7 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     check_transport(settings.kafka, settings.environment)
     # Before anything else: production without its data keys must not start at all.
     keyring = settings.keyring() if tables.personal else None
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, busy_timeout_seconds=settings.database_busy_timeout_seconds)
     producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka)
     relay = OutboxRelay(
         db=db, table=tables.outbox, producer=producer,

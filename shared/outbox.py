@@ -110,7 +110,7 @@ class OutboxRelay(StopsBetweenRounds):
             return self._published(len(rows))
         # SQLite: one relay per database; never hold its single write lock while
         # waiting on the broker, or intake would wait too.
-        async with self.db.sessions() as session:
+        async with self.db.read_sessions() as session:  # a read: no write lock taken
             rows = (await session.execute(query)).all()
             await session.rollback()
         if rows:
@@ -150,7 +150,7 @@ class OutboxRelay(StopsBetweenRounds):
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many rows wait to be published, and when the oldest was committed."""
         t = self.table
-        async with self.db.sessions() as session:
+        async with self.db.read_sessions() as session:
             row = (
                 await session.execute(
                     select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))

@@ -72,6 +72,8 @@ class ServiceSettings(BaseSettings):
     """TLS and SASL for every Kafka client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*)."""
     database_url: str = ""
     """Per service, e.g. REFERRALS_DATABASE_URL; defaults to a SQLite file in var/."""
+    database_busy_timeout_seconds: float = 30.0
+    """SQLite: how long a writer waits for the write lock before the request is answered 503 with Retry-After."""
 
     # Auth: a local HS256 key in development, the identity provider's JWKS in production.
     jwt_signing_key: str = Field("", validation_alias="KT_JWT_SIGNING_KEY")

@@ -58,12 +58,12 @@ def _hub_out(row: dict, by: Principal) -> HubOut:
 
 @router.get("/hubs", response_model=list[HubOut], tags=["hubs"], summary="The 12 district hubs")
 async def list_hubs(by: Reader, rt: Rt):
-    return [_hub_out(row, by) for row in await service.list_hubs(rt.uow())]
+    return [_hub_out(row, by) for row in await service.list_hubs(rt.uow(reading=True))]
 
 
 @router.get("/hubs/{hub}", response_model=HubOut, tags=["hubs"])
 async def get_hub(hub: str, by: Reader, rt: Rt):
-    return _hub_out(await service.get_hub(rt.uow(), hub), by)
+    return _hub_out(await service.get_hub(rt.uow(reading=True), hub), by)
 
 
 @router.patch("/hubs/{hub}", response_model=HubOut, tags=["hubs"],
@@ -89,14 +89,14 @@ async def hub_assignments(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     service.check_hub_access(by, hub)
-    await service.hub_exists(rt.uow(), hub)
+    await service.hub_exists(rt.uow(reading=True), hub)
     statuses = [s for value in status or [] for s in value.split(",") if s]
     unknown = sorted(set(statuses) - {str(s) for s in Status})
     if unknown:
         raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}; "
                                  f"one of {', '.join(str(s) for s in Status)}"}])
     items = await service.list_assignments(
-        rt.uow(), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
+        rt.uow(reading=True), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
         limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items, hub=hub)
@@ -123,7 +123,7 @@ async def hub_feed(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
     service.check_hub_access(by, hub)
-    page = await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+    page = await service.read_feed(rt.uow(reading=True), hub=hub, cursor=cursor, limit=limit)
     referral_ids = sorted({str(item["event"].get("data", {}).get("referral_id")) for item in page["items"]} - {"None"})
     if page["items"]:
         await rt.audit.record(by=by, action="export", resource="referral", ids=referral_ids or [None], request=request,
@@ -139,13 +139,13 @@ async def webhook_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
     service.check_hub_access(by, hub)
-    return await webhooks.delivery_log(rt.uow(), hub=hub, status=status, limit=limit)
+    return await webhooks.delivery_log(rt.uow(reading=True), hub=hub, status=status, limit=limit)
 
 
 @router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
             summary="One assignment with the resident's details, history, notes and contact attempts")
 async def get_assignment(assignment_id: str, request: Request, by: Reader, rt: Rt):
-    out = await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+    out = await service.get_assignment(rt.uow(reading=True), assignment_id=assignment_id, by=by)
     await rt.audit.record(by=by, action="read", resource="referral", ids=[str(out["referral_id"])], request=request,
                           detail={"assignment_id": assignment_id})
     return out
@@ -203,7 +203,7 @@ async def out_of_area_queue(
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
-        rt.uow(), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
+        rt.uow(reading=True), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}
@@ -216,7 +216,7 @@ async def triage_queue(
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items = await service.list_assignments(
-        rt.uow(), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
+        rt.uow(reading=True), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items)
     return {"items": items, "count": len(items)}

@@ -153,8 +153,9 @@ async def take_referrals(
                 if intake.idempotency_key is None:
                     fresh.append(index)
                 elif key in stored:
-                    referral_id, stored_hash = stored[key]
-                    results[index] = _replay_or_refuse(referral_id, stored_hash, fingerprints[index])
+                    referral_id, stored_hash, erased_at, reference = stored[key]
+                    results[index] = _anonymised(reference, erased_at) if erased_at is not None \
+                        else _replay_or_refuse(referral_id, stored_hash, fingerprints[index])
                 elif key in first_with_key:
                     results[index] = ("same-as", first_with_key[key])
                 else:
@@ -587,10 +588,24 @@ async def _by_idempotency_keys(uow: UnitOfWork, intakes: list[Intake]) -> dict[t
     if not wanted:
         return {}
     rows = await uow.session.execute(
-        select(referrals.c.idempotency_client, referrals.c.idempotency_key, referrals.c.id, referrals.c.body_hash)
+        select(referrals.c.idempotency_client, referrals.c.idempotency_key, referrals.c.id, referrals.c.body_hash,
+               referrals.c.erased_at, referrals.c.reference)
         .where(referrals.c.idempotency_key.in_({key for _, key in wanted}))
     )
-    return {(r[0], r[1]): (r[2], r[3]) for r in rows if (r[0], r[1]) in wanted}
+    return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows if (r[0], r[1]) in wanted}
+
+
+class ReferralAnonymised(Conflict):
+    slug, title = "referral-anonymised", "The referral under this Idempotency-Key was anonymised"
+
+
+def _anonymised(reference: str, erased_at) -> ReferralAnonymised:
+    """A retry of a referral whose resident's details were erased since: what happened, not "another body"."""
+    return ReferralAnonymised(
+        f"this Idempotency-Key took referral {reference}, whose resident's personal data was erased on "
+        f"{erased_at:%d %B %Y at %H:%M} UTC (on request or at the end of retention): it cannot be replayed. "
+        "If help is still needed, take a new referral with a new key.", reference=reference,
+        erased_at=erased_at.isoformat())
 
 
 def _key_reused() -> IdempotencyKeyReused:

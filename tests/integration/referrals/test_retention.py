@@ -164,3 +164,21 @@ async def test_the_anonymise_expired_command_anonymises_with_the_configured_peri
     assert result.exit_code == 0, result.output
     assert "anonymised 1 referrals" in result.output
     assert (await names(client)) == {cancelled["id"]: "[erased]", open_one["id"]: "Open Case"}
+
+
+async def test_a_retry_after_the_referral_was_anonymised_says_so_rather_than_blaming_the_body(client, settings):
+    body = referral_body()
+    writer = {**token(settings, "call-centre", subject="adviser-7"), "Idempotency-Key": "call-2291"}
+    first = await client.post("/v1/referrals", json=body, headers=writer)
+    assert first.status_code == 201, first.text
+    client.app.state.retention.closed_for = timedelta(0)
+    await client.post(f"/v1/referrals/{first.json()['id']}/cancel", json={"reason": "duplicate"}, headers=writer)
+    assert await client.app.state.retention.run_once(now=utcnow() + timedelta(seconds=1)) == [first.json()["id"]]
+
+    again = await client.post("/v1/referrals", json=body, headers=writer)  # the same body, retried
+
+    assert again.status_code == 409, again.text
+    problem = again.json()
+    assert problem["type"].endswith("/referral-anonymised")
+    assert first.json()["reference"] in problem["detail"] and "erased on" in problem["detail"]
+    assert "different body" not in problem["detail"]

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from shared.schemas import Patch, Strict
 
 from services.fulfilment import domain
 
@@ -14,10 +15,6 @@ TransitionTo = Literal[
     "passed_on",
 ]
 ContactOutcome = Literal[domain.CONTACT_OUTCOMES]  # type: ignore[valid-type]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class TransitionIn(Strict):
@@ -81,7 +78,9 @@ class NoteOut(BaseModel):
     by: str
 
 
-class AssignmentPatch(Strict):
+class AssignmentPatch(Patch):
+    nullable = frozenset({"follow_up_on"})
+
     follow_up: bool
     follow_up_on: date | None = None
     """When to follow up, if a date is agreed."""
@@ -165,8 +164,10 @@ class HubOut(BaseModel):
     updated_at: datetime
 
 
-class HubPatch(Strict):
+class HubPatch(Patch):
     """Only the fields given change; `sla` replaces the hub's own SLA hours (urgencies left out use the default)."""
+
+    nullable = frozenset({"email", "phone", "hours", "webhook_url", "webhook_secret", "sla"})
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -175,14 +176,6 @@ class HubPatch(Strict):
     webhook_url: AnyHttpUrl | None = None
     webhook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     sla: dict[Literal[domain.URGENCIES], SlaHours] | None = None  # type: ignore[valid-type]
-
-    @field_validator("name")
-    @classmethod
-    def _name_stays(cls, value: str | None) -> str:
-        # Left out keeps the name; null would blank it, and every hub needs one.
-        if value is None:
-            raise ValueError("a hub always has a name: leave the field out to keep it")
-        return value
 
 
 class FeedItem(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import (
 
 from services.referrals import domain
 from shared.postcode import normalise_postcode
+from shared.schemas import Patch, Strict
 
 Channel = Literal["phone", "online", "partner", "email"]
 Urgency = Literal["today", "within-48-hours", "this-week", "routine"]
@@ -21,12 +22,6 @@ CancelReason = Literal["no-longer-needed", "resident-request", "duplicate", "ent
 Text200 = Annotated[str, Field(min_length=1, max_length=200)]
 Phone = Annotated[str, Field(max_length=40), AfterValidator(domain.normalise_phone)]
 Postcode = Annotated[str, Field(max_length=12), AfterValidator(normalise_postcode)]
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors, and text is trimmed, everywhere."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class AddressIn(Strict):
@@ -204,8 +199,10 @@ class SearchResult(BaseModel):
     count: int
 
 
-class ResidentPatch(Strict):
-    """Only the fields given change; `address` is replaced whole."""
+class ResidentPatch(Patch):
+    """Only the fields given change; `address` is replaced whole; null clears what a resident may lack."""
+
+    nullable = frozenset({"date_of_birth", "phone", "email", "contact_preference", "vulnerabilities", "language"})
 
     name: Text200 | None = None
     date_of_birth: date | None = None
@@ -217,7 +214,9 @@ class ResidentPatch(Strict):
     language: Annotated[str, Field(max_length=50)] | None = None
 
 
-class ReferralAmendment(Strict):
+class ReferralAmendment(Patch):
+    nullable = frozenset({"note"})
+
     resident: ResidentPatch | None = None
     consent: ConsentIn | None = None
     referrer: ReferrerIn | None = None
@@ -243,7 +242,9 @@ class RequestTypeIn(Strict):
     description: Annotated[str, Field(max_length=500)] | None = None
 
 
-class RequestTypePatch(Strict):
+class RequestTypePatch(Patch):
+    nullable = frozenset({"description"})
+
     label: Text200 | None = None
     description: Annotated[str, Field(max_length=500)] | None = None
     active: bool | None = None

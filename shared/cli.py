@@ -56,6 +56,12 @@ def token(
     hours: Annotated[int, typer.Option(help="Hours until it expires")] = 12,
 ):
     """Print a development JWT for ROLE (embedded default only)."""
+    from services.fulfilment.hubs import KENT_HUBS
+
+    slugs = [h.slug for h in KENT_HUBS]
+    if hub is not None and hub not in slugs:
+        typer.echo(f"error: there is no hub {hub!r}; the hubs are {', '.join(slugs)}", err=True)
+        raise typer.Exit(2)
     settings = ServiceSettings()
     try:
         typer.echo(

@@ -46,6 +46,20 @@ def install_security(app, settings) -> None:
     )
 
 
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _has_body(headers: dict) -> bool:
+    length = headers.get(b"content-length", b"")
+    return (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
+
+
+def _accepted_body_type(headers: dict) -> bool:
+    """JSON (`application/json`, `…+json`) or a file upload; never guessed from the bytes."""
+    media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json") or media == b"multipart/form-data"
+
+
 class RateLimiter:
     """A token bucket per client: `burst` at once, refilled at `per_minute`. Per process (see docs/security.md)."""
 
@@ -110,6 +124,13 @@ class SecurityMiddleware:
                 return await self._problem(scope, send_with_headers, 429, "too-many-requests", "Too many requests",
                                            f"slow down: try again in {seconds} s",
                                            [(b"retry-after", str(seconds).encode())])
+
+        if scope["method"] in BODY_METHODS and _has_body(headers) and not _accepted_body_type(headers):
+            return await self._problem(scope, send_with_headers, 415, "unsupported-media-type",
+                                       "Unsupported media type",
+                                       "send the body as JSON with Content-Type: application/json "
+                                       "(a file upload as multipart/form-data)",
+                                       [(b"accept-post", b"application/json, multipart/form-data")])
 
         limit = self.max_upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") \
             else self.max_body_bytes

@@ -358,6 +358,7 @@ async def get_action(uow: UnitOfWork, action_id: str) -> dict:
 
 async def list_actions(uow: UnitOfWork, *, filters: ActionFilters) -> list[dict]:
     async with uow:
+        await _check_cells(uow, filters)
         today = domain.today_in_kent(uow.now())
         query = (
             select(actions)
@@ -368,6 +369,21 @@ async def list_actions(uow: UnitOfWork, *, filters: ActionFilters) -> list[dict]
             query = query.where(condition)
         rows = (await uow.session.execute(query)).mappings().all()
         return await _views(uow, rows)
+
+
+async def _check_cells(uow: UnitOfWork, filters: ActionFilters) -> None:
+    """A cell filter naming no cell is a mistake to say, not an empty list (`?cell=nope`)."""
+    if not filters.cell:
+        return
+    query = select(cells.c.slug).distinct()
+    if filters.plan:
+        query = query.where(cells.c.plan == filters.plan)
+    known = set(await uow.session.scalars(query))
+    unknown = [cell for cell in filters.cell if cell not in known]
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none yet: import a plan first"
+        raise ValidationFailed([{"field": "cell", "in": "query",
+                                 "reason": f"no cell {', '.join(map(repr, unknown))}; the cells are: {listed}"}])
 
 
 def _conditions(filters: ActionFilters, *, today: date) -> list:

@@ -106,8 +106,11 @@ router.add_api_route(
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"])
-async def get_referral(referral_id: str, request: Request, by: Reader, rt: Rt):
+async def get_referral(referral_id: str, request: Request, by: Reader, rt: Rt, response: Response):
+    """By its id, or by the reference the resident quotes (`KT-7F3K-9QX2`, any case or spacing)."""
     out = await service.get_referral(rt.uow(reading=True), referral_id)
+    if out.id != referral_id:
+        response.headers["Content-Location"] = f"/v1/referrals/{out.id}"
     await rt.audit.record(by=by, action="read", resource="referral", ids=[_id(out)], request=request)
     return out
 

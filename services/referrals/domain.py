@@ -71,6 +71,14 @@ def normalise_reference(value: str) -> str:
     return f"KT-{compact[:4]}-{compact[4:]}"
 
 
+_REFERENCE = re.compile(r"^KT-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
+
+
+def looks_like_reference(value: str) -> bool:
+    """A reference as `normalise_reference` writes it (never an id: ids are UUIDs)."""
+    return bool(_REFERENCE.match(value))
+
+
 def normalise_phone(value: str) -> str:
     """A UK or international number in E.164 ('+441843123456'); ValueError if invalid."""
     try:

@@ -251,7 +251,14 @@ class IntakeQueue:
 
 
 async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:
+    """A referral by its id, or by its reference (what a resident quotes)."""
     async with uow:
+        reference = domain.normalise_reference(referral_id)
+        if domain.looks_like_reference(reference):
+            found = await uow.session.scalar(select(referrals.c.id).where(referrals.c.reference == reference))
+            if found is None:
+                raise NotFound(f"no referral with the reference {reference}")
+            referral_id = found
         return await _load(uow, referral_id)
 
 

@@ -155,7 +155,7 @@ def run(
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
              "--host", env.get("KT_HOST", "127.0.0.1"), "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
+             "--no-access-log", "--no-proxy-headers", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
         )
         threading.Thread(target=_relay_output, args=(name, process), daemon=True).start()

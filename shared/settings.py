@@ -131,6 +131,9 @@ class ServiceSettings(BaseSettings):
     rate_limit_per_minute: int = 6000
     """Requests per minute per client (token subject, else address), per instance; 0 turns limits off."""
     rate_limit_burst: int = 1000
+    trusted_proxies: list[str] = Field(default_factory=list, validation_alias="KT_TRUSTED_PROXIES")
+    """Addresses or networks of the reverse proxies in front (a JSON list, e.g. ["10.0.0.0/8"]): only their
+    X-Forwarded-For is believed, for rate limits and logs. None by default: the socket's peer is the client."""
     log_json: bool = Field(True, validation_alias="KT_LOG_JSON")
     log_level: str = Field("INFO", validation_alias="KT_LOG_LEVEL")
 

@@ -157,6 +157,7 @@ def run(
              "--host", env.get("KT_HOST", "127.0.0.1"), "--port", str(port),
              "--no-access-log", "--no-proxy-headers", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+            preexec_fn=_own_process_group,
         )
         threading.Thread(target=_relay_output, args=(name, process), daemon=True).start()
         return process
@@ -190,7 +191,7 @@ def run(
         typer.echo("stopping…")
         for process in children.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)  # one signal each: uvicorn's graceful stop
         deadline = time.monotonic() + 15
         for process in children.values():
             try:
@@ -327,6 +328,32 @@ async def _create_topics(bootstrap: str, *, security) -> None:
     from shared.settings import Topics
 
     await ensure_topics(bootstrap, {name: 6 for name in Topics().declared()}, security=security)
+
+
+def _libc():
+    """libc, loaded in the supervisor (a child between fork and exec must not import anything)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None  # not glibc Linux: Ctrl-C still stops everything through the supervisor
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+def _own_process_group() -> None:
+    """In a service's process before it starts: out of the terminal's process group, tied to the supervisor.
+
+    A terminal's Ctrl-C goes to its whole foreground group: a service there would get
+    it and then the supervisor's own stop, and uvicorn takes a second signal as "quit
+    now", cancelling its shutdown with a traceback. Out of the group, each service
+    hears one stop, from the supervisor; and it is stopped if the supervisor dies.
+    """
+    os.setpgrp()
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _relay_output(name: str, process: subprocess.Popen) -> None:

@@ -28,6 +28,7 @@ from shared.consumer import EventConsumer, inbox_table
 from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
+from shared.docs_pages import install_docs
 from shared.errors import PayloadTooLarge, ValidationFailed, field_errors, install_error_handlers
 from shared.kafka_security import check_transport
 from shared.logs import configure_logging, request_id_var
@@ -176,7 +177,8 @@ def create_service_app(
             await runtime.producer.stop()
             await runtime.db.dispose()
 
-    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI and ReDoc with their assets served here, not from a CDN
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find

@@ -121,11 +121,12 @@ class ServiceSettings(BaseSettings):
     content_security_policy: str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     """An API serves no page: nothing may load. A service with a page (the dashboard) sets its own."""
     docs_content_security_policy: str = (
-        "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+        "frame-ancestors 'none'; base-uri 'none'"
     )
-    """For /docs and /redoc only: FastAPI's pages load Swagger UI and ReDoc from a CDN with an inline script."""
+    """For /docs and /redoc only: Swagger UI and ReDoc, served by the service (shared/docs_pages.py), start with an
+    inline script; nothing loads from elsewhere."""
     cors_allow_origins: list[str] = []
     """Browser origins allowed to call the API (a JSON list); none by default."""
     rate_limit_per_minute: int = 6000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.support.access import OWN_HUB
@@ -46,8 +48,22 @@ async def test_the_content_security_policy_is_set_per_service_and_the_docs_page_
         assert (await client.get("/health")).headers["content-security-policy"] == page_policy
         docs = await client.get("/docs")
         assert docs.status_code == 200
-        assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+        assert "http" not in docs.headers["content-security-policy"]  # nothing from elsewhere
         assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_api_docs_pages_load_every_asset_from_the_service_itself(page, start_service):
+    async with start_service("fulfilment") as client:
+        html = (await client.get(page)).text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html) + re.findall(r"url: ?'([^']+)'", html)
+        assert urls and all(url.startswith("/") for url in urls), urls  # no CDN, no other host
+        for url in urls:
+            response = await client.get(url)
+            assert response.status_code == 200, url
+        scripts = [url for url in urls if url.endswith(".js")]
+        sizes = [len((await client.get(url)).content) for url in scripts]
+        assert sizes and min(sizes) > 100_000, sizes  # the real builds
 
 
 async def test_no_browser_origin_is_allowed_unless_configured(start_service):

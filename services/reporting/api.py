@@ -200,20 +200,27 @@ async def daily_figure(
 
 
 @figure_route("/sla", responses=FIGURE_RESPONSES,
-                   summary="SLA breaches: requests not accepted, or not fulfilled, in time")
+                   summary="SLA breaches (requests not accepted, or not fulfilled, in time: `count`) and open "
+                           "requests past a deadline now (`overdue_now`)")
 async def sla_figure(request: Request, _: Reader, start: From = None, end: To = None, district: District = None,
                      format: Format = None, suppress: Suppress = None):
     span = _span(start, end, district)
+
+    now = datetime.now(timezone.utc)
 
     async def compute():
         found = await service.request_counts_by(request.app.state.runtime.uow(reading=True), dimension="breach", span=span,
                                                 district=district)
         counts = {r["key"]: r["count"] for r in found}
-        return [{"deadline": name, "count": counts.get(name, 0)} for name in ("accept", "fulfil")]
+        overdue = await service.overdue_now(request.app.state.runtime.uow(reading=True), span=span, district=district,
+                                            now=now)
+        return [{"deadline": name, "count": counts.get(name, 0), "overdue_now": overdue[name]}
+                for name in ("accept", "fulfil")]
 
     return await _figure(request, model="requests", figure="sla", group_by="deadline",
-                         filters={"from": start, "to": end, "district": district}, columns=["deadline", "count"],
-                         compute=compute, fmt=format, suppress=suppress)
+                         filters={"from": start, "to": end, "district": district},
+                         columns=["deadline", "count", "overdue_now"], compute=compute, fmt=format, suppress=suppress,
+                         volatile=now.strftime("%Y-%m-%dT%H:%M"))  # what is overdue moves on by the minute
 
 
 @figure_route("/queues", responses=FIGURE_RESPONSES,

@@ -280,11 +280,38 @@ async def backlog(uow: UnitOfWork, *, span: domain.DateRange, district: str | No
                           span, district)
     async with uow:
         received = (await uow.session.execute(query)).scalars().all()
-    counts = Counter(domain.age_band(now - at) for at in received)
-    oldest = min(received, default=None)
+    counts: Counter = Counter()
+    oldest: dict[str, datetime] = {}  # each band's own oldest request
+    for at in received:
+        band = domain.age_band(now - at)
+        counts[band] += 1
+        if band not in oldest or at < oldest[band]:
+            oldest[band] = at
     return [{"age": label, "count": counts.get(label, 0),
-             "oldest_hours": round((now - oldest).total_seconds() / 3600, 3) if oldest and i == 0 else None}
-            for i, (_, label) in enumerate(domain.BACKLOG_AGES)]
+             "oldest_hours": round((now - oldest[label]).total_seconds() / 3600, 3) if label in oldest else None}
+            for _, label in domain.BACKLOG_AGES]
+
+
+ACCEPT_STAGE = ("routed", "triage", "out_of_area")
+FULFIL_STAGE = ("accepted", "in_progress")
+
+
+async def overdue_now(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> dict[str, int]:
+    """Open requests past a deadline now, by the deadline they wait on: each counted once.
+
+    Beside the breaches (escalated when a deadline passed): a backfilled case's deadline
+    passed before it was recorded, so it was never escalated, and is overdue all the same.
+    """
+    f = request_facts.c
+    waiting_accept = f.status.in_(ACCEPT_STAGE) & (f.accept_due_at < now)
+    waiting_fulfil = (f.status.in_(FULFIL_STAGE) | (f.status.in_(ACCEPT_STAGE) & ~func.coalesce(waiting_accept, False))) \
+        & (f.fulfil_due_at < now)
+    query = _fact_filters(select(
+        func.count().filter(waiting_accept), func.count().filter(waiting_fulfil),
+    ).select_from(request_facts), span, district)
+    async with uow:
+        accept, fulfil = (await uow.session.execute(query)).one()
+    return {"accept": accept or 0, "fulfil": fulfil or 0}
 
 
 async def actions(uow: UnitOfWork) -> list[dict]:

@@ -649,7 +649,9 @@ async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, token
     items, offset = [], 0
     while True:
         try:
-            response = await fulfilment.get(path, params={"limit": 500, "offset": offset}, headers=tokens.header(hub))
+            # Closed ones too: a rerun carries on from where each request is, done or not.
+            params = {"limit": 500, "offset": offset, **({"closed": "true"} if hub else {})}
+            response = await fulfilment.get(path, params=params, headers=tokens.header(hub))
         except httpx.HTTPError as error:
             raise _ListFailed(None, str(error)) from None
         if response.status_code != 200:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from services.fulfilment import domain, service, webhooks
 from services.fulfilment.domain import Status
 from services.fulfilment.schemas import (
-    AssignmentList, AssignmentOut, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
+    AssignmentList, AssignmentOut, RejectedList, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
     NoteIn, NoteOut, TransitionIn, TransitionOut,
 )
 from shared.app import Runtime
@@ -78,13 +78,18 @@ async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Rout
 
 
 @router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],
-            summary="A hub's assignments, oldest first; filter by status, type, overdue, follow-up")
+            summary="A hub's open assignments, oldest first; filter by status, type, overdue, follow-up; "
+                    "`count` is how many match")
 async def hub_assignments(
     hub: str, request: Request, by: Reader, rt: Rt,
-    status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated")] = None,
+    status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated; "
+                                                                  "without it, the open ones")] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
+    closed: Annotated[bool, Query(description="Also the closed ones: fulfilled, unable to fulfil, cancelled, "
+                                              "passed on")] = False,
+    erased: Annotated[bool, Query(description="Also those whose resident's details were erased")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
@@ -95,12 +100,24 @@ async def hub_assignments(
     if unknown:
         raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}; "
                                  f"one of {', '.join(str(s) for s in Status)}"}])
-    items = await service.list_assignments(
+    items, total = await service.list_assignments(
         rt.uow(reading=True), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
-        limit=limit, offset=offset,
+        limit=limit, offset=offset, closed=closed, erased=erased,
     )
     await _audit_list(rt, by, request, items, hub=hub)
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": total}
+
+
+@router.get("/hubs/{hub}/rejected", response_model=RejectedList, tags=["assignments"],
+            summary="The cases this hub rejected, newest first, and where each is now (no resident's details)")
+async def hub_rejected(
+    hub: str, request: Request, by: Reader, rt: Rt,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+):
+    service.check_hub_access(by, hub)
+    await service.hub_exists(rt.uow(reading=True), hub)
+    items, total = await service.rejected_by_hub(rt.uow(reading=True), hub=hub, limit=limit, offset=offset)
+    return {"items": items, "count": total}
 
 
 async def _audit_list(rt: Runtime, by: Principal, request: Request, items: list, **detail) -> None:
@@ -202,11 +219,11 @@ async def out_of_area_queue(
     request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
-    items = await service.list_assignments(
+    items, total = await service.list_assignments(
         rt.uow(reading=True), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items)
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": total}
 
 
 @router.get("/queues/triage", response_model=AssignmentList, tags=["queues"],
@@ -215,8 +232,8 @@ async def triage_queue(
     request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
-    items = await service.list_assignments(
+    items, total = await service.list_assignments(
         rt.uow(reading=True), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items)
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": total}

@@ -6,9 +6,9 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from shared.schemas import Patch, Strict
 
 from services.fulfilment import domain
+from shared.schemas import Patch, Strict
 
 TransitionTo = Literal[
     "accepted", "in_progress", "fulfilled", "unable_to_fulfil", "rejected", "cancelled", "routed", "out_of_area",
@@ -123,6 +123,32 @@ class AssignmentSummary(BaseModel):
 
 class AssignmentList(BaseModel):
     items: list[AssignmentSummary]
+    """This page (`limit`, `offset`)."""
+    count: int
+    """How many match, on every page: a hub's true total."""
+
+
+class WhereNow(BaseModel):
+    status: str
+    hub: str | None = None
+    """The hub that has it now; none while it is in a queue (triage, out of area)."""
+    council_name: str | None = None
+    since: datetime
+
+
+class RejectedCase(BaseModel):
+    id: str
+    request_id: str
+    referral_id: str
+    reference: str
+    type: str
+    rejected_at: datetime
+    reason: str | None = None
+    now: WhereNow
+
+
+class RejectedList(BaseModel):
+    items: list[RejectedCase]
     count: int
 
 

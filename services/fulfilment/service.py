@@ -703,32 +703,71 @@ def _overdue_clause(now: datetime):
 async def list_assignments(
     uow: UnitOfWork, *, hub: str | None = None, statuses: list[str] | None = None, request_type: str | None = None,
     overdue: bool | None = None, follow_up: bool | None = None, limit: int = 100, offset: int = 0,
-) -> list[dict]:
-    """A hub's assignments (or a queue's, with `hub=None` and queue statuses), oldest first."""
+    closed: bool = False, erased: bool = False,
+) -> tuple[list[dict], int]:
+    """A hub's assignments (or a queue's, with `hub=None` and queue statuses), oldest first; and how many match.
+
+    Without `statuses`, only the open ones (what a hub still has to do) unless `closed`;
+    cases whose resident was erased only with `erased`.
+    """
     a = assignments.c
-    query = select(assignments, referrals.c.personal, referrals.c.reference).join(
-        referrals, referrals.c.id == a.referral_id
-    )
+    conditions = []
     if hub is not None:
-        query = query.where(a.hub == hub)
+        conditions.append(a.hub == hub)
     if statuses:
-        query = query.where(a.status.in_(statuses))
+        conditions.append(a.status.in_(statuses))
+    elif not closed:
+        conditions.append(a.status.not_in([str(s) for s in domain.CLOSED]))
+    if not erased:
+        conditions.append(referrals.c.erased_at.is_(None))
     if request_type:
-        query = query.where(a.request_type == request_type)
+        conditions.append(a.request_type == request_type)
     if follow_up is not None:
-        query = query.where(a.follow_up == follow_up)
+        conditions.append(a.follow_up == follow_up)
     async with uow:
         now = uow.now()
         if overdue is not None:
             clause = _overdue_clause(now)
-            query = query.where(clause if overdue else ~clause)
+            conditions.append(clause if overdue else ~clause)
+        joined = assignments.join(referrals, referrals.c.id == a.referral_id)
+        query = select(assignments, referrals.c.personal, referrals.c.reference).select_from(joined).where(*conditions)
         rows = (await uow.session.execute(query.order_by(a.routed_at, a.id).limit(limit).offset(offset))).mappings().all()
+        if offset == 0 and len(rows) < limit:
+            total = len(rows)  # the whole list is on this page
+        else:
+            total = await uow.session.scalar(select(func.count()).select_from(joined).where(*conditions))
     keyring = uow.keyring
     return [
         _summary(_opened_assignment(r, keyring), {**keyring.open_json(r["personal"]), "reference": r["reference"]},
                  now=now)
         for r in rows
-    ]
+    ], total
+
+
+async def rejected_by_hub(uow: UnitOfWork, *, hub: str, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+    """The cases this hub rejected, newest first, and where each is now: no resident's details (no longer theirs)."""
+    c = assignment_changes.c
+    rejections = (select(c.assignment_id, func.max(c.at).label("rejected_at"))
+                  .where(c.from_hub == hub, c.to_status == str(Status.REJECTED)).group_by(c.assignment_id).subquery())
+    query = (select(assignments.c.id, assignments.c.request_id, assignments.c.referral_id, assignments.c.request_type,
+                    assignments.c.status, assignments.c.hub, assignments.c.council_name, assignments.c.updated_at,
+                    referrals.c.reference, rejections.c.rejected_at)
+             .join(rejections, rejections.c.assignment_id == assignments.c.id)
+             .join(referrals, referrals.c.id == assignments.c.referral_id))
+    async with uow:
+        rows = (await uow.session.execute(
+            query.order_by(rejections.c.rejected_at.desc(), assignments.c.id).limit(limit).offset(offset))).all()
+        total = await uow.session.scalar(select(func.count()).select_from(rejections))
+        reasons = dict((await uow.session.execute(
+            select(c.assignment_id, c.reason).where(c.from_hub == hub, c.to_status == str(Status.REJECTED),
+                                                    c.assignment_id.in_([r.id for r in rows]))
+            .order_by(c.id))).all()) if rows else {}
+    return [
+        {"id": r.id, "request_id": r.request_id, "referral_id": r.referral_id, "reference": r.reference,
+         "type": r.request_type, "rejected_at": r.rejected_at, "reason": reasons.get(r.id),
+         "now": {"status": r.status, "hub": r.hub, "council_name": r.council_name, "since": r.updated_at}}
+        for r in rows
+    ], total
 
 
 async def hub_exists(uow: UnitOfWork, slug: str) -> None:
@@ -898,7 +937,7 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
     await uow.session.execute(
         update(referrals).where(referrals.c.id == referral_id).values(
             personal=keyring.seal_json({"resident": privacy.redact(row["resident"]), "referrer": None}),
-            updated_at=uow.now(),
+            updated_at=uow.now(), erased_at=uow.now(),
         )
     )
     held_assignments = (await uow.session.execute(

@@ -37,6 +37,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/hubs/{hub}": HUB_STAFF,
         "PATCH /v1/hubs/{hub}": ADMIN,
         "GET /v1/hubs/{hub}/assignments": HUB_STAFF,
+        "GET /v1/hubs/{hub}/rejected": HUB_STAFF,
         "GET /v1/hubs/{hub}/feed": HUB_STAFF,
         "GET /v1/hubs/{hub}/webhook-deliveries": HUB_STAFF,
         "GET /v1/assignments/{assignment_id}": HUB_STAFF,

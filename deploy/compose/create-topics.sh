@@ -19,5 +19,6 @@ for hub in ashford canterbury dartford dover folkestone-hythe gravesham maidston
     topic "kt.hub.${hub}.v1" 3 14        # personal data: each hub's own topic
 done
 topic kt.dlq.fulfilment 1 30
+topic kt.dlq.referrals  1 30
 topic kt.dlq.reporting  1 30
 /opt/kafka/bin/kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --list

@@ -31,6 +31,7 @@ from shared.consumer import EventConsumer, inbox_table
 from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
+from shared.docs_pages import install_docs
 from shared.errors import PayloadTooLarge, ProblemSettings, ValidationFailed, field_errors, install_error_handlers
 from shared.kafka_security import check_transport
 from shared.logs import configure_logging, request_id_var
@@ -108,11 +109,12 @@ class Runtime:
         self.tasks.clear()
         self.loops.clear()
 
-    def uow(self) -> UnitOfWork:
+    def uow(self, *, reading: bool = False) -> UnitOfWork:
+        """A unit of work; `reading=True` for a use case that only reads (no write lock on SQLite, no commit)."""
         return UnitOfWork(
             self.db, source=f"/kent-together/{self.settings.service_name}",
             outbox=self.tables.outbox, on_commit=self.relay.notify,
-            keyring=self.keyring, sealed_topic=self.settings.topics.personal,
+            keyring=self.keyring, sealed_topic=self.settings.topics.personal, reading=reading,
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
@@ -135,7 +137,7 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     check_transport(settings.kafka, settings.environment)
     # Before anything else: production without its data keys must not start at all.
     keyring = settings.keyring() if tables.personal else None
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, busy_timeout_seconds=settings.database_busy_timeout_seconds)
     producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka,
                         idempotent=settings.kafka_idempotent_producer)
     relay = OutboxRelay(
@@ -208,7 +210,8 @@ def create_service_app(
             await runtime.db.dispose()
             runtime.tracing.shutdown()  # exports what is still batched
 
-    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI and ReDoc with their assets served here, not from a CDN
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find

@@ -10,7 +10,8 @@ from shared.settings import Topics
 DESCRIPTIONS = {
     "referrals": "Referrals with the resident's personal data. Read by fulfilment only.",
     "request_stats": "One event per request received or cancelled; no personal data. Read by reporting.",
-    "assignment_status": "Every assignment transition and escalation; no personal data. Read by reporting.",
+    "assignment_status": "Every assignment transition and escalation; no personal data. Read by reporting, and by "
+                         "referrals (where each request is, when it closed).",
     "actions": "Recovery-plan actions created and tracked; no personal data. Read by reporting.",
     "hubs": "One topic per district hub, with the resident's details: read by that hub's systems only.",
 }

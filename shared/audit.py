@@ -13,6 +13,7 @@ holds no personal data, so an erasure leaves it whole and it stays useful.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -111,6 +112,8 @@ class AuditLog:
     def __init__(self, *, db: Database, table: Table):
         self.db = db
         self.table = table
+        self._waiting: list[tuple[list[dict], asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     async def record(
         self, *, by: Principal, action: str, resource: str, ids: list[str] | tuple[str, ...] = (None,),
@@ -140,8 +143,31 @@ class AuditLog:
             await self._insert(unwritten[1])
 
     async def _insert(self, rows: list[dict]) -> None:
-        async with self.db.sessions() as session, session.begin():
-            await session.execute(insert(self.table), rows)
+        """Written before the caller goes on; the records of reads arriving together share one transaction.
+
+        Group commit, as referral intake does: under load, many reads' records take
+        the write lock once, instead of each read queueing for it.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_while_waiting())
+        await future
+
+    async def _write_while_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                async with self.db.sessions() as session, session.begin():
+                    await session.execute(insert(self.table), [row for rows, _ in batch for row in rows])
+            except Exception as error:  # every caller hears it (a lock timeout is their 503)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     @staticmethod
     def rows(

@@ -75,6 +75,12 @@ def token(
     hours: Annotated[int, typer.Option(help="Hours until it expires")] = 12,
 ):
     """Print a development JWT for ROLE (embedded default only)."""
+    from services.fulfilment.hubs import KENT_HUBS
+
+    slugs = [h.slug for h in KENT_HUBS]
+    if hub is not None and hub not in slugs:
+        typer.echo(f"error: there is no hub {hub!r}; the hubs are {', '.join(slugs)}", err=True)
+        raise typer.Exit(2)
     settings = ServiceSettings()
     try:
         typer.echo(
@@ -179,8 +185,9 @@ def run(
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
              "--host", env.get("KT_HOST", "127.0.0.1"), "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
+             "--no-access-log", "--no-proxy-headers", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+            preexec_fn=_own_process_group,
         )
         threading.Thread(target=_relay_output, args=(name, process), daemon=True).start()
         return process
@@ -221,7 +228,7 @@ def run(
         typer.echo("stopping…")
         for process in children.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)  # one signal each: uvicorn's graceful stop
         deadline = time.monotonic() + 15
         for process in children.values():
             try:
@@ -405,6 +412,32 @@ def topics_manifest(out: Annotated[Path, typer.Option(help="Where to write")] = 
     typer.echo(f"wrote {out}")
 
 
+def _libc():
+    """libc, loaded in the supervisor (a child between fork and exec must not import anything)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None  # not glibc Linux: Ctrl-C still stops everything through the supervisor
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+def _own_process_group() -> None:
+    """In a service's process before it starts: out of the terminal's process group, tied to the supervisor.
+
+    A terminal's Ctrl-C goes to its whole foreground group: a service there would get
+    it and then the supervisor's own stop, and uvicorn takes a second signal as "quit
+    now", cancelling its shutdown with a traceback. Out of the group, each service
+    hears one stop, from the supervisor; and it is stopped if the supervisor dies.
+    """
+    os.setpgrp()
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _relay_output(name: str, process: subprocess.Popen) -> None:
     for line in process.stdout:
         sys.stdout.write(f"{name:<11}| {line}")
@@ -424,14 +457,20 @@ def _safe_url(url: str) -> str:
 
 
 @app.command()
-def replay():
-    """Rebuild reporting's figures: drop its read models and replay its topics from the beginning.
+def replay(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the topics hold less than the figures")] = False,
+):
+    """Rebuild reporting's figures from its topics, from their beginnings; refused if that would lose figures.
 
-    Safe beside a running reporting service (events are recorded in its inbox as
-    they are replayed); figures are partial until the command ends.
+    Refused, changing nothing, when a topic no longer starts at its first event or
+    when the topics rebuild fewer requests, referrals or actions than reporting holds
+    (an embedded broker restarted empty): republish first (`kent-together republish`).
+    The rebuild is one transaction: the old figures stay until it commits. Safe beside
+    a running reporting service, whose consumer waits for it.
     """
     from services.reporting.app import consumed_topics
     from services.reporting.models import tables as reporting_tables
+    from services.reporting.service import ReplayRefused
     from services.reporting.service import replay as replay_topics
     from shared.app import build_runtime
     from shared.db import upgrade
@@ -445,14 +484,85 @@ def replay():
             return await replay_topics(
                 runtime.uow, inbox=reporting_tables.inbox, consumer=settings.consumer_group,
                 bootstrap_servers=settings.kafka_bootstrap_servers, topics=consumed_topics(settings),
-                security=settings.kafka,
+                security=settings.kafka, force=force,
             )
         finally:
             await runtime.producer.stop()
             await runtime.db.dispose()
 
-    count = asyncio.run(main())
+    try:
+        count = asyncio.run(main())
+    except ReplayRefused as refused:
+        typer.echo(f"replay refused: {refused}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"replayed {count} events into reporting: {_safe_url(settings.database_url)}")
+
+
+def _state_pages():
+    """Each producing service's `publish_state_page` (see shared/outbox.py `republish_state`)."""
+    from services.actions import service as actions
+    from services.fulfilment import service as fulfilment
+    from services.referrals import service as referrals
+
+    return {"referrals": referrals.publish_state_page, "fulfilment": fulfilment.publish_state_page,
+            "actions": actions.publish_state_page}
+
+
+@app.command()
+def republish(
+    service: Annotated[str, typer.Argument(help="referrals, fulfilment or actions")],
+    since: Annotated[Optional[str], typer.Option(help="Send the outbox rows kept from this time (ISO 8601) again, "
+                                                      "instead of the current state")] = None,
+    until: Annotated[Optional[str], typer.Option(help="With --since: up to this time (default now)")] = None,
+):
+    """Publish a service's events again so reporting can be rebuilt (`kent-together replay`).
+
+    By default the current state: every request (referrals), assignment (fulfilment) or
+    action (actions) as it is now, as new events that read models fold idempotently.
+    With --since: the published outbox rows kept for that range (see
+    <SERVICE>_OUTBOX_RETENTION_DAYS), sent again as they were. The service's relay
+    sends them; start the suite if it is not running.
+    """
+    from datetime import datetime, timezone
+
+    from shared.app import build_runtime
+    from shared.db import upgrade, utcnow
+    from shared.outbox import republish as republish_range
+    from shared.outbox import republish_state
+
+    pages = _state_pages()
+    if service not in pages:
+        typer.echo(f"error: {service!r} publishes nothing to republish; one of: {', '.join(pages)}", err=True)
+        raise typer.Exit(2)
+
+    def when(text: str, option: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            typer.echo(f"error: {option} {text!r} is not a time (ISO 8601, e.g. 2026-12-01T09:00)", err=True)
+            raise typer.Exit(2)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    window = (when(since, "--since"), when(until, "--until") if until else utcnow()) if since else None
+    settings = service_settings(service)
+    upgrade(service, settings.database_url)
+    tables = importlib.import_module(f"services.{service}.models").tables
+    runtime = build_runtime(settings, tables)
+    page = pages[service]
+
+    async def main() -> int:
+        try:
+            if window:
+                return await republish_range(db=runtime.db, table=tables.outbox, since=window[0], until=window[1])
+            return await republish_state(runtime.uow, page=lambda uow, after, limit: page(
+                uow, after, limit, topics=settings.topics))
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    count = asyncio.run(main())
+    what = "outbox rows marked to send again" if window else "records' current state published to the outbox"
+    typer.echo(f"{service}: {count:,} {what}; the service's relay sends them")
 
 
 @app.command("import-actions")
@@ -594,8 +704,9 @@ def demo(
     referrals_url = referrals_url or f"http://127.0.0.1:{8001 + offset}"
     fulfilment_url = fulfilment_url or f"http://127.0.0.1:{8002 + offset}"
 
-    import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shared.http_client import polite_client
 
     async def main(progress: Progress) -> "d.Report":
         tasks = {}
@@ -605,11 +716,13 @@ def demo(
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
-        limits = httpx.Limits(max_connections=concurrency * 2)
-        async with httpx.AsyncClient(base_url=referrals_url, timeout=60, limits=limits) as r_client, \
-                httpx.AsyncClient(base_url=fulfilment_url, timeout=60, limits=limits) as f_client:
-            return await d.run_demo(plan, referrals=r_client, fulfilment=f_client, tokens=tokens,
-                                    concurrency=concurrency, wait_seconds=wait, progress=show)
+        # Both honour the services' rate limits (429 and Retry-After): a demo is one client among many.
+        async with polite_client(referrals_url, max_connections=concurrency * 2) as r_client, \
+                polite_client(fulfilment_url, max_connections=concurrency * 2) as f_client:
+            report = await d.run_demo(plan, referrals=r_client, fulfilment=f_client, tokens=tokens,
+                                      concurrency=concurrency, wait_seconds=wait, progress=show)
+            report.waited_out = r_client._transport.retried + f_client._transport.retried
+            return report
 
     columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -720,6 +833,8 @@ def _print_demo_report(console, d, plan, report) -> None:
                   f"{report.already_done:,}", f"{sum(report.assignments_missing.values()):,}")
     console.print(table)
     console.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()))
+    if report.waited_out:
+        console.print(f"waited out {report.waited_out:,} answers to slow down (429 or 503 with Retry-After)")
     if report.failures:
         console.print(f"[red]{len(report.failures)} failures[/] (a rerun with the same options carries on):")
         for failure in report.failures[:30]:

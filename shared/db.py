@@ -73,14 +73,19 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> AsyncEngine:
-    """An engine tuned for the database behind `url` (`foreign_keys=False`: SQLite migrations only, see below)."""
+def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True, reading: bool = False,
+                  busy_timeout_seconds: float = 30.0) -> AsyncEngine:
+    """An engine tuned for the database behind `url` (`foreign_keys=False`: SQLite migrations only, see below).
+
+    `reading`: SQLite transactions that only read start deferred, taking no write lock
+    (WAL gives them a snapshot beside any writer); PostgreSQL needs no such engine.
+    """
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, json_serializer=_json_dumps, json_deserializer=orjson.loads
+            url, connect_args={"timeout": busy_timeout_seconds}, json_serializer=_json_dumps, json_deserializer=orjson.loads
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -93,14 +98,14 @@ def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin_immediate(conn):
             # Take the write lock at BEGIN, so two writers queue instead of
-            # deadlocking on a read-to-write upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # deadlocking on a read-to-write upgrade; a reader takes none.
+            conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
         return engine
     # No pre-ping: a round trip on every checkout costs more than it saves; a dead
@@ -118,11 +123,16 @@ def _json_dumps(value) -> str:
 class Database:
     """One service's engine and session factory, built once at start-up."""
 
-    def __init__(self, url: str, *, pool_size: int = 10):
+    def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_seconds: float = 30.0):
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size)
+        self.engine = create_engine(url, pool_size=pool_size, busy_timeout_seconds=busy_timeout_seconds)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.dialect = "sqlite" if is_sqlite(url) else self.engine.dialect.name
+        self.read_engine = create_engine(url, pool_size=pool_size, reading=True,
+                                         busy_timeout_seconds=busy_timeout_seconds) if self.dialect == "sqlite" else None
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False) if self.read_engine \
+            else self.sessions
+        """For use cases that only read: on SQLite they never wait for (or hold) the write lock."""
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -130,6 +140,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not None:
+            await self.read_engine.dispose()
 
 
 def migrations_dir(service: str) -> Path:

@@ -488,6 +488,8 @@ class Report:
     already_done: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    waited_out: int = 0
+    """Answers to slow down (429, 503 with Retry-After) the clients waited out and retried."""
 
 
 Progress = Callable[[str, int, int], None]
@@ -647,7 +649,9 @@ async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, token
     items, offset = [], 0
     while True:
         try:
-            response = await fulfilment.get(path, params={"limit": 500, "offset": offset}, headers=tokens.header(hub))
+            # Closed ones too: a rerun carries on from where each request is, done or not.
+            params = {"limit": 500, "offset": offset, **({"closed": "true"} if hub else {})}
+            response = await fulfilment.get(path, params=params, headers=tokens.header(hub))
         except httpx.HTTPError as error:
             raise _ListFailed(None, str(error)) from None
         if response.status_code != 200:

@@ -99,6 +99,27 @@ class ValidationFailed(DomainError):
         super().__init__(detail or f"{count} field{'s' if count != 1 else ''} invalid", errors=errors)
 
 
+class Busy(DomainError):
+    """The database is busy (a lock not had in time): nothing was changed; the caller may go again shortly."""
+
+    status, slug, title = 503, "busy", "Busy: try again shortly"
+    retry_after_seconds = 1
+
+
+LOCK_TIMEOUTS = ("database is locked", "database table is locked", "lock timeout", "could not obtain lock",
+                 "deadlock detected", "canceling statement due to lock timeout")
+
+
+def is_lock_timeout(error: BaseException) -> bool:
+    """A lock not had in time (SQLite's busy timeout, PostgreSQL's lock_timeout or a deadlock): worth a retry."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    text = str(error.orig if error.orig is not None else error).lower()
+    return any(words in text for words in LOCK_TIMEOUTS)
+
+
 def problem(status: int, *, slug: str, title: str, detail: str, request: Request | None = None,
             retry_after: int | None = None, **extensions):
     settings = problem_settings(request.app) if request is not None else ProblemSettings()
@@ -112,6 +133,8 @@ def problem(status: int, *, slug: str, title: str, detail: str, request: Request
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = settings.challenge()
+    if retry_after is None and status == 503:
+        retry_after = Busy.retry_after_seconds  # busy: nothing changed, go again shortly
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
@@ -197,6 +220,12 @@ def install_error_handlers(app: FastAPI, settings: ProblemSettings = ProblemSett
             # The caller hung up mid-body: nothing was stored, nobody to answer.
             return problem(400, slug="client-disconnected", title="Client disconnected",
                            detail="the request body did not arrive whole", request=request)
+        if is_lock_timeout(error):
+            # Busy, not broken: the transaction rolled back, and the same request will do shortly.
+            log.warning("busy on %s %s: %s", request.method, request.url.path, error.__class__.__name__)
+            return problem(Busy.status, slug=Busy.slug, title=Busy.title, request=request,
+                           detail=f"the database is busy; nothing was changed: try again in "
+                                  f"{Busy.retry_after_seconds} s")
         # Never leak internals: the log has the traceback, the caller the request id.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, slug="internal-error", title="Internal error",

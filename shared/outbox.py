@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import orjson
 from sqlalchemy import (
@@ -27,6 +29,9 @@ from shared.events import STRUCTURED
 from shared.lifecycle import StopsBetweenRounds
 from shared import tracing
 from shared.tracing import HEADER, STATE_HEADER
+
+if TYPE_CHECKING:
+    from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ class OutboxRelay(StopsBetweenRounds):
             return self._published(len(rows))
         # SQLite: one relay per database; never hold its single write lock while
         # waiting on the broker, or intake would wait too.
-        async with self.db.sessions() as session:
+        async with self.db.read_sessions() as session:  # a read: no write lock taken
             rows = (await session.execute(query)).all()
             await session.rollback()
         if rows:
@@ -162,7 +167,7 @@ class OutboxRelay(StopsBetweenRounds):
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many rows wait to be published, and when the oldest was committed."""
         t = self.table
-        async with self.db.sessions() as session:
+        async with self.db.read_sessions() as session:
             row = (
                 await session.execute(
                     select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
@@ -264,3 +269,26 @@ async def republish(*, db: Database, table: Table, since: datetime, until: datet
             .values(published_at=None)
         )
     return result.rowcount or 0
+
+
+StatePage = Callable[["UnitOfWork", str | None, int], Awaitable[tuple[str | None, int]]]
+"""Publishes (into the outbox) the current state of up to `limit` records after the key given; returns the
+last key and how many records it covered."""
+
+
+async def republish_state(uow_factory: Callable[[], "UnitOfWork"], *, page: StatePage, page_size: int = 500) -> int:
+    """A service's current state published again, a page of records per transaction; returns how many records.
+
+    For rebuilding a read model when the topics lost what they held (an embedded broker
+    restarted, a retention shorter than the figures' history): the events are new (new
+    ids) and say how things are now, which the read models fold idempotently. The
+    relay sends them as it sends any event.
+    """
+    after, total = None, 0
+    while True:
+        async with uow_factory() as uow:
+            after, count = await page(uow, after, page_size)
+            await uow.commit()
+        total += count
+        if count < page_size:
+            return total

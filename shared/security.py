@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from starlette.middleware.cors import CORSMiddleware
 
@@ -30,7 +34,8 @@ def install_security(app, settings) -> None:
             allow_origins=list(settings.cors_allow_origins),
             allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "Accept"],
-            expose_headers=["Location", "X-Request-Id", "Retry-After", "Idempotent-Replayed", "ETag", "Last-Modified"],
+            expose_headers=["Location", "X-Request-Id", "Retry-After", "Idempotent-Replayed", "ETag", "Last-Modified",
+                            "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"],
             max_age=600,
         )
     app.add_middleware(
@@ -42,37 +47,106 @@ def install_security(app, settings) -> None:
         if settings.rate_limit_per_minute > 0 else None,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
     )
 
 
-class RateLimiter:
-    """A token bucket per client: `burst` at once, refilled at `per_minute`. Per process (see docs/security.md)."""
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
-    def __init__(self, *, per_minute: int, burst: int, clock=time.monotonic):
+
+def _has_body(headers: dict) -> bool:
+    length = headers.get(b"content-length", b"")
+    return (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
+
+
+def _accepted_body_type(headers: dict) -> bool:
+    """JSON (`application/json`, `…+json`) or a file upload; never guessed from the bytes."""
+    media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json") or media == b"multipart/form-data"
+
+
+class RateLimiter:
+    """A token bucket per client: `burst` at once, refilled at `per_minute`. Per process (see docs/security.md).
+
+    The table of clients is bounded by `max_clients`: when full, the client seen
+    longest ago goes (a flood of new keys pushes out only the quietest, and never
+    resets everyone's budget). A client forgotten with a full bucket loses nothing.
+    """
+
+    def __init__(self, *, per_minute: int, burst: int, clock=time.monotonic, max_clients: int = 100_000):
         self.rate = per_minute / 60.0
         self.burst = max(1, burst)
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str) -> float:
-        """0 if the request may go ahead, else the seconds until it may."""
+    def take(self, client: str) -> "Allowance":
+        """Whether the request may go ahead, and what is left: `wait` is 0, or the seconds until it may."""
         now = self.clock()
-        tokens, then = self._buckets.get(client, (float(self.burst), now))
+        tokens, then = self._buckets.pop(client, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        wait = 0.0
         if tokens >= 1.0:
-            if len(self._buckets) >= 100_000:
-                self._buckets.clear()  # a crude bound on memory under a flood of distinct clients
-            self._buckets[client] = (tokens - 1.0, now)
-            return 0.0
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        while len(self._buckets) >= self.max_clients:
+            self._buckets.popitem(last=False)  # the least recently seen
         self._buckets[client] = (tokens, now)
-        return (1.0 - tokens) / self.rate
+        return Allowance(wait=wait, remaining=int(tokens), reset=math.ceil((self.burst - tokens) / self.rate),
+                         limit=self.burst, window=math.ceil(self.burst / self.rate))
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    wait: float
+    remaining: int
+    reset: int
+    """Seconds until the client's whole burst is back."""
+    limit: int
+    window: int
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """`RateLimit-*` (draft-ietf-httpapi-ratelimit-headers): a client can pace itself before it is refused."""
+        return [(b"ratelimit-limit", str(self.limit).encode()), (b"ratelimit-remaining", str(self.remaining).encode()),
+                (b"ratelimit-reset", str(self.reset).encode()),
+                (b"ratelimit-policy", f"{self.limit};w={self.window}".encode())]
+
+
+def client_address(scope, headers: dict, trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> str:
+    """The caller's address: the socket's peer, or, when that is a trusted proxy, the address it says it served.
+
+    `X-Forwarded-For` is read right to left, skipping trusted proxies, so a client
+    cannot choose its own address by sending the header itself.
+    """
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if not trusted_proxies or not _trusted(peer, trusted_proxies):
+        return peer
+    forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _trusted(hop, trusted_proxies):
+            return hop
+    return peer
+
+
+def _trusted(address: str, networks) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 class SecurityMiddleware:
     def __init__(self, app, *, content_security_policy: str, docs_content_security_policy: str,
-                 strict_transport: bool, rate: RateLimiter | None, max_body_bytes: int, max_upload_bytes: int):
+                 strict_transport: bool, rate: RateLimiter | None, max_body_bytes: int, max_upload_bytes: int,
+                 trusted_proxies: Sequence[IPv4Network | IPv6Network] = ()):
         self.app = app
         self.rate = rate
+        self.trusted_proxies = list(trusted_proxies)
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         common = [
@@ -91,11 +165,15 @@ class SecurityMiddleware:
             return await self.app(scope, receive, send)
         extra = self.docs_headers if scope["path"] in DOCS_PATHS else self.headers
 
+        allowance: Allowance | None = None
+
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers += [(name, value) for name, value in extra if name not in present]
+                if allowance is not None:
+                    headers += allowance.headers()
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))  # residents' data stays out of caches
                 message["headers"] = headers
@@ -103,12 +181,19 @@ class SecurityMiddleware:
 
         headers = dict(scope["headers"])
         if self.rate is not None and scope["path"] not in UNLIMITED_PATHS:
-            wait = self.rate.take(self._client(scope, headers))
-            if wait > 0:
-                seconds = max(1, math.ceil(wait))
+            allowance = self.rate.take(self._client(scope, headers))
+            if allowance.wait > 0:
+                seconds = max(1, math.ceil(allowance.wait))
                 return await self._problem(scope, send_with_headers, 429, "too-many-requests", "Too many requests",
                                            f"slow down: try again in {seconds} s",
                                            [(b"retry-after", str(seconds).encode())])
+
+        if scope["method"] in BODY_METHODS and _has_body(headers) and not _accepted_body_type(headers):
+            return await self._problem(scope, send_with_headers, 415, "unsupported-media-type",
+                                       "Unsupported media type",
+                                       "send the body as JSON with Content-Type: application/json "
+                                       "(a file upload as multipart/form-data)",
+                                       [(b"accept-post", b"application/json, multipart/form-data")])
 
         limit = self.max_upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") \
             else self.max_body_bytes
@@ -150,8 +235,7 @@ class SecurityMiddleware:
             await self._problem(scope, send_with_headers, 413, "payload-too-large", "Request body too large",
                                 f"the body is over {limit} bytes")
 
-    @staticmethod
-    def _client(scope, headers) -> str:
+    def _client(self, scope, headers) -> str:
         """Who to count against: the verified token's subject, else the caller's address."""
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and token:
@@ -159,8 +243,7 @@ class SecurityMiddleware:
                 return "sub:" + scope["app"].state.verifier.verify(token).subject
             except Exception:
                 pass  # an invalid token is counted by address, and answered 401 further in
-        client = scope.get("client") or ("unknown", 0)
-        return f"ip:{client[0]}"
+        return f"ip:{client_address(scope, headers, self.trusted_proxies)}"
 
     @staticmethod
     async def _problem(scope, send, status: int, slug: str, title: str, detail: str, headers=()) -> None:

@@ -82,6 +82,8 @@ class ServiceSettings(BaseSettings):
     """Apache Kafka has it; the embedded broker does not (`kent-together run` sets false when it starts it)."""
     database_url: str = ""
     """Per service, e.g. REFERRALS_DATABASE_URL; defaults to a SQLite file in var/."""
+    database_busy_timeout_seconds: float = 30.0
+    """SQLite: how long a writer waits for the write lock before the request is answered 503 with Retry-After."""
 
     # Auth: a local HS256 key in development, the identity provider's JWKS in production.
     jwt_signing_key: str = Field("", validation_alias="KT_JWT_SIGNING_KEY")
@@ -148,16 +150,20 @@ class ServiceSettings(BaseSettings):
     content_security_policy: str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     """An API serves no page: nothing may load. A service with a page (the dashboard) sets its own."""
     docs_content_security_policy: str = (
-        "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+        "frame-ancestors 'none'; base-uri 'none'"
     )
-    """For /docs and /redoc only: FastAPI's pages load Swagger UI and ReDoc from a CDN with an inline script."""
+    """For /docs and /redoc only: Swagger UI and ReDoc, served by the service (shared/docs_pages.py), start with an
+    inline script; nothing loads from elsewhere."""
     cors_allow_origins: list[str] = []
     """Browser origins allowed to call the API (a JSON list); none by default."""
     rate_limit_per_minute: int = 6000
     """Requests per minute per client (token subject, else address), per instance; 0 turns limits off."""
     rate_limit_burst: int = 1000
+    trusted_proxies: list[str] = Field(default_factory=list, validation_alias="KT_TRUSTED_PROXIES")
+    """Addresses or networks of the reverse proxies in front (a JSON list, e.g. ["10.0.0.0/8"]): only their
+    X-Forwarded-For is believed, for rate limits and logs. None by default: the socket's peer is the client."""
     log_json: bool = Field(True, validation_alias="KT_LOG_JSON")
     log_level: str = Field("INFO", validation_alias="KT_LOG_LEVEL")
 

@@ -54,7 +54,7 @@ def topic_plan(hubs: list[str], topics: Topics | None = None) -> list[TopicSpec]
     ]
     plan += [TopicSpec(topics.hub(hub), 3, 14, f"personal data: readable only by hub-{hub}") for hub in sorted(hubs)]
     plan += [TopicSpec(topics.dead_letter_prefix + group, 1, 30, f"events {group} could not handle, with the reason")
-             for group in ("fulfilment", "reporting")]
+             for group in ("fulfilment", "referrals", "reporting")]
     return plan
 
 

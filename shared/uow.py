@@ -47,8 +47,11 @@ class UnitOfWork:
         on_commit: Callable[[], None] | None = None,
         keyring: Keyring | None = None,
         sealed_topic: Callable[[str], bool] = lambda topic: True,
+        reading: bool = False,
     ):
         self.db = db
+        self.reading = reading
+        """Only reads: on SQLite its transaction takes no write lock, and it cannot commit."""
         self.source = source
         self.outbox = outbox
         self.on_commit = on_commit
@@ -68,7 +71,7 @@ class UnitOfWork:
             # connection would never be returned: a helper given an open unit of work uses it.
             raise RuntimeError("this unit of work is already open: use it, do not enter it again")
         self._open = True
-        self.session = self.db.sessions()
+        self.session = (self.db.read_sessions if self.reading else self.db.sessions)()
         self._events = []
         return self
 
@@ -184,6 +187,8 @@ class UnitOfWork:
         return audit
 
     async def commit(self) -> None:
+        if self.reading:
+            raise RuntimeError("a reading unit of work cannot commit: use a writing one (runtime.uow())")
         if self._audit is not None:
             table, rows = self._audit
             await self.insert_rows(table, rows)

@@ -9,8 +9,10 @@ if [ "${1:-}" = "serve" ]; then
     echo "$port" > /tmp/kt-port
     # SIGTERM: uvicorn stops taking connections, finishes the requests in flight
     # (up to 20 s), then the lifespan stops the relay and consumers (shared/app.py).
+    # No proxy headers here: the services believe X-Forwarded-For only from the
+    # proxies KT_TRUSTED_PROXIES names (shared/security.py), never from any client.
     exec python -m uvicorn "services.${service}.app:create_app" --factory \
         --host 0.0.0.0 --port "$port" --no-access-log \
-        --proxy-headers --forwarded-allow-ips '*' --timeout-graceful-shutdown 20
+        --no-proxy-headers --timeout-graceful-shutdown 20
 fi
 exec kent-together "$@"

@@ -88,12 +88,12 @@ async def import_plan(
 
 @router.get("/plans", response_model=list[PlanOut], tags=["plans"])
 async def list_plans(by: Reader, rt: Rt):
-    return await service.list_plans(rt.uow())
+    return await service.list_plans(rt.uow(reading=True))
 
 
 @router.get("/plans/{plan}", response_model=PlanOut, tags=["plans"])
 async def get_plan(plan: PlanSlug, by: Reader, rt: Rt):
-    return await service.get_plan(rt.uow(), plan)
+    return await service.get_plan(rt.uow(reading=True), plan)
 
 
 @router.patch(
@@ -117,7 +117,7 @@ async def plan_snapshot(
     format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
 ):
     instant = _instant(as_at)
-    snapshot = await service.plan_snapshot(rt.uow(), plan=plan, as_at=instant)
+    snapshot = await service.plan_snapshot(rt.uow(reading=True), plan=plan, as_at=instant)
     if format == "json":
         return snapshot
     rows = spreadsheet.export_rows(snapshot["actions"])
@@ -156,7 +156,7 @@ def _instant(as_at: str | None) -> datetime:
 
 @router.get("/actions", response_model=ActionList, tags=["actions"], summary="Actions, filtered")
 async def list_actions(filters: Filters, by: Reader, rt: Rt):
-    views = await service.list_actions(rt.uow(), filters=filters)
+    views = await service.list_actions(rt.uow(reading=True), filters=filters)
     return {"count": len(views), "actions": views}
 
 
@@ -166,7 +166,7 @@ async def list_actions(filters: Filters, by: Reader, rt: Rt):
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def export_csv(filters: Filters, by: Reader, rt: Rt):
-    content, name = await service.export_actions(rt.uow(), filters=filters, file_format="csv")
+    content, name = await service.export_actions(rt.uow(reading=True), filters=filters, file_format="csv")
     return _download(content, CSV, name)
 
 
@@ -176,7 +176,7 @@ async def export_csv(filters: Filters, by: Reader, rt: Rt):
     responses={200: {"content": {XLSX: {}}}},
 )
 async def export_xlsx(filters: Filters, by: Reader, rt: Rt):
-    content, name = await service.export_actions(rt.uow(), filters=filters, file_format="xlsx")
+    content, name = await service.export_actions(rt.uow(reading=True), filters=filters, file_format="xlsx")
     return _download(content, XLSX, name)
 
 
@@ -187,7 +187,7 @@ def _download(content: bytes, media_type: str, name: str) -> Response:
 @router.get("/actions/{action_id}", response_model=ActionOut, tags=["actions"],
             summary="One action with its links both ways and its whole history")
 async def get_action(action_id: str, response: Response, by: Reader, rt: Rt):
-    view = await service.get_action(rt.uow(), action_id)
+    view = await service.get_action(rt.uow(reading=True), action_id)
     response.headers["ETag"] = f'"{view["version"]}"'
     return view
 

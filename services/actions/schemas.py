@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.schemas import Patch, Strict
+
 
 Status = Literal["not-started", "on-track", "at-risk", "off-track", "blocked", "complete", "cancelled"]
 Rag = Literal["red", "amber", "green"]
@@ -19,20 +21,18 @@ Narrative = Annotated[str, Field(min_length=1, max_length=4000)]
 Commentary = Annotated[str, Field(max_length=4000)]
 
 
-class Strict(BaseModel):
-    """Unknown fields are errors, and text is trimmed, everywhere."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
 def _not_far_off(value: date | None) -> date | None:
     if value is not None and value.year > 2100:
         raise ValueError("is too far ahead")
     return value
 
 
-class ActionPatch(Strict):
+class ActionPatch(Patch):
     """Only the fields given change. Each change is kept in the action's history."""
+
+    nullable = frozenset({"blocked_reason", "rag", "rag_narrative", "self_rating", "self_rating_commentary",
+                          "independent_rating", "independent_rating_commentary", "agreed_due_date", "note",
+                          "version"})
 
     status: Status | None = None
     blocked_reason: Commentary | None = None
@@ -91,7 +91,7 @@ class LinkIn(Strict):
         return self
 
 
-class PlanPatch(Strict):
+class PlanPatch(Patch):
     title: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     starts_on: date | None = None
     """Moving the start moves every action's baseline due date with it (agreed dates stay)."""

@@ -358,6 +358,7 @@ async def get_action(uow: UnitOfWork, action_id: str) -> dict:
 
 async def list_actions(uow: UnitOfWork, *, filters: ActionFilters) -> list[dict]:
     async with uow:
+        await _check_cells(uow, filters)
         today = domain.today_in_kent(uow.now())
         query = (
             select(actions)
@@ -368,6 +369,21 @@ async def list_actions(uow: UnitOfWork, *, filters: ActionFilters) -> list[dict]
             query = query.where(condition)
         rows = (await uow.session.execute(query)).mappings().all()
         return await _views(uow, rows)
+
+
+async def _check_cells(uow: UnitOfWork, filters: ActionFilters) -> None:
+    """A cell filter naming no cell is a mistake to say, not an empty list (`?cell=nope`)."""
+    if not filters.cell:
+        return
+    query = select(cells.c.slug).distinct()
+    if filters.plan:
+        query = query.where(cells.c.plan == filters.plan)
+    known = set(await uow.session.scalars(query))
+    unknown = [cell for cell in filters.cell if cell not in known]
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none yet: import a plan first"
+        raise ValidationFailed([{"field": "cell", "in": "query",
+                                 "reason": f"no cell {', '.join(map(repr, unknown))}; the cells are: {listed}"}])
 
 
 def _conditions(filters: ActionFilters, *, today: date) -> list:
@@ -704,6 +720,19 @@ def _link_view(link_id: int, other: Mapping, *, source: str, note: str | None, n
         "id": link_id, "action_id": other["id"], "cell": other["cell"], "cell_name": names[other["plan"], other["cell"]],
         "number": other["number"], "title": other["title"], "status": other["status"], "source": source, "note": note,
     }
+
+
+async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+    """`kent-together republish actions`: each action as it is now (an `action.revised` changing nothing, dated
+    by its last change), in id order after `after`; returns the last id and how many."""
+    query = select(actions).order_by(actions.c.id).limit(limit)
+    if after is not None:
+        query = query.where(actions.c.id > after)
+    rows = (await uow.session.execute(query)).mappings().all()
+    for row in rows:
+        uow.publish(ActionRevisedV1(**_event_state(row), changed=[], changed_at=row["updated_at"]),
+                    topic=topics.actions)
+    return (rows[-1]["id"] if rows else after), len(rows)
 
 
 def _event_state(row: Mapping) -> dict:

@@ -11,7 +11,7 @@ from services.fulfilment import domain, service, webhooks
 from services.fulfilment.domain import Status
 from services.fulfilment.schemas import (
     AreaOut, AssignmentList, AssignmentOut, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
-    NoteIn, NoteOut, RequestStatusList, TransitionIn, TransitionOut,
+    NoteIn, NoteOut, RejectedList, RequestStatusList, TransitionIn, TransitionOut,
 )
 from shared.app import Runtime
 from shared.auth import Principal, require
@@ -61,12 +61,12 @@ def _hub_out(row: dict, by: Principal) -> HubOut:
 
 @router.get("/hubs", response_model=list[HubOut], tags=["hubs"], summary="The 12 district hubs")
 async def list_hubs(by: Reader, rt: Rt):
-    return [_hub_out(row, by) for row in await service.list_hubs(rt.uow())]
+    return [_hub_out(row, by) for row in await service.list_hubs(rt.uow(reading=True))]
 
 
 @router.get("/hubs/{hub}", response_model=HubOut, tags=["hubs"])
 async def get_hub(hub: str, by: Reader, rt: Rt):
-    return _hub_out(await service.get_hub(rt.uow(), hub), by)
+    return _hub_out(await service.get_hub(rt.uow(reading=True), hub), by)
 
 
 @router.patch("/hubs/{hub}", response_model=HubOut, tags=["hubs"],
@@ -81,29 +81,46 @@ async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Rout
 
 
 @router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],
-            summary="A hub's assignments, oldest first; filter by status, type, overdue, follow-up")
+            summary="A hub's open assignments, oldest first; filter by status, type, overdue, follow-up; "
+                    "`count` is how many match")
 async def hub_assignments(
     hub: str, request: Request, by: Reader, rt: Rt,
-    status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated")] = None,
+    status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated; "
+                                                                  "without it, the open ones")] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
+    closed: Annotated[bool, Query(description="Also the closed ones: fulfilled, unable to fulfil, cancelled, "
+                                              "passed on")] = False,
+    erased: Annotated[bool, Query(description="Also those whose resident's details were erased")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     service.check_hub_access(by, hub)
-    await service.hub_exists(rt.uow(), hub)
+    await service.hub_exists(rt.uow(reading=True), hub)
     statuses = [s for value in status or [] for s in value.split(",") if s]
     unknown = sorted(set(statuses) - {str(s) for s in Status})
     if unknown:
         raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}; "
                                  f"one of {', '.join(str(s) for s in Status)}"}])
-    items = await service.list_assignments(
-        rt.uow(), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
-        limit=limit, offset=offset,
+    items, total = await service.list_assignments(
+        rt.uow(reading=True), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
+        limit=limit, offset=offset, closed=closed, erased=erased,
     )
     await _audit_list(rt, by, request, items, hub=hub)
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": total}
+
+
+@router.get("/hubs/{hub}/rejected", response_model=RejectedList, tags=["assignments"],
+            summary="The cases this hub rejected, newest first, and where each is now (no resident's details)")
+async def hub_rejected(
+    hub: str, request: Request, by: Reader, rt: Rt,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+):
+    service.check_hub_access(by, hub)
+    await service.hub_exists(rt.uow(reading=True), hub)
+    items, total = await service.rejected_by_hub(rt.uow(reading=True), hub=hub, limit=limit, offset=offset)
+    return {"items": items, "count": total}
 
 
 async def _audit_list(rt: Runtime, by: Principal, request: Request, items: list, **detail) -> None:
@@ -126,7 +143,7 @@ async def hub_feed(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
     service.check_hub_access(by, hub)
-    page = await service.read_feed(rt.uow(), hub=hub, cursor=cursor, limit=limit)
+    page = await service.read_feed(rt.uow(reading=True), hub=hub, cursor=cursor, limit=limit)
     referral_ids = sorted({str(item["event"].get("data", {}).get("referral_id")) for item in page["items"]} - {"None"})
     if page["items"]:
         await rt.audit.record(by=by, action="export", resource="referral", ids=referral_ids or [None], request=request,
@@ -142,13 +159,13 @@ async def webhook_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
     service.check_hub_access(by, hub)
-    return await webhooks.delivery_log(rt.uow(), hub=hub, status=status, limit=limit)
+    return await webhooks.delivery_log(rt.uow(reading=True), hub=hub, status=status, limit=limit)
 
 
 @router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
             summary="One assignment with the resident's details, history, notes and contact attempts")
 async def get_assignment(assignment_id: str, request: Request, by: Reader, rt: Rt):
-    out = await service.get_assignment(rt.uow(), assignment_id=assignment_id, by=by)
+    out = await service.get_assignment(rt.uow(reading=True), assignment_id=assignment_id, by=by)
     await rt.audit.record(by=by, action="read", resource="referral", ids=[str(out["referral_id"])], request=request,
                           detail={"assignment_id": assignment_id})
     return out
@@ -205,11 +222,11 @@ async def out_of_area_queue(
     request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
-    items = await service.list_assignments(
-        rt.uow(), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
+    items, total = await service.list_assignments(
+        rt.uow(reading=True), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items)
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": total}
 
 
 @router.get("/queues/triage", response_model=AssignmentList, tags=["queues"],
@@ -218,11 +235,11 @@ async def triage_queue(
     request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
-    items = await service.list_assignments(
-        rt.uow(), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
+    items, total = await service.list_assignments(
+        rt.uow(reading=True), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
     )
     await _audit_list(rt, by, request, items)
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": total}
 
 
 # For the front door (the web front's resident pages, advisers): no personal data in or out.
@@ -237,7 +254,7 @@ def _postcode(value: str, *, where: str) -> str:
 @router.get("/areas/{postcode}", response_model=AreaOut, tags=["front door"],
             summary="Who helps at a postcode: its district hub in Kent, else the council responsible")
 async def area(postcode: Annotated[str, Path(max_length=12)], by: StatusReader, rt: Rt, routing: Routing):
-    return await service.area_of(rt.uow(), postcode=_postcode(postcode, where="path"), routing=routing)
+    return await service.area_of(rt.uow(reading=True), postcode=_postcode(postcode, where="path"), routing=routing)
 
 
 @router.get("/request-status", response_model=RequestStatusList, tags=["front door"],
@@ -247,7 +264,7 @@ async def request_status(
     reference: Annotated[str, Query(min_length=1, max_length=20)],
     postcode: Annotated[str, Query(min_length=1, max_length=12)],
 ):
-    items = await service.request_status(rt.uow(), reference=normalise_reference(reference),
+    items = await service.request_status(rt.uow(reading=True), reference=normalise_reference(reference),
                                          postcode=_postcode(postcode, where="query"))
     return {"items": items, "count": len(items)}
 

@@ -62,6 +62,8 @@ referrals = Table(
     Column("personal", LargeBinary, nullable=False),
     Column("consent_to_share", Boolean, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # When the resident's details were erased here (on request, or at the end of retention).
+    Column("erased_at", UtcDateTime),
 )
 
 assignments = Table(

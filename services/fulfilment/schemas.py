@@ -8,16 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.fulfilment import domain
+from shared.schemas import Patch, Strict
 
 TransitionTo = Literal[
     "accepted", "in_progress", "fulfilled", "unable_to_fulfil", "rejected", "cancelled", "routed", "out_of_area",
     "passed_on",
 ]
 ContactOutcome = Literal[domain.CONTACT_OUTCOMES]  # type: ignore[valid-type]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class TransitionIn(Strict):
@@ -81,7 +78,9 @@ class NoteOut(BaseModel):
     by: str
 
 
-class AssignmentPatch(Strict):
+class AssignmentPatch(Patch):
+    nullable = frozenset({"follow_up_on"})
+
     follow_up: bool
     follow_up_on: date | None = None
     """When to follow up, if a date is agreed."""
@@ -124,6 +123,32 @@ class AssignmentSummary(BaseModel):
 
 class AssignmentList(BaseModel):
     items: list[AssignmentSummary]
+    """This page (`limit`, `offset`)."""
+    count: int
+    """How many match, on every page: a hub's true total."""
+
+
+class WhereNow(BaseModel):
+    status: str
+    hub: str | None = None
+    """The hub that has it now; none while it is in a queue (triage, out of area)."""
+    council_name: str | None = None
+    since: datetime
+
+
+class RejectedCase(BaseModel):
+    id: str
+    request_id: str
+    referral_id: str
+    reference: str
+    type: str
+    rejected_at: datetime
+    reason: str | None = None
+    now: WhereNow
+
+
+class RejectedList(BaseModel):
+    items: list[RejectedCase]
     count: int
 
 
@@ -165,8 +190,10 @@ class HubOut(BaseModel):
     updated_at: datetime
 
 
-class HubPatch(Strict):
+class HubPatch(Patch):
     """Only the fields given change; `sla` replaces the hub's own SLA hours (urgencies left out use the default)."""
+
+    nullable = frozenset({"email", "phone", "hours", "webhook_url", "webhook_secret", "sla"})
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -175,14 +202,6 @@ class HubPatch(Strict):
     webhook_url: AnyHttpUrl | None = None
     webhook_secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
     sla: dict[Literal[domain.URGENCIES], SlaHours] | None = None  # type: ignore[valid-type]
-
-    @field_validator("name")
-    @classmethod
-    def _name_stays(cls, value: str | None) -> str:
-        # Left out keeps the name; null would blank it, and every hub needs one.
-        if value is None:
-            raise ValueError("a hub always has a name: leave the field out to keep it")
-        return value
 
 
 class FeedItem(BaseModel):

@@ -703,32 +703,71 @@ def _overdue_clause(now: datetime):
 async def list_assignments(
     uow: UnitOfWork, *, hub: str | None = None, statuses: list[str] | None = None, request_type: str | None = None,
     overdue: bool | None = None, follow_up: bool | None = None, limit: int = 100, offset: int = 0,
-) -> list[dict]:
-    """A hub's assignments (or a queue's, with `hub=None` and queue statuses), oldest first."""
+    closed: bool = False, erased: bool = False,
+) -> tuple[list[dict], int]:
+    """A hub's assignments (or a queue's, with `hub=None` and queue statuses), oldest first; and how many match.
+
+    Without `statuses`, only the open ones (what a hub still has to do) unless `closed`;
+    cases whose resident was erased only with `erased`.
+    """
     a = assignments.c
-    query = select(assignments, referrals.c.personal, referrals.c.reference).join(
-        referrals, referrals.c.id == a.referral_id
-    )
+    conditions = []
     if hub is not None:
-        query = query.where(a.hub == hub)
+        conditions.append(a.hub == hub)
     if statuses:
-        query = query.where(a.status.in_(statuses))
+        conditions.append(a.status.in_(statuses))
+    elif not closed:
+        conditions.append(a.status.not_in([str(s) for s in domain.CLOSED]))
+    if not erased:
+        conditions.append(referrals.c.erased_at.is_(None))
     if request_type:
-        query = query.where(a.request_type == request_type)
+        conditions.append(a.request_type == request_type)
     if follow_up is not None:
-        query = query.where(a.follow_up == follow_up)
+        conditions.append(a.follow_up == follow_up)
     async with uow:
         now = uow.now()
         if overdue is not None:
             clause = _overdue_clause(now)
-            query = query.where(clause if overdue else ~clause)
+            conditions.append(clause if overdue else ~clause)
+        joined = assignments.join(referrals, referrals.c.id == a.referral_id)
+        query = select(assignments, referrals.c.personal, referrals.c.reference).select_from(joined).where(*conditions)
         rows = (await uow.session.execute(query.order_by(a.routed_at, a.id).limit(limit).offset(offset))).mappings().all()
+        if offset == 0 and len(rows) < limit:
+            total = len(rows)  # the whole list is on this page
+        else:
+            total = await uow.session.scalar(select(func.count()).select_from(joined).where(*conditions))
     keyring = uow.keyring
     return [
         _summary(_opened_assignment(r, keyring), {**keyring.open_json(r["personal"]), "reference": r["reference"]},
                  now=now)
         for r in rows
-    ]
+    ], total
+
+
+async def rejected_by_hub(uow: UnitOfWork, *, hub: str, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+    """The cases this hub rejected, newest first, and where each is now: no resident's details (no longer theirs)."""
+    c = assignment_changes.c
+    rejections = (select(c.assignment_id, func.max(c.at).label("rejected_at"))
+                  .where(c.from_hub == hub, c.to_status == str(Status.REJECTED)).group_by(c.assignment_id).subquery())
+    query = (select(assignments.c.id, assignments.c.request_id, assignments.c.referral_id, assignments.c.request_type,
+                    assignments.c.status, assignments.c.hub, assignments.c.council_name, assignments.c.updated_at,
+                    referrals.c.reference, rejections.c.rejected_at)
+             .join(rejections, rejections.c.assignment_id == assignments.c.id)
+             .join(referrals, referrals.c.id == assignments.c.referral_id))
+    async with uow:
+        rows = (await uow.session.execute(
+            query.order_by(rejections.c.rejected_at.desc(), assignments.c.id).limit(limit).offset(offset))).all()
+        total = await uow.session.scalar(select(func.count()).select_from(rejections))
+        reasons = dict((await uow.session.execute(
+            select(c.assignment_id, c.reason).where(c.from_hub == hub, c.to_status == str(Status.REJECTED),
+                                                    c.assignment_id.in_([r.id for r in rows]))
+            .order_by(c.id))).all()) if rows else {}
+    return [
+        {"id": r.id, "request_id": r.request_id, "referral_id": r.referral_id, "reference": r.reference,
+         "type": r.request_type, "rejected_at": r.rejected_at, "reason": reasons.get(r.id),
+         "now": {"status": r.status, "hub": r.hub, "council_name": r.council_name, "since": r.updated_at}}
+        for r in rows
+    ], total
 
 
 async def hub_exists(uow: UnitOfWork, slug: str) -> None:
@@ -808,6 +847,49 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
         return raised
 
 
+async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+    """`kent-together republish fulfilment`: each assignment as it is now, for reporting (no personal data).
+
+    One status event per assignment (its status, hub, times and due dates, dated by
+    its last change) and one escalation event per deadline it missed, in assignment
+    id order after `after`; returns the last id and how many assignments.
+    """
+    query = select(assignments).order_by(assignments.c.id).limit(limit)
+    if after is not None:
+        query = query.where(assignments.c.id > after)
+    rows = (await uow.session.execute(query)).mappings().all()
+    ids = [row["id"] for row in rows]
+    last_change = dict((await uow.session.execute(
+        select(assignment_changes.c.assignment_id, func.max(assignment_changes.c.at))
+        .where(assignment_changes.c.assignment_id.in_(ids)).group_by(assignment_changes.c.assignment_id)
+    )).all()) if ids else {}
+    missed = (await uow.session.execute(
+        select(escalations).where(escalations.c.assignment_id.in_(ids)).order_by(escalations.c.id)
+    )).mappings().all() if ids else []
+    out = Outgoing(topics)
+    for row in rows:
+        out.status(uow, AssignmentStatusChangedV1(
+            assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
+            request_type=row["request_type"], urgency=row["urgency"], status=row["status"], hub=row["hub"],
+            district_code=row["district_code"], council_code=row["council_code"], council_name=row["council_name"],
+            reason=None, outcome=row["outcome"], received_at=row["received_at"],
+            changed_at=last_change.get(row["id"]) or row["updated_at"], routed_at=row["routed_at"],
+            accepted_at=row["accepted_at"], closed_at=row["closed_at"], accept_due_at=row["accept_due_at"],
+            fulfil_due_at=row["fulfil_due_at"],
+        ), key=row["referral_id"])
+    by_id = {row["id"]: row for row in rows}
+    for escalation in missed:
+        row = by_id[escalation["assignment_id"]]
+        out.status(uow, AssignmentEscalatedV1(
+            assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
+            request_type=row["request_type"], urgency=row["urgency"], status=escalation["status"],
+            hub=escalation["hub"], district_code=row["district_code"], deadline=escalation["deadline"],
+            due_at=escalation["due_at"], escalated_at=escalation["escalated_at"],
+        ), key=row["referral_id"])
+    await out.flush(uow)
+    return (ids[-1] if ids else after), len(ids)
+
+
 class EscalationScheduler(StopsBetweenRounds):
     """Looks for missed deadlines every `poll_seconds`, in every instance; the claim makes it fire once.
 
@@ -855,7 +937,7 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
     await uow.session.execute(
         update(referrals).where(referrals.c.id == referral_id).values(
             personal=keyring.seal_json({"resident": privacy.redact(row["resident"]), "referrer": None}),
-            updated_at=uow.now(),
+            updated_at=uow.now(), erased_at=uow.now(),
         )
     )
     held_assignments = (await uow.session.execute(

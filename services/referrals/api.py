@@ -70,7 +70,7 @@ async def post_referral(request: Request, by: Writer, idempotency_key: Idempoten
     # The hot path: called by `_IntakeRoute` (no dependency solver); the intake queue answers with
     # the 201 body already serialised (the JSON FastAPI would have written from ReferralOut).
     state = request.app.state
-    known_types = await state.request_types.active(state.runtime.uow())
+    known_types = await state.request_types.active(state.runtime.uow(reading=True))
     referral = await read_body(request, ReferralIn, context={"request_types": known_types})
     if domain.needs_backfill_scope(referral.received_at, now=utcnow()) \
             and domain.BACKFILL_SCOPE not in by.scopes:
@@ -100,8 +100,11 @@ router.add_api_route(
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, tags=["referrals"])
-async def get_referral(referral_id: str, request: Request, by: Reader, rt: Rt):
-    out = await service.get_referral(rt.uow(), referral_id)
+async def get_referral(referral_id: str, request: Request, by: Reader, rt: Rt, response: Response):
+    """By its id, or by the reference the resident quotes (`KT-7F3K-9QX2`, any case or spacing)."""
+    out = await service.get_referral(rt.uow(reading=True), referral_id)
+    if out.id != referral_id:
+        response.headers["Content-Location"] = f"/v1/referrals/{out.id}"
     await rt.audit.record(by=by, action="read", resource="referral", ids=[_id(out)], request=request)
     return out
 
@@ -139,7 +142,7 @@ async def search_referrals(
         errors.append({"field": "phone", "in": "query", "reason": str(error)})
     if errors:
         raise ValidationFailed(errors)
-    results = await service.search_referrals(rt.uow(), reference=reference, postcode=postcode, phone=phone, name=name,
+    results = await service.search_referrals(rt.uow(reading=True), reference=reference, postcode=postcode, phone=phone, name=name,
                                              date_of_birth=date_of_birth, limit=limit)
     if results:  # what was searched by, never the values: the log holds no personal data
         criteria = [k for k, v in (("reference", reference), ("postcode", postcode), ("phone", phone), ("name", name),
@@ -215,9 +218,16 @@ async def anonymise_expired(request: Request, by: Admin, rt: Rt) -> dict:
     return {"anonymised": len(ids), "referral_ids": ids}
 
 
+@router.get("/retention/review", tags=["privacy"],
+            summary="Open referrals past their retention period (administrators): never anonymised unseen")
+async def retention_review(by: Admin, rt: Rt) -> dict:
+    items = await service.retention_review(rt.uow(reading=True))
+    return {"count": len(items), "items": items}
+
+
 @router.get("/request-types", response_model=list[RequestTypeOut], tags=["request types"])
 async def list_request_types(by: Writer, rt: Rt):
-    return await service.list_request_types(rt.uow())
+    return await service.list_request_types(rt.uow(reading=True))
 
 
 @router.post("/request-types", status_code=201, response_model=RequestTypeOut, tags=["request types"],

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.referrals import api, service
+from services.referrals import api, handlers, service
 from services.referrals.models import tables
 from shared.app import Runtime, create_service_app
 from shared.settings import ServiceSettings
@@ -26,7 +26,9 @@ class ReferralsSettings(ServiceSettings):
     retention_closed_days: float = 365.0
     """A closed or cancelled referral unchanged this long is anonymised."""
     retention_kept_days: float = 730.0
-    """Any referral received this long ago is anonymised (referrals never hears that help was given)."""
+    """An open referral taken this long ago is flagged for review (GET /v1/retention/review), never anonymised."""
+    consumer_group: str = "referrals"
+    """Reads fulfilment's status events: where each request is, and when it closed."""
     retention_poll_seconds: float = 3600.0
 
 
@@ -43,6 +45,10 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
         settings=settings,
         tables=tables,
         routers=[api.router],
+        consumers=lambda runtime: [
+            runtime.consumer(group=settings.consumer_group, topics=[settings.topics.assignment_status],
+                             handlers=handlers.status_handlers())
+        ],
         on_startup=on_startup,
         own_idempotency_paths=frozenset({"/v1/referrals"}),  # the intake keeps the key with the referral
     )

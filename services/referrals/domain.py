@@ -28,6 +28,30 @@ DEFAULT_REQUEST_TYPES = (
 )
 OPEN, CANCELLED, CLOSED = "open", "cancelled", "closed"
 
+HUB_CLOSED = frozenset({"fulfilled", "unable_to_fulfil", "passed_on"})
+"""Fulfilment's statuses after which no hub will act on the request: it is closed here."""
+HUB_CANCELLED = "cancelled"
+
+
+def request_status_after(progress: str, *, current: str) -> str:
+    """A request's status here once fulfilment says it is `progress` (fulfilment's assignment status)."""
+    if current != OPEN:
+        return current  # cancelled or closed here already: a late event does not reopen it
+    if progress in HUB_CLOSED:
+        return CLOSED
+    if progress == HUB_CANCELLED:
+        return CANCELLED
+    return OPEN
+
+
+def referral_status(request_statuses: list[str]) -> str:
+    """Open while any request is; cancelled if every one was; else closed."""
+    if OPEN in request_statuses:
+        return OPEN
+    if request_statuses and all(s == CANCELLED for s in request_statuses):
+        return CANCELLED
+    return CLOSED
+
 # Crockford's base32 without I, L, O, U: nothing a resident can misread on the phone.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _REQUEST_TYPE_ID = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
@@ -37,6 +61,14 @@ def make_reference() -> str:
     """A reference a resident can quote: 'KT-7F3K-9QX2'."""
     chars = "".join(_REFERENCE_ALPHABET[b % 32] for b in secrets.token_bytes(8))  # 256 = 8 × 32: unbiased
     return f"KT-{chars[:4]}-{chars[4:]}"
+
+
+_REFERENCE = re.compile(r"^KT-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
+
+
+def looks_like_reference(value: str) -> bool:
+    """A reference as `normalise_reference` writes it (never an id: ids are UUIDs)."""
+    return bool(_REFERENCE.match(value))
 
 
 def normalise_phone(value: str) -> str:

@@ -54,6 +54,10 @@ referrals = Table(
     Column("version", Integer, nullable=False),
     # When the resident's personal data was erased (on request, or at the end of retention).
     Column("erased_at", UtcDateTime),
+    # When its last request closed or was cancelled: retention counts from then.
+    Column("closed_at", UtcDateTime),
+    # Still open past the retention period: listed for an administrator to review, never erased unseen.
+    Column("retention_review_at", UtcDateTime),
     UniqueConstraint("idempotency_client", "idempotency_key", name="uq_referrals_idempotency"),
 )
 
@@ -71,6 +75,12 @@ requests = Table(
     Column("duplicate_of", String(36)),
     Column("cancel_reason", String(40)),
     Column("cancelled_at", UtcDateTime),
+    # What fulfilment's status events say (no personal data): where the request is, and since when.
+    Column("progress", String(20)),
+    Column("hub", String(40)),
+    Column("progress_at", UtcDateTime),
+    Column("outcome", String(40)),
+    Column("closed_at", UtcDateTime),
     Index("ix_requests_type_status", "type", "status"),
 )
 

@@ -11,6 +11,7 @@ from pydantic import (
 
 from services.referrals import domain
 from shared.postcode import normalise_postcode
+from shared.schemas import Patch, Strict
 
 Channel = Literal["phone", "online", "partner", "email"]
 Urgency = Literal["today", "within-48-hours", "this-week", "routine"]
@@ -21,12 +22,6 @@ CancelReason = Literal["no-longer-needed", "resident-request", "duplicate", "ent
 Text200 = Annotated[str, Field(min_length=1, max_length=200)]
 Phone = Annotated[str, Field(max_length=40), AfterValidator(domain.normalise_phone)]
 Postcode = Annotated[str, Field(max_length=12), AfterValidator(normalise_postcode)]
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors, and text is trimmed, everywhere."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class AddressIn(Strict):
@@ -161,6 +156,13 @@ class RequestOut(BaseModel):
     duplicate_of: str | None = None
     """An open request of the same type for the same person, taken earlier."""
     cancel_reason: str | None = None
+    progress: str | None = None
+    """Where fulfilment has it (routed, accepted, in_progress, fulfilled, unable_to_fulfil, triage, …): has a hub
+    been in touch? None until fulfilment's first word."""
+    hub: str | None = None
+    progress_at: datetime | None = None
+    outcome: str | None = None
+    closed_at: datetime | None = None
 
 
 class ReferralOut(BaseModel):
@@ -177,6 +179,9 @@ class ReferralOut(BaseModel):
     requests: list[RequestOut]
     possible_duplicate: bool
     version: int
+    closed_at: datetime | None = None
+    """When its last request was closed or cancelled: retention counts from then."""
+    erased_at: datetime | None = None
 
 
 class ReferralSummary(BaseModel):
@@ -211,8 +216,10 @@ class DuplicateCheck(BaseModel):
     count: int
 
 
-class ResidentPatch(Strict):
-    """Only the fields given change; `address` is replaced whole."""
+class ResidentPatch(Patch):
+    """Only the fields given change; `address` is replaced whole; null clears what a resident may lack."""
+
+    nullable = frozenset({"date_of_birth", "phone", "email", "contact_preference", "vulnerabilities", "language"})
 
     name: Text200 | None = None
     date_of_birth: date | None = None
@@ -224,7 +231,9 @@ class ResidentPatch(Strict):
     language: Annotated[str, Field(max_length=50)] | None = None
 
 
-class ReferralAmendment(Strict):
+class ReferralAmendment(Patch):
+    nullable = frozenset({"note"})
+
     resident: ResidentPatch | None = None
     consent: ConsentIn | None = None
     referrer: ReferrerIn | None = None
@@ -250,7 +259,9 @@ class RequestTypeIn(Strict):
     description: Annotated[str, Field(max_length=500)] | None = None
 
 
-class RequestTypePatch(Strict):
+class RequestTypePatch(Patch):
+    nullable = frozenset({"description"})
+
     label: Text200 | None = None
     description: Annotated[str, Field(max_length=500)] | None = None
     active: bool | None = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import pydantic_core
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.referrals import domain
@@ -26,7 +26,7 @@ from shared.db import new_id
 from shared.errors import Conflict, DomainError, NotFound
 from shared import privacy
 from shared.events import (
-    AddressV1, ReferralAmendedV1, ReferralReceivedV1, ReferrerV1, RequestCancelledV1, RequestReceivedV1,
+    AddressV1, AssignmentStatusChangedV1, ReferralAmendedV1, ReferralReceivedV1, ReferrerV1, RequestCancelledV1, RequestReceivedV1,
     RequestV1, ResidentErasedV1, ResidentV1,
 )
 from shared.postcode import outward_code
@@ -153,8 +153,9 @@ async def take_referrals(
                 if intake.idempotency_key is None:
                     fresh.append(index)
                 elif key in stored:
-                    referral_id, stored_hash = stored[key]
-                    results[index] = _replay_or_refuse(referral_id, stored_hash, fingerprints[index])
+                    referral_id, stored_hash, erased_at, reference = stored[key]
+                    results[index] = _anonymised(reference, erased_at) if erased_at is not None \
+                        else _replay_or_refuse(referral_id, stored_hash, fingerprints[index])
                 elif key in first_with_key:
                     results[index] = ("same-as", first_with_key[key])
                 else:
@@ -250,7 +251,14 @@ class IntakeQueue:
 
 
 async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:
+    """A referral by its id, or by its reference (what a resident quotes)."""
     async with uow:
+        reference = domain.normalise_reference(referral_id)
+        if domain.looks_like_reference(reference):
+            found = await uow.session.scalar(select(referrals.c.id).where(referrals.c.reference == reference))
+            if found is None:
+                raise NotFound(f"no referral with the reference {reference}")
+            referral_id = found
         return await _load(uow, referral_id)
 
 
@@ -365,12 +373,7 @@ async def cancel_requests(
             .where(requests.c.id.in_([r["id"] for r in open_targets]))
             .values(status=domain.CANCELLED, cancel_reason=cancellation.reason, cancelled_at=now)
         )
-        still_open = await uow.session.scalar(
-            select(requests.c.id).where(requests.c.referral_id == referral_id, requests.c.status == domain.OPEN).limit(1)
-        )
-        values = {"updated_at": now, "version": current["version"] + 1}
-        if still_open is None:
-            values["status"] = domain.CANCELLED
+        values = {"updated_at": now, "version": current["version"] + 1, **await _closing(uow, referral_id, at=now)}
         await uow.session.execute(update(referrals).where(referrals.c.id == referral_id).values(**values))
         await _record_change(
             uow, referral_id=referral_id, by=by, kind="cancelled",
@@ -385,6 +388,70 @@ async def cancel_requests(
             uow.publish(event, topic=topics.request_stats)
         await uow.commit()
         return await _load(uow, referral_id)
+
+
+async def record_progress(uow: UnitOfWork, event: AssignmentStatusChangedV1) -> None:
+    """Fulfilment moved a request on: note where it is, and close it (and its referral) when the hub closed it.
+
+    In the consumer's transaction (the consumer commits). Events of one referral
+    arrive in order (they are keyed by it); one older than what is held (a
+    republish) is ignored.
+    """
+    request_id = str(event.request_id)
+    row = (await uow.session.execute(
+        select(requests.c.status, requests.c.progress_at, requests.c.referral_id).where(requests.c.id == request_id)
+    )).first()
+    if row is None:
+        log.warning("status of request %s, which referrals never took; ignored", request_id)
+        return
+    if row.progress_at is not None and event.changed_at < row.progress_at:
+        return
+    status = domain.request_status_after(event.status, current=row.status)
+    values = {"progress": event.status, "hub": event.hub, "progress_at": event.changed_at,
+              "outcome": event.outcome, "status": status}
+    if status != row.status:
+        values["closed_at" if status == domain.CLOSED else "cancelled_at"] = event.closed_at or event.changed_at
+    await uow.session.execute(update(requests).where(requests.c.id == request_id).values(**values))
+    if status != row.status:
+        referral = await uow.session.scalar(select(referrals.c.status).where(referrals.c.id == row.referral_id))
+        if referral == domain.OPEN:
+            closing = await _closing(uow, row.referral_id, at=values.get("closed_at") or values.get("cancelled_at"))
+            if closing:
+                await uow.session.execute(update(referrals).where(referrals.c.id == row.referral_id).values(**closing))
+
+
+async def _closing(uow: UnitOfWork, referral_id: str, *, at) -> dict:
+    """The referral's new status and `closed_at` if none of its requests is open any more; else {}."""
+    statuses = list(await uow.session.scalars(select(requests.c.status).where(requests.c.referral_id == referral_id)))
+    status = domain.referral_status(statuses)
+    return {} if status == domain.OPEN else {"status": status, "closed_at": at}
+
+
+async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+    """`kent-together republish referrals`: each request as it is now, for reporting (no personal data).
+
+    A `request.received` for every request, and a `request.cancelled` for those
+    cancelled, in request id order after `after`; returns the last id and how many.
+    """
+    query = (select(requests.c.id, requests.c.referral_id, requests.c.type, requests.c.urgency, requests.c.status,
+                    requests.c.duplicate_of, requests.c.cancel_reason, requests.c.cancelled_at,
+                    referrals.c.channel, referrals.c.district, referrals.c.received_at)
+             .join(referrals, referrals.c.id == requests.c.referral_id).order_by(requests.c.id).limit(limit))
+    if after is not None:
+        query = query.where(requests.c.id > after)
+    rows = (await uow.session.execute(query)).all()
+    for row in rows:
+        uow.publish(RequestReceivedV1(
+            referral_id=row.referral_id, request_id=row.id, request_type=row.type, channel=row.channel,
+            postcode_district=row.district, urgency=row.urgency, received_at=row.received_at,
+            possible_duplicate=row.duplicate_of is not None,
+        ), topic=topics.request_stats, key=row.referral_id)
+        if row.status == domain.CANCELLED and row.cancelled_at is not None:
+            uow.publish(RequestCancelledV1(
+                referral_id=row.referral_id, request_id=row.id, request_type=row.type,
+                reason=row.cancel_reason or "unknown", cancelled_at=row.cancelled_at,
+            ), topic=topics.request_stats, key=row.referral_id)
+    return (rows[-1].id if rows else after), len(rows)
 
 
 async def list_request_types(uow: UnitOfWork) -> list[dict]:
@@ -530,10 +597,24 @@ async def _by_idempotency_keys(uow: UnitOfWork, intakes: list[Intake]) -> dict[t
     if not wanted:
         return {}
     rows = await uow.session.execute(
-        select(referrals.c.idempotency_client, referrals.c.idempotency_key, referrals.c.id, referrals.c.body_hash)
+        select(referrals.c.idempotency_client, referrals.c.idempotency_key, referrals.c.id, referrals.c.body_hash,
+               referrals.c.erased_at, referrals.c.reference)
         .where(referrals.c.idempotency_key.in_({key for _, key in wanted}))
     )
-    return {(r[0], r[1]): (r[2], r[3]) for r in rows if (r[0], r[1]) in wanted}
+    return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows if (r[0], r[1]) in wanted}
+
+
+class ReferralAnonymised(Conflict):
+    slug, title = "referral-anonymised", "The referral under this Idempotency-Key was anonymised"
+
+
+def _anonymised(reference: str, erased_at) -> ReferralAnonymised:
+    """A retry of a referral whose resident's details were erased since: what happened, not "another body"."""
+    return ReferralAnonymised(
+        f"this Idempotency-Key took referral {reference}, whose resident's personal data was erased on "
+        f"{erased_at:%d %B %Y at %H:%M} UTC (on request or at the end of retention): it cannot be replayed. "
+        "If help is still needed, take a new referral with a new key.", reference=reference,
+        erased_at=erased_at.isoformat())
 
 
 def _key_reused() -> IdempotencyKeyReused:
@@ -695,11 +776,13 @@ def _referral_out(row, request_rows) -> ReferralOut:
             {
                 "id": r["id"], "type": r["type"], "details": r["details"], "needed_by": r["needed_by"],
                 "urgency": r["urgency"], "status": r["status"], "duplicate_of": r["duplicate_of"],
-                "cancel_reason": r.get("cancel_reason"),
+                "cancel_reason": r.get("cancel_reason"), "progress": r.get("progress"), "hub": r.get("hub"),
+                "progress_at": r.get("progress_at"), "outcome": r.get("outcome"), "closed_at": r.get("closed_at"),
             }
             for r in request_rows
         ],
-        possible_duplicate=row["possible_duplicate"], version=row["version"],
+        possible_duplicate=row["possible_duplicate"], version=row["version"], closed_at=row.get("closed_at"),
+        erased_at=row.get("erased_at"),
     )
 
 
@@ -730,11 +813,13 @@ def _taken(referral: ReferralIn, row: dict, request_rows: list[dict]) -> Taken:
             {
                 "id": r["id"], "type": r["type"], "details": r["details"], "needed_by": r["needed_by"],
                 "urgency": r["urgency"], "status": r["status"], "duplicate_of": r["duplicate_of"],
-                "cancel_reason": None,
+                "cancel_reason": None, "progress": None, "hub": None, "progress_at": None, "outcome": None,
+                "closed_at": None,
             }
             for r in request_rows
         ],
-        "possible_duplicate": row["possible_duplicate"], "version": row["version"],
+        "possible_duplicate": row["possible_duplicate"], "version": row["version"], "closed_at": None,
+        "erased_at": None,
     }))
 
 
@@ -887,20 +972,22 @@ async def anonymise_expired(
 ) -> list[str]:
     """Anonymise the referrals past retention; return their ids (each audited with its erasure, given `audit`).
 
-    Past retention: closed or cancelled and unchanged for `closed_for`, or received
-    more than `kept_for` ago whatever their status (referrals never hears that a
-    request was fulfilled, so an open referral would otherwise be kept for ever).
-    Each is erased in its own transaction, as an erasure on request is, and
-    fulfilment hears of it the same way.
+    Past retention: closed or cancelled (every request fulfilled, unable to be
+    fulfilled, passed on or cancelled: fulfilment's status events say so) for
+    `closed_for`, counted from the later of its closing and its arrival here, so a
+    migrated case closed years ago is kept a full period after it was migrated.
+    An open case is never anonymised: `flag_for_review` lists it. Each is erased
+    in its own transaction, as an erasure on request is, and fulfilment hears of
+    it the same way.
     """
+    cutoff = now - closed_for
     async with uow_factory() as uow:
         ids = list((await uow.session.scalars(
             select(referrals.c.id).where(
                 referrals.c.erased_at.is_(None),
-                or_(
-                    (referrals.c.status != domain.OPEN) & (referrals.c.updated_at < now - closed_for),
-                    referrals.c.received_at < now - kept_for,
-                ),
+                referrals.c.status != domain.OPEN,
+                func.coalesce(referrals.c.closed_at, referrals.c.updated_at) < cutoff,
+                referrals.c.created_at < cutoff,
             ).order_by(referrals.c.received_at).limit(batch)
         )).all())
     for referral_id in ids:
@@ -909,6 +996,32 @@ async def anonymise_expired(
                     if audit is not None else contextlib.nullcontext(uow)) as uow:
             await erase_resident(uow, referral_id=referral_id, by=RETENTION, topics=topics, reason="retention")
     return ids
+
+
+async def flag_for_review(uow: UnitOfWork, *, now, kept_for: timedelta) -> int:
+    """Mark the open referrals taken more than `kept_for` ago for an administrator's review; return how many."""
+    async with uow:
+        result = await uow.session.execute(
+            update(referrals).where(
+                referrals.c.erased_at.is_(None), referrals.c.status == domain.OPEN,
+                referrals.c.retention_review_at.is_(None), referrals.c.created_at < now - kept_for,
+            ).values(retention_review_at=now)
+        )
+        await uow.commit()
+    return result.rowcount or 0
+
+
+async def retention_review(uow: UnitOfWork, *, limit: int = 500) -> list[dict]:
+    """The open referrals past retention, oldest first: each needs a person to close, cancel or erase it."""
+    async with uow:
+        rows = (await uow.session.execute(
+            select(referrals.c.id, referrals.c.reference, referrals.c.received_at, referrals.c.created_at,
+                   referrals.c.retention_review_at, referrals.c.district)
+            .where(referrals.c.retention_review_at.is_not(None), referrals.c.status == domain.OPEN,
+                   referrals.c.erased_at.is_(None))
+            .order_by(referrals.c.created_at).limit(limit)
+        )).mappings().all()
+    return [dict(r) for r in rows]
 
 
 class RetentionScheduler(StopsBetweenRounds):
@@ -928,10 +1041,15 @@ class RetentionScheduler(StopsBetweenRounds):
 
         anonymised = []
         while True:
-            ids = await anonymise_expired(self.uow_factory, topics=self.topics, now=now or utcnow(),
+            at = now or utcnow()
+            ids = await anonymise_expired(self.uow_factory, topics=self.topics, now=at,
                                           closed_for=self.closed_for, kept_for=self.kept_for, audit=self.audit)
             anonymised += ids
             if len(ids) < 200:
+                flagged = await flag_for_review(self.uow_factory(), now=at, kept_for=self.kept_for)
+                if flagged:
+                    log.warning("retention: %d open referrals are past retention and need review "
+                                "(GET /v1/retention/review); none was anonymised", flagged)
                 return anonymised
 
     async def run(self) -> None:

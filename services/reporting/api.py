@@ -79,7 +79,7 @@ async def _figure(
     settings = runtime.settings
     suppressed = bool(suppress) or settings.suppress_small_numbers
     as_csv = _wants_csv(request, fmt)
-    version, updated = await service.state(runtime.uow(), model)
+    version, updated = await service.state(runtime.uow(reading=True), model)
     params = sorted((k, v) for k, v in request.query_params.multi_items() if k != "format")
     tag = hashlib.sha256(f"{version}|{request.url.path}|{params}|{as_csv}|{suppressed}|{volatile}".encode()).hexdigest()
     headers = {
@@ -127,7 +127,9 @@ REQUEST_GROUPS = ("type", "district", "channel", "day", "week", "status", "hub",
 
 
 async def _counts(request: Request, *, dimension: str, group_by: str, span, district) -> list[dict]:
-    uow = request.app.state.runtime.uow
+    def uow():
+        return request.app.state.runtime.uow(reading=True)
+
     if group_by == "district":
         found = await service.request_counts_by(uow(), dimension=dimension, by_district=True, span=span, district=district)
         rows = [{"district": r["key"], "count": r["count"]} for r in found]
@@ -192,7 +194,7 @@ async def daily_figure(
     span = _span(start, end, district)
 
     async def compute():
-        found = await service.daily_by(request.app.state.runtime.uow(), dimension=split_by, span=span, district=district)
+        found = await service.daily_by(request.app.state.runtime.uow(reading=True), dimension=split_by, span=span, district=district)
         return [{"day": r["day"], split_by: r["value"], "count": r["count"]} for r in found]
 
     return await _figure(
@@ -203,20 +205,27 @@ async def daily_figure(
 
 
 @figure_route("/sla", responses=FIGURE_RESPONSES,
-                   summary="SLA breaches: requests not accepted, or not fulfilled, in time")
+                   summary="SLA breaches (requests not accepted, or not fulfilled, in time: `count`) and open "
+                           "requests past a deadline now (`overdue_now`)")
 async def sla_figure(request: Request, _: Reader, start: From = None, end: To = None, district: District = None,
                      format: Format = None, suppress: Suppress = None):
     span = _span(start, end, district)
 
+    now = datetime.now(timezone.utc)
+
     async def compute():
-        found = await service.request_counts_by(request.app.state.runtime.uow(), dimension="breach", span=span,
+        found = await service.request_counts_by(request.app.state.runtime.uow(reading=True), dimension="breach", span=span,
                                                 district=district)
         counts = {r["key"]: r["count"] for r in found}
-        return [{"deadline": name, "count": counts.get(name, 0)} for name in ("accept", "fulfil")]
+        overdue = await service.overdue_now(request.app.state.runtime.uow(reading=True), span=span, district=district,
+                                            now=now)
+        return [{"deadline": name, "count": counts.get(name, 0), "overdue_now": overdue[name]}
+                for name in ("accept", "fulfil")]
 
     return await _figure(request, model="requests", figure="sla", group_by="deadline",
-                         filters={"from": start, "to": end, "district": district}, columns=["deadline", "count"],
-                         compute=compute, fmt=format, suppress=suppress)
+                         filters={"from": start, "to": end, "district": district},
+                         columns=["deadline", "count", "overdue_now"], compute=compute, fmt=format, suppress=suppress,
+                         volatile=now.strftime("%Y-%m-%dT%H:%M"))  # what is overdue moves on by the minute
 
 
 @figure_route("/queues", responses=FIGURE_RESPONSES,
@@ -226,7 +235,7 @@ async def queues_figure(request: Request, _: Reader, start: From = None, end: To
     span = _span(start, end, district)
 
     async def compute():
-        found = await service.request_counts_by(request.app.state.runtime.uow(), dimension="queue", span=span,
+        found = await service.request_counts_by(request.app.state.runtime.uow(reading=True), dimension="queue", span=span,
                                                 district=district)
         counts = {r["key"]: r["count"] for r in found}
         return [{"queue": name, "count": counts.get(name, 0)} for name in ("out_of_area", "triage")]
@@ -245,7 +254,7 @@ async def timings_figure(request: Request, _: Reader, start: From = None, end: T
         request, model="requests", figure="timings", group_by="measure",
         filters={"from": start, "to": end, "district": district},
         columns=["measure", "count", "median_hours", "p90_hours"],
-        compute=lambda: service.timings(request.app.state.runtime.uow(), span=span, district=district),
+        compute=lambda: service.timings(request.app.state.runtime.uow(reading=True), span=span, district=district),
         fmt=format, suppress=suppress,
     )
 
@@ -259,7 +268,7 @@ async def backlog_figure(request: Request, _: Reader, start: From = None, end: T
     return await _figure(
         request, model="requests", figure="backlog", group_by="age",
         filters={"from": start, "to": end, "district": district}, columns=["age", "count", "oldest_hours"],
-        compute=lambda: service.backlog(request.app.state.runtime.uow(), span=span, district=district, now=now),
+        compute=lambda: service.backlog(request.app.state.runtime.uow(reading=True), span=span, district=district, now=now),
         fmt=format, suppress=suppress, volatile=now.strftime("%Y-%m-%dT%H:%M"),  # ages move on by the minute
     )
 
@@ -281,7 +290,7 @@ async def actions_figure(
 
     async def compute():
         groups: dict[str, list[dict]] = {}
-        for action in await service.actions(request.app.state.runtime.uow()):
+        for action in await service.actions(request.app.state.runtime.uow(reading=True)):
             if (span.start and action["due_date"] < span.start) or (span.end and action["due_date"] >= span.end):
                 continue
             groups.setdefault(action[group_by] or "none", []).append(action)
@@ -519,7 +528,7 @@ async def odata_entity_set(request: Request, entity_set: str, _: Reader):
     # Sent or not, the order's columns are read: the next page's token is made from them.
     read = list(dict.fromkeys([*selected, *(p for p, _ in order)]))
     rows, total = await service.odata_page(
-        request.app.state.runtime.uow(), table=s.table, where=where, after=after, columns=[p.column for p in read],
+        request.app.state.runtime.uow(reading=True), table=s.table, where=where, after=after, columns=[p.column for p in read],
         order=order_by_clause(order), offset=skip, limit=want + 1, count=count_wanted == "true",
     )
     more = len(rows) > want

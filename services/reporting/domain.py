@@ -205,11 +205,16 @@ SUPPRESSED = "<5"
 def suppress(rows: list[dict]) -> list[dict]:
     """Small-number suppression for published figures: counts 1–4 become "<5", their shares null."""
     for row in rows:
-        if isinstance(row.get("count"), int) and 1 <= row["count"] <= 4:
-            row["count"] = SUPPRESSED
-            if "share" in row:
-                row["share"] = None
+        for column in COUNT_COLUMNS:
+            if isinstance(row.get(column), int) and 1 <= row[column] <= 4:
+                row[column] = SUPPRESSED
+                if column == "count" and "share" in row:
+                    row["share"] = None
     return rows
+
+
+COUNT_COLUMNS = ("count", "overdue_now")
+"""The columns of a figure that count people's requests: what suppression hides when small."""
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
@@ -280,11 +281,38 @@ async def backlog(uow: UnitOfWork, *, span: domain.DateRange, district: str | No
                           span, district)
     async with uow:
         received = (await uow.session.execute(query)).scalars().all()
-    counts = Counter(domain.age_band(now - at) for at in received)
-    oldest = min(received, default=None)
+    counts: Counter = Counter()
+    oldest: dict[str, datetime] = {}  # each band's own oldest request
+    for at in received:
+        band = domain.age_band(now - at)
+        counts[band] += 1
+        if band not in oldest or at < oldest[band]:
+            oldest[band] = at
     return [{"age": label, "count": counts.get(label, 0),
-             "oldest_hours": round((now - oldest).total_seconds() / 3600, 3) if oldest and i == 0 else None}
-            for i, (_, label) in enumerate(domain.BACKLOG_AGES)]
+             "oldest_hours": round((now - oldest[label]).total_seconds() / 3600, 3) if label in oldest else None}
+            for _, label in domain.BACKLOG_AGES]
+
+
+ACCEPT_STAGE = ("routed", "triage", "out_of_area")
+FULFIL_STAGE = ("accepted", "in_progress")
+
+
+async def overdue_now(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> dict[str, int]:
+    """Open requests past a deadline now, by the deadline they wait on: each counted once.
+
+    Beside the breaches (escalated when a deadline passed): a backfilled case's deadline
+    passed before it was recorded, so it was never escalated, and is overdue all the same.
+    """
+    f = request_facts.c
+    waiting_accept = f.status.in_(ACCEPT_STAGE) & (f.accept_due_at < now)
+    waiting_fulfil = (f.status.in_(FULFIL_STAGE) | (f.status.in_(ACCEPT_STAGE) & ~func.coalesce(waiting_accept, False))) \
+        & (f.fulfil_due_at < now)
+    query = _fact_filters(select(
+        func.count().filter(waiting_accept), func.count().filter(waiting_fulfil),
+    ).select_from(request_facts), span, district)
+    async with uow:
+        accept, fulfil = (await uow.session.execute(query)).one()
+    return {"accept": accept or 0, "fulfil": fulfil or 0}
 
 
 async def actions(uow: UnitOfWork) -> list[dict]:
@@ -304,19 +332,53 @@ def day_range(span: domain.DateRange, days: list[date]) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+class ReplayRefused(Exception):
+    """The topics cannot rebuild the figures held: replaying them would lose figures. Says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """How much a read model holds: what a rebuild must reach at least."""
+
+    requests: int
+    referrals: int
+    actions: int
+
+    def short_of(self, other: "ModelSizes") -> list[str]:
+        """What `self` (rebuilt) holds less of than `other` (held now), in words."""
+        return [f"{name}: {getattr(self, name):,} rebuilt, {getattr(other, name):,} held now"
+                for name in ("requests", "referrals", "actions") if getattr(self, name) < getattr(other, name)]
+
+
+async def model_sizes(uow: UnitOfWork) -> ModelSizes:
+    count = lambda table: select(func.count()).select_from(table)  # noqa: E731
+    return ModelSizes(requests=await uow.session.scalar(count(request_facts)),
+                      referrals=await uow.session.scalar(count(referral_facts)),
+                      actions=await uow.session.scalar(count(action_facts)))
+
+
+REPUBLISH_ADVICE = (
+    "Republish what the producing services hold (`kent-together republish referrals`, `… fulfilment`, "
+    "`… actions`: each sends its current state again), then replay again; or replay with --force to accept "
+    "the smaller figures."
+)
+
+
 async def replay(
     uow_factory, *, inbox, consumer: str, bootstrap_servers: str, topics: list[str], batch_size: int = 500,
-    progress=None, security: KafkaSecurity | None = None,
+    progress=None, security: KafkaSecurity | None = None, force: bool = False,
 ) -> int:
-    """Drop the read models and rebuild them from the topics' beginnings up to their ends now.
+    """Rebuild the read models from the topics' beginnings up to their ends now; only if that loses nothing.
 
-    Events are recorded in the live consumer's inbox as they are projected, so a
-    service running meanwhile neither misses nor double-counts one. Returns the
-    number of events projected.
+    Refused (`ReplayRefused`, nothing changed) when a topic no longer starts at its
+    first event (retention dropped some), or when what the topics rebuild holds fewer
+    requests, referrals or actions than the figures held now (an embedded broker
+    restarted empty, say); `force` rebuilds anyway. The rebuild is one transaction:
+    readers see the old figures until it commits, and a failure leaves them as they
+    were. Events are recorded in the live consumer's inbox as they are projected, so
+    a service running meanwhile (it waits for the rebuild to commit) neither misses
+    nor double-counts one. Returns the number of events projected.
     """
-    async with uow_factory() as uow:
-        await clear(uow, inbox=inbox, consumer=consumer)
-        await uow.commit()
     reader = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=batch_size,
@@ -326,23 +388,41 @@ async def replay(
     projected = 0
     try:
         partitions = await topic_partitions(reader, topics)
-        if not partitions:
-            return 0
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        # The ends now are a floor, not a stop: the embedded broker can report one
-        # short, so read on until the topics have also been quiet for a moment.
-        ends = await reader.end_offsets(partitions)
-        while True:
-            batches = await reader.getmany(timeout_ms=500, max_records=batch_size)
-            events = [event for messages in batches.values() for message in messages
-                      if (event := _event_of(message.value)) is not None]
-            if events:
-                projected += await _project_once(uow_factory, events, inbox=inbox, consumer=consumer)
-                if progress is not None:
-                    progress(projected)
-            if not batches and all([await reader.position(tp) >= ends[tp] for tp in partitions]):
-                break
+        if partitions:
+            starts = await reader.beginning_offsets(partitions)
+            trimmed = sorted(f"{tp.topic}[{tp.partition}] starts at offset {offset:,}"
+                             for tp, offset in starts.items() if offset > 0)
+            if trimmed and not force:
+                raise ReplayRefused(
+                    "the topics no longer reach back to their first events (" + "; ".join(trimmed) + "): the broker's "
+                    "retention dropped the oldest, and a rebuild would lose what they counted. " + REPUBLISH_ADVICE)
+        async with uow_factory() as uow:
+            before = await model_sizes(uow)
+            await clear(uow, inbox=inbox, consumer=consumer)
+            if partitions:
+                reader.assign(partitions)
+                await reader.seek_to_beginning(*partitions)
+                # The ends now are a floor, not a stop: the embedded broker can report one
+                # short, so read on until the topics have also been quiet for a moment.
+                ends = await reader.end_offsets(partitions)
+                while True:
+                    batches = await reader.getmany(timeout_ms=500, max_records=batch_size)
+                    events = [event for messages in batches.values() for message in messages
+                              if (event := _event_of(message.value)) is not None]
+                    if events:
+                        projected += await _project_into(uow, events, inbox=inbox, consumer=consumer)
+                        if progress is not None:
+                            progress(projected)
+                    if not batches and all([await reader.position(tp) >= ends[tp] for tp in partitions]):
+                        break
+            after = await model_sizes(uow)
+            short = after.short_of(before)
+            if short and not force:
+                raise ReplayRefused(
+                    f"the topics hold {projected:,} events, fewer than the figures were made from ("
+                    + "; ".join(short) + "): the broker has lost events (the embedded one forgets everything when "
+                    "it stops). Nothing was changed. " + REPUBLISH_ADVICE)
+            await uow.commit()
     finally:
         await reader.stop()
     return projected
@@ -356,20 +436,17 @@ def _event_of(raw: bytes | None) -> CloudEvent | None:
     return event if event.type in EVENT_TYPES else None
 
 
-async def _project_once(uow_factory, events: list[CloudEvent], *, inbox, consumer: str) -> int:
-    """Project the events not yet in the inbox, recording them there, in one transaction."""
+async def _project_into(uow: UnitOfWork, events: list[CloudEvent], *, inbox, consumer: str) -> int:
+    """Project the events not yet in the inbox, recording them there, in `uow` (the caller commits)."""
     unique = {str(e.id): e for e in events}
-    async with uow_factory() as uow:
-        now = uow.now()
-        # As the live consumer does: the ids the insert returns are the new events.
-        recorded = set(await uow.session.scalars(
-            _upsert(uow, inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
-            [{"consumer": consumer, "event_id": key, "processed_at": now} for key in unique]))
-        fresh = [event for key, event in unique.items() if key in recorded]
-        if not fresh:
-            return 0
+    now = uow.now()
+    # As the live consumer does: the ids the insert returns are the new events.
+    recorded = set(await uow.session.scalars(
+        _upsert(uow, inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
+        [{"consumer": consumer, "event_id": key, "processed_at": now} for key in unique]))
+    fresh = [event for key, event in unique.items() if key in recorded]
+    if fresh:
         await project(uow, fresh)
-        await uow.commit()
     return len(fresh)
 
 

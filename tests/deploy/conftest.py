@@ -98,8 +98,10 @@ def code_topics() -> set[str]:
 
 def consumer_groups() -> dict[str, str]:
     """Consumer group of each consuming service (the service's name where it has no setting)."""
+    from tests.support.services import consuming_services
+
     groups = {}
-    for name in ("fulfilment", "reporting"):
+    for name in consuming_services():
         field = service_settings_class(name).model_fields.get("consumer_group")
         groups[name] = field.default if field is not None else name
     return groups

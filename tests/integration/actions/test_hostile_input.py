@@ -16,3 +16,12 @@ async def test_an_excel_export_filtered_by_control_characters_or_a_formula_keeps
     about = load_workbook(io.BytesIO(response.content))["About"]
     filters = next(row for row in about.iter_rows() if row[0].value == "Filters")[1]
     assert filters.data_type == "s" and filters.value == 'theme==HYPERLINK("https://evil.example")'
+
+
+async def test_a_filter_on_a_cell_that_does_not_exist_is_refused_naming_the_cells(client, settings, seeded):
+    response = await client.get("/v1/actions", params={"cell": "nope"}, headers=token(settings, "analyst"))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == "cell" and "'nope'" in error["reason"] and "infrastructure" in error["reason"]
+    known = await client.get("/v1/actions", params={"cell": "infrastructure"}, headers=token(settings, "analyst"))
+    assert known.status_code == 200 and known.json()["count"] > 0

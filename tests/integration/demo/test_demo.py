@@ -4,12 +4,14 @@ import shutil
 from collections import Counter
 from datetime import date
 
+import httpx
 import pytest
 
 from services.fulfilment.app import create_app as create_fulfilment
 from services.referrals.app import ReferralsSettings, create_app as create_referrals
 from shared import demo
 from shared.bus import ensure_topics
+from shared.http_client import polite_client, retry_after_seconds
 from tests.integration.fulfilment.conftest import directory, make_settings  # noqa: F401 (a fixture)
 from tests.support.apps import running, token
 from tests.support.databases import sqlite_template
@@ -78,7 +80,8 @@ async def test_the_demo_posts_exactly_its_plan_and_the_hubs_work_their_assignmen
 
     by_hub = {}
     for hub in (THANET, DOVER):
-        response = await fulfilment.get(f"/v1/hubs/{hub}/assignments", params={"limit": 500}, headers=admin)
+        response = await fulfilment.get(f"/v1/hubs/{hub}/assignments", params={"limit": 500, "closed": "true"},
+                                        headers=admin)
         by_hub[hub] = response.json()["items"]
     # Each hub holds the requests its postcodes route to, but those it rejected (which went on to triage).
     assert {hub: len(items) for hub, items in by_hub.items()} == {
@@ -127,3 +130,59 @@ async def test_a_request_type_the_service_does_not_know_is_reported_before_anyth
 
     assert report.posted == 0
     assert [f.what for f in report.failures] == ["request types"] and "hot-meals" in report.failures[0].detail
+
+
+@pytest.fixture
+def sqlite_urls(tmp_path, tmp_path_factory) -> dict[str, str]:
+    urls = {}
+    for service in ("referrals", "fulfilment"):
+        target = tmp_path / f"{service}.db"
+        shutil.copy(sqlite_template(service, tmp_path_factory.getbasetemp()), target)
+        urls[service] = f"sqlite+aiosqlite:///{target}"
+    return urls
+
+
+@pytest.fixture
+async def rate_limited_services(sqlite_urls, broker, signing_key, unique, var_dir, directory):  # noqa: F811
+    """Both services on SQLite with a per-client limit far below what the demo sends (as `make run`'s is, at scale)."""
+    urls = sqlite_urls
+    limits = dict(rate_limit_per_minute=1200, rate_limit_burst=5)
+    fulfilment_settings = make_settings(database_url=urls["fulfilment"], broker=broker, signing_key=signing_key,
+                                        unique=unique, var_dir=var_dir, **limits)
+    referrals_settings = ReferralsSettings(
+        database_url=urls["referrals"], kafka_bootstrap_servers=broker.bootstrap_servers, jwt_signing_key=signing_key,
+        topics=fulfilment_settings.topics, var_dir=var_dir, log_json=False, outbox_poll_seconds=0.1, **limits,
+    )
+    await ensure_topics(broker.bootstrap_servers, {fulfilment_settings.topics.referrals: 3})
+    referrals_app = create_referrals(referrals_settings)
+    fulfilment_app = create_fulfilment(fulfilment_settings, directory=directory)
+    async with running(referrals_app), running(fulfilment_app):
+        yield referrals_app, fulfilment_app, referrals_settings
+
+
+async def test_the_demo_waits_out_the_services_rate_limits_and_finishes_without_failures(
+    rate_limited_services, directory,  # noqa: F811
+):
+    referrals_app, fulfilment_app, settings = rate_limited_services
+    plan = small_plan(directory)
+
+    def client(app) -> httpx.AsyncClient:
+        return polite_client("http://testserver", inner=httpx.ASGITransport(app=app))
+
+    async with client(referrals_app) as referrals, client(fulfilment_app) as fulfilment:
+        report = await demo.run_demo(plan, referrals=referrals, fulfilment=fulfilment, tokens=tokens(settings),
+                                     wait_seconds=60, poll_seconds=0.2)
+        waited = referrals._transport.retried + fulfilment._transport.retried
+
+    assert report.failures == []
+    assert (report.posted, report.requests) == (30, 44)
+    assert waited > 0  # the limits were met, and waited out
+
+
+def test_a_retry_after_in_seconds_or_as_a_date_is_read_and_anything_else_is_not():
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 12, 1, 9, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("Tue, 01 Dec 2026 09:00:05 GMT", now=now) == 5.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None

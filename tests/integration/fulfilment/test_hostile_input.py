@@ -8,7 +8,7 @@ SERVICE = "fulfilment"
 async def test_a_hub_name_set_to_null_is_refused_naming_the_field(client, settings):
     response = await client.patch("/v1/hubs/thanet", json={"name": None}, headers=headers(settings, "admin"))
     assert response.status_code == 422
-    assert response.json()["errors"] == [{"field": "name", "reason": "a hub always has a name: leave the field out to keep it"}]
+    assert response.json()["errors"] == [{"field": "name", "reason": "may be left out (to keep it) but not null"}]
     assert (await client.get("/v1/hubs/thanet", headers=headers(settings, "admin"))).json()["name"] == "Thanet"
 
 

@@ -3,7 +3,7 @@
 import asyncio
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -231,3 +231,31 @@ async def test_two_projections_of_the_same_request_at_once_keep_both_changes(cli
                              headers=analyst(settings))
     [fact] = facts.json()["value"]
     assert (fact["status"], fact["fulfil_breached"]) == ("accepted", True) and fact["accepted_at"]
+
+
+async def test_each_backlog_row_gives_the_age_of_its_own_oldest_request(client, settings):
+    now = datetime.now(timezone.utc)
+    await deliver(client.app, *(Story(received_at=now - age).received()
+                                for age in (timedelta(hours=2), timedelta(hours=5), timedelta(days=2), timedelta(days=400))))
+    rows = {r["age"]: r for r in (await figure(client, settings, "backlog"))["rows"]}
+    assert (rows["under 1 day"]["count"], round(rows["under 1 day"]["oldest_hours"])) == (2, 5)
+    assert round(rows["1-3 days"]["oldest_hours"]) == 48
+    assert round(rows["7 days or more"]["oldest_hours"]) == 400 * 24
+
+
+async def test_requests_past_a_deadline_that_was_never_escalated_show_as_overdue_now(client, settings):
+    # Backfilled: deadlines that passed before the case was recorded are never escalated.
+    waiting, working, done = Story(urgency="today"), Story(urgency="today"), Story(urgency="today")
+    events = [s.received() for s in (waiting, working, done)]
+    for story in (waiting, working, done):
+        routed = story.status_changed("routed", after=timedelta(minutes=5))
+        events.append(routed.model_copy(update={"accept_due_at": APRIL + timedelta(hours=4),
+                                                "fulfil_due_at": APRIL + timedelta(days=1)}))
+    events += [working.status_changed("accepted", after=timedelta(hours=1)),
+               done.status_changed("accepted", after=timedelta(hours=1)),
+               done.status_changed("fulfilled", after=timedelta(hours=3), outcome="delivered")]
+    await deliver(client.app, *events)
+
+    rows = {r["deadline"]: r for r in (await figure(client, settings, "sla"))["rows"]}
+    assert (rows["accept"]["count"], rows["accept"]["overdue_now"]) == (0, 1)  # waiting: never accepted
+    assert (rows["fulfil"]["count"], rows["fulfil"]["overdue_now"]) == (0, 1)  # working: accepted, not fulfilled

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.support.access import OWN_HUB
@@ -46,8 +48,22 @@ async def test_the_content_security_policy_is_set_per_service_and_the_docs_page_
         assert (await client.get("/health")).headers["content-security-policy"] == page_policy
         docs = await client.get("/docs")
         assert docs.status_code == 200
-        assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+        assert "http" not in docs.headers["content-security-policy"]  # nothing from elsewhere
         assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_api_docs_pages_load_every_asset_from_the_service_itself(page, start_service):
+    async with start_service("fulfilment") as client:
+        html = (await client.get(page)).text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html) + re.findall(r"url: ?'([^']+)'", html)
+        assert urls and all(url.startswith("/") for url in urls), urls  # no CDN, no other host
+        for url in urls:
+            response = await client.get(url)
+            assert response.status_code == 200, url
+        scripts = [url for url in urls if url.endswith(".js")]
+        sizes = [len((await client.get(url)).content) for url in scripts]
+        assert sizes and min(sizes) > 100_000, sizes  # the real builds
 
 
 async def test_no_browser_origin_is_allowed_unless_configured(start_service):
@@ -122,3 +138,33 @@ async def test_an_oversized_body_is_413_problem_on_any_route_declared_or_streame
         intake = await client.post("/v1/referrals", content=chunks(),
                                    headers={**headers, "Content-Type": "application/json"})
         assert intake.status_code == 413 and intake.json()["detail"] == "the body is over 1000 bytes"
+
+
+async def test_a_client_cannot_choose_its_own_address_with_x_forwarded_for(start_service):
+    async with start_service("referrals", rate_limit_per_minute=6, rate_limit_burst=2) as client:
+        statuses = [(await client.get("/v1/request-types", headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
+                    for n in range(3)]
+        assert statuses == [401, 401, 429]  # one caller (the socket's), whatever it claims
+
+
+async def test_the_address_a_trusted_proxy_forwards_is_the_client_counted(start_service):
+    async with start_service("referrals", rate_limit_per_minute=6, rate_limit_burst=1,
+                             trusted_proxies=["127.0.0.1/32"]) as client:  # the test client connects from 127.0.0.1
+        def via_proxy(client_address: str, claimed: str | None = None) -> dict:
+            chain = f"{claimed}, {client_address}" if claimed else client_address
+            return {"X-Forwarded-For": chain}
+
+        first = await client.get("/v1/request-types", headers=via_proxy("198.51.100.7"))
+        other = await client.get("/v1/request-types", headers=via_proxy("198.51.100.8"))
+        # The same client, claiming another address to the left of what the proxy saw: still itself.
+        again = await client.get("/v1/request-types", headers=via_proxy("198.51.100.7", claimed="192.0.2.1"))
+        assert [first.status_code, other.status_code, again.status_code] == [401, 401, 429]
+
+
+async def test_every_limited_answer_says_how_much_of_the_budget_is_left(start_service):
+    async with start_service("referrals", rate_limit_per_minute=60, rate_limit_burst=5) as client:
+        adviser = token(client.settings, "call-centre", subject="paced-adviser")
+        answers = [await client.get("/v1/request-types", headers=adviser) for _ in range(2)]
+        assert [a.headers["ratelimit-remaining"] for a in answers] == ["4", "3"]
+        assert answers[0].headers["ratelimit-limit"] == "5" and answers[0].headers["ratelimit-policy"] == "5;w=5"
+        assert int(answers[1].headers["ratelimit-reset"]) >= 1

@@ -1,0 +1,15 @@
+"""What each consumed event does. The consumer commits (with its inbox row); handlers never do."""
+
+from __future__ import annotations
+
+from services.referrals import service
+from shared.consumer import Handler
+from shared.events import AssignmentStatusChangedV1, CloudEvent
+from shared.uow import UnitOfWork
+
+
+def status_handlers() -> dict[str, Handler]:
+    async def status_changed(uow: UnitOfWork, event: CloudEvent) -> None:
+        await service.record_progress(uow, AssignmentStatusChangedV1.model_validate(event.data))
+
+    return {AssignmentStatusChangedV1.type: status_changed}

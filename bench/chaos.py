@@ -365,7 +365,7 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
         async with httpx.AsyncClient(base_url=suite.url(8001), limits=limits) as intake, \
                 httpx.AsyncClient(base_url=suite.url(8002), limits=limits) as hubs, \
                 httpx.AsyncClient(limits=limits) as http:
-            workers = max(1, int(rate // 5))
+            workers = max(2, int(rate // 5))  # two at least: one stuck retrying through an outage is not the whole load
             await asyncio.gather(
                 *[front_end(intake, tally=tally, token=tokens["call-centre"], run=run, rate=rate, until=until,
                             postcodes=postcodes, worker=w, workers=workers) for w in range(workers)],

@@ -30,7 +30,12 @@ fi
 version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 conf=/etc/postgresql/$version/main
 root "start it"
-[ -d "$conf" ] || pg_createcluster "$version" main >/dev/null
+if [ ! -f "$conf/postgresql.conf" ]; then
+    # No cluster (or only what a purge left behind, such as our conf.d file): make one.
+    rm -rf "$conf"
+    pg_createcluster "$version" main >/dev/null
+fi
+mkdir -p "$conf/conf.d"
 
 # Loopback is trusted for the tests; local sockets keep Debian's peer rule.
 if ! grep -q 'kent-together tests' "$conf/pg_hba.conf"; then

@@ -1,4 +1,3 @@
-import asyncio
 import uuid
 from datetime import datetime, timezone
 
@@ -12,6 +11,7 @@ from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import ensure_topics
 from shared.events import CloudEvent, EventData, ReferralReceivedV1
 from tests.support.apps import running, test_topics, token
+from tests.support.waiting import eventually  # noqa: F401  (the fulfilment tests import it from here)
 
 THANET_POSTCODE = "CT9 2RN"  # Northdown Road, Margate
 MEDWAY_POSTCODE = "ME4 4TR"  # Gun Wharf, Chatham
@@ -126,19 +126,6 @@ async def send_referral(settings, referral: ReferralReceivedV1) -> CloudEvent:
     event = referral.envelope(source="/kent-together/referrals")
     await produce(settings.kafka_bootstrap_servers, settings.topics.referrals, event)
     return event
-
-
-async def eventually(check, *, timeout: float = 20.0, interval: float = 0.05):
-    """The check's result once it is truthy; fails with the last result after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"not so after {timeout}s: last saw {result!r}")
-        await asyncio.sleep(interval)
 
 
 async def hub_assignments(client, settings, hub: str, *, expect: int, **params) -> list[dict]:

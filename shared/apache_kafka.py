@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import ctypes
 import logging
 import os
 import shutil
@@ -61,6 +62,16 @@ def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the thread that started it ends (Linux), so a
+    test run or `kent-together run` that is killed leaves no broker JVMs behind. Start
+    nodes from a thread that lives as long as the cluster (the main one, or an executor's)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def new_cluster_id() -> str:
@@ -258,7 +269,7 @@ class KafkaCluster:
         out = open(node.directory / "stdout.log", "ab")
         node.process = subprocess.Popen(
             self._java(node, "kafka.Kafka", str(node.directory / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         out.close()
 

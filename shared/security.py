@@ -26,8 +26,12 @@ DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics")
 
 
-def install_security(app, settings) -> None:
-    """Add the middleware; call before the request-context middleware, so it runs inside it (request ids)."""
+def install_security(app, settings, *, body_types: tuple[bytes, ...] | None = None) -> None:
+    """Add the middleware; call before the request-context middleware, so it runs inside it (request ids).
+
+    `body_types`: the media types a body may have (default the APIs': JSON, or a file
+    upload); anything else is a 415. The web front takes HTML forms instead.
+    """
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -48,6 +52,7 @@ def install_security(app, settings) -> None:
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
+        body_types=body_types or API_BODY_TYPES,
     )
 
 
@@ -59,10 +64,16 @@ def _has_body(headers: dict) -> bool:
     return (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
 
 
-def _accepted_body_type(headers: dict) -> bool:
-    """JSON (`application/json`, `…+json`) or a file upload; never guessed from the bytes."""
+API_BODY_TYPES = (b"application/json", b"+json", b"multipart/form-data")
+"""JSON (`application/json`, `…+json`) or a file upload."""
+FORM_BODY_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+"""What an HTML form sends (the web front)."""
+
+
+def _accepted_body_type(headers: dict, types: tuple[bytes, ...]) -> bool:
+    """The body's declared media type is one of `types` (`+json`: any JSON suffix); never guessed from the bytes."""
     media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json") or media == b"multipart/form-data"
+    return any(media == t or (t.startswith(b"+") and media.endswith(t)) for t in types)
 
 
 class RateLimiter:
@@ -143,8 +154,10 @@ def _trusted(address: str, networks) -> bool:
 class SecurityMiddleware:
     def __init__(self, app, *, content_security_policy: str, docs_content_security_policy: str,
                  strict_transport: bool, rate: RateLimiter | None, max_body_bytes: int, max_upload_bytes: int,
-                 trusted_proxies: Sequence[IPv4Network | IPv6Network] = ()):
+                 trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+                 body_types: tuple[bytes, ...] = API_BODY_TYPES):
         self.app = app
+        self.body_types = body_types
         self.rate = rate
         self.trusted_proxies = list(trusted_proxies)
         self.max_body_bytes = max_body_bytes
@@ -188,12 +201,13 @@ class SecurityMiddleware:
                                            f"slow down: try again in {seconds} s",
                                            [(b"retry-after", str(seconds).encode())])
 
-        if scope["method"] in BODY_METHODS and _has_body(headers) and not _accepted_body_type(headers):
+        if scope["method"] in BODY_METHODS and _has_body(headers) and not _accepted_body_type(headers, self.body_types):
+            detail = ("send the body as JSON with Content-Type: application/json (a file upload as multipart/form-data)"
+                      if self.body_types == API_BODY_TYPES else
+                      "send the form as " + " or ".join(t.decode() for t in self.body_types))
+            accepted = b", ".join(t for t in self.body_types if not t.startswith(b"+"))
             return await self._problem(scope, send_with_headers, 415, "unsupported-media-type",
-                                       "Unsupported media type",
-                                       "send the body as JSON with Content-Type: application/json "
-                                       "(a file upload as multipart/form-data)",
-                                       [(b"accept-post", b"application/json, multipart/form-data")])
+                                       "Unsupported media type", detail, [(b"accept-post", accepted)])
 
         limit = self.max_upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") \
             else self.max_body_bytes

@@ -26,7 +26,7 @@ from services.web import sessions as session_store
 from services.web.clients import ApiError, Clients, ServiceUnavailable, Tokens
 from shared.db import Database
 from shared.logs import configure_logging
-from shared.security import RateLimiter, install_security
+from shared.security import FORM_BODY_TYPES, RateLimiter, install_security
 from shared.settings import ServiceSettings
 
 NAME = "web"
@@ -180,7 +180,7 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     api.install_page_errors(app)
     app.middleware("http")(_with_session)
     # Headers every service sends, the general rate limit and body limits; this page's own policy wins.
-    install_security(app, settings)
+    install_security(app, settings, body_types=FORM_BODY_TYPES)  # HTML forms, not JSON
     return app
 
 

@@ -65,9 +65,9 @@ async def public_form_limited(request: Request) -> None:
     if request.method in ("GET", "HEAD"):
         return
     client = request.client.host if request.client else "unknown"
-    wait = request.app.state.public_rate.take(f"public:{client}")
-    if wait > 0:
-        raise TooManyAttempts(math.ceil(wait))
+    allowance = request.app.state.public_rate.take(f"public:{client}")
+    if allowance.wait > 0:
+        raise TooManyAttempts(math.ceil(allowance.wait))
 
 
 class TooManyAttempts(Exception):

@@ -58,7 +58,7 @@ test: install browser postgres kafka $(WEB_NPM)
 	$(BIN)/python -m pytest -q
 	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(TANSU_TESTS)
 
-TANSU_TESTS := tests/integration/shared
+TANSU_TESTS := tests/integration/shared/test_consumer.py tests/integration/shared/test_kafka_security.py
 
 ## The Apache Kafka tests alone: topic plan, SASL_SSL with the production ACLs.
 test-kafka: install postgres kafka

@@ -43,7 +43,7 @@ assets:
 	@sh services/web/assets/build.sh
 
 ## PostgreSQL for the tests (127.0.0.1:5432, user postgres, trust, database test):
-## installed from Debian's packages and started when missing (as root).
+## installed from Debian's packages (apt-get install postgresql) and started when missing (as root).
 postgres:
 	@sh deploy/tools/test-postgres.sh
 

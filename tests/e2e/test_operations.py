@@ -13,6 +13,7 @@ from shared.settings import Topics
 from tests.e2e.conftest import wait_until_up
 from tests.e2e.test_referral_journey import referral
 from tests.support.kafka import read_topic
+from tests.support.waiting import eventually
 
 
 def broker_pid(suite) -> int:
@@ -25,16 +26,6 @@ def broker_pid(suite) -> int:
 async def metric(http: httpx.AsyncClient, name: str) -> float:
     text = (await http.get("/metrics")).text
     return next(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
-
-
-async def eventually(check, *, timeout: float = 60.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return False
 
 
 async def test_metrics_show_the_outbox_backlog_rising_while_the_broker_is_away_and_draining_when_it_is_back(suite):
@@ -57,7 +48,7 @@ async def test_metrics_show_the_outbox_backlog_rising_while_the_broker_is_away_a
 
         async def drained():
             return await metric(http, "kt_outbox_backlog") == 0
-        assert await eventually(drained)
+        assert await eventually(drained, timeout=60, interval=0.2)
         published = await metric(http, "kt_outbox_published_total")
 
     assert backlog_while_away >= 5 and oldest_while_away > 0

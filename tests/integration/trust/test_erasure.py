@@ -8,7 +8,6 @@ assignments by hub and status) is what it was.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import orjson
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from shared.bus import ensure_topics
 from shared.crypto import is_sealed
 from tests.support.apps import token
+from tests.support.waiting import eventually
 
 ERASED_PERSON = ("Margaret", "Jones", "577000", "577999", "Northdown", "1941-03-02", "margaret@example.org", "7911123456",
                  "Her daughter")
@@ -76,17 +76,6 @@ async def counts(referrals_runtime, fulfilment_runtime) -> dict:
     return {"referrals": referral_statuses, "requests": request_kinds, "assignments": assignment_kinds}
 
 
-async def eventually(check, timeout: float = 30.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert loop.time() < deadline, f"not so after {timeout}s: {result!r}"
-        await asyncio.sleep(0.1)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def databases(request, sqlite_databases, postgres_templates) -> dict[str, str]:
     if request.param == "sqlite":
@@ -129,7 +118,7 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
         note = await fulfilment_api.post(f"/v1/assignments/{margarets[0]['id']}/notes", headers=thanet,
                                          json={"text": "Rang Margaret Jones on 01843 577999, no answer"})
         assert note.status_code == 201, note.text
-        await eventually(lambda: feed_has(fulfilment_api, thanet, "577999"))  # the amendment reached the hub
+        await eventually(lambda: feed_has(fulfilment_api, thanet, "577999"), timeout=30)  # the amendment reached the hub
 
         rt_r, rt_f = referrals_api.app.state.runtime, fulfilment_api.app.state.runtime
         held_before = await everything_held(rt_r) + await everything_held(rt_f)
@@ -150,7 +139,7 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
             answer = (await fulfilment_api.get(f"/v1/assignments/{margarets[0]['id']}", headers=admin_f)).json()
             return answer["resident"]["name"] == "[erased]" and answer
 
-        after_f = await eventually(fulfilment_erased)
+        after_f = await eventually(fulfilment_erased, timeout=30)
         assert after_f["status"] == "routed" and after_f["type"] in ("food", "prescription")
 
         # The hub is told to erase its own copy, on its feed (as on its topic and webhook), after the events it had.
@@ -175,7 +164,7 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
 
 
 async def routed_items(check):
-    return await eventually(check)
+    return await eventually(check, timeout=30)
 
 
 async def feed_has(client, headers, text: str) -> bool:

@@ -63,7 +63,7 @@ def test_a_missing_key_a_wrong_key_or_changed_bytes_is_a_clear_error_not_garbage
     ("k1:not base64!", "not base64"),
     (f"k1:{OLD[:20]}", "32 bytes"),
     (f"k1:{OLD},k1:{NEW}", "twice"),
-])
+], ids=["empty", "no-colon", "not-base64", "short-key", "id-twice"])  # fixed ids: the keys are random
 def test_a_malformed_keyring_is_refused_with_the_reason(data_keys, reason):
     with pytest.raises(CryptoError, match=reason):
         keyring(data_keys)

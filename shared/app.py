@@ -32,7 +32,8 @@ from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
 from shared.docs_pages import install_docs
-from shared.errors import PayloadTooLarge, ProblemSettings, ValidationFailed, field_errors, install_error_handlers
+from shared.errors import PayloadTooLarge, ValidationFailed, field_errors
+from shared.http_errors import ProblemSettings, install_error_handlers
 from shared.kafka_security import check_transport
 from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, route_of

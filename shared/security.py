@@ -18,7 +18,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from starlette.middleware.cors import CORSMiddleware
 
-from shared.errors import send_problem
+from shared.http_errors import send_problem
 
 # The paths of FastAPI's interactive documentation: its page loads Swagger UI or ReDoc from a CDN.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")

@@ -186,13 +186,6 @@ class EmbeddedBroker:
             time.sleep(0.05)
         return self
 
-    def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): clients see an outage, nothing is forgotten."""
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
     def stop(self) -> None:
         if self.process:
             end_process(self.process, timeout=10)

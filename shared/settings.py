@@ -20,6 +20,9 @@ from shared.kafka_security import KafkaSecurity
 DEV_ISSUER = "kent-together-dev"
 AUDIENCE = "kent-together"
 
+PORTS = {"referrals": 8001, "fulfilment": 8002, "actions": 8003, "reporting": 8004, "web": 8005}
+"""Each service's port under `make run` (plus KT_PORT_OFFSET), in start order: the one table of them."""
+
 
 class Topics(BaseSettings):
     """Kafka topic names; the defaults are the public contract (docs/events.md)."""

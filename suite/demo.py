@@ -23,17 +23,19 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
 
-TYPES = ("food", "prescription", "befriending", "financial", "practical", "other")
-CHANNELS = ("phone", "online", "partner", "email")
-HUBS = (
-    "ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone", "sevenoaks",
-    "swale", "thanet", "tonbridge-malling", "tunbridge-wells",
-)
+from services.fulfilment import domain as fulfilment
+from services.fulfilment.hubs import KENT_HUBS
+from services.referrals import domain as referrals_domain
+
+# The services' own names: request types and channels as referrals takes them, hubs and statuses as fulfilment has them.
+TYPES = tuple(request_type for request_type, _, _ in referrals_domain.DEFAULT_REQUEST_TYPES)
+CHANNELS = referrals_domain.CHANNELS
+HUBS = tuple(hub.slug for hub in KENT_HUBS)
 OUT_OF_AREA = "out-of-area"
 """A place that is not a hub: Medway postcodes, which fulfilment queues for Medway Council."""
 UNKNOWN = "unknown"
@@ -50,8 +52,10 @@ DISTRICT_POPULATION = {
 }
 # Referrals by hour of the day (a 24/7 line, busiest in the morning).
 HOURLY = (1, 1, 1, 1, 1, 2, 4, 8, 12, 14, 14, 13, 12, 12, 11, 10, 9, 8, 7, 6, 5, 4, 2, 1)
-URGENCIES = {"today": 30, "within-48-hours": 35, "this-week": 25, "routine": 10}
-FULFILLED_OUTCOMES = {"delivered": 70, "arranged-with-partner": 20, "signposted": 10}
+URGENCIES = dict(zip(referrals_domain.URGENCIES, (30, 35, 25, 10), strict=True))
+"""How urgent referrals are, in referrals' order of urgencies (today first)."""
+FULFILLED_OUTCOMES = dict(zip(fulfilment.FULFILLED_OUTCOMES, (70, 20, 10), strict=True))
+# Why a hub cannot help, and why it turns a request down: some of fulfilment's codes, weighted.
 UNABLE_OUTCOMES = {"resident-unreachable": 40, "need-met-elsewhere": 25, "declined-by-resident": 20,
                    "no-capacity": 10, "moved-away": 5}
 REJECT_REASONS = {"not-eligible": 60, "duplicate": 40}
@@ -340,7 +344,7 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
     problems = spec.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if spec.start > now.astimezone(LONDON).date():
         raise ValueError("--from is in the future: a demo records what has happened")
     rng = random.Random(spec.seed)
@@ -367,7 +371,7 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
             raise ValueError(f"--mix gives {kind} {count} requests, more than there are referrals ({spec.referrals}): "
                              "a referral carries each type at most once")
     kinds = assign_types(sizes, type_counts, rng)
-    hub_requests = sum(size for size, place in zip(sizes, place_list) if place in HUBS)
+    hub_requests = sum(size for size, place in zip(sizes, place_list, strict=True) if place in HUBS)
     fates = _shuffled(largest_remainder(hub_requests, {**spec.activity,
                                                        "open": max(0.0, 1 - sum(spec.activity.values()))}), rng)
     names = _names(spec.referrals, rng)
@@ -415,7 +419,7 @@ def _names(count: int, rng: random.Random) -> list[str]:
 def _time_on(day: date, rng: random.Random, *, now: datetime, from_hour: int = 0) -> datetime:
     hour = rng.choices(range(from_hour, 24), weights=HOURLY[from_hour:])[0]
     local = datetime.combine(day, time(hour, rng.randrange(60), rng.randrange(60)), tzinfo=LONDON)
-    return min(local.astimezone(timezone.utc), (now - timedelta(minutes=1)).replace(microsecond=0))
+    return min(local.astimezone(UTC), (now - timedelta(minutes=1)).replace(microsecond=0))
 
 
 def _steps(fate: str, received: datetime, rng: random.Random, *, now: datetime) -> tuple[Step, ...]:
@@ -428,25 +432,23 @@ def _steps(fate: str, received: datetime, rng: random.Random, *, now: datetime) 
         return min(at.replace(microsecond=0), now.replace(microsecond=0))
 
     if fate == "rejected":
-        return (Step("rejected", later(received, 0.5, 12), reason=_pick(REJECT_REASONS, rng)),)
+        return (Step(fulfilment.Status.REJECTED, later(received, 0.5, 12), reason=_pick(REJECT_REASONS, rng)),)
     speed = rng.random()  # most hubs accept within hours; some take a day or three
     accepted = later(received, *((0.25, 4) if speed < 0.7 else (4, 24) if speed < 0.95 else (24, 72)))
-    steps = [Step("accepted", accepted)]
+    steps = [Step(fulfilment.Status.ACCEPTED, accepted)]
     if fate == "accepted":
         return tuple(steps)
     started = later(accepted, 0.1, 6)
-    steps.append(Step("in_progress", started))
+    steps.append(Step(fulfilment.Status.IN_PROGRESS, started))
     if fate == "fulfilled":
-        steps.append(Step("fulfilled", later(started, 1, 48), outcome=_pick(FULFILLED_OUTCOMES, rng)))
+        steps.append(Step(fulfilment.Status.FULFILLED, later(started, 1, 48), outcome=_pick(FULFILLED_OUTCOMES, rng)))
     elif fate == "unable":
-        steps.append(Step("unable_to_fulfil", later(started, 2, 72), outcome=_pick(UNABLE_OUTCOMES, rng)))
+        steps.append(Step(fulfilment.Status.UNABLE_TO_FULFIL, later(started, 2, 72), outcome=_pick(UNABLE_OUTCOMES, rng)))
     return tuple(steps)
 
 
 def demo_postcodes(directory, *, medway_code: str = "E06000035") -> dict[str, list[str]]:
     """Real postcodes for every hub (from fulfilment's ONS directory), Medway's, and a few in no directory."""
-    from services.fulfilment.hubs import KENT_HUBS
-
     found = {hub.slug: directory.postcodes(district_code=hub.district_code) for hub in KENT_HUBS}
     found[OUT_OF_AREA] = directory.postcodes(district_code=medway_code)
     # Well formed, in Kent's postcode areas, and in no directory: fulfilment triages them.
@@ -633,7 +635,7 @@ async def _wait_for_assignments(
         report.assignments_missing[hub] += len(ids)
         report.failures.append(Failure(f"assignments of {hub}", None,
                                        f"{len(ids)} requests not routed to {hub} after {wait_seconds:.0f}s"))
-    for request_id, item in found.items():
+    for item in found.values():
         report.assignments_found[item["hub"] or item["status"]] += 1
     return list(found.values())
 
@@ -663,12 +665,15 @@ async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, token
         offset += 500
 
 
-ORDER = ("routed", "accepted", "in_progress", "fulfilled", "unable_to_fulfil")
+ORDER = tuple(str(status) for status in (fulfilment.Status.ROUTED, fulfilment.Status.ACCEPTED,
+                                         fulfilment.Status.IN_PROGRESS, fulfilment.Status.FULFILLED,
+                                         fulfilment.Status.UNABLE_TO_FULFIL))
+"""A hub's way through fulfilment's lifecycle, in order."""
 
 
 def _remaining(planned: PlannedRequest, status: str) -> tuple[Step, ...]:
     """The steps still to make from `status` (a rerun carries on where the last one stopped)."""
-    if status == "routed":
+    if status == fulfilment.Status.ROUTED:
         return planned.steps
     if planned.fate == "rejected" or status not in ORDER:
         return ()

@@ -255,7 +255,7 @@ class KafkaCluster:
 
     # -- processes ---------------------------------------------------------------
 
-    def start(self, *, timeout: float = 120.0) -> "KafkaCluster":
+    def start(self, *, timeout: float = 120.0) -> KafkaCluster:
         self._format()
         for node in self.nodes:
             self._launch(node)

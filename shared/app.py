@@ -24,20 +24,20 @@ from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import Claims, SigningKeys, TokenVerifier
-from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
-from shared.openapi import document_security_and_errors
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
-from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
 from shared.docs_pages import install_docs
 from shared.errors import PayloadTooLarge, ValidationFailed, field_errors
 from shared.http_errors import ProblemSettings, install_error_handlers
+from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
 from shared.kafka_security import check_transport
+from shared.lifecycle import StopsBetweenRounds
 from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, package_version, route_of
 from shared.metrics import now as metrics_now
+from shared.openapi import document_security_and_errors
 from shared.outbox import OutboxRelay, outbox_table
 from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings

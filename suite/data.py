@@ -30,7 +30,10 @@ def anonymise_expired() -> None:
 
     async def main() -> list[str]:
         retention = RetentionScheduler(
-            uow_factory=runtime.uow, topics=settings.topics, poll_seconds=0, audit=runtime.audit,
+            uow_factory=runtime.uow,
+            topics=settings.topics,
+            poll_seconds=0,
+            audit=runtime.audit,
             closed_for=timedelta(days=settings.retention_closed_days),
             kept_for=timedelta(days=settings.retention_kept_days),
         )
@@ -45,7 +48,9 @@ def anonymise_expired() -> None:
 
 
 def replay(
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the topics hold less than the figures")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if the topics hold less than the figures")
+    ] = False,
 ) -> None:
     """Rebuild reporting's figures from its topics, from their beginnings; refused if that would lose figures.
 
@@ -69,9 +74,13 @@ def replay(
     async def main() -> int:
         try:
             return await replay_topics(
-                runtime.uow, inbox=tables.inbox, consumer=settings.consumer_group,
-                bootstrap_servers=settings.kafka_bootstrap_servers, topics=consumed_topics(settings),
-                security=settings.kafka, force=force,
+                runtime.uow,
+                inbox=tables.inbox,
+                consumer=settings.consumer_group,
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topics=consumed_topics(settings),
+                security=settings.kafka,
+                force=force,
             )
         finally:
             await runtime.producer.stop()
@@ -87,8 +96,10 @@ def replay(
 
 def republish(
     service: Annotated[str, typer.Argument(help="referrals, fulfilment or actions")],
-    since: Annotated[str | None, typer.Option(help="Send the outbox rows kept from this time (ISO 8601) again, "
-                                                   "instead of the current state")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Send the outbox rows kept from this time (ISO 8601) again, instead of the current state"),
+    ] = None,
     until: Annotated[str | None, typer.Option(help="With --since: up to this time (default now)")] = None,
 ) -> None:
     """Publish a service's events again so reporting can be rebuilt (`kent-together replay`).
@@ -129,8 +140,10 @@ def republish(
         try:
             if window:
                 return await republish_range(db=runtime.db, table=tables.outbox, since=window[0], until=window[1])
-            return await republish_state(runtime.uow, page=lambda uow, after, limit: spec.republish_state(
-                uow, after, limit, topics=settings.topics))
+            return await republish_state(
+                runtime.uow,
+                page=lambda uow, after, limit: spec.republish_state(uow, after, limit, topics=settings.topics),
+            )
         finally:
             await runtime.producer.stop()
             await runtime.db.dispose()
@@ -141,10 +154,19 @@ def republish(
 
 
 def import_actions(
-    file: Annotated[Path, typer.Argument(help="The plan's tab-separated text, or the export's .csv or .xlsx",
-                                         exists=True, dir_okay=False, readable=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The plan's tab-separated text, or the export's .csv or .xlsx",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
     plan: Annotated[str, typer.Option(help="The plan's slug")] = "krf-recovery-2020",
-    starts_on: Annotated[str | None, typer.Option(help="The plan's start (YYYY-MM-DD): due dates count from it")] = None,
+    starts_on: Annotated[
+        str | None, typer.Option(help="The plan's start (YYYY-MM-DD): due dates count from it")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change, and change nothing")] = False,
 ) -> None:
     """Import a recovery plan's actions into the actions service, with a per-row report.
@@ -178,9 +200,13 @@ def import_actions(
     async def main(progress: Progress, task: TaskID) -> dict[str, Any]:
         try:
             report: dict[str, Any] = await actions_service.import_plan(
-                runtime.uow(), plan=plan,
+                runtime.uow(),
+                plan=plan,
                 upload=actions_service.PlanUpload(filename=file.name, content=file.read_bytes()),
-                by=by, topics=settings.topics, starts_on=start, dry_run=dry_run,
+                by=by,
+                topics=settings.topics,
+                starts_on=start,
+                dry_run=dry_run,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
             return report
@@ -219,8 +245,10 @@ def _print_import_report(out: Console, report: dict[str, Any]) -> None:
         f"{report['plan']}: {counts['created']} created, {counts['updated']} updated, "
         f"{counts['unchanged']} unchanged, {counts['rejected']} rejected ({state})"
     )
-    out.print(f"links from the plan's cross references: {report['links']['created']} added, "
-              f"{report['links']['removed']} removed")
+    out.print(
+        f"links from the plan's cross references: {report['links']['created']} added, "
+        f"{report['links']['removed']} removed"
+    )
 
 
 def replay_dead_letters_command(
@@ -235,14 +263,17 @@ def replay_dead_letters_command(
 
     settings = ServiceSettings()
     check_transport(settings.kafka, settings.environment)
-    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka,
-                        idempotent=settings.kafka_idempotent_producer)
+    producer = Producer(
+        settings.kafka_bootstrap_servers, security=settings.kafka, idempotent=settings.kafka_idempotent_producer
+    )
 
     async def main() -> int:
         try:
             return await replay_dead_letters(
-                bootstrap_servers=settings.kafka_bootstrap_servers, producer=producer,
-                dead_letter_topic=Topics().dead_letter_prefix + group, event_ids=set(event_id) if event_id else None,
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                producer=producer,
+                dead_letter_topic=Topics().dead_letter_prefix + group,
+                event_ids=set(event_id) if event_id else None,
                 security=settings.kafka,
             )
         finally:

@@ -25,22 +25,41 @@ if TYPE_CHECKING:
 
 
 def demo(
-    preset: Annotated[str | None, typer.Option(help="april-2020: the briefing's 2,893 referrals, 4,293 requests, 1–25 April 2020")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="april-2020: the briefing's 2,893 referrals, 4,293 requests, 1–25 April 2020")
+    ] = None,
     referrals: Annotated[int | None, typer.Option(help="How many referrals (default 100, or the preset's)")] = None,
-    requests: Annotated[int | None, typer.Option(help="How many requests they carry (default about 1.48 a referral)")] = None,
+    requests: Annotated[
+        int | None, typer.Option(help="How many requests they carry (default about 1.48 a referral)")
+    ] = None,
     from_: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default a week ago)")] = None,
     to: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (default today)")] = None,
     mix: Annotated[str | None, typer.Option(help="Request types: food=55,prescription=27,befriending=8,…")] = None,
     channels: Annotated[str | None, typer.Option(help="Channels: phone=50,online=40,partner=8,email=2")] = None,
-    districts: Annotated[str | None, typer.Option(help="Hubs, weighted (thanet=2,dover=1) or listed (thanet,dover); default by population")] = None,
-    out_of_area: Annotated[float, typer.Option(help="Share of referrals at Medway postcodes (out-of-area queue)")] = 0.0,
+    districts: Annotated[
+        str | None,
+        typer.Option(help="Hubs, weighted (thanet=2,dover=1) or listed (thanet,dover); default by population"),
+    ] = None,
+    out_of_area: Annotated[
+        float, typer.Option(help="Share of referrals at Medway postcodes (out-of-area queue)")
+    ] = 0.0,
     unknown_postcodes: Annotated[float, typer.Option(help="Share at postcodes in no directory (triage)")] = 0.0,
-    hub_activity: Annotated[str | None, typer.Option(help="What hubs do, as shares of their requests: fulfilled=0.62,unable=0.07,rejected=0.03,in_progress=0.08,accepted=0.06 (the rest stays routed)")] = None,
+    hub_activity: Annotated[
+        str | None,
+        typer.Option(
+            help="What hubs do, as shares of their requests: fulfilled=0.62,unable=0.07,rejected=0.03,in_progress=0.08,accepted=0.06 (the rest stays routed)"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="The same seed and options make the same load")] = 2020,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once")] = 8,
     referrals_url: Annotated[str | None, typer.Option(help="Default http://127.0.0.1:8001 (+KT_PORT_OFFSET)")] = None,
     fulfilment_url: Annotated[str | None, typer.Option(help="Default http://127.0.0.1:8002 (+KT_PORT_OFFSET)")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="Tokens from your identity provider: a file holding one administrator token, or JSON {\"backfill\": …, \"hubs\": {slug: …}}; else $KT_DEMO_TOKEN; else development tokens are minted")] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help='Tokens from your identity provider: a file holding one administrator token, or JSON {"backfill": …, "hubs": {slug: …}}; else $KT_DEMO_TOKEN; else development tokens are minted'
+        ),
+    ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for fulfilment to route every request")] = 300.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan's figures and post nothing")] = False,
 ) -> None:
@@ -54,8 +73,18 @@ def demo(
     out = console()
     try:
         spec = _demo_spec(
-            preset=preset, referrals=referrals, requests=requests, start=from_, end=to, mix=mix, channels=channels,
-            districts=districts, out_of_area=out_of_area, unknown=unknown_postcodes, activity=hub_activity, seed=seed,
+            preset=preset,
+            referrals=referrals,
+            requests=requests,
+            start=from_,
+            end=to,
+            mix=mix,
+            channels=channels,
+            districts=districts,
+            out_of_area=out_of_area,
+            unknown=unknown_postcodes,
+            activity=hub_activity,
+            seed=seed,
         )
         from services.fulfilment.postcodes import PostcodeDirectory
 
@@ -77,7 +106,7 @@ def demo(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from shared.http_client import polite_client
+    from shared.http_client import RetryAfterTransport, polite_client
 
     async def main(progress: Progress) -> d.Report:
         tasks = {}
@@ -88,11 +117,24 @@ def demo(
             progress.update(tasks[stage], completed=done, total=total)
 
         # Both honour the services' rate limits (429 and Retry-After): a demo is one client among many.
-        async with polite_client(referrals_url, max_connections=concurrency * 2) as r_client, \
-                polite_client(fulfilment_url, max_connections=concurrency * 2) as f_client:
-            report = await d.run_demo(plan, referrals=r_client, fulfilment=f_client, tokens=tokens,
-                                      concurrency=concurrency, wait_seconds=wait, progress=show)
-            report.waited_out = r_client._transport.retried + f_client._transport.retried
+        async with (
+            polite_client(referrals_url, max_connections=concurrency * 2) as r_client,
+            polite_client(fulfilment_url, max_connections=concurrency * 2) as f_client,
+        ):
+            report = await d.run_demo(
+                plan,
+                referrals=r_client,
+                fulfilment=f_client,
+                tokens=tokens,
+                concurrency=concurrency,
+                wait_seconds=wait,
+                progress=show,
+            )
+            report.waited_out = sum(
+                client._transport.retried
+                for client in (r_client, f_client)
+                if isinstance(client._transport, RetryAfterTransport)
+            )
             return report
 
     columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -103,9 +145,21 @@ def demo(
         raise typer.Exit(1)
 
 
-def _demo_spec(*, preset: str | None, referrals: int | None, requests: int | None, start: str | None, end: str | None,
-               mix: str | None, channels: str | None, districts: str | None, out_of_area: float, unknown: float,
-               activity: str | None, seed: int) -> d.LoadSpec:
+def _demo_spec(
+    *,
+    preset: str | None,
+    referrals: int | None,
+    requests: int | None,
+    start: str | None,
+    end: str | None,
+    mix: str | None,
+    channels: str | None,
+    districts: str | None,
+    out_of_area: float,
+    unknown: float,
+    activity: str | None,
+    seed: int,
+) -> d.LoadSpec:
     if preset is not None and preset not in d.PRESETS:
         raise ValueError(f"--preset {preset!r} is unknown; one of {', '.join(d.PRESETS)}")
     base = d.PRESETS[preset](seed=seed) if preset else None
@@ -124,14 +178,17 @@ def _demo_spec(*, preset: str | None, referrals: int | None, requests: int | Non
         # The briefing's 4,293 requests for 2,893 referrals, when only --referrals is given.
         requests = base.requests if base and referrals is None else round(count * 4293 / 2893)
     return d.LoadSpec(
-        referrals=count, requests=requests,
+        referrals=count,
+        requests=requests,
         start=day(start, "--from", base.start if base else today - timedelta(days=6)),
         end=day(end, "--to", base.end if base else today),
         mix=d.parse_shares(mix, option="--mix") if mix else (base.mix if base else d.APRIL_2020_MIX),
-        channels=d.parse_shares(channels, option="--channels") if channels else (
-            base.channels if base else {"phone": 0.5, "online": 0.4, "partner": 0.08, "email": 0.02}),
+        channels=d.parse_shares(channels, option="--channels")
+        if channels
+        else (base.channels if base else {"phone": 0.5, "online": 0.4, "partner": 0.08, "email": 0.02}),
         districts=d.parse_shares(districts, option="--districts") if districts else d.DISTRICT_POPULATION,
-        out_of_area=out_of_area, unknown=unknown,
+        out_of_area=out_of_area,
+        unknown=unknown,
         activity=d.parse_shares(activity, option="--hub-activity") if activity else dict(d.DEFAULT_ACTIVITY),
         seed=seed,
     )
@@ -150,12 +207,21 @@ def _demo_tokens(token_file: Path | None) -> d.Tokens:
     settings = ServiceSettings()
 
     def mint(role: str, hub: str | None = None, subject: str | None = None) -> str:
-        return mint_token(signing_key=settings.signing_key(), role=role, hub=hub, subject=subject,
-                          issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=6 * 3600)
+        return mint_token(
+            signing_key=settings.signing_key(),
+            role=role,
+            hub=hub,
+            subject=subject,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_seconds=6 * 3600,
+        )
 
     # A fixed subject: Idempotency-Keys are per caller, so a rerun must be the same caller.
-    return d.Tokens(backfill=mint("admin", subject="kent-together-demo"),
-                    hubs={slug: mint("hub", hub=slug, subject=f"demo-{slug}-hub") for slug in d.HUBS})
+    return d.Tokens(
+        backfill=mint("admin", subject="kent-together-demo"),
+        hubs={slug: mint("hub", hub=slug, subject=f"demo-{slug}-hub") for slug in d.HUBS},
+    )
 
 
 def _shares_table(title: str, counts: Counter[Any], *, total: int | None = None) -> Table:
@@ -184,17 +250,22 @@ def _print_plan(out: Console, plan: d.Plan) -> None:
 def _print_demo_report(out: Console, plan: d.Plan, report: d.Report) -> None:
     from rich.table import Table
 
-    out.print(f"referrals posted: {report.posted:,} of {len(plan.referrals):,} (201; "
-                  f"{report.replayed:,} of them replays of an earlier run), requests: {report.requests:,}")
+    out.print(
+        f"referrals posted: {report.posted:,} of {len(plan.referrals):,} (201; "
+        f"{report.replayed:,} of them replays of an earlier run), requests: {report.requests:,}"
+    )
     out.print(_shares_table("requests by type", report.by_type))
     out.print(_shares_table("referrals by place", report.by_place))
     out.print(_shares_table("referrals by channel", report.by_channel))
     table = Table(title="hub activity", title_justify="left")
     for column in ("assignments found", "transitions made", "already done (rerun)", "missing"):
         table.add_column(column, justify="right")
-    table.add_row(f"{sum(report.assignments_found.values()):,}",
-                  ", ".join(f"{k} {v:,}" for k, v in report.transitions.most_common()) or "0",
-                  f"{report.already_done:,}", f"{sum(report.assignments_missing.values()):,}")
+    table.add_row(
+        f"{sum(report.assignments_found.values()):,}",
+        ", ".join(f"{k} {v:,}" for k, v in report.transitions.most_common()) or "0",
+        f"{report.already_done:,}",
+        f"{sum(report.assignments_missing.values()):,}",
+    )
     out.print(table)
     out.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()))
     if report.waited_out:

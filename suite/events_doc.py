@@ -63,7 +63,7 @@ def _summary(contract: type[EventData]) -> str:
 
 def _type_of(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in schema:
         return " or ".join(_type_of(option) for option in schema["anyOf"])
     if schema.get("type") == "array":
@@ -85,16 +85,25 @@ def _fields(contract: type[EventData]) -> list[str]:
 def render_catalogue() -> str:
     topics = Topics()
     contracts = sorted(REGISTRY.values(), key=lambda c: (_producer(c), c.type))
-    lines = [INTRODUCTION, "## Every event", "",
-             "| type | what happened | topic | personal data | producer → readers |", "|---|---|---|---|---|"]
+    lines = [
+        INTRODUCTION,
+        "## Every event",
+        "",
+        "| type | what happened | topic | personal data | producer → readers |",
+        "|---|---|---|---|---|",
+    ]
     for contract in contracts:
-        lines.append(f"| [`{contract.type.removeprefix(TYPE_PREFIX)}`](#{contract.__name__.lower()}) | "
-                     f"{_summary(contract)} | {_topics(contract, topics)} | "
-                     f"{'yes' if contract.personal_data else 'no'} | {_producer(contract)} → {_readers(contract)} |")
-    lines.append(f"| `{topics.dead_letter_prefix}<group>` | A record a consumer could not handle after its retries, as "
-                 "it was read, with headers `dlq-reason`, `dlq-topic`, `dlq-partition`, `dlq-offset`, `dlq-consumer` | "
-                 f"`{topics.dead_letter_prefix}<group>` | as the original | any consumer → operators "
-                 "(`kent-together replay-dead-letters`) |")
+        lines.append(
+            f"| [`{contract.type.removeprefix(TYPE_PREFIX)}`](#{contract.__name__.lower()}) | "
+            f"{_summary(contract)} | {_topics(contract, topics)} | "
+            f"{'yes' if contract.personal_data else 'no'} | {_producer(contract)} → {_readers(contract)} |"
+        )
+    lines.append(
+        f"| `{topics.dead_letter_prefix}<group>` | A record a consumer could not handle after its retries, as "
+        "it was read, with headers `dlq-reason`, `dlq-topic`, `dlq-partition`, `dlq-offset`, `dlq-consumer` | "
+        f"`{topics.dead_letter_prefix}<group>` | as the original | any consumer → operators "
+        "(`kent-together replay-dead-letters`) |"
+    )
     lines += ["", "## Topics", "", "| topic | what it carries |", "|---|---|"]
     for field, description in DESCRIPTIONS.items():
         lines.append(f"| `{getattr(topics, field)}` | {description} |")

@@ -32,8 +32,13 @@ def token(
     try:
         typer.echo(
             mint_token(
-                signing_key=settings.signing_key(), role=role, hub=hub, subject=subject,
-                issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=hours * 3600,
+                signing_key=settings.signing_key(),
+                role=role,
+                hub=hub,
+                subject=subject,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                ttl_seconds=hours * 3600,
             )
         )
     except (ValueError, RuntimeError) as error:
@@ -97,14 +102,20 @@ def _rekey_service(spec: ServiceSpec, *, batch: int, dry_run: bool) -> bool:
     metadata, derived = spec.tables.metadata, spec.rekey_indexes
     previous = "set (lookups match either key)" if keyring.has_previous_index_key else "not set"
     typer.echo(f"{spec.name}: {safe_url(settings.database_url)}{'  (dry run: nothing is changed)' if dry_run else ''}")
-    typer.echo(f"  sealing with data key {keyring.sealing_key_id!r} (KT_DATA_KEYS holds {', '.join(keyring.key_ids)}); "
-               f"KT_BLIND_INDEX_KEY_PREVIOUS {previous}")
-    typer.echo(f"  {'table':<20} {'examined':>9} {'re-sealed':>10} {'indexes':>8} {'changed meanwhile':>18} "
-               f"{'left':>5} {'unreadable':>10}")
+    typer.echo(
+        f"  sealing with data key {keyring.sealing_key_id!r} (KT_DATA_KEYS holds {', '.join(keyring.key_ids)}); "
+        f"KT_BLIND_INDEX_KEY_PREVIOUS {previous}"
+    )
+    typer.echo(
+        f"  {'table':<20} {'examined':>9} {'re-sealed':>10} {'indexes':>8} {'changed meanwhile':>18} "
+        f"{'left':>5} {'unreadable':>10}"
+    )
 
     def show(report: r.TableReport) -> None:
-        typer.echo(f"  {report.table:<20} {report.examined:>9} {report.resealed:>10} {report.reindexed:>8} "
-                   f"{report.changed_meanwhile:>18} {report.left:>5} {report.unreadable:>10}")
+        typer.echo(
+            f"  {report.table:<20} {report.examined:>9} {report.resealed:>10} {report.reindexed:>8} "
+            f"{report.changed_meanwhile:>18} {report.left:>5} {report.unreadable:>10}"
+        )
 
     async def main() -> r.Census:
         db = Database(settings.database_url)
@@ -131,9 +142,11 @@ def _print_census(name: str, found: r.Census, keyring: Keyring, *, derived: bool
         typer.echo(f"  values no key opens: {found.unreadable}")
     if found.finished:
         removable = [k for k in keyring.key_ids if k != keyring.sealing_key_id]
-        typer.echo(f"  done: only {keyring.sealing_key_id!r} seals data in {name}"
-                   + (f"; {', '.join(removable)} no longer needed here" if removable else "")
-                   + ("; KT_BLIND_INDEX_KEY_PREVIOUS no longer needed here" if keyring.has_previous_index_key else ""))
+        typer.echo(
+            f"  done: only {keyring.sealing_key_id!r} seals data in {name}"
+            + (f"; {', '.join(removable)} no longer needed here" if removable else "")
+            + ("; KT_BLIND_INDEX_KEY_PREVIOUS no longer needed here" if keyring.has_previous_index_key else "")
+        )
         return True
     typer.echo(f"  not finished: keep every key until a run ends with only {keyring.sealing_key_id!r}")
     return False

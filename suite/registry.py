@@ -10,6 +10,21 @@ from services.reporting.app import SPEC as REPORTING
 from services.web.app import SPEC as WEB
 from shared.spec import ServiceSpec
 
+__all__ = [
+    "ACTIONS",
+    "FULFILMENT",
+    "HUB_SLUGS",
+    "REFERRALS",
+    "REPORTING",
+    "RUNNABLE",
+    "SERVICES",
+    "WEB",
+    "names",
+    "personal",
+    "publishing",
+    "spec",
+]
+
 SERVICES: tuple[ServiceSpec, ...] = (REFERRALS, FULFILMENT, ACTIONS, REPORTING)
 """The four services with a public API and a database of business data."""
 RUNNABLE: tuple[ServiceSpec, ...] = (*SERVICES, WEB)

@@ -25,8 +25,13 @@ if TYPE_CHECKING:
     from shared.kafka_security import KafkaSecurity
     from shared.topic_plan import TopicSpec
 
-WEB_PAGES = (("residents", "/get-help"), ("advisers", "/adviser"), ("hubs", "/hub"), ("recovery leads", "/actions"),
-             ("dashboard", "/dashboard"))
+WEB_PAGES = (
+    ("residents", "/get-help"),
+    ("advisers", "/adviser"),
+    ("hubs", "/hub"),
+    ("recovery leads", "/actions"),
+    ("dashboard", "/dashboard"),
+)
 """What `make run` tells each person to open, on the web front."""
 
 
@@ -66,8 +71,14 @@ def run(
     only: Annotated[list[str] | None, typer.Option("--only", help="Start only these services")] = None,
     port_offset: Annotated[int, typer.Option(envvar="KT_PORT_OFFSET", help="Add to every service port")] = 0,
     broker_port: Annotated[int, typer.Option(envvar="KT_BROKER_PORT", help="Embedded broker port")] = 9092,
-    kind: Annotated[str, typer.Option("--broker", envvar="KT_BROKER",
-                                      help="tansu (embedded, in memory) or kafka (Apache Kafka, data kept under var/)")] = "tansu",
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--broker",
+            envvar="KT_BROKER",
+            help="tansu (embedded, in memory) or kafka (Apache Kafka, data kept under var/)",
+        ),
+    ] = "tansu",
 ) -> None:
     """Start the suite: a broker (unless KAFKA_BOOTSTRAP_SERVERS is set), migrations, services.
 
@@ -93,10 +104,28 @@ def run(
     def start(name: str) -> subprocess.Popen[str]:
         factory = registry.spec(name).create_app
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"{factory.__module__}:{factory.__name__}", "--factory",
-             "--host", env.get("KT_HOST", "127.0.0.1"), "--port", str(ports[name]),
-             "--no-access-log", "--no-proxy-headers", "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"{factory.__module__}:{factory.__name__}",
+                "--factory",
+                "--host",
+                env.get("KT_HOST", "127.0.0.1"),
+                "--port",
+                str(ports[name]),
+                "--no-access-log",
+                "--no-proxy-headers",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "10",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
             preexec_fn=_own_process_group,
         )
         threading.Thread(target=_relay_output, args=(name, process), daemon=True).start()

@@ -281,4 +281,4 @@ def _install_errors(app: FastAPI) -> None:
 
 
 SPEC = ServiceSpec(name=NAME, port=PORT, settings_class=WebSettings, create_app=create_app,
-                   migrations=HERE / "migrations", api=False)
+                   migrations=HERE / "migrations")

@@ -171,7 +171,7 @@ async def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
 
 
 async def inject_faults(suite: Suite, broker: Broker, *, services: list[str], tally: Tally,
-                        start: float, seconds: float, second_instances: dict[str, "SecondInstance"]) -> None:
+                        start: float, seconds: float, second_instances: dict[str, SecondInstance]) -> None:
     faults = [(f"kill -9 {name}", name) for name in services]
     faults += [(f"kill -9 of one of two {name} instances", f"second:{name}") for name in second_instances]
     faults.append(("restart of every service", "all"))

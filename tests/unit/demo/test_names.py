@@ -25,8 +25,15 @@ def test_every_outcome_and_reason_the_demo_gives_is_one_fulfilment_accepts():
 def test_every_planned_referral_and_transition_is_a_body_the_services_validate():
     from datetime import date
 
-    spec = demo.LoadSpec(referrals=40, requests=60, start=date(2020, 4, 1), end=date(2020, 4, 5),
-                         mix=demo.APRIL_2020_MIX, channels={"phone": 1, "partner": 1}, districts=demo.DISTRICT_POPULATION)
+    spec = demo.LoadSpec(
+        referrals=40,
+        requests=60,
+        start=date(2020, 4, 1),
+        end=date(2020, 4, 5),
+        mix=demo.APRIL_2020_MIX,
+        channels={"phone": 1, "partner": 1},
+        districts=demo.DISTRICT_POPULATION,
+    )
     postcodes = {slug: ["CT9 1AA"] for slug in demo.HUBS}
     plan = demo.make_plan(spec, postcodes)
     for referral in plan.referrals:

@@ -21,8 +21,11 @@ def imported_packages(folder: Path) -> dict[str, set[str]]:
 
 
 def importers_of(folder: str, *packages: str) -> list[str]:
-    return [f"{module} imports {', '.join(sorted(names & set(packages)))}"
-            for module, names in imported_packages(ROOT / folder).items() if names & set(packages)]
+    return [
+        f"{module} imports {', '.join(sorted(names & set(packages)))}"
+        for module, names in imported_packages(ROOT / folder).items()
+        if names & set(packages)
+    ]
 
 
 def test_shared_imports_no_service_and_not_the_suite_above_it():
@@ -31,8 +34,12 @@ def test_shared_imports_no_service_and_not_the_suite_above_it():
 
 def test_neither_shared_nor_the_suite_finds_a_module_by_a_string():
     """No `importlib.import_module(f"services.{name}…")`: the registry names every service's spec."""
-    found = [str(path.relative_to(ROOT)) for folder in ("shared", "suite") for path in (ROOT / folder).rglob("*.py")
-             if "import_module" in path.read_text() or "find_spec" in path.read_text()]
+    found = [
+        str(path.relative_to(ROOT))
+        for folder in ("shared", "suite")
+        for path in (ROOT / folder).rglob("*.py")
+        if "import_module" in path.read_text() or "find_spec" in path.read_text()
+    ]
     assert found == []
 
 

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def pinned() -> dict[str, str]:
     text = (ROOT / "requirements.lock").read_text()
-    return {canonicalize_name(name): version for name, version in re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", text, re.M)}
+    return {
+        canonicalize_name(name): version for name, version in re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", text, re.M)
+    }
 
 
 def test_every_dependency_of_pyproject_is_pinned_in_the_lock_within_its_range():

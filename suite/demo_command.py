@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shared.auth import mint_token
-from shared.settings import ServiceSettings
 from suite import demo as d
 from suite import registry
 from suite.common import console
+from suite.keys import development_token
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -204,18 +203,9 @@ def _demo_tokens(token_file: Path | None) -> d.Tokens:
                 raise ValueError('a JSON token file needs "backfill": an administrator\'s token')
             return d.Tokens(backfill=values["backfill"], hubs=values.get("hubs") or {})
         return d.Tokens(backfill=text)
-    settings = ServiceSettings()
 
     def mint(role: str, hub: str | None = None, subject: str | None = None) -> str:
-        return mint_token(
-            signing_key=settings.signing_key(),
-            role=role,
-            hub=hub,
-            subject=subject,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            ttl_seconds=6 * 3600,
-        )
+        return development_token(role=role, hub=hub, subject=subject, hours=6)
 
     # A fixed subject: Idempotency-Keys are per caller, so a rerun must be the same caller.
     return d.Tokens(

@@ -28,22 +28,25 @@ def token(
     if hub is not None and hub not in registry.HUB_SLUGS:
         typer.echo(f"error: there is no hub {hub!r}; the hubs are {', '.join(registry.HUB_SLUGS)}", err=True)
         raise typer.Exit(2)
-    settings = ServiceSettings()
     try:
-        typer.echo(
-            mint_token(
-                signing_key=settings.signing_key(),
-                role=role,
-                hub=hub,
-                subject=subject,
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                ttl_seconds=hours * 3600,
-            )
-        )
+        typer.echo(development_token(role=role, hub=hub, subject=subject, hours=hours))
     except (ValueError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+
+
+def development_token(*, role: str, hub: str | None = None, subject: str | None = None, hours: float = 12) -> str:
+    """A token signed with the embedded default's key, as the services there verify it."""
+    settings = ServiceSettings()
+    return mint_token(
+        signing_key=settings.signing_key(),
+        role=role,
+        hub=hub,
+        subject=subject,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=int(hours * 3600),
+    )
 
 
 def keygen(

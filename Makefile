@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres kafka run test test-kafka test-fast bench chaos migrate clean assets
+.PHONY: install browser postgres kafka run test test-kafka test-fast bench chaos migrate clean assets lint lock
 
 install: $(STAMP) $(VENV)/.kubectl
 
@@ -83,6 +83,25 @@ chaos: install kafka
 
 migrate: install
 	$(BIN)/kent-together migrate
+
+## Lint, format and types, as configured in pyproject.toml (ruff, mypy: strict on shared/, suite/ and each domain.py).
+## LINT_PATHS narrows ruff to some files; deploy/tools/lint-fix.sh applies what ruff can fix itself.
+LINT_PATHS ?= .
+MYPY_PATHS ?=
+$(VENV)/.lint: $(STAMP)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[lint]'
+	@touch $@
+
+lint: $(VENV)/.lint
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy $(MYPY_PATHS)
+
+## requirements.lock: every package of the image, pinned with its hashes, from pyproject.toml (see README).
+lock: install
+	@$(BIN)/python -m pip install -q --disable-pip-version-check 'uv==0.13.8'
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header \
+	  --upgrade -o requirements.lock
 
 clean:
 	rm -rf var .pytest_cache

@@ -153,7 +153,7 @@ def main() -> None:
         start_server("services.referrals.app:create_app", durable_port, env, factory=True),
         start_server("services.referrals.app:create_app", split_port, split_env, factory=True),
         # The production topology: the outbox relay as its own process.
-        subprocess.Popen([sys.executable, "-m", "shared.cli", "relay", "referrals"], env=split_env,
+        subprocess.Popen([sys.executable, "-m", "suite.cli", "relay", "referrals"], env=split_env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
     ]
     try:

@@ -113,9 +113,9 @@ class Node:
 class KafkaCluster:
     """Apache Kafka nodes in KRaft combined mode on loopback, each a JVM child process.
 
-    The same controls as the embedded broker (`start`, `stop`, `pause`, `resume`,
-    `bootstrap_servers`), and per node: `kill(id)` (SIGKILL), `stop_node(id)`
-    (a clean shutdown), `start_node(id)` (with the data it had).
+    The same controls as the embedded broker (`start`, `stop`, `bootstrap_servers`),
+    and per node: `stop_node(id)` (a clean shutdown), `start_node(id)` (with the data
+    it had). The faults tests inject (pause, kill) are in tests/support/brokers.py.
     """
 
     def __init__(self, root: Path, *, nodes: int = 3, sasl: SaslListener | None = None,
@@ -255,7 +255,7 @@ class KafkaCluster:
 
     # -- processes ---------------------------------------------------------------
 
-    def start(self, *, timeout: float = 120.0) -> "KafkaCluster":
+    def start(self, *, timeout: float = 120.0) -> KafkaCluster:
         self._format()
         for node in self.nodes:
             self._launch(node)
@@ -312,15 +312,6 @@ class KafkaCluster:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             return pool.submit(lambda: asyncio.run(count())).result()
 
-    def kill(self, node_id: int) -> None:
-        """SIGKILL one node: no clean shutdown, no leadership handed over."""
-        node = self.node(node_id)
-        if node.running:
-            node.process.send_signal(signal.SIGCONT)
-            node.process.kill()
-            node.process.wait()
-        node.process = None
-
     def stop_node(self, node_id: int, *, timeout: float = 60.0) -> None:
         """A clean shutdown of one node (leadership moves first), as a rolling restart does."""
         node = self.node(node_id)
@@ -332,17 +323,6 @@ class KafkaCluster:
         """Start a stopped node with the data it had; return when it has rejoined."""
         self._launch(self.node(node_id))
         self.wait_until_serving(timeout=timeout)
-
-    def pause(self) -> None:
-        """Freeze every node (SIGSTOP): clients see an outage, nothing is forgotten."""
-        for node in self.nodes:
-            if node.running:
-                node.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        for node in self.nodes:
-            if node.running:
-                node.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for node in self.nodes:  # every node told first: they shut down together

@@ -24,19 +24,20 @@ from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import Claims, SigningKeys, TokenVerifier
-from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
-from shared.openapi import document_security_and_errors
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
-from shared.lifecycle import StopsBetweenRounds
 from shared.crypto import Keyring
 from shared.db import Database
 from shared.docs_pages import install_docs
-from shared.errors import PayloadTooLarge, ProblemSettings, ValidationFailed, field_errors, install_error_handlers
+from shared.errors import PayloadTooLarge, ValidationFailed, field_errors
+from shared.http_errors import ProblemSettings, install_error_handlers
+from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
 from shared.kafka_security import check_transport
+from shared.lifecycle import StopsBetweenRounds
 from shared.logs import configure_logging, request_id_var
-from shared.metrics import ServiceMetrics, route_of
+from shared.metrics import ServiceMetrics, package_version, route_of
 from shared.metrics import now as metrics_now
+from shared.openapi import document_security_and_errors
 from shared.outbox import OutboxRelay, outbox_table
 from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings
@@ -217,6 +218,7 @@ def create_service_app(
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
     install_error_handlers(app, ProblemSettings(type_base=settings.problem_type_base,
                                                 authorization_uri=settings.jwt_authorization_uri))
+    version = package_version()  # pyproject.toml's, as installed: the same in /health and kt_build_info
     metrics = ServiceMetrics(settings.service_name, revision=settings.build_revision)
     app.state.metrics = metrics
     if runtime.idempotency is not None:  # innermost: the body has passed the hardening's size limits
@@ -229,7 +231,7 @@ def create_service_app(
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health():
-        return {"status": "ok", "service": settings.service_name}
+        return {"status": "ok", "service": settings.service_name, "version": version}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics: HTTP, outbox backlog and age, consumers")
     async def metrics_endpoint():

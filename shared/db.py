@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -32,7 +31,7 @@ def new_metadata() -> MetaData:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -58,14 +57,14 @@ class UtcDateTime(TypeDecorator):
         if value is not None:
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
             if dialect.name == "sqlite":
                 value = value.replace(tzinfo=None)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -144,12 +143,16 @@ class Database:
             await self.read_engine.dispose()
 
 
-def migrations_dir(service: str) -> Path:
-    package = importlib.import_module(f"services.{service}")
-    return Path(package.__file__).parent / "migrations"
+def migrations_dir(service: str | Path) -> Path:
+    """`service` as a migrations directory, or the name of a declared service (shared/spec.py)."""
+    if isinstance(service, Path):
+        return service
+    from shared.spec import migrations_of
+
+    return migrations_of(service)
 
 
-def alembic_config(service: str, url: str):
+def alembic_config(service: str | Path, url: str):
     from alembic.config import Config
 
     config = Config()
@@ -159,15 +162,11 @@ def alembic_config(service: str, url: str):
     return config
 
 
-def upgrade(service: str, url: str, revision: str = "head") -> None:
+def upgrade(service: str | Path, url: str, revision: str = "head") -> None:
     """Apply a service's Alembic migrations (blocking; call from a thread in async code)."""
     from alembic import command
 
     command.upgrade(alembic_config(service, url), revision)
-
-
-async def upgrade_async(service: str, url: str) -> None:
-    await asyncio.to_thread(upgrade, service, url)
 
 
 def run_migrations(target_metadata: MetaData, *, default_url: Callable[[], str] | None = None) -> None:

@@ -31,7 +31,8 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.crypto import CryptoError, Keyring
 from shared.db import Database, UtcDateTime, utcnow
-from shared.errors import Conflict, DomainError, ValidationFailed, send_domain_error
+from shared.errors import Conflict, DomainError, ValidationFailed
+from shared.http_errors import send_domain_error
 
 MAX_LENGTH = 200
 HEADER = "Idempotency-Key"
@@ -39,14 +40,14 @@ REPLAYED = (b"idempotent-replayed", b"true")
 _KEPT_HEADERS = {b"content-type", b"location", b"etag", b"last-modified"}
 
 
-class IdempotencyKeyReused(DomainError):
-    """A 422 as every other is: `errors` names the field (the header), so clients read it as they read the rest."""
+class IdempotencyKeyReused(ValidationFailed):
+    """A field error as every other is: `errors` names the field (the header), so clients read it as they read the rest."""
 
-    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key already used for another body"
+    slug, title = "idempotency-key-reused", "Idempotency-Key already used for another body"
 
     def __init__(self, detail: str = ""):
-        super().__init__(detail, errors=[{"field": HEADER, "in": "header",
-                                          "reason": "already used with another request: use a new key"}])
+        super().__init__([{"field": HEADER, "in": "header", "reason": "already used with another request: use a new key"}],
+                         detail=detail or self.title)
 
 
 class IdempotencyKeyInFlight(Conflict):

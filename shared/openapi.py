@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared.auth import required_scopes
-from shared.errors import PROBLEM
+from shared.http_errors import PROBLEM
 
 BEARER = "bearer"
 

@@ -18,7 +18,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from starlette.middleware.cors import CORSMiddleware
 
-from shared.errors import send_problem
+from shared.http_errors import send_problem
 
 # The paths of FastAPI's interactive documentation: its page loads Swagger UI or ReDoc from a CDN.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
@@ -91,7 +91,7 @@ class RateLimiter:
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str) -> "Allowance":
+    def take(self, client: str) -> Allowance:
         """Whether the request may go ahead, and what is left: `wait` is 0, or the seconds until it may."""
         now = self.clock()
         tokens, then = self._buckets.pop(client, (float(self.burst), now))

@@ -20,6 +20,9 @@ from shared.kafka_security import KafkaSecurity
 DEV_ISSUER = "kent-together-dev"
 AUDIENCE = "kent-together"
 
+PORTS = {"referrals": 8001, "fulfilment": 8002, "actions": 8003, "reporting": 8004, "web": 8005}
+"""Each service's port under `make run` (plus KT_PORT_OFFSET), in start order: the one table of them."""
+
 
 class Topics(BaseSettings):
     """Kafka topic names; the defaults are the public contract (docs/events.md)."""
@@ -170,7 +173,7 @@ class ServiceSettings(BaseSettings):
     topics: Topics = Field(default_factory=Topics)
 
     @model_validator(mode="after")
-    def _embedded_defaults(self) -> "ServiceSettings":
+    def _embedded_defaults(self) -> ServiceSettings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / (self.service_name + '.db')}"
         if self.environment == "production" and not self.jwt_jwks_url and not self.jwt_signing_key:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.apache_kafka import KafkaCluster, SaslListener
-from shared.bus import EmbeddedBroker, free_port
+from shared.apache_kafka import SaslListener
+from shared.bus import free_port
+from tests.support.brokers import ControlledBroker, ControlledKafkaCluster
 from tests.support.databases import PostgresTemplates, sqlite_template
 from tests.support.kafka import TEST_BROKER
 from tests.support.tls import make_certificates
@@ -37,13 +38,13 @@ if TEST_BROKER == "tansu":
 def broker(tmp_path_factory):
     """The session's broker: an Apache Kafka cluster on loopback, or the embedded one (KT_TEST_BROKER)."""
     if TEST_BROKER == "tansu":
-        instance = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+        instance = ControlledBroker(port=free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
     else:
         root = tmp_path_factory.mktemp("kafka")
         certificates = make_certificates(root / "tls")
         # A SASL_SSL (SCRAM-SHA-512) listener beside the plain one, ACLs enforced on it:
         # tests/integration/kafka creates the production principals and their ACLs.
-        instance = KafkaCluster(root, nodes=3, sasl=SaslListener(
+        instance = ControlledKafkaCluster(root, nodes=3, sasl=SaslListener(
             keystore_pem=certificates.server, users={"admin": secrets.token_urlsafe(16)}))
         instance.certificates = certificates
     yield instance.start()

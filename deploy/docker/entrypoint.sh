@@ -5,7 +5,7 @@
 set -eu
 if [ "${1:-}" = "serve" ]; then
     service="${2:?usage: serve SERVICE}"
-    port="$(python -c 'import importlib, sys; print(importlib.import_module(f"services.{sys.argv[1]}.app").PORT)' "$service")"
+    port="$(python -c 'import sys; from suite.registry import spec; print(spec(sys.argv[1]).port)' "$service")"
     echo "$port" > /tmp/kt-port
     # SIGTERM: uvicorn stops taking connections, finishes the requests in flight
     # (up to 20 s), then the lifespan stops the relay and consumers (shared/app.py).

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.actions import api
+from services.actions import api, service
 from services.actions.models import tables
 from shared.app import create_service_app
-from shared.settings import ServiceSettings
+from shared.settings import PORTS, ServiceSettings
+from shared.spec import ServiceSpec
 
 NAME = "actions"
-PORT = 8003
+PORT = PORTS[NAME]
 
 
 class ActionsSettings(ServiceSettings):
@@ -30,3 +33,9 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         tables=tables,
         routers=[api.router],
     )
+
+
+SPEC = ServiceSpec(
+    name=NAME, port=PORT, settings_class=ActionsSettings, create_app=create_app, tables=tables,
+    migrations=Path(__file__).parent / "migrations", publish_state_page=service.publish_state_page,
+)

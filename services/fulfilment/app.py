@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
@@ -18,10 +19,11 @@ from services.fulfilment.webhooks import WebhookDispatcher
 from shared.app import Runtime, create_service_app
 from shared.bus import ensure_topics
 from shared.kafka_security import KafkaSecurity
-from shared.settings import ServiceSettings
+from shared.settings import PORTS, ServiceSettings
+from shared.spec import ServiceSpec
 
 NAME = "fulfilment"
-PORT = 8002
+PORT = PORTS[NAME]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +123,9 @@ async def _create_topics(bootstrap_servers: str, topics: list[str], *, partition
         except Exception as error:
             log.info("hub topics not created yet (%s); trying again", error)
             await asyncio.sleep(min(30, 2 ** attempt))
+
+
+SPEC = ServiceSpec(
+    name=NAME, port=PORT, settings_class=FulfilmentSettings, create_app=create_app, tables=tables,
+    migrations=Path(__file__).parent / "migrations", publish_state_page=service.publish_state_page,
+)

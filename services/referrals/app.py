@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
@@ -11,10 +12,11 @@ from pydantic_settings import SettingsConfigDict
 from services.referrals import api, handlers, service
 from services.referrals.models import tables
 from shared.app import Runtime, create_service_app
-from shared.settings import ServiceSettings
+from shared.settings import PORTS, ServiceSettings
+from shared.spec import ServiceSpec
 
 NAME = "referrals"
-PORT = 8001
+PORT = PORTS[NAME]
 
 
 class ReferralsSettings(ServiceSettings):
@@ -62,3 +64,10 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
         audit=runtime.audit,
     )
     return app
+
+
+SPEC = ServiceSpec(
+    name=NAME, port=PORT, settings_class=ReferralsSettings, create_app=create_app, tables=tables,
+    migrations=Path(__file__).parent / "migrations", rekey_indexes=service.REKEY_INDEXES,
+    publish_state_page=service.publish_state_page,
+)

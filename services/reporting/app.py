@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
 from services.reporting import api, handlers
 from services.reporting.models import tables
 from shared.app import Runtime, create_service_app
-from shared.settings import ServiceSettings
+from shared.settings import PORTS, ServiceSettings
+from shared.spec import ServiceSpec
 
 NAME = "reporting"
-PORT = 8004
+PORT = PORTS[NAME]
 BATCH_SIZE = 500
 
 
@@ -53,3 +56,9 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         routers=[api.figures, api.odata, api.dashboard],
         consumers=consumers,
     )
+
+
+SPEC = ServiceSpec(
+    name=NAME, port=PORT, settings_class=ReportingSettings, create_app=create_app, tables=tables,
+    migrations=Path(__file__).parent / "migrations",
+)

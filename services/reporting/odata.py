@@ -38,7 +38,7 @@ MAX_IN_VALUES = 200
 
 
 class ODataError(DomainError):
-    status, slug, title = 400, "invalid-query-option", "Invalid OData query option"
+    slug, title = "invalid-query-option", "Invalid OData query option"
 
     def __init__(self, option: str, reason: str):
         super().__init__(f"{option}: {reason}", errors=[{"field": option, "reason": reason, "in": "query"}])

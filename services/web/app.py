@@ -26,11 +26,13 @@ from services.web import sessions as session_store
 from services.web.clients import ApiError, Clients, ServiceUnavailable, Tokens
 from shared.db import Database
 from shared.logs import configure_logging
+from shared.metrics import package_version
 from shared.security import FORM_BODY_TYPES, RateLimiter, install_security
-from shared.settings import ServiceSettings
+from shared.settings import PORTS, ServiceSettings
+from shared.spec import ServiceSpec
 
 NAME = "web"
-PORT = 8005
+PORT = PORTS[NAME]
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,9 @@ class WebSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _web_defaults(self) -> "WebSettings":
-        for name, port in (("referrals", 8001), ("fulfilment", 8002), ("actions", 8003), ("reporting", 8004)):
+        for name in ("referrals", "fulfilment", "actions", "reporting"):
             if not getattr(self, f"{name}_url"):
-                setattr(self, f"{name}_url", f"http://127.0.0.1:{port + self.port_offset}")
+                setattr(self, f"{name}_url", f"http://127.0.0.1:{PORTS[name] + self.port_offset}")
         if not self.public_url:
             self.public_url = f"http://127.0.0.1:{PORT + self.port_offset}"
         production = self.environment == "production"
@@ -174,7 +176,7 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
 
     @app.get("/health", include_in_schema=False)
     async def health():
-        return {"status": "ok", "service": NAME}
+        return {"status": "ok", "service": NAME, "version": package_version()}
 
     _install_errors(app)
     api.install_page_errors(app)
@@ -276,3 +278,7 @@ def _install_errors(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return render(request, "errors/problem.html", status_code=500, title="Sorry, there is a problem")
+
+
+SPEC = ServiceSpec(name=NAME, port=PORT, settings_class=WebSettings, create_app=create_app,
+                   migrations=HERE / "migrations")

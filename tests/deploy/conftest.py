@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -12,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.cli import SERVICES
 from shared.kafka_security import KafkaSecurity
 from shared.kafka_security import variable as kafka_variable
 from shared.settings import ServiceSettings, Topics
+from suite import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -50,26 +49,11 @@ def compose() -> dict:
 
 
 def service_settings_class(name: str) -> type[ServiceSettings]:
-    """The service's settings class; the base class with the service's prefix while it is not built yet."""
-    try:
-        module = importlib.import_module(f"services.{name}.app")
-    except ModuleNotFoundError:
-        from pydantic_settings import SettingsConfigDict
-
-        return type(f"{name.title()}Settings", (ServiceSettings,), {
-            "model_config": SettingsConfigDict(env_prefix=f"{name.upper()}_", extra="ignore", populate_by_name=True),
-        })
-    return next(value for key, value in vars(module).items()
-                if key.endswith("Settings") and isinstance(value, type) and issubclass(value, ServiceSettings)
-                and value is not ServiceSettings)
+    return registry.spec(name).settings_class
 
 
 def service_port(name: str) -> int:
-    """The PORT the service's module declares (the CLI's table while the service is not built yet)."""
-    try:
-        return importlib.import_module(f"services.{name}.app").PORT
-    except ModuleNotFoundError:
-        return dict(SERVICES)[name]
+    return registry.spec(name).port
 
 
 def environment_names(name: str) -> set[str]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shared.cli import SERVICES
+from suite.registry import SERVICES
 from shared.settings import Topics
 from tests.deploy.conftest import (
     DEPLOY, HUBS, OVERLAYS, code_topics, consumer_groups, environment_names, service_port,
 )
 
-SERVICE_NAMES = [name for name, _ in SERVICES]
+SERVICE_NAMES = [spec.name for spec in SERVICES]
 
 
 def our_compose_services(compose: dict) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 """The fault suite, short: the running suite under load while each service is killed and the broker stops."""
 
-from bench.chaos import chaos, failures
+from tests.support.chaos import chaos, failures
 
 
 async def test_under_kills_and_a_broker_outage_no_accepted_referral_is_lost_or_duplicated():

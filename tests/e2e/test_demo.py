@@ -13,7 +13,7 @@ REFERRALS, FULFILMENT = 8001, 8002
 
 def test_the_demo_command_loads_the_running_suite_and_says_exactly_what_it_did(suite):
     suite.start("referrals", "fulfilment")
-    command = [sys.executable, "-m", "shared.cli", "demo", "--referrals", "12", "--requests", "16",
+    command = [sys.executable, "-m", "suite.cli", "demo", "--referrals", "12", "--requests", "16",
                "--districts", "thanet,dover", "--hub-activity", "fulfilled=0.5,unable=0.25", "--seed", "7"]
     result = subprocess.run(command, cwd=ROOT, env={**suite.env, "COLUMNS": "200"}, capture_output=True, text=True,
                             timeout=180)

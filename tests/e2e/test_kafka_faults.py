@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.chaos import chaos, failures
+from tests.support.chaos import chaos, failures
 
 
 @pytest.mark.timeout(900)  # three brokers restarted one by one, then the suite must settle

@@ -1,6 +1,6 @@
-"""Every installed service, built as production builds it, for tests that walk all of them.
+"""Every service of the suite, built as production builds it, for tests that walk all of them.
 
-Services are found with `installed_services()`, so one that lands later (reporting)
+Services come from the suite's registry (suite/registry.py), so one that lands later
 joins the role walk, the fuzzing and the header checks without a change here.
 Background work (relay, consumers, schedulers, topic creation) is switched off:
 these tests are about the HTTP surface.
@@ -8,37 +8,30 @@ these tests are about the HTTP surface.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import inspect
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.cli import installed_services
 from shared.openapi import api_routes
+from suite import registry
 from tests.support.apps import test_topics
 from tests.support.databases import sqlite_template
 
 
 def service_names() -> list[str]:
-    return [name for name, _ in installed_services()]
+    return registry.names(registry.SERVICES)
 
 
 def consuming_services() -> list[str]:
-    """The installed services that consume events (each has a `handlers` module, as STYLE.md lays out)."""
-    return [name for name in service_names() if importlib.util.find_spec(f"services.{name}.handlers") is not None]
+    """The services that consume events (each has a `handlers` module, as STYLE.md lays out)."""
+    return [spec.name for spec in registry.SERVICES
+            if importlib.util.find_spec(f"{spec.create_app.__module__.rsplit('.', 1)[0]}.handlers") is not None]
 
 
 def settings_class(name: str):
-    from shared.settings import ServiceSettings
-
-    module = importlib.import_module(f"services.{name}.app")
-    return next(
-        value for key, value in vars(module).items()
-        if key.endswith("Settings") and isinstance(value, type) and issubclass(value, ServiceSettings)
-        and value is not ServiceSettings
-    )
+    return registry.spec(name).settings_class
 
 
 def make_settings(name: str, *, database_url: str, broker, signing_key: str, unique: str, var_dir: Path, **overrides):
@@ -63,8 +56,8 @@ def sqlite_database(name: str, *, tmp_path: Path, scratch: Path) -> str:
 
 
 def build_app(name: str, settings, **shared_resources):
-    """`services.<name>.app.create_app(settings)`, with whichever shared resources it accepts (e.g. `directory`)."""
-    create_app = importlib.import_module(f"services.{name}.app").create_app
+    """The service's `create_app(settings)`, with whichever shared resources it accepts (e.g. `directory`)."""
+    create_app = registry.spec(name).create_app
     accepted = inspect.signature(create_app).parameters
     return create_app(settings, **{k: v for k, v in shared_resources.items() if k in accepted})
 

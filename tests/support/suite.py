@@ -34,7 +34,7 @@ class Suite:
 
     def start(self, *services: str, timeout: float = 120) -> "Suite":
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "shared.cli", "run"] + [a for s in services for a in ("--only", s)]
+        command = [sys.executable, "-m", "suite.cli", "run"] + [a for s in services for a in ("--only", s)]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -45,7 +45,7 @@ class Suite:
         return self
 
     def token(self, role: str, hub: str | None = None) -> str:
-        command = [sys.executable, "-m", "shared.cli", "token", "--role", role] + (["--hub", hub] if hub else [])
+        command = [sys.executable, "-m", "suite.cli", "token", "--role", role] + (["--hub", hub] if hub else [])
         return subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True, check=True).stdout.strip()
 
     def service_pid(self, name: str) -> int:

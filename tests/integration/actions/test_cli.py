@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from shared.cli import app
+from suite.cli import app
 from tests.integration.actions.conftest import SEED
 
 SERVICE = "actions"

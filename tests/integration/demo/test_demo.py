@@ -9,7 +9,7 @@ import pytest
 
 from services.fulfilment.app import create_app as create_fulfilment
 from services.referrals.app import ReferralsSettings, create_app as create_referrals
-from shared import demo
+from suite import demo
 from shared.bus import ensure_topics
 from shared.http_client import polite_client, retry_after_seconds
 from tests.integration.fulfilment.conftest import directory, make_settings  # noqa: F401 (a fixture)

@@ -151,7 +151,7 @@ async def test_the_command_prints_counts_per_table_and_which_keys_still_seal_som
 
     async def command(*args: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "rekey", *args, env=env,
+            sys.executable, "-m", "suite.cli", "rekey", *args, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await process.communicate()

@@ -152,7 +152,7 @@ async def test_the_anonymise_expired_command_anonymises_with_the_configured_peri
 
     from typer.testing import CliRunner
 
-    from shared.cli import app as cli
+    from suite.cli import app as cli
 
     cancelled = await post(client, settings, "Closed Case")
     await client.post(f"/v1/referrals/{cancelled['id']}/cancel", json={"reason": "duplicate"},

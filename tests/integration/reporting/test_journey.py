@@ -20,7 +20,7 @@ from services.referrals.app import create_app as create_referrals
 from services.reporting.app import consumed_topics
 from services.reporting.app import create_app as create_reporting
 from shared.bus import ensure_topics
-from shared.cli import app as cli
+from suite.cli import app as cli
 from tests.integration.fulfilment.conftest import directory, hub_assignments, make_settings as fulfilment_settings  # noqa: F401
 from tests.integration.referrals.conftest import referral_body
 from tests.integration.reporting.conftest import analyst, by, make_settings as reporting_settings

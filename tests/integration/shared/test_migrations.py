@@ -10,12 +10,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
 
-from shared.cli import installed_services
+from suite.registry import SERVICES as SPECS
 from shared.crypto import Keyring, new_key
 from shared.db import Database, create_engine, upgrade
 from shared.uow import UnitOfWork
 
-SERVICES = [name for name, _ in installed_services()]
+SERVICES = [spec.name for spec in SPECS]
 
 
 @pytest.mark.parametrize("service", SERVICES)

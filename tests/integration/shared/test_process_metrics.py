@@ -1,10 +1,16 @@
 """What the council's monitoring scrapes: the process's own health and which build runs, without series noise."""
 
 import re
+import tomllib
+from pathlib import Path
 
 from services.reporting.app import ReportingSettings, create_app
 from tests.support import apps
 from tests.support.apps import running
+
+
+def pyproject_version() -> str:
+    return tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["project"]["version"]
 
 
 async def scrape(settings) -> str:
@@ -39,6 +45,7 @@ async def test_metrics_name_the_build_and_carry_no_created_series(reporting_sqli
                                  run_consumers=False, run_relay=False, jwt_signing_key="k" * 40,
                                  build_revision="f39e44d")
     text = await scrape(settings)
-    assert value(text, r'kt_build_info\{python="[0-9.]+",revision="f39e44d",service="reporting",version="0\.1\.0"\}') == 1
+    version = re.escape(pyproject_version())
+    assert value(text, rf'kt_build_info\{{python="[0-9.]+",revision="f39e44d",service="reporting",version="{version}"\}}') == 1
     assert "_created" not in text
     assert re.search(r"^kt_http_requests_total\{", text, re.M)  # a counter still reads as a counter

@@ -8,7 +8,7 @@ import orjson
 
 from typer.testing import CliRunner
 
-from shared.cli import app as cli
+from suite.cli import app as cli
 from tests.integration.referrals.conftest import referral_body
 from tests.support.apps import token
 

@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from shared.cli import app
+from suite.cli import app
 
 
 def run(*args) -> tuple[int, str]:

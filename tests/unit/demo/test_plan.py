@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from shared import demo
+from suite import demo
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 # Made-up postcodes are enough for the plan: the driver's test routes real ones.

@@ -53,21 +53,24 @@ def test_the_asyncapi_document_says_every_message_is_structured_mode_with_its_tr
 
 def test_the_asyncapi_document_names_each_consumer_groups_receive_operations_and_dead_letter_channel():
     from services.fulfilment.app import FulfilmentSettings
+    from services.referrals.app import ReferralsSettings
     from services.reporting.app import ReportingSettings, consumed_topics
 
     doc = document()
     receives = {(op["bindings"]["kafka"]["groupId"]["const"], doc["channels"][op["channel"]["$ref"].split("/")[-1]]["address"])
                 for op in doc["operations"].values() if op["action"] == "receive"}
     reporting = ReportingSettings()
-    assert receives == {(FulfilmentSettings().consumer_group, FulfilmentSettings().topics.referrals)} | {
+    referrals = ReferralsSettings()
+    assert receives == {(FulfilmentSettings().consumer_group, FulfilmentSettings().topics.referrals),
+                        (referrals.consumer_group, referrals.topics.assignment_status)} | {
         (reporting.consumer_group, topic) for topic in consumed_topics(reporting)}
     dead_letters = {c["address"] for c in doc["channels"].values() if "DeadLetter" in c["messages"]}
-    assert dead_letters == {"kt.dlq.fulfilment", "kt.dlq.reporting"}
+    assert dead_letters == {"kt.dlq.fulfilment", "kt.dlq.referrals", "kt.dlq.reporting"}
     assert doc["servers"]["production"]["security"] == [{"$ref": "#/components/securitySchemes/scram"}]
 
 
 def test_the_committed_openapi_documents_match_the_services_code():
-    from shared.cli import openapi_documents
+    from suite.docs import openapi_documents
 
     documents = openapi_documents()
     assert set(documents) == {p.stem for p in (DOCS / "openapi").glob("*.json")}

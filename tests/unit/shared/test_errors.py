@@ -40,6 +40,6 @@ async def test_problem_type_uris_use_the_configured_base_in_handlers_and_middlew
 
 
 def test_problem_type_uris_default_to_a_tag_uri_not_an_example_domain():
-    from shared.errors import ProblemSettings
+    from shared.http_errors import ProblemSettings
 
     assert ProblemSettings().type_of("not-found") == "tag:kent-together,2026:problems/not-found"

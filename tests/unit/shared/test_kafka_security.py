@@ -160,7 +160,7 @@ def test_a_bad_combination_is_refused_naming_the_variable_and_not_the_password(k
 def test_the_cli_refuses_to_start_naming_the_variable(kafka_env):
     from typer.testing import CliRunner
 
-    from shared.cli import app as cli
+    from suite.cli import app as cli
 
     kafka_env(KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_USERNAME="fulfilment")
     result = CliRunner().invoke(cli, ["replay-dead-letters", "fulfilment"])
@@ -221,7 +221,8 @@ SECURED_HELPERS = {"Producer", "EventConsumer", "ensure_topics", "replay_dead_le
 
 
 def calls_in_code():
-    for path in sorted([*(ROOT / "shared").rglob("*.py"), *(ROOT / "services").rglob("*.py")]):
+    for path in sorted([*(ROOT / "shared").rglob("*.py"), *(ROOT / "services").rglob("*.py"),
+                        *(ROOT / "suite").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)

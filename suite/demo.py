@@ -23,17 +23,25 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
 
-TYPES = ("food", "prescription", "befriending", "financial", "practical", "other")
-CHANNELS = ("phone", "online", "partner", "email")
-HUBS = (
-    "ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone", "sevenoaks",
-    "swale", "thanet", "tonbridge-malling", "tunbridge-wells",
-)
+from services.fulfilment import domain as fulfilment
+from services.fulfilment.hubs import KENT_HUBS
+from services.referrals import domain as referrals_domain
+
+if TYPE_CHECKING:
+    from services.fulfilment.postcodes import PostcodeDirectory
+
+K = TypeVar("K")
+
+# The services' own names: request types and channels as referrals takes them, hubs and statuses as fulfilment has them.
+TYPES = tuple(request_type for request_type, _, _ in referrals_domain.DEFAULT_REQUEST_TYPES)
+CHANNELS = referrals_domain.CHANNELS
+HUBS = tuple(hub.slug for hub in KENT_HUBS)
 OUT_OF_AREA = "out-of-area"
 """A place that is not a hub: Medway postcodes, which fulfilment queues for Medway Council."""
 UNKNOWN = "unknown"
@@ -44,37 +52,158 @@ LONDON = ZoneInfo("Europe/London")
 
 # Approximate mid-2019 populations (ONS), in thousands: where referrals came from.
 DISTRICT_POPULATION = {
-    "ashford": 130, "canterbury": 165, "dartford": 112, "dover": 118, "folkestone-hythe": 113, "gravesham": 106,
-    "maidstone": 171, "sevenoaks": 121, "swale": 150, "thanet": 142, "tonbridge-malling": 132,
+    "ashford": 130,
+    "canterbury": 165,
+    "dartford": 112,
+    "dover": 118,
+    "folkestone-hythe": 113,
+    "gravesham": 106,
+    "maidstone": 171,
+    "sevenoaks": 121,
+    "swale": 150,
+    "thanet": 142,
+    "tonbridge-malling": 132,
     "tunbridge-wells": 118,
 }
 # Referrals by hour of the day (a 24/7 line, busiest in the morning).
 HOURLY = (1, 1, 1, 1, 1, 2, 4, 8, 12, 14, 14, 13, 12, 12, 11, 10, 9, 8, 7, 6, 5, 4, 2, 1)
-URGENCIES = {"today": 30, "within-48-hours": 35, "this-week": 25, "routine": 10}
-FULFILLED_OUTCOMES = {"delivered": 70, "arranged-with-partner": 20, "signposted": 10}
-UNABLE_OUTCOMES = {"resident-unreachable": 40, "need-met-elsewhere": 25, "declined-by-resident": 20,
-                   "no-capacity": 10, "moved-away": 5}
+URGENCIES = dict(zip(referrals_domain.URGENCIES, (30, 35, 25, 10), strict=True))
+"""How urgent referrals are, in referrals' order of urgencies (today first)."""
+FULFILLED_OUTCOMES = dict(zip(fulfilment.FULFILLED_OUTCOMES, (70, 20, 10), strict=True))
+# Why a hub cannot help, and why it turns a request down: some of fulfilment's codes, weighted.
+UNABLE_OUTCOMES = {
+    "resident-unreachable": 40,
+    "need-met-elsewhere": 25,
+    "declined-by-resident": 20,
+    "no-capacity": 10,
+    "moved-away": 5,
+}
 REJECT_REASONS = {"not-eligible": 60, "duplicate": 40}
 FIRST_NAMES = (
-    "Margaret", "Jean", "Patricia", "Barbara", "Sheila", "Maureen", "Joan", "Brenda", "Valerie", "Pauline",
-    "Christine", "Janet", "Susan", "Carol", "Linda", "Ann", "Irene", "Doreen", "Eileen", "Sylvia",
-    "John", "David", "Michael", "Peter", "Brian", "Robert", "Alan", "Keith", "Terence", "Kenneth",
-    "Anthony", "Roy", "Derek", "Colin", "Raymond", "Graham", "Dennis", "Stephen", "Trevor", "Malcolm",
-    "Priya", "Amrit", "Gurpreet", "Olena", "Tomasz", "Agnieszka", "Chidi", "Ngozi", "Mehmet", "Aisha",
+    "Margaret",
+    "Jean",
+    "Patricia",
+    "Barbara",
+    "Sheila",
+    "Maureen",
+    "Joan",
+    "Brenda",
+    "Valerie",
+    "Pauline",
+    "Christine",
+    "Janet",
+    "Susan",
+    "Carol",
+    "Linda",
+    "Ann",
+    "Irene",
+    "Doreen",
+    "Eileen",
+    "Sylvia",
+    "John",
+    "David",
+    "Michael",
+    "Peter",
+    "Brian",
+    "Robert",
+    "Alan",
+    "Keith",
+    "Terence",
+    "Kenneth",
+    "Anthony",
+    "Roy",
+    "Derek",
+    "Colin",
+    "Raymond",
+    "Graham",
+    "Dennis",
+    "Stephen",
+    "Trevor",
+    "Malcolm",
+    "Priya",
+    "Amrit",
+    "Gurpreet",
+    "Olena",
+    "Tomasz",
+    "Agnieszka",
+    "Chidi",
+    "Ngozi",
+    "Mehmet",
+    "Aisha",
 )
 SURNAMES = (
-    "Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas", "Johnson",
-    "Roberts", "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards", "Hughes", "Green", "Hall",
-    "Lewis", "Harris", "Clarke", "Patel", "Jackson", "Wood", "Turner", "Martin", "Cooper", "Hill",
-    "Ward", "Morris", "Moore", "Clark", "Lee", "King", "Baker", "Harrison", "Morgan", "Allen",
-    "James", "Scott", "Phillips", "Watson", "Davis", "Parker", "Price", "Bennett", "Young", "Griffiths",
+    "Smith",
+    "Jones",
+    "Williams",
+    "Taylor",
+    "Brown",
+    "Davies",
+    "Evans",
+    "Wilson",
+    "Thomas",
+    "Johnson",
+    "Roberts",
+    "Robinson",
+    "Thompson",
+    "Wright",
+    "Walker",
+    "White",
+    "Edwards",
+    "Hughes",
+    "Green",
+    "Hall",
+    "Lewis",
+    "Harris",
+    "Clarke",
+    "Patel",
+    "Jackson",
+    "Wood",
+    "Turner",
+    "Martin",
+    "Cooper",
+    "Hill",
+    "Ward",
+    "Morris",
+    "Moore",
+    "Clark",
+    "Lee",
+    "King",
+    "Baker",
+    "Harrison",
+    "Morgan",
+    "Allen",
+    "James",
+    "Scott",
+    "Phillips",
+    "Watson",
+    "Davis",
+    "Parker",
+    "Price",
+    "Bennett",
+    "Young",
+    "Griffiths",
 )
-STREETS = ("High Street", "Church Road", "Station Road", "London Road", "Victoria Road", "Green Lane",
-           "Manor Road", "Park Road", "Queens Road", "The Street", "Mill Lane", "School Lane")
+STREETS = (
+    "High Street",
+    "Church Road",
+    "Station Road",
+    "London Road",
+    "Victoria Road",
+    "Green Lane",
+    "Manor Road",
+    "Park Road",
+    "Queens Road",
+    "The Street",
+    "Mill Lane",
+    "School Lane",
+)
 DETAILS = {
     "food": ("Weekly shop; no car", "Food parcel: shielding letter received", "Diabetic: needs low-sugar items"),
-    "prescription": ("Collect from the pharmacy on the high street", "Repeat prescription, monthly",
-                     "Insulin: needs it by Friday"),
+    "prescription": (
+        "Collect from the pharmacy on the high street",
+        "Repeat prescription, monthly",
+        "Insulin: needs it by Friday",
+    ),
     "befriending": ("Lives alone; would like a weekly call", "Feeling isolated since the lockdown"),
     "financial": ("Lost work; rent due", "Needs help applying for Universal Credit"),
     "practical": ("Dog walking", "Post to collect and bills to pay"),
@@ -83,6 +212,7 @@ DETAILS = {
 
 
 # --- what to generate ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LoadSpec:
@@ -115,16 +245,24 @@ class LoadSpec:
             found.append("--referrals must be at least 1")
         kinds = [t for t, share in self.mix.items() if share > 0]
         if not self.referrals <= self.requests <= self.referrals * len(kinds):
-            found.append(f"--requests must be between --referrals ({self.referrals}) and {len(kinds)} times it: "
-                         "each referral carries 1 to one-of-each request types")
+            found.append(
+                f"--requests must be between --referrals ({self.referrals}) and {len(kinds)} times it: "
+                "each referral carries 1 to one-of-each request types"
+            )
         if self.end < self.start:
             found.append("--to is before --from")
-        for option, shares, known in (("--mix", self.mix, None), ("--channels", self.channels, CHANNELS),
-                                      ("--districts", self.districts, HUBS), ("--hub-activity", self.activity, FATES)):
+        for option, shares, known in (
+            ("--mix", self.mix, None),
+            ("--channels", self.channels, CHANNELS),
+            ("--districts", self.districts, HUBS),
+            ("--hub-activity", self.activity, FATES),
+        ):
             if any(share < 0 for share in shares.values()):
                 found.append(f"{option}: shares cannot be negative")
             if known is not None and set(shares) - set(known):
-                found.append(f"{option}: unknown {', '.join(sorted(set(shares) - set(known)))}; one of {', '.join(known)}")
+                found.append(
+                    f"{option}: unknown {', '.join(sorted(set(shares) - set(known)))}; one of {', '.join(known)}"
+                )
             if option != "--hub-activity" and not sum(shares.values()) > 0:
                 found.append(f"{option}: give at least one share above 0")
         if sum(self.activity.values()) > 1 + 1e-9:
@@ -141,21 +279,38 @@ class LoadSpec:
         return hashlib.sha256(raw.encode()).hexdigest()[:10]
 
 
-DEFAULT_ACTIVITY = {"fulfilled": 0.62, "unable": 0.07, "rejected": 0.03, "in_progress": 0.08, "accepted": 0.06}
-APRIL_2020_MIX = {"food": 0.55, "prescription": 0.27, "befriending": 0.08, "financial": 0.04, "practical": 0.04,
-                  "other": 0.02}
+DEFAULT_ACTIVITY: dict[str, float] = {
+    "fulfilled": 0.62,
+    "unable": 0.07,
+    "rejected": 0.03,
+    "in_progress": 0.08,
+    "accepted": 0.06,
+}
+APRIL_2020_MIX = {
+    "food": 0.55,
+    "prescription": 0.27,
+    "befriending": 0.08,
+    "financial": 0.04,
+    "practical": 0.04,
+    "other": 0.02,
+}
 
 
-def april_2020(*, seed: int = 2020, **overrides) -> LoadSpec:
+def april_2020(*, seed: int = 2020, **overrides: Any) -> LoadSpec:
     """The briefing: 2,893 referrals carrying 4,293 requests, 55% food and 27% prescriptions, 1–25 April 2020.
 
     Food and prescription shares are the briefing's; how the other 18% divides,
     the channels and the districts (by population) are not in it, and are our guesses.
     """
-    values = dict(
-        referrals=2893, requests=4293, start=date(2020, 4, 1), end=date(2020, 4, 25), mix=APRIL_2020_MIX,
+    values: dict[str, Any] = dict(
+        referrals=2893,
+        requests=4293,
+        start=date(2020, 4, 1),
+        end=date(2020, 4, 25),
+        mix=APRIL_2020_MIX,
         opens_at_hour=12,
-        channels={"phone": 0.5, "online": 0.4, "partner": 0.08, "email": 0.02}, districts=DISTRICT_POPULATION,
+        channels={"phone": 0.5, "online": 0.4, "partner": 0.08, "email": 0.02},
+        districts=DISTRICT_POPULATION,
         seed=seed,
     )
     values.update(overrides)
@@ -181,6 +336,7 @@ def parse_shares(text: str, *, option: str) -> dict[str, float]:
 
 # --- the plan ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Step:
     """One transition a hub makes, and when."""
@@ -190,7 +346,7 @@ class Step:
     outcome: str | None = None
     reason: str | None = None
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         body = {"to": self.to, "at": self.at.isoformat()}
         if self.outcome:
             body["outcome"] = self.outcome
@@ -225,17 +381,20 @@ class PlannedReferral:
     street: str
     requests: tuple[PlannedRequest, ...]
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         """The POST /v1/referrals body, as a front-end would send it."""
-        resident = {
-            "name": self.name, "date_of_birth": self.date_of_birth.isoformat(),
+        resident: dict[str, Any] = {
+            "name": self.name,
+            "date_of_birth": self.date_of_birth.isoformat(),
             "address": {"line1": f"{self.house} {self.street}", "postcode": self.postcode},
             "contact_preference": "phone" if self.phone else "post",
         }
         if self.phone:
             resident["phone"] = self.phone
-        body = {
-            "channel": self.channel, "received_at": self.received_at.isoformat(), "resident": resident,
+        body: dict[str, Any] = {
+            "channel": self.channel,
+            "received_at": self.received_at.isoformat(),
+            "resident": resident,
             "consent": {"to_share": True},
             "requests": [{"type": r.type, "details": r.details, "urgency": r.urgency} for r in self.requests],
         }
@@ -254,20 +413,20 @@ class Plan:
     def requests(self) -> list[PlannedRequest]:
         return [r for referral in self.referrals for r in referral.requests]
 
-    def requests_by_type(self) -> Counter:
+    def requests_by_type(self) -> Counter[str]:
         return Counter(r.type for r in self.requests)
 
-    def referrals_by(self, attribute: str) -> Counter:
+    def referrals_by(self, attribute: str) -> Counter[str]:
         return Counter(getattr(r, attribute) for r in self.referrals)
 
-    def referrals_by_day(self) -> Counter:
+    def referrals_by_day(self) -> Counter[date]:
         return Counter(r.received_at.astimezone(LONDON).date() for r in self.referrals)
 
-    def fates(self) -> Counter:
+    def fates(self) -> Counter[str]:
         return Counter(r.fate for r in self.requests)
 
 
-def largest_remainder(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+def largest_remainder(total: int, weights: Mapping[K, float]) -> dict[K, int]:
     """`total` shared out in proportion to `weights`, in whole numbers that add up to `total` exactly.
 
     Each gets the floor of its quota; what is left goes one each to the largest
@@ -340,20 +499,25 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
     problems = spec.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if spec.start > now.astimezone(LONDON).date():
         raise ValueError("--from is in the future: a demo records what has happened")
     rng = random.Random(spec.seed)
     fingerprint = spec.fingerprint()
 
-    days = [day for day, n in largest_remainder(spec.referrals, day_weights(spec.start, spec.end)).items()
-            for _ in range(n)]
+    days = [
+        day for day, n in largest_remainder(spec.referrals, day_weights(spec.start, spec.end)).items() for _ in range(n)
+    ]
     channels = _shuffled(largest_remainder(spec.referrals, spec.channels), rng)
     hub_share = 1 - spec.out_of_area - spec.unknown
-    places = largest_remainder(spec.referrals, {
-        **{slug: hub_share * w / sum(spec.districts.values()) for slug, w in spec.districts.items()},
-        OUT_OF_AREA: spec.out_of_area, UNKNOWN: spec.unknown,
-    })
+    places = largest_remainder(
+        spec.referrals,
+        {
+            **{slug: hub_share * w / sum(spec.districts.values()) for slug, w in spec.districts.items()},
+            OUT_OF_AREA: spec.out_of_area,
+            UNKNOWN: spec.unknown,
+        },
+    )
     for place, count in places.items():
         if count and not postcodes.get(place):
             raise ValueError(f"no postcodes known for {place}")
@@ -364,12 +528,15 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
     type_counts = largest_remainder(spec.requests, mix)
     for kind, count in type_counts.items():
         if count > spec.referrals:
-            raise ValueError(f"--mix gives {kind} {count} requests, more than there are referrals ({spec.referrals}): "
-                             "a referral carries each type at most once")
+            raise ValueError(
+                f"--mix gives {kind} {count} requests, more than there are referrals ({spec.referrals}): "
+                "a referral carries each type at most once"
+            )
     kinds = assign_types(sizes, type_counts, rng)
-    hub_requests = sum(size for size, place in zip(sizes, place_list) if place in HUBS)
-    fates = _shuffled(largest_remainder(hub_requests, {**spec.activity,
-                                                       "open": max(0.0, 1 - sum(spec.activity.values()))}), rng)
+    hub_requests = sum(size for size, place in zip(sizes, place_list, strict=True) if place in HUBS)
+    fates = _shuffled(
+        largest_remainder(hub_requests, {**spec.activity, "open": max(0.0, 1 - sum(spec.activity.values()))}), rng
+    )
     names = _names(spec.referrals, rng)
 
     referrals = []
@@ -379,17 +546,31 @@ def make_plan(spec: LoadSpec, postcodes: Mapping[str, Sequence[str]], *, now: da
         requests = []
         for kind in kinds[index]:
             fate = fates.pop() if place in HUBS else "elsewhere"
-            requests.append(PlannedRequest(
-                type=kind, urgency=_pick(URGENCIES, rng), details=rng.choice(DETAILS.get(kind, ("Please call",))),
-                fate=fate, steps=_steps(fate, received, rng, now=now),
-            ))
-        referrals.append(PlannedReferral(
-            index=index, idempotency_key=f"demo-{fingerprint}-{index}", received_at=received,
-            channel=channels[index], place=place, postcode=rng.choice(postcodes[place]), name=names[index],
-            date_of_birth=date(rng.randint(1925, 1985), rng.randint(1, 12), rng.randint(1, 28)),
-            phone=f"+44207946{rng.randrange(1000):04d}" if rng.random() < 0.85 else None,
-            house=rng.randint(1, 180), street=rng.choice(STREETS), requests=tuple(requests),
-        ))
+            requests.append(
+                PlannedRequest(
+                    type=kind,
+                    urgency=_pick(URGENCIES, rng),
+                    details=rng.choice(DETAILS.get(kind, ("Please call",))),
+                    fate=fate,
+                    steps=_steps(fate, received, rng, now=now),
+                )
+            )
+        referrals.append(
+            PlannedReferral(
+                index=index,
+                idempotency_key=f"demo-{fingerprint}-{index}",
+                received_at=received,
+                channel=channels[index],
+                place=place,
+                postcode=rng.choice(postcodes[place]),
+                name=names[index],
+                date_of_birth=date(rng.randint(1925, 1985), rng.randint(1, 12), rng.randint(1, 28)),
+                phone=f"+44207946{rng.randrange(1000):04d}" if rng.random() < 0.85 else None,
+                house=rng.randint(1, 180),
+                street=rng.choice(STREETS),
+                requests=tuple(requests),
+            )
+        )
     referrals.sort(key=lambda r: r.received_at)  # posted in the order they were received
     return Plan(spec=spec, referrals=tuple(referrals))
 
@@ -408,14 +589,16 @@ def _names(count: int, rng: random.Random) -> list[str]:
     """Distinct names while they last, so no two demo residents look like one person to duplicate detection."""
     pool = [f"{first} {last}" for first in FIRST_NAMES for last in SURNAMES]
     rng.shuffle(pool)
-    return [pool[i % len(pool)] + ("" if i < len(pool) else f"-{SURNAMES[(i // len(pool)) % len(SURNAMES)]}")
-            for i in range(count)]
+    return [
+        pool[i % len(pool)] + ("" if i < len(pool) else f"-{SURNAMES[(i // len(pool)) % len(SURNAMES)]}")
+        for i in range(count)
+    ]
 
 
 def _time_on(day: date, rng: random.Random, *, now: datetime, from_hour: int = 0) -> datetime:
     hour = rng.choices(range(from_hour, 24), weights=HOURLY[from_hour:])[0]
     local = datetime.combine(day, time(hour, rng.randrange(60), rng.randrange(60)), tzinfo=LONDON)
-    return min(local.astimezone(timezone.utc), (now - timedelta(minutes=1)).replace(microsecond=0))
+    return min(local.astimezone(UTC), (now - timedelta(minutes=1)).replace(microsecond=0))
 
 
 def _steps(fate: str, received: datetime, rng: random.Random, *, now: datetime) -> tuple[Step, ...]:
@@ -428,25 +611,25 @@ def _steps(fate: str, received: datetime, rng: random.Random, *, now: datetime) 
         return min(at.replace(microsecond=0), now.replace(microsecond=0))
 
     if fate == "rejected":
-        return (Step("rejected", later(received, 0.5, 12), reason=_pick(REJECT_REASONS, rng)),)
+        return (Step(fulfilment.Status.REJECTED, later(received, 0.5, 12), reason=_pick(REJECT_REASONS, rng)),)
     speed = rng.random()  # most hubs accept within hours; some take a day or three
     accepted = later(received, *((0.25, 4) if speed < 0.7 else (4, 24) if speed < 0.95 else (24, 72)))
-    steps = [Step("accepted", accepted)]
+    steps = [Step(fulfilment.Status.ACCEPTED, accepted)]
     if fate == "accepted":
         return tuple(steps)
     started = later(accepted, 0.1, 6)
-    steps.append(Step("in_progress", started))
+    steps.append(Step(fulfilment.Status.IN_PROGRESS, started))
     if fate == "fulfilled":
-        steps.append(Step("fulfilled", later(started, 1, 48), outcome=_pick(FULFILLED_OUTCOMES, rng)))
+        steps.append(Step(fulfilment.Status.FULFILLED, later(started, 1, 48), outcome=_pick(FULFILLED_OUTCOMES, rng)))
     elif fate == "unable":
-        steps.append(Step("unable_to_fulfil", later(started, 2, 72), outcome=_pick(UNABLE_OUTCOMES, rng)))
+        steps.append(
+            Step(fulfilment.Status.UNABLE_TO_FULFIL, later(started, 2, 72), outcome=_pick(UNABLE_OUTCOMES, rng))
+        )
     return tuple(steps)
 
 
-def demo_postcodes(directory, *, medway_code: str = "E06000035") -> dict[str, list[str]]:
+def demo_postcodes(directory: PostcodeDirectory, *, medway_code: str = "E06000035") -> dict[str, list[str]]:
     """Real postcodes for every hub (from fulfilment's ONS directory), Medway's, and a few in no directory."""
-    from services.fulfilment.hubs import KENT_HUBS
-
     found = {hub.slug: directory.postcodes(district_code=hub.district_code) for hub in KENT_HUBS}
     found[OUT_OF_AREA] = directory.postcodes(district_code=medway_code)
     # Well formed, in Kent's postcode areas, and in no directory: fulfilment triages them.
@@ -455,6 +638,7 @@ def demo_postcodes(directory, *, medway_code: str = "E06000035") -> dict[str, li
 
 
 # --- the driver -------------------------------------------------------------------------
+
 
 @dataclass
 class Tokens:
@@ -479,12 +663,12 @@ class Report:
     posted: int = 0
     replayed: int = 0
     requests: int = 0
-    by_type: Counter = field(default_factory=Counter)
-    by_place: Counter = field(default_factory=Counter)
-    by_channel: Counter = field(default_factory=Counter)
-    assignments_found: Counter = field(default_factory=Counter)
-    assignments_missing: Counter = field(default_factory=Counter)
-    transitions: Counter = field(default_factory=Counter)
+    by_type: Counter[str] = field(default_factory=Counter)
+    by_place: Counter[str] = field(default_factory=Counter)
+    by_channel: Counter[str] = field(default_factory=Counter)
+    assignments_found: Counter[str] = field(default_factory=Counter)
+    assignments_missing: Counter[str] = field(default_factory=Counter)
+    transitions: Counter[str] = field(default_factory=Counter)
     already_done: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -496,8 +680,14 @@ Progress = Callable[[str, int, int], None]
 
 
 async def run_demo(
-    plan: Plan, *, referrals: httpx.AsyncClient, fulfilment: httpx.AsyncClient, tokens: Tokens,
-    concurrency: int = 8, wait_seconds: float = 300.0, poll_seconds: float = 1.0,
+    plan: Plan,
+    *,
+    referrals: httpx.AsyncClient,
+    fulfilment: httpx.AsyncClient,
+    tokens: Tokens,
+    concurrency: int = 8,
+    wait_seconds: float = 300.0,
+    poll_seconds: float = 1.0,
     progress: Progress = lambda stage, done, total: None,
 ) -> Report:
     """Post the plan's referrals, wait for their assignments, make the hubs' transitions; report everything."""
@@ -508,15 +698,22 @@ async def run_demo(
     planned_by_request: dict[str, tuple[PlannedReferral, PlannedRequest]] = {}
     unknown = await _unknown_request_types(plan, referrals, tokens)
     if unknown:
-        report.failures.append(Failure("request types", None, f"the referrals service does not know "
-                                       f"{', '.join(unknown)}: an administrator adds them (POST /v1/request-types)"))
+        report.failures.append(
+            Failure(
+                "request types",
+                None,
+                f"the referrals service does not know "
+                f"{', '.join(unknown)}: an administrator adds them (POST /v1/request-types)",
+            )
+        )
         return report
 
     async def post(referral: PlannedReferral) -> None:
         async with gate:
             try:
                 response = await referrals.post(
-                    "/v1/referrals", json=referral.body(),
+                    "/v1/referrals",
+                    json=referral.body(),
                     headers={**tokens.header(), "Idempotency-Key": referral.idempotency_key},
                 )
             except httpx.HTTPError as error:
@@ -543,16 +740,26 @@ async def run_demo(
     for request_id, (referral, _) in planned_by_request.items():
         if referral.place in HUBS:
             wanted.setdefault(referral.place, set()).add(request_id)
-    found = await _wait_for_assignments(fulfilment, tokens, wanted, report=report, wait_seconds=wait_seconds,
-                                        poll_seconds=poll_seconds, progress=progress)
+    found = await _wait_for_assignments(
+        fulfilment,
+        tokens,
+        wanted,
+        report=report,
+        wait_seconds=wait_seconds,
+        poll_seconds=poll_seconds,
+        progress=progress,
+    )
     report.seconds["routing"] = loop.time() - started - report.seconds["post"]
 
-    work = [(item, planned_by_request[item["request_id"]][1]) for item in found if planned_by_request[
-        item["request_id"]][1].steps]
+    work = [
+        (item, planned_by_request[item["request_id"]][1])
+        for item in found
+        if planned_by_request[item["request_id"]][1].steps
+    ]
     total_steps = sum(len(planned.steps) for _, planned in work)
     done = 0
 
-    async def move(item: dict, planned: PlannedRequest) -> None:
+    async def move(item: dict[str, Any], planned: PlannedRequest) -> None:
         nonlocal done
         steps = _remaining(planned, item["status"])
         report.already_done += len(planned.steps) - len(steps)
@@ -560,14 +767,16 @@ async def run_demo(
         async with gate:
             for step in steps:
                 try:
-                    response = await fulfilment.post(f"/v1/assignments/{item['id']}/transitions", json=step.body(),
-                                                      headers=tokens.header())
+                    response = await fulfilment.post(
+                        f"/v1/assignments/{item['id']}/transitions", json=step.body(), headers=tokens.header()
+                    )
                 except httpx.HTTPError as error:
                     report.failures.append(Failure(f"assignment {item['id']} to {step.to}", None, str(error)))
                     return
                 if response.status_code != 200:
-                    report.failures.append(Failure(f"assignment {item['id']} to {step.to}", response.status_code,
-                                                   _detail(response)))
+                    report.failures.append(
+                        Failure(f"assignment {item['id']} to {step.to}", response.status_code, _detail(response))
+                    )
                     return
                 report.transitions[step.to] += 1
                 done += 1
@@ -589,13 +798,19 @@ async def _unknown_request_types(plan: Plan, referrals: httpx.AsyncClient, token
 
 
 async def _wait_for_assignments(
-    fulfilment: httpx.AsyncClient, tokens: Tokens, wanted: Mapping[str, set[str]], *, report: Report,
-    wait_seconds: float, poll_seconds: float, progress: Progress,
-) -> list[dict]:
+    fulfilment: httpx.AsyncClient,
+    tokens: Tokens,
+    wanted: Mapping[str, set[str]],
+    *,
+    report: Report,
+    wait_seconds: float,
+    poll_seconds: float,
+    progress: Progress,
+) -> list[dict[str, Any]]:
     """Each hub's assignments for our requests, read from its list as the hub would, until all are there."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
-    found: dict[str, dict] = {}
+    found: dict[str, dict[str, Any]] = {}
     total = sum(len(ids) for ids in wanted.values())
     pending = {hub: set(ids) for hub, ids in wanted.items() if ids}
     while pending:
@@ -631,9 +846,10 @@ async def _wait_for_assignments(
         await asyncio.sleep(poll_seconds)
     for hub, ids in pending.items():
         report.assignments_missing[hub] += len(ids)
-        report.failures.append(Failure(f"assignments of {hub}", None,
-                                       f"{len(ids)} requests not routed to {hub} after {wait_seconds:.0f}s"))
-    for request_id, item in found.items():
+        report.failures.append(
+            Failure(f"assignments of {hub}", None, f"{len(ids)} requests not routed to {hub} after {wait_seconds:.0f}s")
+        )
+    for item in found.values():
         report.assignments_found[item["hub"] or item["status"]] += 1
     return list(found.values())
 
@@ -643,14 +859,14 @@ class _ListFailed(Exception):
         self.status, self.detail = status, detail
 
 
-async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, tokens: Tokens) -> list[dict]:
+async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, tokens: Tokens) -> list[dict[str, Any]]:
     """Every assignment on a hub's list (or, for None, in the triage queue), page by page."""
     path = f"/v1/hubs/{hub}/assignments" if hub else "/v1/queues/triage"
     items, offset = [], 0
     while True:
         try:
             # Closed ones too: a rerun carries on from where each request is, done or not.
-            params = {"limit": 500, "offset": offset, **({"closed": "true"} if hub else {})}
+            params: dict[str, str | int] = {"limit": 500, "offset": offset, **({"closed": "true"} if hub else {})}
             response = await fulfilment.get(path, params=params, headers=tokens.header(hub))
         except httpx.HTTPError as error:
             raise _ListFailed(None, str(error)) from None
@@ -663,12 +879,22 @@ async def _all_assignments(fulfilment: httpx.AsyncClient, hub: str | None, token
         offset += 500
 
 
-ORDER = ("routed", "accepted", "in_progress", "fulfilled", "unable_to_fulfil")
+ORDER = tuple(
+    str(status)
+    for status in (
+        fulfilment.Status.ROUTED,
+        fulfilment.Status.ACCEPTED,
+        fulfilment.Status.IN_PROGRESS,
+        fulfilment.Status.FULFILLED,
+        fulfilment.Status.UNABLE_TO_FULFIL,
+    )
+)
+"""A hub's way through fulfilment's lifecycle, in order."""
 
 
 def _remaining(planned: PlannedRequest, status: str) -> tuple[Step, ...]:
     """The steps still to make from `status` (a rerun carries on where the last one stopped)."""
-    if status == "routed":
+    if status == fulfilment.Status.ROUTED:
         return planned.steps
     if planned.fate == "rejected" or status not in ORDER:
         return ()

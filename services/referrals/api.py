@@ -175,7 +175,7 @@ async def amend_referral(referral_id: str, amendment: ReferralAmendment, request
     async with rt.audit.changing(rt.uow(), by=by, action="change", resource="referral", ids=[referral_id],
                                  request=request, detail={"fields": fields}) as uow:
         return await service.amend_referral(
-            uow, referral_id=referral_id, amendment=amendment, by=by, topics=rt.settings.topics
+            uow, referral_id=referral_id, amendment=amendment, by=by
         )
 
 
@@ -185,7 +185,7 @@ async def cancel_referral(referral_id: str, cancellation: Cancellation, request:
     async with rt.audit.changing(rt.uow(), by=by, action="cancel", resource="referral", ids=[referral_id],
                                  request=request) as uow:
         return await service.cancel_requests(
-            uow, referral_id=referral_id, request_id=None, cancellation=cancellation, by=by, topics=rt.settings.topics
+            uow, referral_id=referral_id, request_id=None, cancellation=cancellation, by=by
         )
 
 
@@ -197,7 +197,6 @@ async def cancel_request(referral_id: str, request_id: str, cancellation: Cancel
                                  request=request, detail={"request_id": request_id}) as uow:
         return await service.cancel_requests(
             uow, referral_id=referral_id, request_id=request_id, cancellation=cancellation, by=by,
-            topics=rt.settings.topics,
         )
 
 
@@ -208,7 +207,7 @@ async def cancel_request(referral_id: str, request_id: str, cancellation: Cancel
 async def erase_resident(referral_id: str, request: Request, by: Admin, rt: Rt):
     async with rt.audit.changing(rt.uow(), by=by, action="erase", resource="referral", ids=[referral_id],
                                  request=request) as uow:
-        return await service.erase_resident(uow, referral_id=referral_id, by=by, topics=rt.settings.topics)
+        return await service.erase_resident(uow, referral_id=referral_id, by=by)
 
 
 @router.post("/retention/anonymise", tags=["privacy"],

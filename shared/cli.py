@@ -268,6 +268,44 @@ def anonymise_expired():
     typer.echo(f"anonymised {len(ids)} referrals; their erasure events go out with the next relay run")
 
 
+@app.command("import-referrals")
+def import_referrals(
+    file: Annotated[Path, typer.Argument(help="A CSV or .xlsx in the template's shape (GET /v1/referrals/imports/template)",
+                                         exists=True, dir_okay=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what each row would be, and store nothing")] = False,
+):
+    """Import a list of residents and their needs (docs/api.md, "Bulk import"): a re-run creates nothing new."""
+    from services.referrals import imports
+    from services.referrals.models import tables
+    from shared.app import build_runtime
+
+    runtime = build_runtime(service_settings("referrals"), tables)
+    total = imports.count_rows(file)
+
+    async def main():
+        try:
+            with typer.progressbar(length=total, label="dry run" if dry_run else "importing") as bar:
+                done = 0
+
+                def advance(read: int) -> None:
+                    nonlocal done
+                    bar.update(read - done)
+                    done = read
+
+                return await imports.import_file(runtime.uow, path=file, dry_run=dry_run, audit=runtime.audit,
+                                                 on_progress=advance)
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    report = asyncio.run(main())
+    typer.echo(", ".join(f"{status}: {n}" for status, n in report.counts.items())
+               + ("  (dry run: nothing stored)" if dry_run else f"; {report.created} referrals created"))
+    for row in report.rows:
+        for error in row.errors:
+            typer.echo(f"  row {row.row}: {row.status}: {error['field']} {error['reason']}")
+
+
 def personal_services() -> list[str]:
     """The installed services that hold residents' personal data, sealed at rest."""
     return [name for name, _ in installed_services()

@@ -36,3 +36,13 @@ def outward_code(postcode: str | None) -> str | None:
     if _OUTWARD.match(compact):
         return compact
     return compact[:-3] if len(compact) > 3 else compact
+
+
+KENT_AND_MEDWAY_AREAS = frozenset({"BR", "CT", "DA", "ME", "TN"})
+"""The postcode areas holding every postcode of a Kent or Medway district (with some of their neighbours'):
+a postcode outside them is certainly out of area; inside, fulfilment's directory says which council."""
+
+
+def in_kent_and_medway_areas(postcode: str) -> bool:
+    """Whether a (normalised) postcode's area is one of Kent and Medway's ('CT9 2RN' yes, 'SW1A 1AA' no)."""
+    return re.match(r"^[A-Z]{1,2}", postcode).group(0) in KENT_AND_MEDWAY_AREAS

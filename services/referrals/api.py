@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
-from services.referrals import service
+from services.referrals import imports, service
 from services.referrals.schemas import (
     Cancellation, DuplicateCheck, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypeOut, RequestTypePatch,
     SearchResult,
@@ -243,3 +245,51 @@ async def change_request_type(type_id: str, patch: RequestTypePatch, request: Re
     row = await service.change_request_type(rt.uow(), type_id=type_id, patch=patch)
     request.app.state.request_types.forget()
     return row
+
+
+# --- bulk import -------------------------------------------------------------------------------
+
+@router.get("/referrals/imports/template", tags=["bulk import"], response_class=Response,
+            summary="The CSV to fill in for a bulk import: every column, and an example row",
+            responses={200: {"content": {"text/csv": {}}}})
+async def import_template(by: Admin):
+    return Response(imports.template_csv(), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="referrals-import-template.csv"'})
+
+
+@router.post(
+    "/referrals/imports", tags=["bulk import"],
+    summary="Import a list of residents and their needs (CSV or .xlsx, administrators): dry run first, then for real",
+    responses={200: {"description": "The per-row report: accepted, possible-duplicate, already-imported, out-of-area, "
+                                    "or error with the column and the reason. With `Accept: application/x-ndjson`, "
+                                    "a line `{\"rows_read\": n}` after each batch, then `{\"report\": …}`",
+                     "content": {"application/json": {}, "application/x-ndjson": {}}},
+               422: {"description": "The file is empty or its header is not the template's"}},
+)
+async def import_referrals(
+    request: Request, by: Admin, rt: Rt,
+    file: Annotated[UploadFile, File(description="The list, in the template's shape (GET /v1/referrals/imports/template)")],
+    dry_run: Annotated[bool, Query(description="Report what each row would be, and store nothing")] = False,
+):
+    known_types = await request.app.state.request_types.active(rt.uow(reading=True))
+    rows = imports.read_rows(file.file, filename=file.filename)
+    first = next(rows, None)  # a bad header is a 422 now, not a broken stream later
+    rows = iter(()) if first is None else _chain(first, rows)
+    progress = imports.run(rt.uow, rows=rows, by=by, dry_run=dry_run, known_types=known_types,
+                           audit=None if dry_run else rt.audit, request_id=getattr(request.state, "request_id", None))
+    if "application/x-ndjson" in request.headers.get("accept", ""):
+        async def lines():
+            report = imports.ImportReport(dry_run=dry_run)
+            async for read, report in progress:
+                yield orjson.dumps({"rows_read": read}) + b"\n"
+            yield orjson.dumps({"report": report.as_dict()}) + b"\n"
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+    report = imports.ImportReport(dry_run=dry_run)
+    async for _, report in progress:
+        pass
+    return Response(orjson.dumps(report.as_dict()), media_type="application/json")
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

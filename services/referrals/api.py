@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from services.referrals import imports, service
 from services.referrals.schemas import (
     Cancellation, DuplicateCheck, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypeOut, RequestTypePatch,
-    SearchResult,
+    ResidentErasure, ResidentHistory, ResidentMerge, SearchResult,
 )
 from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, _principal, require
@@ -245,6 +245,36 @@ async def change_request_type(type_id: str, patch: RequestTypePatch, request: Re
     row = await service.change_request_type(rt.uow(), type_id=type_id, patch=patch)
     request.app.state.request_types.forget()
     return row
+
+
+# --- residents -------------------------------------------------------------------------------
+
+@router.get("/residents/{resident}", response_model=ResidentHistory, tags=["residents"],
+            summary="One resident's history: every referral and request, those of residents merged into them too "
+                    "(by the resident's id, or one of their referrals' id or reference)")
+async def resident_history(resident: str, request: Request, by: Reader, rt: Rt):
+    history = await service.resident_history(rt.uow(reading=True), resident=resident)
+    await rt.audit.record(by=by, action="read", resource="referral", ids=[r.id for r in history.referrals],
+                          request=request, detail={"by": ["resident"], "resident_id": history.resident_id})
+    return history
+
+
+@router.post("/residents/{resident}/merge", response_model=ResidentHistory, tags=["residents"],
+             summary="Merge a resident recorded twice into this one (administrators): one history, kept whole")
+async def merge_residents(resident: str, merge: ResidentMerge, request: Request, by: Admin, rt: Rt):
+    async with rt.audit.changing(rt.uow(), by=by, action="merge", resource="resident", ids=[resident],
+                                 request=request, detail={"duplicate": merge.duplicate}) as uow:
+        return await service.merge_residents(uow, resident=resident, duplicate=merge.duplicate, by=by)
+
+
+@router.post("/residents/{resident}/erasure", response_model=ResidentErasure, tags=["privacy"],
+             summary="Erase a resident's personal data from every one of their referrals (administrators)")
+async def erase_resident_everywhere(resident: str, request: Request, by: Admin, rt: Rt):
+    erased = await service.erase_resident_everywhere(rt.uow, resident=resident, by=by)
+    resident_id = (await service.resident_history(rt.uow(reading=True), resident=resident)).resident_id
+    await rt.audit.record(by=by, action="erase", resource="referral", ids=erased or [resident_id], request=request,
+                          detail={"resident_id": resident_id})
+    return {"resident_id": resident_id, "erased": erased}
 
 
 # --- bulk import -------------------------------------------------------------------------------

@@ -321,6 +321,12 @@ class Referral:
         self.changes.append(Change("erased", [reason], by, at))
         return True
 
+    def move_to_resident(self, resident_id: str, *, by: str, at: datetime) -> None:
+        """This referral is about `resident_id` (two residents recorded twice merged): its history says so."""
+        self.changes.append(Change("merged", [f"resident_id:{self.resident_id}->{resident_id}"], by, at))
+        self.resident_id = resident_id
+        self._changed(at)
+
     def _changed(self, at: datetime) -> None:
         self.updated_at = at
         self.version += 1
@@ -348,3 +354,22 @@ def _api_name(name: str) -> str:
         if own == name:
             return f"address.{api_name}"
     return name
+
+
+class SameResident(Conflict):
+    """A resident cannot be merged into itself."""
+
+
+def merge_residents(*, into: str, merged: str, referrals: list[Referral], by: str, at: datetime) -> list[Referral]:
+    """Merge resident `merged` into `into`: each of `merged`'s referrals moves, keeping its history; return them.
+
+    Both residents' referrals are then one resident's history, and erasing that resident reaches all of them.
+    """
+    if into == merged:
+        raise SameResident("a resident cannot be merged into itself")
+    moving = [r for r in referrals if r.resident_id == merged]
+    if not moving:
+        raise NotFound(f"no resident {merged}")
+    for referral in moving:
+        referral.move_to_resident(into, by=by, at=at)
+    return moving

@@ -17,7 +17,9 @@ from sqlalchemy import func, insert, or_, select, update
 
 from services.referrals import domain
 from services.referrals.domain import Change, Referral, Request
-from services.referrals.models import referral_changes, referrals, request_types, requests, sealing, tables
+from services.referrals.models import (
+    referral_changes, referrals, request_types, requests, resident_merges, sealing, tables,
+)
 from shared.errors import NotFound
 from shared.privacy import ERASED, redact_stored_event
 
@@ -48,7 +50,7 @@ def out(referral: Referral) -> dict:
             for r in referral.requests
         ],
         "possible_duplicate": referral.possible_duplicate, "version": referral.version,
-        "closed_at": referral.closed_at, "erased_at": referral.erased_at,
+        "closed_at": referral.closed_at, "erased_at": referral.erased_at, "resident_id": referral.resident_id,
     }
 
 
@@ -270,6 +272,48 @@ class Referrals:
                 types.setdefault(referral_id, []).append(request_type)
         return [{"id": r["id"], "reference": r["reference"], "status": r["status"], "received_at": r["received_at"],
                  "name": r["name"], "postcode": r["postcode"], "request_types": types.get(r["id"], [])} for r in rows]
+
+    async def resident_of(self, identifier: str) -> str:
+        """The resident an id names: a resident's id (one merged away names the one it was merged into),
+        or one of their referrals' id or reference. NotFound."""
+        reference = domain.normalise_reference(identifier)
+        column = referrals.c.reference if domain.looks_like_reference(reference) else None
+        if column is not None:
+            found = await self._session.scalar(select(referrals.c.resident_id).where(column == reference))
+        else:
+            found = await self._session.scalar(select(referrals.c.resident_id).where(or_(
+                referrals.c.resident_id == identifier, referrals.c.id == identifier)).limit(1))
+        if found is None:
+            merged_into = await self._session.scalar(
+                select(resident_merges.c.into_id).where(resident_merges.c.merged_id == identifier)
+                .order_by(resident_merges.c.id.desc()).limit(1))
+            if merged_into is not None:
+                return await self.resident_of(merged_into)
+            raise NotFound(f"no resident or referral {identifier}")
+        return found
+
+    async def of_resident(self, resident_id: str) -> list[Referral]:
+        """Every referral of a resident, oldest first."""
+        ids = (await self._session.scalars(
+            select(referrals.c.id).where(referrals.c.resident_id == resident_id).order_by(referrals.c.received_at)
+        )).all()
+        return [await self.get(referral_id) for referral_id in ids]
+
+    async def record_merge(self, *, merged_id: str, into_id: str, referral_ids: list[str], by: str, at) -> None:
+        await self._session.execute(insert(resident_merges).values(
+            merged_id=merged_id, into_id=into_id, referral_ids=referral_ids, by=by, at=at))
+
+    async def merges_into(self, resident_id: str) -> list[dict]:
+        """The residents merged into this one (ids, when, by whom), oldest first; merges into those too."""
+        rows = (await self._session.execute(
+            select(resident_merges.c.merged_id, resident_merges.c.into_id, resident_merges.c.referral_ids,
+                   resident_merges.c.by, resident_merges.c.at)
+            .where(resident_merges.c.into_id == resident_id).order_by(resident_merges.c.id)
+        )).mappings().all()
+        found = [dict(r) for r in rows]
+        for row in list(found):
+            found += await self.merges_into(row["merged_id"])
+        return sorted(found, key=lambda r: r["at"])
 
     async def past_retention(self, *, cutoff, limit: int) -> list[str]:
         """Ids of the closed or cancelled referrals unchanged since `cutoff` (and taken before it), oldest first."""

@@ -9,11 +9,14 @@ from datetime import date
 from services.referrals import domain, repository
 from services.referrals.domain import Referral
 from services.referrals.models import sealing
-from services.referrals.schemas import Cancellation, ReferralAmendment, ReferralOut, RequestTypeIn, RequestTypePatch
+from services.referrals.schemas import (
+    Cancellation, ReferralAmendment, ReferralOut, RequestTypeIn, RequestTypePatch, ResidentHistory,
+)
 from shared.auth import Principal
 from shared.errors import Conflict, NotFound
 from shared.events import (
     AssignmentStatusChangedV1, ReferralAmendedV1, RequestCancelledV1, RequestReceivedV1, ResidentErasedV1,
+    ResidentsMergedV1,
 )
 from shared.uow import UnitOfWork
 
@@ -228,6 +231,48 @@ async def erase_resident(
         return _out(referral)
 
 
+
+
+# --- residents -------------------------------------------------------------------------------
+
+async def resident_history(uow: UnitOfWork, *, resident: str) -> ResidentHistory:
+    """Every referral and request of one resident (by their id, or a referral's id or reference), and their merges."""
+    async with uow:
+        resident_id = await uow.referrals.resident_of(resident)
+        return ResidentHistory(
+            resident_id=resident_id, merges=await uow.referrals.merges_into(resident_id),
+            referrals=[_out(r) for r in await uow.referrals.of_resident(resident_id)],
+        )
+
+
+async def merge_residents(uow: UnitOfWork, *, resident: str, duplicate: str, by: Principal) -> ResidentHistory:
+    """Merge the resident recorded twice (`duplicate`) into `resident`: one history, kept whole, one erasure."""
+    async with uow:
+        into = await uow.referrals.resident_of(resident)
+        merged = await uow.referrals.resident_of(duplicate)
+        now = uow.now()
+        moved = domain.merge_residents(into=into, merged=merged, referrals=await uow.referrals.of_resident(merged),
+                                       by=by.subject, at=now)
+        for referral in moved:
+            await uow.referrals.save(referral)
+        await uow.referrals.record_merge(merged_id=merged, into_id=into, referral_ids=[r.id for r in moved],
+                                         by=by.subject, at=now)
+        uow.publish(ResidentsMergedV1(resident_id=into, merged_resident_id=merged,
+                                      referral_ids=[r.id for r in moved], merged_at=now))
+        await uow.commit()
+    return await resident_history(uow, resident=into)
+
+
+async def erase_resident_everywhere(uow_factory, *, resident: str, by: Principal, reason: str = "request") -> list[str]:
+    """Erase every referral of a resident (merged ones included), each as `erase_resident` does; return those erased."""
+    async with uow_factory() as uow:
+        referrals = await uow.referrals.of_resident(await uow.referrals.resident_of(resident))
+    erased = []
+    for referral in referrals:
+        if referral.erased_at is None:
+            await erase_resident(uow_factory(), referral_id=referral.id, by=by, reason=reason)
+            erased.append(referral.id)
+    return erased
 
 
 # Intake and retention have rooms of their own; their use cases are named here too (app.py, shared/cli.py, tests).

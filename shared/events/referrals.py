@@ -12,7 +12,7 @@ from shared.events import PERSONAL, TYPE_PREFIX, EventData, contract
 
 __all__ = [
     "AddressV1", "ResidentV1", "ReferrerV1", "RequestV1", "ReferralReceivedV1", "ReferralAmendedV1",
-    "RequestCancelledV1", "RequestReceivedV1", "ResidentErasedV1", "CANCEL_REASONS",
+    "RequestCancelledV1", "RequestReceivedV1", "ResidentErasedV1", "ResidentsMergedV1", "CANCEL_REASONS",
 ]
 
 class AddressV1(BaseModel):
@@ -151,3 +151,28 @@ class ResidentErasedV1(EventData):
 
     def subject(self) -> str:
         return str(self.referral_id)
+
+
+@contract
+class ResidentsMergedV1(EventData):
+    """Two residents recorded twice are one: `merged_resident_id`'s referrals are now `resident_id`'s.
+
+    No personal data: ids only. Each referral keeps its id, requests and history; a
+    consumer that keeps a resident's view (a case list, a count of people helped) folds
+    the merged resident into the other. Erasing the resident afterwards erases every
+    referral listed here (one `resident.erased.v1` per referral, as always).
+    """
+
+    type: ClassVar[str] = TYPE_PREFIX + "residents.merged.v1"
+    topics: ClassVar[tuple[str, ...]] = ("referrals", "request_stats")
+
+    resident_id: uuid.UUID
+    """The resident kept."""
+    merged_resident_id: uuid.UUID
+    """The resident merged into it: no referral names it any more."""
+    referral_ids: list[uuid.UUID]
+    """The referrals moved to `resident_id`."""
+    merged_at: datetime
+
+    def subject(self) -> str:
+        return str(self.resident_id)

@@ -65,6 +65,8 @@ class ServiceTables:
         """Holds residents' personal data: audited, and sealed at rest with the keyring (shared/crypto.py)."""
         self.inbox = inbox_table(self.metadata)
         self.audit = audit_table(self.metadata) if self.with_audit else None
+        self.repositories: dict = self.metadata.info.setdefault("repositories", {})
+        """name -> factory(uow): `uow.<name>` in the service's use cases (its repository.py registers them)."""
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Runtime:
             self.db, source=f"/kent-together/{self.settings.service_name}",
             outbox=self.tables.outbox, on_commit=self.relay.notify,
             keyring=self.keyring, sealed_topic=self.settings.topics.personal, reading=reading,
+            topics=self.settings.topics,
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:

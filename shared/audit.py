@@ -27,7 +27,7 @@ from shared.auth import Principal, require
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.uow import UnitOfWork
 
-ACTIONS = ("create", "read", "search", "change", "cancel", "export", "erase", "anonymise")
+ACTIONS = ("create", "read", "search", "change", "cancel", "export", "erase", "anonymise", "merge")
 
 
 def audit_table(metadata: MetaData) -> Table:

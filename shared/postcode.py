@@ -17,6 +17,32 @@ def normalise_postcode(value: str) -> str:
     return f"{match.group(1)} {match.group(2)}"
 
 
-def outward_code(postcode: str) -> str:
-    """The postcode district ('CT9'): coarse enough to carry where personal data may not."""
-    return normalise_postcode(postcode).split(" ")[0]
+_OUTWARD = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
+
+
+def outward_code(postcode: str | None) -> str | None:
+    """The postcode district ('CT9 2RN' -> 'CT9'): coarse enough to carry where personal data may not.
+
+    The one rule for every row, event and erasure: an outward code alone (an erased
+    resident's) is kept as it is, None or '' as given, and anything else that is not a
+    postcode loses its last three characters, so a full postcode is never kept whole.
+    """
+    if not postcode:
+        return postcode
+    compact = re.sub(r"\s+", "", postcode).upper()
+    match = _POSTCODE.match(compact)
+    if match:
+        return match.group(1)
+    if _OUTWARD.match(compact):
+        return compact
+    return compact[:-3] if len(compact) > 3 else compact
+
+
+KENT_AND_MEDWAY_AREAS = frozenset({"BR", "CT", "DA", "ME", "TN"})
+"""The postcode areas holding every postcode of a Kent or Medway district (with some of their neighbours'):
+a postcode outside them is certainly out of area; inside, fulfilment's directory says which council."""
+
+
+def in_kent_and_medway_areas(postcode: str) -> bool:
+    """Whether a (normalised) postcode's area is one of Kent and Medway's ('CT9 2RN' yes, 'SW1A 1AA' no)."""
+    return re.match(r"^[A-Z]{1,2}", postcode).group(0) in KENT_AND_MEDWAY_AREAS

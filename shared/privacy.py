@@ -1,7 +1,9 @@
 """Erasing a resident's personal data from what a service holds, keeping what counts need.
 
-What is personal is named once, here, by the keys the platform's records and
-events use: a value under one of them is replaced, whatever its shape. Ids,
+What is personal is read from where it is declared: the contracts' fields marked
+PERSONAL (shared/events) give the keys of events and of the records made from them,
+and the services' sealed columns (shared/sealing.py) what their tables hold. A value
+under a personal key is replaced, whatever its shape. Ids,
 references, request types, statuses, times and the postcode's outward code
 ("CT9", the district level reporting already uses) stay, so figures do not move.
 See docs/privacy.md.
@@ -14,24 +16,17 @@ from typing import Any
 import orjson
 
 from shared.crypto import is_sealed
+from shared.events import REGISTRY, personal_fields, personal_keys, personal_topics
+from shared.postcode import outward_code  # noqa: F401  (the one rule, shared/postcode.py; named here too)
 
 ERASED = "[erased]"
 
-# Free text or contact details: replaced by ERASED (strings) wherever they appear.
-PERSONAL_KEYS = frozenset({
-    "name", "phone", "email", "line1", "line2", "town", "details", "note", "text", "organisation",
-    "relationship", "language", "contact_preference",
-})
 # Replaced by an empty value of their kind.
 DROPPED_KEYS = {"date_of_birth": None, "vulnerabilities": [], "referrer": None}
-
-
-def outward_code(postcode: str | None) -> str | None:
-    """`CT9 2RN` -> `CT9`: the district part, shared by thousands of addresses."""
-    if not postcode:
-        return postcode
-    compact = postcode.replace(" ", "").upper()
-    return compact[:-3] if len(compact) > 3 else compact
+KEPT_AS_DISTRICT = "postcode"
+"""Replaced by its outward code."""
+# Free text or contact details: replaced by ERASED (strings) wherever they appear.
+PERSONAL_KEYS = personal_keys() - set(DROPPED_KEYS) - {KEPT_AS_DISTRICT}
 
 
 def erase_value(value: Any) -> Any:
@@ -86,3 +81,29 @@ def redact_stored_event(payload: bytes, keyring) -> bytes:
     opened = keyring.open(payload)
     redacted = redact_event(opened)
     return payload if redacted == opened else keyring.seal(redacted)
+
+
+def inventory(sealings: dict | None = None) -> str:
+    """What is personal, as docs/privacy.md lists it: events, topics, and the sealed columns of `sealings`.
+
+    `sealings`: {service: shared.sealing.Sealing}. Made from the declarations, so the document cannot drift.
+    """
+    from shared.settings import Topics
+
+    topics = Topics()
+    lines = ["| Event | Personal fields |", "|---|---|"]
+    for contract in sorted(REGISTRY.values(), key=lambda c: c.type):
+        if contract.personal_data:
+            lines.append(f"| `{contract.type}` | {', '.join(f'`{p}`' for p in personal_fields(contract))} |")
+    lines += ["", "Topics carrying personal data (sealed in the outbox, read only by their consumers): "
+              + ", ".join(f"`{getattr(topics, t)}`" for t in sorted(personal_topics())) + "."]
+    if sealings:
+        lines += ["", "| Service | Table | Sealed column | Fields | Blind indexes |", "|---|---|---|---|---|"]
+        for service, sealing in sealings.items():
+            for table in sealing:
+                for column, fields in ([(table.blob.column, table.blob.fields)] if table.blob else []) + [
+                        (t.column, (t.field,)) for t in table.texts]:
+                    indexes = ", ".join(f"`{i.column}`" for i in table.indexes) if table.blob else ""
+                    lines.append(f"| {service} | `{table.name}` | `{column}` | "
+                                 f"{', '.join(f'`{f}`' for f in fields)} | {indexes} |")
+    return "\n".join(lines) + "\n"

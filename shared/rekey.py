@@ -7,8 +7,8 @@ naming another key than the sealing one is opened and sealed again. A column add
 later is re-sealed without a change here (tests/integration/trust/test_rekey.py scans
 every column of every table for a value left behind). Values that are not sealed
 (outbox rows of events without personal data) are left as they are. What is *derived*
-from sealed data (the referrals' blind indexes) cannot be found that way: a service
-declares it as `DerivedColumns` (services/referrals/service.py `REKEY_INDEXES`).
+from sealed data (the blind indexes) cannot be found that way: it is read from the
+service's declaration of its sealed columns (shared/sealing.py, `rekey(..., sealing=...)`).
 
 Safe beside the running service: rows are read in batches (a short transaction),
 worked out with no transaction open, and written in a transaction per batch, each row
@@ -205,11 +205,19 @@ def _count(report: TableReport, plans, sealed: list[str], derived: list[DerivedC
         report.reindexed += 1 if index_columns & set(changes) else 0
 
 
+def _derived(derived, sealing) -> tuple:
+    return (*derived, *(sealing.derived() if sealing is not None else ()))
+
+
 async def rekey(
-    db: Database, metadata: MetaData, keyring: Keyring, *, derived=(), batch: int = 500, dry_run: bool = False,
-    after_read=None, progress: Callable[[TableReport], None] | None = None,
+    db: Database, metadata: MetaData, keyring: Keyring, *, sealing=None, derived=(), batch: int = 500,
+    dry_run: bool = False, after_read=None, progress: Callable[[TableReport], None] | None = None,
 ) -> list[TableReport]:
-    """Seal again with the current data key, and recompute `derived` with the current index key, every table."""
+    """Seal again with the current data key, and remake the blind indexes `sealing` declares, every table.
+
+    `sealing`: the service's shared/sealing.py `Sealing`; `derived`: DerivedColumns given by hand (older callers).
+    """
+    derived = _derived(derived, sealing)
     reports = []
     for table, sealed, mine in _work(metadata, derived):
         report = await rekey_table(db, table, sealed, mine, keyring, batch=batch, dry_run=dry_run,
@@ -220,8 +228,10 @@ async def rekey(
     return reports
 
 
-async def census(db: Database, metadata: MetaData, keyring: Keyring, *, derived=(), batch: int = 1000) -> Census:
+async def census(db: Database, metadata: MetaData, keyring: Keyring, *, sealing=None, derived=(),
+                 batch: int = 1000) -> Census:
     """Which data keys the stored values are sealed with, and how many blind indexes are not the current key's."""
+    derived = _derived(derived, sealing)
     found = Census(keyring.sealing_key_id)
     for table, sealed, mine in _work(metadata, derived):
         for name in sealed:

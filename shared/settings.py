@@ -53,9 +53,19 @@ class Topics(BaseSettings):
         return self.hubs.format(hub=slug)
 
     def personal(self, topic: str) -> bool:
-        """Whether events on `topic` carry personal data (the referrals topic, a hub's): their outbox rows are sealed."""
-        head, _, tail = self.hubs.partition("{hub}")
-        return topic == self.referrals or (topic.startswith(head) and topic.endswith(tail))
+        """Whether events on `topic` carry personal data: their outbox rows are sealed.
+
+        Those a contract with a PERSONAL field is published on (shared/events `personal_topics`):
+        today the referrals topic and every hub's.
+        """
+        from shared.events import personal_topics
+
+        for field in personal_topics():
+            name = getattr(self, field)
+            head, pattern, tail = name.partition("{hub}")
+            if topic == name or (pattern and topic.startswith(head) and topic.endswith(tail)):
+                return True
+        return False
 
 
 class ServiceSettings(BaseSettings):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import tracing
 from shared.crypto import Keyring
 from shared.db import Database, new_id, utcnow
-from shared.events import CloudEvent, EventData
+from shared.events import REGISTRY, CloudEvent, EventData
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,13 @@ class EncodedEvent:
 
 
 class UnitOfWork:
-    """`async with uow: ...; uow.publish(event, topic=...); await uow.commit()`.
+    """`async with uow: ...; uow.publish(event); await uow.commit()`.
 
     Helpers never commit; leaving the block without `commit()` rolls back,
-    events included.
+    events included. A service's repositories are attributes of it
+    (`uow.referrals`), made for each transaction from `repositories`.
+    An event goes to the topics its contract declares (`EventData.topics`,
+    the `Topics` fields read in `topics`), unless `topic=` says otherwise.
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class UnitOfWork:
         keyring: Keyring | None = None,
         sealed_topic: Callable[[str], bool] = lambda topic: True,
         reading: bool = False,
+        repositories: Mapping[str, Callable[["UnitOfWork"], object]] | None = None,
+        topics=None,
     ):
         self.db = db
         self.reading = reading
@@ -59,6 +64,14 @@ class UnitOfWork:
         """The data keys of a service holding personal data: its use cases seal and open with them."""
         self.sealed_topic = sealed_topic
         """Which topics' events are sealed in the outbox (with a keyring): those that carry personal data."""
+        self.repositories = dict(repositories if repositories is not None
+                                 else outbox.metadata.info.get("repositories", {}))
+        """name -> factory(uow): `uow.<name>` is the repository, one per transaction.
+
+        By default the service's own, registered with its tables (ServiceTables.repositories)."""
+        self._repositories: dict[str, object] = {}
+        self.topics = topics
+        """The platform's `Topics` (shared/settings.py): where contracts' declared topics are."""
         self.session: AsyncSession
         self._events: list[tuple[str, str | None, CloudEvent]] = []
         self._audit: tuple[Table, list[dict]] | None = None
@@ -73,7 +86,18 @@ class UnitOfWork:
         self._open = True
         self.session = (self.db.read_sessions if self.reading else self.db.sessions)()
         self._events = []
+        self._repositories = {}
         return self
+
+    def __getattr__(self, name: str):
+        # Only for names not found otherwise: the repositories (`uow.referrals`).
+        factories = self.__dict__.get("repositories") or {}
+        if name not in factories:
+            raise AttributeError(name)
+        made = self.__dict__["_repositories"]
+        if name not in made:
+            made[name] = factories[name](self)
+        return made[name]
 
     async def __aexit__(self, *exc) -> None:
         try:
@@ -87,22 +111,43 @@ class UnitOfWork:
     def now(self) -> datetime:
         return utcnow()
 
-    def publish(self, data: EventData, *, topic: str, key: str | None = None, time: datetime | None = None) -> CloudEvent:
-        """Record an event to be published once this unit of work commits."""
-        event = data.envelope(source=self.source, time=time)
-        event.traceparent = tracing.current_traceparent()
-        event.tracestate = tracing.current_tracestate()
-        self._events.append((topic, key or event.subject, event))
-        return event
+    def routed(self, event_type: str) -> list[str]:
+        """The topics a contract declares for itself (`EventData.topics`), as this platform names them."""
+        declared = REGISTRY[event_type].topics
+        if self.topics is None or not declared:
+            raise ValueError(f"{event_type} names no topic this unit of work knows: pass topic=")
+        names = [getattr(self.topics, field) for field in declared]
+        if any("{" in name for name in names):  # a per-hub topic: only the caller knows which hub
+            raise ValueError(f"{event_type} goes to a topic per hub: pass topic=")
+        return names
 
-    def publish_data(self, event_type: str, *, subject: str, data: dict, topic: str, key: str | None = None) -> EncodedEvent:
+    def publish(self, data: EventData, *, topic: str | None = None, key: str | None = None,
+                time: datetime | None = None) -> CloudEvent:
+        """Record an event to be published once this unit of work commits: to `topic`, else where its contract says.
+
+        On several topics, each has its own envelope (an event id is unique in the outbox).
+        """
+        events = []
+        for name in [topic] if topic is not None else self.routed(data.type):
+            event = data.envelope(source=self.source, time=time)
+            event.traceparent = tracing.current_traceparent()
+            event.tracestate = tracing.current_tracestate()
+            self._events.append((name, key or event.subject, event))
+            events.append(event)
+        return events[0]
+
+    def publish_data(self, event_type: str, *, subject: str, data: dict, topic: str | None = None,
+                     key: str | None = None) -> EncodedEvent:
         """Record an event from its `data` given as the contract's `model_dump()` would give it.
 
         For hot paths: the envelope is the one `publish` makes, serialised in one
         step by pydantic-core (so times and dates are written exactly as the
         Pydantic contracts write them), without building the models. The caller
         answers for `data` matching its contract (test it against the model).
+        Routed as `publish` routes (one topic here: a hot path's contracts declare one).
         """
+        if topic is None:
+            [topic] = self.routed(event_type)
         event_id = new_id()
         envelope = {
             "specversion": "1.0", "id": event_id, "source": self.source, "type": event_type, "time": utcnow(),

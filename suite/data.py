@@ -1,4 +1,4 @@
-"""The services' data: `anonymise-expired`, `replay` (reporting's figures), `republish`, `import-actions`,
+"""The services' data: `anonymise-expired`, `import-referrals`, `replay` (reporting's figures), `republish`, `import-actions`,
 `replay-dead-letters`."""
 
 from __future__ import annotations
@@ -45,6 +45,44 @@ def anonymise_expired() -> None:
 
     ids = asyncio.run(main())
     typer.echo(f"anonymised {len(ids)} referrals; their erasure events go out with the next relay run")
+
+
+def import_referrals(
+    file: Annotated[Path, typer.Argument(help="A CSV or .xlsx in the template's shape (GET /v1/referrals/imports/template)",
+                                         exists=True, dir_okay=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what each row would be, and store nothing")] = False,
+) -> None:
+    """Import a list of residents and their needs (docs/api.md, "Bulk import"): a re-run creates nothing new."""
+    from services.referrals import imports
+    from services.referrals.app import ReferralsSettings
+    from services.referrals.models import tables
+    from shared.app import build_runtime
+
+    runtime = build_runtime(ReferralsSettings(), tables)
+    total = imports.count_rows(file)
+
+    async def main() -> Any:
+        try:
+            with typer.progressbar(length=total, label="dry run" if dry_run else "importing") as bar:
+                done = 0
+
+                def advance(read: int) -> None:
+                    nonlocal done
+                    bar.update(read - done)
+                    done = read
+
+                return await imports.import_file(runtime.uow, path=file, dry_run=dry_run, audit=runtime.audit,
+                                                 on_progress=advance)
+        finally:
+            await runtime.producer.stop()
+            await runtime.db.dispose()
+
+    report = asyncio.run(main())
+    typer.echo(", ".join(f"{status}: {n}" for status, n in report.counts.items())
+               + ("  (dry run: nothing stored)" if dry_run else f"; {report.created} referrals created"))
+    for row in report.rows:
+        for error in row.errors:
+            typer.echo(f"  row {row.row}: {row.status}: {error['field']} {error['reason']}")
 
 
 def replay(

@@ -39,6 +39,14 @@ Rules: a contract only ever gains optional fields; a breaking change is a new
 type (`….v2`); consumers ignore fields they do not know. All types are prefixed
 `uk.gov.kent.together.`. Events marked personal are sealed in the outbox and
 travel only on the topics their readers are allowed.
+
+Where an event goes and whether it is personal are said by the contract itself:
+its `topics` (the `Topics` fields it is published on) and its fields marked
+`PERSONAL` (`Annotated[str, PERSONAL]`). `uow.publish(event)` sends it to its
+declared topics, one envelope each (a per-hub topic is the one case a caller names,
+`topic=topics.hub(slug)`); a topic carries personal data, and its outbox rows are
+sealed, when a personal contract is declared on it (`Topics.personal`).
+docs/privacy.md lists them, generated from the same declarations.
 """
 
 

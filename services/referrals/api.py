@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
-from services.referrals import service
+from services.referrals import imports, service
 from services.referrals.schemas import (
     Cancellation, DuplicateCheck, ReferralAmendment, ReferralIn, ReferralOut, RequestTypeIn, RequestTypeOut, RequestTypePatch,
-    SearchResult,
+    ResidentErasure, ResidentHistory, ResidentMerge, SearchResult,
 )
 from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, _principal, require
@@ -175,7 +177,7 @@ async def amend_referral(referral_id: str, amendment: ReferralAmendment, request
     async with rt.audit.changing(rt.uow(), by=by, action="change", resource="referral", ids=[referral_id],
                                  request=request, detail={"fields": fields}) as uow:
         return await service.amend_referral(
-            uow, referral_id=referral_id, amendment=amendment, by=by, topics=rt.settings.topics
+            uow, referral_id=referral_id, amendment=amendment, by=by
         )
 
 
@@ -185,7 +187,7 @@ async def cancel_referral(referral_id: str, cancellation: Cancellation, request:
     async with rt.audit.changing(rt.uow(), by=by, action="cancel", resource="referral", ids=[referral_id],
                                  request=request) as uow:
         return await service.cancel_requests(
-            uow, referral_id=referral_id, request_id=None, cancellation=cancellation, by=by, topics=rt.settings.topics
+            uow, referral_id=referral_id, request_id=None, cancellation=cancellation, by=by
         )
 
 
@@ -197,7 +199,6 @@ async def cancel_request(referral_id: str, request_id: str, cancellation: Cancel
                                  request=request, detail={"request_id": request_id}) as uow:
         return await service.cancel_requests(
             uow, referral_id=referral_id, request_id=request_id, cancellation=cancellation, by=by,
-            topics=rt.settings.topics,
         )
 
 
@@ -208,7 +209,7 @@ async def cancel_request(referral_id: str, request_id: str, cancellation: Cancel
 async def erase_resident(referral_id: str, request: Request, by: Admin, rt: Rt):
     async with rt.audit.changing(rt.uow(), by=by, action="erase", resource="referral", ids=[referral_id],
                                  request=request) as uow:
-        return await service.erase_resident(uow, referral_id=referral_id, by=by, topics=rt.settings.topics)
+        return await service.erase_resident(uow, referral_id=referral_id, by=by)
 
 
 @router.post("/retention/anonymise", tags=["privacy"],
@@ -244,3 +245,81 @@ async def change_request_type(type_id: str, patch: RequestTypePatch, request: Re
     row = await service.change_request_type(rt.uow(), type_id=type_id, patch=patch)
     request.app.state.request_types.forget()
     return row
+
+
+# --- residents -------------------------------------------------------------------------------
+
+@router.get("/residents/{resident}", response_model=ResidentHistory, tags=["residents"],
+            summary="One resident's history: every referral and request, those of residents merged into them too "
+                    "(by the resident's id, or one of their referrals' id or reference)")
+async def resident_history(resident: str, request: Request, by: Reader, rt: Rt):
+    history = await service.resident_history(rt.uow(reading=True), resident=resident)
+    await rt.audit.record(by=by, action="read", resource="referral", ids=[r.id for r in history.referrals],
+                          request=request, detail={"by": ["resident"], "resident_id": history.resident_id})
+    return history
+
+
+@router.post("/residents/{resident}/merge", response_model=ResidentHistory, tags=["residents"],
+             summary="Merge a resident recorded twice into this one (administrators): one history, kept whole")
+async def merge_residents(resident: str, merge: ResidentMerge, request: Request, by: Admin, rt: Rt):
+    async with rt.audit.changing(rt.uow(), by=by, action="merge", resource="resident", ids=[resident],
+                                 request=request, detail={"duplicate": merge.duplicate}) as uow:
+        return await service.merge_residents(uow, resident=resident, duplicate=merge.duplicate, by=by)
+
+
+@router.post("/residents/{resident}/erasure", response_model=ResidentErasure, tags=["privacy"],
+             summary="Erase a resident's personal data from every one of their referrals (administrators)")
+async def erase_resident_everywhere(resident: str, request: Request, by: Admin, rt: Rt):
+    erased = await service.erase_resident_everywhere(rt.uow, resident=resident, by=by)
+    resident_id = (await service.resident_history(rt.uow(reading=True), resident=resident)).resident_id
+    await rt.audit.record(by=by, action="erase", resource="referral", ids=erased or [resident_id], request=request,
+                          detail={"resident_id": resident_id})
+    return {"resident_id": resident_id, "erased": erased}
+
+
+# --- bulk import -------------------------------------------------------------------------------
+
+@router.get("/referrals/imports/template", tags=["bulk import"], response_class=Response,
+            summary="The CSV to fill in for a bulk import: every column, and an example row",
+            responses={200: {"content": {"text/csv": {}}}})
+async def import_template(by: Admin):
+    return Response(imports.template_csv(), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="referrals-import-template.csv"'})
+
+
+@router.post(
+    "/referrals/imports", tags=["bulk import"],
+    summary="Import a list of residents and their needs (CSV or .xlsx, administrators): dry run first, then for real",
+    responses={200: {"description": "The per-row report: accepted, possible-duplicate, already-imported, out-of-area, "
+                                    "or error with the column and the reason. With `Accept: application/x-ndjson`, "
+                                    "a line `{\"rows_read\": n}` after each batch, then `{\"report\": …}`",
+                     "content": {"application/json": {}, "application/x-ndjson": {}}},
+               422: {"description": "The file is empty or its header is not the template's"}},
+)
+async def import_referrals(
+    request: Request, by: Admin, rt: Rt,
+    file: Annotated[UploadFile, File(description="The list, in the template's shape (GET /v1/referrals/imports/template)")],
+    dry_run: Annotated[bool, Query(description="Report what each row would be, and store nothing")] = False,
+):
+    known_types = await request.app.state.request_types.active(rt.uow(reading=True))
+    rows = imports.read_rows(file.file, filename=file.filename)
+    first = next(rows, None)  # a bad header is a 422 now, not a broken stream later
+    rows = iter(()) if first is None else _chain(first, rows)
+    progress = imports.run(rt.uow, rows=rows, by=by, dry_run=dry_run, known_types=known_types,
+                           audit=None if dry_run else rt.audit, request_id=getattr(request.state, "request_id", None))
+    if "application/x-ndjson" in request.headers.get("accept", ""):
+        async def lines():
+            report = imports.ImportReport(dry_run=dry_run)
+            async for read, report in progress:
+                yield orjson.dumps({"rows_read": read}) + b"\n"
+            yield orjson.dumps({"report": report.as_dict()}) + b"\n"
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+    report = imports.ImportReport(dry_run=dry_run)
+    async for _, report in progress:
+        pass
+    return Response(orjson.dumps(report.as_dict()), media_type="application/json")
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

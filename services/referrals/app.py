@@ -57,9 +57,9 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     app.state.request_types = service.RequestTypes()
     runtime = app.state.runtime
     # The "create" audit record commits with the referral: no second transaction per referral.
-    app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, topics=settings.topics, audit=runtime.audit)
+    app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, audit=runtime.audit)
     app.state.retention = service.RetentionScheduler(
-        uow_factory=runtime.uow, topics=settings.topics, poll_seconds=settings.retention_poll_seconds,
+        uow_factory=runtime.uow, poll_seconds=settings.retention_poll_seconds,
         closed_for=timedelta(days=settings.retention_closed_days), kept_for=timedelta(days=settings.retention_kept_days),
         audit=runtime.audit,
     )

@@ -1,14 +1,19 @@
-"""The rules of referral intake: normalising, urgency, references, duplicates. No I/O."""
+"""The rules of referrals: intake (normalising, urgency, references, duplicates) and the `Referral` aggregate. No I/O."""
 
 from __future__ import annotations
 
 import re
 import secrets
 import unicodedata
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import phonenumbers
 
+from shared.errors import Conflict, NotFound
+from shared.postcode import outward_code
+from shared.privacy import ERASED
 from shared.reference import normalise_reference  # noqa: F401  (the referrals rule, shared with fulfilment)
 
 CHANNELS = ("phone", "online", "partner", "email")
@@ -137,3 +142,234 @@ PAPER_FORM_WINDOW = timedelta(days=7)
 def needs_backfill_scope(received_at: datetime | None, *, now: datetime) -> bool:
     """Dated further back than a paper form can be: a migration from a legacy system (or a demo)."""
     return received_at is not None and received_at < now - PAPER_FORM_WINDOW
+
+
+# --- the Referral aggregate ---------------------------------------------------------------
+
+RESIDENT_FIELDS = (
+    "name", "date_of_birth", "phone", "email", "address_line1", "address_line2", "town", "postcode",
+    "contact_preference", "vulnerabilities", "language",
+)
+"""The resident's fields as a referral holds them (the address flattened); with `referrer`, what is sealed."""
+
+ADDRESS_FIELDS = {"line1": "address_line1", "line2": "address_line2", "town": "town", "postcode": "postcode"}
+"""The API's address fields -> the referral's (the changed fields are named as the API names them)."""
+
+ERASED_PERSONAL = {
+    "name": ERASED, "date_of_birth": None, "phone": None, "email": None, "address_line1": ERASED,
+    "address_line2": None, "town": None, "contact_preference": None, "vulnerabilities": [], "language": None,
+    "referrer": None,
+}
+"""An erased resident: what is left of `personal` (the postcode keeps its outward code, for counts)."""
+
+
+class ReferralErased(Conflict):
+    """An erased referral cannot be amended: the resident's details are gone."""
+
+
+class NotOpen(Conflict):
+    """Only an open referral can be amended."""
+
+
+@dataclass(slots=True)
+class Request:
+    """One need of a referral ('food', 'prescription'), closed by fulfilment or cancelled here."""
+
+    id: str
+    type: str
+    position: int
+    urgency: str
+    details: str | None = None
+    needed_by: date | None = None
+    status: str = OPEN
+    duplicate_of: str | None = None
+    cancel_reason: str | None = None
+    cancelled_at: datetime | None = None
+    progress: str | None = None
+    """Fulfilment's status of it (no personal data), with the hub and when."""
+    hub: str | None = None
+    progress_at: datetime | None = None
+    outcome: str | None = None
+    closed_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """One entry of a referral's history: who changed what (the note is sealed at rest)."""
+
+    kind: str
+    fields: list[str]
+    by: str
+    at: datetime
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class Referral:
+    """A resident and their requests: amended, cancelled, closed when no request is open, erased."""
+
+    id: str
+    reference: str
+    channel: str
+    received_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    created_by_role: str
+    personal: dict[str, Any]
+    """RESIDENT_FIELDS and `referrer` (a dict or None): sealed at rest as one object."""
+    consent: dict[str, Any]
+    requests: list[Request]
+    status: str = OPEN
+    possible_duplicate: bool = False
+    version: int = 1
+    closed_at: datetime | None = None
+    erased_at: datetime | None = None
+    resident_id: str | None = None
+    """The resident this referral is about: its own id at intake, another's once two residents are merged."""
+    idempotency_client: str | None = None
+    idempotency_key: str | None = None
+    body_hash: str | None = None
+    changes: list[Change] = field(default_factory=list)
+    """History entries made since it was loaded (the repository writes them)."""
+
+    @property
+    def district(self) -> str:
+        """The postcode's outward code ('CT9'): a district, not a person."""
+        return outward_code(self.personal["postcode"])
+
+    @property
+    def referrer(self) -> dict | None:
+        return self.personal.get("referrer")
+
+    def request(self, request_id: str) -> Request:
+        for request in self.requests:
+            if request.id == request_id:
+                return request
+        raise NotFound(f"no request {request_id} on referral {self.id}")
+
+    def amend(self, *, resident: dict | None = None, consent: dict | None = None, referrer: dict | None = None,
+              by: str, at: datetime, note: str | None = None) -> list[str]:
+        """Change the resident's details (the API's shape, partial), consent or referrer; return what changed.
+
+        An erased referral cannot be amended, nor a closed or cancelled one.
+        """
+        if self.erased_at is not None:
+            raise ReferralErased("the resident's personal data was erased; take a new referral instead")
+        if self.status != OPEN:
+            raise NotOpen(f"referral is {self.status}; only an open referral can be amended")
+        changed: list[str] = []
+        for name, value in _flattened(resident or {}).items():
+            if self.personal[name] != value:
+                self.personal[name] = value
+                changed.append(_api_name(name))
+        if consent is not None and consent != self.consent:
+            self.consent = consent
+            changed.append("consent")
+        if referrer is not None and referrer != self.personal.get("referrer"):
+            self.personal["referrer"] = referrer
+            changed.append("referrer")
+        if changed:
+            changed.sort()
+            self._changed(at)
+            self.changes.append(Change("amended", changed, by, at, note))
+        return changed
+
+    def cancel(self, *, request_id: str | None, reason: str, by: str, at: datetime,
+               note: str | None = None) -> list[Request]:
+        """Cancel one request, or (no id) every open one; return those cancelled. The referral closes if none is open."""
+        targets = [self.request(request_id)] if request_id is not None else self.requests
+        cancelled = [r for r in targets if r.status == OPEN]
+        if not cancelled:
+            raise Conflict("nothing open to cancel: " + ", ".join(f"{r.type} is {r.status}" for r in targets))
+        for request in cancelled:
+            request.status, request.cancel_reason, request.cancelled_at = CANCELLED, reason, at
+        self._changed(at)
+        self._close_if_done(at)
+        self.changes.append(Change("cancelled", [f"requests.{r.type}" for r in cancelled], by, at, note))
+        return cancelled
+
+    def record_progress(self, request_id: str, *, progress: str, hub: str | None, at: datetime,
+                        outcome: str | None, closed_at: datetime | None) -> bool:
+        """Fulfilment moved a request on; False for an event older than what is held (a republish)."""
+        request = self.request(request_id)
+        if request.progress_at is not None and at < request.progress_at:
+            return False
+        status = request_status_after(progress, current=request.status)
+        request.progress, request.hub, request.progress_at, request.outcome = progress, hub, at, outcome
+        if status != request.status:
+            ended = closed_at or at
+            if status == CLOSED:
+                request.closed_at = ended
+            else:
+                request.cancelled_at = ended
+            request.status = status
+            if self.status == OPEN:
+                self._close_if_done(ended)
+        return True
+
+    def erase(self, *, by: str, at: datetime, reason: str) -> bool:
+        """Erase the resident's personal data, keeping what counts need; False if it was erased already."""
+        if self.erased_at is not None:
+            return False
+        self.personal = {**ERASED_PERSONAL, "postcode": self.district}
+        for request in self.requests:
+            request.details = None
+        self.body_hash = None  # a fingerprint of what the resident said: gone with it
+        self.erased_at = at
+        self._changed(at)
+        self.changes.append(Change("erased", [reason], by, at))
+        return True
+
+    def move_to_resident(self, resident_id: str, *, by: str, at: datetime) -> None:
+        """This referral is about `resident_id` (two residents recorded twice merged): its history says so."""
+        self.changes.append(Change("merged", [f"resident_id:{self.resident_id}->{resident_id}"], by, at))
+        self.resident_id = resident_id
+        self._changed(at)
+
+    def _changed(self, at: datetime) -> None:
+        self.updated_at = at
+        self.version += 1
+
+    def _close_if_done(self, at: datetime) -> None:
+        """A referral closes (or is cancelled) when no request is open any more."""
+        status = referral_status([r.status for r in self.requests])
+        if status != OPEN:
+            self.status, self.closed_at = status, at
+
+
+def _flattened(resident: dict) -> dict:
+    """Resident fields as the API gives them (address nested) as the referral's fields."""
+    fields = {k: v for k, v in resident.items() if k != "address"}
+    if "vulnerabilities" in fields and fields["vulnerabilities"] is None:
+        fields["vulnerabilities"] = []
+    address = resident.get("address")
+    if address is not None:  # a new address replaces the whole of the old one
+        fields.update({name: address.get(api_name) for api_name, name in ADDRESS_FIELDS.items()})
+    return fields
+
+
+def _api_name(name: str) -> str:
+    for api_name, own in ADDRESS_FIELDS.items():
+        if own == name:
+            return f"address.{api_name}"
+    return name
+
+
+class SameResident(Conflict):
+    """A resident cannot be merged into itself."""
+
+
+def merge_residents(*, into: str, merged: str, referrals: list[Referral], by: str, at: datetime) -> list[Referral]:
+    """Merge resident `merged` into `into`: each of `merged`'s referrals moves, keeping its history; return them.
+
+    Both residents' referrals are then one resident's history, and erasing that resident reaches all of them.
+    """
+    if into == merged:
+        raise SameResident("a resident cannot be merged into itself")
+    moving = [r for r in referrals if r.resident_id == merged]
+    if not moving:
+        raise NotFound(f"no resident {merged}")
+    for referral in moving:
+        referral.move_to_resident(into, by=by, at=at)
+    return moving

@@ -6,8 +6,10 @@ from sqlalchemy import (
     JSON, Boolean, Column, Date, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint,
 )
 
+from services.referrals.domain import name_key
 from shared.app import ServiceTables
 from shared.db import BigId, UtcDateTime, new_metadata
+from shared.sealing import BlindIndex, SealedJson, SealedTable, SealedText, Sealing
 
 metadata = new_metadata()
 
@@ -34,7 +36,7 @@ referrals = Table(
     Column("created_by", String(200), nullable=False),
     Column("created_by_role", String(40), nullable=False),
     # The resident and the referrer, as given on this referral: one sealed JSON object
-    # (shared/crypto.py; the fields are PERSONAL_FIELDS in service.py).
+    # (shared/crypto.py; the fields are `sealing` below).
     Column("personal", LargeBinary, nullable=False),
     # What must still be looked up, as blind indexes (keyed hashes: equality only).
     # The normalised name (words sorted), for duplicate detection; each of its words
@@ -58,6 +60,8 @@ referrals = Table(
     Column("closed_at", UtcDateTime),
     # Still open past the retention period: listed for an administrator to review, never erased unseen.
     Column("retention_review_at", UtcDateTime),
+    # The resident it is about (domain.Referral.resident_id): its own id, or another's after a merge.
+    Column("resident_id", String(36), index=True),
     UniqueConstraint("idempotency_client", "idempotency_key", name="uq_referrals_idempotency"),
 )
 
@@ -96,4 +100,44 @@ referral_changes = Table(
     Column("sealed_note", LargeBinary),
 )
 
+resident_merges = Table(
+    "resident_merges",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("merged_id", String(36), nullable=False, index=True),
+    Column("into_id", String(36), nullable=False, index=True),
+    Column("referral_ids", JSON, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
 tables = ServiceTables(metadata, with_audit=True)
+
+PERSONAL_FIELDS = (
+    "name", "date_of_birth", "phone", "email", "address_line1", "address_line2", "town", "postcode",
+    "contact_preference", "vulnerabilities", "language", "referrer",
+)
+"""A referral's fields about the resident and referrer: stored as one sealed JSON object (`personal`)."""
+
+
+def _name_key(fields) -> str:
+    return fields.get("name_key") or name_key(fields["name"])  # intake's row has it already
+
+
+sealing = Sealing(
+    SealedTable(
+        referrals,
+        blob=SealedJson("personal", fields=PERSONAL_FIELDS, dates=("date_of_birth",)),
+        indexes=(
+            # The normalised name (words sorted): duplicate detection; each of its words: adviser search.
+            BlindIndex("name_index", purpose="name", value=_name_key),
+            BlindIndex("name_words", purpose="name-word", value=_name_key, words=True),
+            BlindIndex("phone_index", purpose="phone", value=lambda f: f["phone"] or None),
+            BlindIndex("postcode_index", purpose="postcode", value=lambda f: f["postcode"]),
+        ),
+        indexes_frozen_when="erased_at",  # an erased resident's markers: nothing to look up
+    ),
+    SealedTable(requests, texts=(SealedText("sealed_details", field="details"),)),
+    SealedTable(referral_changes, texts=(SealedText("sealed_note", field="note"),)),
+)
+"""What of the referrals' tables is sealed and indexed (shared/sealing.py): the repository and rekey read it."""

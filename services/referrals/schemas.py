@@ -182,6 +182,8 @@ class ReferralOut(BaseModel):
     closed_at: datetime | None = None
     """When its last request was closed or cancelled: retention counts from then."""
     erased_at: datetime | None = None
+    resident_id: str | None = None
+    """The resident it is about: GET /v1/residents/{resident_id} is their whole history."""
 
 
 class ReferralSummary(BaseModel):
@@ -265,3 +267,30 @@ class RequestTypePatch(Patch):
     label: Text200 | None = None
     description: Annotated[str, Field(max_length=500)] | None = None
     active: bool | None = None
+
+
+class ResidentMerge(Strict):
+    duplicate: Annotated[str, Field(max_length=40)]
+    """The resident recorded twice: their resident id, or the id or reference of one of their referrals."""
+
+
+class MergeOut(BaseModel):
+    merged_id: str
+    into_id: str
+    referral_ids: list[str]
+    by: str
+    at: datetime
+
+
+class ResidentHistory(BaseModel):
+    resident_id: str
+    referrals: list[ReferralOut]
+    """Every referral of the resident, oldest first, with its requests: those of residents merged into it too."""
+    merges: list[MergeOut]
+    """The residents merged into this one, oldest first."""
+
+
+class ResidentErasure(BaseModel):
+    resident_id: str
+    erased: list[str]
+    """The referrals erased now (those erased before are not listed)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel
 
-from shared.events import TYPE_PREFIX, EventData, contract
+from shared.events import PERSONAL, TYPE_PREFIX, EventData, contract
 from shared.events.referrals import ReferrerV1, ResidentV1
 
 __all__ = [
@@ -28,7 +28,7 @@ class AssignedRequestV1(BaseModel):
 
     request_id: uuid.UUID
     type: str
-    details: str | None = None
+    details: Annotated[str | None, PERSONAL] = None
     needed_by: date | None = None
     urgency: str
     duplicate_of: uuid.UUID | None = None
@@ -39,7 +39,6 @@ class AssignmentRoutedV1(EventData):
     """A request was routed to this hub: who the resident is, how to reach them, what they need, by when."""
 
     type: ClassVar[str] = TYPE_PREFIX + "assignment.routed.v1"
-    personal_data: ClassVar[bool] = True
     topics: ClassVar[tuple[str, ...]] = ("hubs",)
 
     assignment_id: uuid.UUID
@@ -58,7 +57,7 @@ class AssignmentRoutedV1(EventData):
     previous_hub: str | None = None
     request: AssignedRequestV1
     resident: ResidentV1
-    referrer: ReferrerV1 | None = None
+    referrer: Annotated[ReferrerV1 | None, PERSONAL] = None
     consent_to_share: bool
 
     def subject(self) -> str:
@@ -111,7 +110,6 @@ class AssignmentAmendedV1(EventData):
     """The resident's details changed while this hub holds the request: the details as they are now."""
 
     type: ClassVar[str] = TYPE_PREFIX + "assignment.amended.v1"
-    personal_data: ClassVar[bool] = True
     topics: ClassVar[tuple[str, ...]] = ("hubs",)
 
     assignment_id: uuid.UUID

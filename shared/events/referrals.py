@@ -4,47 +4,48 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel
 
-from shared.events import TYPE_PREFIX, EventData, contract
+from shared.events import PERSONAL, TYPE_PREFIX, EventData, contract
 
 __all__ = [
     "AddressV1", "ResidentV1", "ReferrerV1", "RequestV1", "ReferralReceivedV1", "ReferralAmendedV1",
-    "RequestCancelledV1", "RequestReceivedV1", "ResidentErasedV1", "CANCEL_REASONS",
+    "RequestCancelledV1", "RequestReceivedV1", "ResidentErasedV1", "ResidentsMergedV1", "CANCEL_REASONS",
 ]
 
 class AddressV1(BaseModel):
-    line1: str
-    line2: str | None = None
-    town: str | None = None
-    postcode: str
+    line1: Annotated[str, PERSONAL]
+    line2: Annotated[str | None, PERSONAL] = None
+    town: Annotated[str | None, PERSONAL] = None
+    postcode: Annotated[str, PERSONAL]
+    """Erasure keeps its outward code ('CT9'): a district, not a person."""
 
 
 class ResidentV1(BaseModel):
-    name: str
-    date_of_birth: date | None = None
-    phone: str | None = None
-    email: str | None = None
+    name: Annotated[str, PERSONAL]
+    date_of_birth: Annotated[date | None, PERSONAL] = None
+    phone: Annotated[str | None, PERSONAL] = None
+    email: Annotated[str | None, PERSONAL] = None
     address: AddressV1
-    contact_preference: str | None = None
-    vulnerabilities: list[str] = []
-    language: str | None = None
+    contact_preference: Annotated[str | None, PERSONAL] = None
+    vulnerabilities: Annotated[list[str], PERSONAL] = []
+    language: Annotated[str | None, PERSONAL] = None
 
 
 class ReferrerV1(BaseModel):
-    name: str
-    organisation: str | None = None
-    relationship: str | None = None
-    phone: str | None = None
-    email: str | None = None
+    name: Annotated[str, PERSONAL]
+    organisation: Annotated[str | None, PERSONAL] = None
+    relationship: Annotated[str | None, PERSONAL] = None
+    phone: Annotated[str | None, PERSONAL] = None
+    email: Annotated[str | None, PERSONAL] = None
 
 
 class RequestV1(BaseModel):
     request_id: uuid.UUID
     type: str
-    details: str | None = None
+    details: Annotated[str | None, PERSONAL] = None
     needed_by: date | None = None
     urgency: str
     duplicate_of: uuid.UUID | None = None
@@ -55,7 +56,6 @@ class ReferralReceivedV1(EventData):
     """A referral was taken: what fulfilment needs to route and deliver each request."""
 
     type: ClassVar[str] = TYPE_PREFIX + "referral.received.v1"
-    personal_data: ClassVar[bool] = True
     topics: ClassVar[tuple[str, ...]] = ("referrals",)
 
     referral_id: uuid.UUID
@@ -63,7 +63,7 @@ class ReferralReceivedV1(EventData):
     channel: str
     received_at: datetime
     resident: ResidentV1
-    referrer: ReferrerV1 | None = None
+    referrer: Annotated[ReferrerV1 | None, PERSONAL] = None
     consent_to_share: bool
     requests: list[RequestV1]
     backfilled: bool = False
@@ -78,7 +78,6 @@ class ReferralAmendedV1(EventData):
     """The resident's details changed; `address_changed` means open requests need re-routing."""
 
     type: ClassVar[str] = TYPE_PREFIX + "referral.amended.v1"
-    personal_data: ClassVar[bool] = True
     topics: ClassVar[tuple[str, ...]] = ("referrals",)
 
     referral_id: uuid.UUID
@@ -152,3 +151,28 @@ class ResidentErasedV1(EventData):
 
     def subject(self) -> str:
         return str(self.referral_id)
+
+
+@contract
+class ResidentsMergedV1(EventData):
+    """Two residents recorded twice are one: `merged_resident_id`'s referrals are now `resident_id`'s.
+
+    No personal data: ids only. Each referral keeps its id, requests and history; a
+    consumer that keeps a resident's view (a case list, a count of people helped) folds
+    the merged resident into the other. Erasing the resident afterwards erases every
+    referral listed here (one `resident.erased.v1` per referral, as always).
+    """
+
+    type: ClassVar[str] = TYPE_PREFIX + "residents.merged.v1"
+    topics: ClassVar[tuple[str, ...]] = ("referrals", "request_stats")
+
+    resident_id: uuid.UUID
+    """The resident kept."""
+    merged_resident_id: uuid.UUID
+    """The resident merged into it: no referral names it any more."""
+    referral_ids: list[uuid.UUID]
+    """The referrals moved to `resident_id`."""
+    merged_at: datetime
+
+    def subject(self) -> str:
+        return str(self.resident_id)

@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.referrals.models import referrals, requests, tables
-from services.referrals.service import _opened, _sealed, seed_request_types
+from services.referrals.models import sealing
+from services.referrals.service import seed_request_types
 from shared.crypto import Keyring, new_key
 from shared.db import Database, utcnow
 from shared.uow import UnitOfWork
@@ -18,13 +19,13 @@ KEYRING = Keyring.from_text(f"k1:{new_key()}", new_key())
 
 def referral_row(referral_id: str, *, reference: str, key: str | None = None, received_at: datetime | None = None):
     now = utcnow()
-    return _sealed({
+    return sealing["referrals"].seal({
         "id": referral_id, "reference": reference, "channel": "phone", "status": "open",
         "received_at": received_at or now, "created_at": now, "updated_at": now,
         "created_by": "adviser-1", "created_by_role": "call-centre",
-        "name_key": "jones margaret", "name": "Margaret Jones", "date_of_birth": None, "phone": None,
+        "name": "Margaret Jones", "date_of_birth": None, "phone": None,
         "email": None, "address_line1": "12 Northdown Road", "address_line2": None, "town": None,
-        "postcode": "CT9 2RN", "contact_preference": None, "vulnerabilities": ["shielding"],
+        "postcode": "CT9 2RN", "district": "CT9", "contact_preference": None, "vulnerabilities": ["shielding"],
         "language": None, "referrer": None, "consent": {"to_share": True, "given_by": "resident"},
         "possible_duplicate": False, "idempotency_client": "adviser-1" if key else None,
         "idempotency_key": key, "body_hash": "h", "version": 1,
@@ -53,7 +54,8 @@ async def test_rows_written_in_bulk_read_back_as_written_with_json_and_utc_times
         ])
         await unit.commit()
     async with db.sessions() as session:
-        row = _opened((await session.execute(select(referrals).where(referrals.c.id == "r-1"))).mappings().one(), KEYRING)
+        row = sealing["referrals"].open(
+            (await session.execute(select(referrals).where(referrals.c.id == "r-1"))).mappings().one(), KEYRING)
         assert row["vulnerabilities"] == ["shielding"]
         assert row["consent"] == {"to_share": True, "given_by": "resident"}
         assert row["referrer"] is None

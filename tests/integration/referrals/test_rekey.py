@@ -15,9 +15,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from services.referrals import service
 from services.referrals.app import create_app
-from services.referrals.models import referrals
+from services.referrals.models import referrals, sealing
 from shared import rekey as r
 from shared.crypto import new_key
 from tests.integration.referrals.conftest import referral_body
@@ -37,13 +36,13 @@ def keyed(settings, data_keys: str, index: str, previous: str = ""):
 
 async def run_rekey(app, **options) -> dict[str, r.TableReport]:
     rt = app.state.runtime
-    reports = await r.rekey(rt.db, rt.tables.metadata, rt.keyring, derived=service.REKEY_INDEXES, **options)
+    reports = await r.rekey(rt.db, rt.tables.metadata, rt.keyring, sealing=sealing, **options)
     return {report.table: report for report in reports}
 
 
 async def census(app) -> r.Census:
     rt = app.state.runtime
-    return await r.census(rt.db, rt.tables.metadata, rt.keyring, derived=service.REKEY_INDEXES)
+    return await r.census(rt.db, rt.tables.metadata, rt.keyring, sealing=sealing)
 
 
 async def found(client, settings, **params) -> list[str]:

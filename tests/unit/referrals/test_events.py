@@ -1,4 +1,5 @@
-"""Intake builds its events straight from the rows (no Pydantic on the hot path): the same events as the contracts make."""
+"""Intake builds its events and its 201 body straight from the aggregate (no Pydantic on the hot path): each is
+what its contract or model makes, and each event goes where its contract says."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -6,8 +7,8 @@ import orjson
 import pytest
 from sqlalchemy import MetaData, Table
 
-from services.referrals import service
-from services.referrals.schemas import ReferralIn
+from services.referrals import intake, repository
+from services.referrals.schemas import ReferralIn, ReferralOut
 from shared import tracing
 from shared.auth import ROLE_SCOPES, Principal
 from shared.events import REGISTRY, CloudEvent
@@ -39,13 +40,20 @@ BODIES = {
 
 
 def unit_of_work() -> UnitOfWork:
-    return UnitOfWork(None, source="/kent-together/referrals", outbox=Table("outbox", MetaData()))
+    return UnitOfWork(None, source="/kent-together/referrals", outbox=Table("outbox", MetaData()), topics=Topics())
 
 
-def published(publish, row, rows, *, backfilled) -> list[tuple[str, str, dict]]:
+def taken(body, *, backfilled=False):
+    referral = ReferralIn.model_validate(body, context={"request_types": {"food", "prescription"}})
+    by = BY if backfilled else Principal(subject="adviser-1", role="call-centre", scopes=frozenset())
+    return referral, intake._new_referral(intake.Intake(referral, by), fingerprint="h", now=datetime.now(timezone.utc),
+                                          earlier={"food": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"}, resident_id=None)
+
+
+def published(referral, *, backfilled) -> list[tuple[str, str, dict]]:
     uow = unit_of_work()
     with tracing.continued("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"):
-        publish(uow, row, rows, backfilled=backfilled)
+        intake._publish_received(uow, referral, backfilled=backfilled)
     events = []
     for topic, key, event in uow._events:
         envelope = orjson.loads(event.to_bytes())
@@ -58,38 +66,35 @@ def published(publish, row, rows, *, backfilled) -> list[tuple[str, str, dict]]:
 
 @pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
 @pytest.mark.parametrize("backfilled", [False, True])
-def test_events_built_from_rows_are_the_ones_the_contracts_make(body, backfilled):
-    referral = ReferralIn.model_validate(body, context={"request_types": {"food", "prescription"}})
-    intake = service.Intake(referral, BY)
-    row, rows = service._new_referral_rows(intake, fingerprint="h", now=datetime.now(timezone.utc),
-                                           earlier={"food": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"})
+def test_events_built_from_the_referral_are_the_ones_the_contracts_make_on_their_declared_topics(body, backfilled):
+    _, referral = taken(body)
     topics = Topics()
 
-    fast = published(lambda u, r, q, backfilled: service._publish_received_rows(u, r, q, topics=topics,
-                                                                                backfilled=backfilled),
-                     row, rows, backfilled=backfilled)
-    reference = published(lambda u, r, q, backfilled: service._publish_received(u, service._referral_out(r, q),
-                                                                                topics=topics, backfilled=backfilled),
-                          row, rows, backfilled=backfilled)
+    events = published(referral, backfilled=backfilled)
 
-    assert fast == reference
-    assert len(fast) == 1 + len(rows)
-    for _, _, envelope in fast:
+    assert len(events) == 1 + len(referral.requests)
+    for topic, key, envelope in events:
         event = CloudEvent.model_validate({**envelope, "id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f01",
                                            "time": "2020-04-01T00:00:00Z"})
         contract = REGISTRY[event.type]
         assert contract.model_validate(event.data).model_dump(mode="json") == event.data
+        assert [topic] == [getattr(topics, name) for name in contract.topics]
+        assert key == referral.id
+    received = events[0][2]["data"]
+    assert received["backfilled"] is backfilled
+    assert received["resident"]["name"] == body["resident"]["name"]
+    assert [r["duplicate_of"] for r in received["requests"]][0] == "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"
+    assert {e[2]["data"].get("postcode_district") for e in events[1:]} == {
+        body["resident"]["address"]["postcode"].upper().split()[0]}
 
 
 @pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
 def test_the_201_body_written_without_the_model_is_the_models_json(body):
-    referral = ReferralIn.model_validate(body, context={"request_types": {"food", "prescription"}})
-    row, rows = service._new_referral_rows(service.Intake(referral, BY), fingerprint="h",
-                                           now=datetime.now(timezone.utc),
-                                           earlier={"food": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"})
+    _, referral = taken(body)
 
-    taken = service._taken(referral, row, rows)
+    body_bytes = repository.to_json(referral)
 
-    assert taken.id == row["id"]
-    assert taken.body == service._referral_out(row, rows).model_dump_json().encode()
-    assert taken.out() == service._referral_out(row, rows)
+    model = ReferralOut.model_validate(repository.out(referral))
+    assert body_bytes == model.model_dump_json().encode()
+    assert intake.Taken.of(referral).out() == model
+    assert model.resident.name == body["resident"]["name"]

@@ -12,6 +12,7 @@ import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from fastapi import FastAPI, Request
@@ -61,13 +62,15 @@ class WebSettings(ServiceSettings):
     """The council identity provider (its /.well-known/openid-configuration is read); empty: no OpenID Connect."""
     oidc_client_id: str = ""
     oidc_client_secret: SecretStr = SecretStr("")
-    oidc_scopes: str = "openid profile email"
-    oidc_role_claim: str = "roles"
-    """The claim naming the person's role: a string, or a list as Microsoft Entra ID issues (the first known wins)."""
-    oidc_hub_claim: str = "hub"
-    """The claim naming a hub worker's hub (a slug: thanet)."""
-    oidc_role_map: dict[str, str] = {}
-    """Claim values to our roles, e.g. {"KentTogether.HubWorker": "hub"} (JSON); a value equal to a role needs none."""
+    oidc_scopes: str = "openid profile email offline_access"
+    """What the sign-in asks for: with WEB_SERVICE_TOKENS=provider, add the services' API scope (Entra ID:
+    `api://kent-together/access`), so the access token is for them; `offline_access` brings the refresh token.
+    The person's role and hub are read with the services' claim mapping (KT_JWT_ROLE_CLAIM, KT_JWT_HUB_CLAIM,
+    KT_JWT_ROLE_MAP)."""
+    service_tokens: Literal["signed", "provider"] | None = None
+    """How the pages call the services for a signed-in person: `provider`, with the person's own access token from
+    the identity provider (the services verify it against KT_JWT_JWKS_URL), or `signed`, with a 5-minute token the
+    web front signs with KT_JWT_SIGNING_KEY. Default: `provider` when WEB_OIDC_ISSUER and KT_JWT_JWKS_URL are set."""
 
     public_form_per_minute: int = 20
     """Posts per minute from one address of the resident's forms that reach the services: the postcode, sending, the
@@ -90,7 +93,24 @@ class WebSettings(ServiceSettings):
             raise ValueError("production needs WEB_OIDC_ISSUER and WEB_OIDC_CLIENT_ID (OpenID Connect)")
         if self.cookie_secure is None:
             self.cookie_secure = production
+        if self.service_tokens is None:
+            self.service_tokens = "provider" if self.oidc_issuer and self.jwt_jwks_url else "signed"
+        if self.service_tokens == "provider":
+            if not self.oidc_issuer:
+                raise ValueError("WEB_SERVICE_TOKENS=provider passes on the identity provider's tokens: set "
+                                 "WEB_OIDC_ISSUER")
+            if self.dev_sign_in:
+                raise ValueError("the development sign-in has no provider token to pass on: it needs "
+                                 "WEB_SERVICE_TOKENS=signed")
+            if not self.jwt_online_form_key.get_secret_value():
+                raise ValueError("WEB_SERVICE_TOKENS=provider needs KT_JWT_ONLINE_FORM_KEY for the resident's pages")
         return self
+
+    def service_token_key(self) -> str:
+        """The key the web front signs its own service tokens with: the resident's pages' alone with provider tokens."""
+        if self.service_tokens == "provider":
+            return self.jwt_online_form_key.get_secret_value()
+        return self.signing_key()
 
 
 def templates() -> Environment:
@@ -144,7 +164,8 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
         db, settings.keyring(), idle=timedelta(minutes=settings.session_idle_minutes),
         absolute=timedelta(hours=settings.session_absolute_hours), **store_options,
     )
-    tokens = Tokens(signing_key=settings.signing_key(), issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    tokens = Tokens(signing_key=settings.service_token_key(), issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience.split(",")[0].strip())
     clients = Clients.build(urls={name: getattr(settings, f"{name}_url")
                                   for name in ("referrals", "fulfilment", "actions", "reporting")},
                             tokens=tokens, transport=transport)
@@ -232,7 +253,19 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 
 class SignInNeeded(Exception):
-    """The page needs someone signed in (with one of `roles`)."""
+    """The page needs someone signed in; `notice` says on the sign-in page why a session ended ("idle", "provider")."""
+
+    def __init__(self, notice: str | None = None):
+        super().__init__(notice)
+        self.notice = notice
+
+
+def fresh_session(request: Request, data: dict | None = None) -> None:
+    """End the request's session (its row goes, its cookie is replaced) and carry on with a new one holding `data`."""
+    old = request.state.session
+    old.ended = True
+    request.state.retired_session = old
+    request.state.session = request.app.state.sessions.new(data)
 
 
 class CsrfRefused(Exception):
@@ -244,8 +277,9 @@ def _install_errors(app: FastAPI) -> None:
     async def _sign_in(request: Request, error: SignInNeeded):
         next_page = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         request.state.session.set("next", next_page if request.method == "GET" else request.url.path)
-        if request.state.session_ended:
-            request.state.session.set("ended_notice", True)
+        notice = error.notice or ("idle" if request.state.session_ended else None)
+        if notice:
+            request.state.session.set("ended_notice", notice)
         return RedirectResponse("/sign-in", status_code=303)
 
     @app.exception_handler(CsrfRefused)
@@ -254,6 +288,12 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, error: ApiError):
+        user = request.state.session.user
+        if error.status == 401 and user is not None and user.get("via") == "oidc" \
+                and request.app.state.settings.service_tokens == "provider":
+            # The services refused the person's own token (revoked, or expired early): their sign-in is over.
+            fresh_session(request)
+            return await _sign_in(request, SignInNeeded("provider"))
         if error.status == 404:
             return render(request, "errors/not-found.html", status_code=404, title="Page not found")
         if error.status in (401, 403):

@@ -8,8 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.web.app import CsrfRefused, SignInNeeded, render
+from services.web.app import CsrfRefused, SignInNeeded, fresh_session, render
 from services.web.clients import Caller, Clients
+from services.web.signin import RENEW_BEFORE_SECONDS, SignInFailed
 
 # Who may use which pages: the role the signed-in person's token carries.
 ADVISERS = ("call-centre", "admin")
@@ -51,9 +52,31 @@ def person(*roles: str):
             raise SignInNeeded()
         if user["role"] not in roles:
             raise NotForYou()
-        return Caller(subject=user["sub"], role=user["role"], hub=user.get("hub"))
+        return Caller(subject=user["sub"], role=user["role"], hub=user.get("hub"),
+                      access_token=await _provider_token(request))
 
     return signed_in
+
+
+async def _provider_token(request: Request) -> str | None:
+    """The person's own access token from the identity provider (WEB_SERVICE_TOKENS=provider), renewed with the
+    refresh token when it is about to expire; when the provider refuses, the person signs in again."""
+    if request.app.state.settings.service_tokens != "provider":
+        return None
+    session = request.state.session
+    tokens = session.get("tokens")
+    if tokens is None:
+        fresh_session(request)
+        raise SignInNeeded("provider")
+    now = request.app.state.sessions.clock().timestamp()
+    if tokens["expires_at"] - RENEW_BEFORE_SECONDS <= now:
+        try:
+            tokens = await request.app.state.oidc.refresh(tokens, now=now)
+        except SignInFailed:
+            fresh_session(request)
+            raise SignInNeeded("provider") from None
+        session.set("tokens", tokens)
+    return tokens["access_token"]
 
 
 class NotForYou(Exception):

@@ -11,12 +11,14 @@ import contextlib
 import logging
 import secrets
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 
 import httpx
+from prometheus_client import generate_latest
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 from pydantic import Field, SecretStr, model_validator
@@ -27,6 +29,7 @@ from services.web import sessions as session_store
 from services.web.clients import ApiError, Clients, ServiceUnavailable, Tokens
 from shared.db import Database
 from shared.logs import configure_logging
+from shared.metrics import ServiceMetrics
 from shared.security import FORM_BODY_TYPES, RateLimiter, install_security
 from shared.settings import ServiceSettings
 
@@ -187,6 +190,7 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     app.state.clients = clients
     app.state.templates = templates()
     app.state.oidc = signin.OpenIdClient(settings) if settings.oidc_issuer else None
+    app.state.trusted_proxies = [ip_network(p, strict=False) for p in settings.trusted_proxies]
     app.state.public_rate = RateLimiter(per_minute=settings.public_form_per_minute, burst=settings.public_form_burst)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -196,6 +200,23 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     @app.get("/health", include_in_schema=False)
     async def health():
         return {"status": "ok", "service": NAME}
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready():
+        """Readiness: the sessions database answers (every page needs it)."""
+        try:
+            await db.ping()
+        except Exception as error:
+            log.warning("not ready: %s", error)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return {"status": "ok", "database": "ok"}
+
+    metrics = ServiceMetrics(NAME, revision=settings.build_revision)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint():
+        """The process's and build's metrics (the pages' traffic is the services' own metrics' to count)."""
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
 
     _install_errors(app)
     api.install_page_errors(app)
@@ -207,7 +228,7 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
 
 async def _with_session(request: Request, call_next) -> Response:
     """The session around every page: loaded from the cookie, saved after, a fresh nonce for the page's script."""
-    if request.url.path.startswith("/static/") or request.url.path == "/health":
+    if request.url.path.startswith("/static/") or request.url.path in ("/health", "/ready", "/metrics"):
         return await call_next(request)
     store: session_store.SessionStore = request.app.state.sessions
     session, ended = await store.load(request.cookies.get(session_store.COOKIE))

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from services.web.app import CsrfRefused, SignInNeeded, fresh_session, render
 from services.web.clients import Caller, Clients
 from services.web.signin import RENEW_BEFORE_SECONDS, SignInFailed
+from shared.security import client_address
 
 # Who may use which pages: the role the signed-in person's token carries.
 ADVISERS = ("call-centre", "admin")
@@ -87,7 +88,8 @@ async def public_form_limited(request: Request) -> None:
     """The resident's form posts, counted per address: the public form cannot be used to flood the services."""
     if request.method in ("GET", "HEAD"):
         return
-    client = request.client.host if request.client else "unknown"
+    # Behind the ingress, the resident's own address (X-Forwarded-For from KT_TRUSTED_PROXIES only), not the proxy's.
+    client = client_address(request.scope, dict(request.scope["headers"]), request.app.state.trusted_proxies)
     allowance = request.app.state.public_rate.take(f"public:{client}")
     if allowance.wait > 0:
         raise TooManyAttempts(math.ceil(allowance.wait))

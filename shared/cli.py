@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -270,13 +271,13 @@ def anonymise_expired():
 
 def personal_services() -> list[str]:
     """The installed services that hold residents' personal data, sealed at rest."""
-    return [name for name, _ in installed_services()
+    return [name for name, _ in runnable()
             if importlib.import_module(f"services.{name}.models").tables.personal]
 
 
 @app.command()
 def rekey(
-    service: Annotated[Optional[str], typer.Argument(help="referrals or fulfilment; both if omitted")] = None,
+    service: Annotated[Optional[str], typer.Argument(help="referrals, fulfilment or web; all if omitted")] = None,
     batch: Annotated[int, typer.Option(help="Rows per transaction", min=1)] = 500,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would change, and change nothing")] = False,
 ):
@@ -301,7 +302,9 @@ def rekey(
         settings = service_settings(name)
         keyring = settings.keyring()
         tables = importlib.import_module(f"services.{name}.models").tables
-        derived = getattr(importlib.import_module(f"services.{name}.service"), "REKEY_INDEXES", ())
+        service_module = f"services.{name}.service"  # the web front has none: its sessions have no blind indexes
+        derived = getattr(importlib.import_module(service_module), "REKEY_INDEXES", ()) \
+            if importlib.util.find_spec(service_module) else ()
         previous = "set (lookups match either key)" if keyring.has_previous_index_key else "not set"
         typer.echo(f"{name}: {_safe_url(settings.database_url)}{'  (dry run: nothing is changed)' if dry_run else ''}")
         typer.echo(f"  sealing with data key {keyring.sealing_key_id!r} (KT_DATA_KEYS holds {', '.join(keyring.key_ids)}); "

@@ -7,6 +7,7 @@ the server for the signed-in person.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -56,6 +57,8 @@ class WebSettings(ServiceSettings):
     """A session unused this long ends: the person signs in again."""
     session_absolute_hours: float = 12.0
     """A session ends this long after it began, used or not."""
+    session_sweep_seconds: float = 300.0
+    """How often ended sessions (idle or past their absolute time) are deleted, presented again or not; 0: never."""
     cookie_secure: bool | None = None
     """The session cookie is sent over HTTPS only; default: in production."""
 
@@ -176,9 +179,15 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await store.forget_expired()  # the sessions table is migrated by `kent-together migrate`, as every service's
+        sweeping = asyncio.create_task(_sweep(store, settings.session_sweep_seconds), name="web-sessions-sweep") \
+            if settings.session_sweep_seconds > 0 else None
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
             await clients.close()
             if app.state.oidc is not None:
                 await app.state.oidc.close()
@@ -224,6 +233,21 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     # Headers every service sends, the general rate limit and body limits; this page's own policy wins.
     install_security(app, settings, body_types=FORM_BODY_TYPES)  # HTML forms, not JSON
     return app
+
+
+async def _sweep(store: session_store.SessionStore, every_seconds: float) -> None:
+    """Delete ended sessions (a resident's sealed answers among them) without waiting for their cookie to come back.
+
+    Every replica sweeps; a delete of rows already gone is nothing. A failed round is logged and tried again."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            removed = await store.forget_expired()
+        except Exception as error:
+            log.warning("sessions sweep failed: %s", error)
+            continue
+        if removed:
+            log.info("sessions sweep: %s ended sessions deleted", removed)
 
 
 async def _with_session(request: Request, call_next) -> Response:

@@ -179,8 +179,9 @@ def run(
         if kind != "kafka":
             env.setdefault("KAFKA_IDEMPOTENT_PRODUCER", "false")  # tansu refuses InitProducerId
     asyncio.run(_create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], security=ServiceSettings().kafka))
-    for name, _ in services:
-        subprocess.run([sys.executable, "-m", "shared.cli", "migrate", name], check=True, env=env)
+    # One process migrates them all: starting Python is most of what a migration takes.
+    for name in [None] if not only else [name for name, _ in services]:
+        subprocess.run([sys.executable, "-m", "shared.cli", "migrate"] + ([name] if name else []), check=True, env=env)
 
     def start(name: str, port: int) -> subprocess.Popen:
         process = subprocess.Popen(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from datetime import timedelta
@@ -119,7 +120,10 @@ class WebSettings(ServiceSettings):
         return self.signing_key()
 
 
+@functools.cache
 def templates() -> Environment:
+    """The pages' Jinja environment: made once per process and shared by every app in it (nothing in it is an
+    app's), so the GOV.UK macros and the pages are compiled once, not once per app (tests make one per test)."""
     env = Environment(
         # Ours, then the Jinja port's, which its own macros address as "govuk_frontend_jinja/components/…".
         loader=ChoiceLoader([FileSystemLoader(HERE / "templates"),

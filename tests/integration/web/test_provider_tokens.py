@@ -142,3 +142,18 @@ async def test_a_refused_renewal_asks_the_person_to_sign_in_again(front, provide
     page = await front.get("/sign-in")
     assert "sign-in has ended. Sign in again" in page.text
     assert (await front.get("/hub")).headers["location"] == "/sign-in", "the old session is gone"
+
+
+async def test_a_token_the_services_refuse_ends_the_session_and_asks_to_sign_in_again(front, provider):
+    await through_provider(front, "thanet-worker")
+    store = front.app.state.sessions
+    session, _ = await store.load(front.cookies.get(COOKIE))
+    tokens = session.get("tokens")
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    forged = jwt.encode({**claims, "hub": "maidstone"}, "not-the-providers-key-" + "x" * 24, algorithm="HS256")
+    session.set("tokens", {**tokens, "access_token": forged})  # as if the token were tampered with, or revoked
+    await store.save(session)
+    refused = await front.get("/hub")
+    assert refused.status_code == 303 and refused.headers["location"] == "/sign-in"
+    assert "sign-in has ended. Sign in again" in (await front.get("/sign-in")).text
+    assert (await front.get("/hub")).headers["location"] == "/sign-in"

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 
 from shared.audit import AuditLog, audit_router, audit_table
-from shared.auth import Claims, SigningKeys, TokenVerifier
+from shared.auth import SigningKeys, TokenVerifier
 from shared.bus import Producer
 from shared.consumer import EventConsumer, inbox_table
 from shared.crypto import Keyring
@@ -156,7 +156,7 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     verifier = TokenVerifier(
         issuer=_listed(settings.jwt_issuer), audience=_listed(settings.jwt_audience),
         signing_key="" if keys else settings.signing_key(), keys=keys,
-        claims=Claims(role=settings.jwt_role_claim, hub=settings.jwt_hub_claim),
+        claims=settings.claims(), online_form_key=settings.jwt_online_form_key.get_secret_value() if keys else "",
     )
     audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
     idempotency = IdempotencyKeys(

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import httpx
@@ -69,11 +69,19 @@ class Claims:
     Development tokens carry `role` (a string) and `hub`. Entra ID puts app roles
     in `roles` (a list); a hub may come from a claim of its own (an optional or
     directory-extension claim) or from an app role `hub.<slug>` (`hub.thanet`),
-    which needs nothing but app-role assignments in Entra.
+    which needs nothing but app-role assignments in Entra. `role_map` turns the
+    provider's values into ours (`{"KentTogether.HubWorker": "hub"}`); a value
+    that is already one of our roles needs no entry.
+
+    The one mapping for everyone who reads the provider's claims: the services
+    (their callers' access tokens) and the web front (the ID token it signs a
+    person in with), both from the `KT_JWT_ROLE_CLAIM`, `KT_JWT_HUB_CLAIM` and
+    `KT_JWT_ROLE_MAP` settings (`ServiceSettings.claims()`).
     """
 
     role: str = "role"
     hub: str = "hub"
+    role_map: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 HUB_ROLE_PREFIX = "hub."
@@ -88,6 +96,7 @@ def principal_from_claims(claims: dict, names: Claims = Claims()) -> Principal:
     for item in values:
         if not isinstance(item, str):
             continue
+        item = names.role_map.get(item, item)
         if item.startswith(HUB_ROLE_PREFIX) and len(item) > len(HUB_ROLE_PREFIX):
             hubs.add(item[len(HUB_ROLE_PREFIX):])
             item = "hub"
@@ -205,12 +214,25 @@ class SigningKeys:
                 task.cancel()  # a fetch hanging on the provider must not outlive the service
 
 
+ONLINE_FORM_ROLE = "online-form"
+
+
 class TokenVerifier:
+    """Verifies bearer tokens: HS256 with `signing_key`, or the identity provider's (`keys`, its JWKS).
+
+    Beside the provider's tokens, `online_form_key` (HS256) may sign tokens for the
+    online form's role and nothing else: the web front's resident pages call as the
+    service identity `web-online-form`, which can write a referral and read nothing
+    back but the status check (docs/web.md, "The resident's form in production").
+    """
+
     def __init__(self, *, issuer: str | Sequence[str], audience: str | Sequence[str], signing_key: str = "",
-                 jwks_url: str = "", keys: SigningKeys | None = None, claims: Claims = Claims()):
+                 jwks_url: str = "", keys: SigningKeys | None = None, claims: Claims = Claims(),
+                 online_form_key: str = ""):
         self.issuer = issuer
         self.audience = audience
         self.signing_key = signing_key
+        self.online_form_key = online_form_key
         self.keys = keys if keys is not None else SigningKeys(jwks_url) if jwks_url else None
         self.claims = claims
         self._verified: dict[str, tuple[Principal, float]] = {}
@@ -243,8 +265,11 @@ class TokenVerifier:
             raise Unauthorized(f"invalid token: the identity provider has no signing key {kid!r}") from None
 
     def _verify(self, token: str) -> tuple[Principal, float]:
+        online_form = False
         try:
-            if self.keys is not None:
+            if self.keys is not None and self.online_form_key and _alg(token) == "HS256":
+                key, algorithms, online_form = self.online_form_key, ["HS256"], True
+            elif self.keys is not None:
                 key = self.keys.get(_kid(token))
                 algorithms = ["RS256", "ES256"]
             else:
@@ -255,7 +280,20 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as error:
             raise Unauthorized(f"invalid token: {error}") from None
+        if online_form:
+            # The key is the online form's only: whatever else the token claims, it is refused.
+            principal = principal_from_claims(claims)
+            if principal.role != ONLINE_FORM_ROLE or principal.hub is not None:
+                raise Unauthorized("invalid token: the online form's key signs the online form's tokens only")
+            return principal, float(claims["exp"])
         return principal_from_claims(claims, self.claims), float(claims["exp"])
+
+
+def _alg(token: str) -> str | None:
+    try:
+        return jwt.get_unverified_header(token).get("alg")
+    except jwt.PyJWTError as error:
+        raise Unauthorized(f"invalid token: {error}") from None
 
 
 def _kid(token: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import Claims
 from shared.crypto import DEV_KEY_PREFIX, Keyring, dev_keyring_text
 from shared.kafka_security import KafkaSecurity
 
@@ -111,6 +112,12 @@ class ServiceSettings(BaseSettings):
     """The claim with the caller's role (a string) or roles (a list): `roles` for Entra ID app roles."""
     jwt_hub_claim: str = Field("hub", validation_alias="KT_JWT_HUB_CLAIM")
     """The claim with hub staff's hub slug; an app role `hub.<slug>` names the hub as well."""
+    jwt_role_map: dict[str, str] = Field(default_factory=dict, validation_alias="KT_JWT_ROLE_MAP")
+    """The identity provider's role values to ours (JSON): `{"KentTogether.HubWorker": "hub"}`; read alike by the
+    services (access tokens) and the web front (the ID token it signs a person in with)."""
+    jwt_online_form_key: SecretStr = Field(SecretStr(""), validation_alias="KT_JWT_ONLINE_FORM_KEY")
+    """With KT_JWT_JWKS_URL: an HS256 key that signs the web front's resident pages' tokens, for the online form's
+    role only (docs/web.md); empty: none accepted."""
     jwt_authorization_uri: str = Field("", validation_alias="KT_JWT_AUTHORIZATION_URI")
     """Named in a 401's `WWW-Authenticate`, so Power BI can sign in (docs/security.md)."""
     jwks_refresh_seconds: float = Field(600.0, validation_alias="KT_JWKS_REFRESH_SECONDS")
@@ -189,6 +196,10 @@ class ServiceSettings(BaseSettings):
         if self.environment == "production" and not self.jwt_jwks_url and not self.jwt_signing_key:
             raise ValueError("production needs KT_JWT_JWKS_URL (or KT_JWT_SIGNING_KEY)")
         return self
+
+    def claims(self) -> Claims:
+        """Which claims name the caller's role(s) and hub, and what the provider's role values mean."""
+        return Claims(role=self.jwt_role_claim, hub=self.jwt_hub_claim, role_map=dict(self.jwt_role_map))
 
     def signing_key(self) -> str:
         """The HS256 key: configured, or the development key kept in var/ (made on first use)."""

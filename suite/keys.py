@@ -68,7 +68,7 @@ def keygen(
 
 
 def rekey(
-    service: Annotated[str | None, typer.Argument(help="referrals or fulfilment; both if omitted")] = None,
+    service: Annotated[str | None, typer.Argument(help="referrals, fulfilment or web; all if omitted")] = None,
     batch: Annotated[int, typer.Option(help="Rows per transaction", min=1)] = 500,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would change, and change nothing")] = False,
 ) -> None:

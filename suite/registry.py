@@ -45,8 +45,8 @@ def names(specs: tuple[ServiceSpec, ...] = RUNNABLE) -> list[str]:
 
 
 def personal() -> tuple[ServiceSpec, ...]:
-    """The services that hold residents' personal data, sealed at rest."""
-    return tuple(found for found in SERVICES if found.personal)
+    """The services that hold residents' personal data, sealed at rest (the web front's sessions too)."""
+    return tuple(found for found in RUNNABLE if found.personal)
 
 
 def publishing() -> tuple[ServiceSpec, ...]:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# `serve SERVICE`: the service's HTTP app on its own port (8001-8004), with
+# `serve SERVICE`: the service's HTTP app on its own port (8001-8005), with
 # whichever roles its environment turns on (<SERVICE>_RUN_RELAY,
 # <SERVICE>_RUN_CONSUMERS, ...). Anything else is a `kent-together` command.
 set -eu

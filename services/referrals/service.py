@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 REKEY_INDEXES = sealing.derived()
 """The blind indexes `kent-together rekey` remakes: read from models.sealing (shared/sealing.py).
 
-Kept for shared/cli.py until it passes `sealing=` itself."""
+Read by the service's SPEC (app.py) for suite/keys.py."""
 
 
 class RequestTypes:
@@ -275,7 +275,7 @@ async def erase_resident_everywhere(uow_factory, *, resident: str, by: Principal
     return erased
 
 
-# Intake and retention have rooms of their own; their use cases are named here too (app.py, shared/cli.py, tests).
+# Intake and retention have rooms of their own; their use cases are named here too (app.py, suite/, tests).
 from services.referrals.intake import (  # noqa: E402,F401
     Intake, IntakeQueue, ReferralAnonymised, Taken, body_hash, find_duplicates, take_referrals,
 )

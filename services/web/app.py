@@ -7,15 +7,20 @@ the server for the signed-in person.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
+from typing import Literal
 
 import httpx
+from prometheus_client import generate_latest
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 from pydantic import Field, SecretStr, model_validator
@@ -23,10 +28,11 @@ from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.web import sessions as session_store
+from services.web.models import tables as web_tables
 from services.web.clients import ApiError, Clients, ServiceUnavailable, Tokens
 from shared.db import Database
 from shared.logs import configure_logging
-from shared.metrics import package_version
+from shared.metrics import ServiceMetrics, package_version
 from shared.security import FORM_BODY_TYPES, RateLimiter, install_security
 from shared.settings import PORTS, ServiceSettings
 from shared.spec import ServiceSpec
@@ -54,6 +60,8 @@ class WebSettings(ServiceSettings):
     """A session unused this long ends: the person signs in again."""
     session_absolute_hours: float = 12.0
     """A session ends this long after it began, used or not."""
+    session_sweep_seconds: float = 300.0
+    """How often ended sessions (idle or past their absolute time) are deleted, presented again or not; 0: never."""
     cookie_secure: bool | None = None
     """The session cookie is sent over HTTPS only; default: in production."""
 
@@ -63,13 +71,15 @@ class WebSettings(ServiceSettings):
     """The council identity provider (its /.well-known/openid-configuration is read); empty: no OpenID Connect."""
     oidc_client_id: str = ""
     oidc_client_secret: SecretStr = SecretStr("")
-    oidc_scopes: str = "openid profile email"
-    oidc_role_claim: str = "roles"
-    """The claim naming the person's role: a string, or a list as Microsoft Entra ID issues (the first known wins)."""
-    oidc_hub_claim: str = "hub"
-    """The claim naming a hub worker's hub (a slug: thanet)."""
-    oidc_role_map: dict[str, str] = {}
-    """Claim values to our roles, e.g. {"KentTogether.HubWorker": "hub"} (JSON); a value equal to a role needs none."""
+    oidc_scopes: str = "openid profile email offline_access"
+    """What the sign-in asks for: with WEB_SERVICE_TOKENS=provider, add the services' API scope (Entra ID:
+    `api://kent-together/access`), so the access token is for them; `offline_access` brings the refresh token.
+    The person's role and hub are read with the services' claim mapping (KT_JWT_ROLE_CLAIM, KT_JWT_HUB_CLAIM,
+    KT_JWT_ROLE_MAP)."""
+    service_tokens: Literal["signed", "provider"] | None = None
+    """How the pages call the services for a signed-in person: `provider`, with the person's own access token from
+    the identity provider (the services verify it against KT_JWT_JWKS_URL), or `signed`, with a 5-minute token the
+    web front signs with KT_JWT_SIGNING_KEY. Default: `provider` when WEB_OIDC_ISSUER and KT_JWT_JWKS_URL are set."""
 
     public_form_per_minute: int = 20
     """Posts per minute from one address of the resident's forms that reach the services: the postcode, sending, the
@@ -92,10 +102,30 @@ class WebSettings(ServiceSettings):
             raise ValueError("production needs WEB_OIDC_ISSUER and WEB_OIDC_CLIENT_ID (OpenID Connect)")
         if self.cookie_secure is None:
             self.cookie_secure = production
+        if self.service_tokens is None:
+            self.service_tokens = "provider" if self.oidc_issuer and self.jwt_jwks_url else "signed"
+        if self.service_tokens == "provider":
+            if not self.oidc_issuer:
+                raise ValueError("WEB_SERVICE_TOKENS=provider passes on the identity provider's tokens: set "
+                                 "WEB_OIDC_ISSUER")
+            if self.dev_sign_in:
+                raise ValueError("the development sign-in has no provider token to pass on: it needs "
+                                 "WEB_SERVICE_TOKENS=signed")
+            if not self.jwt_online_form_key.get_secret_value():
+                raise ValueError("WEB_SERVICE_TOKENS=provider needs KT_JWT_ONLINE_FORM_KEY for the resident's pages")
         return self
 
+    def service_token_key(self) -> str:
+        """The key the web front signs its own service tokens with: the resident's pages' alone with provider tokens."""
+        if self.service_tokens == "provider":
+            return self.jwt_online_form_key.get_secret_value()
+        return self.signing_key()
 
+
+@functools.cache
 def templates() -> Environment:
+    """The pages' Jinja environment: made once per process and shared by every app in it (nothing in it is an
+    app's), so the GOV.UK macros and the pages are compiled once, not once per app (tests make one per test)."""
     env = Environment(
         # Ours, then the Jinja port's, which its own macros address as "govuk_frontend_jinja/components/…".
         loader=ChoiceLoader([FileSystemLoader(HERE / "templates"),
@@ -146,7 +176,8 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
         db, settings.keyring(), idle=timedelta(minutes=settings.session_idle_minutes),
         absolute=timedelta(hours=settings.session_absolute_hours), **store_options,
     )
-    tokens = Tokens(signing_key=settings.signing_key(), issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    tokens = Tokens(signing_key=settings.service_token_key(), issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience.split(",")[0].strip())
     clients = Clients.build(urls={name: getattr(settings, f"{name}_url")
                                   for name in ("referrals", "fulfilment", "actions", "reporting")},
                             tokens=tokens, transport=transport)
@@ -154,9 +185,15 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await store.forget_expired()  # the sessions table is migrated by `kent-together migrate`, as every service's
+        sweeping = asyncio.create_task(_sweep(store, settings.session_sweep_seconds), name="web-sessions-sweep") \
+            if settings.session_sweep_seconds > 0 else None
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
             await clients.close()
             if app.state.oidc is not None:
                 await app.state.oidc.close()
@@ -168,6 +205,7 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     app.state.clients = clients
     app.state.templates = templates()
     app.state.oidc = signin.OpenIdClient(settings) if settings.oidc_issuer else None
+    app.state.trusted_proxies = [ip_network(p, strict=False) for p in settings.trusted_proxies]
     app.state.public_rate = RateLimiter(per_minute=settings.public_form_per_minute, burst=settings.public_form_burst)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -178,6 +216,23 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     async def health():
         return {"status": "ok", "service": NAME, "version": package_version()}
 
+    @app.get("/ready", include_in_schema=False)
+    async def ready():
+        """Readiness: the sessions database answers (every page needs it)."""
+        try:
+            await db.ping()
+        except Exception as error:
+            log.warning("not ready: %s", error)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return {"status": "ok", "database": "ok"}
+
+    metrics = ServiceMetrics(NAME, revision=settings.build_revision)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint():
+        """The process's and build's metrics (the pages' traffic is the services' own metrics' to count)."""
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
     _install_errors(app)
     api.install_page_errors(app)
     app.middleware("http")(_with_session)
@@ -186,9 +241,24 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     return app
 
 
+async def _sweep(store: session_store.SessionStore, every_seconds: float) -> None:
+    """Delete ended sessions (a resident's sealed answers among them) without waiting for their cookie to come back.
+
+    Every replica sweeps; a delete of rows already gone is nothing. A failed round is logged and tried again."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            removed = await store.forget_expired()
+        except Exception as error:
+            log.warning("sessions sweep failed: %s", error)
+            continue
+        if removed:
+            log.info("sessions sweep: %s ended sessions deleted", removed)
+
+
 async def _with_session(request: Request, call_next) -> Response:
     """The session around every page: loaded from the cookie, saved after, a fresh nonce for the page's script."""
-    if request.url.path.startswith("/static/") or request.url.path == "/health":
+    if request.url.path.startswith("/static/") or request.url.path in ("/health", "/ready", "/metrics"):
         return await call_next(request)
     store: session_store.SessionStore = request.app.state.sessions
     session, ended = await store.load(request.cookies.get(session_store.COOKIE))
@@ -234,7 +304,19 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 
 class SignInNeeded(Exception):
-    """The page needs someone signed in (with one of `roles`)."""
+    """The page needs someone signed in; `notice` says on the sign-in page why a session ended ("idle", "provider")."""
+
+    def __init__(self, notice: str | None = None):
+        super().__init__(notice)
+        self.notice = notice
+
+
+def fresh_session(request: Request, data: dict | None = None) -> None:
+    """End the request's session (its row goes, its cookie is replaced) and carry on with a new one holding `data`."""
+    old = request.state.session
+    old.ended = True
+    request.state.retired_session = old
+    request.state.session = request.app.state.sessions.new(data)
 
 
 class CsrfRefused(Exception):
@@ -246,8 +328,9 @@ def _install_errors(app: FastAPI) -> None:
     async def _sign_in(request: Request, error: SignInNeeded):
         next_page = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         request.state.session.set("next", next_page if request.method == "GET" else request.url.path)
-        if request.state.session_ended:
-            request.state.session.set("ended_notice", True)
+        notice = error.notice or ("idle" if request.state.session_ended else None)
+        if notice:
+            request.state.session.set("ended_notice", notice)
         return RedirectResponse("/sign-in", status_code=303)
 
     @app.exception_handler(CsrfRefused)
@@ -256,6 +339,12 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, error: ApiError):
+        user = request.state.session.user
+        if error.status == 401 and user is not None and user.get("via") == "oidc" \
+                and request.app.state.settings.service_tokens == "provider":
+            # The services refused the person's own token (revoked, or expired early): their sign-in is over.
+            fresh_session(request)
+            return await _sign_in(request, SignInNeeded("provider"))
         if error.status == 404:
             return render(request, "errors/not-found.html", status_code=404, title="Page not found")
         if error.status in (401, 403):
@@ -281,4 +370,4 @@ def _install_errors(app: FastAPI) -> None:
 
 
 SPEC = ServiceSpec(name=NAME, port=PORT, settings_class=WebSettings, create_app=create_app,
-                   migrations=HERE / "migrations")
+                   tables=web_tables, migrations=HERE / "migrations")

@@ -1,14 +1,15 @@
 """Typed calls to the four services' public HTTP APIs, each with the signed-in person's token.
 
 The web front is a client like any council front-end: it reads and changes
-nothing but through these APIs. The bearer token is made here, on the server,
-for the person in the session (see `Tokens`), and never reaches the browser.
+nothing but through these APIs. The bearer token is the person's own from the
+identity provider, or made here for them (see `Tokens`); either way it stays on
+the server and never reaches the browser.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -35,19 +36,23 @@ class ServiceUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    """Whom a call is made for: their subject, role and (hub staff) hub."""
+    """Whom a call is made for: their subject, role and (hub staff) hub, and the identity provider's access token
+    for them when the services are called with it (WEB_SERVICE_TOKENS=provider)."""
 
     subject: str
     role: str
     hub: str | None = None
+    access_token: str | None = field(default=None, repr=False)
 
 
 class Tokens:
     """Short-lived service tokens for callers, signed with the key the services trust.
 
     The embedded default signs with the development key in var/ (the one
-    `kent-together token` uses); production sets KT_JWT_SIGNING_KEY, shared with
-    the services, or lets them verify the identity provider's tokens (KT_JWT_JWKS_URL).
+    `kent-together token` uses), production with KT_JWT_SIGNING_KEY, shared with
+    the services. Where the services verify the identity provider's tokens
+    (KT_JWT_JWKS_URL) the people's own tokens are passed on instead, and this
+    signs only the resident's pages' tokens, with KT_JWT_ONLINE_FORM_KEY.
     """
 
     def __init__(self, *, signing_key: str, issuer: str, audience: str, ttl_seconds: int = 300):
@@ -78,7 +83,8 @@ class Api:
 
     async def call(self, method: str, path: str, *, caller: Caller, json: Any = None, params: dict | None = None,
                    headers: dict | None = None, files: dict | None = None, raw: bool = False):
-        sent = {"Authorization": f"Bearer {self.tokens.for_caller(caller)}", **(headers or {})}
+        token = caller.access_token or self.tokens.for_caller(caller)
+        sent = {"Authorization": f"Bearer {token}", **(headers or {})}
         if params:
             params = {k: v for k, v in params.items() if v not in (None, "", [])}
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, LargeBinary, String, Table
+from dataclasses import dataclass
+
+from sqlalchemy import Column, LargeBinary, MetaData, String, Table
 
 from shared.db import UtcDateTime, new_metadata
 
@@ -19,3 +21,15 @@ sessions = Table(
     Column("last_seen_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
+
+
+@dataclass(frozen=True)
+class WebTables:
+    """What `kent-together rekey` reads of a service (suite/keys.py): its metadata, and that it holds sealed data."""
+
+    metadata: MetaData
+    personal: bool = True
+    """The sessions hold a resident's answers between pages, sealed with the data keys: rekey re-seals them."""
+
+
+tables = WebTables(metadata)

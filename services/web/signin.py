@@ -1,8 +1,12 @@
 """Sign-in with the council's identity provider: OpenID Connect, authorization code with PKCE (Authlib).
 
 What the provider says about a person becomes a role and (for hub staff) a hub
-through configurable claims: Microsoft Entra ID, say, issues app roles as a
-`roles` list; `WEB_OIDC_ROLE_MAP` turns its values into ours.
+through the claim mapping the services use too (`shared.auth.Claims`, from
+KT_JWT_ROLE_CLAIM, KT_JWT_HUB_CLAIM and KT_JWT_ROLE_MAP): Microsoft Entra ID,
+say, issues app roles as a `roles` list. The provider's access and refresh
+tokens are kept in the (sealed, server-side) session: with
+`WEB_SERVICE_TOKENS=provider` the person's own access token is what the pages
+call the services with, renewed with the refresh token before it expires.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from shared.auth import ROLES
+from shared.auth import ROLES, Claims, principal_from_claims
+from shared.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -26,26 +31,42 @@ HUB_SLUGS = ("ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "
              "sevenoaks", "swale", "thanet", "tonbridge-malling", "tunbridge-wells")
 # The people the web front is for (the online form and partners use the API with their own tokens).
 STAFF_ROLES = ("call-centre", "hub", "recovery-lead", "analyst", "admin")
+RENEW_BEFORE_SECONDS = 60
+"""An access token this close to expiring is renewed before a call, so no call carries one that expires on the way."""
 
 
 class SignInFailed(Exception):
     """The provider's answer does not sign anyone in: said plainly on the page, never a 500."""
 
 
-def person_from_claims(claims: dict, *, role_claim: str, hub_claim: str, role_map: dict[str, str]) -> dict:
-    """Who the claims name: {"sub", "name", "role", "hub"}; SignInFailed if no known role (or a hub worker has no hub)."""
-    given = claims.get(role_claim)
-    values = given if isinstance(given, list) else [given] if given else []
-    roles = [role_map.get(str(v), str(v)) for v in values]
-    role = next((r for r in roles if r in ROLES and r in STAFF_ROLES), None)
+def person_from_claims(claims: dict, names: Claims) -> dict:
+    """Who the claims name: {"sub", "name", "role", "hub"}; SignInFailed if no known role (or a hub worker has no hub).
+
+    The services read the same claims of the person's access token with the same mapping (`principal_from_claims`).
+    """
+    try:
+        principal = principal_from_claims(claims, names)
+    except Unauthorized as refused:
+        if "no known role" in refused.detail:
+            raise SignInFailed("your account has no Kent Together role: ask your manager to give you one") from None
+        raise SignInFailed("your account's hub is not clear: ask your manager") from None
+    roles = principal.role.split("+")
+    role = next((r for r in ROLES if r in roles and r in STAFF_ROLES), None)
     if role is None:
         raise SignInFailed("your account has no Kent Together role: ask your manager to give you one")
-    hub = claims.get(hub_claim)
-    if role == "hub" and hub not in HUB_SLUGS:
+    if role == "hub" and principal.hub not in HUB_SLUGS:
         raise SignInFailed("your account is a hub worker's but names no Kent hub: ask your manager")
     name = claims.get("name") or claims.get("preferred_username") or claims.get("email") or str(claims["sub"])
-    return {"sub": f"oidc:{claims['sub']}", "name": str(name), "role": role, "hub": hub if role == "hub" else None,
-            "via": "oidc"}
+    return {"sub": f"oidc:{claims['sub']}", "name": str(name), "role": role,
+            "hub": principal.hub if role == "hub" else None, "via": "oidc"}
+
+
+def provider_tokens(token: dict, *, now: float, kept_refresh_token: str | None = None) -> dict:
+    """What the session keeps of a token response: the access token, when it expires, the refresh token."""
+    expires_in = token.get("expires_in")
+    expires_at = now + float(expires_in) if expires_in is not None else float(token.get("expires_at") or now)
+    return {"access_token": token["access_token"], "expires_at": expires_at,
+            "refresh_token": token.get("refresh_token") or kept_refresh_token}
 
 
 class OpenIdClient:
@@ -66,7 +87,7 @@ class OpenIdClient:
             self._metadata = response.json()
         return self._metadata
 
-    def _client(self, redirect_uri: str) -> AsyncOAuth2Client:
+    def _client(self, redirect_uri: str | None) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(
             client_id=self.settings.oidc_client_id,
             client_secret=self.settings.oidc_client_secret.get_secret_value() or None,
@@ -85,8 +106,9 @@ class OpenIdClient:
             )
         return url, pending
 
-    async def finish(self, *, pending: dict, redirect_uri: str, state: str, code: str) -> dict:
-        """The ID token's verified claims, after exchanging the code (with the PKCE verifier)."""
+    async def finish(self, *, pending: dict, redirect_uri: str, state: str, code: str, now: float) -> tuple[dict, dict]:
+        """The ID token's verified claims, and the provider's tokens, after exchanging the code (with the PKCE
+        verifier)."""
         if not pending or not secrets.compare_digest(state or "", pending.get("state", "")):
             raise SignInFailed("this sign-in link has expired or was not started here: sign in again")
         if time.time() - pending.get("at", 0) > 600:
@@ -112,7 +134,24 @@ class OpenIdClient:
             ).validate(decoded.claims)
         except (JoseError, ValueError) as error:
             raise SignInFailed(f"the ID token is not valid ({error.__class__.__name__})") from None
-        return decoded.claims
+        return decoded.claims, provider_tokens(token, now=now)
+
+    async def refresh(self, tokens: dict, *, now: float) -> dict:
+        """The provider's new tokens for the refresh token; SignInFailed when it refuses (the person signs in again)."""
+        if not tokens.get("refresh_token"):
+            raise SignInFailed("the identity provider gave no refresh token")
+        metadata = await self.metadata()
+        async with self._client(None) as client:
+            client.scope = None  # the scope granted at sign-in, as the provider recorded it (RFC 6749 §6)
+            try:
+                token = await client.refresh_token(metadata["token_endpoint"], refresh_token=tokens["refresh_token"])
+            except Exception as error:
+                log.info("the identity provider refused to renew a sign-in: %s", error)
+                raise SignInFailed(f"the identity provider refused to renew the sign-in ({error.__class__.__name__})"
+                                   ) from None
+        if not token.get("access_token"):
+            raise SignInFailed("the identity provider sent no access token")
+        return provider_tokens(token, now=now, kept_refresh_token=tokens["refresh_token"])
 
     async def _key_set(self, metadata: dict) -> KeySet:
         if self._keys is None or self._keys[1] < time.time():

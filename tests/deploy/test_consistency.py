@@ -6,13 +6,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from suite.registry import SERVICES
+from suite.registry import SERVICES, WEB
 from shared.settings import Topics
 from tests.deploy.conftest import (
     DEPLOY, HUBS, OVERLAYS, code_topics, consumer_groups, environment_names, service_port,
 )
 
 SERVICE_NAMES = [spec.name for spec in SERVICES]
+WEB_NAME = WEB.name
+SERVED = SERVICE_NAMES + [WEB_NAME]
+"""What the deployments serve: the four services and the web front."""
 
 
 def our_compose_services(compose: dict) -> dict[str, dict]:
@@ -49,7 +52,7 @@ def allowed_environment(service: str | None) -> set[str]:
     """What a container may set: its service's settings; a one-shot command may set any service's."""
     if service is not None:
         return environment_names(service)
-    return set().union(*(environment_names(name) for name in SERVICE_NAMES))
+    return set().union(*(environment_names(name) for name in SERVED))
 
 
 def kubernetes_topics(documents: list[dict]) -> dict[str, tuple[int, str]]:
@@ -63,13 +66,13 @@ def dead_letter_topics() -> set[str]:
 
 # -- services and ports
 
-def test_compose_and_kubernetes_run_all_four_services(compose, rendered):
+def test_compose_and_kubernetes_run_all_four_services_and_the_web_front(compose, rendered):
     in_compose = {served(s["command"]) for s in our_compose_services(compose).values()} - {None}
-    assert in_compose == set(SERVICE_NAMES)
+    assert in_compose == set(SERVED)
     for overlay in OVERLAYS:
         in_kubernetes = {c["args"][1] for d in workloads(rendered[overlay])
                          for c in d["spec"]["template"]["spec"]["containers"] if c["args"][0] == "serve"}
-        assert in_kubernetes == set(SERVICE_NAMES)
+        assert in_kubernetes == set(SERVED)
 
 
 def test_every_port_is_the_port_of_the_service_it_serves(compose, rendered):
@@ -264,6 +267,8 @@ def test_production_services_authenticate_to_kafka_as_their_own_kafka_user(rende
         service = deployment["metadata"]["labels"]["kent-together/service"]
         name = deployment["metadata"]["name"]
         values = container_values(documents, container)
+        if service == WEB_NAME:
+            continue  # never talks to Kafka: test_the_web_front_gets_no_kafka_settings_and_reaches_only_the_apis
         assert values["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
         assert values["KAFKA_BOOTSTRAP_SERVERS"].endswith(":9093"), name  # the cluster's TLS listener
         assert values["KAFKA_SASL_USERNAME"] == service, name
@@ -282,6 +287,8 @@ def test_production_kafka_settings_are_accepted_by_the_code(rendered, tmp_path):
     ca = tmp_path / "ca.crt"  # stands in for the mounted file: the settings check that it exists
     ca.write_text("")
     for deployment, container in deployments(rendered["production"]):
+        if deployment["metadata"]["labels"]["kent-together/service"] == WEB_NAME:
+            continue  # no Kafka client
         values = container_values(rendered["production"], container)
         fields = {name.removeprefix("KAFKA_").lower(): value for name, value in values.items()
                   if name.removeprefix("KAFKA_").lower() in KafkaSecurity.model_fields}
@@ -309,3 +316,57 @@ def test_compose_passes_the_kafka_client_settings_through_plaintext_by_default(c
         assert environment["KAFKA_SECURITY_PROTOCOL"] == "${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}", name
         for variable in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE"):
             assert environment[variable].startswith("${" + variable), (name, variable)
+
+
+# -- the web front
+
+def test_the_web_front_gets_no_kafka_settings_and_reaches_only_the_apis_its_database_and_the_provider(rendered):
+    for overlay in OVERLAYS:
+        documents = rendered[overlay]
+        [web] = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == WEB_NAME]
+        names = container_environment(documents, web["spec"]["template"]["spec"]["containers"][0])
+        assert not {n for n in names if n.startswith("KAFKA_SASL_") or n.startswith("KAFKA_SSL_")
+                    or n == "KAFKA_SECURITY_PROTOCOL"}, overlay
+        [policy] = [d["spec"] for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == WEB_NAME]
+        apis = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: rule["ports"][0]["port"]
+                for rule in policy["egress"] for peer in rule["to"] if "podSelector" in peer
+                and "namespaceSelector" not in peer}
+        assert apis == {f"{name}-api": service_port(name) for name in SERVICE_NAMES}
+        for name in SERVICE_NAMES:  # and each API lets it in, on its port
+            [api] = [d["spec"] for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == f"{name}-api"]
+            assert any(peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": WEB_NAME}
+                       and rule["ports"][0]["port"] == service_port(name)
+                       for rule in api["ingress"] for peer in rule["from"]), name
+
+
+def test_the_web_fronts_production_settings_start_and_pass_the_providers_tokens_on(rendered, tmp_path):
+    """kt-config, kt-web-config and the secrets as rendered (their placeholders filled) make settings the web front
+    accepts in production: OpenID Connect, no development sign-in, the people's own tokens, a Secure cookie, the
+    APIs by their Services' names and ports, and the public address the Ingress serves."""
+    from services.web.app import WebSettings
+    from shared.crypto import new_key
+
+    documents = rendered["production"]
+    [web] = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == WEB_NAME]
+    values = {k: v for k, v in container_values(documents, web["spec"]["template"]["spec"]["containers"][0]).items()
+              if isinstance(v, str)}
+    values.update(KT_DATA_KEYS=f"2026-01:{new_key()}", KT_BLIND_INDEX_KEY=new_key(), KT_JWT_ONLINE_FORM_KEY="f" * 48,
+                  WEB_OIDC_CLIENT_SECRET="from-the-secret", KT_VAR_DIR=str(tmp_path))
+    import os
+    saved = dict(os.environ)
+    try:
+        os.environ.update(values)
+        settings = WebSettings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert settings.environment == "production" and settings.dev_sign_in is False and settings.cookie_secure
+    assert settings.service_tokens == "provider"
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    for name in SERVICE_NAMES:
+        assert getattr(settings, f"{name}_url") == f"http://{name}:{services[name]['spec']['ports'][0]['port']}"
+    [ingress] = [d for d in documents if d["kind"] == "Ingress"]
+    [host] = [rule["host"] for rule in ingress["spec"]["rules"]]
+    assert settings.public_url == f"https://{host}" and ingress["spec"]["tls"][0]["hosts"] == [host]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {"name": WEB_NAME,
+                                                                                      "port": {"name": "http"}}

@@ -44,7 +44,7 @@ def test_overlay_renders_and_every_resource_validates_against_its_schema(rendere
     documents = rendered[overlay]
     kinds = {d["kind"] for d in documents}
     assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Job", "Secret",
-            "ConfigMap", "NetworkPolicy", "KafkaTopic", "KafkaUser", "Namespace"} <= kinds
+            "ConfigMap", "NetworkPolicy", "KafkaTopic", "KafkaUser", "Namespace", "Ingress"} <= kinds
     problems = [p for d in documents for p in kubernetes_problems(d)]
     assert problems == []
 
@@ -116,11 +116,16 @@ def test_network_policies_deny_by_default_and_let_each_workload_reach_only_what_
         own = [p["spec"] for n, p in policies.items()
                if p["spec"]["podSelector"] and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
         assert len(own) == 1, workload["metadata"]["name"]
+        web = labels.get("kent-together/service") == "web"
         for rule in own[0].get("egress", []):
             for peer in rule["to"]:
                 # Never another of the platform's services: they talk only through Kafka.
                 assert "kent-together/service" not in peer.get("podSelector", {}).get("matchLabels", {})
                 assert "app.kubernetes.io/part-of" not in peer.get("podSelector", {}).get("matchLabels", {})
+                # The web front, a client of the APIs, reaches their pods alone; nothing else reaches a service's.
+                named = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name", "")
+                if "namespaceSelector" not in peer and named:
+                    assert web and named.endswith("-api"), (workload["metadata"]["name"], named)
         ports = {p["port"] for rule in own[0].get("ingress", []) for p in rule["ports"]}
         assert ports <= {c["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
 

@@ -8,8 +8,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.web.app import CsrfRefused, SignInNeeded, render
+from services.web.app import CsrfRefused, SignInNeeded, fresh_session, render
 from services.web.clients import Caller, Clients
+from services.web.signin import RENEW_BEFORE_SECONDS, SignInFailed
+from shared.security import client_address
 
 # Who may use which pages: the role the signed-in person's token carries.
 ADVISERS = ("call-centre", "admin")
@@ -51,9 +53,31 @@ def person(*roles: str):
             raise SignInNeeded()
         if user["role"] not in roles:
             raise NotForYou()
-        return Caller(subject=user["sub"], role=user["role"], hub=user.get("hub"))
+        return Caller(subject=user["sub"], role=user["role"], hub=user.get("hub"),
+                      access_token=await _provider_token(request))
 
     return signed_in
+
+
+async def _provider_token(request: Request) -> str | None:
+    """The person's own access token from the identity provider (WEB_SERVICE_TOKENS=provider), renewed with the
+    refresh token when it is about to expire; when the provider refuses, the person signs in again."""
+    if request.app.state.settings.service_tokens != "provider":
+        return None
+    session = request.state.session
+    tokens = session.get("tokens")
+    if tokens is None:
+        fresh_session(request)
+        raise SignInNeeded("provider")
+    now = request.app.state.sessions.clock().timestamp()
+    if tokens["expires_at"] - RENEW_BEFORE_SECONDS <= now:
+        try:
+            tokens = await request.app.state.oidc.refresh(tokens, now=now)
+        except SignInFailed:
+            fresh_session(request)
+            raise SignInNeeded("provider") from None
+        session.set("tokens", tokens)
+    return tokens["access_token"]
 
 
 class NotForYou(Exception):
@@ -64,7 +88,8 @@ async def public_form_limited(request: Request) -> None:
     """The resident's form posts, counted per address: the public form cannot be used to flood the services."""
     if request.method in ("GET", "HEAD"):
         return
-    client = request.client.host if request.client else "unknown"
+    # Behind the ingress, the resident's own address (X-Forwarded-For from KT_TRUSTED_PROXIES only), not the proxy's.
+    client = client_address(request.scope, dict(request.scope["headers"]), request.app.state.trusted_proxies)
     allowance = request.app.state.public_rate.take(f"public:{client}")
     if allowance.wait > 0:
         raise TooManyAttempts(math.ceil(allowance.wait))

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 
 from services.web.api import Csrf
 from services.web.api.home import START_PAGES
-from services.web.app import render
+from services.web.app import fresh_session, render
 from services.web.signin import HUB_SLUGS, STAFF_ROLES, SignInFailed, person_from_claims
 
 router = APIRouter()
@@ -25,13 +25,15 @@ def _redirect_uri(request: Request) -> str:
     return f"{request.app.state.settings.public_url.rstrip('/')}/sign-in/callback"
 
 
-def _signed_in(request: Request, user: dict) -> RedirectResponse:
-    """A new session for the person (the one before it ends: no session fixation), then the page they wanted."""
-    old = request.state.session
-    wanted = old.get("next") or START_PAGES.get(user["role"], "/")
-    old.ended = True
-    request.state.retired_session = old
-    request.state.session = request.app.state.sessions.new({"user": user})
+def _signed_in(request: Request, user: dict, tokens: dict | None = None) -> RedirectResponse:
+    """A new session for the person (the one before it ends: no session fixation), then the page they wanted.
+
+    With WEB_SERVICE_TOKENS=provider the session keeps the provider's tokens (sealed, on the server)."""
+    wanted = request.state.session.get("next") or START_PAGES.get(user["role"], "/")
+    data = {"user": user}
+    if tokens is not None and request.app.state.settings.service_tokens == "provider":
+        data["tokens"] = tokens
+    fresh_session(request, data)
     return RedirectResponse(wanted if wanted.startswith("/") and not wanted.startswith("//") else "/",
                             status_code=303)
 
@@ -41,7 +43,7 @@ async def sign_in_page(request: Request):
     settings = request.app.state.settings
     return render(request, "sign-in.html", title="Sign in", roles=ROLE_NAMES, hubs=HUB_SLUGS,
                   oidc=request.app.state.oidc is not None, dev=settings.dev_sign_in,
-                  ended=request.state.session_ended or bool(request.state.session.pop("ended_notice")),
+                  ended=request.state.session.pop("ended_notice") or ("idle" if request.state.session_ended else None),
                   errors={}, values={})
 
 
@@ -87,14 +89,14 @@ async def oidc_callback(request: Request, code: str = "", state: str = "", error
     try:
         if error:
             raise SignInFailed("the sign-in was cancelled or refused by the identity provider")
-        claims = await oidc.finish(pending=pending, redirect_uri=_redirect_uri(request), state=state, code=code)
-        user = person_from_claims(claims, role_claim=settings.oidc_role_claim, hub_claim=settings.oidc_hub_claim,
-                                  role_map=settings.oidc_role_map)
+        claims, tokens = await oidc.finish(pending=pending, redirect_uri=_redirect_uri(request), state=state,
+                                           code=code, now=request.app.state.sessions.clock().timestamp())
+        user = person_from_claims(claims, settings.claims())
     except SignInFailed as failed:
         log.info("sign-in failed: %s", failed)
         return render(request, "sign-in-failed.html", status_code=400, title="You could not be signed in",
                       reason=str(failed))
-    return _signed_in(request, user)
+    return _signed_in(request, user, tokens)
 
 
 @router.post("/sign-out", dependencies=[Csrf])

@@ -7,6 +7,7 @@ fresh sessions database, and talks to it over HTTP as a browser does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -59,23 +60,30 @@ async def stack(broker, stack_databases):
 
     One for every web test: the web front is what is under test, and each test's cases are its own
     (a resident of its own name, a reference of its own)."""
-    unique = uuid.uuid4().hex[:10]
     tmp, databases = stack_databases
-    var_dir = tmp / "var"
+    async with running_stack(broker, databases, tmp / "var") as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_stack(broker, databases: dict[str, str], var_dir: Path, **overrides):
+    """The services named in `databases`, served on free ports, relaying and consuming; `overrides` go to each one's
+    settings (how they verify tokens, say)."""
+    unique = uuid.uuid4().hex[:10]
     directory = PostcodeDirectory.load()
-    names = NAMES
     settings = {
         name: make_settings(
-            name, database_url=databases[name], broker=broker,
+            name, database_url=database, broker=broker,
             signing_key=SIGNING_KEY, unique=unique, var_dir=var_dir, run_relay=True, run_consumers=True,
             consumer_group=f"{name}-{unique}", outbox_poll_seconds=0.05, consumer_session_timeout_ms=6000,
+            **overrides,
         )
-        for name in names
+        for name, database in databases.items()
     }
-    topics = settings["referrals"].topics
+    topics = next(iter(settings.values())).topics
     await ensure_topics(broker.bootstrap_servers, {t: 1 for t in topics.declared()})
     urls = {}
-    async with _serving_all([(name, build_app(name, settings[name], directory=directory)) for name in names],
+    async with _serving_all([(name, build_app(name, settings[name], directory=directory)) for name in settings],
                             urls):
         yield Stack(urls=urls, settings=settings, var_dir=var_dir)
 
@@ -99,11 +107,8 @@ class _serving_all:
 
 
 def web_settings(stack: Stack, database_url: str, **overrides) -> WebSettings:
-    values = dict(
-        database_url=database_url, var_dir=stack.var_dir, jwt_signing_key=SIGNING_KEY, log_json=False,
-        referrals_url=stack.urls["referrals"], fulfilment_url=stack.urls["fulfilment"],
-        actions_url=stack.urls["actions"], reporting_url=stack.urls["reporting"],
-    )
+    values = dict(database_url=database_url, var_dir=stack.var_dir, jwt_signing_key=SIGNING_KEY, log_json=False)
+    values.update({f"{name}_url": url for name, url in stack.urls.items()})
     values.update(overrides)
     return WebSettings(**values)
 

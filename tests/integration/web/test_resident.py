@@ -147,3 +147,32 @@ async def test_the_public_form_is_rate_limited_per_address_with_a_page_that_says
                    for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert "Too many attempts" in answers[2].text and int(answers[2].headers["retry-after"]) >= 1
+
+
+async def test_behind_the_councils_proxy_each_resident_has_their_own_limit_and_a_client_cannot_choose_its_own(
+        stack, sessions_url):
+    from services.web.app import create_app
+    from tests.integration.web.conftest import web_settings
+    from tests.support.browser import serving
+
+    app = create_app(web_settings(stack, sessions_url, public_form_per_minute=1, public_form_burst=1,
+                                  trusted_proxies=["127.0.0.0/8"]))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async def check(forwarded: str) -> int:
+            page = await client.get("/check-request")
+            answer = await client.post("/check-request", headers={"X-Forwarded-For": forwarded}, data={
+                "csrf_token": csrf_of(page.text), "reference": "KT-AAAA-BBBB", "postcode": "CT9 2RN"})
+            return answer.status_code
+
+        assert await check("203.0.113.7") == 200
+        assert await check("203.0.113.8") == 200, "another resident behind the same proxy"
+        assert await check("203.0.113.7") == 429
+        assert await check("198.51.100.1, 203.0.113.7") == 429, "the proxy's own hop is believed, not the client's"
+
+
+async def test_the_web_front_is_ready_when_its_sessions_database_answers_and_serves_metrics(web):
+    ready = await web.get("/ready")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok"
+    metrics = await web.get("/metrics")
+    assert metrics.status_code == 200 and 'kt_build_info{' in metrics.text and 'service="web"' in metrics.text
+    assert "set-cookie" not in ready.headers and "set-cookie" not in metrics.headers

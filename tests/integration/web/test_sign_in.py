@@ -2,21 +2,16 @@
 sign-in, refused in production; the session cookie; idle and absolute timeouts; signing out.
 """
 
-import base64
-import hashlib
 import re
-import threading
-import urllib.parse
 
 import httpx
 import pytest
-import werkzeug.serving
-from oidc_provider_mock import User, app as provider_app
+from oidc_provider_mock import User
 
 from services.web.app import WebSettings, create_app
-from shared.bus import free_port
 from shared.crypto import new_key
 from tests.integration.web.conftest import SERVICE, csrf_of, sign_in, web_settings
+from tests.integration.web.provider import running_provider, through_provider
 from tests.support.browser import serving
 
 __all__ = ["SERVICE"]
@@ -28,44 +23,11 @@ PEOPLE = [
 ]
 
 
-class PkceCheck:
-    """In front of the provider: records each authorization request's code challenge and refuses a token request
-    whose code_verifier does not match it (oidc-provider-mock 0.3, the one for Python 3.11, does not check PKCE)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.challenges: list[tuple[str, str]] = []
-        self.verified = 0
-
-    def __call__(self, environ, start_response):
-        if environ["PATH_INFO"] == "/oauth2/authorize":
-            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
-            self.challenges.append((query.get("code_challenge", [""])[0], query.get("code_challenge_method", [""])[0]))
-        if environ["PATH_INFO"] == "/oauth2/token":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(length)
-            verifier = urllib.parse.parse_qs(body.decode()).get("code_verifier", [""])[0]
-            expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-            if not self.challenges or self.challenges[-1] != (expected, "S256"):
-                start_response("400 Bad Request", [("Content-Type", "application/json")])
-                return [b'{"error": "invalid_grant", "error_description": "PKCE verification failed"}']
-            self.verified += 1
-            import io
-            environ["wsgi.input"] = io.BytesIO(body)
-        return self.app(environ, start_response)
-
-
 @pytest.fixture(scope="module")
 def provider():
     """A real OpenID Connect provider (Authlib's, in oidc-provider-mock) on a loopback port, in a thread."""
-    flask_app = provider_app(require_nonce=True, user_claims=PEOPLE)
-    check = PkceCheck(flask_app.wsgi_app)
-    flask_app.wsgi_app = check
-    server = werkzeug.serving.make_server("127.0.0.1", free_port(), flask_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", check
-    server.shutdown()
+    with running_provider(PEOPLE, audience="kent-together") as running:
+        yield running.issuer, running.check
 
 
 @pytest.fixture
@@ -73,29 +35,12 @@ async def oidc_web(stack, sessions_url, provider, clock):
     issuer, _ = provider
     settings = web_settings(stack, sessions_url, oidc_issuer=issuer, oidc_client_id="kent-together-web",
                             oidc_client_secret="not-a-real-secret", dev_sign_in=False,
-                            oidc_role_map={"KentTogether.HubWorker": "hub"})
+                            jwt_role_claim="roles", jwt_role_map={"KentTogether.HubWorker": "hub"})
     app = create_app(settings, clock=clock)
     async with serving(app) as url:
         settings.public_url = url
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             yield client
-
-
-async def through_provider(web: httpx.AsyncClient, sub: str, *, wanted: str = "/hub") -> httpx.Response:
-    """Open a page, sign in at the provider as `sub`, come back: the web front's last answer."""
-    assert (await web.get(wanted)).headers["location"] == "/sign-in"
-    page = await web.get("/sign-in")
-    assert 'id="sign-in-oidc"' in page.text and "Development sign-in" not in page.text
-    begin = await web.get("/sign-in/oidc")
-    authorize = begin.headers["location"]
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(authorize).query)
-    assert query["code_challenge_method"] == ["S256"] and query["nonce"] and query["state"]
-    async with httpx.AsyncClient(timeout=30) as browser:
-        chosen = await browser.post(authorize, data={"sub": sub})
-    assert chosen.status_code in (302, 303), chosen.text[:500]
-    back = chosen.headers["location"]
-    assert back.startswith(str(web.base_url)), back
-    return await web.get(urllib.parse.urlsplit(back).path + "?" + urllib.parse.urlsplit(back).query)
 
 
 async def test_a_hub_worker_signs_in_with_openid_connect_and_pkce_and_gets_their_hubs_queue(oidc_web, provider):
@@ -200,3 +145,16 @@ async def test_the_session_cookie_is_secure_where_the_service_is_served_over_htt
         page = await client.get("/get-help")
     [cookie] = page.headers.get_list("set-cookie")
     assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_passing_the_providers_tokens_on_is_the_default_once_the_services_verify_them_and_needs_the_form_key(tmp_path):
+    keys = {"data_keys": f"2026-01:{new_key()}", "blind_index_key": new_key(), "environment": "production",
+            "var_dir": tmp_path, "oidc_issuer": "https://login.example", "oidc_client_id": "web",
+            "jwt_jwks_url": "https://login.example/keys"}
+    with pytest.raises(ValueError, match="needs KT_JWT_ONLINE_FORM_KEY"):
+        WebSettings(**keys)
+    settings = WebSettings(**keys, jwt_online_form_key="f" * 40)
+    assert settings.service_tokens == "provider" and settings.service_token_key() == "f" * 40
+    with pytest.raises(ValueError, match="development sign-in has no provider token"):
+        WebSettings(**{**keys, "environment": "development"}, jwt_online_form_key="f" * 40, dev_sign_in=True)
+    assert WebSettings(**{**keys, "jwt_jwks_url": ""}, jwt_signing_key="k" * 40).service_tokens == "signed"

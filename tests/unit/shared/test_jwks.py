@@ -64,3 +64,33 @@ async def test_an_hs256_token_is_refused_when_the_jwks_is_configured(identity_pr
                         headers={"kid": "council-2026"})
     with pytest.raises(Unauthorized):
         await verifier.authenticate(forged)
+
+
+async def test_the_online_form_key_signs_the_online_forms_tokens_and_nothing_else(identity_provider):
+    key, url = identity_provider
+    form_key = "online-form-" + "f" * 32
+    verifier = TokenVerifier(issuer="https://idp.kent.example", audience="kent-together", jwks_url=url,
+                             online_form_key=form_key)
+    claims = {"iss": "https://idp.kent.example", "aud": "kent-together", "exp": int(time.time()) + 300}
+    form = jwt.encode({**claims, "sub": "web-online-form", "role": "online-form"}, form_key, algorithm="HS256")
+    assert (await verifier.authenticate(form)).scopes == {"referrals:write", "status:read"}
+    for role, hub in (("admin", None), ("hub", "thanet"), ("call-centre", None)):
+        forged = jwt.encode({**claims, "sub": "web-online-form", "role": role, **({"hub": hub} if hub else {})},
+                            form_key, algorithm="HS256")
+        with pytest.raises(Unauthorized, match="online form's tokens only"):
+            await verifier.authenticate(forged)
+    other_key = jwt.encode({**claims, "sub": "web-online-form", "role": "online-form"}, "x" * 44, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="invalid token"):
+        await verifier.authenticate(other_key)
+    assert (await verifier.authenticate(sign(key))).role == "call-centre", "the provider's tokens as before"
+
+
+def test_the_providers_role_values_are_mapped_to_ours_by_the_one_claim_mapping():
+    from shared.auth import Claims, principal_from_claims
+
+    names = Claims(role="roles", role_map={"KentTogether.HubWorker": "hub", "KentTogether.Adviser": "call-centre"})
+    principal = principal_from_claims({"sub": "s", "roles": ["KentTogether.HubWorker"], "hub": "dover"}, names)
+    assert (principal.role, principal.hub) == ("hub", "dover")
+    assert principal_from_claims({"sub": "s", "roles": ["KentTogether.Adviser", "Other"]}, names).role == "call-centre"
+    with pytest.raises(Unauthorized, match="no known role"):
+        principal_from_claims({"sub": "s", "roles": ["KentTogether.HubWorker"]}, Claims(role="roles"))

@@ -5,6 +5,7 @@ import pytest
 from services.web import forms
 from services.web.api.hub import queue_order
 from services.web.signin import SignInFailed, person_from_claims
+from shared.auth import Claims
 
 
 def test_a_postcode_is_given_back_in_its_standard_form_or_a_residents_message():
@@ -45,16 +46,19 @@ def test_the_referral_body_carries_the_online_channel_and_every_answer():
 
 
 def test_an_entra_roles_list_maps_to_our_role_and_a_hub_worker_needs_a_hub():
+    entra = Claims(role="roles", hub="hub", role_map={"KT.Hub": "hub"})
     person = person_from_claims({"sub": "abc", "name": "Tess", "roles": ["Other.Role", "KT.Hub"], "hub": "thanet"},
-                                role_claim="roles", hub_claim="hub", role_map={"KT.Hub": "hub"})
+                                entra)
     assert person == {"sub": "oidc:abc", "name": "Tess", "role": "hub", "hub": "thanet", "via": "oidc"}
     with pytest.raises(SignInFailed, match="no Kent Together role"):
-        person_from_claims({"sub": "x", "roles": ["Other.Role"]}, role_claim="roles", hub_claim="hub", role_map={})
+        person_from_claims({"sub": "x", "roles": ["Other.Role"]}, Claims(role="roles"))
     with pytest.raises(SignInFailed, match="names no Kent hub"):
-        person_from_claims({"sub": "x", "roles": "hub", "hub": "medway"}, role_claim="roles", hub_claim="hub",
-                           role_map={})
-    assert person_from_claims({"sub": "x", "role": "analyst"}, role_claim="role", hub_claim="hub",
-                              role_map={})["role"] == "analyst"
+        person_from_claims({"sub": "x", "roles": "hub", "hub": "medway"}, Claims(role="roles"))
+    with pytest.raises(SignInFailed, match="no Kent Together role"):
+        person_from_claims({"sub": "x", "roles": ["online-form"]}, Claims(role="roles")), "not a person's role"
+    assert person_from_claims({"sub": "x", "role": "analyst"}, Claims())["role"] == "analyst"
+    assert person_from_claims({"sub": "x", "roles": ["hub.dover"]}, Claims(role="roles"))["hub"] == "dover", \
+        "an app role hub.<slug> names the hub, as the services read it"
 
 
 def test_the_queue_puts_the_most_urgent_first_then_overdue_then_the_soonest_due():

@@ -76,9 +76,11 @@ class Api:
         self.http = http
         self.tokens = tokens
 
-    async def call(self, method: str, path: str, *, caller: Caller, json: Any = None, params: dict | None = None,
+    async def call(self, method: str, path: str, *, caller: Caller | None, json: Any = None, params: dict | None = None,
                    headers: dict | None = None, files: dict | None = None, raw: bool = False):
-        sent = {"Authorization": f"Bearer {self.tokens.for_caller(caller)}", **(headers or {})}
+        """`caller=None` for a public route (the plan's progress): no token is sent."""
+        token = {"Authorization": f"Bearer {self.tokens.for_caller(caller)}"} if caller is not None else {}
+        sent = {**token, **(headers or {})}
         if params:
             params = {k: v for k, v in params.items() if v not in (None, "", [])}
         try:

@@ -319,6 +319,11 @@ async def test_a_recovery_lead_uploads_the_plan_and_rates_an_action(suite, brows
         await page.click("text=Excel")
     assert (await download.value).suggested_filename.endswith(".xlsx")
     await lead.close()
+    visitor, page = await person(browser, walk, suite.url(8005))  # anyone, signed in or not
+    await page.goto("/plan-progress")
+    assert "Amber 1" in await page.inner_text("#cells")
+    await walk.check(page, "public: plan progress")
+    await visitor.close()
 
 
 async def test_the_public_pages_sign_in_and_a_stale_form_pass_too(suite, browser, walk):

@@ -6,7 +6,8 @@ opened by mistake. A new route fails the walk until it is written down here.
 
 from __future__ import annotations
 
-PUBLIC = {"GET /health", "GET /ready", "GET /metrics"}
+PUBLIC = {"GET /health", "GET /ready", "GET /metrics",
+          "GET /v1/public/plans/{plan}/progress"}  # the plan's figures, for anyone: no personal data
 
 REFERRAL_WRITERS = {"call-centre", "online-form", "partner", "admin"}
 ADVISERS = {"call-centre", "admin"}
@@ -62,6 +63,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/actions": ACTION_READERS,
         "GET /v1/actions/export.csv": ACTION_READERS,
         "GET /v1/actions/export.xlsx": ACTION_READERS,
+        "POST /v1/actions/import": ACTION_WRITERS,
         "GET /v1/actions/{action_id}": ACTION_READERS,
         "PATCH /v1/actions/{action_id}": ACTION_WRITERS,
         "POST /v1/actions/{action_id}/updates": ACTION_WRITERS,

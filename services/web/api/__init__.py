@@ -21,10 +21,10 @@ ONLINE_FORM = Caller(subject="web-online-form", role="online-form")
 
 
 def routers():
-    from services.web.api import adviser, dashboard, home, hub, recovery, resident, signin
+    from services.web.api import adviser, dashboard, home, hub, progress, recovery, resident, signin
 
     return [home.router, signin.router, resident.router, adviser.router, hub.router, recovery.router,
-            dashboard.router]
+            dashboard.router, progress.router]
 
 
 def clients(request: Request) -> Clients:

@@ -85,3 +85,23 @@ async def test_the_actions_download_as_csv_and_excel_from_the_browser(web):
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
     assert sheet.max_row - 1 >= 155
 
+
+
+async def test_anyone_sees_the_plans_progress_per_cell_and_theme_without_signing_in(web):
+    await sign_in(web, role="recovery-lead", name="Rita Lead")
+    await upload(web, PLAN.name, PLAN.read_bytes())
+    infrastructure = (await web.get("/actions", params={"cell": "infrastructure"})).text
+    action = re.search(r'href="(/actions/[0-9a-f-]{36})"', infrastructure).group(1)
+    page = await web.get(action)
+    version = re.search(r'name="version" value="(\d+)"', page.text).group(1)
+    await post_form(web, f"{action}/tracking", {"status": "on-track", "rag": "green", "version": version,
+                                                "rag_narrative": "Mr Named Person says fine", "progress": "60"},
+                    from_page=action)
+    web.cookies.clear()  # a visitor: no session at all
+    shown = await web.get("/plan-progress")
+    assert shown.status_code == 200, shown.text[:1000]
+    assert "<title>Recovery plan progress – Kent Together</title>" in shown.text
+    cells = shown.text[shown.text.index('id="cells"'):]
+    assert re.search(r"Infrastructure</th>\s*<td[^>]*>\d+</td>", cells)
+    assert "Green 1" in cells and 'id="themes-infrastructure"' in shown.text
+    assert "Mr Named Person" not in shown.text

@@ -8,6 +8,7 @@ from sqlalchemy import (
 
 from shared.app import ServiceTables
 from shared.db import BigId, UtcDateTime, new_metadata
+from shared.notify import notification_tables
 
 metadata = new_metadata()
 
@@ -177,5 +178,8 @@ webhook_deliveries = Table(
         postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'"),
     ),
 )
+
+# Messages to hubs through GOV.UK Notify, and the log of every attempt (shared/notify.py).
+notifications, notification_attempts = notification_tables(metadata)
 
 tables = ServiceTables(metadata, with_audit=True)

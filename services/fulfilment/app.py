@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.fulfilment import api, handlers, notifications, service
+from services.fulfilment import api, assignees, handlers, notifications, service
 from services.fulfilment.hubs import Hub, hub_reference_data_problems
 from services.fulfilment.metrics import assignment_families
 from services.fulfilment.models import tables
@@ -96,7 +96,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         title="Kent Together: fulfilment",
         settings=settings,
         tables=tables,
-        routers=[api.router],
+        routers=[api.router, assignees.router],
         consumers=lambda runtime: [
             runtime.consumer(
                 group=settings.consumer_group, topics=[settings.topics.referrals],

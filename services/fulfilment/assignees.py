@@ -159,8 +159,8 @@ async def holder_of(uow: UnitOfWork, *, assignment_id: str, by: Principal) -> di
 
 async def hub_queue(
     uow: UnitOfWork, *, hub: str, by: Principal, holder: str | None = None, statuses: list[str] | None = None,
-    request_type: str | None = None, overdue: bool | None = None, sort: str = "urgency", limit: int = 100,
-    offset: int = 0,
+    request_type: str | None = None, overdue: bool | None = None, follow_up: bool | None = None,
+    sort: str = "urgency", limit: int = 100, offset: int = 0,
 ) -> tuple[list[dict], int]:
     """A hub's open cases as the team works them, and how many match in all.
 
@@ -177,6 +177,8 @@ async def hub_queue(
     conditions.append(a.status.in_(statuses) if statuses else a.status.not_in([str(s) for s in domain.CLOSED]))
     if request_type:
         conditions.append(a.request_type == request_type)
+    if follow_up is not None:
+        conditions.append(a.follow_up == follow_up)
     if holder == "mine":
         conditions.append(h.holder == by.subject)
     elif holder == "unassigned":
@@ -349,6 +351,7 @@ async def queue(
     status: Annotated[list[Annotated[str, Field(max_length=40)]] | None, Query()] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
+    follow_up: bool | None = None,
     sort: Annotated[Literal["urgency", "due", "routed"], Query(
         description="urgency (then the next deadline), due (the next deadline first), routed (oldest first)")] = "urgency",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -360,7 +363,8 @@ async def queue(
     if unknown:
         raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}"}])
     items, total = await hub_queue(rt.uow(reading=True), hub=hub, by=by, holder=holder, statuses=status,
-                                   request_type=type, overdue=overdue, sort=sort, limit=limit, offset=offset)
+                                   request_type=type, overdue=overdue, follow_up=follow_up, sort=sort, limit=limit,
+                                   offset=offset)
     referral_ids = sorted({str(item["referral_id"]) for item in items})
     if referral_ids:  # the queue shows residents: one audit row per referral seen
         await rt.audit.record(by=by, action="read", resource="referral", ids=referral_ids, request=request,

@@ -201,6 +201,12 @@ async def test_food_and_a_prescription_for_thanet_through_the_hubs_to_the_dashbo
     await sign_in(page, role="hub", hub="thanet", name="Tom Thanet")
     food = await open_case(page, reference, "Food")
     await look(page, walk, "/hub", "hub: queue", shot="hub-queue", tmp=tmp_path)
+    case_id = food.rsplit("/", 1)[1]
+    await page.click(f"#holder-{case_id} button:text('Assign to me')")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
+    assert "You have the case" in await page.inner_text("main")
+    await walk.check(page, "hub: queue, a case taken")
+    await look(page, walk, "/hub?holder=mine&sort=due", "hub: queue, mine (filtered)", tmp=tmp_path)
     await look(page, walk, food, "hub: case", shot="hub-case", tmp=tmp_path)
     await page.click("#do-accepted")
     await page.click("#do-in_progress")

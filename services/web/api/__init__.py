@@ -21,9 +21,9 @@ ONLINE_FORM = Caller(subject="web-online-form", role="online-form")
 
 
 def routers():
-    from services.web.api import adviser, dashboard, home, hub, progress, recovery, resident, signin
+    from services.web.api import adviser, dashboard, home, hub, progress, recovery, resident, signin, team
 
-    return [home.router, signin.router, resident.router, adviser.router, hub.router, recovery.router,
+    return [home.router, signin.router, resident.router, adviser.router, hub.router, team.router, recovery.router,
             dashboard.router, progress.router]
 
 

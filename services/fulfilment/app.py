@@ -96,7 +96,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         title="Kent Together: fulfilment",
         settings=settings,
         tables=tables,
-        routers=[api.router, assignees.router],
+        routers=[api.router, assignees.router, notifications.router],
         consumers=lambda runtime: [
             runtime.consumer(
                 group=settings.consumer_group, topics=[settings.topics.referrals],

@@ -43,6 +43,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/hubs/{hub}/rejected": HUB_STAFF,
         "GET /v1/hubs/{hub}/feed": HUB_STAFF,
         "GET /v1/hubs/{hub}/webhook-deliveries": HUB_STAFF,
+        "GET /v1/notifications": ADMIN,
         "GET /v1/hubs/{hub}/queue": HUB_STAFF,
         "GET /v1/hubs/{hub}/colleagues": HUB_STAFF,
         "GET /v1/assignments/{assignment_id}/holder": HUB_STAFF,

@@ -90,6 +90,12 @@ async def test_a_today_request_is_emailed_to_its_hub_once_with_a_signed_token(se
         await deliver(app, referral_received(types=("food",), urgency="today"))
         await deliver(app, referral_received(types=("prescription",), urgency="routine"))  # not urgent: no email
         sent = await eventually(now_or_later(lambda: notify.notifications or None))
+
+        async def logged_as_sent():
+            answer = (await client.get("/v1/notifications", headers=headers(settings, "admin"))).json()
+            return answer if answer and answer[0]["status"] == "sent" else None
+        logged = await eventually(logged_as_sent)
+        assert (await client.get("/v1/notifications", headers=headers(settings, "hub", "thanet"))).status_code == 403
     [notification] = sent
     assert notification["email_address"] == HUB_EMAIL and notification["template"]["id"] == TODAY_TEMPLATE
     assert notification["personalisation"]["request_type"] == "food"
@@ -99,6 +105,9 @@ async def test_a_today_request_is_emailed_to_its_hub_once_with_a_signed_token(se
     [row] = await messages(settings.database_url)
     assert (row["status"], row["notify_id"], row["log"]) == ("sent", notification["id"], ["sent"])
     assert row["reference"] == notification["reference"]
+    [entry] = logged
+    assert (entry["status"], entry["reference"], [a["outcome"] for a in entry["log"]]) == (
+        "sent", notification["reference"], ["sent"])
 
 
 async def test_the_same_escalation_published_twice_is_one_email(settings, directory, notify):

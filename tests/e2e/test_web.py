@@ -324,6 +324,14 @@ async def test_a_recovery_lead_uploads_the_plan_and_rates_an_action(suite, brows
         await page.goto("/actions")
         await page.click("text=Excel")
     assert (await download.value).suggested_filename.endswith(".xlsx")
+    exported = tmp_path / "actions.xlsx"
+    await (await download.value).save_as(exported)
+    await look(page, walk, "/actions/tracking", "recovery: upload tracking", tmp=tmp_path)
+    await page.set_input_files("#file", str(exported))
+    await page.click("#check")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
+    assert "0 changed, 155 unchanged, 0 refused" in await page.inner_text("#counts")
+    await walk.check(page, "recovery: tracking report")
     await lead.close()
     visitor, page = await person(browser, walk, suite.url(8005))  # anyone, signed in or not
     await page.goto("/plan-progress")

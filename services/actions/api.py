@@ -76,14 +76,19 @@ async def import_plan(
     starts_on: Annotated[date | None, Form(description="The plan's start: due dates count from it")] = None,
     dry_run: Annotated[bool, Query(description="Report what would change, and change nothing")] = False,
 ):
+    return await service.import_plan(
+        rt.uow(), plan=plan, upload=await _upload(file, rt), by=by,
+        topics=rt.settings.topics, title=title, starts_on=starts_on, dry_run=dry_run,
+    )
+
+
+async def _upload(file: UploadFile, rt: Runtime) -> service.PlanUpload:
+    """An uploaded file, refused (413) above the settings' `max_import_bytes`."""
     limit = rt.settings.max_import_bytes
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(f"the file is over {limit} bytes")
-    return await service.import_plan(
-        rt.uow(), plan=plan, upload=service.PlanUpload(filename=file.filename, content=content), by=by,
-        topics=rt.settings.topics, title=title, starts_on=starts_on, dry_run=dry_run,
-    )
+    return service.PlanUpload(filename=file.filename, content=content)
 
 
 @router.get("/plans", response_model=list[PlanOut], tags=["plans"])
@@ -202,12 +207,8 @@ async def import_tracking(
     file: Annotated[UploadFile, File(description="The export, edited: .csv or .xlsx")],
     dry_run: Annotated[bool, Query(description="Report what would change, and change nothing")] = False,
 ):
-    limit = rt.settings.max_import_bytes
-    content = await file.read(limit + 1)
-    if len(content) > limit:
-        raise PayloadTooLarge(f"the file is over {limit} bytes")
     return await service.import_tracking(
-        rt.uow(), upload=service.PlanUpload(filename=file.filename, content=content), by=by,
+        rt.uow(), upload=await _upload(file, rt), by=by,
         topics=rt.settings.topics, dry_run=dry_run,
     )
 

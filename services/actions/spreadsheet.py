@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
+from services.actions.domain import DELIVERY_CONFIDENCE, RAGS, STATUSES, TRACKED_FIELDS
 from services.actions.plan_file import ParsedPlan, RowError, clean_text, known_cell, parse_action_columns, parse_plan
 from shared.errors import ValidationFailed
 
@@ -282,18 +283,7 @@ def _unescape(value: str) -> str:
 
 # --- tracking back in -------------------------------------------------------------------------
 
-TRACKING_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("Status", "status"),
-    ("Blocked reason", "blocked_reason"),
-    ("RAG", "rag"),
-    ("RAG narrative", "rag_narrative"),
-    ("Self rating", "self_rating"),
-    ("Self rating commentary", "self_rating_commentary"),
-    ("Independent rating", "independent_rating"),
-    ("Independent rating commentary", "independent_rating_commentary"),
-    ("Progress %", "progress"),
-    ("Agreed due date", "agreed_due_date"),
-)
+TRACKING_COLUMNS: tuple[tuple[str, str], ...] = tuple((h, key) for h, key in EXPORT_COLUMNS if key in TRACKED_FIELDS)
 """The export's columns a tracking import reads back: everything a recovery lead tracks. The plan's own columns
 are the plan import's; the worked-out ones (due date, slippage, overdue) follow from these."""
 HEADING_OF = {field: heading for heading, field in TRACKING_COLUMNS}
@@ -363,8 +353,6 @@ def read_tracking_file(*, filename: str | None, content: bytes) -> tuple[FileFor
 
 def _tracking_value(field: str, text: str) -> Any:
     """A tracking cell as the API takes it; ValueError says why it cannot be."""
-    from services.actions.domain import DELIVERY_CONFIDENCE, RAGS, STATUSES
-
     if not text:
         return None
     choices = {"status": STATUSES, "rag": RAGS, "self_rating": DELIVERY_CONFIDENCE,

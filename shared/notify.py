@@ -21,6 +21,10 @@ unknown); a 429 is known not sent; a 400 (a bad address or number, a wrong
 template) is final and not retried. Retries back off (base, 2×, 4×… an hour at
 most) and stop after `max_attempts`.
 
+A resident's address and placeholders are sealed at rest (`enqueue(..., sealed=True)`, the unit of work's
+keyring; the worker, given the keyring, opens them only to send), and `forget(uow, table, about=...)` blanks
+them on erasure (a message not sent yet is then never sent).
+
 In the embedded default (no API key) nothing leaves the machine: `LocalLog`
 writes each message as a JSON line to `var/notifications.log` and answers the
 reference look-up from that file, so the same rules hold.
@@ -40,7 +44,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, SecretStr
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text, insert, select, update
+import orjson
+from sqlalchemy import Column, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, insert, select, update
+
+from shared.crypto import Keyring, is_sealed
 
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
@@ -71,9 +78,10 @@ def notification_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("id", BigId, primary_key=True, autoincrement=True),
         Column("reference", String(100), nullable=False, unique=True),
         Column("channel", String(10), nullable=False),
-        Column("recipient", Text, nullable=False),
+        # The address and the placeholders' values: UTF-8 (and JSON), sealed where they are a resident's.
+        Column("recipient", LargeBinary, nullable=False),
         Column("template", String(100), nullable=False),  # its name: the Notify id is the settings' at sending
-        Column("personalisation", JSON, nullable=False),
+        Column("personalisation", LargeBinary, nullable=False),
         Column("about", String(200)),  # what it is about, for the log's readers (an assignment id): nothing personal
         # pending (to send), sending (an attempt's outcome unknown until its lease ends), sent, failed
         Column("status", String(20), nullable=False),
@@ -110,9 +118,9 @@ def create_notification_tables(op) -> None:
         sa.Column("id", shared.db.BigId, autoincrement=True, nullable=False),
         sa.Column("reference", sa.String(length=100), nullable=False),
         sa.Column("channel", sa.String(length=10), nullable=False),
-        sa.Column("recipient", sa.Text(), nullable=False),
+        sa.Column("recipient", sa.LargeBinary(), nullable=False),
         sa.Column("template", sa.String(length=100), nullable=False),
-        sa.Column("personalisation", sa.JSON(), nullable=False),
+        sa.Column("personalisation", sa.LargeBinary(), nullable=False),
         sa.Column("about", sa.String(length=200), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -162,18 +170,40 @@ class Message:
     about: str | None = None
 
 
-async def enqueue(uow, table: Table, message: Message) -> bool:
-    """Add the message to the unit of work's transaction; False (and nothing added) if its reference is known."""
+async def enqueue(uow, table: Table, message: Message, *, sealed: bool = False) -> bool:
+    """Add the message to the unit of work's transaction; False (and nothing added) if its reference is known.
+
+    `sealed`: the address and personalisation are a resident's, sealed with the unit of work's keyring
+    (the worker opens them only to send; `forget` blanks them on erasure).
+    """
     known = await uow.session.scalar(select(table.c.id).where(table.c.reference == message.reference))
     if known is not None:
         return False
+    recipient, personalisation = message.to.encode(), orjson.dumps(dict(message.personalisation))
+    if sealed:
+        recipient, personalisation = uow.keyring.seal(recipient), uow.keyring.seal(personalisation)
     now = uow.now()
     await uow.session.execute(insert(table).values(
-        reference=message.reference, channel=message.channel, recipient=message.to, template=message.template,
-        personalisation=dict(message.personalisation), about=message.about, status="pending", attempts=0,
+        reference=message.reference, channel=message.channel, recipient=recipient, template=message.template,
+        personalisation=personalisation, about=message.about, status="pending", attempts=0,
         next_attempt_at=now, created_at=now,
     ))
     return True
+
+
+async def forget(uow, table: Table, *, about: str) -> int:
+    """Erasure: the address and personalisation of every message about `about` blanked (a message not sent
+    yet is not sent). Returns how many."""
+    result = await uow.session.execute(
+        update(table).where(table.c.about == about)
+        .values(recipient=b"", personalisation=b"{}", status=case_unsent(table)))
+    return result.rowcount
+
+
+def case_unsent(table: Table):
+    from sqlalchemy import case
+
+    return case((table.c.status.in_(("pending", "sending")), "failed"), else_=table.c.status)
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -326,9 +356,11 @@ class NotificationWorker(StopsBetweenRounds):
     def __init__(
         self, *, db: Database, tables: tuple[Table, Table], sender: Sender, templates: Mapping[str, str],
         poll_seconds: float = 1.0, timeout_seconds: float = 10.0, max_attempts: int = 10,
-        backoff_seconds: float = 5.0, batch: int = 20, clock=utcnow,
+        backoff_seconds: float = 5.0, batch: int = 20, clock=utcnow, keyring: Keyring | None = None,
     ):
         self.db = db
+        self.keyring = keyring
+        """Opens sealed messages (a resident's) just before they are sent."""
         self.notifications, self.attempts = tables
         self.sender = sender
         self.templates = dict(templates)
@@ -389,9 +421,13 @@ class NotificationWorker(StopsBetweenRounds):
             return claimed
 
     async def _attempt(self, row: dict) -> None:
-        message = Message(reference=row["reference"], channel=row["channel"], to=row["recipient"],
-                          template=row["template"], personalisation=row["personalisation"], about=row["about"])
         try:
+            message = Message(reference=row["reference"], channel=row["channel"],
+                              to=opened(row["recipient"], self.keyring).decode(), template=row["template"],
+                              personalisation=orjson.loads(opened(row["personalisation"], self.keyring)),
+                              about=row["about"])
+            if not message.to:
+                raise Refused(None, "erased before it was sent")
             if row["unknown"]:
                 found = await self.sender.find(message.reference)
                 if found is not None:
@@ -438,6 +474,14 @@ class NotificationWorker(StopsBetweenRounds):
                 notification_id=row["id"], at=now, outcome=outcome, status_code=status_code, detail=detail))
 
 
+def opened(value: bytes, keyring: Keyring | None) -> bytes:
+    if not is_sealed(value):
+        return value
+    if keyring is None:
+        raise Refused(None, "the message is sealed and this worker has no data keys")
+    return keyring.open(value)
+
+
 async def delivery_log(session, tables: tuple[Table, Table], *, limit: int = 100) -> list[dict]:
     """The newest messages with every attempt to send each, newest first."""
     notifications, attempts = tables
@@ -451,7 +495,8 @@ async def delivery_log(session, tables: tuple[Table, Table], *, limit: int = 100
         )).mappings():
             tries.setdefault(entry["notification_id"], []).append(
                 {k: entry[k] for k in ("at", "outcome", "status_code", "detail")})
-    return [{**dict(row), "log": tries.get(row["id"], [])} for row in rows]
+    return [{**dict(row), "recipient": "(sealed)" if is_sealed(row["recipient"]) else row["recipient"].decode(),
+             "personalisation": None, "log": tries.get(row["id"], [])} for row in rows]
 
 
 # --- a process of its own ---------------------------------------------------------------------
@@ -468,6 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     parser.add_argument("--timeout-seconds", type=float, default=10.0)
     parser.add_argument("--backoff-seconds", type=float, default=5.0)
+    parser.add_argument("--sealed", action="store_true",
+                        help="open sealed messages with the data keys (KT_DATA_KEYS, or var/'s in development)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
@@ -478,6 +525,7 @@ def main(argv: list[str] | None = None) -> None:
         worker = NotificationWorker(
             db=db, tables=notification_tables(MetaData()), sender=sender, templates=json.loads(args.templates),
             poll_seconds=args.poll_seconds, timeout_seconds=args.timeout_seconds, backoff_seconds=args.backoff_seconds,
+            keyring=_keyring() if args.sealed else None,
         )
         try:
             await worker.run()
@@ -485,6 +533,12 @@ def main(argv: list[str] | None = None) -> None:
             await db.dispose()
 
     asyncio.run(work())
+
+
+def _keyring() -> Keyring:
+    from shared.settings import ServiceSettings
+
+    return ServiceSettings().keyring()
 
 
 if __name__ == "__main__":

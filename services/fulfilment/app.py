@@ -123,7 +123,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         db=runtime.db, tables=notifications.TABLES, sender=sender_from_settings(settings),
         templates=settings.notify_templates, poll_seconds=settings.notify_poll_seconds,
         timeout_seconds=settings.notify_timeout_seconds, max_attempts=settings.notify_max_attempts,
-        backoff_seconds=settings.notify_backoff_seconds,
+        backoff_seconds=settings.notify_backoff_seconds, keyring=runtime.keyring,
     )
     return app
 

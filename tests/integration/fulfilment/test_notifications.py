@@ -224,3 +224,36 @@ async def test_a_today_request_is_one_notify_call_even_with_the_worker_killed_mi
     assert row["log"] == ["found"] and row["notify_id"] == notify.notifications[0]["id"]
     assert notify.lookups == [row["reference"]]
     assert (notify.sends, len(notify.notifications)) == (1, 1)  # exactly one Notify call for the hub
+
+
+async def test_a_residents_message_is_sealed_at_rest_opened_to_send_and_erasure_stops_one_not_sent(
+        settings, directory, notify):
+    """What the referrals service will do for residents (their reference by text), on the shared mechanism."""
+    from shared.crypto import is_sealed
+    from shared.notify import Message, enqueue, forget, reference_for
+
+    app = create_app(notify_settings(settings, notify, run_notifications=False), directory=directory)
+    async with running(app):
+        runtime = app.state.runtime
+        for who, phone in (("sent", "07700 900123"), ("erased", "07700 900456")):
+            uow = runtime.uow()
+            async with uow:
+                await enqueue(uow, notifications, Message(
+                    reference=reference_for("reference", who), channel="sms", to=phone,
+                    template="hub-today-request", personalisation={"reference": "KT-7F3K-9QX2"}, about=who,
+                ), sealed=True)
+                await uow.commit()
+        uow = runtime.uow()
+        async with uow:
+            assert await forget(uow, notifications, about="erased") == 1
+            await uow.commit()
+        rows = await messages(settings.database_url)
+        assert all(is_sealed(r["recipient"]) for r in rows if r["about"] == "sent")
+        assert b"07700" not in b"".join(r["recipient"] + r["personalisation"] for r in rows)
+        while await app.state.notifier.send_due():
+            pass
+    [sent] = notify.notifications
+    assert (sent["phone_number"], sent["personalisation"]) == ("07700 900123", {"reference": "KT-7F3K-9QX2"})
+    by_about = {r["about"]: r for r in await messages(settings.database_url)}
+    assert by_about["sent"]["status"] == "sent" and by_about["erased"]["status"] == "failed"
+    assert by_about["erased"]["log"] == []  # never tried: erased before its turn

@@ -325,8 +325,9 @@ class LocalLog:
         line = json.dumps({"id": notify_id, "at": utcnow().isoformat(), "reference": message.reference,
                            "channel": message.channel, "to": message.to, "template": message.template,
                            "template_id": template_id, "personalisation": dict(message.personalisation)})
+        torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         with self.path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
+            out.write(("\n" if torn else "") + line + "\n")  # a line torn by a crash stays a line of its own
         return notify_id
 
     async def find(self, reference: str) -> str | None:

@@ -82,6 +82,8 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     loops: list[tuple[StopsBetweenRounds, asyncio.Task]] = field(default_factory=list)
+    reactions: dict = field(default_factory=dict)
+    """Event type -> what its commit also writes (shared/uow.py `Reaction`): e.g. a notification to send."""
     """The background loops among `tasks`: asked to stop between rounds when the service stops."""
     audit: AuditLog | None = None
     keyring: Keyring | None = None
@@ -119,6 +121,7 @@ class Runtime:
             outbox=self.tables.outbox, on_commit=self.relay.notify,
             keyring=self.keyring, sealed_topic=self.settings.topics.personal, reading=reading,
             topics=self.settings.topics,
+            reactions=self.reactions,
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:

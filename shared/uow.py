@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,6 +31,10 @@ class EncodedEvent:
         return self.payload
 
 
+Reaction = Callable[["UnitOfWork", dict], Awaitable[None]]
+"""Given the unit of work and an event's `data`, before it commits: writes what follows from the event."""
+
+
 class UnitOfWork:
     """`async with uow: ...; uow.publish(event); await uow.commit()`.
 
@@ -53,8 +57,11 @@ class UnitOfWork:
         reading: bool = False,
         repositories: Mapping[str, Callable[["UnitOfWork"], object]] | None = None,
         topics=None,
+        reactions: Mapping[str, Reaction] | None = None,
     ):
         self.db = db
+        self.reactions = reactions or {}
+        """Event type -> what else its commit writes, in the same transaction (a notification to send)."""
         self.reading = reading
         """Only reads: on SQLite its transaction takes no write lock, and it cannot commit."""
         self.source = source
@@ -234,6 +241,12 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self.reading:
             raise RuntimeError("a reading unit of work cannot commit: use a writing one (runtime.uow())")
+        if self.reactions:
+            for _, _, event in list(self._events):
+                react = self.reactions.get(event.type)
+                if react is not None:
+                    data = event.data if isinstance(event, CloudEvent) else orjson.loads(event.payload)["data"]
+                    await react(self, data)
         if self._audit is not None:
             table, rows = self._audit
             await self.insert_rows(table, rows)

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator
 from services.actions import domain, service, spreadsheet
 from services.actions.schemas import (
     ActionList, ActionOut, ActionPatch, ActionView, ImportReport, Kind, LatestUpdate, LinkIn, LinkOut, PlanOut, PlanPatch, PlanSlug, Priority,
-    ProgressUpdateIn, Rag, Snapshot, Status, Timescale,
+    PlanProgress, ProgressUpdateIn, Rag, Snapshot, Status, Timescale, TrackingImportReport,
 )
 from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, require
@@ -76,14 +76,19 @@ async def import_plan(
     starts_on: Annotated[date | None, Form(description="The plan's start: due dates count from it")] = None,
     dry_run: Annotated[bool, Query(description="Report what would change, and change nothing")] = False,
 ):
+    return await service.import_plan(
+        rt.uow(), plan=plan, upload=await _upload(file, rt), by=by,
+        topics=rt.settings.topics, title=title, starts_on=starts_on, dry_run=dry_run,
+    )
+
+
+async def _upload(file: UploadFile, rt: Runtime) -> service.PlanUpload:
+    """An uploaded file, refused (413) above the settings' `max_import_bytes`."""
     limit = rt.settings.max_import_bytes
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(f"the file is over {limit} bytes")
-    return await service.import_plan(
-        rt.uow(), plan=plan, upload=service.PlanUpload(filename=file.filename, content=content), by=by,
-        topics=rt.settings.topics, title=title, starts_on=starts_on, dry_run=dry_run,
-    )
+    return service.PlanUpload(filename=file.filename, content=content)
 
 
 @router.get("/plans", response_model=list[PlanOut], tags=["plans"])
@@ -184,6 +189,30 @@ def _download(content: bytes, media_type: str, name: str) -> Response:
     return Response(content, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+@router.post(
+    "/actions/import", response_model=TrackingImportReport, tags=["actions"],
+    summary="Read back an edited export's tracking (CSV or .xlsx): each changed cell a dated entry in the history",
+    description=(
+        "Status, Blocked reason, RAG, RAG narrative, Self rating (and commentary), Independent rating (and "
+        "commentary, administrators only), Progress % and Agreed due date are read from each row, matched to "
+        "its action by 'Action id'. A row whose action changed after its 'Last updated' is refused, so a stale "
+        "file never undoes someone's change. All or nothing: any refused row and nothing changes. "
+        "Try `dry_run=true` first."
+    ),
+    responses={422: {"description": "Rows refused, each cell with its row, column and reason (and the whole "
+                                    "report): nothing was changed"}},
+)
+async def import_tracking(
+    request: Request, by: Writer, rt: Rt,
+    file: Annotated[UploadFile, File(description="The export, edited: .csv or .xlsx")],
+    dry_run: Annotated[bool, Query(description="Report what would change, and change nothing")] = False,
+):
+    return await service.import_tracking(
+        rt.uow(), upload=await _upload(file, rt), by=by,
+        topics=rt.settings.topics, dry_run=dry_run,
+    )
+
+
 @router.get("/actions/{action_id}", response_model=ActionOut, tags=["actions"],
             summary="One action with its links both ways and its whole history")
 async def get_action(action_id: str, response: Response, by: Reader, rt: Rt):
@@ -238,3 +267,17 @@ async def link_actions(action_id: str, link: LinkIn, by: Writer, rt: Rt):
 async def unlink_actions(action_id: str, link_id: int, by: Writer, rt: Rt):
     await service.unlink_actions(rt.uow(), action_id=action_id, link_id=link_id, by=by)
     return Response(status_code=204)
+
+
+# --- for anyone -----------------------------------------------------------------------------
+
+public = APIRouter(prefix="/v1/public")
+
+
+@public.get(
+    "/plans/{plan}/progress", response_model=PlanProgress, tags=["public"],
+    summary="The plan's progress per cell and theme, for anyone: figures only, no sign-in",
+)
+async def plan_progress(plan: PlanSlug, response: Response, rt: Rt):
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return await service.plan_progress(rt.uow(reading=True), plan=plan)

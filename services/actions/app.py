@@ -31,7 +31,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         title="Kent Together: actions",
         settings=settings,
         tables=tables,
-        routers=[api.router],
+        routers=[api.router, api.public],
     )
 
 

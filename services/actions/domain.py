@@ -271,3 +271,66 @@ def from_history(name: str, value: Any) -> Any:
     if name in DATE_FIELDS and value is not None:
         return date.fromisoformat(value)
     return value
+
+
+# --- tracking from a spreadsheet ----------------------------------------------------------
+
+
+def tracking_state_problems(state: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, reason) for each way a row's whole tracking breaks the rules.
+
+    A spreadsheet row states the action's tracking as it should be, not a change:
+    it must hold together on its own, so that importing it twice reads the same.
+    """
+    problems = []
+    if state.get("status") is None:
+        problems.append(("status", "cannot be empty: give one of " + ", ".join(STATUSES)))
+    if state.get("progress") is None:
+        problems.append(("progress", "cannot be empty: give a whole number from 0 to 100"))
+    if state.get("status") == BLOCKED and not state.get("blocked_reason"):
+        problems.append(("blocked_reason", "is required when the status is blocked"))
+    if state.get("status") != BLOCKED and state.get("blocked_reason"):
+        problems.append(("blocked_reason", "is only kept while the status is blocked: clear the cell"))
+    if state.get("status") == COMPLETE and state.get("progress") not in (None, 100):
+        problems.append(("progress", "must be 100 when the action is complete"))
+    if state.get("rag") and not state.get("rag_narrative"):
+        problems.append(("rag_narrative", f"is required with a RAG rating: say why it is {state['rag']}"))
+    if state.get("rag_narrative") and not state.get("rag"):
+        problems.append(("rag_narrative", "needs a RAG rating to explain: give the RAG too"))
+    for rating in ("self_rating", "independent_rating"):
+        if state.get(f"{rating}_commentary") and not state.get(rating):
+            problems.append((f"{rating}_commentary", f"needs a {rating.replace('_', ' ')} to comment on"))
+    return problems
+
+
+def same_tracking(stored: Any, given: Any) -> bool:
+    """A spreadsheet cell says the same as the stored value: text compared without the spaces around it."""
+    if isinstance(stored, str) and isinstance(given, str):
+        return stored.strip().replace("\r\n", "\n") == given.strip()
+    return stored == given
+
+
+# --- progress rolled up -------------------------------------------------------------------
+
+
+def rollup(rows, *, today: date) -> dict[str, Any]:
+    """Figures for a group of actions: how many, by status and RAG, overdue, and their progress.
+
+    `progress` is the mean of the actions' progress, cancelled actions left out (they will never
+    be delivered, and counting them at 0% or 100% would both mislead); None when none is left.
+    """
+    by_status = {status: 0 for status in STATUSES}
+    by_rag = {rag: 0 for rag in (*RAGS, "none")}
+    overdue, counted = 0, []
+    for row in rows:
+        by_status[row.status] += 1
+        by_rag[row.rag or "none"] += 1
+        due = due_date(baseline=row.baseline_due_date, agreed=row.agreed_due_date)
+        overdue += is_overdue(due=due, status=row.status, today=today)
+        if row.status != CANCELLED:
+            counted.append(row.progress)
+    return {
+        "actions": len(rows), "complete": by_status[COMPLETE], "overdue": overdue,
+        "progress": round(sum(counted) / len(counted), 1) if counted else None,
+        "by_status": by_status, "by_rag": by_rag,
+    }

@@ -288,3 +288,80 @@ class Snapshot(BaseModel):
     overdue: int
     actions: list[SnapshotAction]
 
+
+
+class TrackingCellChange(BaseModel):
+    column: str
+    """The export's heading, e.g. 'RAG'."""
+    field: str
+    """The API's name for it, e.g. 'rag'."""
+    old: Any = None
+    new: Any = None
+    narrative: str | None = None
+    """Kept with the change in the action's history: the RAG's narrative, a block's reason, or where it came from."""
+
+
+class TrackingCellError(BaseModel):
+    column: str
+    reason: str
+
+
+class TrackingRowReport(BaseModel):
+    row: int
+    """The spreadsheet's row (the heading row is 1)."""
+    action_id: str | None = None
+    cell: str | None = None
+    number: int | None = None
+    outcome: Literal["changed", "unchanged", "rejected"]
+    changes: list[TrackingCellChange] = []
+    errors: list[TrackingCellError] = []
+
+
+class TrackingCounts(BaseModel):
+    changed: int
+    unchanged: int
+    rejected: int
+    cells_changed: int
+
+
+class TrackingImportReport(BaseModel):
+    filename: str | None = None
+    format: Literal["csv", "xlsx"]
+    dry_run: bool
+    applied: bool
+    """True when the changes were written (not a dry run, and something changed)."""
+    counts: TrackingCounts
+    rows: list[TrackingRowReport]
+
+
+class Rollup(BaseModel):
+    actions: int
+    complete: int
+    overdue: int
+    progress: float | None = None
+    """The mean progress (%) of the actions, cancelled ones left out; null when none is left."""
+    by_status: dict[str, int]
+    by_rag: dict[str, int]
+    """red, amber, green, and none (not rated yet)."""
+
+
+class ThemeProgress(Rollup):
+    name: str
+    slug: str
+
+
+class CellProgress(Rollup):
+    slug: str
+    name: str
+    themes: list[ThemeProgress] = []
+    """The cell's themes, where its actions have them (the Infrastructure cell's do)."""
+
+
+class PlanProgress(Rollup):
+    """A plan's progress for anyone to read: figures only, nothing a person wrote, no one's name."""
+
+    plan: str
+    title: str
+    starts_on: date
+    last_updated: datetime | None = None
+    cells: list[CellProgress]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -15,7 +15,7 @@ from services.actions import domain, spreadsheet
 from services.actions.models import action_links, action_updates, actions, cells, plans
 from services.actions.plan_file import RECOVERY_CELLS, ParsedAction
 from shared.auth import Principal
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from shared.events import (
     ActionCreatedV1, ActionDueDateChangedV1, ActionProgressUpdatedV1, ActionRagChangedV1, ActionRatedV1,
     ActionRevisedV1, ActionStatusChangedV1, ActionUpdateRecordedV1,
@@ -196,6 +196,127 @@ def _row_report(parsed: ParsedAction, outcome: str, action_id: str, changed: Ite
     }
 
 
+# --- tracking from a spreadsheet -------------------------------------------------------------
+
+
+class TrackingRejected(ValidationFailed):
+    """Cells of the file cannot be imported, so nothing is: each named by row, column and reason."""
+
+    slug, title = "tracking-import-rejected", "Rows of the file cannot be imported; nothing was changed"
+
+    def __init__(self, report: dict):
+        errors = [
+            {"field": f"row {r['row']}, {e['column']}", "reason": e["reason"], "row": r["row"], "column": e["column"]}
+            for r in report["rows"] for e in r["errors"]
+        ]
+        rejected = report["counts"]["rejected"]
+        super().__init__(errors, detail=f"{rejected} row{'s' if rejected != 1 else ''} rejected; nothing was changed")
+        self.extensions["report"] = report
+
+
+async def import_tracking(
+    uow: UnitOfWork, *, upload: PlanUpload, by: Principal, topics: Topics, dry_run: bool = False,
+) -> dict:
+    """Read back an edited export's tracking: each changed cell a dated entry in its action's history.
+
+    All rows or none: if any row is rejected (a cell unreadable, a rule broken, an action changed
+    by someone else since the export), TrackingRejected carries the report and nothing changes.
+    A file with nothing changed changes nothing. A dry run reports and writes nothing.
+    """
+    file_format, rows = spreadsheet.read_tracking_file(filename=upload.filename, content=upload.content)
+    source = f"{file_format} file {upload.filename or '(unnamed)'}"
+    admin = "actions:admin" in by.scopes
+    async with uow:
+        ids = sorted({r.action_id for r in rows if r.action_id})
+        stored = {
+            row["id"]: row
+            for row in (await uow.session.execute(select(actions).where(actions.c.id.in_(ids)))).mappings()
+        } if ids else {}
+        starts = dict((await uow.session.execute(select(plans.c.slug, plans.c.starts_on))).all())
+        seen: dict[str, int] = {}
+        report_rows, planned = [], []
+        for r in rows:
+            errors = [{"column": heading, "reason": reason} for heading, reason in r.errors]
+            action = stored.get(r.action_id)
+            entry = {"row": r.row, "action_id": r.action_id or None, "cell": None, "number": None,
+                     "outcome": "unchanged", "changes": [], "errors": errors}
+            report_rows.append(entry)
+            if not r.action_id:
+                errors.append({"column": "Action id", "reason": "is empty: keep the id the export gave the row"})
+            elif action is None:
+                errors.append({"column": "Action id", "reason": f"there is no action {r.action_id}"})
+            elif r.action_id in seen:
+                errors.append({"column": "Action id", "reason": f"the action is also at row {seen[r.action_id]}"})
+            if action is None or r.action_id in seen or errors:
+                seen.setdefault(r.action_id, r.row)
+                continue
+            seen[r.action_id] = r.row
+            entry.update(cell=action["cell"], number=action["number"])
+            changes = _tracking_from_row(action, r, plan_starts_on=starts[action["plan"]], admin=admin,
+                                         note=f"imported from {source}, row {r.row}", errors=errors)
+            if errors or not changes:
+                continue
+            entry["outcome"] = "changed"
+            entry["changes"] = [
+                {"column": spreadsheet.HEADING_OF[c.field], "field": c.field, "old": domain.to_history(c.old),
+                 "new": domain.to_history(c.new), "narrative": c.narrative}
+                for c in changes
+            ]
+            planned.append((action, changes))
+        for entry in report_rows:
+            if entry["errors"]:
+                entry["outcome"] = "rejected"
+        counts = {outcome: sum(e["outcome"] == outcome for e in report_rows) for outcome in ("changed", "unchanged", "rejected")}
+        report = {
+            "filename": upload.filename, "format": file_format, "dry_run": dry_run, "applied": False,
+            "counts": {**counts, "cells_changed": sum(len(e["changes"]) for e in report_rows)},
+            "rows": report_rows,
+        }
+        if counts["rejected"]:
+            raise TrackingRejected(report)
+        if dry_run or not planned:
+            return report
+        for action, changes in planned:
+            await _apply_tracking(uow, action, changes, by=by, topics=topics)
+        await uow.commit()
+        report["applied"] = True
+        return report
+
+
+def _tracking_from_row(
+    action: Mapping, row: spreadsheet.TrackingRow, *, plan_starts_on: date, admin: bool, note: str, errors: list[dict],
+) -> list[domain.FieldChange]:
+    """The changes one row asks for, by the same rules as the API's; problems added to `errors`."""
+    given = {field: value for field, value in row.values.items() if not domain.same_tracking(action[field], value)}
+    if not given:
+        return []
+    state = {field: action[field] for field in domain.TRACKED_FIELDS} | row.values
+    problems = domain.tracking_state_problems(state)
+    if row.last_updated is not None and action["updated_at"] > row.last_updated + timedelta(seconds=1):
+        problems.append(("last_updated", f"the action was changed at {action['updated_at'].isoformat(timespec='seconds')}, "
+                                         "after this file was exported: export it again and redo this row"))
+    if not problems:
+        # A new RAG takes the row's narrative even when the narrative is the same; so does a new block its reason.
+        if "rag" in given:
+            given["rag_narrative"] = state["rag_narrative"]
+        if given.get("status") == domain.BLOCKED:
+            given["blocked_reason"] = state["blocked_reason"]
+        try:
+            changes = domain.tracking_changes(action, {**given, "note": note}, plan_starts_on=plan_starts_on,
+                                              may_rate_independently=admin)
+        except ValidationFailed as refused:
+            problems += [(e["field"], e["reason"]) for e in refused.extensions["errors"]]
+        except InvalidTransition as refused:
+            problems.append(("status", str(refused)))
+        except Forbidden as refused:
+            problems.append(("independent_rating", str(refused)))
+        else:
+            return changes
+    heading = {**spreadsheet.HEADING_OF, "last_updated": "Last updated"}
+    errors.extend({"column": heading.get(field, field), "reason": reason} for field, reason in problems)
+    return []
+
+
 # --- tracking -------------------------------------------------------------------------------
 
 
@@ -216,27 +337,35 @@ async def change_action(uow: UnitOfWork, *, action_id: str, given: dict[str, Any
             may_rate_independently="actions:admin" in by.scopes,
         )
         if changes:
-            now = uow.now()
-            values = {change.field: change.new for change in changes}
-            values.update(
-                completed_at=domain.completed_at_after(changes, current=row["completed_at"], now=now),
-                updated_at=now, version=row["version"] + 1,
-            )
-            result = await uow.session.execute(
-                update(actions).where(actions.c.id == action_id, actions.c.version == row["version"]).values(**values)
-            )
-            if result.rowcount != 1:
-                raise Conflict("the action changed while this change was being made; read it again")
-            await _record(uow, [
-                {"action_id": action_id, "kind": "changed", "field": c.field, "old": domain.to_history(c.old),
-                 "new": domain.to_history(c.new), "narrative": c.narrative}
-                for c in changes
-            ], by=by)
-            row = {**row, **values}
-            _publish_tracking(uow, row, changes, now=now, topics=topics)
+            row = await _apply_tracking(uow, row, changes, by=by, topics=topics)
         view = (await _views(uow, [row]))[0]
         await uow.commit()
         return view
+
+
+async def _apply_tracking(
+    uow: UnitOfWork, row: Mapping, changes: list[domain.FieldChange], *, by: Principal, topics: Topics,
+) -> dict:
+    """Write checked tracking changes: the action, one history entry per field, its events. Never commits."""
+    now = uow.now()
+    values = {change.field: change.new for change in changes}
+    values.update(
+        completed_at=domain.completed_at_after(changes, current=row["completed_at"], now=now),
+        updated_at=now, version=row["version"] + 1,
+    )
+    result = await uow.session.execute(
+        update(actions).where(actions.c.id == row["id"], actions.c.version == row["version"]).values(**values)
+    )
+    if result.rowcount != 1:
+        raise Conflict("the action changed while this change was being made; read it again")
+    await _record(uow, [
+        {"action_id": row["id"], "kind": "changed", "field": c.field, "old": domain.to_history(c.old),
+         "new": domain.to_history(c.new), "narrative": c.narrative}
+        for c in changes
+    ], by=by)
+    row = {**row, **values}
+    _publish_tracking(uow, row, changes, now=now, topics=topics)
+    return row
 
 
 def _publish_tracking(uow: UnitOfWork, row: Mapping, changes: list[domain.FieldChange], *, now: datetime, topics: Topics) -> None:
@@ -426,8 +555,10 @@ async def export_actions(uow: UnitOfWork, *, filters: ActionFilters, file_format
         ("Due dates", "Baseline: the end of the timescale band from the plan's start (Short 6 months, "
                       "Medium 12, Longer 24); an agreed date overrides it. Overdue: due date passed and "
                       "neither complete nor cancelled."),
-        ("Re-import", "The first eleven columns are the plan's own and are read back by an import; the "
-                      "tracking columns are for reading and an import ignores them."),
+        ("Re-import", "The first eleven columns are the plan's own and are read back by the plan's import. "
+                      "Status, Blocked reason, RAG, RAG narrative, the ratings and their commentary, Progress % "
+                      "and Agreed due date are read back by the tracking import (each changed cell becomes a "
+                      "dated entry in the action's history); keep 'Action id' and 'Last updated' as they are."),
     ]
     return spreadsheet.to_xlsx(rows, about=about), name
 
@@ -472,6 +603,48 @@ async def plan_snapshot(uow: UnitOfWork, *, plan: str, as_at: datetime) -> dict:
     return {
         "plan": plan, "as_at": as_at, "count": len(states), "by_status": by_status, "by_rag": by_rag,
         "overdue": sum(view["overdue"] for view in states), "actions": states,
+    }
+
+
+# --- the public progress page ---------------------------------------------------------------
+
+
+async def plan_progress(uow: UnitOfWork, *, plan: str) -> dict:
+    """The plan's progress rolled up per cell and, within a cell, per theme: counts and means, for anyone.
+
+    Nothing personal and nothing written by a person: no named leads, narratives or commentary,
+    only the plan's structure and the tracking's figures.
+    """
+    async with uow:
+        plan_row = await _plan_row(uow, plan)
+        today = domain.today_in_kent(uow.now())
+        rows = (await uow.session.execute(
+            select(actions.c.cell, actions.c.theme, actions.c.status, actions.c.rag, actions.c.progress,
+                   actions.c.baseline_due_date, actions.c.agreed_due_date, actions.c.updated_at)
+            .where(actions.c.plan == plan)
+        )).all()
+        plan_cells = (await uow.session.execute(
+            select(cells.c.slug, cells.c.name).where(cells.c.plan == plan).order_by(cells.c.position)
+        )).all()
+    by_cell: dict[str, list] = {}
+    for row in rows:
+        by_cell.setdefault(row.cell, []).append(row)
+    cell_views = []
+    for cell in plan_cells:
+        members = by_cell.get(cell.slug, [])
+        themes: dict[str, list] = {}
+        for row in members:
+            if row.theme:
+                themes.setdefault(row.theme, []).append(row)
+        cell_views.append({
+            "slug": cell.slug, "name": cell.name, **domain.rollup(members, today=today),
+            "themes": [{"name": name, "slug": domain.slug(name), **domain.rollup(group, today=today)}
+                       for name, group in sorted(themes.items())],
+        })
+    return {
+        "plan": plan, "title": plan_row["title"], "starts_on": plan_row["starts_on"],
+        "last_updated": max((row.updated_at for row in rows), default=None),
+        **domain.rollup(rows, today=today), "cells": cell_views,
     }
 
 

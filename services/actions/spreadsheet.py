@@ -2,7 +2,8 @@
 
 The export carries the plan's eight columns as the plan words them, so a file
 exported, edited in a spreadsheet and imported again reads to the same actions
-as the plan itself. Its tracking columns are for reading: an import ignores them.
+as the plan itself. The plan import ignores its tracking columns; the tracking
+import (`read_tracking_file`) reads them back, by the export's 'Action id'.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
+from services.actions.domain import DELIVERY_CONFIDENCE, RAGS, STATUSES, TRACKED_FIELDS
 from services.actions.plan_file import ParsedPlan, RowError, clean_text, known_cell, parse_action_columns, parse_plan
 from shared.errors import ValidationFailed
 
@@ -277,3 +279,117 @@ def _escape(value: str) -> str:
 
 def _unescape(value: str) -> str:
     return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+
+
+# --- tracking back in -------------------------------------------------------------------------
+
+TRACKING_COLUMNS: tuple[tuple[str, str], ...] = tuple((h, key) for h, key in EXPORT_COLUMNS if key in TRACKED_FIELDS)
+"""The export's columns a tracking import reads back: everything a recovery lead tracks. The plan's own columns
+are the plan import's; the worked-out ones (due date, slippage, overdue) follow from these."""
+HEADING_OF = {field: heading for heading, field in TRACKING_COLUMNS}
+
+
+@dataclass(frozen=True)
+class TrackingRow:
+    """One row of an edited export: the action it names, the tracking it asks for, what cannot be read."""
+
+    row: int
+    action_id: str
+    values: dict[str, Any]
+    """Field -> value for every tracking column the file has (None: the cell is empty)."""
+    last_updated: datetime | None
+    """The action's 'Last updated' as exported: a change made after it is someone else's."""
+    errors: list[tuple[str, str]]
+    """(heading, reason) for each cell that cannot be read."""
+
+
+def read_tracking_file(*, filename: str | None, content: bytes) -> tuple[FileFormat, list[TrackingRow]]:
+    """The rows of an edited export (CSV or .xlsx), each naming its action by the export's 'Action id'."""
+    name = (filename or "").lower()
+    if name.endswith(".xls"):
+        raise unreadable("old Excel (.xls) files are not read: save it as .xlsx")
+    if content.startswith(b"PK\x03\x04") or name.endswith(".xlsx"):
+        file_format, rows = "xlsx", _xlsx_rows(content)
+    else:
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise unreadable(f"not UTF-8 text (byte {error.start}); save it as UTF-8 or .xlsx") from None
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        file_format, rows = "csv", _csv_rows(text, delimiter="\t" if "\t" in first else ",")
+    rows = [(number, values) for number, values in rows if any(v.strip() for v in values)]
+    if not rows:
+        raise unreadable("the file is empty")
+    _, headings = rows[0]
+    position = {heading.strip().lower(): index for index, heading in enumerate(headings) if heading.strip()}
+    if "action id" not in position:
+        raise unreadable("missing the column 'Action id': import tracking from a file the export made")
+    present = [(heading, field) for heading, field in TRACKING_COLUMNS if heading.lower() in position]
+    if not present:
+        raise unreadable("none of the tracking columns (" + ", ".join(h for h, _ in TRACKING_COLUMNS) + ") is there")
+
+    def column(values: list[str], heading: str) -> str:
+        index = position.get(heading.lower())
+        return values[index].strip() if index is not None and index < len(values) else ""
+
+    read = []
+    for number, values in rows[1:]:
+        errors: list[tuple[str, str]] = []
+        parsed: dict[str, Any] = {}
+        for heading, field in present:
+            try:
+                parsed[field] = _tracking_value(field, column(values, heading))
+            except ValueError as error:
+                errors.append((heading, str(error)))
+        last_updated = None
+        if column(values, "Last updated"):
+            try:
+                last_updated = _instant(column(values, "Last updated"))
+            except ValueError:
+                errors.append(("Last updated", f"'{column(values, 'Last updated')}' is not a time: leave it as exported"))
+        read.append(TrackingRow(number, column(values, "Action id"), parsed, last_updated, errors))
+    return file_format, read
+
+
+def _tracking_value(field: str, text: str) -> Any:
+    """A tracking cell as the API takes it; ValueError says why it cannot be."""
+    if not text:
+        return None
+    choices = {"status": STATUSES, "rag": RAGS, "self_rating": DELIVERY_CONFIDENCE,
+               "independent_rating": DELIVERY_CONFIDENCE}.get(field)
+    if choices:
+        value = "-".join(text.lower().replace("/", " ").replace("-", " ").split())
+        if value not in choices:
+            raise ValueError(f"'{text}' is not one of " + ", ".join(choices))
+        return value
+    if field == "progress":
+        digits = text.removesuffix("%").strip()
+        try:
+            number = float(digits)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a number: give a whole number from 0 to 100") from None
+        if not number.is_integer() or not 0 <= number <= 100:
+            raise ValueError(f"'{text}' is not a whole number from 0 to 100")
+        return int(number)
+    if field == "agreed_due_date":
+        return _day(text)
+    return text.replace("\r\n", "\n")
+
+
+def _day(text: str) -> date:
+    """A date as a spreadsheet gives it: 2021-03-31 (as exported), or 31/03/2021 as Excel shows it in the UK."""
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(text, "%d/%m/%Y").date()
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date: give it as 2021-03-31 or 31/03/2021") from None
+
+
+def _instant(text: str) -> datetime:
+    from datetime import timezone
+
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # the export's times are UTC

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.fulfilment import api, handlers, service
+from services.fulfilment import api, assignees, handlers, notifications, service
 from services.fulfilment.hubs import Hub, hub_reference_data_problems
 from services.fulfilment.metrics import assignment_families
 from services.fulfilment.models import tables
@@ -19,6 +19,7 @@ from services.fulfilment.webhooks import WebhookDispatcher
 from shared.app import Runtime, create_service_app
 from shared.bus import ensure_topics
 from shared.kafka_security import KafkaSecurity
+from shared.notify import NotificationWorker, NotifySettings, sender_from_settings
 from shared.settings import PORTS, ServiceSettings
 from shared.spec import ServiceSpec
 
@@ -28,7 +29,7 @@ PORT = PORTS[NAME]
 log = logging.getLogger(__name__)
 
 
-class FulfilmentSettings(ServiceSettings):
+class FulfilmentSettings(ServiceSettings, NotifySettings):
     model_config = SettingsConfigDict(env_prefix="FULFILMENT_", extra="ignore", populate_by_name=True)
 
     service_name: str = NAME
@@ -51,6 +52,13 @@ class FulfilmentSettings(ServiceSettings):
     create_hub_topics: bool = True
     """Create each hub's topic at start-up (production clusters rarely create topics on first use)."""
     hub_topic_partitions: int = 3
+    notify_hubs: bool = True
+    """Email each hub's address of each new "today" request and each missed deadline (GOV.UK Notify: the
+    `FULFILMENT_NOTIFY_*` settings; with no API key, to var/notifications.log)."""
+    notify_recent_hours: float = 24.0
+    """An event older than this tells no one: a replay or a demo's backfill is not news."""
+    case_url: str = "http://127.0.0.1:8005/hub/cases/{id}"
+    """The hub's page of a case, linked from the emails; `{id}` is the assignment's id."""
 
 
 def create_app(settings: FulfilmentSettings | None = None, *, directory: PostcodeDirectory | None = None) -> FastAPI:
@@ -83,12 +91,14 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
             runtime.start_loop(app.state.scheduler, name="sla-scheduler")
         if settings.run_webhooks:
             runtime.start_loop(app.state.webhooks, name="webhooks")
+        if settings.notify_hubs and settings.run_notifications:
+            runtime.start_loop(app.state.notifier, name="notifications")
 
     app = create_service_app(
         title="Kent Together: fulfilment",
         settings=settings,
         tables=tables,
-        routers=[api.router],
+        routers=[api.router, assignees.router, notifications.router],
         consumers=lambda runtime: [
             runtime.consumer(
                 group=settings.consumer_group, topics=[settings.topics.referrals],
@@ -107,6 +117,15 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         db=runtime.db, uow_factory=runtime.uow, poll_seconds=settings.webhook_poll_seconds,
         max_attempts=settings.webhook_max_attempts, backoff_seconds=settings.webhook_backoff_seconds,
         timeout_seconds=settings.webhook_timeout_seconds, tracing=runtime.tracing,
+    )
+    if settings.notify_hubs:
+        runtime.reactions.update(notifications.reactions(
+            case_url=settings.case_url, recent=timedelta(hours=settings.notify_recent_hours)))
+    app.state.notifier = NotificationWorker(
+        db=runtime.db, tables=notifications.TABLES, sender=sender_from_settings(settings),
+        templates=settings.notify_templates, poll_seconds=settings.notify_poll_seconds,
+        timeout_seconds=settings.notify_timeout_seconds, max_attempts=settings.notify_max_attempts,
+        backoff_seconds=settings.notify_backoff_seconds, keyring=runtime.keyring,
     )
     return app
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
 
 from shared.app import ServiceTables
 from shared.db import BigId, UtcDateTime, new_metadata
+from shared.notify import notification_tables
 
 metadata = new_metadata()
 
@@ -177,5 +178,38 @@ webhook_deliveries = Table(
         postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'"),
     ),
 )
+
+# Who in a hub holds each case, and when its resident is next to be called (services/fulfilment/assignees.py).
+case_holders = Table(
+    "case_holders",
+    metadata,
+    Column("assignment_id", String(36), ForeignKey("assignments.id"), primary_key=True),
+    Column("hub", String(40), nullable=False),
+    Column("holder", String(200)),  # the hub worker's subject; null: nobody holds it
+    Column("holder_name", String(200)),
+    Column("held_since", UtcDateTime),
+    Column("next_contact_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_case_holders_hub_holder", "hub", "holder"),
+)
+
+holder_changes = Table(
+    "holder_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("assignment_id", String(36), ForeignKey("assignments.id"), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("by_name", String(200)),
+    Column("change", String(20), nullable=False),  # taken, handed-over, released, next-contact
+    Column("from_holder", String(200)),
+    Column("from_name", String(200)),
+    Column("to_holder", String(200)),
+    Column("to_name", String(200)),
+    Column("next_contact_at", UtcDateTime),
+)
+
+# Messages to hubs through GOV.UK Notify, and the log of every attempt (shared/notify.py).
+notifications, notification_attempts = notification_tables(metadata)
 
 tables = ServiceTables(metadata, with_audit=True)

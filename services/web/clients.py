@@ -81,10 +81,11 @@ class Api:
         self.http = http
         self.tokens = tokens
 
-    async def call(self, method: str, path: str, *, caller: Caller, json: Any = None, params: dict | None = None,
+    async def call(self, method: str, path: str, *, caller: Caller | None, json: Any = None, params: dict | None = None,
                    headers: dict | None = None, files: dict | None = None, raw: bool = False):
-        token = caller.access_token or self.tokens.for_caller(caller)
-        sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+        """`caller=None` for a public route (the plan's progress): no token is sent."""
+        token = {} if caller is None else {"Authorization": f"Bearer {caller.access_token or self.tokens.for_caller(caller)}"}
+        sent = {**token, **(headers or {})}
         if params:
             params = {k: v for k, v in params.items() if v not in (None, "", [])}
         try:

@@ -19,7 +19,7 @@ from shared.events.referrals import ReferrerV1, ResidentV1
 
 __all__ = [
     "AssignedRequestV1", "AssignmentRoutedV1", "AssignmentWithdrawnV1", "AssignmentErasedV1", "AssignmentAmendedV1",
-    "AssignmentStatusChangedV1", "AssignmentEscalatedV1",
+    "AssignmentStatusChangedV1", "AssignmentEscalatedV1", "AssignmentHolderChangedV1",
 ]
 
 
@@ -183,6 +183,30 @@ class AssignmentEscalatedV1(EventData):
     """`accept` (for a queue: picked up) or `fulfil`."""
     due_at: datetime
     escalated_at: datetime
+
+    def subject(self) -> str:
+        return str(self.assignment_id)
+
+
+@contract
+class AssignmentHolderChangedV1(EventData):
+    """A hub worker took a case, handed it to a colleague, or let it go. No one named: who holds it is the hub's."""
+
+    type: ClassVar[str] = TYPE_PREFIX + "assignment.holder-changed.v1"
+    topics: ClassVar[tuple[str, ...]] = ("assignment_status",)
+
+    assignment_id: uuid.UUID
+    request_id: uuid.UUID
+    referral_id: uuid.UUID
+    request_type: str
+    urgency: str
+    status: str
+    hub: str
+    change: str
+    """`taken`, `handed-over` or `released`."""
+    held: bool
+    """Someone in the hub holds the case after the change."""
+    changed_at: datetime
 
     def subject(self) -> str:
         return str(self.assignment_id)

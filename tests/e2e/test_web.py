@@ -205,6 +205,12 @@ async def test_food_and_a_prescription_for_thanet_through_the_hubs_to_the_dashbo
     await sign_in(page, role="hub", hub="thanet", name="Tom Thanet")
     food = await open_case(page, reference, "Food")
     await look(page, walk, "/hub", "hub: queue", shot="hub-queue", tmp=tmp_path)
+    case_id = food.rsplit("/", 1)[1]
+    await page.click(f"#holder-{case_id} button:text('Assign to me')")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
+    assert "You have the case" in await page.inner_text("main")
+    await walk.check(page, "hub: queue, a case taken")
+    await look(page, walk, "/hub?holder=mine&sort=due", "hub: queue, mine (filtered)", tmp=tmp_path)
     await look(page, walk, food, "hub: case", shot="hub-case", tmp=tmp_path)
     await page.click("#do-accepted")
     await page.click("#do-in_progress")
@@ -322,7 +328,20 @@ async def test_a_recovery_lead_uploads_the_plan_and_rates_an_action(suite, brows
         await page.goto("/actions")
         await page.click("text=Excel")
     assert (await download.value).suggested_filename.endswith(".xlsx")
+    exported = tmp_path / "actions.xlsx"
+    await (await download.value).save_as(exported)
+    await look(page, walk, "/actions/tracking", "recovery: upload tracking", tmp=tmp_path)
+    await page.set_input_files("#file", str(exported))
+    await page.click("#check")
+    await page.wait_for_load_state()  # the submit's answer, not the page it left
+    assert "0 changed, 155 unchanged, 0 refused" in await page.inner_text("#counts")
+    await walk.check(page, "recovery: tracking report")
     await lead.close()
+    visitor, page = await person(browser, walk, suite.url(8005))  # anyone, signed in or not
+    await page.goto("/plan-progress")
+    assert "Amber 1" in await page.inner_text("#cells")
+    await walk.check(page, "public: plan progress")
+    await visitor.close()
 
 
 async def test_the_public_pages_sign_in_and_a_stale_form_pass_too(suite, browser, walk):

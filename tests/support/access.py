@@ -6,7 +6,8 @@ opened by mistake. A new route fails the walk until it is written down here.
 
 from __future__ import annotations
 
-PUBLIC = {"GET /health", "GET /ready", "GET /metrics"}
+PUBLIC = {"GET /health", "GET /ready", "GET /metrics",
+          "GET /v1/public/plans/{plan}/progress"}  # the plan's figures, for anyone: no personal data
 
 REFERRAL_WRITERS = {"call-centre", "online-form", "partner", "admin"}
 ADVISERS = {"call-centre", "admin"}
@@ -42,6 +43,14 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/hubs/{hub}/rejected": HUB_STAFF,
         "GET /v1/hubs/{hub}/feed": HUB_STAFF,
         "GET /v1/hubs/{hub}/webhook-deliveries": HUB_STAFF,
+        "GET /v1/notifications": ADMIN,
+        "GET /v1/hubs/{hub}/queue": HUB_STAFF,
+        "GET /v1/hubs/{hub}/colleagues": HUB_STAFF,
+        "GET /v1/assignments/{assignment_id}/holder": HUB_STAFF,
+        "POST /v1/assignments/{assignment_id}/take": HUB_STAFF,
+        "POST /v1/assignments/{assignment_id}/hand-over": HUB_STAFF,
+        "POST /v1/assignments/{assignment_id}/release": HUB_STAFF,
+        "PUT /v1/assignments/{assignment_id}/next-contact": HUB_STAFF,
         "GET /v1/assignments/{assignment_id}": HUB_STAFF,
         "PATCH /v1/assignments/{assignment_id}": HUB_STAFF,
         "POST /v1/assignments/{assignment_id}/transitions": HUB_STAFF,
@@ -62,6 +71,7 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "GET /v1/actions": ACTION_READERS,
         "GET /v1/actions/export.csv": ACTION_READERS,
         "GET /v1/actions/export.xlsx": ACTION_READERS,
+        "POST /v1/actions/import": ACTION_WRITERS,
         "GET /v1/actions/{action_id}": ACTION_READERS,
         "PATCH /v1/actions/{action_id}": ACTION_WRITERS,
         "POST /v1/actions/{action_id}/updates": ACTION_WRITERS,

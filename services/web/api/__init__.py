@@ -23,10 +23,11 @@ ONLINE_FORM = Caller(subject="web-online-form", role="online-form")
 
 
 def routers():
-    from services.web.api import adviser, dashboard, home, hub, recovery, resident, signin
+    from services.web.api import adviser, dashboard, home, hub, progress, recovery, resident, signin, team, tracking
 
-    return [home.router, signin.router, resident.router, adviser.router, hub.router, recovery.router,
-            dashboard.router]
+    # tracking before recovery: its /actions/tracking is not an action's page (/actions/{id}).
+    return [home.router, signin.router, resident.router, adviser.router, hub.router, team.router, tracking.router,
+            recovery.router, dashboard.router, progress.router]
 
 
 def clients(request: Request) -> Clients:

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.web.api import HUB_STAFF, Clients_, Csrf, person
+from services.web.api import HUB_STAFF, Clients_, Csrf, person, team
 from services.web.app import render
 from services.web.clients import ApiError, Caller
 
@@ -62,12 +62,14 @@ def queue_order(items: list[dict]) -> list[dict]:
                                         i["received_at"]))
 
 
-async def _queue(clients, worker: Caller, hub: str, *, status, type_, overdue, follow_up, limit: int = 500):
-    params = {"status": ",".join(status), "type": type_, "overdue": overdue, "follow_up": follow_up, "limit": limit}
-    answer = await clients.fulfilment.call("GET", f"/v1/hubs/{hub}/assignments", caller=worker, params=params)
-    # `total` (every match, not just this page) where the API gives it; else what came back, marked if cut short.
-    total = answer.get("total", answer["count"])
-    return queue_order(answer["items"]), total, answer["count"] >= limit and "total" not in answer
+async def _queue(clients, worker: Caller, hub: str, *, status, type_, overdue, follow_up, limit: int = 500,
+                 holder: str | None = None, sort: str | None = None):
+    """The team's queue (fulfilment's `/queue`): in the API's order when a sort is chosen, else most urgent first."""
+    params = {"status": list(status), "type": type_, "overdue": overdue, "follow_up": follow_up, "limit": limit,
+              "holder": holder, "sort": sort}
+    answer = await clients.fulfilment.call("GET", f"/v1/hubs/{hub}/queue", caller=worker, params=params)
+    items = answer["items"] if sort else queue_order(answer["items"])
+    return items, answer["total"], answer["total"] > answer["count"]
 
 
 @router.get("")
@@ -78,14 +80,19 @@ async def queue_page(request: Request, worker: Worker, clients: Clients_):
     type_ = query.get("type") if query.get("type") in TYPE_LABELS else None
     overdue = True if query.get("overdue") == "yes" else None
     follow_up = True if query.get("follow_up") == "yes" else None
+    holder, sort = team.queue_choices(query, worker)
     items, total, cut = await _queue(clients, worker, hub, status=status, type_=type_, overdue=overdue,
-                                     follow_up=follow_up)
+                                     follow_up=follow_up, holder=holder, sort=sort)
     hubs = await clients.fulfilment.call("GET", "/v1/hubs", caller=worker)
     hub_name = next((h["name"] for h in hubs if h["slug"] == hub), hub)
+    colleagues = await clients.fulfilment.call("GET", f"/v1/hubs/{hub}/colleagues", caller=worker)
     return render(request, "hub/queue.html", title=f"{hub_name} hub: cases", column="full", hub=hub,
                   hub_name=hub_name, items=items, total=total, cut=cut, status=status, type_=type_,
                   overdue=overdue, follow_up=follow_up, labels=STATUS_LABELS, urgencies=URGENCY_LABELS,
-                  types=TYPE_LABELS, due=due, errors={}, flash=request.state.session.pop("flash"))
+                  types=TYPE_LABELS, due=due, errors={}, flash=request.state.session.pop("flash"),
+                  holder=holder, sort=sort, sorts=team.SORTS, colleagues=colleagues, me=worker.subject,
+                  problem=request.state.session.pop("flash_problem"), back=str(request.url.path) +
+                  (f"?{request.url.query}" if request.url.query else ""))
 
 
 @router.get("/cases/{assignment_id}")

@@ -19,6 +19,7 @@ BODIES = {
     "transitions": {"to": "accepted"},
     "notes": {"text": "hello"},
     "contact-attempts": {"outcome": "no-answer", "note": "rang twice"},
+    "take": {}, "release": {}, "hand-over": {"to": "dev:maidstone-worker"}, "next-contact": {"at": None},
 }
 
 

@@ -146,3 +146,40 @@ async def test_hub_pages_ask_for_sign_in_and_refuse_other_roles(web):
     await sign_in(web, role="recovery-lead", name="Rita Lead")
     refused = await web.get("/hub")
     assert refused.status_code == 403 and "You cannot see this page" in refused.text
+
+
+async def test_two_workers_of_one_hub_share_out_cases_on_the_queue_page(web, stack, sessions_url):
+    reference = await ask_for_help(web, types=("food", "prescription", "befriending"), name="Team Resident")
+    ann_app, bob_app = create_app(web_settings(stack, sessions_url)), create_app(web_settings(stack, sessions_url))
+    async with serving(ann_app) as ann_url, serving(bob_app) as bob_url, \
+            httpx.AsyncClient(base_url=ann_url, timeout=30) as ann, httpx.AsyncClient(base_url=bob_url, timeout=30) as bob:
+        await sign_in(ann, role="hub", hub="thanet", name="Ann Team")
+        await sign_in(bob, role="hub", hub="thanet", name="Bob Team")
+        cases = await cases_for(ann, reference, expect=3)
+        food, prescription, befriending = cases["Food"], cases["Prescription collection"], cases["Befriending"]
+
+        took = await post_form(ann, f"/hub/cases/{food}/take", {"back": "/hub"}, from_page="/hub")
+        assert took.status_code == 303 and took.headers["location"] == "/hub"
+        page = (await ann.get("/hub")).text
+        assert "You have the case" in page
+        assert re.search(rf'id="holder-{food}">\s*<strong>You</strong>', page)
+        assert "Ann Team" in (await bob.get("/hub")).text  # Bob sees who holds it
+        refused = await post_form(bob, f"/hub/cases/{food}/take", {"back": "/hub"}, from_page="/hub")
+        assert refused.status_code == 303
+        assert "ask them to hand it over" in (await bob.get("/hub")).text
+        await post_form(bob, f"/hub/cases/{prescription}/take", {"back": "/hub"}, from_page="/hub")
+
+        mine = await cases_for(ann, reference, expect=1, path="/hub?holder=mine")
+        assert set(mine) == {"Food"}
+        handed = await post_form(ann, f"/hub/cases/{food}/hand-over", {"to": "dev:bob-team", "back": "/hub"},
+                                 from_page="/hub")
+        assert handed.status_code == 303
+        assert "Handed over to Bob Team" in (await ann.get("/hub")).text
+        bobs = await cases_for(bob, reference, expect=2, path="/hub?holder=mine")
+        assert set(bobs) == {"Food", "Prescription collection"}
+        unassigned = await cases_for(ann, reference, expect=1, path="/hub?holder=unassigned")
+        assert set(unassigned) == {"Befriending"}
+        released = await post_form(bob, f"/hub/cases/{food}/release", {"back": "/hub?holder=mine"}, from_page="/hub")
+        assert released.headers["location"] == "/hub?holder=mine"
+        oldest_first = (await ann.get("/hub", params={"sort": "routed"})).text
+        assert "oldest first" in oldest_first and befriending in oldest_first

@@ -85,3 +85,59 @@ async def test_the_actions_download_as_csv_and_excel_from_the_browser(web):
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
     assert sheet.max_row - 1 >= 155
 
+
+
+async def test_anyone_sees_the_plans_progress_per_cell_and_theme_without_signing_in(web):
+    await sign_in(web, role="recovery-lead", name="Rita Lead")
+    await upload(web, PLAN.name, PLAN.read_bytes())
+    infrastructure = (await web.get("/actions", params={"cell": "infrastructure"})).text
+    action = re.search(r'href="(/actions/[0-9a-f-]{36})"', infrastructure).group(1)
+    page = await web.get(action)
+    version = re.search(r'name="version" value="(\d+)"', page.text).group(1)
+    await post_form(web, f"{action}/tracking", {"status": "on-track", "rag": "green", "version": version,
+                                                "rag_narrative": "Mr Named Person says fine", "progress": "60"},
+                    from_page=action)
+    web.cookies.clear()  # a visitor: no session at all
+    shown = await web.get("/plan-progress")
+    assert shown.status_code == 200, shown.text[:1000]
+    assert "<title>Recovery plan progress – Kent Together</title>" in shown.text
+    cells = shown.text[shown.text.index('id="cells"'):]
+    assert re.search(r"Infrastructure</th>\s*<td[^>]*>\d+</td>", cells)
+    assert "Green 1" in cells and 'id="themes-infrastructure"' in shown.text
+    assert "Mr Named Person" not in shown.text
+
+
+async def test_a_recovery_lead_uploads_the_edited_export_checks_what_would_change_then_applies_it(web):
+    await sign_in(web, role="recovery-lead", name="Rita Lead")
+    await upload(web, PLAN.name, PLAN.read_bytes())
+    workbook = load_workbook(io.BytesIO((await web.get("/actions/export.xlsx", params={"cell": "economy"})).content))
+    sheet = workbook["Actions"]
+    headings = [c.value for c in sheet[1]]
+    row = next(sheet.iter_rows(min_row=2, max_row=2))
+    row[headings.index("RAG")].value = "Amber"
+    row[headings.index("RAG narrative")].value = "Grant scheme oversubscribed"
+    action_id = row[headings.index("Action id")].value
+    edited = io.BytesIO()
+    workbook.save(edited)
+
+    async def send(**fields):
+        page = await web.get("/actions/tracking")
+        return await web.post("/actions/tracking", data={"csrf_token": csrf_of(page.text), **fields},
+                              files={"file": ("economy.xlsx", edited.getvalue(), "application/octet-stream")})
+
+    checked = await send()
+    assert checked.status_code == 200, checked.text[:1500]
+    assert "Nothing has changed yet" in checked.text and "– → amber: Grant scheme oversubscribed" in checked.text
+    assert "Amber: Grant scheme oversubscribed" not in (await web.get(f"/actions/{action_id}")).text
+    applied = await send(apply="yes")
+    assert applied.status_code == 200 and "Tracking uploaded" in applied.text
+    assert "Amber: Grant scheme oversubscribed" in (await web.get(f"/actions/{action_id}")).text
+    again = await send(apply="yes")
+    assert re.search(r'id="counts">0 changed', again.text)
+
+    row[headings.index("Progress %")].value = "lots"
+    edited = io.BytesIO()
+    workbook.save(edited)
+    refused = await send()
+    assert refused.status_code == 400 and "The tracking was not uploaded" in refused.text
+    assert "&#39;lots&#39; is not a number" in refused.text or "'lots' is not a number" in refused.text

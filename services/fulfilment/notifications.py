@@ -1,0 +1,139 @@
+"""Telling hubs: each new "today" request and each missed deadline, emailed to the hub's address.
+
+Reactions to fulfilment's own events (shared/uow.py): when a unit of work commits
+`assignment.status-changed` (routed, urgency today) or `assignment.escalated`,
+the message to the hub is written to the `notifications` table in that same
+transaction; shared/notify.py's worker sends it through GOV.UK Notify. Its
+reference is derived from what it is about (the assignment, the hub and the
+routing time; or the assignment and the deadline), so the same event published
+again (`kent-together republish`) is the same message and is not sent again.
+The email names no resident: the request's type, when it is due and a link to
+the case in the hub's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from services.fulfilment.domain import Status
+from services.fulfilment.models import hubs, notification_attempts, notifications
+from shared.events import AssignmentEscalatedV1, AssignmentStatusChangedV1
+from shared.notify import Message, enqueue, reference_for
+from shared.uow import Reaction, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+TABLES = (notifications, notification_attempts)
+TODAY_REQUEST = "hub-today-request"
+ESCALATION = "hub-escalation"
+DEADLINES = {"accept": "accepted", "fulfil": "fulfilled", "triage": "placed", "out_of_area": "passed on"}
+
+
+def reactions(*, case_url: str, recent: timedelta) -> dict[str, Reaction]:
+    """`case_url` is the hub page of a case with `{id}` in it; events older than `recent` tell no one (a replay)."""
+
+    async def status_changed(uow: UnitOfWork, event: dict) -> None:
+        data = AssignmentStatusChangedV1.model_validate(event)
+        if data.status != Status.ROUTED or data.urgency != "today" or data.hub is None:
+            return
+        if _stale(uow, data.changed_at, recent):
+            return
+        due = data.accept_due_at
+        await _tell_hub(uow, data.hub, template=TODAY_REQUEST, about=str(data.assignment_id),
+                        reference=reference_for("routed", data.assignment_id, data.hub, data.routed_at),
+                        personalisation={
+                            "request_type": data.request_type.replace("-", " "),
+                            "accept_by": _kent_time(due) if due else "today",
+                            "case_link": case_url.format(id=data.assignment_id),
+                        })
+
+    async def escalated(uow: UnitOfWork, event: dict) -> None:
+        data = AssignmentEscalatedV1.model_validate(event)
+        if data.hub is None or _stale(uow, data.escalated_at, recent):
+            return
+        await _tell_hub(uow, data.hub, template=ESCALATION, about=str(data.assignment_id),
+                        reference=reference_for("escalated", data.assignment_id, data.deadline, data.due_at),
+                        personalisation={
+                            "request_type": data.request_type.replace("-", " "),
+                            "deadline": DEADLINES.get(data.deadline, data.deadline),
+                            "due_at": _kent_time(data.due_at),
+                            "case_link": case_url.format(id=data.assignment_id),
+                        })
+
+    return {AssignmentStatusChangedV1.type: status_changed, AssignmentEscalatedV1.type: escalated}
+
+
+async def _tell_hub(uow: UnitOfWork, hub: str, *, template: str, reference: str, about: str,
+                    personalisation: dict[str, str]) -> None:
+    email = await uow.session.scalar(select(hubs.c.email).where(hubs.c.slug == hub))
+    if not email:
+        log.info("hub %s has no email address: not told of %s", hub, about)
+        return
+    personalisation = {"hub": hub.replace("-", " ").title(), **personalisation}
+    await enqueue(uow, notifications, Message(reference=reference, channel="email", to=email, template=template,
+                                              personalisation=personalisation, about=about))
+
+
+def _stale(uow: UnitOfWork, at: datetime, recent: timedelta) -> bool:
+    return at < uow.now() - recent
+
+
+def _kent_time(at: datetime) -> str:
+    from zoneinfo import ZoneInfo
+
+    return at.astimezone(ZoneInfo("Europe/London")).strftime("%-d %B %Y at %H:%M")
+
+
+async def delivery_log(uow: UnitOfWork, *, limit: int = 100) -> list[dict]:
+    from shared.notify import delivery_log as log_of
+
+    async with uow:
+        return await log_of(uow.session, TABLES, limit=limit)
+
+
+# --- HTTP: the delivery log -------------------------------------------------------------------
+
+from typing import Annotated  # noqa: E402
+
+from fastapi import APIRouter, Depends, Query, Request  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from shared.auth import Principal, require  # noqa: E402
+
+router = APIRouter(prefix="/v1", tags=["notifications"])
+
+
+class AttemptOut(BaseModel):
+    at: datetime
+    outcome: str
+    """sent, found (an earlier attempt had sent it: not sent again), refused, retry, gave-up."""
+    status_code: int | None = None
+    detail: str | None = None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    reference: str
+    """As given to GOV.UK Notify: look it up there by this."""
+    channel: str
+    recipient: str
+    template: str
+    about: str | None = None
+    status: str
+    """pending, sending (an attempt's outcome unknown until its lease ends), sent, failed."""
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None = None
+    notify_id: str | None = None
+    last_error: str | None = None
+    log: list[AttemptOut]
+
+
+@router.get("/notifications", response_model=list[NotificationOut],
+            summary="The newest messages to hubs, each with every attempt to send it (administrators)")
+async def notification_log(request: Request, by: Annotated[Principal, Depends(require("assignments:admin"))],
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100):
+    return await delivery_log(request.app.state.runtime.uow(reading=True), limit=limit)

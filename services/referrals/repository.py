@@ -354,7 +354,8 @@ class Referrals:
         """Every request (no personal data) with its referral's channel, district and time, in id order."""
         query = (select(requests.c.id, requests.c.referral_id, requests.c.type, requests.c.urgency,
                         requests.c.status, requests.c.duplicate_of, requests.c.cancel_reason,
-                        requests.c.cancelled_at, referrals.c.channel, referrals.c.district, referrals.c.received_at)
+                        requests.c.cancelled_at, referrals.c.channel, referrals.c.district, referrals.c.received_at,
+                        referrals.c.resident_id)
                  .join(referrals, referrals.c.id == requests.c.referral_id).order_by(requests.c.id).limit(limit))
         if after is not None:
             query = query.where(requests.c.id > after)

@@ -89,7 +89,10 @@ class BlindIndex:
     """One hash per word of the value, space-separated (whole-word search)."""
 
     def make(self, fields: Mapping[str, Any], keyring: Keyring) -> str | None:
-        value = self.value(fields)
+        return self.hash(self.value(fields), keyring)
+
+    def hash(self, value: str | None, keyring: Keyring) -> str | None:
+        """The index of an already-normalised value."""
         if value is None:
             return None
         if self.words:
@@ -108,6 +111,10 @@ class SealedTable:
     indexes: tuple[BlindIndex, ...] = ()
     indexes_frozen_when: str | None = None
 
+    def __post_init__(self):
+        # Read per row on the intake hot path: worked out once.
+        object.__setattr__(self, "_sealed_away", frozenset(self.personal_fields))
+
     @property
     def name(self) -> str:
         return self.table.name
@@ -125,7 +132,7 @@ class SealedTable:
 
     def seal(self, row: Mapping[str, Any], keyring: Keyring) -> dict:
         """A row with its fields in clear, as stored: fields sealed, indexes made, other keys kept."""
-        sealed_away = set(self.personal_fields)
+        sealed_away = self._sealed_away
         stored = {k: v for k, v in row.items() if k not in sealed_away}
         if self.blob is not None:
             stored[self.blob.column] = keyring.seal_json({f: row[f] for f in self.blob.fields})
@@ -146,7 +153,13 @@ class SealedTable:
 
     def index(self, fields: Mapping[str, Any], keyring: Keyring) -> dict:
         """The blind-index columns of these (clear) fields, with the current index key."""
-        return {index.column: index.make(fields, keyring) for index in self.indexes}
+        values: dict = {}  # indexes made from the same value (a name, and its words) normalise it once
+        made = {}
+        for index in self.indexes:
+            if index.value not in values:
+                values[index.value] = index.value(fields)
+            made[index.column] = index.hash(values[index.value], keyring)
+        return made
 
     def open(self, row: Mapping[str, Any], keyring: Keyring) -> dict:
         """A stored row with its sealed fields opened at the top level (the stored columns stay too)."""

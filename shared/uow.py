@@ -79,6 +79,7 @@ class UnitOfWork:
         self._repositories: dict[str, object] = {}
         self.topics = topics
         """The platform's `Topics` (shared/settings.py): where contracts' declared topics are."""
+        self._routes: dict[str, list[str]] = {}
         self.session: AsyncSession
         self._events: list[tuple[str, str | None, CloudEvent]] = []
         self._audit: tuple[Table, list[dict]] | None = None
@@ -120,12 +121,16 @@ class UnitOfWork:
 
     def routed(self, event_type: str) -> list[str]:
         """The topics a contract declares for itself (`EventData.topics`), as this platform names them."""
+        known = self._routes.get(event_type)  # a batch of intake routes three events per referral
+        if known is not None:
+            return known
         declared = REGISTRY[event_type].topics
         if self.topics is None or not declared:
             raise ValueError(f"{event_type} names no topic this unit of work knows: pass topic=")
         names = [getattr(self.topics, field) for field in declared]
         if any("{" in name for name in names):  # a per-hub topic: only the caller knows which hub
             raise ValueError(f"{event_type} goes to a topic per hub: pass topic=")
+        self._routes[event_type] = names
         return names
 
     def publish(self, data: EventData, *, topic: str | None = None, key: str | None = None,

@@ -264,14 +264,14 @@ def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool =
         "consent_to_share": referral.consent["to_share"],
         "requests": [{"request_id": r.id, "type": r.type, "details": r.details, "needed_by": r.needed_by,
                       "urgency": r.urgency, "duplicate_of": r.duplicate_of} for r in referral.requests],
-        "backfilled": backfilled,
+        "backfilled": backfilled, "resident_id": referral.resident_id,
     })
     district = referral.district
     for r in referral.requests:
         uow.publish_data(RequestReceivedV1.type, subject=referral_id, key=referral_id, data={
             "referral_id": referral_id, "request_id": r.id, "request_type": r.type, "channel": channel,
             "postcode_district": district, "urgency": r.urgency, "received_at": received_at,
-            "possible_duplicate": r.duplicate_of is not None,
+            "possible_duplicate": r.duplicate_of is not None, "resident_id": referral.resident_id,
         })
 
 

@@ -83,8 +83,13 @@ def _row(referral: Referral) -> dict:
     }
 
 
-def _request_row(referral_id: str, request: Request) -> dict:
-    return {"referral_id": referral_id, **{name: getattr(request, name) for name in _REQUEST_COLUMNS}}
+def _request_row(referral_id: str, r: Request) -> dict:
+    return {
+        "referral_id": referral_id, "id": r.id, "type": r.type, "position": r.position, "urgency": r.urgency,
+        "details": r.details, "needed_by": r.needed_by, "status": r.status, "duplicate_of": r.duplicate_of,
+        "cancel_reason": r.cancel_reason, "cancelled_at": r.cancelled_at, "progress": r.progress, "hub": r.hub,
+        "progress_at": r.progress_at, "outcome": r.outcome, "closed_at": r.closed_at,
+    }
 
 
 def _referral(row, request_rows, keyring) -> Referral:
@@ -349,7 +354,8 @@ class Referrals:
         """Every request (no personal data) with its referral's channel, district and time, in id order."""
         query = (select(requests.c.id, requests.c.referral_id, requests.c.type, requests.c.urgency,
                         requests.c.status, requests.c.duplicate_of, requests.c.cancel_reason,
-                        requests.c.cancelled_at, referrals.c.channel, referrals.c.district, referrals.c.received_at)
+                        requests.c.cancelled_at, referrals.c.channel, referrals.c.district, referrals.c.received_at,
+                        referrals.c.resident_id)
                  .join(referrals, referrals.c.id == requests.c.referral_id).order_by(requests.c.id).limit(limit))
         if after is not None:
             query = query.where(requests.c.id > after)

@@ -161,7 +161,7 @@ async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, 
         uow.publish(RequestReceivedV1(
             referral_id=row.referral_id, request_id=row.id, request_type=row.type, channel=row.channel,
             postcode_district=row.district, urgency=row.urgency, received_at=row.received_at,
-            possible_duplicate=row.duplicate_of is not None,
+            possible_duplicate=row.duplicate_of is not None, resident_id=row.resident_id,
         ))
         if row.status == domain.CANCELLED and row.cancelled_at is not None:
             uow.publish(RequestCancelledV1(

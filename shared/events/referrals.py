@@ -68,6 +68,8 @@ class ReferralReceivedV1(EventData):
     requests: list[RequestV1]
     backfilled: bool = False
     """Recorded after the fact with `received_at` in the past (a migration, a demo): routing happened then too."""
+    resident_id: uuid.UUID | None = None
+    """The resident it is about (an id, not a person): `residents.merged.v1` may later fold it into another."""
 
     def subject(self) -> str:
         return str(self.referral_id)
@@ -128,6 +130,8 @@ class RequestReceivedV1(EventData):
     urgency: str
     received_at: datetime
     possible_duplicate: bool = False
+    resident_id: uuid.UUID | None = None
+    """The resident (an id only): counts of people helped; `residents.merged.v1` folds two into one."""
 
     def subject(self) -> str:
         return str(self.referral_id)

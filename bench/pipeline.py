@@ -119,6 +119,25 @@ class RunningSuite:
                 found[name] = int(out[0])
         return found
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) so far of each process of the suite, by what it is: a service, the broker."""
+        tick = os.sysconf("SC_CLK_TCK")
+        found: dict[str, float] = {}
+        todo = [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+            todo += [int(c) for c in children]
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = next((n for n in SERVICE_PORTS if f"services.{n}.app" in cmdline), None)
+            name = name or ("broker" if "tansu" in cmdline or "kafka" in cmdline.lower() else "supervisor")
+            found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return found
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -454,6 +473,7 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         if not ready.wait(60):
             raise RuntimeError("the watcher did not start")
         before = load()
+        cpu_before = suite.cpu_seconds()
         result = asyncio.run(driver())
         want = {r for _, ids, _ in result["sent"].values() for r in ids}
         deadline = time.monotonic() + args.drain
@@ -466,6 +486,8 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
                 drained_at = time.monotonic()
                 time.sleep(1.5)  # the last relay round and the watcher's last fetch and feed poll
                 break
+        cpu_after = suite.cpu_seconds()
+        result["cpu"] = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
         stop.set()
         watcher.join(30)
         arrivals = json.loads(out.read_text())
@@ -491,6 +513,7 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
           f"rate held {len(sent) / result['seconds']:.1f}/s (sends at most {result['late'] * 1000:.0f} ms late)")
     topic, topic_missing = latencies(sent, arrivals["topic"])
     feed, feed_missing = latencies(sent, arrivals["feed"])
+    print(cpu_line(result["cpu"], ok))
     print(line("POST sent → hub's Kafka topic", topic))
     print(line(f"POST sent → hub's pull feed (±{args.feed_poll * 1000:.0f} ms)", feed))
     for kind, missing in (("topic", topic_missing), ("feed", feed_missing)):
@@ -514,8 +537,17 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         print(f"  sustained (referrals ÷ first POST to last arrival): {len(ok) / (last - first):.0f} referrals/s"
               f"   ({len(arrived) / (last - first):.0f} requests/s)")
         print(f"  never arrived on the hub topic: {len(missing)}")
+        print(cpu_line(result["cpu"], len(ok)))
         topic_latency, _ = latencies(sent, arrivals["topic"])
         print(line("POST sent → hub's Kafka topic", topic_latency))
+
+
+def cpu_line(cpu: dict[str, float], referrals: int) -> str:
+    """Each process's CPU per referral over the phase (its drain included): steadier than rates on a shared machine."""
+    if not referrals:
+        return "  CPU: no referrals"
+    parts = [f"{name} {1000 * seconds / referrals:.2f}" for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])]
+    return f"  CPU ms per referral: {', '.join(parts)}; total {1000 * sum(cpu.values()) / referrals:.2f}"
 
 
 def _probe_lag(suite: RunningSuite) -> int | None:

@@ -16,7 +16,7 @@ from services.fulfilment import domain
 from services.fulfilment.announcements import Outgoing, announce
 from services.fulfilment.domain import Assignment, Placement, Status
 from services.fulfilment.hubs import Hub, route
-from services.fulfilment.postcodes import PostcodeDirectory
+from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
 from services.fulfilment.repository import Assignments, values_of
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
@@ -40,6 +40,7 @@ class Routing:
         self.hubs_ttl_seconds = hubs_ttl_seconds
         self._hubs: dict | None = None
         self._hubs_loaded_at = 0.0
+        self._routing_hubs: tuple[list, list[Hub], dict] | None = None
 
     async def hubs(self, uow: UnitOfWork) -> dict:
         """The hubs table, read at most every few seconds: routing every event need not ask again.
@@ -52,6 +53,37 @@ class Routing:
             self._hubs_loaded_at = now
         return self._hubs
 
+    async def load_areas_of(self, postcodes: Iterable[str]) -> None:
+        """Read the postcode areas these need that are not in memory yet, off the event loop.
+
+        Kent and Medway are loaded at start-up; the first London or Sussex postcode
+        reads its area's file (a second or more): in a thread, so it does not stall
+        every other event and request meanwhile.
+        """
+        if self.directory is None:
+            return
+        loaded = self.directory.loaded_areas
+        missing = []
+        for postcode in postcodes:
+            try:
+                canonical = normalise_postcode(postcode)
+            except (TypeError, ValueError):
+                continue
+            area = canonical[:2] if canonical[1].isalpha() else canonical[:1]
+            if area not in loaded:
+                missing.append(postcode)
+        for postcode in missing:
+            await asyncio.to_thread(self.directory.lookup, postcode)
+
+    def _hubs_for_routing(self, rows: list) -> tuple[list[Hub], dict]:
+        """The hubs as routing takes them, made once per read of the table, not once per referral."""
+        cached = self._routing_hubs
+        # The same row objects (held here, so never recycled) as last time: the same hubs.
+        if cached is None or len(cached[0]) != len(rows) or any(a is not b for a, b in zip(cached[0], rows)):
+            self._routing_hubs = (rows, [Hub(r.slug, r.name, r.district_code) for r in rows],
+                                  {r.slug: r.sla or {} for r in rows})
+        return self._routing_hubs[1], self._routing_hubs[2]
+
     def forget_hubs(self) -> None:
         self._hubs = None
 
@@ -59,9 +91,10 @@ class Routing:
         if self.directory is None:
             raise RuntimeError("the postcode directory is not loaded yet")
         rows = list(hub_rows)
-        decision = route(self.directory.lookup(postcode), [Hub(r.slug, r.name, r.district_code) for r in rows])
+        known, sla = self._hubs_for_routing(rows)
+        decision = route(self.directory.lookup(postcode), known)
         return domain.placement_for(
-            decision, hub_sla={r.slug: r.sla or {} for r in rows}, triage_within=self.triage_within,
+            decision, hub_sla=sla, triage_within=self.triage_within,
             out_of_area_within=self.out_of_area_within, consent_to_share=consent_to_share,
         )
 
@@ -101,6 +134,7 @@ async def route_referrals(
                                    if any(str(r.request_id) in known for r in referral.requests)})
     now = uow.now()
     hub_rows = await routing.hubs(uow)
+    await routing.load_areas_of(referral.resident.address.postcode for referral in received)
     out = Outgoing(topics, hub_rows=hub_rows)
     new_referrals, rows, changes, announcements = [], [], [], []
     for referral in received:

@@ -34,10 +34,8 @@ import json
 import multiprocessing
 import os
 import random
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -47,8 +45,8 @@ from services.fulfilment.hubs import KENT_HUBS
 from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import free_port, port_open
 from shared.settings import Topics
+from tests.support.suite import Suite
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVICE_PORTS = {"referrals": 8001, "fulfilment": 8002, "actions": 8003, "reporting": 8004, "web": 8005}
 ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 TYPES = ["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4 + ["other"] * 2
@@ -65,14 +63,11 @@ def free_offset(rng: random.Random) -> int:
     raise RuntimeError("no free port range found")
 
 
-class RunningSuite:
+class RunningSuite(Suite):
+    """The suite as `make run` starts it (tests/support/suite.py, as the fault suite uses), on PostgreSQL if asked."""
+
     def __init__(self, var_dir: Path, *, database: str):
-        self.var_dir = var_dir
-        self.offset = free_offset(random.Random())
-        self.broker_port = free_port()
-        self.env = {**os.environ, "KT_VAR_DIR": str(var_dir), "KT_PORT_OFFSET": str(self.offset),
-                    "KT_BROKER_PORT": str(self.broker_port), "KT_LOG_LEVEL": "WARNING"}
-        self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        super().__init__(var_dir=var_dir, port_offset=free_offset(random.Random()), broker_port=free_port())
         self.env.pop("KT_BROKER", None)  # the embedded default, as `make run`
         self.databases: list[str] = []
         if database == "postgres":
@@ -81,42 +76,18 @@ class RunningSuite:
                 _recreate_database(db)
                 self.databases.append(db)
                 self.env[f"{name.upper()}_DATABASE_URL"] = f"postgresql+asyncpg://{_pg_hostpart()}/{db}"
-        self.log = var_dir / "suite.log"
-        self.process: subprocess.Popen | None = None
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{SERVICE_PORTS[service] + self.offset}"
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.broker_port}"
-
-    def cli(self) -> list[str]:
-        script = Path(sys.executable).with_name("kent-together")
-        return [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli"]
-
-    def start(self, timeout: float = 180) -> "RunningSuite":
-        self.process = subprocess.Popen(self.cli() + ["run"], cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while b"Ctrl-C stops everything" not in self.log.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the suite did not start:\n" + self.log.read_text()[-3000:])
-            time.sleep(0.2)
-        return self
-
-    def token(self, role: str) -> str:
-        return subprocess.run(self.cli() + ["token", "--role", role], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, check=True).stdout.strip()
+    def service_url(self, service: str) -> str:
+        return self.url(SERVICE_PORTS[service])
 
     def pids(self) -> dict[str, int]:
         """Each service's uvicorn process, for `py-spy` (printed so a profile can be taken mid-run)."""
         found = {}
         for name in SERVICE_PORTS:
-            out = subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", f"services.{name}.app"],
-                                 capture_output=True, text=True).stdout.split()
-            if out:
-                found[name] = int(out[0])
+            try:
+                found[name] = self.service_pid(name)
+            except (IndexError, ValueError):
+                pass
         return found
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -139,13 +110,7 @@ class RunningSuite:
         return found
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        super().stop()
         for db in self.databases:
             try:
                 _drop_database(db)
@@ -427,11 +392,6 @@ def line(name: str, values: list[float]) -> str:
             f"max {max(values) if values else float('nan'):7.1f} ms   ({len(values)} requests)")
 
 
-async def wait_for(arrivals_path: Path, stop, want: set[str], *, timeout: float) -> None:
-    """The watcher writes on stop; meanwhile poll nothing: just give the pipeline `timeout` to drain."""
-    await asyncio.sleep(timeout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=100.0)
@@ -467,7 +427,7 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         ctx = multiprocessing.get_context("spawn")
         ready, stop = ctx.Event(), ctx.Event()
         out = scratch / f"arrivals-{name}.json"
-        watcher = ctx.Process(target=watch, args=(suite.bootstrap_servers, suite.url("fulfilment"), admin_token,
+        watcher = ctx.Process(target=watch, args=(suite.bootstrap_servers, suite.service_url("fulfilment"), admin_token,
                                                   args.feed_poll, str(out), ready, stop))
         watcher.start()
         if not ready.wait(60):
@@ -499,13 +459,13 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
     # Warm-up: connections, caches, the consumers' first fetches; not counted.
     if args.warmup > 0:
         warm = bodies(int(args.rate * args.warmup), seed=1, postcodes=postcodes)
-        asyncio.run(open_loop(suite.url("referrals"), intake_token, warm, args.rate))
+        asyncio.run(open_loop(suite.service_url("referrals"), intake_token, warm, args.rate))
         time.sleep(3)
 
     count = int(args.rate * args.seconds)
     payloads = bodies(count, seed=2, postcodes=postcodes)
     print(f"\nfixed rate: {args.rate:g} referrals/s for {args.seconds:g} s (open loop), {args.database} …", flush=True)
-    result, arrivals = phase("fixed", lambda: open_loop(suite.url("referrals"), intake_token, payloads, args.rate))
+    result, arrivals = phase("fixed", lambda: open_loop(suite.service_url("referrals"), intake_token, payloads, args.rate))
     sent = result["sent"]
     ok = sum(1 for _, _, status in sent.values() if status == 201)
     print(f"  {result['load_before']} before, {result['load_after']} after")
@@ -524,7 +484,7 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         print(f"\nsustained: {args.connections} connections posting as fast as intake answers for "
               f"{args.sustained_seconds:g} s, then drained …", flush=True)
         result, arrivals = phase("sustained", lambda: closed_loop(
-            suite.url("referrals"), intake_token, payloads, args.connections, args.sustained_seconds))
+            suite.service_url("referrals"), intake_token, payloads, args.connections, args.sustained_seconds))
         sent = result["sent"]
         ok = [(at, ids) for at, ids, status in sent.values() if status == 201]
         first = min(at for at, _ in ok)
@@ -557,7 +517,7 @@ def _probe_lag(suite: RunningSuite) -> int | None:
     total = 0
     for name in ("referrals", "fulfilment"):
         try:
-            text = httpx.get(suite.url(name) + "/metrics", timeout=5).text
+            text = httpx.get(suite.service_url(name) + "/metrics", timeout=5).text
         except httpx.HTTPError:
             return None
         for metric in text.splitlines():

@@ -439,3 +439,44 @@ async def test_an_idle_consumer_asked_to_stop_stops_at_once(db, broker, topic, u
     finally:
         task.cancel()
         await consumer.producer.stop()
+
+
+async def test_on_postgresql_a_slow_partition_does_not_hold_back_the_others_and_each_stays_in_order(
+    db, broker, topic, unique,
+):
+    """Partitions of a fetch are handled concurrently where transactions can run side by side (PostgreSQL)."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: its partitions are handled one after another")
+    from shared.bus import ensure_topics
+
+    await ensure_topics(broker.bootstrap_servers, {topic: 2})
+    slow = [cancelled_event() for _ in range(3)]
+    quick = [cancelled_event() for _ in range(3)]
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for event in slow:
+            await producer.send_and_wait(topic, value=event.to_bytes(), key=b"slow", partition=0)
+        for event in quick:
+            await producer.send_and_wait(topic, value=event.to_bytes(), key=b"quick", partition=1)
+    finally:
+        await producer.stop()
+    quick_ids = {e.id for e in quick}
+    quick_done = asyncio.Event()
+    order = []
+
+    async def handler(uow, event):
+        if event.id not in quick_ids:
+            # Partition 0 waits for partition 1: one after the other, this would never finish.
+            await asyncio.wait_for(quick_done.wait(), timeout=10)
+        await record_effect(uow, event)
+        order.append(event.id)
+        if quick_ids <= set(order):
+            quick_done.set()
+
+    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler, batch_size=1)
+    await run_until(consumer, lambda: consumer.processed_total >= 6 or consumer.dead_lettered_total > 0)
+    assert consumer.dead_lettered_total == 0
+    assert [i for i in order if i in quick_ids] == [e.id for e in quick]
+    assert [i for i in order if i not in quick_ids] == [e.id for e in slow]
+    assert await count_effects(db) == 6

@@ -409,7 +409,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kt-bench-pipeline-") as scratch:
         suite = RunningSuite(Path(scratch), database=args.database)
         print(f"starting the suite (kent-together run, {args.database}, embedded broker) in {scratch} …", flush=True)
-        suite.start()
+        suite.start(timeout=300)  # a loaded machine takes its time
         try:
             run(suite, args, postcodes, Path(scratch))
         finally:

@@ -77,10 +77,7 @@ class EventConsumer(StopsBetweenRounds):
         security: KafkaSecurity | None = None,
         inbox_retention: timedelta | None = None,
         fetch_max_wait_ms: int = 20,
-        concurrent_partitions: bool | None = None,
     ):
-        self.concurrent_partitions = concurrent_partitions
-        """Handle the partitions of a fetch concurrently (each still in order); None: on PostgreSQL only."""
         self.group_id = group_id
         self.fetch_max_wait_ms = fetch_max_wait_ms
         """How long a fetch waits for data. The embedded broker (tansu) answers only when the wait is over, not
@@ -161,9 +158,6 @@ class EventConsumer(StopsBetweenRounds):
                         if self.batch_handler is not None and len(batches) > 1:
                             await self._process_fetch(consumer, batches, handled)
                             continue
-                        if len(batches) > 1 and self._partitions_in_parallel():
-                            await self._process_partitions_together(consumer, batches, handled)
-                            continue
                         for partition, messages in batches.items():
                             await self._process_partition(partition, messages, handled)
                             # Only now, after every database commit of this batch.
@@ -234,31 +228,6 @@ class EventConsumer(StopsBetweenRounds):
             chunk = messages[start:start + self.batch_size]
             await self.process_many(chunk)
             handled[partition] = chunk[-1].offset + 1
-
-    def _partitions_in_parallel(self) -> bool:
-        """Whether partitions are handled concurrently: on PostgreSQL, where transactions run side by side.
-
-        SQLite has one writer: concurrent transactions would only queue on its lock
-        (and its busy handler sleeps), so there partitions go one after another.
-        """
-        if self.concurrent_partitions is None:
-            self.concurrent_partitions = self.uow_factory().db.dialect == "postgresql"
-        return self.concurrent_partitions
-
-    async def _process_partitions_together(self, consumer: AIOKafkaConsumer, batches: dict, handled: dict) -> None:
-        """Each partition of a fetch in its own task, in order within it (FastStream's design, ag2ai/faststream#2017).
-
-        A slow or retried event holds back only its own partition's events, not those
-        of the others; events with the same key (one referral's) are in one partition
-        and so still handled in order. If one task fails, the others are cancelled
-        (TaskGroup) and what each had committed is still committed below or on stop.
-        """
-        async with asyncio.TaskGroup() as group:
-            for partition, messages in batches.items():
-                group.create_task(self._process_partition(partition, messages, handled))
-        # Only now, after every database commit of this fetch; then forget them (see _process_fetch).
-        await consumer.commit(dict(handled))
-        handled.clear()
 
     async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:
         if not handled:

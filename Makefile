@@ -68,8 +68,11 @@ test-kafka: install postgres kafka
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit
 
-## Benchmarks: print figures, assert nothing about time.
+## Benchmarks: print figures, assert nothing about time. First what a resident experiences: the suite as
+## `make run` starts it, POST → hub topic and feed at 100 referrals/s, then the sustained rate
+## (PIPELINE_ARGS="--database postgres" for PostgreSQL; docs/benchmarks.md).
 bench: install
+	$(BIN)/python -m bench.pipeline $(PIPELINE_ARGS)
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.fulfilment_routing
 	$(BIN)/python -m bench.reporting

@@ -76,8 +76,13 @@ class EventConsumer(StopsBetweenRounds):
         max_event_bytes: int = 512 * 1024,
         security: KafkaSecurity | None = None,
         inbox_retention: timedelta | None = None,
+        fetch_max_wait_ms: int = 20,
     ):
         self.group_id = group_id
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        """How long a fetch waits for data. The embedded broker (tansu) answers only when the wait is over, not
+        when data arrives, so this is each hop's latency floor there: 20 ms, not 100 (a resident's request crosses
+        two consumers on its way to a hub). Apache Kafka answers as soon as data comes, whatever the wait."""
         self.inbox_retention = inbox_retention
         """Handled ids older than this are purged now and then (None: kept); see ServiceSettings.inbox_retention_days."""
         self._last_inbox_purge: float | None = None
@@ -134,7 +139,7 @@ class EventConsumer(StopsBetweenRounds):
                 session_timeout_ms=self.session_timeout_ms,
                 # The embedded broker answers a fetch only when its wait is over, not
                 # when data arrives: keep the wait short so events flow in milliseconds.
-                fetch_max_wait_ms=100,
+                fetch_max_wait_ms=self.fetch_max_wait_ms,
                 heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
                 **client_options(self.security),
             )
@@ -154,10 +159,7 @@ class EventConsumer(StopsBetweenRounds):
                             await self._process_fetch(consumer, batches, handled)
                             continue
                         for partition, messages in batches.items():
-                            for start in range(0, len(messages), self.batch_size):
-                                chunk = messages[start:start + self.batch_size]
-                                await self.process_many(chunk)
-                                handled[partition] = chunk[-1].offset + 1
+                            await self._process_partition(partition, messages, handled)
                             # Only now, after every database commit of this batch.
                             await consumer.commit({partition: handled.pop(partition)})
             except asyncio.CancelledError:
@@ -219,6 +221,13 @@ class EventConsumer(StopsBetweenRounds):
         # partition since given to another instance is never committed again from here.
         await consumer.commit(dict(handled))
         handled.clear()
+
+    async def _process_partition(self, partition, messages: list, handled: dict) -> None:
+        """One partition's messages of a fetch, in order, a transaction per `batch_size`."""
+        for start in range(0, len(messages), self.batch_size):
+            chunk = messages[start:start + self.batch_size]
+            await self.process_many(chunk)
+            handled[partition] = chunk[-1].offset + 1
 
     async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:
         if not handled:

@@ -103,6 +103,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
             runtime.consumer(
                 group=settings.consumer_group, topics=[settings.topics.referrals],
                 handlers=handlers.referral_handlers(routing=routing, topics=settings.topics),
+                batch_handler=handlers.referral_batch(routing=routing, topics=settings.topics),
             )
         ],
         on_startup=on_startup,

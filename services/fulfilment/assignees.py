@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import case, func, insert, literal, select, update
 
-from services.fulfilment import domain, service
+from services.fulfilment import domain, reading, repository, service
 from services.fulfilment.domain import Status
 from services.fulfilment.models import assignments, case_holders, case_notes, holder_changes, referrals
 from shared.app import Runtime
@@ -79,7 +79,7 @@ async def change_holder(
     to: str | None = None, to_name: str | None = None,
 ) -> dict:
     async with uow:
-        row = await service._visible_for_change(uow, assignment_id, by=by)
+        row = await service.visible_for_change(uow, assignment_id, by=by)
         current = await _holder_row(uow, assignment_id)
         holder = current["holder"] if current else None
         new = holder_change(change=change, status=row["status"], holder=holder, by=by.subject,
@@ -115,7 +115,7 @@ async def set_next_contact(uow: UnitOfWork, *, assignment_id: str, at: datetime 
                            by_name: str | None) -> dict:
     """When the resident is next to be called (after a missed call, or as agreed with them); None clears it."""
     async with uow:
-        row = await service._visible_for_change(uow, assignment_id, by=by)
+        row = await service.visible_for_change(uow, assignment_id, by=by)
         current = await _holder_row(uow, assignment_id)
         now = uow.now()
         if current is None:
@@ -138,7 +138,7 @@ async def set_next_contact(uow: UnitOfWork, *, assignment_id: str, at: datetime 
 async def holder_of(uow: UnitOfWork, *, assignment_id: str, by: Principal) -> dict:
     async with uow:
         row = (await uow.session.execute(select(assignments.c.hub).where(assignments.c.id == assignment_id))).first()
-        if row is None or not service._may_see(by, row.hub):
+        if row is None or not reading.may_see(by, row.hub):
             from shared.errors import NotFound
 
             raise NotFound(f"no assignment {assignment_id}")
@@ -200,7 +200,7 @@ async def hub_queue(
     async with uow:
         now = uow.now()
         if overdue is not None:
-            clause = service._overdue_clause(now)
+            clause = repository.overdue_clause(now)
             conditions.append(clause if overdue else ~clause)
         query = (
             select(assignments, referrals.c.personal, referrals.c.reference, h.holder, h.holder_name, h.held_since,
@@ -212,7 +212,7 @@ async def hub_queue(
     keyring = uow.keyring
     items = []
     for r in rows:
-        summary = service._summary(service._opened_assignment(r, keyring),
+        summary = reading.summary(repository.opened_assignment(r, keyring),
                                    {**keyring.open_json(r["personal"]), "reference": r["reference"]}, now=now)
         items.append({
             **summary, "holder": r["holder"], "holder_name": r["holder_name"], "held_since": r["held_since"],

@@ -73,6 +73,29 @@ FULFILLED_OUTCOMES = ("delivered", "arranged-with-partner", "signposted")
 CONTACT_OUTCOMES = ("no-answer", "wrong-number", "voicemail", "reached")
 CANCEL_REASONS = ("no-longer-needed", "resident-request", "duplicate", "entered-in-error", "other")
 
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """One SLA deadline: while an assignment rests in `stages`, it is missed once `due` has passed."""
+
+    name: str
+    stages: frozenset[Status]
+    due: str
+    """The assignment's column (and attribute) holding when it is due."""
+    escalated: str
+    """The column (and attribute) holding when its escalation was raised."""
+
+
+DEADLINES: tuple[Deadline, ...] = (
+    # 'accept': a hub to accept it, or (for a queue) a person to pick it up.
+    Deadline("accept", frozenset({Status.ROUTED, *QUEUES}), "accept_due_at", "accept_escalated_at"),
+    Deadline("fulfil", frozenset({Status.ROUTED, Status.ACCEPTED, Status.IN_PROGRESS}), "fulfil_due_at",
+             "fulfil_escalated_at"),
+)
+"""The stage rule, once: `Assignment.overdue_deadlines` and the repository's SQL both read it."""
+DEADLINE = {d.name: d for d in DEADLINES}
+
 SYSTEM = "fulfilment"
 """Who did it, when no person did: routing, re-routing, escalation."""
 
@@ -356,13 +379,8 @@ class Assignment:
 
     def overdue_deadlines(self, now: datetime) -> list[str]:
         """Deadlines missed: 'accept' (for a queue: picked up) and 'fulfil'."""
-        missed = []
-        if self.status in (Status.ROUTED, *QUEUES) and self.accept_due_at and self.accept_due_at <= now:
-            missed.append("accept")
-        if self.status in (Status.ROUTED, Status.ACCEPTED, Status.IN_PROGRESS) and self.fulfil_due_at \
-                and self.fulfil_due_at <= now:
-            missed.append("fulfil")
-        return missed
+        return [d.name for d in DEADLINES
+                if self.status in d.stages and (due := getattr(self, d.due)) is not None and due <= now]
 
     def is_overdue(self, now: datetime) -> bool:
         return bool(self.overdue_deadlines(now))

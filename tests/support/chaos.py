@@ -350,7 +350,7 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
     run = uuid.uuid4().hex[:8]
     second_instances: dict[str, SecondInstance] = {}
     try:
-        suite.start()
+        suite.start(timeout=300)  # a loaded machine takes its time
         services = [name for name in SERVICES if f"  {name} " in suite.log.read_text()]
         if broker_kind == "kafka":
             second_instances = {name: SecondInstance(suite, name, log=scratch / f"{name}-2.log")

@@ -27,7 +27,7 @@ import random
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -46,15 +46,16 @@ from shared.settings import Topics
 ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PARTITIONS = 6
 # The April 2020 briefing: 55% food, 27% prescriptions; the rest shared out.
-TYPES = (["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4
-         + ["other"] * 2)
+TYPES = (
+    ["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4 + ["other"] * 2
+)
 
 
 def make_referrals(count: int, directory: PostcodeDirectory, *, seed: int = 2020) -> list[ReferralReceivedV1]:
     rng = random.Random(seed)
     kent = {hub.district_code: directory.postcodes(district_code=hub.district_code) for hub in KENT_HUBS}
     medway = directory.postcodes(district_code="E06000035")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     referrals = []
     for i in range(count):
         roll = rng.random()
@@ -67,16 +68,29 @@ def make_referrals(count: int, directory: PostcodeDirectory, *, seed: int = 2020
         else:
             postcode = "CT9 9XX"  # in no directory: triage
         requests = [
-            {"request_id": uuid.uuid4(), "type": kind, "details": "bench", "urgency": rng.choice(
-                ["today", "within-48-hours", "this-week", "routine"])}
+            {
+                "request_id": uuid.uuid4(),
+                "type": kind,
+                "details": "bench",
+                "urgency": rng.choice(["today", "within-48-hours", "this-week", "routine"]),
+            }
             for kind in rng.sample(TYPES, k=rng.choice([1, 1, 1, 2, 2, 3]))
         ]
-        referrals.append(ReferralReceivedV1(
-            referral_id=uuid.uuid4(), reference=f"KT-BNCH-{i:04d}", channel="phone", received_at=now,
-            consent_to_share=True, requests=requests,
-            resident={"name": f"Resident {i}", "phone": "+441843577000",
-                      "address": {"line1": f"{i} High Street", "postcode": postcode}},
-        ))
+        referrals.append(
+            ReferralReceivedV1(
+                referral_id=uuid.uuid4(),
+                reference=f"KT-BNCH-{i:04d}",
+                channel="phone",
+                received_at=now,
+                consent_to_share=True,
+                requests=requests,
+                resident={
+                    "name": f"Resident {i}",
+                    "phone": "+441843577000",
+                    "address": {"line1": f"{i} High Street", "postcode": postcode},
+                },
+            )
+        )
     return referrals
 
 
@@ -97,8 +111,12 @@ async def fill_topic(bootstrap: str, topic: str, *, referrals: list[ReferralRece
 async def raw_consume(bootstrap: str, topic: str, *, expect: int) -> float:
     """Messages per second, first to last, for a consumer that does nothing with them."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
     )
     await consumer.start()
     seen, first = 0, None
@@ -117,15 +135,28 @@ async def raw_consume(bootstrap: str, topic: str, *, expect: int) -> float:
 
 
 async def fulfilment_consume(
-    *, bootstrap: str, topics: Topics, database_url: str, directory: PostcodeDirectory, expect: int, var_dir: Path,
+    *,
+    bootstrap: str,
+    topics: Topics,
+    database_url: str,
+    directory: PostcodeDirectory,
+    expect: int,
+    var_dir: Path,
 ) -> tuple[float, int, float, float]:
     """(events/s, assignments made, assignments/s, CPU ms per event), first event handled to last, with the relay
     running. The CPU is this process's (its SQLite thread and relay included; not PostgreSQL's): steadier than
     the rate on a shared machine."""
     settings = FulfilmentSettings(
-        database_url=database_url, kafka_bootstrap_servers=bootstrap, topics=topics, var_dir=var_dir,
-        jwt_signing_key="bench-signing-key-" + "b" * 32, log_json=False, consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
-        run_scheduler=False, run_webhooks=False, create_hub_topics=False,
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        topics=topics,
+        var_dir=var_dir,
+        jwt_signing_key="bench-signing-key-" + "b" * 32,
+        log_json=False,
+        consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
+        run_scheduler=False,
+        run_webhooks=False,
+        create_hub_topics=False,
     )
     app = create_app(settings, directory=directory)
     runtime = app.state.runtime
@@ -164,10 +195,14 @@ async def inbox_only_consume(*, bootstrap: str, topic: str, database_url: str, e
         return None
 
     consumer = EventConsumer(
-        group_id=f"bench-inbox-{uuid.uuid4().hex[:6]}", topics=[topic],
+        group_id=f"bench-inbox-{uuid.uuid4().hex[:6]}",
+        topics=[topic],
         handlers={ReferralReceivedV1.type: nothing},
-        uow_factory=lambda: UnitOfWork(db, source="/bench", outbox=tables.outbox), inbox=tables.inbox,
-        bootstrap_servers=bootstrap, producer=Producer(bootstrap), dead_letter_topic=f"{topic}.dlq",
+        uow_factory=lambda: UnitOfWork(db, source="/bench", outbox=tables.outbox),
+        inbox=tables.inbox,
+        bootstrap_servers=bootstrap,
+        producer=Producer(bootstrap),
+        dead_letter_topic=f"{topic}.dlq",
     )
     task = asyncio.create_task(consumer.run())
     try:
@@ -216,12 +251,18 @@ async def main(referral_count: int, databases: list[str]) -> None:
         referrals = make_referrals(referral_count, directory)
         requests = sum(len(r.requests) for r in referrals)
         run = uuid.uuid4().hex[:6]
-        topics = Topics(referrals=f"bench.referrals.{run}", request_stats=f"bench.stats.{run}",
-                        assignment_status=f"bench.status.{run}", hubs=f"bench.hub.{run}.{{hub}}",
-                        dead_letter_prefix=f"bench.dlq.{run}.")
+        topics = Topics(
+            referrals=f"bench.referrals.{run}",
+            request_stats=f"bench.stats.{run}",
+            assignment_status=f"bench.status.{run}",
+            hubs=f"bench.hub.{run}.{{hub}}",
+            dead_letter_prefix=f"bench.dlq.{run}.",
+        )
         await fill_topic(bootstrap, topics.referrals, referrals=referrals)
-        print(f"topic {topics.referrals}: {referral_count:,} referral.received events, {requests:,} requests, "
-              f"{PARTITIONS} partitions")
+        print(
+            f"topic {topics.referrals}: {referral_count:,} referral.received events, {requests:,} requests, "
+            f"{PARTITIONS} partitions"
+        )
 
         raw = await raw_consume(bootstrap, topics.referrals, expect=referral_count)
         print(f"\n  raw consume (no parsing, no database)        {raw:>9,.0f} events/s")
@@ -234,20 +275,31 @@ async def main(referral_count: int, databases: list[str]) -> None:
                 try:
                     await asyncio.to_thread(upgrade, "fulfilment", url)
                     floor = await inbox_only_consume(
-                        bootstrap=bootstrap, topic=topics.referrals, database_url=url, expect=referral_count,
+                        bootstrap=bootstrap,
+                        topic=topics.referrals,
+                        database_url=url,
+                        expect=referral_count,
                     )
                     rate, made, assigned, cpu_ms = await fulfilment_consume(
-                        bootstrap=bootstrap, topics=topics, database_url=url, directory=directory,
-                        expect=referral_count, var_dir=Path(scratch),
+                        bootstrap=bootstrap,
+                        topics=topics,
+                        database_url=url,
+                        directory=directory,
+                        expect=referral_count,
+                        var_dir=Path(scratch),
                     )
                 finally:
                     if name:
                         await drop_postgres(name)
             print(f"\n  {database}:")
-            print(f"    shared consumer, handler doing nothing     {floor:>9,.0f} events/s   "
-                  f"(one transaction per event: the floor)")
-            print(f"    fulfilment: consumed and assigned          {rate:>9,.0f} events/s   "
-                  f"{assigned:,.0f} assignments/s; {made:,} assignments for {requests:,} requests")
+            print(
+                f"    shared consumer, handler doing nothing     {floor:>9,.0f} events/s   "
+                f"(one transaction per event: the floor)"
+            )
+            print(
+                f"    fulfilment: consumed and assigned          {rate:>9,.0f} events/s   "
+                f"{assigned:,.0f} assignments/s; {made:,} assignments for {requests:,} requests"
+            )
             print(f"    fulfilment CPU in this process: {cpu_ms:.2f} ms per event")
             print(f"    ratio to raw consume {rate / raw:.4f}; to the shared consumer's floor {rate / floor:.2f}")
     finally:

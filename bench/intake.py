@@ -59,7 +59,10 @@ def start_server(target: str, port: int, env: dict, *, factory: bool) -> subproc
 def run_wrk(wrk: str, url: str, *, seconds: int, connections: int, token: str) -> dict:
     output = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "post.lua"), url],
-        env={**os.environ, "KT_BENCH_TOKEN": token}, capture_output=True, text=True, check=True,
+        env={**os.environ, "KT_BENCH_TOKEN": token},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     total = int(re.search(r"(\d+) requests in", output).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -96,8 +99,14 @@ async def event_latency(url: str, bootstrap: str, token: str, *, count: int) -> 
     from shared.events import CloudEvent
     from shared.settings import Topics
 
-    consumer = AIOKafkaConsumer(Topics().referrals, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", metadata_max_age_ms=500, fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        Topics().referrals,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        metadata_max_age_ms=500,
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     await consumer.getmany(timeout_ms=500)  # assigned, positioned at the end
     answered: dict[str, float] = {}
@@ -112,7 +121,9 @@ async def event_latency(url: str, bootstrap: str, token: str, *, count: int) -> 
 
     watcher = asyncio.create_task(watch())
     body = (HERE / "one_referral.json").read_text()
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}) as http:
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    ) as http:
         for i in range(count):
             response = await http.post(url, content=body.replace("RESIDENT", f"Latency {i} {time.time()}"))
             answered[response.json()["id"]] = time.perf_counter()
@@ -122,7 +133,9 @@ async def event_latency(url: str, bootstrap: str, token: str, *, count: int) -> 
         await asyncio.sleep(0.05)
     watcher.cancel()
     await consumer.stop()
-    return sorted(seen[i] - answered[i] for i in answered if i in seen) + [float("inf")] * (len(answered.keys() - seen.keys()))
+    return sorted(seen[i] - answered[i] for i in answered if i in seen) + [float("inf")] * (
+        len(answered.keys() - seen.keys())
+    )
 
 
 def main() -> None:
@@ -139,13 +152,22 @@ def main() -> None:
     upgrade("referrals", url)
     broker = EmbeddedBroker(port=free_port()).start()
     env = {
-        **os.environ, "REFERRALS_DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "KT_JWT_SIGNING_KEY": SIGNING_KEY, "KT_VAR_DIR": "/tmp/kt-bench-var", "KT_LOG_LEVEL": "ERROR",
+        **os.environ,
+        "REFERRALS_DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KT_JWT_SIGNING_KEY": SIGNING_KEY,
+        "KT_VAR_DIR": "/tmp/kt-bench-var",
+        "KT_LOG_LEVEL": "ERROR",
         # One token drives the whole load: the per-client rate limit would measure itself.
         "REFERRALS_RATE_LIMIT_PER_MINUTE": "0",
     }
-    token = mint_token(signing_key=SIGNING_KEY, role="call-centre", issuer="kent-together-dev",
-                       audience="kent-together", subject="bench")
+    token = mint_token(
+        signing_key=SIGNING_KEY,
+        role="call-centre",
+        issuer="kent-together-dev",
+        audience="kent-together",
+        subject="bench",
+    )
     bare_port, durable_port, split_port = free_port(), free_port(), free_port()
     split_env = {**env, "REFERRALS_RUN_RELAY": "false"}
     servers = [
@@ -153,8 +175,12 @@ def main() -> None:
         start_server("services.referrals.app:create_app", durable_port, env, factory=True),
         start_server("services.referrals.app:create_app", split_port, split_env, factory=True),
         # The production topology: the outbox relay as its own process.
-        subprocess.Popen([sys.executable, "-m", "suite.cli", "relay", "referrals"], env=split_env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
+        subprocess.Popen(
+            [sys.executable, "-m", "suite.cli", "relay", "referrals"],
+            env=split_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        ),
     ]
     try:
         bare_url = f"http://127.0.0.1:{bare_port}/v1/referrals"
@@ -180,15 +206,25 @@ def main() -> None:
     print()
     print(f"Referral intake, {args.connections} connections, {args.seconds}s each, {os.cpu_count()} cores")
     print(f"{'endpoint':<44}{'req/s':>9}{'p50':>10}{'p99':>10}{'non-2xx':>9}")
-    print(f"{'bare FastAPI, validation only':<44}{bare['rps']:>9.0f}{bare['p50']:>10}{bare['p99']:>10}{bare['non_2xx']:>9}")
-    print(f"{'durable: PostgreSQL + outbox, 201 on commit':<44}{durable['rps']:>9.0f}{durable['p50']:>10}{durable['p99']:>10}{durable['non_2xx']:>9}")
-    print(f"{'durable, relay as its own process':<44}{split['rps']:>9.0f}{split['p50']:>10}{split['p99']:>10}{split['non_2xx']:>9}")
-    print(f"ratio durable / bare: {durable['rps'] / bare['rps']:.2f}; with the relay apart: "
-          f"{split['rps'] / bare['rps']:.2f}  (target 0.50)")
+    print(
+        f"{'bare FastAPI, validation only':<44}{bare['rps']:>9.0f}{bare['p50']:>10}{bare['p99']:>10}{bare['non_2xx']:>9}"
+    )
+    print(
+        f"{'durable: PostgreSQL + outbox, 201 on commit':<44}{durable['rps']:>9.0f}{durable['p50']:>10}{durable['p99']:>10}{durable['non_2xx']:>9}"
+    )
+    print(
+        f"{'durable, relay as its own process':<44}{split['rps']:>9.0f}{split['p50']:>10}{split['p99']:>10}{split['non_2xx']:>9}"
+    )
+    print(
+        f"ratio durable / bare: {durable['rps'] / bare['rps']:.2f}; with the relay apart: "
+        f"{split['rps'] / bare['rps']:.2f}  (target 0.50)"
+    )
     print(f"referrals stored: {stored} (warm-up included); outbox rows still unpublished 2s after: {backlog}")
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
-    print(f"201 -> event seen by a consumer, {len(latencies)} referrals at ~100/s: "
-          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    print(
+        f"201 -> event seen by a consumer, {len(latencies)} referrals at ~100/s: "
+        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

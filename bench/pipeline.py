@@ -49,10 +49,13 @@ from tests.support.suite import Suite
 
 SERVICE_PORTS = {"referrals": 8001, "fulfilment": 8002, "actions": 8003, "reporting": 8004, "web": 8005}
 ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-TYPES = ["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4 + ["other"] * 2
+TYPES = (
+    ["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4 + ["other"] * 2
+)
 
 
 # --- the suite, as `make run` starts it --------------------------------------------------
+
 
 def free_offset(rng: random.Random) -> int:
     """A port offset at which every service port (and its neighbours) is free."""
@@ -132,6 +135,7 @@ def _recreate_database(name: str) -> None:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
+
     asyncio.run(go())
 
 
@@ -144,10 +148,12 @@ def _drop_database(name: str) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
     asyncio.run(go())
 
 
 # --- the load: pre-encoded referrals, a lean HTTP/1.1 client --------------------------------
+
 
 def kent_postcodes(seed: int = 16) -> list[str]:
     """Real postcodes of Kent's 12 districts (the fulfilment service's own directory), a few hundred of each."""
@@ -165,14 +171,21 @@ def bodies(count: int, *, seed: int, postcodes: list[str]) -> list[bytes]:
     out = []
     for i in range(count):
         kinds = sorted(set(rng.sample(TYPES, k=rng.choice([1, 2]))))
-        out.append(json.dumps({
-            "channel": "phone",
-            "resident": {"name": f"Bench Resident {seed}-{i}", "date_of_birth": "1948-05-01",
-                         "phone": f"01843 {100000 + i % 900000:06d}",
-                         "address": {"line1": f"{i} Station Road", "postcode": rng.choice(postcodes)}},
-            "consent": {"to_share": True},
-            "requests": [{"type": kind, "details": "Weekly shop and prescriptions"} for kind in kinds],
-        }).encode())
+        out.append(
+            json.dumps(
+                {
+                    "channel": "phone",
+                    "resident": {
+                        "name": f"Bench Resident {seed}-{i}",
+                        "date_of_birth": "1948-05-01",
+                        "phone": f"01843 {100000 + i % 900000:06d}",
+                        "address": {"line1": f"{i} Station Road", "postcode": rng.choice(postcodes)},
+                    },
+                    "consent": {"to_share": True},
+                    "requests": [{"type": kind, "details": "Weekly shop and prescriptions"} for kind in kinds],
+                }
+            ).encode()
+        )
     return out
 
 
@@ -181,8 +194,10 @@ class Connection:
 
     def __init__(self, host: str, port: int, token: str):
         self.host, self.port = host, port
-        self.head = (f"POST /v1/referrals HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
-                     "Content-Type: application/json\r\n").encode()
+        self.head = (
+            f"POST /v1/referrals HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -194,8 +209,15 @@ class Connection:
                     self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
                     self.writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sent = time.time()
-                self.writer.write(self.head + b"Idempotency-Key: " + uuid.uuid4().hex.encode()
-                                  + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                self.writer.write(
+                    self.head
+                    + b"Idempotency-Key: "
+                    + uuid.uuid4().hex.encode()
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 head = await self.reader.readuntil(b"\r\n\r\n")
                 status = int(head[9:12])
                 length = 0
@@ -286,6 +308,7 @@ async def closed_loop(url: str, token: str, payloads: list[bytes], connections: 
 
 # --- the watcher: hub topics and pull feeds, in its own process ----------------------------
 
+
 def watch(bootstrap: str, fulfilment_url: str, token: str, feed_poll: float, out_path: str, ready, stop) -> None:
     asyncio.run(_watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, stop))
 
@@ -296,8 +319,9 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
 
     topics = Topics()
     hub_topics = [topics.hub(h.slug) for h in KENT_HUBS]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5,
-                                max_poll_records=2000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5, max_poll_records=2000
+    )
     await consumer.start()
     partitions = []
     for topic in hub_topics:
@@ -330,12 +354,15 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
                         on_topic.setdefault(str(request["request_id"]), now)
 
     async def read_feeds():
-        async with httpx.AsyncClient(base_url=fulfilment_url, headers={"Authorization": f"Bearer {token}"},
-                                     timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=fulfilment_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ) as http:
             # The feeds start where they are now: only this run's entries count.
             for slug in cursors:
                 while True:
-                    page = (await http.get(f"/v1/hubs/{slug}/feed", params={"cursor": cursors[slug], "limit": 1000})).json()
+                    page = (
+                        await http.get(f"/v1/hubs/{slug}/feed", params={"cursor": cursors[slug], "limit": 1000})
+                    ).json()
                     if not page["items"]:
                         break
                     cursors[slug] = page["next_cursor"]
@@ -344,8 +371,9 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
                 for slug in cursors:
                     started = time.monotonic()
                     try:
-                        page = (await http.get(f"/v1/hubs/{slug}/feed",
-                                               params={"cursor": cursors[slug], "limit": 1000})).json()
+                        page = (
+                            await http.get(f"/v1/hubs/{slug}/feed", params={"cursor": cursors[slug], "limit": 1000})
+                        ).json()
                     except httpx.HTTPError:
                         continue
                     now = time.time()
@@ -364,6 +392,7 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
 
 
 # --- figures --------------------------------------------------------------------------------
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -388,8 +417,10 @@ def load() -> str:
 
 
 def line(name: str, values: list[float]) -> str:
-    return (f"  {name:<34} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms   "
-            f"max {max(values) if values else float('nan'):7.1f} ms   ({len(values)} requests)")
+    return (
+        f"  {name:<34} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms   "
+        f"max {max(values) if values else float('nan'):7.1f} ms   ({len(values)} requests)"
+    )
 
 
 def main() -> None:
@@ -427,8 +458,18 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         ctx = multiprocessing.get_context("spawn")
         ready, stop = ctx.Event(), ctx.Event()
         out = scratch / f"arrivals-{name}.json"
-        watcher = ctx.Process(target=watch, args=(suite.bootstrap_servers, suite.service_url("fulfilment"), admin_token,
-                                                  args.feed_poll, str(out), ready, stop))
+        watcher = ctx.Process(
+            target=watch,
+            args=(
+                suite.bootstrap_servers,
+                suite.service_url("fulfilment"),
+                admin_token,
+                args.feed_poll,
+                str(out),
+                ready,
+                stop,
+            ),
+        )
         watcher.start()
         if not ready.wait(60):
             raise RuntimeError("the watcher did not start")
@@ -465,12 +506,16 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
     count = int(args.rate * args.seconds)
     payloads = bodies(count, seed=2, postcodes=postcodes)
     print(f"\nfixed rate: {args.rate:g} referrals/s for {args.seconds:g} s (open loop), {args.database} …", flush=True)
-    result, arrivals = phase("fixed", lambda: open_loop(suite.service_url("referrals"), intake_token, payloads, args.rate))
+    result, arrivals = phase(
+        "fixed", lambda: open_loop(suite.service_url("referrals"), intake_token, payloads, args.rate)
+    )
     sent = result["sent"]
     ok = sum(1 for _, _, status in sent.values() if status == 201)
     print(f"  {result['load_before']} before, {result['load_after']} after")
-    print(f"  posted {len(sent)}, answered 201: {ok}, in {result['seconds']:.1f} s: "
-          f"rate held {len(sent) / result['seconds']:.1f}/s (sends at most {result['late'] * 1000:.0f} ms late)")
+    print(
+        f"  posted {len(sent)}, answered 201: {ok}, in {result['seconds']:.1f} s: "
+        f"rate held {len(sent) / result['seconds']:.1f}/s (sends at most {result['late'] * 1000:.0f} ms late)"
+    )
     topic, topic_missing = latencies(sent, arrivals["topic"])
     feed, feed_missing = latencies(sent, arrivals["feed"])
     print(cpu_line(result["cpu"], ok))
@@ -481,10 +526,17 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
 
     if args.sustained_seconds > 0:
         payloads = bodies(int(2000 * args.sustained_seconds), seed=3, postcodes=postcodes)
-        print(f"\nsustained: {args.connections} connections posting as fast as intake answers for "
-              f"{args.sustained_seconds:g} s, then drained …", flush=True)
-        result, arrivals = phase("sustained", lambda: closed_loop(
-            suite.service_url("referrals"), intake_token, payloads, args.connections, args.sustained_seconds))
+        print(
+            f"\nsustained: {args.connections} connections posting as fast as intake answers for "
+            f"{args.sustained_seconds:g} s, then drained …",
+            flush=True,
+        )
+        result, arrivals = phase(
+            "sustained",
+            lambda: closed_loop(
+                suite.service_url("referrals"), intake_token, payloads, args.connections, args.sustained_seconds
+            ),
+        )
         sent = result["sent"]
         ok = [(at, ids) for at, ids, status in sent.values() if status == 201]
         first = min(at for at, _ in ok)
@@ -492,10 +544,14 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         missing = [r for _, ids in ok for r in ids if r not in arrivals["topic"]]
         last = max(arrived) if arrived else first
         print(f"  {result['load_before']} before, {result['load_after']} after")
-        print(f"  intake: {len(ok)} referrals answered 201 in {result['seconds']:.1f} s = {len(ok) / result['seconds']:.0f}/s")
+        print(
+            f"  intake: {len(ok)} referrals answered 201 in {result['seconds']:.1f} s = {len(ok) / result['seconds']:.0f}/s"
+        )
         print(f"  every request on its hub topic {last - first - result['seconds']:.1f} s after the load ended")
-        print(f"  sustained (referrals ÷ first POST to last arrival): {len(ok) / (last - first):.0f} referrals/s"
-              f"   ({len(arrived) / (last - first):.0f} requests/s)")
+        print(
+            f"  sustained (referrals ÷ first POST to last arrival): {len(ok) / (last - first):.0f} referrals/s"
+            f"   ({len(arrived) / (last - first):.0f} requests/s)"
+        )
         print(f"  never arrived on the hub topic: {len(missing)}")
         print(cpu_line(result["cpu"], len(ok)))
         topic_latency, _ = latencies(sent, arrivals["topic"])

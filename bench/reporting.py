@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -47,9 +47,10 @@ from shared.db import upgrade
 from shared.events import AssignmentStatusChangedV1, RequestReceivedV1
 from shared.settings import Topics
 
-APRIL = datetime(2020, 4, 1, tzinfo=timezone.utc)
-TYPES = (["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4
-         + ["other"] * 2)
+APRIL = datetime(2020, 4, 1, tzinfo=UTC)
+TYPES = (
+    ["food"] * 55 + ["prescription"] * 27 + ["befriending"] * 8 + ["financial"] * 4 + ["practical"] * 4 + ["other"] * 2
+)
 CHANNELS = ["phone"] * 6 + ["online"] * 3 + ["partner", "email"]
 CODES = list(domain.KENT_DISTRICTS) + ["E06000035"]
 FIGURES = [
@@ -66,11 +67,19 @@ def synthetic_fact(rng: random.Random) -> dict:
     status = rng.choice(["routed", "accepted", "in_progress", "fulfilled", "fulfilled", "fulfilled", "cancelled"])
     fact = domain.new_request_fact(str(uuid.UUID(int=rng.getrandbits(128))), str(uuid.UUID(int=rng.getrandbits(128))))
     fact.update(
-        request_type=rng.choice(TYPES), channel=rng.choice(CHANNELS), urgency=rng.choice(["today", "this-week"]),
-        district_code=code, district=domain.district_of(code), hub=domain.KENT_DISTRICTS.get(code), status=status,
-        received_at=received, received_day=received.date(), routed_at=received + timedelta(minutes=5),
+        request_type=rng.choice(TYPES),
+        channel=rng.choice(CHANNELS),
+        urgency=rng.choice(["today", "this-week"]),
+        district_code=code,
+        district=domain.district_of(code),
+        hub=domain.KENT_DISTRICTS.get(code),
+        status=status,
+        received_at=received,
+        received_day=received.date(),
+        routed_at=received + timedelta(minutes=5),
         accepted_at=received + timedelta(hours=rng.randint(1, 8)) if status != "routed" else None,
-        accept_breached=rng.random() < 0.05, updated_at=received,
+        accept_breached=rng.random() < 0.05,
+        updated_at=received,
     )
     return fact
 
@@ -91,8 +100,10 @@ async def fill(url: str, size: int) -> None:
                 for key in domain.request_keys(fact):
                     counts[key] += 1
             await connection.execute(insert(request_facts), [{c: f[c] for c in columns} for f in facts])
-        await connection.execute(insert(request_counts), [
-            {"day": k[0], "district": k[1], "dimension": k[2], "value": k[3], "count": n} for k, n in counts.items()])
+        await connection.execute(
+            insert(request_counts),
+            [{"day": k[0], "district": k[1], "dimension": k[2], "value": k[3], "count": n} for k, n in counts.items()],
+        )
     async with db.engine.connect() as connection:
         rows = await connection.scalar(select(func.count()).select_from(request_counts))
     await db.dispose()
@@ -101,11 +112,19 @@ async def fill(url: str, size: int) -> None:
 
 async def time_figures(urls: dict[int, str], var_dir: Path, repeat: int) -> dict[int, dict[str, list[float]]]:
     """Both apps side by side, asked in turn, so a busy moment on the machine falls on both alike."""
-    settings = {size: ReportingSettings(database_url=url, jwt_signing_key="bench-" + "k" * 40, run_consumers=False,
-                                        log_json=False, var_dir=var_dir) for size, url in urls.items()}
+    settings = {
+        size: ReportingSettings(
+            database_url=url, jwt_signing_key="bench-" + "k" * 40, run_consumers=False, log_json=False, var_dir=var_dir
+        )
+        for size, url in urls.items()
+    }
     any_settings = next(iter(settings.values()))
-    token = mint_token(signing_key=any_settings.signing_key(), role="analyst", issuer=any_settings.jwt_issuer,
-                       audience=any_settings.jwt_audience)
+    token = mint_token(
+        signing_key=any_settings.signing_key(),
+        role="analyst",
+        issuer=any_settings.jwt_issuer,
+        audience=any_settings.jwt_audience,
+    )
     headers = {"Authorization": f"Bearer {token}"}
     timings: dict[int, dict[str, list[float]]] = {size: {} for size in urls}
     async with contextlib.AsyncExitStack() as stack:
@@ -114,7 +133,8 @@ async def time_figures(urls: dict[int, str], var_dir: Path, repeat: int) -> dict
             app = create_app(config)
             await stack.enter_async_context(app.router.lifespan_context(app))
             clients[size] = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench"))
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+            )
         for name, params in FIGURES:
             for client in clients.values():
                 for _ in range(5):
@@ -142,12 +162,16 @@ async def figures_benchmark(small: int, large: int, repeat: int, scratch: Path) 
         await fill(url, size)
         print(f"  filled in {time.perf_counter() - started:.0f}s")
     results = await time_figures(urls, scratch / "var", repeat)
-    print(f"  {'figure':<32} {'median ' + format(small, ','):>16} {'median ' + format(large, ','):>18} {'ratio':>6}"
-          f"   p90 small / large")
+    print(
+        f"  {'figure':<32} {'median ' + format(small, ','):>16} {'median ' + format(large, ','):>18} {'ratio':>6}"
+        f"   p90 small / large"
+    )
     for name, _ in FIGURES:
         a, b = statistics.median(results[small][name]) * 1000, statistics.median(results[large][name]) * 1000
-        print(f"  {name:<32} {a:>13.2f} ms {b:>15.2f} ms {b / a:>6.2f}   "
-              f"{p(results[small][name], 0.9):.2f} / {p(results[large][name], 0.9):.2f} ms")
+        print(
+            f"  {name:<32} {a:>13.2f} ms {b:>15.2f} ms {b / a:>6.2f}   "
+            f"{p(results[small][name], 0.9):.2f} / {p(results[large][name], 0.9):.2f} ms"
+        )
 
 
 def request_events(count: int) -> list:
@@ -157,17 +181,37 @@ def request_events(count: int) -> list:
         referral, request, assignment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         kind, code = rng.choice(TYPES), rng.choice(CODES[:-1])
         received = APRIL + timedelta(minutes=rng.randrange(25 * 24 * 60))
-        out.append(RequestReceivedV1(referral_id=referral, request_id=request, request_type=kind,
-                                     channel=rng.choice(CHANNELS), postcode_district="CT9", urgency="today",
-                                     received_at=received))
+        out.append(
+            RequestReceivedV1(
+                referral_id=referral,
+                request_id=request,
+                request_type=kind,
+                channel=rng.choice(CHANNELS),
+                postcode_district="CT9",
+                urgency="today",
+                received_at=received,
+            )
+        )
         previous = None
         for status, after in (("routed", 0.1), ("accepted", 2), ("fulfilled", 20))[: rng.randint(1, 3)]:
             at = received + timedelta(hours=after)
-            out.append(AssignmentStatusChangedV1(
-                assignment_id=assignment, request_id=request, referral_id=referral, request_type=kind,
-                urgency="today", status=status, previous_status=previous, hub=domain.KENT_DISTRICTS[code],
-                district_code=code, received_at=received, changed_at=at,
-                accepted_at=at if status == "accepted" else None, closed_at=at if status == "fulfilled" else None))
+            out.append(
+                AssignmentStatusChangedV1(
+                    assignment_id=assignment,
+                    request_id=request,
+                    referral_id=referral,
+                    request_type=kind,
+                    urgency="today",
+                    status=status,
+                    previous_status=previous,
+                    hub=domain.KENT_DISTRICTS[code],
+                    district_code=code,
+                    received_at=received,
+                    changed_at=at,
+                    accepted_at=at if status == "accepted" else None,
+                    closed_at=at if status == "fulfilled" else None,
+                )
+            )
             previous = status
     return out
 
@@ -176,14 +220,20 @@ async def projection_benchmark(events: int, scratch: Path) -> None:
     broker = EmbeddedBroker(port=free_port(), log_path=scratch / "broker.log").start()
     try:
         suffix = uuid.uuid4().hex[:8]
-        topics = Topics(request_stats=f"bench.stats.{suffix}", assignment_status=f"bench.status.{suffix}",
-                        actions=f"bench.actions.{suffix}", dead_letter_prefix=f"bench.dlq.{suffix}.")
-        await ensure_topics(broker.bootstrap_servers, {t: 6 for t in (topics.request_stats, topics.assignment_status,
-                                                                      topics.actions)})
+        topics = Topics(
+            request_stats=f"bench.stats.{suffix}",
+            assignment_status=f"bench.status.{suffix}",
+            actions=f"bench.actions.{suffix}",
+            dead_letter_prefix=f"bench.dlq.{suffix}.",
+        )
+        await ensure_topics(
+            broker.bootstrap_servers, {t: 6 for t in (topics.request_stats, topics.assignment_status, topics.actions)}
+        )
         requests = max(1, events * 10 // 30)
         produced = request_events(requests)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", enable_idempotence=False,
-                                    linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers, acks="all", enable_idempotence=False, linger_ms=5
+        )
         await producer.start()
         for data in produced:
             topic = topics.request_stats if isinstance(data, RequestReceivedV1) else topics.assignment_status
@@ -201,41 +251,70 @@ async def projection_benchmark(events: int, scratch: Path) -> None:
         for attempt in range(3):
             raw_rates.append(await raw_rate_of(broker.bootstrap_servers, topics, f"raw-{suffix}-{attempt}", total))
         raw_rate = statistics.median(raw_rates)
-        print(f"  raw consume (aiokafka, no parsing, no database): {raw_rate:>9,.0f} events/s"
-              f"  (median of {', '.join(f'{r:,.0f}' for r in raw_rates)})")
+        print(
+            f"  raw consume (aiokafka, no parsing, no database): {raw_rate:>9,.0f} events/s"
+            f"  (median of {', '.join(f'{r:,.0f}' for r in raw_rates)})"
+        )
 
         for database in ("sqlite", "postgres"):
             url = await fresh_database(database, scratch, suffix)
-            settings = ReportingSettings(database_url=url, kafka_bootstrap_servers=broker.bootstrap_servers,
-                                         topics=topics, consumer_group=f"reporting-{suffix}-{database}",
-                                         jwt_signing_key="bench-" + "k" * 40, log_json=False, var_dir=scratch / "var")
+            settings = ReportingSettings(
+                database_url=url,
+                kafka_bootstrap_servers=broker.bootstrap_servers,
+                topics=topics,
+                consumer_group=f"reporting-{suffix}-{database}",
+                jwt_signing_key="bench-" + "k" * 40,
+                log_json=False,
+                var_dir=scratch / "var",
+            )
             app = create_app(settings)
             runtime = app.state.runtime
             async with app.router.lifespan_context(app):
                 while await inbox_count(runtime) < total:
                     await asyncio.sleep(0.25)
                 async with runtime.db.engine.connect() as connection:
-                    low, high, transactions = (await connection.execute(select(
-                        func.min(tables.inbox.c.processed_at), func.max(tables.inbox.c.processed_at),
-                        func.count(tables.inbox.c.processed_at.distinct())))).one()
+                    low, high, transactions = (
+                        await connection.execute(
+                            select(
+                                func.min(tables.inbox.c.processed_at),
+                                func.max(tables.inbox.c.processed_at),
+                                func.count(tables.inbox.c.processed_at.distinct()),
+                            )
+                        )
+                    ).one()
             live_rate = total / max((high - low).total_seconds(), 1e-6)
             started = time.perf_counter()
-            replayed = await service.replay(runtime.uow, inbox=tables.inbox, consumer=settings.consumer_group,
-                                            bootstrap_servers=broker.bootstrap_servers,
-                                            topics=consumed_topics(settings))
+            replayed = await service.replay(
+                runtime.uow,
+                inbox=tables.inbox,
+                consumer=settings.consumer_group,
+                bootstrap_servers=broker.bootstrap_servers,
+                topics=consumed_topics(settings),
+            )
             replay_rate = replayed / (time.perf_counter() - started)
             await runtime.db.dispose()
-            print(f"  {database:<8} live consumer (a transaction per fetch):  {live_rate:>9,.0f} events/s"
-                  f"  ratio {live_rate / raw_rate:.3f}  ({transactions} transactions)")
-            print(f"  {database:<8} replay (500 events a transaction):      {replay_rate:>9,.0f} events/s"
-                  f"  ratio {replay_rate / raw_rate:.3f}  (includes the quiet second that ends it)")
+            print(
+                f"  {database:<8} live consumer (a transaction per fetch):  {live_rate:>9,.0f} events/s"
+                f"  ratio {live_rate / raw_rate:.3f}  ({transactions} transactions)"
+            )
+            print(
+                f"  {database:<8} replay (500 events a transaction):      {replay_rate:>9,.0f} events/s"
+                f"  ratio {replay_rate / raw_rate:.3f}  (includes the quiet second that ends it)"
+            )
     finally:
         broker.stop()
 
 
 async def raw_rate_of(bootstrap_servers: str, topics: Topics, group: str, total: int) -> float:
-    raw = AIOKafkaConsumer(topics.request_stats, topics.assignment_status, bootstrap_servers=bootstrap_servers,
-                           group_id=group, auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=500)
+    raw = AIOKafkaConsumer(
+        topics.request_stats,
+        topics.assignment_status,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        max_poll_records=500,
+    )
     await raw.start()
     try:
         seen, first = 0, None

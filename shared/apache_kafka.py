@@ -40,15 +40,19 @@ KAFKA_VERSION = "4.1.1"
 
 
 def kafka_home() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kent-together" / f"kafka-{KAFKA_VERSION}"
+    default = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kent-together" / f"kafka-{KAFKA_VERSION}"
+    )
     return Path(os.environ.get("KT_KAFKA_HOME", default))
 
 
 def kafka_libs() -> Path:
     libs = kafka_home() / "libs"
     if not (libs / ".complete").exists():
-        raise RuntimeError(f"Apache Kafka {KAFKA_VERSION} is not in {libs}: run `make kafka` "
-                           "(deploy/tools/fetch-kafka.sh fetches it from Maven Central)")
+        raise RuntimeError(
+            f"Apache Kafka {KAFKA_VERSION} is not in {libs}: run `make kafka` "
+            "(deploy/tools/fetch-kafka.sh fetches it from Maven Central)"
+        )
     return libs
 
 
@@ -118,8 +122,16 @@ class KafkaCluster:
     it had). The faults tests inject (pause, kill) are in tests/support/brokers.py.
     """
 
-    def __init__(self, root: Path, *, nodes: int = 3, sasl: SaslListener | None = None,
-                 heap: str = "384m", settings: dict[str, str] | None = None, base_port: int | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        nodes: int = 3,
+        sasl: SaslListener | None = None,
+        heap: str = "384m",
+        settings: dict[str, str] | None = None,
+        base_port: int | None = None,
+    ):
         """`base_port` fixes the ports (node i: client base+3(i-1), controller +1, SASL +2); else free ones."""
         self.root = Path(root)
         self.sasl = sasl
@@ -127,12 +139,18 @@ class KafkaCluster:
         self.extra = settings or {}
         self.replication = min(3, nodes)
         self.min_insync = 2 if nodes >= 3 else 1
+
         def port(i: int, offset: int) -> int:
             return base_port + 3 * (i - 1) + offset if base_port else _free_port()
 
         self.nodes = [
-            Node(id=i, port=port(i, 0), controller_port=port(i, 1),
-                 sasl_port=port(i, 2) if sasl else None, directory=self.root / f"node-{i}")
+            Node(
+                id=i,
+                port=port(i, 0),
+                controller_port=port(i, 1),
+                sasl_port=port(i, 2) if sasl else None,
+                directory=self.root / f"node-{i}",
+            )
             for i in range(1, nodes + 1)
         ]
         self._cluster_id_file = self.root / "cluster.id"
@@ -190,8 +208,7 @@ class KafkaCluster:
             supers = ";".join(["User:ANONYMOUS", *(f"User:{u}" for u in self.sasl.super_users)])
             settings |= {
                 "sasl.enabled.mechanisms": "SCRAM-SHA-512",
-                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
-                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                 "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
                 "listener.name.sasl_ssl.ssl.keystore.location": str(self.sasl.keystore_pem),
                 "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -206,10 +223,18 @@ class KafkaCluster:
     def _java(self, node: Node, main: str, *args: str) -> list[str]:
         log4j = node.directory / "log4j2.properties"
         return [
-            shutil.which("java") or "java", f"-Xms{self.heap}", f"-Xmx{self.heap}",
-            "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={node.directory}",
-            "-cp", f"{kafka_libs()}/*", main, *args,
+            shutil.which("java") or "java",
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={node.directory}",
+            "-cp",
+            f"{kafka_libs()}/*",
+            main,
+            *args,
         ]
 
     def _write(self, node: Node) -> Path:
@@ -243,11 +268,24 @@ class KafkaCluster:
             config = self._write(node)
             if (node.directory / "data" / "meta.properties").exists():
                 continue
-            formatting.append(subprocess.Popen(
-                self._java(node, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                           "-t", cluster_id, "-c", str(config), *scram),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            ))
+            formatting.append(
+                subprocess.Popen(
+                    self._java(
+                        node,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "--ignore-formatted",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(config),
+                        *scram,
+                    ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         for process in formatting:
             out, _ = process.communicate(timeout=120)
             if process.returncode != 0:
@@ -269,7 +307,10 @@ class KafkaCluster:
         out = open(node.directory / "stdout.log", "ab")
         node.process = subprocess.Popen(
             self._java(node, "kafka.Kafka", str(node.directory / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         out.close()
 
@@ -280,22 +321,30 @@ class KafkaCluster:
         while True:
             for node in self.nodes:
                 if node.process is not None and node.process.poll() is not None:
-                    raise RuntimeError(f"Kafka node {node.id} exited with {node.process.returncode}; "
-                                       f"see {node.directory / 'server.log'}")
+                    raise RuntimeError(
+                        f"Kafka node {node.id} exited with {node.process.returncode}; "
+                        f"see {node.directory / 'server.log'}"
+                    )
             if all(_listening(n.port) for n in running) and self._brokers_registered() >= len(running):
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Kafka did not start serving within {timeout:.0f} s; see {self.root}/node-*/server.log")
+                raise RuntimeError(
+                    f"Kafka did not start serving within {timeout:.0f} s; see {self.root}/node-*/server.log"
+                )
             time.sleep(0.25)
 
     def _brokers_registered(self) -> int:
         """How many brokers the cluster's metadata lists (0 when nothing answers yet)."""
+
         async def count() -> int:
             running = [n for n in self.nodes if n.running and _listening(n.port)]
             if not running:
                 return 0
-            admin = AIOKafkaAdminClient(bootstrap_servers=",".join(f"127.0.0.1:{n.port}" for n in running),
-                                        request_timeout_ms=3000, **client_options())  # the plain listener
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=",".join(f"127.0.0.1:{n.port}" for n in running),
+                request_timeout_ms=3000,
+                **client_options(),
+            )  # the plain listener
             try:
                 await admin.start()
                 return len((await admin.describe_cluster())["brokers"])

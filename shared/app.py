@@ -117,23 +117,34 @@ class Runtime:
     def uow(self, *, reading: bool = False) -> UnitOfWork:
         """A unit of work; `reading=True` for a use case that only reads (no write lock on SQLite, no commit)."""
         return UnitOfWork(
-            self.db, source=f"/kent-together/{self.settings.service_name}",
-            outbox=self.tables.outbox, on_commit=self.relay.notify,
-            keyring=self.keyring, sealed_topic=self.settings.topics.personal, reading=reading,
+            self.db,
+            source=f"/kent-together/{self.settings.service_name}",
+            outbox=self.tables.outbox,
+            on_commit=self.relay.notify,
+            keyring=self.keyring,
+            sealed_topic=self.settings.topics.personal,
+            reading=reading,
             topics=self.settings.topics,
             reactions=self.reactions,
         )
 
     def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
         consumer = EventConsumer(
-            group_id=group, topics=topics, handlers=handlers, uow_factory=self.uow,
-            inbox=self.tables.inbox, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=group,
+            topics=topics,
+            handlers=handlers,
+            uow_factory=self.uow,
+            inbox=self.tables.inbox,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
             producer=self.producer,
             dead_letter_topic=self.settings.topics.dead_letter_prefix + group,
             max_attempts=self.settings.consumer_max_attempts,
-            session_timeout_ms=self.settings.consumer_session_timeout_ms, batch_handler=batch_handler,
-            max_event_bytes=self.settings.consumer_max_event_bytes, security=self.settings.kafka,
-            inbox_retention=None if self.settings.inbox_retention_days is None
+            session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            batch_handler=batch_handler,
+            max_event_bytes=self.settings.consumer_max_event_bytes,
+            security=self.settings.kafka,
+            inbox_retention=None
+            if self.settings.inbox_retention_days is None
             else timedelta(days=self.settings.inbox_retention_days),
         )
         consumer.tracing = self.tracing
@@ -145,33 +156,66 @@ def build_runtime(settings: ServiceSettings, tables: ServiceTables) -> Runtime:
     # Before anything else: production without its data keys must not start at all.
     keyring = settings.keyring() if tables.personal else None
     db = Database(settings.database_url, busy_timeout_seconds=settings.database_busy_timeout_seconds)
-    producer = Producer(settings.kafka_bootstrap_servers, security=settings.kafka,
-                        idempotent=settings.kafka_idempotent_producer)
-    relay = OutboxRelay(
-        db=db, table=tables.outbox, producer=producer,
-        batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds,
-        retention=timedelta(days=settings.outbox_retention_days), keyring=keyring,
+    producer = Producer(
+        settings.kafka_bootstrap_servers, security=settings.kafka, idempotent=settings.kafka_idempotent_producer
     )
-    keys = SigningKeys(
-        settings.jwt_jwks_url, refresh_seconds=settings.jwks_refresh_seconds,
-        timeout_seconds=settings.jwks_timeout_seconds, min_refetch_seconds=settings.jwks_min_refetch_seconds,
-    ) if settings.jwt_jwks_url else None
+    relay = OutboxRelay(
+        db=db,
+        table=tables.outbox,
+        producer=producer,
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=settings.outbox_poll_seconds,
+        retention=timedelta(days=settings.outbox_retention_days),
+        keyring=keyring,
+    )
+    keys = (
+        SigningKeys(
+            settings.jwt_jwks_url,
+            refresh_seconds=settings.jwks_refresh_seconds,
+            timeout_seconds=settings.jwks_timeout_seconds,
+            min_refetch_seconds=settings.jwks_min_refetch_seconds,
+        )
+        if settings.jwt_jwks_url
+        else None
+    )
     verifier = TokenVerifier(
-        issuer=_listed(settings.jwt_issuer), audience=_listed(settings.jwt_audience),
-        signing_key="" if keys else settings.signing_key(), keys=keys,
-        claims=settings.claims(), online_form_key=settings.jwt_online_form_key.get_secret_value() if keys else "",
+        issuer=_listed(settings.jwt_issuer),
+        audience=_listed(settings.jwt_audience),
+        signing_key="" if keys else settings.signing_key(),
+        keys=keys,
+        claims=settings.claims(),
+        online_form_key=settings.jwt_online_form_key.get_secret_value() if keys else "",
     )
     audit = AuditLog(db=db, table=tables.audit) if tables.audit is not None else None
-    idempotency = IdempotencyKeys(
-        db=db, table=tables.idempotency, keyring=keyring,
-        retention=timedelta(hours=settings.idempotency_retention_hours),
-    ) if tables.idempotency is not None else None
-    tracing = Tracing(settings.otel_service_name or settings.service_name, exporter=settings.otel_traces_exporter,
-                      sample_ratio=settings.otel_traces_sampler_arg)
+    idempotency = (
+        IdempotencyKeys(
+            db=db,
+            table=tables.idempotency,
+            keyring=keyring,
+            retention=timedelta(hours=settings.idempotency_retention_hours),
+        )
+        if tables.idempotency is not None
+        else None
+    )
+    tracing = Tracing(
+        settings.otel_service_name or settings.service_name,
+        exporter=settings.otel_traces_exporter,
+        sample_ratio=settings.otel_traces_sampler_arg,
+    )
     relay.tracing = tracing
     tracing.when_exporting(lambda: instrument_engine(db.engine, tracing))
-    return Runtime(settings=settings, tables=tables, db=db, producer=producer, relay=relay, verifier=verifier,
-                   audit=audit, keyring=keyring, idempotency=idempotency, tracing=tracing)
+    return Runtime(
+        settings=settings,
+        tables=tables,
+        db=db,
+        producer=producer,
+        relay=relay,
+        verifier=verifier,
+        audit=audit,
+        keyring=keyring,
+        idempotency=idempotency,
+        tracing=tracing,
+    )
 
 
 def _listed(value: str) -> str | list[str]:
@@ -222,14 +266,16 @@ def create_service_app(
     app.state.runtime = runtime
     app.state.verifier = runtime.verifier
     app.state.consumer_factory = consumers  # what the service consumes, for tools and tests to find
-    install_error_handlers(app, ProblemSettings(type_base=settings.problem_type_base,
-                                                authorization_uri=settings.jwt_authorization_uri))
+    install_error_handlers(
+        app, ProblemSettings(type_base=settings.problem_type_base, authorization_uri=settings.jwt_authorization_uri)
+    )
     version = package_version()  # pyproject.toml's, as installed: the same in /health and kt_build_info
     metrics = ServiceMetrics(settings.service_name, revision=settings.build_revision)
     app.state.metrics = metrics
     if runtime.idempotency is not None:  # innermost: the body has passed the hardening's size limits
-        app.add_middleware(IdempotentPosts, keys_of=lambda app: app.state.runtime.idempotency,
-                           own_paths=own_idempotency_paths)
+        app.add_middleware(
+            IdempotentPosts, keys_of=lambda app: app.state.runtime.idempotency, own_paths=own_idempotency_paths
+        )
     install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Outermost: the server span (from the caller's traceparent and tracestate) is current for everything inside.
@@ -284,8 +330,9 @@ def _complete_openapi(app: FastAPI, settings: ServiceSettings) -> None:
                     if "title" in schema and "properties" in schema:
                         components.setdefault(schema["title"], dict(schema))
                         media["schema"] = {"$ref": f"#/components/schemas/{schema['title']}"}
-        document_security_and_errors(app, document, rate_limited=settings.rate_limit_per_minute > 0,
-                                     unlimited_paths=UNLIMITED_PATHS)
+        document_security_and_errors(
+            app, document, rate_limited=settings.rate_limit_per_minute > 0, unlimited_paths=UNLIMITED_PATHS
+        )
         app.openapi_schema = document
         return document
 
@@ -328,8 +375,9 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-            self.metrics.observe(method=scope["method"], route=route_of(scope), status=status,
-                                 seconds=metrics_now() - started)
+            self.metrics.observe(
+                method=scope["method"], route=route_of(scope), status=status, seconds=metrics_now() - started
+            )
 
 
 async def read_body(request: Request, model: type[Model], *, context: dict | None = None) -> Model:
@@ -357,4 +405,3 @@ def body_schema(model: type[BaseModel]) -> dict:
     """OpenAPI `requestBody` for an endpoint that reads its body with `read_body`."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-

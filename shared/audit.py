@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -68,9 +68,11 @@ APPEND_ONLY_SQL = {
     ],
 }
 DROP_APPEND_ONLY_SQL = {
-    "postgresql": ["DROP TRIGGER IF EXISTS audit_no_truncate ON audit",
-                   "DROP TRIGGER IF EXISTS audit_no_update_or_delete ON audit",
-                   "DROP FUNCTION IF EXISTS audit_append_only()"],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS audit_no_truncate ON audit",
+        "DROP TRIGGER IF EXISTS audit_no_update_or_delete ON audit",
+        "DROP FUNCTION IF EXISTS audit_append_only()",
+    ],
     "sqlite": ["DROP TRIGGER IF EXISTS audit_no_update", "DROP TRIGGER IF EXISTS audit_no_delete"],
 }
 
@@ -116,17 +118,31 @@ class AuditLog:
         self._writer: asyncio.Task | None = None
 
     async def record(
-        self, *, by: Principal, action: str, resource: str, ids: list[str] | tuple[str, ...] = (None,),
-        request: Request | None = None, detail: dict[str, Any] | None = None,
+        self,
+        *,
+        by: Principal,
+        action: str,
+        resource: str,
+        ids: list[str] | tuple[str, ...] = (None,),
+        request: Request | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """One row per resident record touched (so "who saw this person" is one lookup)."""
-        await self._insert(self.rows(by=by, action=action, resource=resource, ids=ids,
-                                     request_id=_request_id(request), detail=detail))
+        await self._insert(
+            self.rows(by=by, action=action, resource=resource, ids=ids, request_id=_request_id(request), detail=detail)
+        )
 
     @contextlib.asynccontextmanager
     async def changing(
-        self, uow: UnitOfWork, *, by: Principal, action: str, resource: str, ids: list[str],
-        request: Request | None = None, detail: dict[str, Any] | None = None,
+        self,
+        uow: UnitOfWork,
+        *,
+        by: Principal,
+        action: str,
+        resource: str,
+        ids: list[str],
+        request: Request | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> AsyncIterator[UnitOfWork]:
         """`uow`, set so that the change its use case commits carries its audit record in the same transaction.
 
@@ -135,8 +151,10 @@ class AuditLog:
         use case that changes nothing (an erasure asked again) commits nothing: its
         record is written on its own afterwards, as a read's is.
         """
-        uow.audit_with_commit(self.table, self.rows(by=by, action=action, resource=resource, ids=ids,
-                                                    request_id=_request_id(request), detail=detail))
+        uow.audit_with_commit(
+            self.table,
+            self.rows(by=by, action=action, resource=resource, ids=ids, request_id=_request_id(request), detail=detail),
+        )
         yield uow
         unwritten = uow.take_unwritten_audit()
         if unwritten is not None:
@@ -171,24 +189,45 @@ class AuditLog:
 
     @staticmethod
     def rows(
-        *, by: Principal, action: str, resource: str, ids: list[str] | tuple[str, ...] = (None,),
-        request_id: str | None = None, detail: dict[str, Any] | None = None, at: datetime | None = None,
+        *,
+        by: Principal,
+        action: str,
+        resource: str,
+        ids: list[str] | tuple[str, ...] = (None,),
+        request_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        at: datetime | None = None,
     ) -> list[dict]:
         """The records `record` writes, for a use case that writes them in its own transaction instead
         (referral intake: the record commits with the referral, in the same group commit)."""
         assert action in ACTIONS, action
         at = at or utcnow()
         return [
-            {"at": at, "actor": by.subject, "role": by.role, "hub": by.hub, "action": action, "resource": resource,
-             "resource_id": None if resource_id is None else str(resource_id), "request_id": request_id,
-             "detail": detail}
+            {
+                "at": at,
+                "actor": by.subject,
+                "role": by.role,
+                "hub": by.hub,
+                "action": action,
+                "resource": resource,
+                "resource_id": None if resource_id is None else str(resource_id),
+                "request_id": request_id,
+                "detail": detail,
+            }
             for resource_id in (ids or [None])
         ]
 
     async def query(
-        self, *, resource_id: str | None = None, actor: str | None = None, action: str | None = None,
-        resource: str | None = None, since: datetime | None = None, until: datetime | None = None,
-        after: int = 0, limit: int = 100,
+        self,
+        *,
+        resource_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int = 0,
+        limit: int = 100,
     ) -> list[dict]:
         since, until = (_utc(v) for v in (since, until))
         t = self.table
@@ -214,7 +253,7 @@ def _request_id(request: Request | None) -> str | None:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class AuditRecord(BaseModel):
@@ -239,8 +278,11 @@ class AuditPage(BaseModel):
 def audit_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])
 
-    @router.get("/audit", response_model=AuditPage,
-                summary="Who read, changed or exported residents' data (administrators), oldest first")
+    @router.get(
+        "/audit",
+        response_model=AuditPage,
+        summary="Who read, changed or exported residents' data (administrators), oldest first",
+    )
     async def read_audit(
         request: Request,
         by: Annotated[Principal, Depends(require("admin"))],
@@ -254,8 +296,14 @@ def audit_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ):
         records = await request.app.state.runtime.audit.query(
-            resource_id=resource_id, actor=actor, action=action, resource=resource, since=since, until=until,
-            after=after, limit=limit,
+            resource_id=resource_id,
+            actor=actor,
+            action=action,
+            resource=resource,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
         )
         return {"records": records, "next_after": records[-1]["id"] if records else after}
 

@@ -37,10 +37,21 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "analyst": frozenset({"reporting:read", "actions:read"}),
     "admin": frozenset(
         {
-            "referrals:write", "referrals:read", "referrals:search", "referrals:admin", "referrals:backfill",
-            "assignments:read", "assignments:write", "assignments:admin", "assignments:backfill",
-            "actions:read", "actions:write", "actions:admin",
-            "reporting:read", "status:read", "admin",
+            "referrals:write",
+            "referrals:read",
+            "referrals:search",
+            "referrals:admin",
+            "referrals:backfill",
+            "assignments:read",
+            "assignments:write",
+            "assignments:admin",
+            "assignments:backfill",
+            "actions:read",
+            "actions:write",
+            "actions:admin",
+            "reporting:read",
+            "status:read",
+            "admin",
         }
     ),
 }
@@ -98,7 +109,7 @@ def principal_from_claims(claims: dict, names: Claims = Claims()) -> Principal:
             continue
         item = names.role_map.get(item, item)
         if item.startswith(HUB_ROLE_PREFIX) and len(item) > len(HUB_ROLE_PREFIX):
-            hubs.add(item[len(HUB_ROLE_PREFIX):])
+            hubs.add(item[len(HUB_ROLE_PREFIX) :])
             item = "hub"
         if item in ROLE_SCOPES and item not in roles:
             roles.append(item)
@@ -131,8 +142,15 @@ class SigningKeys:
     made-up key ids cannot hammer the provider.
     """
 
-    def __init__(self, url: str, *, refresh_seconds: float = 600.0, timeout_seconds: float = 5.0,
-                 min_refetch_seconds: float = 30.0, retry_seconds: float = 15.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        refresh_seconds: float = 600.0,
+        timeout_seconds: float = 5.0,
+        min_refetch_seconds: float = 30.0,
+        retry_seconds: float = 15.0,
+    ):
         self.url = url
         self.refresh_seconds = refresh_seconds
         self.timeout_seconds = timeout_seconds
@@ -163,7 +181,9 @@ class SigningKeys:
         if self._fetching is None:
             if time.monotonic() - self._last_fetch_started < self.min_refetch_seconds:
                 if self.last_error is not None:
-                    raise IdentityProviderUnavailable(f"the identity provider's keys cannot be fetched: {self.last_error}")
+                    raise IdentityProviderUnavailable(
+                        f"the identity provider's keys cannot be fetched: {self.last_error}"
+                    )
                 return  # fetched a moment ago without this key: the token's key is not the provider's
             self._start_fetch()
         try:
@@ -226,9 +246,17 @@ class TokenVerifier:
     back but the status check (docs/web.md, "The resident's form in production").
     """
 
-    def __init__(self, *, issuer: str | Sequence[str], audience: str | Sequence[str], signing_key: str = "",
-                 jwks_url: str = "", keys: SigningKeys | None = None, claims: Claims = Claims(),
-                 online_form_key: str = ""):
+    def __init__(
+        self,
+        *,
+        issuer: str | Sequence[str],
+        audience: str | Sequence[str],
+        signing_key: str = "",
+        jwks_url: str = "",
+        keys: SigningKeys | None = None,
+        claims: Claims = Claims(),
+        online_form_key: str = "",
+    ):
         self.issuer = issuer
         self.audience = audience
         self.signing_key = signing_key
@@ -275,7 +303,11 @@ class TokenVerifier:
             else:
                 key, algorithms = self.signing_key, ["HS256"]
             claims = jwt.decode(
-                token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer,
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
                 options={"require": ["exp", "sub"]},
             )
         except jwt.PyJWTError as error:
@@ -305,8 +337,14 @@ def _kid(token: str) -> str | None:
 
 
 def mint_token(
-    *, signing_key: str, role: str, hub: str | None = None, subject: str | None = None,
-    issuer: str, audience: str, ttl_seconds: int = 12 * 3600,
+    *,
+    signing_key: str,
+    role: str,
+    hub: str | None = None,
+    subject: str | None = None,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int = 12 * 3600,
 ) -> str:
     """A development token (HS256) for `role`; hub staff need their hub's slug."""
     if role not in ROLE_SCOPES:

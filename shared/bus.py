@@ -40,8 +40,14 @@ class Producer:
     complete (a paused broker, a slow leader) is what writes duplicates.
     """
 
-    def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 10_000,
-                 security: KafkaSecurity | None = None, idempotent: bool = False):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        request_timeout_ms: int = 10_000,
+        security: KafkaSecurity | None = None,
+        idempotent: bool = False,
+    ):
         self.bootstrap_servers = bootstrap_servers
         self.security = security
         """TLS and SASL (shared/kafka_security.py); None is PLAINTEXT."""
@@ -73,10 +79,7 @@ class Producer:
     async def send_many(self, messages: list[OutgoingMessage]) -> None:
         """Send and wait until every message is acknowledged; raise if any is not."""
         producer = await self._started()
-        futures = [
-            await producer.send(m.topic, value=m.value, key=m.key, headers=list(m.headers))
-            for m in messages
-        ]
+        futures = [await producer.send(m.topic, value=m.value, key=m.key, headers=list(m.headers)) for m in messages]
         # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result when a
         # cancellation lands as the sends complete, and the relay then never stops.
         async with asyncio.timeout(self.request_timeout_ms / 1000 + 5):
@@ -96,15 +99,21 @@ class Producer:
         await self.reset()
 
 
-async def ensure_topics(bootstrap_servers: str, topics: dict[str, int], *,
-                        security: KafkaSecurity | None = None, replication_factor: int | None = None) -> None:
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: dict[str, int],
+    *,
+    security: KafkaSecurity | None = None,
+    replication_factor: int | None = None,
+) -> None:
     """Create topics that do not exist yet, with the given partition counts.
 
     Replicated on three brokers where the cluster has them (one where it has
     one, as the embedded broker); min.insync.replicas is the cluster's.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000,
-                                **client_options(security))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **client_options(security)
+    )
     try:
         await start_client(admin, bootstrap_servers=bootstrap_servers, security=security)
         if replication_factor is None:
@@ -172,9 +181,19 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
@@ -202,4 +221,3 @@ def end_process(process: subprocess.Popen, *, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-

@@ -213,7 +213,7 @@ class EventConsumer(StopsBetweenRounds):
         """
         work = [(partition, message) for partition, messages in batches.items() for message in messages]
         for start in range(0, len(work), self.batch_size):
-            chunk = work[start:start + self.batch_size]
+            chunk = work[start : start + self.batch_size]
             await self.process_many([message for _, message in chunk])
             for partition, message in chunk:
                 handled[partition] = message.offset + 1
@@ -225,7 +225,7 @@ class EventConsumer(StopsBetweenRounds):
     async def _process_partition(self, partition, messages: list, handled: dict) -> None:
         """One partition's messages of a fetch, in order, a transaction per `batch_size`."""
         for start in range(0, len(messages), self.batch_size):
-            chunk = messages[start:start + self.batch_size]
+            chunk = messages[start : start + self.batch_size]
             await self.process_many(chunk)
             handled[partition] = chunk[-1].offset + 1
 
@@ -264,12 +264,20 @@ class EventConsumer(StopsBetweenRounds):
         except asyncio.CancelledError:
             raise
         except _BatchFailed as failure:
-            log.info("consumer %s: event %s failed in a batch (%r); handling it on its own",
-                     self.group_id, messages[failure.index].offset, failure.__cause__)
+            log.info(
+                "consumer %s: event %s failed in a batch (%r); handling it on its own",
+                self.group_id,
+                messages[failure.index].offset,
+                failure.__cause__,
+            )
             return await self._around(messages, failure.index, tried=True)
         except Exception as error:  # the commit itself failed: one at a time, each retried
-            log.info("consumer %s: a batch of %d failed (%r); handling them one at a time",
-                     self.group_id, len(messages), error)
+            log.info(
+                "consumer %s: a batch of %d failed (%r); handling them one at a time",
+                self.group_id,
+                len(messages),
+                error,
+            )
             for message in messages:
                 await self.process(message)
             return
@@ -281,7 +289,7 @@ class EventConsumer(StopsBetweenRounds):
             await self.process_many(messages[:index])
         await self.process(messages[index], first_attempt=2 if tried else 1)
         if index + 1 < len(messages):
-            await self.process_many(messages[index + 1:])
+            await self.process_many(messages[index + 1 :])
 
     async def _handle_together(self, messages: list, work: list[tuple[int, CloudEvent, Handler]]) -> None:
         if not work:
@@ -324,10 +332,12 @@ class EventConsumer(StopsBetweenRounds):
         """
         insert_new = (pg_insert if uow.db.dialect == "postgresql" else sqlite_insert)(self.inbox)
         now = uow.now()
-        return set(await uow.session.scalars(
-            insert_new.on_conflict_do_nothing().returning(self.inbox.c.event_id),
-            [{"consumer": self.group_id, "event_id": event_id, "processed_at": now} for event_id in event_ids],
-        ))
+        return set(
+            await uow.session.scalars(
+                insert_new.on_conflict_do_nothing().returning(self.inbox.c.event_id),
+                [{"consumer": self.group_id, "event_id": event_id, "processed_at": now} for event_id in event_ids],
+            )
+        )
 
     async def process(self, message, *, first_attempt: int = 1) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""
@@ -337,7 +347,9 @@ class EventConsumer(StopsBetweenRounds):
             return
         if size > self.max_event_bytes:
             # No event of ours is near this size: parsing it would only cost memory.
-            await self.dead_letter(message, reason=f"too large: {size} bytes, over the {self.max_event_bytes} this consumer takes")
+            await self.dead_letter(
+                message, reason=f"too large: {size} bytes, over the {self.max_event_bytes} this consumer takes"
+            )
             return
         try:
             event = CloudEvent.from_bytes(message.value)
@@ -371,7 +383,11 @@ class EventConsumer(StopsBetweenRounds):
                 last_error = error
                 log.warning(
                     "consumer %s: event %s failed (attempt %d/%d): %r",
-                    self.group_id, event.id, attempt, self.max_attempts, error,
+                    self.group_id,
+                    event.id,
+                    attempt,
+                    self.max_attempts,
+                    error,
                 )
                 if attempt < self.max_attempts:
                     await asyncio.sleep(self.retry_base_seconds * 2 ** (attempt - 1))
@@ -397,8 +413,14 @@ class EventConsumer(StopsBetweenRounds):
 
     async def dead_letter(self, message, *, reason: str) -> None:
         """Park a message with its reason; raises if the broker will not take it (then it is redelivered)."""
-        log.error("consumer %s: dead-lettering %s[%s]@%s: %s",
-                  self.group_id, message.topic, message.partition, message.offset, reason)
+        log.error(
+            "consumer %s: dead-lettering %s[%s]@%s: %s",
+            self.group_id,
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+        )
         headers = tuple(message.headers or ()) + (
             ("dlq-reason", reason.encode()[:2000]),
             ("dlq-topic", message.topic.encode()),
@@ -418,18 +440,27 @@ class EventConsumer(StopsBetweenRounds):
         self.dead_lettered_total += 1
 
 
-def _consumer_span(consumer: "EventConsumer", event: CloudEvent, message):
+def _consumer_span(consumer: EventConsumer, event: CloudEvent, message):
     traceparent = event.traceparent or _header(message, tracing.HEADER)
     tracestate = event.tracestate or _header(message, tracing.STATE_HEADER)
     if consumer.tracing is None:
         return tracing.continued(traceparent, tracestate)
     return consumer.tracing.span(
-        f"{message.topic} process", kind=tracing.SpanKind.CONSUMER, traceparent=traceparent, tracestate=tracestate,
-        attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
-                    "messaging.destination.name": message.topic, "messaging.consumer.group.name": consumer.group_id,
-                    "messaging.destination.partition.id": str(message.partition),
-                    "messaging.kafka.offset": message.offset, "messaging.message.id": str(event.id),
-                    "cloudevents.event_id": str(event.id), "cloudevents.event_type": event.type},
+        f"{message.topic} process",
+        kind=tracing.SpanKind.CONSUMER,
+        traceparent=traceparent,
+        tracestate=tracestate,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": message.topic,
+            "messaging.consumer.group.name": consumer.group_id,
+            "messaging.destination.partition.id": str(message.partition),
+            "messaging.kafka.offset": message.offset,
+            "messaging.message.id": str(event.id),
+            "cloudevents.event_id": str(event.id),
+            "cloudevents.event_type": event.type,
+        },
     )
 
 

@@ -82,14 +82,15 @@ def new_key() -> str:
 
 
 def is_sealed(value: object) -> bool:
-    return isinstance(value, (bytes, bytearray, memoryview)) and bytes(value[:len(PREFIX)]) == PREFIX
+    return isinstance(value, (bytes, bytearray, memoryview)) and bytes(value[: len(PREFIX)]) == PREFIX
 
 
 class Keyring:
     """Seals and opens with the data keys; makes blind indexes with the index key."""
 
-    def __init__(self, data_keys: list[tuple[str, bytes]], blind_index_key: bytes,
-                 previous_blind_index_key: bytes | None = None):
+    def __init__(
+        self, data_keys: list[tuple[str, bytes]], blind_index_key: bytes, previous_blind_index_key: bytes | None = None
+    ):
         if not data_keys:
             raise CryptoError("a keyring needs at least one data key")
         # One AESGCM object per key, made once: building it per call costs more than sealing.
@@ -103,22 +104,29 @@ class Keyring:
         # either key; new and recomputed indexes use the current one only.
         self._previous_index = (
             hmac.new(previous_blind_index_key, digestmod=hashlib.sha256)
-            if previous_blind_index_key and previous_blind_index_key != blind_index_key else None
+            if previous_blind_index_key and previous_blind_index_key != blind_index_key
+            else None
         )
-        self._materials = frozenset(key for _, key in data_keys) | {blind_index_key} | (
-            {previous_blind_index_key} if previous_blind_index_key else set())
+        self._materials = (
+            frozenset(key for _, key in data_keys)
+            | {blind_index_key}
+            | ({previous_blind_index_key} if previous_blind_index_key else set())
+        )
 
     @classmethod
-    def from_text(cls, data_keys: str, blind_index_key: str, previous_blind_index_key: str = "") -> "Keyring":
-        previous = (decode_key(previous_blind_index_key, what="KT_BLIND_INDEX_KEY_PREVIOUS")
-                    if previous_blind_index_key.strip() else None)
+    def from_text(cls, data_keys: str, blind_index_key: str, previous_blind_index_key: str = "") -> Keyring:
+        previous = (
+            decode_key(previous_blind_index_key, what="KT_BLIND_INDEX_KEY_PREVIOUS")
+            if previous_blind_index_key.strip()
+            else None
+        )
         return cls(parse_data_keys(data_keys), decode_key(blind_index_key, what="KT_BLIND_INDEX_KEY"), previous)
 
     @property
     def has_previous_index_key(self) -> bool:
         return self._previous_index is not None
 
-    def shares_material_with(self, other: "Keyring") -> bool:
+    def shares_material_with(self, other: Keyring) -> bool:
         """Whether any key of this keyring is one of `other`'s (production against the development keys)."""
         return bool(self._materials & other._materials)
 
@@ -132,14 +140,14 @@ class Keyring:
         if not sealed.startswith(PREFIX):
             raise CannotOpen("not a sealed value (no kt1: header)")
         end = sealed.find(b":", len(PREFIX))
-        key_id = sealed[len(PREFIX):end].decode("ascii", "replace") if end > 0 else ""
+        key_id = sealed[len(PREFIX) : end].decode("ascii", "replace") if end > 0 else ""
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise UnknownKey(
                 f"sealed with data key {key_id!r}, which KT_DATA_KEYS does not hold (it holds {self.key_ids}): "
                 "keep old keys after the new one until every row is sealed again"
             )
-        header, rest = sealed[: end + 1], sealed[end + 1:]
+        header, rest = sealed[: end + 1], sealed[end + 1 :]
         try:
             return cipher.decrypt(rest[:NONCE_BYTES], rest[NONCE_BYTES:], header)
         except InvalidTag:
@@ -150,7 +158,7 @@ class Keyring:
 
     def key_id_of(self, sealed: bytes) -> str:
         sealed = bytes(sealed)
-        return sealed[len(PREFIX): sealed.find(b":", len(PREFIX))].decode("ascii", "replace")
+        return sealed[len(PREFIX) : sealed.find(b":", len(PREFIX))].decode("ascii", "replace")
 
     def seal_json(self, value: Any) -> bytes:
         return self.seal(orjson.dumps(value))

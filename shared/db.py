@@ -72,8 +72,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True, reading: bool = False,
-                  busy_timeout_seconds: float = 30.0) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    foreign_keys: bool = True,
+    reading: bool = False,
+    busy_timeout_seconds: float = 30.0,
+) -> AsyncEngine:
     """An engine tuned for the database behind `url` (`foreign_keys=False`: SQLite migrations only, see below).
 
     `reading`: SQLite transactions that only read start deferred, taking no write lock
@@ -84,7 +90,10 @@ def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True, r
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, connect_args={"timeout": busy_timeout_seconds}, json_serializer=_json_dumps, json_deserializer=orjson.loads
+            url,
+            connect_args={"timeout": busy_timeout_seconds},
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -110,8 +119,12 @@ def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True, r
     # No pre-ping: a round trip on every checkout costs more than it saves; a dead
     # connection fails one transaction, which callers retry.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
-        json_serializer=_json_dumps, json_deserializer=orjson.loads,
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
     )
 
 
@@ -127,10 +140,14 @@ class Database:
         self.engine = create_engine(url, pool_size=pool_size, busy_timeout_seconds=busy_timeout_seconds)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.dialect = "sqlite" if is_sqlite(url) else self.engine.dialect.name
-        self.read_engine = create_engine(url, pool_size=pool_size, reading=True,
-                                         busy_timeout_seconds=busy_timeout_seconds) if self.dialect == "sqlite" else None
-        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False) if self.read_engine \
-            else self.sessions
+        self.read_engine = (
+            create_engine(url, pool_size=pool_size, reading=True, busy_timeout_seconds=busy_timeout_seconds)
+            if self.dialect == "sqlite"
+            else None
+        )
+        self.read_sessions = (
+            async_sessionmaker(self.read_engine, expire_on_commit=False) if self.read_engine else self.sessions
+        )
         """For use cases that only read: on SQLite they never wait for (or hold) the write lock."""
 
     async def ping(self) -> None:
@@ -177,8 +194,11 @@ def run_migrations(target_metadata: MetaData, *, default_url: Callable[[], str] 
     """
     from alembic import context
 
-    url = context.config.attributes.get("database_url") or context.config.get_main_option("sqlalchemy.url") \
+    url = (
+        context.config.attributes.get("database_url")
+        or context.config.get_main_option("sqlalchemy.url")
         or (default_url() if default_url is not None else None)
+    )
     if not url:
         raise RuntimeError("no database to migrate: give the service's DATABASE_URL setting")
     render_as_batch = is_sqlite(url)

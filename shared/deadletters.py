@@ -15,12 +15,21 @@ from shared.kafka_security import KafkaSecurity, client_options
 
 
 async def replay_dead_letters(
-    *, bootstrap_servers: str, dead_letter_topic: str, producer: Producer, event_ids: set[str] | None = None,
+    *,
+    bootstrap_servers: str,
+    dead_letter_topic: str,
+    producer: Producer,
+    event_ids: set[str] | None = None,
     security: KafkaSecurity | None = None,
 ) -> int:
     """Send every message now on `dead_letter_topic` back to its topic; return how many were sent."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                              fetch_max_wait_ms=100, **client_options(security))
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **client_options(security),
+    )
     await reader.start()
     messages: list[OutgoingMessage] = []
     try:
@@ -37,10 +46,14 @@ async def replay_dead_letters(
                         if event_ids is not None and not any(i.encode() in (message.value or b"") for i in event_ids):
                             continue
                         headers = dict(message.headers or ())
-                        messages.append(OutgoingMessage(
-                            topic=headers["dlq-topic"].decode(), key=message.key, value=message.value or b"",
-                            headers=tuple((k, v) for k, v in (message.headers or ()) if not k.startswith("dlq-")),
-                        ))
+                        messages.append(
+                            OutgoingMessage(
+                                topic=headers["dlq-topic"].decode(),
+                                key=message.key,
+                                value=message.value or b"",
+                                headers=tuple((k, v) for k, v in (message.headers or ()) if not k.startswith("dlq-")),
+                            )
+                        )
     finally:
         await reader.stop()
     if messages:

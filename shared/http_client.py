@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -30,8 +30,8 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class RetryAfterTransport(httpx.AsyncBaseTransport):
@@ -43,8 +43,15 @@ class RetryAfterTransport(httpx.AsyncBaseTransport):
     `max_wait` seconds is cut to it.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport | None = None, *, max_attempts: int = 30,
-                 max_wait: float = 120.0, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        max_attempts: int = 30,
+        max_wait: float = 120.0,
+        clock=time.monotonic,
+        sleep=asyncio.sleep,
+    ):
         self.inner = inner or httpx.AsyncHTTPTransport()
         self.max_attempts = max_attempts
         self.max_wait = max_wait
@@ -76,8 +83,11 @@ class RetryAfterTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def polite_client(base_url: str, *, max_connections: int = 16, timeout: float = 60.0,
-                  inner: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def polite_client(
+    base_url: str, *, max_connections: int = 16, timeout: float = 60.0, inner: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` for one service, through `RetryAfterTransport`."""
-    transport = RetryAfterTransport(inner or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections)))
+    transport = RetryAfterTransport(
+        inner or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections))
+    )
     return httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)

@@ -46,8 +46,10 @@ class IdempotencyKeyReused(ValidationFailed):
     slug, title = "idempotency-key-reused", "Idempotency-Key already used for another body"
 
     def __init__(self, detail: str = ""):
-        super().__init__([{"field": HEADER, "in": "header", "reason": "already used with another request: use a new key"}],
-                         detail=detail or self.title)
+        super().__init__(
+            [{"field": HEADER, "in": "header", "reason": "already used with another request: use a new key"}],
+            detail=detail or self.title,
+        )
 
 
 class IdempotencyKeyInFlight(Conflict):
@@ -87,7 +89,7 @@ def parse_key(value: str) -> str:
             elif char == "\\":
                 escaped = True
             elif char == '"':
-                if rest[position + 1:].strip() and not rest[position + 1:].lstrip().startswith(";"):
+                if rest[position + 1 :].strip() and not rest[position + 1 :].lstrip().startswith(";"):
                     break  # parameters (`;x=1`) are allowed by the draft and ignored; anything else is not
                 return _checked("".join(key))
             elif " " <= char <= "~":
@@ -115,8 +117,15 @@ def _invalid(reason: str) -> ValidationFailed:
 class IdempotencyKeys:
     """Claims, answers and forgets keys in one service's `idempotency_keys` table."""
 
-    def __init__(self, *, db: Database, table: Table, keyring: Keyring | None,
-                 retention: timedelta = timedelta(hours=24), unfinished_after: timedelta = timedelta(minutes=5)):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: Table,
+        keyring: Keyring | None,
+        retention: timedelta = timedelta(hours=24),
+        unfinished_after: timedelta = timedelta(minutes=5),
+    ):
         self.db = db
         self.table = table
         self.keyring = keyring
@@ -134,33 +143,40 @@ class IdempotencyKeys:
         t = self.table
         try:
             async with self.db.sessions() as session, session.begin():
-                await session.execute(insert(t).values(client=client, key=key, request_hash=request_hash,
-                                                       created_at=utcnow()))
+                await session.execute(
+                    insert(t).values(client=client, key=key, request_hash=request_hash, created_at=utcnow())
+                )
             return None
         except IntegrityError:
             pass
         async with self.db.sessions() as session:
-            row = (await session.execute(
-                select(t.c.request_hash, t.c.status, t.c.response, t.c.created_at)
-                .where(t.c.client == client, t.c.key == key)
-            )).one_or_none()
+            row = (
+                await session.execute(
+                    select(t.c.request_hash, t.c.status, t.c.response, t.c.created_at).where(
+                        t.c.client == client, t.c.key == key
+                    )
+                )
+            ).one_or_none()
         if row is None:  # forgotten between the insert and the read: claim again
             return await self.claim(client=client, key=key, request_hash=request_hash)
         if row.request_hash != request_hash:
             raise IdempotencyKeyReused(
-                "this Idempotency-Key was used with a different request; use a new key for a new request")
+                "this Idempotency-Key was used with a different request; use a new key for a new request"
+            )
         if row.status is None:
             if utcnow() - row.created_at > self.unfinished_after:
                 raise IdempotencyKeyUnfinished(
                     "the first request with this key did not finish, and whether it took effect is unknown: "
-                    "look at the resource before sending it again with a new key")
+                    "look at the resource before sending it again with a new key"
+                )
             raise IdempotencyKeyInFlight("the first request with this key is still running; retry shortly")
         try:
             kept = self.keyring.open(row.response) if self.keyring else row.response
         except CryptoError:  # sealed with a data key since retired (a rotation finished within the day)
             raise IdempotencyKeyUnfinished(
                 "the first answer to this key can no longer be read: look at the resource before sending it "
-                "again with a new key") from None
+                "again with a new key"
+            ) from None
         headers, body = _decode(kept)
         return row.status, headers, body
 
@@ -173,8 +189,9 @@ class IdempotencyKeys:
                 await session.execute(delete(t).where(where))
                 return
             kept = _encode([(k, v) for k, v in headers if k.lower() in _KEPT_HEADERS], body)
-            await session.execute(update(t).where(where).values(
-                status=status, response=self.keyring.seal(kept) if self.keyring else kept))
+            await session.execute(
+                update(t).where(where).values(status=status, response=self.keyring.seal(kept) if self.keyring else kept)
+            )
 
     async def release(self, *, client: str, key: str) -> None:
         t = self.table
@@ -183,7 +200,9 @@ class IdempotencyKeys:
 
     async def purge(self) -> int:
         async with self.db.sessions() as session, session.begin():
-            result = await session.execute(delete(self.table).where(self.table.c.created_at < utcnow() - self.retention))
+            result = await session.execute(
+                delete(self.table).where(self.table.c.created_at < utcnow() - self.retention)
+            )
         return result.rowcount or 0
 
     async def _purge_now_and_then(self) -> None:
@@ -210,7 +229,7 @@ def _encode(headers: list, body: bytes) -> bytes:
 
 def _decode(raw: bytes) -> tuple[list, bytes]:
     size = int.from_bytes(raw[:4], "big")
-    head, body = raw[4:4 + size], raw[4 + size:]
+    head, body = raw[4 : 4 + size], raw[4 + size :]
     headers = [tuple(line.split(b": ", 1)) for line in head.split(b"\n") if line]
     return headers, body
 
@@ -256,8 +275,13 @@ class IdempotentPosts:
             return await send_domain_error(scope, send, error)
         if first is not None:
             status, headers, kept_body = first
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [*headers, (b"content-length", str(len(kept_body)).encode()), REPLAYED]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"content-length", str(len(kept_body)).encode()), REPLAYED],
+                }
+            )
             await send({"type": "http.response.body", "body": kept_body})
             return
         await self._run_once(scope, body, send, keys=keys, client=client, key=key)
@@ -291,8 +315,9 @@ class IdempotentPosts:
 
     @staticmethod
     async def _client(scope) -> str | None:
-        scheme, _, token = next((v for k, v in scope["headers"] if k == b"authorization"), b"") \
-            .decode("latin-1").partition(" ")
+        scheme, _, token = (
+            next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1").partition(" ")
+        )
         if scheme.lower() != "bearer" or not token:
             return None
         try:

@@ -67,33 +67,40 @@ class KafkaSecurity(BaseSettings):
         return self.security_protocol in ("SSL", "SASL_SSL")
 
     @model_validator(mode="after")
-    def _coherent(self) -> "KafkaSecurity":
+    def _coherent(self) -> KafkaSecurity:
         protocol = self.security_protocol
         if protocol not in PROTOCOLS:
             raise ValueError(f"{variable('security_protocol')}={protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.uses_sasl:
             if self.sasl_mechanism not in MECHANISMS:
-                raise ValueError(f"{variable('sasl_mechanism')}={self.sasl_mechanism!r} is not one of "
-                                 f"{', '.join(MECHANISMS)}")
+                raise ValueError(
+                    f"{variable('sasl_mechanism')}={self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}"
+                )
             if not self.sasl_username:
-                raise ValueError(f"{variable('sasl_username')} is required with "
-                                 f"{variable('security_protocol')}={protocol}")
+                raise ValueError(
+                    f"{variable('sasl_username')} is required with {variable('security_protocol')}={protocol}"
+                )
             if not self.sasl_password.get_secret_value():
-                raise ValueError(f"{variable('sasl_password')} is required with "
-                                 f"{variable('security_protocol')}={protocol}")
+                raise ValueError(
+                    f"{variable('sasl_password')} is required with {variable('security_protocol')}={protocol}"
+                )
         else:
             # Credentials given to a protocol that never sends them: a forgotten KAFKA_SECURITY_PROTOCOL.
             for name in ("sasl_username", "sasl_password"):
                 value = getattr(self, name)
                 if value.get_secret_value() if isinstance(value, SecretStr) else value:
-                    raise ValueError(f"{variable(name)} is set but {variable('security_protocol')}={protocol} "
-                                     f"does not use SASL (SASL_SSL or SASL_PLAINTEXT does)")
+                    raise ValueError(
+                        f"{variable(name)} is set but {variable('security_protocol')}={protocol} "
+                        f"does not use SASL (SASL_SSL or SASL_PLAINTEXT does)"
+                    )
         files = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
         if not self.uses_tls:
             for name in files:
                 if getattr(self, name):
-                    raise ValueError(f"{variable(name)} is set but {variable('security_protocol')}={protocol} "
-                                     f"does not use TLS (SSL or SASL_SSL does)")
+                    raise ValueError(
+                        f"{variable(name)} is set but {variable('security_protocol')}={protocol} "
+                        f"does not use TLS (SSL or SASL_SSL does)"
+                    )
         else:
             if self.ssl_keyfile and not self.ssl_certfile:
                 raise ValueError(f"{variable('ssl_keyfile')} is set without {variable('ssl_certfile')}")
@@ -157,9 +164,11 @@ def check_transport(security: KafkaSecurity, environment: str) -> None:
     """
     log.info("kafka clients connect with %s", security.describe())
     if environment == "production" and security.security_protocol == "PLAINTEXT":
-        log.warning("KT_ENVIRONMENT=production with %s=PLAINTEXT: Kafka traffic is neither encrypted nor "
-                    "authenticated, and the cluster's ACLs cannot tell the services apart",
-                    variable("security_protocol"))
+        log.warning(
+            "KT_ENVIRONMENT=production with %s=PLAINTEXT: Kafka traffic is neither encrypted nor "
+            "authenticated, and the cluster's ACLs cannot tell the services apart",
+            variable("security_protocol"),
+        )
 
 
 class KafkaSetupError(KafkaConnectionError):
@@ -183,26 +192,38 @@ async def diagnose(bootstrap_servers: str, security: KafkaSecurity | None) -> st
     options = client_options(security)
     try:
         connection = await create_conn(
-            host, int(port), request_timeout_ms=10_000, ssl_context=options.get("ssl_context"),
-            security_protocol=security.security_protocol, sasl_mechanism=options.get("sasl_mechanism"),
+            host,
+            int(port),
+            request_timeout_ms=10_000,
+            ssl_context=options.get("ssl_context"),
+            security_protocol=security.security_protocol,
+            sasl_mechanism=options.get("sasl_mechanism"),
             sasl_plain_username=options.get("sasl_plain_username"),
             sasl_plain_password=options.get("sasl_plain_password"),
         )
     except ssl.SSLCertVerificationError as error:
-        return (f"the broker at {host}:{port} has a certificate this client does not trust "
-                f"({error.verify_message}): {variable('ssl_cafile')}="
-                f"{security.ssl_cafile or '(unset: the system CAs)'} must be the CA that signed it")
+        return (
+            f"the broker at {host}:{port} has a certificate this client does not trust "
+            f"({error.verify_message}): {variable('ssl_cafile')}="
+            f"{security.ssl_cafile or '(unset: the system CAs)'} must be the CA that signed it"
+        )
     except ssl.SSLError as error:
-        return (f"TLS with the broker at {host}:{port} failed ({error.reason or error}): is it a "
-                f"{security.security_protocol} listener? ({variable('security_protocol')}, "
-                f"{variable('ssl_cafile')}, {variable('ssl_certfile')})")
+        return (
+            f"TLS with the broker at {host}:{port} failed ({error.reason or error}): is it a "
+            f"{security.security_protocol} listener? ({variable('security_protocol')}, "
+            f"{variable('ssl_cafile')}, {variable('ssl_certfile')})"
+        )
     except errors.SaslAuthenticationFailed:
-        return (f"the broker at {host}:{port} refused {security.sasl_mechanism} sign-in as "
-                f"{variable('sasl_username')}={security.sasl_username!r}: check {variable('sasl_password')} "
-                f"(and that the user exists for {variable('sasl_mechanism')}={security.sasl_mechanism})")
+        return (
+            f"the broker at {host}:{port} refused {security.sasl_mechanism} sign-in as "
+            f"{variable('sasl_username')}={security.sasl_username!r}: check {variable('sasl_password')} "
+            f"(and that the user exists for {variable('sasl_mechanism')}={security.sasl_mechanism})"
+        )
     except errors.UnsupportedSaslMechanismError:
-        return (f"the broker at {host}:{port} does not offer {variable('sasl_mechanism')}="
-                f"{security.sasl_mechanism} on this listener")
+        return (
+            f"the broker at {host}:{port} does not offer {variable('sasl_mechanism')}="
+            f"{security.sasl_mechanism} on this listener"
+        )
     except Exception:  # unreachable, or something else: aiokafka's own error stands
         return None
     connection.close()

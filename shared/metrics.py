@@ -16,8 +16,15 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
-    GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram,
-    disable_created_metrics, generate_latest,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -42,14 +49,21 @@ class ServiceMetrics:
         # The library's own collectors read this process: one instance each serves every registry.
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
-        build = Gauge("kt_build_info", "The running build: always 1, its labels say which",
-                      ["service", "version", "revision", "python"], registry=self.registry)
+        build = Gauge(
+            "kt_build_info",
+            "The running build: always 1, its labels say which",
+            ["service", "version", "revision", "python"],
+            registry=self.registry,
+        )
         build.labels(service, package_version(), revision or "unknown", platform.python_version()).set(1)
         self.requests = Counter(
             "kt_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "kt_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
+            "kt_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.sources: list[Callable[[], Awaitable[list]]] = []

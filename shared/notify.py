@@ -43,12 +43,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, SecretStr
 import orjson
-from sqlalchemy import Column, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, insert, select, update
+from pydantic import BaseModel, SecretStr
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
 
 from shared.crypto import Keyring, is_sealed
-
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
 
@@ -183,11 +195,20 @@ async def enqueue(uow, table: Table, message: Message, *, sealed: bool = False) 
     if sealed:
         recipient, personalisation = uow.keyring.seal(recipient), uow.keyring.seal(personalisation)
     now = uow.now()
-    await uow.session.execute(insert(table).values(
-        reference=message.reference, channel=message.channel, recipient=recipient, template=message.template,
-        personalisation=personalisation, about=message.about, status="pending", attempts=0,
-        next_attempt_at=now, created_at=now,
-    ))
+    await uow.session.execute(
+        insert(table).values(
+            reference=message.reference,
+            channel=message.channel,
+            recipient=recipient,
+            template=message.template,
+            personalisation=personalisation,
+            about=message.about,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
     return True
 
 
@@ -195,8 +216,10 @@ async def forget(uow, table: Table, *, about: str) -> int:
     """Erasure: the address and personalisation of every message about `about` blanked (a message not sent
     yet is not sent). Returns how many."""
     result = await uow.session.execute(
-        update(table).where(table.c.about == about)
-        .values(recipient=b"", personalisation=b"{}", status=case_unsent(table)))
+        update(table)
+        .where(table.c.about == about)
+        .values(recipient=b"", personalisation=b"{}", status=case_unsent(table))
+    )
     return result.rowcount
 
 
@@ -228,7 +251,7 @@ class NotifySettings(BaseModel):
     """The first retry's wait; each later one doubles it, up to an hour."""
 
 
-def sender_from_settings(settings) -> "Sender":
+def sender_from_settings(settings) -> Sender:
     key = settings.notify_api_key.get_secret_value()
     if key:
         return GovukNotify(api_key=key, base_url=settings.notify_base_url, timeout=settings.notify_timeout_seconds)
@@ -278,11 +301,17 @@ class GovukNotify:
             personalisation = dict(message.personalisation) or None
             if message.channel == "email":
                 return self.client.send_email_notification(
-                    email_address=message.to, template_id=template_id, personalisation=personalisation,
-                    reference=message.reference)
+                    email_address=message.to,
+                    template_id=template_id,
+                    personalisation=personalisation,
+                    reference=message.reference,
+                )
             return self.client.send_sms_notification(
-                phone_number=message.to, template_id=template_id, personalisation=personalisation,
-                reference=message.reference)
+                phone_number=message.to,
+                template_id=template_id,
+                personalisation=personalisation,
+                reference=message.reference,
+            )
 
         answer = await self._call(call, sending=True)
         return str(answer["id"])
@@ -322,9 +351,18 @@ class LocalLog:
     async def send(self, message: Message, *, template_id: str) -> str:
         notify_id = str(uuid.uuid4())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"id": notify_id, "at": utcnow().isoformat(), "reference": message.reference,
-                           "channel": message.channel, "to": message.to, "template": message.template,
-                           "template_id": template_id, "personalisation": dict(message.personalisation)})
+        line = json.dumps(
+            {
+                "id": notify_id,
+                "at": utcnow().isoformat(),
+                "reference": message.reference,
+                "channel": message.channel,
+                "to": message.to,
+                "template": message.template,
+                "template_id": template_id,
+                "personalisation": dict(message.personalisation),
+            }
+        )
         torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         with self.path.open("a", encoding="utf-8") as out:
             out.write(("\n" if torn else "") + line + "\n")  # a line torn by a crash stays a line of its own
@@ -355,9 +393,19 @@ class NotificationWorker(StopsBetweenRounds):
     """Sends due messages; several workers share them (each claim is a compare-and-set with a lease)."""
 
     def __init__(
-        self, *, db: Database, tables: tuple[Table, Table], sender: Sender, templates: Mapping[str, str],
-        poll_seconds: float = 1.0, timeout_seconds: float = 10.0, max_attempts: int = 10,
-        backoff_seconds: float = 5.0, batch: int = 20, clock=utcnow, keyring: Keyring | None = None,
+        self,
+        *,
+        db: Database,
+        tables: tuple[Table, Table],
+        sender: Sender,
+        templates: Mapping[str, str],
+        poll_seconds: float = 1.0,
+        timeout_seconds: float = 10.0,
+        max_attempts: int = 10,
+        backoff_seconds: float = 5.0,
+        batch: int = 20,
+        clock=utcnow,
+        keyring: Keyring | None = None,
     ):
         self.db = db
         self.keyring = keyring
@@ -402,7 +450,8 @@ class NotificationWorker(StopsBetweenRounds):
         query = (
             select(self.notifications)
             .where(n.status.in_(("pending", "sending")), n.next_attempt_at <= now)
-            .order_by(n.next_attempt_at, n.id).limit(self.batch)
+            .order_by(n.next_attempt_at, n.id)
+            .limit(self.batch)
         )
         async with self.db.sessions() as session, session.begin():
             if self.db.dialect == "postgresql":
@@ -423,17 +472,26 @@ class NotificationWorker(StopsBetweenRounds):
 
     async def _attempt(self, row: dict) -> None:
         try:
-            message = Message(reference=row["reference"], channel=row["channel"],
-                              to=opened(row["recipient"], self.keyring).decode(), template=row["template"],
-                              personalisation=orjson.loads(opened(row["personalisation"], self.keyring)),
-                              about=row["about"])
+            message = Message(
+                reference=row["reference"],
+                channel=row["channel"],
+                to=opened(row["recipient"], self.keyring).decode(),
+                template=row["template"],
+                personalisation=orjson.loads(opened(row["personalisation"], self.keyring)),
+                about=row["about"],
+            )
             if not message.to:
                 raise Refused(None, "erased before it was sent")
             if row["unknown"]:
                 found = await self.sender.find(message.reference)
                 if found is not None:
-                    return await self._record(row, outcome="found", status="sent", notify_id=found,
-                                              detail="sent by an earlier attempt; not sent again")
+                    return await self._record(
+                        row,
+                        outcome="found",
+                        status="sent",
+                        notify_id=found,
+                        detail="sent by an earlier attempt; not sent again",
+                    )
             template_id = self.templates.get(message.template)
             if not template_id and isinstance(self.sender, LocalLog):
                 template_id = f"local:{message.template}"  # the local log needs no template set up in Notify
@@ -442,8 +500,9 @@ class NotificationWorker(StopsBetweenRounds):
             notify_id = await self.sender.send(message, template_id=template_id)
         except Refused as refused:
             log.warning("notification %s refused: %s", row["id"], refused.detail)
-            return await self._record(row, outcome="refused", status="failed", status_code=refused.status_code,
-                                      detail=refused.detail)
+            return await self._record(
+                row, outcome="refused", status="failed", status_code=refused.status_code, detail=refused.detail
+            )
         except NotSent as failed:
             return await self._retry(row, failed.detail, status_code=failed.status_code, unknown=failed.unknown)
         except Exception as error:  # no answer at all (the network, a bug): the outcome is unknown
@@ -455,24 +514,43 @@ class NotificationWorker(StopsBetweenRounds):
             log.warning("notification %s failed %d times; giving up: %s", row["id"], row["attempts"], detail)
             return await self._record(row, outcome="gave-up", status="failed", status_code=status_code, detail=detail)
         await self._record(
-            row, outcome="retry", status="sending" if unknown else "pending", status_code=status_code, detail=detail,
+            row,
+            outcome="retry",
+            status="sending" if unknown else "pending",
+            status_code=status_code,
+            detail=detail,
             next_attempt_at=self.clock() + backoff(row["attempts"], base_seconds=self.backoff_seconds),
         )
 
-    async def _record(self, row: dict, *, outcome: str, status: str, notify_id: str | None = None,
-                      status_code: int | None = None, detail: str | None = None,
-                      next_attempt_at: datetime | None = None) -> None:
+    async def _record(
+        self,
+        row: dict,
+        *,
+        outcome: str,
+        status: str,
+        notify_id: str | None = None,
+        status_code: int | None = None,
+        detail: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
         now = self.clock()
-        values: dict[str, Any] = {"status": status, "last_error": detail if outcome in ("retry", "refused", "gave-up")
-                                  else None}
+        values: dict[str, Any] = {
+            "status": status,
+            "last_error": detail if outcome in ("retry", "refused", "gave-up") else None,
+        }
         if status == "sent":
             values.update(sent_at=now, notify_id=notify_id)
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
         async with self.db.sessions() as session, session.begin():
-            await session.execute(update(self.notifications).where(self.notifications.c.id == row["id"]).values(**values))
-            await session.execute(insert(self.attempts).values(
-                notification_id=row["id"], at=now, outcome=outcome, status_code=status_code, detail=detail))
+            await session.execute(
+                update(self.notifications).where(self.notifications.c.id == row["id"]).values(**values)
+            )
+            await session.execute(
+                insert(self.attempts).values(
+                    notification_id=row["id"], at=now, outcome=outcome, status_code=status_code, detail=detail
+                )
+            )
 
 
 def opened(value: bytes, keyring: Keyring | None) -> bytes:
@@ -486,18 +564,27 @@ def opened(value: bytes, keyring: Keyring | None) -> bytes:
 async def delivery_log(session, tables: tuple[Table, Table], *, limit: int = 100) -> list[dict]:
     """The newest messages with every attempt to send each, newest first."""
     notifications, attempts = tables
-    rows = (await session.execute(
-        select(notifications).order_by(notifications.c.id.desc()).limit(limit))).mappings().all()
+    rows = (
+        (await session.execute(select(notifications).order_by(notifications.c.id.desc()).limit(limit))).mappings().all()
+    )
     ids = [row["id"] for row in rows]
     tries: dict[int, list] = {}
     if ids:
-        for entry in (await session.execute(
-            select(attempts).where(attempts.c.notification_id.in_(ids)).order_by(attempts.c.id)
-        )).mappings():
+        for entry in (
+            await session.execute(select(attempts).where(attempts.c.notification_id.in_(ids)).order_by(attempts.c.id))
+        ).mappings():
             tries.setdefault(entry["notification_id"], []).append(
-                {k: entry[k] for k in ("at", "outcome", "status_code", "detail")})
-    return [{**dict(row), "recipient": "(sealed)" if is_sealed(row["recipient"]) else row["recipient"].decode(),
-             "personalisation": None, "log": tries.get(row["id"], [])} for row in rows]
+                {k: entry[k] for k in ("at", "outcome", "status_code", "detail")}
+            )
+    return [
+        {
+            **dict(row),
+            "recipient": "(sealed)" if is_sealed(row["recipient"]) else row["recipient"].decode(),
+            "personalisation": None,
+            "log": tries.get(row["id"], []),
+        }
+        for row in rows
+    ]
 
 
 # --- a process of its own ---------------------------------------------------------------------
@@ -514,18 +601,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     parser.add_argument("--timeout-seconds", type=float, default=10.0)
     parser.add_argument("--backoff-seconds", type=float, default=5.0)
-    parser.add_argument("--sealed", action="store_true",
-                        help="open sealed messages with the data keys (KT_DATA_KEYS, or var/'s in development)")
+    parser.add_argument(
+        "--sealed",
+        action="store_true",
+        help="open sealed messages with the data keys (KT_DATA_KEYS, or var/'s in development)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
     async def work():
         db = Database(args.database_url)
-        sender = GovukNotify(api_key=args.api_key, base_url=args.base_url, timeout=args.timeout_seconds) \
-            if args.api_key else LocalLog(Path(args.log_file))
+        sender = (
+            GovukNotify(api_key=args.api_key, base_url=args.base_url, timeout=args.timeout_seconds)
+            if args.api_key
+            else LocalLog(Path(args.log_file))
+        )
         worker = NotificationWorker(
-            db=db, tables=notification_tables(MetaData()), sender=sender, templates=json.loads(args.templates),
-            poll_seconds=args.poll_seconds, timeout_seconds=args.timeout_seconds, backoff_seconds=args.backoff_seconds,
+            db=db,
+            tables=notification_tables(MetaData()),
+            sender=sender,
+            templates=json.loads(args.templates),
+            poll_seconds=args.poll_seconds,
+            timeout_seconds=args.timeout_seconds,
+            backoff_seconds=args.backoff_seconds,
             keyring=_keyring() if args.sealed else None,
         )
         try:

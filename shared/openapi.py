@@ -21,7 +21,7 @@ PROBLEM_SCHEMA = {
     "title": "Problem",
     "type": "object",
     "description": "RFC 9457 problem details. `type` is the problem's URI (its last segment the slug, "
-                   "docs/api.md); members beyond these are the problem's own (e.g. `errors`).",
+    "docs/api.md); members beyond these are the problem's own (e.g. `errors`).",
     "required": ["type", "title", "status", "detail"],
     "properties": {
         "type": {"type": "string", "description": "The problem's URI: the configured base and the slug."},
@@ -51,8 +51,11 @@ VALIDATION_PROBLEM_SCHEMA = {
                         "properties": {
                             "field": {"type": "string", "description": "A dotted path: `requests[0].type`."},
                             "reason": {"type": "string"},
-                            "in": {"type": "string", "enum": ["query", "path", "header"],
-                                   "description": "Absent for a body field."},
+                            "in": {
+                                "type": "string",
+                                "enum": ["query", "path", "header"],
+                                "description": "Absent for a body field.",
+                            },
                         },
                     },
                 },
@@ -66,8 +69,7 @@ ERRORS = {
     "401": "No valid bearer token (`WWW-Authenticate` says where to sign in when configured).",
     "403": "The token's role lacks the scope this operation needs (or, for hub staff, it is another hub's).",
     "404": "No such resource (or not one this caller may see).",
-    "409": "Conflicts with the resource's current state, or an `Idempotency-Key` is in use by a request "
-           "still running.",
+    "409": "Conflicts with the resource's current state, or an `Idempotency-Key` is in use by a request still running.",
     "413": "The request body is over the service's limit.",
     "422": "One or more fields are wrong: `errors` names each one.",
     "429": "Too many requests from this caller: `Retry-After` says when to try again.",
@@ -75,10 +77,12 @@ ERRORS = {
 }
 
 IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "description": "Send one to make a retry safe: the same key with the same request gets the first answer "
-                   "again (`Idempotent-Replayed: true`), with another request a 422, while the first runs a 409. "
-                   "An RFC 8941 string (`\"8e03978e-…\"`) or a bare token; the caller's own; kept 24 hours.",
+    "again (`Idempotent-Replayed: true`), with another request a 422, while the first runs a 409. "
+    'An RFC 8941 string (`"8e03978e-…"`) or a bare token; the caller\'s own; kept 24 hours.',
     "schema": {"type": "string", "minLength": 1, "maxLength": 202},
 }
 
@@ -86,21 +90,25 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
 WRITES = {"post", "put", "patch", "delete"}
 
 
-def document_security_and_errors(app: FastAPI, document: dict, *, rate_limited: bool,
-                                 unlimited_paths: tuple[str, ...] = ()) -> dict:
+def document_security_and_errors(
+    app: FastAPI, document: dict, *, rate_limited: bool, unlimited_paths: tuple[str, ...] = ()
+) -> dict:
     """Add the bearer scheme, each operation's security and scopes, and its problem responses, to `document`."""
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["ValidationProblem"] = VALIDATION_PROBLEM_SCHEMA
     components.setdefault("securitySchemes", {})[BEARER] = {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
         "description": "A token from the council's identity provider (development: `kent-together token`). "
-                       "Its role(s) give the scopes each operation names (docs/security.md).",
+        "Its role(s) give the scopes each operation names (docs/security.md).",
     }
     scopes_of = {
         (getattr(route, "path_format", route.path), method.lower()): required_scopes(route.dependant)
-        for route in api_routes(app) for method in route.methods or ()
+        for route in api_routes(app)
+        for method in route.methods or ()
     }
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
@@ -141,19 +149,26 @@ def api_routes(app: FastAPI) -> list:
     """Every route with a dependant that the OpenAPI document shows, included routers flattened."""
     try:  # FastAPI >= 0.16x keeps an included router as one route; this flattens them
         from fastapi.routing import iter_route_contexts
+
         routes = list(iter_route_contexts(app.routes))
     except ImportError:
         routes = list(app.routes)
-    return [route for route in routes
-            if getattr(route, "dependant", None) is not None and getattr(route, "include_in_schema", False)]
+    return [
+        route
+        for route in routes
+        if getattr(route, "dependant", None) is not None and getattr(route, "include_in_schema", False)
+    ]
 
 
 def _problem_response(responses: dict, status: str, *, replace: bool = False) -> None:
     existing = responses.get(status, {})
     schema = "ValidationProblem" if status == "422" else "Problem"
     description = ERRORS[status] if replace or not existing.get("description") else existing["description"]
-    response = {**existing, "description": description,
-                "content": {PROBLEM: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    response = {
+        **existing,
+        "description": description,
+        "content": {PROBLEM: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
     if status in ("429", "503"):
         response["headers"] = RETRY_AFTER
     responses[status] = response

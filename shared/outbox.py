@@ -17,17 +17,31 @@ from typing import TYPE_CHECKING
 
 import orjson
 from sqlalchemy import (
-    BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, any_, bindparam, delete, func,
-    select, text, update,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from shared import tracing
 from shared.bus import OutgoingMessage, Producer
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.events import STRUCTURED
 from shared.lifecycle import StopsBetweenRounds
-from shared import tracing
 from shared.tracing import HEADER, STATE_HEADER
 
 if TYPE_CHECKING:
@@ -53,8 +67,10 @@ def outbox_table(metadata: MetaData) -> Table:
         # Only the rows still to publish: published rows are kept for a week and
         # must not make the relay's scan (or its index) grow with them.
         Index(
-            "ix_outbox_to_publish", "id",
-            postgresql_where=text("published_at IS NULL"), sqlite_where=text("published_at IS NULL"),
+            "ix_outbox_to_publish",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
         ),
         Index("ix_outbox_created_at", "created_at"),
     )
@@ -132,21 +148,34 @@ class OutboxRelay(StopsBetweenRounds):
         messages = []
         for r in rows:
             payload = self._opened(r.payload)
-            messages.append(OutgoingMessage(
-                topic=r.topic, key=r.key.encode() if r.key else None, value=payload, headers=_headers(payload),
-            ))
+            messages.append(
+                OutgoingMessage(
+                    topic=r.topic,
+                    key=r.key.encode() if r.key else None,
+                    value=payload,
+                    headers=_headers(payload),
+                )
+            )
         if self.tracing is None or not self.tracing.exporting:
             await self.producer.send_many(messages)
             return
         with contextlib.ExitStack() as spans:
             for message in messages:
                 headers = dict(message.headers)
-                spans.enter_context(self.tracing.span(
-                    f"{message.topic} send", kind=tracing.SpanKind.PRODUCER, traceparent=headers.get(HEADER),
-                    tracestate=headers.get(STATE_HEADER),
-                    attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
-                                "messaging.destination.name": message.topic,
-                                "messaging.kafka.message.key": (message.key or b"").decode("utf-8", "replace")}))
+                spans.enter_context(
+                    self.tracing.span(
+                        f"{message.topic} send",
+                        kind=tracing.SpanKind.PRODUCER,
+                        traceparent=headers.get(HEADER),
+                        tracestate=headers.get(STATE_HEADER),
+                        attributes={
+                            "messaging.system": "kafka",
+                            "messaging.operation.type": "send",
+                            "messaging.destination.name": message.topic,
+                            "messaging.kafka.message.key": (message.key or b"").decode("utf-8", "replace"),
+                        },
+                    )
+                )
             await self.producer.send_many(messages)
 
     def _opened(self, payload: bytes) -> bytes:
@@ -169,9 +198,7 @@ class OutboxRelay(StopsBetweenRounds):
         t = self.table
         async with self.db.read_sessions() as session:
             row = (
-                await session.execute(
-                    select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
-                )
+                await session.execute(select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None)))
             ).one()
         return row[0], row[1]
 
@@ -276,7 +303,7 @@ StatePage = Callable[["UnitOfWork", str | None, int], Awaitable[tuple[str | None
 last key and how many records it covered."""
 
 
-async def republish_state(uow_factory: Callable[[], "UnitOfWork"], *, page: StatePage, page_size: int = 500) -> int:
+async def republish_state(uow_factory: Callable[[], UnitOfWork], *, page: StatePage, page_size: int = 500) -> int:
     """A service's current state published again, a page of records per transaction; returns how many records.
 
     For rebuilding a read model when the topics lost what they held (an embedded broker

@@ -95,15 +95,22 @@ def inventory(sealings: dict | None = None) -> str:
     for contract in sorted(REGISTRY.values(), key=lambda c: c.type):
         if contract.personal_data:
             lines.append(f"| `{contract.type}` | {', '.join(f'`{p}`' for p in personal_fields(contract))} |")
-    lines += ["", "Topics carrying personal data (sealed in the outbox, read only by their consumers): "
-              + ", ".join(f"`{getattr(topics, t)}`" for t in sorted(personal_topics())) + "."]
+    lines += [
+        "",
+        "Topics carrying personal data (sealed in the outbox, read only by their consumers): "
+        + ", ".join(f"`{getattr(topics, t)}`" for t in sorted(personal_topics()))
+        + ".",
+    ]
     if sealings:
         lines += ["", "| Service | Table | Sealed column | Fields | Blind indexes |", "|---|---|---|---|---|"]
         for service, sealing in sealings.items():
             for table in sealing:
                 for column, fields in ([(table.blob.column, table.blob.fields)] if table.blob else []) + [
-                        (t.column, (t.field,)) for t in table.texts]:
+                    (t.column, (t.field,)) for t in table.texts
+                ]:
                     indexes = ", ".join(f"`{i.column}`" for i in table.indexes) if table.blob else ""
-                    lines.append(f"| {service} | `{table.name}` | `{column}` | "
-                                 f"{', '.join(f'`{f}`' for f in fields)} | {indexes} |")
+                    lines.append(
+                        f"| {service} | `{table.name}` | `{column}` | "
+                        f"{', '.join(f'`{f}`' for f in fields)} | {indexes} |"
+                    )
     return "\n".join(lines) + "\n"

@@ -152,8 +152,15 @@ def _plan(row: Mapping, sealed: list[str], derived: list[DerivedColumns], keyrin
 
 
 async def rekey_table(
-    db: Database, table: Table, sealed: list[str], derived: list[DerivedColumns], keyring: Keyring, *,
-    batch: int = 500, dry_run: bool = False, after_read: Callable[[str, int], Awaitable[None]] | None = None,
+    db: Database,
+    table: Table,
+    sealed: list[str],
+    derived: list[DerivedColumns],
+    keyring: Keyring,
+    *,
+    batch: int = 500,
+    dry_run: bool = False,
+    after_read: Callable[[str, int], Awaitable[None]] | None = None,
 ) -> TableReport:
     report = TableReport(table.name)
     key = list(table.primary_key.columns)
@@ -180,8 +187,9 @@ async def rekey_table(
                 async with session.begin():
                     for row, changes, guards in plans:
                         where = [c == row[c.name] for c in key]
-                        where += [table.c[n] == old if old is not None else table.c[n].is_(None)
-                                  for n, old in guards.items()]
+                        where += [
+                            table.c[n] == old if old is not None else table.c[n].is_(None) for n, old in guards.items()
+                        ]
                         result = await session.execute(update(table).where(and_(*where)).values(**changes))
                         if result.rowcount != 1:
                             missed.append(row)
@@ -190,9 +198,15 @@ async def rekey_table(
                 break
             report.changed_meanwhile += len(missed)
             async with db.sessions() as session:  # read again: what the service wrote meanwhile
-                pending = (await session.execute(select(*columns).where(or_(*(
-                    and_(*(c == row[c.name] for c in key)) for row in missed
-                ))))).mappings().all()
+                pending = (
+                    (
+                        await session.execute(
+                            select(*columns).where(or_(*(and_(*(c == row[c.name] for c in key)) for row in missed)))
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
         else:
             report.left += len(pending)
     return report
@@ -210,8 +224,16 @@ def _derived(derived, sealing) -> tuple:
 
 
 async def rekey(
-    db: Database, metadata: MetaData, keyring: Keyring, *, sealing=None, derived=(), batch: int = 500,
-    dry_run: bool = False, after_read=None, progress: Callable[[TableReport], None] | None = None,
+    db: Database,
+    metadata: MetaData,
+    keyring: Keyring,
+    *,
+    sealing=None,
+    derived=(),
+    batch: int = 500,
+    dry_run: bool = False,
+    after_read=None,
+    progress: Callable[[TableReport], None] | None = None,
 ) -> list[TableReport]:
     """Seal again with the current data key, and remake the blind indexes `sealing` declares, every table.
 
@@ -220,16 +242,18 @@ async def rekey(
     derived = _derived(derived, sealing)
     reports = []
     for table, sealed, mine in _work(metadata, derived):
-        report = await rekey_table(db, table, sealed, mine, keyring, batch=batch, dry_run=dry_run,
-                                   after_read=after_read)
+        report = await rekey_table(
+            db, table, sealed, mine, keyring, batch=batch, dry_run=dry_run, after_read=after_read
+        )
         reports.append(report)
         if progress is not None:
             progress(report)
     return reports
 
 
-async def census(db: Database, metadata: MetaData, keyring: Keyring, *, sealing=None, derived=(),
-                 batch: int = 1000) -> Census:
+async def census(
+    db: Database, metadata: MetaData, keyring: Keyring, *, sealing=None, derived=(), batch: int = 1000
+) -> Census:
     """Which data keys the stored values are sealed with, and how many blind indexes are not the current key's."""
     derived = _derived(derived, sealing)
     found = Census(keyring.sealing_key_id)

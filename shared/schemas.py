@@ -23,8 +23,10 @@ def _check_text(value: Any) -> Any:
     if isinstance(value, str):
         bad = unsafe_character(value)
         if bad is not None:
-            raise ValueError(f"contains the control character {bad}: remove it (text is refused, not cleaned, "
-                             "so what is stored is what was sent)")
+            raise ValueError(
+                f"contains the control character {bad}: remove it (text is refused, not cleaned, "
+                "so what is stored is what was sent)"
+            )
     elif isinstance(value, (list, tuple)):
         for item in value:
             _check_text(item)
@@ -42,7 +44,7 @@ class Strict(BaseModel):
         return _check_text(value)
 
 
-def _null_only_where_nullable(schema: dict[str, Any], model: type["Patch"]) -> None:
+def _null_only_where_nullable(schema: dict[str, Any], model: type[Patch]) -> None:
     """The OpenAPI of a PATCH body: `null` allowed for the fields in `nullable`, and no others."""
     for name, prop in schema.get("properties", {}).items():
         if name in model.nullable:

@@ -122,8 +122,11 @@ class SealedTable:
     @property
     def columns(self) -> tuple[str, ...]:
         """The sealed columns (what a census counts)."""
-        return (*((self.blob.column,) if self.blob else ()), *(t.column for t in self.texts),
-                *(b.column for b in self.binary))
+        return (
+            *((self.blob.column,) if self.blob else ()),
+            *(t.column for t in self.texts),
+            *(b.column for b in self.binary),
+        )
 
     @property
     def personal_fields(self) -> tuple[str, ...]:
@@ -193,8 +196,11 @@ class SealedTable:
         if not self.indexes or self.blob is None:
             return None
         return DerivedColumns(
-            table=self.table, source=self.blob.column, columns=tuple(i.column for i in self.indexes),
-            reads=(self.indexes_frozen_when,) if self.indexes_frozen_when else (), compute=self.reindexed,
+            table=self.table,
+            source=self.blob.column,
+            columns=tuple(i.column for i in self.indexes),
+            reads=(self.indexes_frozen_when,) if self.indexes_frozen_when else (),
+            compute=self.reindexed,
         )
 
 

@@ -38,8 +38,18 @@ def install_security(app, settings, *, body_types: tuple[bytes, ...] | None = No
             allow_origins=list(settings.cors_allow_origins),
             allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "Accept"],
-            expose_headers=["Location", "X-Request-Id", "Retry-After", "Idempotent-Replayed", "ETag", "Last-Modified",
-                            "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"],
+            expose_headers=[
+                "Location",
+                "X-Request-Id",
+                "Retry-After",
+                "Idempotent-Replayed",
+                "ETag",
+                "Last-Modified",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+            ],
             max_age=600,
         )
     app.add_middleware(
@@ -48,7 +58,8 @@ def install_security(app, settings, *, body_types: tuple[bytes, ...] | None = No
         docs_content_security_policy=settings.docs_content_security_policy,
         strict_transport=settings.environment == "production",
         rate=RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
-        if settings.rate_limit_per_minute > 0 else None,
+        if settings.rate_limit_per_minute > 0
+        else None,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
@@ -104,8 +115,13 @@ class RateLimiter:
         while len(self._buckets) >= self.max_clients:
             self._buckets.popitem(last=False)  # the least recently seen
         self._buckets[client] = (tokens, now)
-        return Allowance(wait=wait, remaining=int(tokens), reset=math.ceil((self.burst - tokens) / self.rate),
-                         limit=self.burst, window=math.ceil(self.burst / self.rate))
+        return Allowance(
+            wait=wait,
+            remaining=int(tokens),
+            reset=math.ceil((self.burst - tokens) / self.rate),
+            limit=self.burst,
+            window=math.ceil(self.burst / self.rate),
+        )
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -122,9 +138,12 @@ class Allowance:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """`RateLimit-*` (draft-ietf-httpapi-ratelimit-headers): a client can pace itself before it is refused."""
-        return [(b"ratelimit-limit", str(self.limit).encode()), (b"ratelimit-remaining", str(self.remaining).encode()),
-                (b"ratelimit-reset", str(self.reset).encode()),
-                (b"ratelimit-policy", f"{self.limit};w={self.window}".encode())]
+        return [
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(self.remaining).encode()),
+            (b"ratelimit-reset", str(self.reset).encode()),
+            (b"ratelimit-policy", f"{self.limit};w={self.window}".encode()),
+        ]
 
 
 def client_address(scope, headers: dict, trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> str:
@@ -152,10 +171,19 @@ def _trusted(address: str, networks) -> bool:
 
 
 class SecurityMiddleware:
-    def __init__(self, app, *, content_security_policy: str, docs_content_security_policy: str,
-                 strict_transport: bool, rate: RateLimiter | None, max_body_bytes: int, max_upload_bytes: int,
-                 trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
-                 body_types: tuple[bytes, ...] = API_BODY_TYPES):
+    def __init__(
+        self,
+        app,
+        *,
+        content_security_policy: str,
+        docs_content_security_policy: str,
+        strict_transport: bool,
+        rate: RateLimiter | None,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+        body_types: tuple[bytes, ...] = API_BODY_TYPES,
+    ):
         self.app = app
         self.body_types = body_types
         self.rate = rate
@@ -197,24 +225,48 @@ class SecurityMiddleware:
             allowance = self.rate.take(self._client(scope, headers))
             if allowance.wait > 0:
                 seconds = max(1, math.ceil(allowance.wait))
-                return await self._problem(scope, send_with_headers, 429, "too-many-requests", "Too many requests",
-                                           f"slow down: try again in {seconds} s",
-                                           [(b"retry-after", str(seconds).encode())])
+                return await self._problem(
+                    scope,
+                    send_with_headers,
+                    429,
+                    "too-many-requests",
+                    "Too many requests",
+                    f"slow down: try again in {seconds} s",
+                    [(b"retry-after", str(seconds).encode())],
+                )
 
         if scope["method"] in BODY_METHODS and _has_body(headers) and not _accepted_body_type(headers, self.body_types):
-            detail = ("send the body as JSON with Content-Type: application/json (a file upload as multipart/form-data)"
-                      if self.body_types == API_BODY_TYPES else
-                      "send the form as " + " or ".join(t.decode() for t in self.body_types))
+            detail = (
+                "send the body as JSON with Content-Type: application/json (a file upload as multipart/form-data)"
+                if self.body_types == API_BODY_TYPES
+                else "send the form as " + " or ".join(t.decode() for t in self.body_types)
+            )
             accepted = b", ".join(t for t in self.body_types if not t.startswith(b"+"))
-            return await self._problem(scope, send_with_headers, 415, "unsupported-media-type",
-                                       "Unsupported media type", detail, [(b"accept-post", accepted)])
+            return await self._problem(
+                scope,
+                send_with_headers,
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                detail,
+                [(b"accept-post", accepted)],
+            )
 
-        limit = self.max_upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") \
+        limit = (
+            self.max_upload_bytes
+            if headers.get(b"content-type", b"").startswith(b"multipart/")
             else self.max_body_bytes
+        )
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            return await self._problem(scope, send_with_headers, 413, "payload-too-large", "Request body too large",
-                                       f"the body is over {limit} bytes")
+            return await self._problem(
+                scope,
+                send_with_headers,
+                413,
+                "payload-too-large",
+                "Request body too large",
+                f"the body is over {limit} bytes",
+            )
 
         # No (or a false) Content-Length: count what arrives, and stop reading past the limit.
         received, too_large, answered = 0, False, False
@@ -234,8 +286,14 @@ class SecurityMiddleware:
             if too_large:
                 if not answered:
                     answered = True
-                    await self._problem(scope, send_with_headers, 413, "payload-too-large",
-                                        "Request body too large", f"the body is over {limit} bytes")
+                    await self._problem(
+                        scope,
+                        send_with_headers,
+                        413,
+                        "payload-too-large",
+                        "Request body too large",
+                        f"the body is over {limit} bytes",
+                    )
                 return  # the app's own answer to a body cut short is dropped
             await send_with_headers(message)
 
@@ -246,8 +304,14 @@ class SecurityMiddleware:
                 raise
             # A route reading the body itself met the cut (ClientDisconnect): the answer is still 413.
         if too_large and not answered:
-            await self._problem(scope, send_with_headers, 413, "payload-too-large", "Request body too large",
-                                f"the body is over {limit} bytes")
+            await self._problem(
+                scope,
+                send_with_headers,
+                413,
+                "payload-too-large",
+                "Request body too large",
+                f"the body is over {limit} bytes",
+            )
 
     def _client(self, scope, headers) -> str:
         """Who to count against: the verified token's subject, else the caller's address."""

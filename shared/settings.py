@@ -45,7 +45,8 @@ class Topics(BaseSettings):
     def declared(self) -> list[str]:
         """Every fixed topic of the platform (per-hub and dead-letter topics are made as needed)."""
         return [
-            value for name, value in self
+            value
+            for name, value in self
             if name != "dead_letter_prefix" and isinstance(value, str) and "{" not in value
         ]
 
@@ -75,9 +76,7 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     service_name: str = "service"
-    environment: Literal["development", "production"] = Field(
-        "development", validation_alias="KT_ENVIRONMENT"
-    )
+    environment: Literal["development", "production"] = Field("development", validation_alias="KT_ENVIRONMENT")
     var_dir: Path = Field(Path("var"), validation_alias="KT_VAR_DIR")
     otel_traces_exporter: str = Field("none", validation_alias="OTEL_TRACES_EXPORTER")
     """`otlp` exports spans (OTLP over HTTP; OTEL_EXPORTER_OTLP_* say where), `none` (the default) does not."""
@@ -87,9 +86,7 @@ class ServiceSettings(BaseSettings):
     """With export on, the share of new traces recorded (a caller's sampled trace is always followed)."""
     build_revision: str = Field("", validation_alias="KT_BUILD_REVISION")
     """The source revision the image was built from (a git commit), shown in `kt_build_info`."""
-    kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
-    )
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     """TLS and SASL for every Kafka client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*)."""
     kafka_idempotent_producer: bool = Field(True, validation_alias="KAFKA_IDEMPOTENT_PRODUCER")
@@ -208,7 +205,6 @@ class ServiceSettings(BaseSettings):
         if self.environment == "production":
             raise RuntimeError("development signing keys are refused in production")
         return dev_signing_key(self.var_dir)
-
 
     def keyring(self) -> Keyring:
         """The data and blind-index keys: configured, or the development keys kept in var/ (made on first use).

@@ -39,8 +39,11 @@ class TopicSpec:
 
     def config(self, *, replicas: int) -> dict[str, str]:
         """The topic's own settings; a write is acknowledged by two replicas where there are three."""
-        return {"retention.ms": str(self.retention_ms), "min.insync.replicas": str(min(2, replicas)),
-                "cleanup.policy": "delete"}
+        return {
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(min(2, replicas)),
+            "cleanup.policy": "delete",
+        }
 
 
 def topic_plan(hubs: list[str], topics: Topics | None = None) -> list[TopicSpec]:
@@ -53,14 +56,17 @@ def topic_plan(hubs: list[str], topics: Topics | None = None) -> list[TopicSpec]
         TopicSpec(topics.actions, 3, None, "no personal data: kept so reporting can be rebuilt"),
     ]
     plan += [TopicSpec(topics.hub(hub), 3, 14, f"personal data: readable only by hub-{hub}") for hub in sorted(hubs)]
-    plan += [TopicSpec(topics.dead_letter_prefix + group, 1, 30, f"events {group} could not handle, with the reason")
-             for group in ("fulfilment", "referrals", "reporting")]
+    plan += [
+        TopicSpec(topics.dead_letter_prefix + group, 1, 30, f"events {group} could not handle, with the reason")
+        for group in ("fulfilment", "referrals", "reporting")
+    ]
     return plan
 
 
 async def _admin(bootstrap_servers: str, security: KafkaSecurity | None) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000,
-                                **client_options(security))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000, **client_options(security)
+    )
     try:
         await start_client(admin, bootstrap_servers=bootstrap_servers, security=security)
     except BaseException:
@@ -69,8 +75,9 @@ async def _admin(bootstrap_servers: str, security: KafkaSecurity | None) -> AIOK
     return admin
 
 
-async def create_topics(bootstrap_servers: str, plan: list[TopicSpec], *,
-                        security: KafkaSecurity | None = None) -> list[str]:
+async def create_topics(
+    bootstrap_servers: str, plan: list[TopicSpec], *, security: KafkaSecurity | None = None
+) -> list[str]:
     """Create the plan's topics that are missing, replicated three times where there are three brokers.
 
     Returns the names created; a topic that exists is left as it is (`check_topics` says how it differs).
@@ -81,11 +88,17 @@ async def create_topics(bootstrap_servers: str, plan: list[TopicSpec], *,
         existing = set(await admin.list_topics())
         missing = [spec for spec in plan if spec.name not in existing]
         if missing:
-            response = await admin.create_topics([
-                NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replicas,
-                         topic_configs=spec.config(replicas=replicas))
-                for spec in missing
-            ])
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name,
+                        num_partitions=spec.partitions,
+                        replication_factor=replicas,
+                        topic_configs=spec.config(replicas=replicas),
+                    )
+                    for spec in missing
+                ]
+            )
             for name, code, *rest in response.topic_errors:
                 if code not in (0, 36):  # 36: created meanwhile by another process
                     raise RuntimeError(f"creating topic {name} failed: error {code} {rest[-1] if rest else ''}")
@@ -101,16 +114,19 @@ async def until_led(admin: AIOKafkaAdminClient, names: list[str], *, timeout: fl
     deadline = loop.time() + timeout
     while True:
         described = await admin.describe_topics(names)
-        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-               for t in described):
+        if all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
             return
         if loop.time() > deadline:
             raise RuntimeError(f"topics created but without leaders after {timeout:.0f} s: {', '.join(names)}")
         await asyncio.sleep(0.2)
 
 
-async def check_topics(bootstrap_servers: str, plan: list[TopicSpec], *,
-                       security: KafkaSecurity | None = None) -> list[str]:
+async def check_topics(
+    bootstrap_servers: str, plan: list[TopicSpec], *, security: KafkaSecurity | None = None
+) -> list[str]:
     """How the running cluster differs from the plan: one sentence per difference, [] when none."""
     admin = await _admin(bootstrap_servers, security)
     try:
@@ -121,7 +137,8 @@ async def check_topics(bootstrap_servers: str, plan: list[TopicSpec], *,
         if not present:
             return differences
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in present])
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in present]
+        )
         configs = {}
         for response in responses:
             for resource in response.resources:
@@ -152,10 +169,20 @@ def strimzi_manifest(plan: list[TopicSpec], *, cluster: str = "kt-kafka") -> str
     for spec in plan:
         contents = spec.contents.replace("'", "''")
         lines += [
-            "---", "apiVersion: kafka.strimzi.io/v1beta2", "kind: KafkaTopic", "metadata:",
-            f"  name: {spec.name.replace('.', '-')}", "  labels:", f"    strimzi.io/cluster: {cluster}",
-            "  annotations:", f"    kent-together/contents: '{contents}'", "spec:",
-            f"  topicName: {spec.name}", f"  partitions: {spec.partitions}", "  replicas: 3", "  config:",
+            "---",
+            "apiVersion: kafka.strimzi.io/v1beta2",
+            "kind: KafkaTopic",
+            "metadata:",
+            f"  name: {spec.name.replace('.', '-')}",
+            "  labels:",
+            f"    strimzi.io/cluster: {cluster}",
+            "  annotations:",
+            f"    kent-together/contents: '{contents}'",
+            "spec:",
+            f"  topicName: {spec.name}",
+            f"  partitions: {spec.partitions}",
+            "  replicas: 3",
+            "  config:",
             *(f"    {key}: {value}" for key, value in spec.config(replicas=3).items()),
         ]
     return "\n".join(lines) + "\n"

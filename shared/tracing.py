@@ -51,7 +51,7 @@ class TraceContext:
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
-    def child(self) -> "TraceContext":
+    def child(self) -> TraceContext:
         """The same trace, a new span: this service's part of it."""
         return TraceContext(self.trace_id, secrets.token_hex(8), self.flags)
 
@@ -76,8 +76,11 @@ def current() -> TraceContext | None:
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return None
-    return TraceContext(format(span_context.trace_id, "032x"), format(span_context.span_id, "016x"),
-                        format(int(span_context.trace_flags), "02x"))
+    return TraceContext(
+        format(span_context.trace_id, "032x"),
+        format(span_context.span_id, "016x"),
+        format(int(span_context.trace_flags), "02x"),
+    )
 
 
 def current_traceparent() -> str | None:
@@ -108,10 +111,20 @@ def continued(traceparent: str | bytes | None, tracestate: str | bytes | None = 
     """
     parent = parse(traceparent)
     made = parent.child() if parent else TraceContext(secrets.token_hex(16), secrets.token_hex(8))
-    state = trace.get_current_span(_remote_context(traceparent, tracestate)).get_span_context().trace_state \
-        if parent else TraceState()
-    span = NonRecordingSpan(SpanContext(int(made.trace_id, 16), int(made.span_id, 16), is_remote=False,
-                                        trace_flags=TraceFlags(int(made.flags, 16)), trace_state=state))
+    state = (
+        trace.get_current_span(_remote_context(traceparent, tracestate)).get_span_context().trace_state
+        if parent
+        else TraceState()
+    )
+    span = NonRecordingSpan(
+        SpanContext(
+            int(made.trace_id, 16),
+            int(made.span_id, 16),
+            is_remote=False,
+            trace_flags=TraceFlags(int(made.flags, 16)),
+            trace_state=state,
+        )
+    )
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         yield made
@@ -136,7 +149,7 @@ class _WhenExporting(Sampler):
     is not a trace of its own).
     """
 
-    def __init__(self, tracing: "Tracing", ratio: float, *, roots: bool = True):
+    def __init__(self, tracing: Tracing, ratio: float, *, roots: bool = True):
         self.tracing = tracing
         self.on = ParentBased(TraceIdRatioBased(ratio) if roots else ALWAYS_OFF)
 
@@ -155,11 +168,13 @@ class Tracing:
     def __init__(self, service: str, *, exporter: str = "none", sample_ratio: float = 1.0):
         self.service = service
         self.exporting = False
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service}),
-                                       sampler=_WhenExporting(self, sample_ratio))
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": service}), sampler=_WhenExporting(self, sample_ratio)
+        )
         self.tracer = self.provider.get_tracer("kent-together")
-        self.inner_provider = TracerProvider(resource=self.provider.resource,
-                                             sampler=_WhenExporting(self, sample_ratio, roots=False))
+        self.inner_provider = TracerProvider(
+            resource=self.provider.resource, sampler=_WhenExporting(self, sample_ratio, roots=False)
+        )
         """For instrumentation that should only add to a trace, never start one (database statements)."""
         self._on_export: list = []
         if exporter == "otlp":
@@ -184,8 +199,15 @@ class Tracing:
             instrument()
 
     @contextlib.contextmanager
-    def span(self, name: str, *, kind: SpanKind, traceparent: str | bytes | None = None,
-             tracestate: str | bytes | None = None, attributes: dict | None = None) -> Iterator[trace.Span]:
+    def span(
+        self,
+        name: str,
+        *,
+        kind: SpanKind,
+        traceparent: str | bytes | None = None,
+        tracestate: str | bytes | None = None,
+        attributes: dict | None = None,
+    ) -> Iterator[trace.Span]:
         """A span continuing `traceparent` (a new trace without one), current for the code inside."""
         parent = _remote_context(traceparent, tracestate) if parse(traceparent) else otel_context.Context()
         with self.tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as span:
@@ -213,5 +235,18 @@ def instrument_http_client(client, tracing: Tracing) -> None:
     HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracing.provider)
 
 
-__all__ = ["HEADER", "STATE_HEADER", "SpanKind", "TraceContext", "Tracing", "continued", "current",
-           "current_traceparent", "current_tracestate", "instrument_engine", "instrument_http_client", "parse", "within"]
+__all__ = [
+    "HEADER",
+    "STATE_HEADER",
+    "SpanKind",
+    "TraceContext",
+    "Tracing",
+    "continued",
+    "current",
+    "current_traceparent",
+    "current_tracestate",
+    "instrument_engine",
+    "instrument_http_client",
+    "parse",
+    "within",
+]

@@ -55,7 +55,7 @@ class UnitOfWork:
         keyring: Keyring | None = None,
         sealed_topic: Callable[[str], bool] = lambda topic: True,
         reading: bool = False,
-        repositories: Mapping[str, Callable[["UnitOfWork"], object]] | None = None,
+        repositories: Mapping[str, Callable[[UnitOfWork], object]] | None = None,
         topics=None,
         reactions: Mapping[str, Reaction] | None = None,
     ):
@@ -71,8 +71,9 @@ class UnitOfWork:
         """The data keys of a service holding personal data: its use cases seal and open with them."""
         self.sealed_topic = sealed_topic
         """Which topics' events are sealed in the outbox (with a keyring): those that carry personal data."""
-        self.repositories = dict(repositories if repositories is not None
-                                 else outbox.metadata.info.get("repositories", {}))
+        self.repositories = dict(
+            repositories if repositories is not None else outbox.metadata.info.get("repositories", {})
+        )
         """name -> factory(uow): `uow.<name>` is the repository, one per transaction.
 
         By default the service's own, registered with its tables (ServiceTables.repositories)."""
@@ -85,7 +86,7 @@ class UnitOfWork:
         self._audit: tuple[Table, list[dict]] | None = None
         self._open = False
 
-    async def __aenter__(self) -> "UnitOfWork":
+    async def __aenter__(self) -> UnitOfWork:
         if self._open:
             # Entering again would put a new session in place of the open one, whose
             # transaction (a consumer's inbox row, say) would then never commit and whose
@@ -133,8 +134,9 @@ class UnitOfWork:
         self._routes[event_type] = names
         return names
 
-    def publish(self, data: EventData, *, topic: str | None = None, key: str | None = None,
-                time: datetime | None = None) -> CloudEvent:
+    def publish(
+        self, data: EventData, *, topic: str | None = None, key: str | None = None, time: datetime | None = None
+    ) -> CloudEvent:
         """Record an event to be published once this unit of work commits: to `topic`, else where its contract says.
 
         On several topics, each has its own envelope (an event id is unique in the outbox).
@@ -148,8 +150,9 @@ class UnitOfWork:
             events.append(event)
         return events[0]
 
-    def publish_data(self, event_type: str, *, subject: str, data: dict, topic: str | None = None,
-                     key: str | None = None) -> EncodedEvent:
+    def publish_data(
+        self, event_type: str, *, subject: str, data: dict, topic: str | None = None, key: str | None = None
+    ) -> EncodedEvent:
         """Record an event from its `data` given as the contract's `model_dump()` would give it.
 
         For hot paths: the envelope is the one `publish` makes, serialised in one
@@ -162,8 +165,13 @@ class UnitOfWork:
             [topic] = self.routed(event_type)
         event_id = new_id()
         envelope = {
-            "specversion": "1.0", "id": event_id, "source": self.source, "type": event_type, "time": utcnow(),
-            "subject": subject, "datacontenttype": "application/json",
+            "specversion": "1.0",
+            "id": event_id,
+            "source": self.source,
+            "type": event_type,
+            "time": utcnow(),
+            "subject": subject,
+            "datacontenttype": "application/json",
         }
         traceparent = tracing.current_traceparent()
         if traceparent is not None:
@@ -190,10 +198,7 @@ class UnitOfWork:
             return
         columns = list(rows[0])
         # As SQLAlchemy's JSON type binds them: serialised, and None as JSON null unless the column says otherwise.
-        json_columns = [
-            i for i, name in enumerate(columns)
-            if isinstance(table.c[name].type, JSON)
-        ]
+        json_columns = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
         null_as_sql = {i: table.c[columns[i]].type.none_as_null for i in json_columns}
         dialect = self.db.engine.dialect
         decorated = [  # the columns' own checks and conversions (UtcDateTime refuses naive datetimes)

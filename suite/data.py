@@ -48,9 +48,17 @@ def anonymise_expired() -> None:
 
 
 def import_referrals(
-    file: Annotated[Path, typer.Argument(help="A CSV or .xlsx in the template's shape (GET /v1/referrals/imports/template)",
-                                         exists=True, dir_okay=False)],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what each row would be, and store nothing")] = False,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV or .xlsx in the template's shape (GET /v1/referrals/imports/template)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what each row would be, and store nothing")
+    ] = False,
 ) -> None:
     """Import a list of residents and their needs (docs/api.md, "Bulk import"): a re-run creates nothing new."""
     from services.referrals import imports
@@ -71,15 +79,18 @@ def import_referrals(
                     bar.update(read - done)
                     done = read
 
-                return await imports.import_file(runtime.uow, path=file, dry_run=dry_run, audit=runtime.audit,
-                                                 on_progress=advance)
+                return await imports.import_file(
+                    runtime.uow, path=file, dry_run=dry_run, audit=runtime.audit, on_progress=advance
+                )
         finally:
             await runtime.producer.stop()
             await runtime.db.dispose()
 
     report = asyncio.run(main())
-    typer.echo(", ".join(f"{status}: {n}" for status, n in report.counts.items())
-               + ("  (dry run: nothing stored)" if dry_run else f"; {report.created} referrals created"))
+    typer.echo(
+        ", ".join(f"{status}: {n}" for status, n in report.counts.items())
+        + ("  (dry run: nothing stored)" if dry_run else f"; {report.created} referrals created")
+    )
     for row in report.rows:
         for error in row.errors:
             typer.echo(f"  row {row.row}: {row.status}: {error['field']} {error['reason']}")

@@ -25,8 +25,9 @@ from tests.support.tls import make_certificates
 # Tests build their own settings; never a developer's var/ or environment
 # (only the test run's own choices, KT_TEST_*, and where Kafka's jars are, are kept).
 for _name in list(os.environ):
-    if _name.startswith(("KT_", "KAFKA_", "REFERRALS_", "FULFILMENT_", "ACTIONS_", "REPORTING_")) \
-            and not _name.startswith(("KT_TEST_", "KT_KAFKA_HOME")):
+    if _name.startswith(
+        ("KT_", "KAFKA_", "REFERRALS_", "FULFILMENT_", "ACTIONS_", "REPORTING_")
+    ) and not _name.startswith(("KT_TEST_", "KT_KAFKA_HOME")):
         del os.environ[_name]
 
 
@@ -44,8 +45,11 @@ def broker(tmp_path_factory):
         certificates = make_certificates(root / "tls")
         # A SASL_SSL (SCRAM-SHA-512) listener beside the plain one, ACLs enforced on it:
         # tests/integration/kafka creates the production principals and their ACLs.
-        instance = ControlledKafkaCluster(root, nodes=3, sasl=SaslListener(
-            keystore_pem=certificates.server, users={"admin": secrets.token_urlsafe(16)}))
+        instance = ControlledKafkaCluster(
+            root,
+            nodes=3,
+            sasl=SaslListener(keystore_pem=certificates.server, users={"admin": secrets.token_urlsafe(16)}),
+        )
         instance.certificates = certificates
     yield instance.start()
     instance.stop()

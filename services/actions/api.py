@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
@@ -10,8 +10,26 @@ from pydantic import BeforeValidator
 
 from services.actions import domain, service, spreadsheet
 from services.actions.schemas import (
-    ActionList, ActionOut, ActionPatch, ActionView, ImportReport, Kind, LatestUpdate, LinkIn, LinkOut, PlanOut, PlanPatch, PlanSlug, Priority,
-    PlanProgress, ProgressUpdateIn, Rag, Snapshot, Status, Timescale, TrackingImportReport,
+    ActionList,
+    ActionOut,
+    ActionPatch,
+    ActionView,
+    ImportReport,
+    Kind,
+    LatestUpdate,
+    LinkIn,
+    LinkOut,
+    PlanOut,
+    PlanPatch,
+    PlanProgress,
+    PlanSlug,
+    Priority,
+    ProgressUpdateIn,
+    Rag,
+    Snapshot,
+    Status,
+    Timescale,
+    TrackingImportReport,
 )
 from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, require
@@ -50,8 +68,16 @@ def action_filters(
     overdue: Annotated[bool | None, Query(description="true: due date passed, not complete or cancelled")] = None,
 ) -> service.ActionFilters:
     return service.ActionFilters(
-        plan=plan, cell=tuple(cell or ()), theme=theme, priority=tuple(priority or ()), status=tuple(status or ()),
-        rag=tuple(rag or ()), timescale=tuple(timescale or ()), kind=tuple(kind or ()), lead=lead, overdue=overdue,
+        plan=plan,
+        cell=tuple(cell or ()),
+        theme=theme,
+        priority=tuple(priority or ()),
+        status=tuple(status or ()),
+        rag=tuple(rag or ()),
+        timescale=tuple(timescale or ()),
+        kind=tuple(kind or ()),
+        lead=lead,
+        overdue=overdue,
     )
 
 
@@ -62,7 +88,9 @@ Filters = Annotated[service.ActionFilters, Depends(action_filters)]
 
 
 @router.post(
-    "/plans/{plan}/import", response_model=ImportReport, tags=["plans"],
+    "/plans/{plan}/import",
+    response_model=ImportReport,
+    tags=["plans"],
     summary="Import a plan's actions from a file: the plan's tab-separated text, or the export's CSV or .xlsx",
     responses={
         200: {"description": "The per-row report: created, updated or unchanged"},
@@ -70,15 +98,24 @@ Filters = Annotated[service.ActionFilters, Depends(action_filters)]
     },
 )
 async def import_plan(
-    plan: PlanSlug, request: Request, by: Writer, rt: Rt,
+    plan: PlanSlug,
+    request: Request,
+    by: Writer,
+    rt: Rt,
     file: Annotated[UploadFile, File(description="The plan file")],
     title: Annotated[str | None, Form(max_length=300)] = None,
     starts_on: Annotated[date | None, Form(description="The plan's start: due dates count from it")] = None,
     dry_run: Annotated[bool, Query(description="Report what would change, and change nothing")] = False,
 ):
     return await service.import_plan(
-        rt.uow(), plan=plan, upload=await _upload(file, rt), by=by,
-        topics=rt.settings.topics, title=title, starts_on=starts_on, dry_run=dry_run,
+        rt.uow(),
+        plan=plan,
+        upload=await _upload(file, rt),
+        by=by,
+        topics=rt.settings.topics,
+        title=title,
+        starts_on=starts_on,
+        dry_run=dry_run,
     )
 
 
@@ -102,23 +139,36 @@ async def get_plan(plan: PlanSlug, by: Reader, rt: Rt):
 
 
 @router.patch(
-    "/plans/{plan}", response_model=PlanOut, tags=["plans"],
+    "/plans/{plan}",
+    response_model=PlanOut,
+    tags=["plans"],
     summary="Rename a plan or move its start (every baseline due date moves with it)",
 )
 async def change_plan(plan: PlanSlug, patch: PlanPatch, by: Writer, rt: Rt):
     return await service.change_plan(
-        rt.uow(), plan=plan, title=patch.title, starts_on=patch.starts_on, by=by, topics=rt.settings.topics,
+        rt.uow(),
+        plan=plan,
+        title=patch.title,
+        starts_on=patch.starts_on,
+        by=by,
+        topics=rt.settings.topics,
     )
 
 
 @router.get(
-    "/plans/{plan}/snapshot", response_model=Snapshot, tags=["plans"],
+    "/plans/{plan}/snapshot",
+    response_model=Snapshot,
+    tags=["plans"],
     summary="Every action of the plan as it stood at a date, for quarterly reporting",
     responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
 )
 async def plan_snapshot(
-    plan: PlanSlug, by: Reader, rt: Rt,
-    as_at: Annotated[str | None, Query(description="YYYY-MM-DD (the end of that day in Kent) or a time with zone")] = None,
+    plan: PlanSlug,
+    by: Reader,
+    rt: Rt,
+    as_at: Annotated[
+        str | None, Query(description="YYYY-MM-DD (the end of that day in Kent) or a time with zone")
+    ] = None,
     format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
 ):
     instant = _instant(as_at)
@@ -135,7 +185,7 @@ async def plan_snapshot(
 
 def _instant(as_at: str | None) -> datetime:
     """The instant a snapshot is for: the end of a day in Kent, or a time given with its zone."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if as_at is None:
         return now
     try:
@@ -166,7 +216,9 @@ async def list_actions(filters: Filters, by: Reader, rt: Rt):
 
 
 @router.get(
-    "/actions/export.csv", tags=["actions"], response_class=Response,
+    "/actions/export.csv",
+    tags=["actions"],
+    response_class=Response,
     summary="The actions the filters select, as CSV (UTF-8) in the layout an import reads back",
     responses={200: {"content": {"text/csv": {}}}},
 )
@@ -176,7 +228,9 @@ async def export_csv(filters: Filters, by: Reader, rt: Rt):
 
 
 @router.get(
-    "/actions/export.xlsx", tags=["actions"], response_class=Response,
+    "/actions/export.xlsx",
+    tags=["actions"],
+    response_class=Response,
     summary="The actions the filters select, as an Excel workbook in the layout an import reads back",
     responses={200: {"content": {XLSX: {}}}},
 )
@@ -190,7 +244,9 @@ def _download(content: bytes, media_type: str, name: str) -> Response:
 
 
 @router.post(
-    "/actions/import", response_model=TrackingImportReport, tags=["actions"],
+    "/actions/import",
+    response_model=TrackingImportReport,
+    tags=["actions"],
     summary="Read back an edited export's tracking (CSV or .xlsx): each changed cell a dated entry in the history",
     description=(
         "Status, Blocked reason, RAG, RAG narrative, Self rating (and commentary), Independent rating (and "
@@ -199,22 +255,35 @@ def _download(content: bytes, media_type: str, name: str) -> Response:
         "file never undoes someone's change. All or nothing: any refused row and nothing changes. "
         "Try `dry_run=true` first."
     ),
-    responses={422: {"description": "Rows refused, each cell with its row, column and reason (and the whole "
-                                    "report): nothing was changed"}},
+    responses={
+        422: {
+            "description": "Rows refused, each cell with its row, column and reason (and the whole "
+            "report): nothing was changed"
+        }
+    },
 )
 async def import_tracking(
-    request: Request, by: Writer, rt: Rt,
+    request: Request,
+    by: Writer,
+    rt: Rt,
     file: Annotated[UploadFile, File(description="The export, edited: .csv or .xlsx")],
     dry_run: Annotated[bool, Query(description="Report what would change, and change nothing")] = False,
 ):
     return await service.import_tracking(
-        rt.uow(), upload=await _upload(file, rt), by=by,
-        topics=rt.settings.topics, dry_run=dry_run,
+        rt.uow(),
+        upload=await _upload(file, rt),
+        by=by,
+        topics=rt.settings.topics,
+        dry_run=dry_run,
     )
 
 
-@router.get("/actions/{action_id}", response_model=ActionOut, tags=["actions"],
-            summary="One action with its links both ways and its whole history")
+@router.get(
+    "/actions/{action_id}",
+    response_model=ActionOut,
+    tags=["actions"],
+    summary="One action with its links both ways and its whole history",
+)
 async def get_action(action_id: str, response: Response, by: Reader, rt: Rt):
     view = await service.get_action(rt.uow(reading=True), action_id)
     response.headers["ETag"] = f'"{view["version"]}"'
@@ -222,7 +291,9 @@ async def get_action(action_id: str, response: Response, by: Reader, rt: Rt):
 
 
 @router.patch(
-    "/actions/{action_id}", response_model=ActionView, tags=["actions"],
+    "/actions/{action_id}",
+    response_model=ActionView,
+    tags=["actions"],
     summary="Track an action: status, RAG with its narrative, ratings, progress, agreed due date",
     openapi_extra=body_schema(ActionPatch),
     responses={
@@ -233,35 +304,58 @@ async def get_action(action_id: str, response: Response, by: Reader, rt: Rt):
 async def change_action(action_id: str, request: Request, response: Response, by: Writer, rt: Rt):
     patch = await read_body(request, ActionPatch)
     view = await service.change_action(
-        rt.uow(), action_id=action_id, given=patch.given(), by=by, topics=rt.settings.topics,
+        rt.uow(),
+        action_id=action_id,
+        given=patch.given(),
+        by=by,
+        topics=rt.settings.topics,
     )
     response.headers["ETag"] = f'"{view["version"]}"'
     return view
 
 
 @router.post(
-    "/actions/{action_id}/updates", status_code=201, response_model=LatestUpdate, tags=["actions"],
+    "/actions/{action_id}/updates",
+    status_code=201,
+    response_model=LatestUpdate,
+    tags=["actions"],
     summary="Record a dated progress update (a narrative) on an action",
 )
 async def record_update(action_id: str, update: ProgressUpdateIn, by: Writer, rt: Rt):
     return await service.record_update(
-        rt.uow(), action_id=action_id, narrative=update.narrative, on=update.on, by=by, topics=rt.settings.topics,
+        rt.uow(),
+        action_id=action_id,
+        narrative=update.narrative,
+        on=update.on,
+        by=by,
+        topics=rt.settings.topics,
     )
 
 
 @router.post(
-    "/actions/{action_id}/links", status_code=201, response_model=LinkOut, tags=["actions"],
+    "/actions/{action_id}/links",
+    status_code=201,
+    response_model=LinkOut,
+    tags=["actions"],
     summary="Record that this action depends on another of the same plan",
     responses={409: {"description": "The two actions are linked already"}},
 )
 async def link_actions(action_id: str, link: LinkIn, by: Writer, rt: Rt):
     return await service.link_actions(
-        rt.uow(), action_id=action_id, to=link.to, cell=link.cell, number=link.number, note=link.note, by=by,
+        rt.uow(),
+        action_id=action_id,
+        to=link.to,
+        cell=link.cell,
+        number=link.number,
+        note=link.note,
+        by=by,
     )
 
 
 @router.delete(
-    "/actions/{action_id}/links/{link_id}", status_code=204, tags=["actions"],
+    "/actions/{action_id}/links/{link_id}",
+    status_code=204,
+    tags=["actions"],
     summary="Remove a link added by hand",
 )
 async def unlink_actions(action_id: str, link_id: int, by: Writer, rt: Rt):
@@ -275,7 +369,9 @@ public = APIRouter(prefix="/v1/public")
 
 
 @public.get(
-    "/plans/{plan}/progress", response_model=PlanProgress, tags=["public"],
+    "/plans/{plan}/progress",
+    response_model=PlanProgress,
+    tags=["public"],
     summary="The plan's progress per cell and theme, for anyone: figures only, no sign-in",
 )
 async def plan_progress(plan: PlanSlug, response: Response, rt: Rt):

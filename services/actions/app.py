@@ -36,6 +36,11 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
 
 
 SPEC = ServiceSpec(
-    name=NAME, port=PORT, settings_class=ActionsSettings, create_app=create_app, tables=tables,
-    migrations=Path(__file__).parent / "migrations", publish_state_page=service.publish_state_page,
+    name=NAME,
+    port=PORT,
+    settings_class=ActionsSettings,
+    create_app=create_app,
+    tables=tables,
+    migrations=Path(__file__).parent / "migrations",
+    publish_state_page=service.publish_state_page,
 )

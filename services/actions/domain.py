@@ -6,7 +6,7 @@ import calendar
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,13 @@ DEFAULT_PLAN_START = date(2020, 7, 1)
 """The recovery cells' plans were agreed in summer 2020; the plan does not state a start date."""
 
 NOT_STARTED, ON_TRACK, AT_RISK, OFF_TRACK, BLOCKED, COMPLETE, CANCELLED = (
-    "not-started", "on-track", "at-risk", "off-track", "blocked", "complete", "cancelled",
+    "not-started",
+    "on-track",
+    "at-risk",
+    "off-track",
+    "blocked",
+    "complete",
+    "cancelled",
 )
 STATUSES = (NOT_STARTED, ON_TRACK, AT_RISK, OFF_TRACK, BLOCKED, COMPLETE, CANCELLED)
 CLOSED = frozenset({COMPLETE, CANCELLED})
@@ -76,7 +82,7 @@ def today_in_kent(now: datetime) -> date:
 
 def end_of_day_in_kent(day: date) -> datetime:
     """The instant a day ends in Kent (midnight at the start of the next), in UTC."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=KENT).astimezone(timezone.utc)
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=KENT).astimezone(UTC)
 
 
 def slug(text: str) -> str:
@@ -87,9 +93,22 @@ def slug(text: str) -> str:
 # --- the plan's own columns ---------------------------------------------------------------
 
 PLAN_COLUMNS = (
-    "theme", "title", "description", "ongoing", "kind", "kind_text", "priority", "timescale",
-    "timescale_text", "lead_organisations", "lead_organisation_text", "named_leads", "named_lead_text",
-    "resources", "cross_references", "baseline_due_date",
+    "theme",
+    "title",
+    "description",
+    "ongoing",
+    "kind",
+    "kind_text",
+    "priority",
+    "timescale",
+    "timescale_text",
+    "lead_organisations",
+    "lead_organisation_text",
+    "named_leads",
+    "named_lead_text",
+    "resources",
+    "cross_references",
+    "baseline_due_date",
 )
 """What an import may write. Everything else on an action is tracking, and an import never touches it."""
 
@@ -142,14 +161,26 @@ class FieldChange:
 
 
 TRACKED_FIELDS = (
-    "status", "blocked_reason", "rag", "rag_narrative", "self_rating", "self_rating_commentary",
-    "independent_rating", "independent_rating_commentary", "progress", "agreed_due_date",
+    "status",
+    "blocked_reason",
+    "rag",
+    "rag_narrative",
+    "self_rating",
+    "self_rating_commentary",
+    "independent_rating",
+    "independent_rating_commentary",
+    "progress",
+    "agreed_due_date",
 )
 DATE_FIELDS = frozenset({"agreed_due_date", "baseline_due_date"})
 
 
 def tracking_changes(
-    current: Mapping[str, Any], given: Mapping[str, Any], *, plan_starts_on: date, may_rate_independently: bool,
+    current: Mapping[str, Any],
+    given: Mapping[str, Any],
+    *,
+    plan_starts_on: date,
+    may_rate_independently: bool,
 ) -> list[FieldChange]:
     """The changes a recovery lead asks for, checked against the rules; only what really changes.
 
@@ -175,9 +206,7 @@ def tracking_changes(
     status = new["status"]
     if "status" in given and given["status"] is not None:
         if status == NOT_STARTED and current["status"] != NOT_STARTED:
-            raise InvalidTransition(
-                f"the action is {current['status']}: once started it cannot be not-started again"
-            )
+            raise InvalidTransition(f"the action is {current['status']}: once started it cannot be not-started again")
         if status == BLOCKED and current["status"] != BLOCKED and not given.get("blocked_reason"):
             errors.append({"field": "blocked_reason", "reason": "is required when the status is blocked"})
         if status == COMPLETE and current["status"] != COMPLETE:
@@ -196,7 +225,9 @@ def tracking_changes(
         if given["rag"] is None:
             errors.append({"field": "rag", "reason": "cannot be withdrawn; give red, amber or green"})
         elif not given.get("rag_narrative"):
-            errors.append({"field": "rag_narrative", "reason": "is required with a RAG rating: say why it is " + given["rag"]})
+            errors.append(
+                {"field": "rag_narrative", "reason": "is required with a RAG rating: say why it is " + given["rag"]}
+            )
     elif "rag_narrative" in given:
         if current["rag"] is None:
             errors.append({"field": "rag_narrative", "reason": "needs a RAG rating to explain: give rag too"})
@@ -212,7 +243,9 @@ def tracking_changes(
 
     agreed = given.get("agreed_due_date")
     if agreed is not None and agreed < plan_starts_on:
-        errors.append({"field": "agreed_due_date", "reason": f"is before the plan starts ({plan_starts_on.isoformat()})"})
+        errors.append(
+            {"field": "agreed_due_date", "reason": f"is before the plan starts ({plan_starts_on.isoformat()})"}
+        )
 
     if errors:
         raise ValidationFailed(errors)
@@ -243,10 +276,14 @@ def check_link(*, from_action: Mapping[str, Any], to_action: Mapping[str, Any]) 
     if from_action["id"] == to_action["id"]:
         raise ValidationFailed([{"field": "to", "reason": "an action cannot be linked to itself"}])
     if from_action["plan"] != to_action["plan"]:
-        raise ValidationFailed([{
-            "field": "to",
-            "reason": f"is in plan {to_action['plan']!r}; links stay within one plan ({from_action['plan']!r})",
-        }])
+        raise ValidationFailed(
+            [
+                {
+                    "field": "to",
+                    "reason": f"is in plan {to_action['plan']!r}; links stay within one plan ({from_action['plan']!r})",
+                }
+            ]
+        )
 
 
 # --- an action as at a date ---------------------------------------------------------------
@@ -330,7 +367,10 @@ def rollup(rows, *, today: date) -> dict[str, Any]:
         if row.status != CANCELLED:
             counted.append(row.progress)
     return {
-        "actions": len(rows), "complete": by_status[COMPLETE], "overdue": overdue,
+        "actions": len(rows),
+        "complete": by_status[COMPLETE],
+        "overdue": overdue,
         "progress": round(sum(counted) / len(counted), 1) if counted else None,
-        "by_status": by_status, "by_rag": by_rag,
+        "by_status": by_status,
+        "by_rag": by_rag,
     }

@@ -5,8 +5,19 @@ from __future__ import annotations
 import json
 
 from sqlalchemy import (
-    JSON, Boolean, Column, Date, ForeignKey, ForeignKeyConstraint, Index, Integer, String, Table, Text,
-    TypeDecorator, UniqueConstraint,
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
 )
 
 from shared.app import ServiceTables

@@ -186,8 +186,9 @@ def _parse_action(
     """The action on one row, or None and the reasons it cannot be read."""
     if len(fields) < _COLUMNS or any(fields[_COLUMNS:]):
         return None, [f"expected {_COLUMNS} columns, found {len(fields)}"]
-    (number_text, action_text, kind_text, organisations_text, leads_text,
-     timescale_text, resources, priority) = (_clean_text(value) for value in fields[:_COLUMNS])
+    (number_text, action_text, kind_text, organisations_text, leads_text, timescale_text, resources, priority) = (
+        _clean_text(value) for value in fields[:_COLUMNS]
+    )
     reasons = []
     if not _looks_like_action_number(number_text):
         reasons.append(f"action number '{number_text}' is not a whole number")
@@ -277,7 +278,7 @@ _ONGOING_PREFIX = re.compile(r"^[\[(]\s*on-?\s?going\s*[\])]\s*", re.IGNORECASE)
 def _without_ongoing_prefix(text: str) -> tuple[bool, str]:
     """'[Ongoing] Consider how…' is an ongoing action whose text is 'Consider how…'."""
     match = _ONGOING_PREFIX.match(text)
-    return (True, text[match.end():]) if match else (False, text)
+    return (True, text[match.end() :]) if match else (False, text)
 
 
 def _kind(text: str) -> ActionKind | None:
@@ -332,7 +333,7 @@ def _split_outside_brackets(text: str, separator: str) -> list[str]:
     """Split where the separator is outside (…) and […]: '(KHOG, HHSCG and … [KPSHG])' stays whole."""
     pieces, start = [], 0
     for match in re.finditer(separator, text):
-        before = text[start:match.start()]
+        before = text[start : match.start()]
         if before.count("(") + before.count("[") > before.count(")") + before.count("]"):
             continue
         pieces.append(before)
@@ -368,8 +369,18 @@ _NAME_WORD = re.compile(r"^(?:Mc|O')?[A-Z][a-z]+(?:-[A-Z][a-z]+)?$")
 # titles ('Ashford Volunteer Centre', 'School Improvement Teams'): never part of a person's name.
 _PLACES = {"Kent", "Medway", "Ashford"}
 _ORGANISATION_ENDINGS = {
-    "Board", "Boards", "Centre", "Council", "Foundation", "Group", "Manager", "Officer", "Officers",
-    "Partnership", "Planner", "Teams",
+    "Board",
+    "Boards",
+    "Centre",
+    "Council",
+    "Foundation",
+    "Group",
+    "Manager",
+    "Officer",
+    "Officers",
+    "Partnership",
+    "Planner",
+    "Teams",
 }
 
 
@@ -407,9 +418,7 @@ def _people_in(words: list[str]) -> list[str]:
 
 # --- cross references ---------------------------------------------------------------------
 
-_CELL_NAMES = "|".join(
-    name.replace(" and ", " (?:and|&) ").replace(" ", r"\s+") for name in RECOVERY_CELLS
-)
+_CELL_NAMES = "|".join(name.replace(" and ", " (?:and|&) ").replace(" ", r"\s+") for name in RECOVERY_CELLS)
 _NUMBERS = r"(?P<numbers>\d+(?:\s*(?:,|and|&)\s*\d+)*)"
 _OTHER_CELL_ACTION = re.compile(
     rf"\b(?P<cell>{_CELL_NAMES})(?:\s+Recovery)?(?:\s+Cell)?\s+Actions?\s+{_NUMBERS}", re.IGNORECASE

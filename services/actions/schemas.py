@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shared.schemas import Patch, Strict
-
 
 Status = Literal["not-started", "on-track", "at-risk", "off-track", "blocked", "complete", "cancelled"]
 Rag = Literal["red", "amber", "green"]
@@ -30,9 +29,20 @@ def _not_far_off(value: date | None) -> date | None:
 class ActionPatch(Patch):
     """Only the fields given change. Each change is kept in the action's history."""
 
-    nullable = frozenset({"blocked_reason", "rag", "rag_narrative", "self_rating", "self_rating_commentary",
-                          "independent_rating", "independent_rating_commentary", "agreed_due_date", "note",
-                          "version"})
+    nullable = frozenset(
+        {
+            "blocked_reason",
+            "rag",
+            "rag_narrative",
+            "self_rating",
+            "self_rating_commentary",
+            "independent_rating",
+            "independent_rating_commentary",
+            "agreed_due_date",
+            "note",
+            "version",
+        }
+    )
 
     status: Status | None = None
     blocked_reason: Commentary | None = None
@@ -69,7 +79,7 @@ class ProgressUpdateIn(Strict):
     @field_validator("on")
     @classmethod
     def _not_in_future(cls, value: date | None) -> date | None:
-        if value is not None and value > datetime.now(timezone.utc).date() + timedelta(days=1):
+        if value is not None and value > datetime.now(UTC).date() + timedelta(days=1):
             raise ValueError("is in the future")
         return value
 
@@ -83,7 +93,7 @@ class LinkIn(Strict):
     note: Commentary | None = None
 
     @model_validator(mode="after")
-    def _one_way_to_name_it(self) -> "LinkIn":
+    def _one_way_to_name_it(self) -> LinkIn:
         if self.to is None and (self.cell is None or self.number is None):
             raise ValueError("give `to` (an action id), or `cell` and `number`")
         if self.to is not None and (self.cell is not None or self.number is not None):
@@ -287,7 +297,6 @@ class Snapshot(BaseModel):
     by_rag: dict[str, int]
     overdue: int
     actions: list[SnapshotAction]
-
 
 
 class TrackingCellChange(BaseModel):

@@ -17,8 +17,14 @@ from services.actions.plan_file import RECOVERY_CELLS, ParsedAction
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from shared.events import (
-    ActionCreatedV1, ActionDueDateChangedV1, ActionProgressUpdatedV1, ActionRagChangedV1, ActionRatedV1,
-    ActionRevisedV1, ActionStatusChangedV1, ActionUpdateRecordedV1,
+    ActionCreatedV1,
+    ActionDueDateChangedV1,
+    ActionProgressUpdatedV1,
+    ActionRagChangedV1,
+    ActionRatedV1,
+    ActionRevisedV1,
+    ActionStatusChangedV1,
+    ActionUpdateRecordedV1,
 )
 from shared.settings import Topics
 from shared.uow import UnitOfWork
@@ -69,8 +75,15 @@ class ActionFilters:
 
 
 async def import_plan(
-    uow: UnitOfWork, *, plan: str, upload: PlanUpload, by: Principal, topics: Topics,
-    title: str | None = None, starts_on: date | None = None, dry_run: bool = False,
+    uow: UnitOfWork,
+    *,
+    plan: str,
+    upload: PlanUpload,
+    by: Principal,
+    topics: Topics,
+    title: str | None = None,
+    starts_on: date | None = None,
+    dry_run: bool = False,
     progress: Progress | None = None,
 ) -> dict:
     """Create or update a plan's actions from a file, by (cell, number), in one transaction.
@@ -108,14 +121,25 @@ async def import_plan(
             if progress:
                 progress(done, total)
         report_rows += [
-            {"row": e.row, "cell": RECOVERY_CELLS.get(e.cell or ""), "number": None, "outcome": "rejected",
-             "action_id": None, "changed": [], "reason": e.reason}
+            {
+                "row": e.row,
+                "cell": RECOVERY_CELLS.get(e.cell or ""),
+                "number": None,
+                "outcome": "rejected",
+                "action_id": None,
+                "changed": [],
+                "reason": e.reason,
+            }
             for e in read.plan.errors
         ]
         report_rows.sort(key=lambda r: r["row"])
         in_file = {(a.cell_slug, a.number) for a in read.plan.actions}
         report = {
-            "plan": plan, "filename": upload.filename, "format": read.format, "dry_run": dry_run, "applied": False,
+            "plan": plan,
+            "filename": upload.filename,
+            "format": read.format,
+            "dry_run": dry_run,
+            "applied": False,
             "counts": {
                 outcome: sum(r["outcome"] == outcome for r in report_rows)
                 for outcome in ("created", "updated", "unchanged", "rejected")
@@ -130,9 +154,18 @@ async def import_plan(
 
         try:
             report["rebaselined"], report["links"] = await _write_import(
-                uow, plan=plan, plan_row=plan_row, title=title, starts=starts, stored=stored, in_file=in_file,
-                created=created, revised=revised, source=f"{read.format} file {upload.filename or '(unnamed)'}",
-                by=by, topics=topics,
+                uow,
+                plan=plan,
+                plan_row=plan_row,
+                title=title,
+                starts=starts,
+                stored=stored,
+                in_file=in_file,
+                created=created,
+                revised=revised,
+                source=f"{read.format} file {upload.filename or '(unnamed)'}",
+                by=by,
+                topics=topics,
             )
             if dry_run:
                 return report  # leaving the unit of work without a commit rolls all of it back
@@ -145,8 +178,19 @@ async def import_plan(
 
 
 async def _write_import(
-    uow: UnitOfWork, *, plan: str, plan_row: Mapping | None, title: str | None, starts: date, stored: dict,
-    in_file: set[tuple[str, int]], created: list[dict], revised: list, source: str, by: Principal, topics: Topics,
+    uow: UnitOfWork,
+    *,
+    plan: str,
+    plan_row: Mapping | None,
+    title: str | None,
+    starts: date,
+    stored: dict,
+    in_file: set[tuple[str, int]],
+    created: list[dict],
+    revised: list,
+    source: str,
+    by: Principal,
+    topics: Topics,
 ) -> tuple[int, dict]:
     """Write what an import found: the plan, its cells, new and revised actions, links.
 
@@ -158,16 +202,21 @@ async def _write_import(
     await _add_missing_cells(uow, plan=plan, slugs={cell for cell, _ in in_file})
     if created:
         await session.execute(insert(actions), created)
-        await _record(uow, [
-            {"action_id": row["id"], "kind": "created", "narrative": f"imported from {source}"}
-            for row in created
-        ], by=by)
+        await _record(
+            uow,
+            [{"action_id": row["id"], "kind": "created", "narrative": f"imported from {source}"} for row in created],
+            by=by,
+        )
         for row in created:
             uow.publish(ActionCreatedV1(**_event_state(row), created_at=now), topic=topics.actions)
     for existing, columns, changed, line in revised:
         await _revise(
-            uow, existing, {c: columns[c] for c in changed},
-            narrative=f"re-imported from {source}, row {line}", topics=topics, by=by,
+            uow,
+            existing,
+            {c: columns[c] for c in changed},
+            narrative=f"re-imported from {source}, row {line}",
+            topics=topics,
+            by=by,
         )
     rebaselined = 0
     if plan_row is not None and starts != plan_row["starts_on"]:
@@ -178,21 +227,38 @@ async def _write_import(
 
 def _new_action(parsed: ParsedAction, columns: dict, *, plan: str, now: datetime) -> dict:
     return {
-        "id": str(uuid.uuid4()), "plan": plan, "cell": parsed.cell_slug, "number": parsed.number,
+        "id": str(uuid.uuid4()),
+        "plan": plan,
+        "cell": parsed.cell_slug,
+        "number": parsed.number,
         **columns,
         "theme_slug": domain.slug(columns["theme"]) if columns["theme"] else None,
-        "status": domain.NOT_STARTED, "blocked_reason": None, "rag": None, "rag_narrative": None,
-        "self_rating": None, "self_rating_commentary": None,
-        "independent_rating": None, "independent_rating_commentary": None,
-        "progress": 0, "agreed_due_date": None, "completed_at": None,
-        "created_at": now, "updated_at": now, "version": 1,
+        "status": domain.NOT_STARTED,
+        "blocked_reason": None,
+        "rag": None,
+        "rag_narrative": None,
+        "self_rating": None,
+        "self_rating_commentary": None,
+        "independent_rating": None,
+        "independent_rating_commentary": None,
+        "progress": 0,
+        "agreed_due_date": None,
+        "completed_at": None,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
     }
 
 
 def _row_report(parsed: ParsedAction, outcome: str, action_id: str, changed: Iterable[str] = ()) -> dict:
     return {
-        "row": parsed.row, "cell": parsed.cell_slug, "number": parsed.number, "outcome": outcome,
-        "action_id": action_id, "changed": list(changed), "reason": None,
+        "row": parsed.row,
+        "cell": parsed.cell_slug,
+        "number": parsed.number,
+        "outcome": outcome,
+        "action_id": action_id,
+        "changed": list(changed),
+        "reason": None,
     }
 
 
@@ -207,7 +273,8 @@ class TrackingRejected(ValidationFailed):
     def __init__(self, report: dict):
         errors = [
             {"field": f"row {r['row']}, {e['column']}", "reason": e["reason"], "row": r["row"], "column": e["column"]}
-            for r in report["rows"] for e in r["errors"]
+            for r in report["rows"]
+            for e in r["errors"]
         ]
         rejected = report["counts"]["rejected"]
         super().__init__(errors, detail=f"{rejected} row{'s' if rejected != 1 else ''} rejected; nothing was changed")
@@ -215,7 +282,12 @@ class TrackingRejected(ValidationFailed):
 
 
 async def import_tracking(
-    uow: UnitOfWork, *, upload: PlanUpload, by: Principal, topics: Topics, dry_run: bool = False,
+    uow: UnitOfWork,
+    *,
+    upload: PlanUpload,
+    by: Principal,
+    topics: Topics,
+    dry_run: bool = False,
 ) -> dict:
     """Read back an edited export's tracking: each changed cell a dated entry in its action's history.
 
@@ -228,18 +300,29 @@ async def import_tracking(
     admin = "actions:admin" in by.scopes
     async with uow:
         ids = sorted({r.action_id for r in rows if r.action_id})
-        stored = {
-            row["id"]: row
-            for row in (await uow.session.execute(select(actions).where(actions.c.id.in_(ids)))).mappings()
-        } if ids else {}
+        stored = (
+            {
+                row["id"]: row
+                for row in (await uow.session.execute(select(actions).where(actions.c.id.in_(ids)))).mappings()
+            }
+            if ids
+            else {}
+        )
         starts = dict((await uow.session.execute(select(plans.c.slug, plans.c.starts_on))).all())
         seen: dict[str, int] = {}
         report_rows, planned = [], []
         for r in rows:
             errors = [{"column": heading, "reason": reason} for heading, reason in r.errors]
             action = stored.get(r.action_id)
-            entry = {"row": r.row, "action_id": r.action_id or None, "cell": None, "number": None,
-                     "outcome": "unchanged", "changes": [], "errors": errors}
+            entry = {
+                "row": r.row,
+                "action_id": r.action_id or None,
+                "cell": None,
+                "number": None,
+                "outcome": "unchanged",
+                "changes": [],
+                "errors": errors,
+            }
             report_rows.append(entry)
             if not r.action_id:
                 errors.append({"column": "Action id", "reason": "is empty: keep the id the export gave the row"})
@@ -252,23 +335,40 @@ async def import_tracking(
                 continue
             seen[r.action_id] = r.row
             entry.update(cell=action["cell"], number=action["number"])
-            changes = _tracking_from_row(action, r, plan_starts_on=starts[action["plan"]], admin=admin,
-                                         note=f"imported from {source}, row {r.row}", errors=errors)
+            changes = _tracking_from_row(
+                action,
+                r,
+                plan_starts_on=starts[action["plan"]],
+                admin=admin,
+                note=f"imported from {source}, row {r.row}",
+                errors=errors,
+            )
             if errors or not changes:
                 continue
             entry["outcome"] = "changed"
             entry["changes"] = [
-                {"column": spreadsheet.HEADING_OF[c.field], "field": c.field, "old": domain.to_history(c.old),
-                 "new": domain.to_history(c.new), "narrative": c.narrative}
+                {
+                    "column": spreadsheet.HEADING_OF[c.field],
+                    "field": c.field,
+                    "old": domain.to_history(c.old),
+                    "new": domain.to_history(c.new),
+                    "narrative": c.narrative,
+                }
                 for c in changes
             ]
             planned.append((action, changes))
         for entry in report_rows:
             if entry["errors"]:
                 entry["outcome"] = "rejected"
-        counts = {outcome: sum(e["outcome"] == outcome for e in report_rows) for outcome in ("changed", "unchanged", "rejected")}
+        counts = {
+            outcome: sum(e["outcome"] == outcome for e in report_rows)
+            for outcome in ("changed", "unchanged", "rejected")
+        }
         report = {
-            "filename": upload.filename, "format": file_format, "dry_run": dry_run, "applied": False,
+            "filename": upload.filename,
+            "format": file_format,
+            "dry_run": dry_run,
+            "applied": False,
             "counts": {**counts, "cells_changed": sum(len(e["changes"]) for e in report_rows)},
             "rows": report_rows,
         }
@@ -284,7 +384,13 @@ async def import_tracking(
 
 
 def _tracking_from_row(
-    action: Mapping, row: spreadsheet.TrackingRow, *, plan_starts_on: date, admin: bool, note: str, errors: list[dict],
+    action: Mapping,
+    row: spreadsheet.TrackingRow,
+    *,
+    plan_starts_on: date,
+    admin: bool,
+    note: str,
+    errors: list[dict],
 ) -> list[domain.FieldChange]:
     """The changes one row asks for, by the same rules as the API's; problems added to `errors`."""
     given = {field: value for field, value in row.values.items() if not domain.same_tracking(action[field], value)}
@@ -293,8 +399,13 @@ def _tracking_from_row(
     state = {field: action[field] for field in domain.TRACKED_FIELDS} | row.values
     problems = domain.tracking_state_problems(state)
     if row.last_updated is not None and action["updated_at"] > row.last_updated + timedelta(seconds=1):
-        problems.append(("last_updated", f"the action was changed at {action['updated_at'].isoformat(timespec='seconds')}, "
-                                         "after this file was exported: export it again and redo this row"))
+        problems.append(
+            (
+                "last_updated",
+                f"the action was changed at {action['updated_at'].isoformat(timespec='seconds')}, "
+                "after this file was exported: export it again and redo this row",
+            )
+        )
     if not problems:
         # A new RAG takes the row's narrative even when the narrative is the same; so does a new block its reason.
         if "rag" in given:
@@ -302,8 +413,9 @@ def _tracking_from_row(
         if given.get("status") == domain.BLOCKED:
             given["blocked_reason"] = state["blocked_reason"]
         try:
-            changes = domain.tracking_changes(action, {**given, "note": note}, plan_starts_on=plan_starts_on,
-                                              may_rate_independently=admin)
+            changes = domain.tracking_changes(
+                action, {**given, "note": note}, plan_starts_on=plan_starts_on, may_rate_independently=admin
+            )
         except ValidationFailed as refused:
             problems += [(e["field"], e["reason"]) for e in refused.extensions["errors"]]
         except InvalidTransition as refused:
@@ -320,7 +432,9 @@ def _tracking_from_row(
 # --- tracking -------------------------------------------------------------------------------
 
 
-async def change_action(uow: UnitOfWork, *, action_id: str, given: dict[str, Any], by: Principal, topics: Topics) -> dict:
+async def change_action(
+    uow: UnitOfWork, *, action_id: str, given: dict[str, Any], by: Principal, topics: Topics
+) -> dict:
     """Apply a recovery lead's changes to an action: every change kept in its history, with its event."""
     given = dict(given)
     expected_version = given.pop("version", None)
@@ -333,7 +447,9 @@ async def change_action(uow: UnitOfWork, *, action_id: str, given: dict[str, Any
             )
         plan_row = await _plan_row(uow, row["plan"])
         changes = domain.tracking_changes(
-            row, given, plan_starts_on=plan_row["starts_on"],
+            row,
+            given,
+            plan_starts_on=plan_row["starts_on"],
             may_rate_independently="actions:admin" in by.scopes,
         )
         if changes:
@@ -344,31 +460,49 @@ async def change_action(uow: UnitOfWork, *, action_id: str, given: dict[str, Any
 
 
 async def _apply_tracking(
-    uow: UnitOfWork, row: Mapping, changes: list[domain.FieldChange], *, by: Principal, topics: Topics,
+    uow: UnitOfWork,
+    row: Mapping,
+    changes: list[domain.FieldChange],
+    *,
+    by: Principal,
+    topics: Topics,
 ) -> dict:
     """Write checked tracking changes: the action, one history entry per field, its events. Never commits."""
     now = uow.now()
     values = {change.field: change.new for change in changes}
     values.update(
         completed_at=domain.completed_at_after(changes, current=row["completed_at"], now=now),
-        updated_at=now, version=row["version"] + 1,
+        updated_at=now,
+        version=row["version"] + 1,
     )
     result = await uow.session.execute(
         update(actions).where(actions.c.id == row["id"], actions.c.version == row["version"]).values(**values)
     )
     if result.rowcount != 1:
         raise Conflict("the action changed while this change was being made; read it again")
-    await _record(uow, [
-        {"action_id": row["id"], "kind": "changed", "field": c.field, "old": domain.to_history(c.old),
-         "new": domain.to_history(c.new), "narrative": c.narrative}
-        for c in changes
-    ], by=by)
+    await _record(
+        uow,
+        [
+            {
+                "action_id": row["id"],
+                "kind": "changed",
+                "field": c.field,
+                "old": domain.to_history(c.old),
+                "new": domain.to_history(c.new),
+                "narrative": c.narrative,
+            }
+            for c in changes
+        ],
+        by=by,
+    )
     row = {**row, **values}
     _publish_tracking(uow, row, changes, now=now, topics=topics)
     return row
 
 
-def _publish_tracking(uow: UnitOfWork, row: Mapping, changes: list[domain.FieldChange], *, now: datetime, topics: Topics) -> None:
+def _publish_tracking(
+    uow: UnitOfWork, row: Mapping, changes: list[domain.FieldChange], *, now: datetime, topics: Topics
+) -> None:
     state = _event_state(row)
     for change in changes:
         event = None
@@ -381,13 +515,18 @@ def _publish_tracking(uow: UnitOfWork, row: Mapping, changes: list[domain.FieldC
         elif change.field == "agreed_due_date":
             baseline = row["baseline_due_date"]
             event = ActionDueDateChangedV1(
-                **state, previous_due_date=domain.due_date(baseline=baseline, agreed=change.old),
-                agreed_due_date=change.new, slippage_days=domain.slippage_days(baseline=baseline, agreed=change.new),
+                **state,
+                previous_due_date=domain.due_date(baseline=baseline, agreed=change.old),
+                agreed_due_date=change.new,
+                slippage_days=domain.slippage_days(baseline=baseline, agreed=change.new),
                 changed_at=now,
             )
         elif change.field in ("self_rating", "independent_rating"):
             event = ActionRatedV1(
-                **state, rating=change.field.removesuffix("_rating"), previous_value=change.old, value=change.new,
+                **state,
+                rating=change.field.removesuffix("_rating"),
+                previous_value=change.old,
+                value=change.new,
                 changed_at=now,
             )
         if event is not None:
@@ -395,7 +534,13 @@ def _publish_tracking(uow: UnitOfWork, row: Mapping, changes: list[domain.FieldC
 
 
 async def record_update(
-    uow: UnitOfWork, *, action_id: str, narrative: str, on: date | None, by: Principal, topics: Topics,
+    uow: UnitOfWork,
+    *,
+    action_id: str,
+    narrative: str,
+    on: date | None,
+    by: Principal,
+    topics: Topics,
 ) -> dict:
     """A dated narrative update on an action's progress, kept in its history."""
     async with uow:
@@ -410,8 +555,14 @@ async def record_update(
 
 
 async def link_actions(
-    uow: UnitOfWork, *, action_id: str, to: str | None, cell: str | None, number: int | None,
-    note: str | None, by: Principal,
+    uow: UnitOfWork,
+    *,
+    action_id: str,
+    to: str | None,
+    cell: str | None,
+    number: int | None,
+    note: str | None,
+    by: Principal,
 ) -> dict:
     """Record by hand that one action depends on another of the same plan."""
     async with uow:
@@ -426,12 +577,16 @@ async def link_actions(
             named = f"action {to}" if to else f"{cell} action {number} in plan {source['plan']!r}"
             raise ValidationFailed([{"field": "to" if to else "number", "reason": f"there is no {named}"}])
         domain.check_link(from_action=source, to_action=target)
-        existing = (await uow.session.execute(
-            select(action_links.c.source, action_links.c.from_action).where(or_(
-                and_(action_links.c.from_action == source["id"], action_links.c.to_action == target["id"]),
-                and_(action_links.c.from_action == target["id"], action_links.c.to_action == source["id"]),
-            ))
-        )).first()
+        existing = (
+            await uow.session.execute(
+                select(action_links.c.source, action_links.c.from_action).where(
+                    or_(
+                        and_(action_links.c.from_action == source["id"], action_links.c.to_action == target["id"]),
+                        and_(action_links.c.from_action == target["id"], action_links.c.to_action == source["id"]),
+                    )
+                )
+            )
+        ).first()
         if existing is not None:
             way = "" if existing.from_action == source["id"] else " the other way"
             origin = "by the plan's cross reference" if existing.source == "plan" else "by hand"
@@ -439,14 +594,27 @@ async def link_actions(
         now = uow.now()
         result = await uow.session.execute(
             insert(action_links).values(
-                from_action=source["id"], to_action=target["id"], source="manual", note=note,
-                created_at=now, created_by=by.subject,
+                from_action=source["id"],
+                to_action=target["id"],
+                source="manual",
+                note=note,
+                created_at=now,
+                created_by=by.subject,
             )
         )
-        await _record(uow, [{
-            "action_id": source["id"], "kind": "linked", "field": None,
-            "new": {"to": target["id"], "cell": target["cell"], "number": target["number"]}, "narrative": note,
-        }], by=by)
+        await _record(
+            uow,
+            [
+                {
+                    "action_id": source["id"],
+                    "kind": "linked",
+                    "field": None,
+                    "new": {"to": target["id"], "cell": target["cell"], "number": target["number"]},
+                    "narrative": note,
+                }
+            ],
+            by=by,
+        )
         link_id = result.inserted_primary_key[0]
         names = await _cell_names(uow)
         await uow.commit()
@@ -456,13 +624,21 @@ async def link_actions(
 async def unlink_actions(uow: UnitOfWork, *, action_id: str, link_id: int, by: Principal) -> None:
     """Remove a link added by hand (a link from the plan's text goes when the text does)."""
     async with uow:
-        link = (await uow.session.execute(
-            select(action_links).where(action_links.c.id == link_id, action_links.c.from_action == action_id)
-        )).mappings().first()
+        link = (
+            (
+                await uow.session.execute(
+                    select(action_links).where(action_links.c.id == link_id, action_links.c.from_action == action_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
         if link is None:
             raise NotFound(f"action {action_id} has no link {link_id}")
         if link["source"] == "plan":
-            raise Conflict("this link is the plan's own cross reference: it goes when the plan's text no longer makes it")
+            raise Conflict(
+                "this link is the plan's own cross reference: it goes when the plan's text no longer makes it"
+            )
         await uow.session.execute(delete(action_links).where(action_links.c.id == link_id))
         await _record(uow, [{"action_id": action_id, "kind": "unlinked", "old": {"to": link["to_action"]}}], by=by)
         await uow.commit()
@@ -475,9 +651,15 @@ async def get_action(uow: UnitOfWork, action_id: str) -> dict:
     async with uow:
         row = await _action_row(uow, action_id)
         [view] = await _views(uow, [row])
-        history = (await uow.session.execute(
-            select(action_updates).where(action_updates.c.action_id == action_id).order_by(action_updates.c.id)
-        )).mappings().all()
+        history = (
+            (
+                await uow.session.execute(
+                    select(action_updates).where(action_updates.c.action_id == action_id).order_by(action_updates.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
         view["history"] = [
             {k: entry[k] for k in ("at", "by", "by_role", "kind", "field", "old", "new", "narrative", "update_on")}
             for entry in history
@@ -511,8 +693,15 @@ async def _check_cells(uow: UnitOfWork, filters: ActionFilters) -> None:
     unknown = [cell for cell in filters.cell if cell not in known]
     if unknown:
         listed = ", ".join(sorted(known)) or "none yet: import a plan first"
-        raise ValidationFailed([{"field": "cell", "in": "query",
-                                 "reason": f"no cell {', '.join(map(repr, unknown))}; the cells are: {listed}"}])
+        raise ValidationFailed(
+            [
+                {
+                    "field": "cell",
+                    "in": "query",
+                    "reason": f"no cell {', '.join(map(repr, unknown))}; the cells are: {listed}",
+                }
+            ]
+        )
 
 
 def _conditions(filters: ActionFilters, *, today: date) -> list:
@@ -528,10 +717,12 @@ def _conditions(filters: ActionFilters, *, today: date) -> list:
         conditions.append(or_(func.lower(a.theme) == filters.theme.lower(), a.theme_slug == domain.slug(filters.theme)))
     if filters.lead:
         lead = filters.lead.lower()
-        conditions.append(or_(
-            func.lower(a.lead_organisation_text).contains(lead, autoescape=True),
-            func.lower(a.named_lead_text).contains(lead, autoescape=True),
-        ))
+        conditions.append(
+            or_(
+                func.lower(a.lead_organisation_text).contains(lead, autoescape=True),
+                func.lower(a.named_lead_text).contains(lead, autoescape=True),
+            )
+        )
     if filters.overdue is not None:
         overdue = and_(func.coalesce(a.agreed_due_date, a.baseline_due_date) < today, a.status.not_in(domain.CLOSED))
         conditions.append(overdue if filters.overdue else ~overdue)
@@ -552,13 +743,19 @@ async def export_actions(uow: UnitOfWork, *, filters: ActionFilters, file_format
         ("Filters", filters.described()),
         ("Exported at (UTC)", now.replace(microsecond=0)),
         ("Actions", len(views)),
-        ("Due dates", "Baseline: the end of the timescale band from the plan's start (Short 6 months, "
-                      "Medium 12, Longer 24); an agreed date overrides it. Overdue: due date passed and "
-                      "neither complete nor cancelled."),
-        ("Re-import", "The first eleven columns are the plan's own and are read back by the plan's import. "
-                      "Status, Blocked reason, RAG, RAG narrative, the ratings and their commentary, Progress % "
-                      "and Agreed due date are read back by the tracking import (each changed cell becomes a "
-                      "dated entry in the action's history); keep 'Action id' and 'Last updated' as they are."),
+        (
+            "Due dates",
+            "Baseline: the end of the timescale band from the plan's start (Short 6 months, "
+            "Medium 12, Longer 24); an agreed date overrides it. Overdue: due date passed and "
+            "neither complete nor cancelled.",
+        ),
+        (
+            "Re-import",
+            "The first eleven columns are the plan's own and are read back by the plan's import. "
+            "Status, Blocked reason, RAG, RAG narrative, the ratings and their commentary, Progress % "
+            "and Agreed due date are read back by the tracking import (each changed cell becomes a "
+            "dated entry in the action's history); keep 'Action id' and 'Last updated' as they are.",
+        ),
     ]
     return spreadsheet.to_xlsx(rows, about=about), name
 
@@ -567,18 +764,32 @@ async def plan_snapshot(uow: UnitOfWork, *, plan: str, as_at: datetime) -> dict:
     """Every action of the plan as it stood at `as_at`, rebuilt from its history."""
     async with uow:
         await _plan_row(uow, plan)
-        rows = (await uow.session.execute(
-            select(actions)
-            .join(cells, and_(cells.c.plan == actions.c.plan, cells.c.slug == actions.c.cell))
-            .where(actions.c.plan == plan, actions.c.created_at < as_at)
-            .order_by(cells.c.position, actions.c.number)
-        )).mappings().all()
+        rows = (
+            (
+                await uow.session.execute(
+                    select(actions)
+                    .join(cells, and_(cells.c.plan == actions.c.plan, cells.c.slug == actions.c.cell))
+                    .where(actions.c.plan == plan, actions.c.created_at < as_at)
+                    .order_by(cells.c.position, actions.c.number)
+                )
+            )
+            .mappings()
+            .all()
+        )
         ids = [row["id"] for row in rows]
-        history = (await uow.session.execute(
-            select(action_updates)
-            .where(action_updates.c.action_id.in_(ids))
-            .order_by(action_updates.c.id.desc())
-        )).mappings().all() if ids else []
+        history = (
+            (
+                await uow.session.execute(
+                    select(action_updates)
+                    .where(action_updates.c.action_id.in_(ids))
+                    .order_by(action_updates.c.id.desc())
+                )
+            )
+            .mappings()
+            .all()
+            if ids
+            else []
+        )
         names = await _cell_names(uow)
     later: dict[str, list] = {}
     latest: dict[str, dict] = {}
@@ -601,8 +812,13 @@ async def plan_snapshot(uow: UnitOfWork, *, plan: str, as_at: datetime) -> dict:
         by_status[view["status"]] += 1
         by_rag[view["rag"] or "none"] += 1
     return {
-        "plan": plan, "as_at": as_at, "count": len(states), "by_status": by_status, "by_rag": by_rag,
-        "overdue": sum(view["overdue"] for view in states), "actions": states,
+        "plan": plan,
+        "as_at": as_at,
+        "count": len(states),
+        "by_status": by_status,
+        "by_rag": by_rag,
+        "overdue": sum(view["overdue"] for view in states),
+        "actions": states,
     }
 
 
@@ -618,14 +834,25 @@ async def plan_progress(uow: UnitOfWork, *, plan: str) -> dict:
     async with uow:
         plan_row = await _plan_row(uow, plan)
         today = domain.today_in_kent(uow.now())
-        rows = (await uow.session.execute(
-            select(actions.c.cell, actions.c.theme, actions.c.status, actions.c.rag, actions.c.progress,
-                   actions.c.baseline_due_date, actions.c.agreed_due_date, actions.c.updated_at)
-            .where(actions.c.plan == plan)
-        )).all()
-        plan_cells = (await uow.session.execute(
-            select(cells.c.slug, cells.c.name).where(cells.c.plan == plan).order_by(cells.c.position)
-        )).all()
+        rows = (
+            await uow.session.execute(
+                select(
+                    actions.c.cell,
+                    actions.c.theme,
+                    actions.c.status,
+                    actions.c.rag,
+                    actions.c.progress,
+                    actions.c.baseline_due_date,
+                    actions.c.agreed_due_date,
+                    actions.c.updated_at,
+                ).where(actions.c.plan == plan)
+            )
+        ).all()
+        plan_cells = (
+            await uow.session.execute(
+                select(cells.c.slug, cells.c.name).where(cells.c.plan == plan).order_by(cells.c.position)
+            )
+        ).all()
     by_cell: dict[str, list] = {}
     for row in rows:
         by_cell.setdefault(row.cell, []).append(row)
@@ -636,15 +863,24 @@ async def plan_progress(uow: UnitOfWork, *, plan: str) -> dict:
         for row in members:
             if row.theme:
                 themes.setdefault(row.theme, []).append(row)
-        cell_views.append({
-            "slug": cell.slug, "name": cell.name, **domain.rollup(members, today=today),
-            "themes": [{"name": name, "slug": domain.slug(name), **domain.rollup(group, today=today)}
-                       for name, group in sorted(themes.items())],
-        })
+        cell_views.append(
+            {
+                "slug": cell.slug,
+                "name": cell.name,
+                **domain.rollup(members, today=today),
+                "themes": [
+                    {"name": name, "slug": domain.slug(name), **domain.rollup(group, today=today)}
+                    for name, group in sorted(themes.items())
+                ],
+            }
+        )
     return {
-        "plan": plan, "title": plan_row["title"], "starts_on": plan_row["starts_on"],
+        "plan": plan,
+        "title": plan_row["title"],
+        "starts_on": plan_row["starts_on"],
         "last_updated": max((row.updated_at for row in rows), default=None),
-        **domain.rollup(rows, today=today), "cells": cell_views,
+        **domain.rollup(rows, today=today),
+        "cells": cell_views,
     }
 
 
@@ -663,13 +899,21 @@ async def get_plan(uow: UnitOfWork, plan: str) -> dict:
 
 
 async def change_plan(
-    uow: UnitOfWork, *, plan: str, title: str | None, starts_on: date | None, by: Principal, topics: Topics,
+    uow: UnitOfWork,
+    *,
+    plan: str,
+    title: str | None,
+    starts_on: date | None,
+    by: Principal,
+    topics: Topics,
 ) -> dict:
     """Rename a plan or move its start; a new start moves every baseline due date with it."""
     async with uow:
         current = await _plan_row(uow, plan)
         now = uow.now()
-        await _save_plan(uow, plan=plan, current=current, title=title, starts_on=starts_on or current["starts_on"], now=now)
+        await _save_plan(
+            uow, plan=plan, current=current, title=title, starts_on=starts_on or current["starts_on"], now=now
+        )
         if starts_on is not None and starts_on != current["starts_on"]:
             rows = (await uow.session.execute(select(actions).where(actions.c.plan == plan))).mappings().all()
             await _rebaseline(uow, rows, starts_on=starts_on, topics=topics, by=by)
@@ -680,44 +924,74 @@ async def change_plan(
 
 # --- helpers: never commit ------------------------------------------------------------------
 
+
 async def _record(uow: UnitOfWork, entries: list[dict], *, by: Principal) -> None:
     """Add entries to actions' history, at this moment and by this person."""
     if not entries:
         return
     now = uow.now()
-    await uow.session.execute(insert(action_updates), [
-        {"field": None, "old": None, "new": None, "narrative": None, "update_on": None,
-         **entry, "at": now, "by": by.subject, "by_role": by.role}
-        for entry in entries
-    ])
+    await uow.session.execute(
+        insert(action_updates),
+        [
+            {
+                "field": None,
+                "old": None,
+                "new": None,
+                "narrative": None,
+                "update_on": None,
+                **entry,
+                "at": now,
+                "by": by.subject,
+                "by_role": by.role,
+            }
+            for entry in entries
+        ],
+    )
 
 
-async def _revise(uow: UnitOfWork, row: Mapping, values: dict, *, narrative: str, topics: Topics, by: Principal) -> None:
+async def _revise(
+    uow: UnitOfWork, row: Mapping, values: dict, *, narrative: str, topics: Topics, by: Principal
+) -> None:
     """Write new values into an action's plan columns, with history and an event."""
     now = uow.now()
     changes = dict(values)
     if "theme" in changes:
         changes["theme_slug"] = domain.slug(changes["theme"]) if changes["theme"] else None
     await uow.session.execute(
-        update(actions).where(actions.c.id == row["id"])
-        .values(**changes, updated_at=now, version=row["version"] + 1)
+        update(actions).where(actions.c.id == row["id"]).values(**changes, updated_at=now, version=row["version"] + 1)
     )
-    await _record(uow, [
-        {"action_id": row["id"], "kind": "revised", "field": name, "old": domain.to_history(row[name]),
-         "new": domain.to_history(value), "narrative": narrative}
-        for name, value in values.items()
-    ], by=by)
+    await _record(
+        uow,
+        [
+            {
+                "action_id": row["id"],
+                "kind": "revised",
+                "field": name,
+                "old": domain.to_history(row[name]),
+                "new": domain.to_history(value),
+                "narrative": narrative,
+            }
+            for name, value in values.items()
+        ],
+        by=by,
+    )
     revised = {**row, **changes}
     uow.publish(ActionRevisedV1(**_event_state(revised), changed=list(values), changed_at=now), topic=topics.actions)
 
 
-async def _rebaseline(uow: UnitOfWork, rows: Iterable[Mapping], *, starts_on: date, topics: Topics, by: Principal) -> int:
+async def _rebaseline(
+    uow: UnitOfWork, rows: Iterable[Mapping], *, starts_on: date, topics: Topics, by: Principal
+) -> int:
     moved = 0
     for row in rows:
         baseline = domain.baseline_due_date(starts_on=starts_on, timescale=row["timescale"])
         if baseline != row["baseline_due_date"]:
             await _revise(
-                uow, row, {"baseline_due_date": baseline}, by=by, topics=topics,
+                uow,
+                row,
+                {"baseline_due_date": baseline},
+                by=by,
+                topics=topics,
                 narrative=f"the plan's start moved to {starts_on.isoformat()}",
             )
             moved += 1
@@ -726,9 +1000,13 @@ async def _rebaseline(uow: UnitOfWork, rows: Iterable[Mapping], *, starts_on: da
 
 async def _sync_plan_links(uow: UnitOfWork, *, plan: str, by: Principal) -> dict:
     """Make the plan's cross-reference links match its text: add the new, remove the gone."""
-    rows = (await uow.session.execute(
-        select(actions.c.id, actions.c.cell, actions.c.number, actions.c.cross_references).where(actions.c.plan == plan)
-    )).all()
+    rows = (
+        await uow.session.execute(
+            select(actions.c.id, actions.c.cell, actions.c.number, actions.c.cross_references).where(
+                actions.c.plan == plan
+            )
+        )
+    ).all()
     by_key = {(r.cell, r.number): r.id for r in rows}
     wanted: set[tuple[str, str]] = set()
     unresolved = []
@@ -740,10 +1018,17 @@ async def _sync_plan_links(uow: UnitOfWork, *, plan: str, by: Principal) -> dict
             elif target != r.id:
                 wanted.add((r.id, target))
     ids = [r.id for r in rows]
-    existing = (await uow.session.execute(
-        select(action_links.c.id, action_links.c.from_action, action_links.c.to_action, action_links.c.source)
-        .where(action_links.c.from_action.in_(ids))
-    )).all() if ids else []
+    existing = (
+        (
+            await uow.session.execute(
+                select(
+                    action_links.c.id, action_links.c.from_action, action_links.c.to_action, action_links.c.source
+                ).where(action_links.c.from_action.in_(ids))
+            )
+        ).all()
+        if ids
+        else []
+    )
     linked = {(link.from_action, link.to_action) for link in existing}
     stale = [link.id for link in existing if link.source == "plan" and (link.from_action, link.to_action) not in wanted]
     new = sorted(wanted - linked)
@@ -751,20 +1036,42 @@ async def _sync_plan_links(uow: UnitOfWork, *, plan: str, by: Principal) -> dict
         await uow.session.execute(delete(action_links).where(action_links.c.id.in_(stale)))
     if new:
         now = uow.now()
-        await uow.session.execute(insert(action_links), [
-            {"from_action": f, "to_action": t, "source": "plan", "note": None, "created_at": now, "created_by": by.subject}
-            for f, t in new
-        ])
+        await uow.session.execute(
+            insert(action_links),
+            [
+                {
+                    "from_action": f,
+                    "to_action": t,
+                    "source": "plan",
+                    "note": None,
+                    "created_at": now,
+                    "created_by": by.subject,
+                }
+                for f, t in new
+            ],
+        )
     return {"created": len(new), "removed": len(stale), "unresolved": sorted(unresolved)}
 
 
 async def _save_plan(
-    uow: UnitOfWork, *, plan: str, current: Mapping | None, title: str | None, starts_on: date, now: datetime,
+    uow: UnitOfWork,
+    *,
+    plan: str,
+    current: Mapping | None,
+    title: str | None,
+    starts_on: date,
+    now: datetime,
 ) -> None:
     if current is None:
-        await uow.session.execute(insert(plans).values(
-            slug=plan, title=title or domain.DEFAULT_PLAN_TITLE, starts_on=starts_on, created_at=now, updated_at=now,
-        ))
+        await uow.session.execute(
+            insert(plans).values(
+                slug=plan,
+                title=title or domain.DEFAULT_PLAN_TITLE,
+                starts_on=starts_on,
+                created_at=now,
+                updated_at=now,
+            )
+        )
         return
     values = {}
     if title and title != current["title"]:
@@ -781,9 +1088,10 @@ async def _add_missing_cells(uow: UnitOfWork, *, plan: str, slugs: set[str]) -> 
     names = {slug: name for name, slug in RECOVERY_CELLS.items()}
     missing = sorted(slugs - have, key=order.index)
     if missing:
-        await uow.session.execute(insert(cells), [
-            {"plan": plan, "slug": slug, "name": names[slug], "position": order.index(slug) + 1} for slug in missing
-        ])
+        await uow.session.execute(
+            insert(cells),
+            [{"plan": plan, "slug": slug, "name": names[slug], "position": order.index(slug) + 1} for slug in missing],
+        )
 
 
 async def _plan_row(uow: UnitOfWork, plan: str, *, missing_ok: bool = False):
@@ -795,14 +1103,21 @@ async def _plan_row(uow: UnitOfWork, plan: str, *, missing_ok: bool = False):
 
 async def _plan_view(uow: UnitOfWork, plan: str) -> dict:
     row = await _plan_row(uow, plan)
-    counts = dict((await uow.session.execute(
-        select(actions.c.cell, func.count()).where(actions.c.plan == plan).group_by(actions.c.cell)
-    )).all())
-    plan_cells = (await uow.session.execute(
-        select(cells).where(cells.c.plan == plan).order_by(cells.c.position)
-    )).mappings().all()
+    counts = dict(
+        (
+            await uow.session.execute(
+                select(actions.c.cell, func.count()).where(actions.c.plan == plan).group_by(actions.c.cell)
+            )
+        ).all()
+    )
+    plan_cells = (
+        (await uow.session.execute(select(cells).where(cells.c.plan == plan).order_by(cells.c.position)))
+        .mappings()
+        .all()
+    )
     return {
-        **dict(row), "action_count": sum(counts.values()),
+        **dict(row),
+        "action_count": sum(counts.values()),
         "cells": [{"slug": c["slug"], "name": c["name"], "actions": counts.get(c["slug"], 0)} for c in plan_cells],
     }
 
@@ -815,7 +1130,9 @@ async def _action_row(uow: UnitOfWork, action_id: str):
 
 
 async def _cell_names(uow: UnitOfWork) -> dict[tuple[str, str], str]:
-    return {(r.plan, r.slug): r.name for r in await uow.session.execute(select(cells.c.plan, cells.c.slug, cells.c.name))}
+    return {
+        (r.plan, r.slug): r.name for r in await uow.session.execute(select(cells.c.plan, cells.c.slug, cells.c.name))
+    }
 
 
 async def _views(uow: UnitOfWork, rows: list[Mapping]) -> list[dict]:
@@ -830,11 +1147,21 @@ async def _views(uow: UnitOfWork, rows: list[Mapping]) -> list[dict]:
     linked_from: dict[str, list] = {}
     source, target = actions.alias("source"), actions.alias("target")
     columns = [
-        action_links.c.id, action_links.c.source, action_links.c.note,
-        source.c.id.label("from_id"), source.c.plan.label("from_plan"), source.c.cell.label("from_cell"),
-        source.c.number.label("from_number"), source.c.title.label("from_title"), source.c.status.label("from_status"),
-        target.c.id.label("to_id"), target.c.plan.label("to_plan"), target.c.cell.label("to_cell"),
-        target.c.number.label("to_number"), target.c.title.label("to_title"), target.c.status.label("to_status"),
+        action_links.c.id,
+        action_links.c.source,
+        action_links.c.note,
+        source.c.id.label("from_id"),
+        source.c.plan.label("from_plan"),
+        source.c.cell.label("from_cell"),
+        source.c.number.label("from_number"),
+        source.c.title.label("from_title"),
+        source.c.status.label("from_status"),
+        target.c.id.label("to_id"),
+        target.c.plan.label("to_plan"),
+        target.c.cell.label("to_cell"),
+        target.c.number.label("to_number"),
+        target.c.title.label("to_title"),
+        target.c.status.label("to_status"),
     ]
     query = (
         select(*columns)
@@ -847,14 +1174,28 @@ async def _views(uow: UnitOfWork, rows: list[Mapping]) -> list[dict]:
     else:
         query = query.where(or_(action_links.c.from_action.in_(ids), action_links.c.to_action.in_(ids)))
     for link in (await uow.session.execute(query)).mappings():
-        to = {"id": link["to_id"], "plan": link["to_plan"], "cell": link["to_cell"], "number": link["to_number"],
-              "title": link["to_title"], "status": link["to_status"]}
-        frm = {"id": link["from_id"], "plan": link["from_plan"], "cell": link["from_cell"], "number": link["from_number"],
-               "title": link["from_title"], "status": link["from_status"]}
+        to = {
+            "id": link["to_id"],
+            "plan": link["to_plan"],
+            "cell": link["to_cell"],
+            "number": link["to_number"],
+            "title": link["to_title"],
+            "status": link["to_status"],
+        }
+        frm = {
+            "id": link["from_id"],
+            "plan": link["from_plan"],
+            "cell": link["from_cell"],
+            "number": link["from_number"],
+            "title": link["from_title"],
+            "status": link["from_status"],
+        }
         links_to.setdefault(link["from_id"], []).append(
-            _link_view(link["id"], to, source=link["source"], note=link["note"], names=names))
+            _link_view(link["id"], to, source=link["source"], note=link["note"], names=names)
+        )
         linked_from.setdefault(link["to_id"], []).append(
-            _link_view(link["id"], frm, source=link["source"], note=link["note"], names=names))
+            _link_view(link["id"], frm, source=link["source"], note=link["note"], names=names)
+        )
     latest: dict[str, dict] = {}
     newest_first = (
         select(action_updates.c.action_id, action_updates.c.update_on, action_updates.c.narrative, action_updates.c.at)
@@ -868,7 +1209,8 @@ async def _views(uow: UnitOfWork, rows: list[Mapping]) -> list[dict]:
     return [
         {
             **_view(row, cell_name=names[row["plan"], row["cell"]], today=today),
-            "links_to": links_to.get(row["id"], []), "linked_from": linked_from.get(row["id"], []),
+            "links_to": links_to.get(row["id"], []),
+            "linked_from": linked_from.get(row["id"], []),
             "latest_update": latest.get(row["id"]),
         }
         for row in rows
@@ -890,12 +1232,21 @@ def _view(row: Mapping, *, cell_name: str, today: date) -> dict:
 
 def _link_view(link_id: int, other: Mapping, *, source: str, note: str | None, names: Mapping) -> dict:
     return {
-        "id": link_id, "action_id": other["id"], "cell": other["cell"], "cell_name": names[other["plan"], other["cell"]],
-        "number": other["number"], "title": other["title"], "status": other["status"], "source": source, "note": note,
+        "id": link_id,
+        "action_id": other["id"],
+        "cell": other["cell"],
+        "cell_name": names[other["plan"], other["cell"]],
+        "number": other["number"],
+        "title": other["title"],
+        "status": other["status"],
+        "source": source,
+        "note": note,
     }
 
 
-async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+async def publish_state_page(
+    uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics
+) -> tuple[str | None, int]:
     """`kent-together republish actions`: each action as it is now (an `action.revised` changing nothing, dated
     by its last change), in id order after `after`; returns the last id and how many."""
     query = select(actions).order_by(actions.c.id).limit(limit)
@@ -903,17 +1254,27 @@ async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, 
         query = query.where(actions.c.id > after)
     rows = (await uow.session.execute(query)).mappings().all()
     for row in rows:
-        uow.publish(ActionRevisedV1(**_event_state(row), changed=[], changed_at=row["updated_at"]),
-                    topic=topics.actions)
+        uow.publish(
+            ActionRevisedV1(**_event_state(row), changed=[], changed_at=row["updated_at"]), topic=topics.actions
+        )
     return (rows[-1]["id"] if rows else after), len(rows)
 
 
 def _event_state(row: Mapping) -> dict:
     """The fields every action event carries: no named leads, no narratives."""
     return {
-        "action_id": row["id"], "plan": row["plan"], "cell": row["cell"], "number": row["number"],
-        "theme": row["theme"], "kind": row["kind"], "priority": row["priority"], "timescale": row["timescale"],
-        "lead_organisations": list(row["lead_organisations"]), "status": row["status"], "rag": row["rag"],
-        "progress": row["progress"], "baseline_due_date": row["baseline_due_date"],
+        "action_id": row["id"],
+        "plan": row["plan"],
+        "cell": row["cell"],
+        "number": row["number"],
+        "theme": row["theme"],
+        "kind": row["kind"],
+        "priority": row["priority"],
+        "timescale": row["timescale"],
+        "lead_organisations": list(row["lead_organisations"]),
+        "status": row["status"],
+        "rag": row["rag"],
+        "progress": row["progress"],
+        "baseline_due_date": row["baseline_due_date"],
         "due_date": domain.due_date(baseline=row["baseline_due_date"], agreed=row["agreed_due_date"]),
     }

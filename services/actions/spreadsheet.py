@@ -13,7 +13,7 @@ import io
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from services.actions.domain import DELIVERY_CONFIDENCE, RAGS, STATUSES, TRACKED_FIELDS
@@ -57,8 +57,14 @@ EXPORT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 HEADINGS = tuple(heading for heading, _ in EXPORT_COLUMNS)
 _PLAN_HEADINGS = (
-    "Action No.", "Action to be taken", "Mitigate or Opportunity", "Lead organisation or partnership",
-    "Named Lead", "Timescale", "Resources / capacity required", "Priority",
+    "Action No.",
+    "Action to be taken",
+    "Mitigate or Opportunity",
+    "Lead organisation or partnership",
+    "Named Lead",
+    "Timescale",
+    "Resources / capacity required",
+    "Priority",
 )
 _REQUIRED = ("Cell", *_PLAN_HEADINGS)
 _YES, _NO = ("yes", "y", "true", "1"), ("no", "n", "false", "0", "")
@@ -149,7 +155,9 @@ def _read_table(rows: list[tuple[int, list[str]]]) -> ParsedPlan:
     position = {heading.strip().lower(): index for index, heading in enumerate(headings) if heading.strip()}
     missing = [heading for heading in _REQUIRED if heading.lower() not in position]
     if missing:
-        raise unreadable("missing the column" + ("s " if len(missing) > 1 else " ") + ", ".join(repr(m) for m in missing))
+        raise unreadable(
+            "missing the column" + ("s " if len(missing) > 1 else " ") + ", ".join(repr(m) for m in missing)
+        )
     plan = ParsedPlan()
     seen: dict[tuple[str, int], int] = {}
 
@@ -346,7 +354,9 @@ def read_tracking_file(*, filename: str | None, content: bytes) -> tuple[FileFor
             try:
                 last_updated = _instant(column(values, "Last updated"))
             except ValueError:
-                errors.append(("Last updated", f"'{column(values, 'Last updated')}' is not a time: leave it as exported"))
+                errors.append(
+                    ("Last updated", f"'{column(values, 'Last updated')}' is not a time: leave it as exported")
+                )
         read.append(TrackingRow(number, column(values, "Action id"), parsed, last_updated, errors))
     return file_format, read
 
@@ -355,8 +365,12 @@ def _tracking_value(field: str, text: str) -> Any:
     """A tracking cell as the API takes it; ValueError says why it cannot be."""
     if not text:
         return None
-    choices = {"status": STATUSES, "rag": RAGS, "self_rating": DELIVERY_CONFIDENCE,
-               "independent_rating": DELIVERY_CONFIDENCE}.get(field)
+    choices = {
+        "status": STATUSES,
+        "rag": RAGS,
+        "self_rating": DELIVERY_CONFIDENCE,
+        "independent_rating": DELIVERY_CONFIDENCE,
+    }.get(field)
     if choices:
         value = "-".join(text.lower().replace("/", " ").replace("-", " ").split())
         if value not in choices:
@@ -389,7 +403,6 @@ def _day(text: str) -> date:
 
 
 def _instant(text: str) -> datetime:
-    from datetime import timezone
 
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # the export's times are UTC
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # the export's times are UTC

@@ -10,8 +10,13 @@ from services.fulfilment.domain import Assignment, Change, Status
 from services.fulfilment.models import assignment_changes, assignments, escalations
 from services.fulfilment.repository import Assignments
 from shared.events import (
-    AssignedRequestV1, AssignmentEscalatedV1, AssignmentRoutedV1, AssignmentStatusChangedV1, AssignmentWithdrawnV1,
-    CloudEvent, EventData,
+    AssignedRequestV1,
+    AssignmentEscalatedV1,
+    AssignmentRoutedV1,
+    AssignmentStatusChangedV1,
+    AssignmentWithdrawnV1,
+    CloudEvent,
+    EventData,
 )
 from shared.settings import Topics
 from shared.uow import UnitOfWork
@@ -44,62 +49,125 @@ def status_event(a: Assignment, change: Change, *, final: bool) -> AssignmentSta
     # Times and due dates describe where the assignment rests; a passing step
     # (rejected, on its way elsewhere) carries only what happened.
     return AssignmentStatusChangedV1(
-        assignment_id=a.id, request_id=a.request_id, referral_id=a.referral_id, request_type=a.request_type,
-        urgency=a.urgency, status=change.to_status,
-        previous_status=change.from_status, hub=change.to_hub, previous_hub=change.from_hub,
+        assignment_id=a.id,
+        request_id=a.request_id,
+        referral_id=a.referral_id,
+        request_type=a.request_type,
+        urgency=a.urgency,
+        status=change.to_status,
+        previous_status=change.from_status,
+        hub=change.to_hub,
+        previous_hub=change.from_hub,
         district_code=a.district_code,
-        council_code=a.council_code if final else None, council_name=a.council_name if final else None,
-        reason=change.reason, outcome=change.outcome, received_at=a.received_at, changed_at=change.at,
-        routed_at=a.routed_at if final else None, accepted_at=a.accepted_at if final else None,
+        council_code=a.council_code if final else None,
+        council_name=a.council_name if final else None,
+        reason=change.reason,
+        outcome=change.outcome,
+        received_at=a.received_at,
+        changed_at=change.at,
+        routed_at=a.routed_at if final else None,
+        accepted_at=a.accepted_at if final else None,
         closed_at=a.closed_at if final else None,
-        accept_due_at=a.accept_due_at if final else None, fulfil_due_at=a.fulfil_due_at if final else None,
+        accept_due_at=a.accept_due_at if final else None,
+        fulfil_due_at=a.fulfil_due_at if final else None,
     )
 
 
 def routed_event(a: Assignment, *, request_row, referral_row, previous_hub: str | None) -> AssignmentRoutedV1:
     return AssignmentRoutedV1(
-        assignment_id=a.id, hub=a.hub, district_code=a.district_code, referral_id=a.referral_id,
-        reference=referral_row["reference"], channel=referral_row["channel"], received_at=a.received_at,
-        routed_at=a.routed_at, accept_due_at=a.accept_due_at, fulfil_due_at=a.fulfil_due_at, reason=a.reason,
+        assignment_id=a.id,
+        hub=a.hub,
+        district_code=a.district_code,
+        referral_id=a.referral_id,
+        reference=referral_row["reference"],
+        channel=referral_row["channel"],
+        received_at=a.received_at,
+        routed_at=a.routed_at,
+        accept_due_at=a.accept_due_at,
+        fulfil_due_at=a.fulfil_due_at,
+        reason=a.reason,
         previous_hub=previous_hub,
         request=AssignedRequestV1(
-            request_id=a.request_id, type=a.request_type, details=request_row["details"],
-            needed_by=request_row["needed_by"], urgency=a.urgency, duplicate_of=request_row["duplicate_of"],
+            request_id=a.request_id,
+            type=a.request_type,
+            details=request_row["details"],
+            needed_by=request_row["needed_by"],
+            urgency=a.urgency,
+            duplicate_of=request_row["duplicate_of"],
         ),
-        resident=referral_row["resident"], referrer=referral_row["referrer"],
+        resident=referral_row["resident"],
+        referrer=referral_row["referrer"],
         consent_to_share=referral_row["consent_to_share"],
     )
 
 
 def announce(
-    uow: UnitOfWork, out: Outgoing, *, a: Assignment, changes: list[Change], request_row, referral_row,
+    uow: UnitOfWork,
+    out: Outgoing,
+    *,
+    a: Assignment,
+    changes: list[Change],
+    request_row,
+    referral_row,
 ) -> None:
     """The status events of these changes, and what each hub involved must hear."""
     for index, change in enumerate(changes):
         out.status(uow, status_event(a, change, final=index == len(changes) - 1), key=a.referral_id)
-        left = change.from_hub is not None and (change.to_hub != change.from_hub or change.to_status is Status.CANCELLED)
+        left = change.from_hub is not None and (
+            change.to_hub != change.from_hub or change.to_status is Status.CANCELLED
+        )
         if left:
             rejected = index > 0 and changes[index - 1].to_status is Status.REJECTED
             why = "cancelled" if change.to_status is Status.CANCELLED else "rejected" if rejected else "re-routed"
-            out.to_hub(uow, AssignmentWithdrawnV1(
-                assignment_id=a.id, request_id=a.request_id, referral_id=a.referral_id, hub=change.from_hub,
-                why=why, reason=changes[index - 1].reason if rejected else change.reason, withdrawn_at=change.at,
-            ), hub=change.from_hub, key=a.referral_id, assignment_id=a.id)
+            out.to_hub(
+                uow,
+                AssignmentWithdrawnV1(
+                    assignment_id=a.id,
+                    request_id=a.request_id,
+                    referral_id=a.referral_id,
+                    hub=change.from_hub,
+                    why=why,
+                    reason=changes[index - 1].reason if rejected else change.reason,
+                    withdrawn_at=change.at,
+                ),
+                hub=change.from_hub,
+                key=a.referral_id,
+                assignment_id=a.id,
+            )
         if change.to_status is Status.ROUTED and change.to_hub and change.to_hub != change.from_hub:
-            out.to_hub(uow, routed_event(
-                a, request_row=request_row, referral_row=referral_row, previous_hub=change.from_hub,
-            ), hub=change.to_hub, key=a.referral_id, assignment_id=a.id)
+            out.to_hub(
+                uow,
+                routed_event(
+                    a,
+                    request_row=request_row,
+                    referral_row=referral_row,
+                    previous_hub=change.from_hub,
+                ),
+                hub=change.to_hub,
+                key=a.referral_id,
+                assignment_id=a.id,
+            )
 
 
 def escalated_event(row, *, deadline: str, due_at, escalated_at, status: str, hub: str | None) -> AssignmentEscalatedV1:
     return AssignmentEscalatedV1(
-        assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
-        request_type=row["request_type"], urgency=row["urgency"], status=status, hub=hub,
-        district_code=row["district_code"], deadline=deadline, due_at=due_at, escalated_at=escalated_at,
+        assignment_id=row["id"],
+        request_id=row["request_id"],
+        referral_id=row["referral_id"],
+        request_type=row["request_type"],
+        urgency=row["urgency"],
+        status=status,
+        hub=hub,
+        district_code=row["district_code"],
+        deadline=deadline,
+        due_at=due_at,
+        escalated_at=escalated_at,
     )
 
 
-async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics) -> tuple[str | None, int]:
+async def publish_state_page(
+    uow: UnitOfWork, after: str | None, limit: int, *, topics: Topics
+) -> tuple[str | None, int]:
     """`kent-together republish fulfilment`: each assignment as it is now, for reporting (no personal data).
 
     One status event per assignment (its status, hub, times and due dates, dated by
@@ -111,29 +179,71 @@ async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, 
         query = query.where(assignments.c.id > after)
     rows = (await uow.session.execute(query)).mappings().all()
     ids = [row["id"] for row in rows]
-    last_change = dict((await uow.session.execute(
-        select(assignment_changes.c.assignment_id, func.max(assignment_changes.c.at))
-        .where(assignment_changes.c.assignment_id.in_(ids)).group_by(assignment_changes.c.assignment_id)
-    )).all()) if ids else {}
-    missed = (await uow.session.execute(
-        select(escalations).where(escalations.c.assignment_id.in_(ids)).order_by(escalations.c.id)
-    )).mappings().all() if ids else []
+    last_change = (
+        dict(
+            (
+                await uow.session.execute(
+                    select(assignment_changes.c.assignment_id, func.max(assignment_changes.c.at))
+                    .where(assignment_changes.c.assignment_id.in_(ids))
+                    .group_by(assignment_changes.c.assignment_id)
+                )
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    missed = (
+        (
+            await uow.session.execute(
+                select(escalations).where(escalations.c.assignment_id.in_(ids)).order_by(escalations.c.id)
+            )
+        )
+        .mappings()
+        .all()
+        if ids
+        else []
+    )
     out = Outgoing(topics)
     for row in rows:
-        out.status(uow, AssignmentStatusChangedV1(
-            assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
-            request_type=row["request_type"], urgency=row["urgency"], status=row["status"], hub=row["hub"],
-            district_code=row["district_code"], council_code=row["council_code"], council_name=row["council_name"],
-            reason=None, outcome=row["outcome"], received_at=row["received_at"],
-            changed_at=last_change.get(row["id"]) or row["updated_at"], routed_at=row["routed_at"],
-            accepted_at=row["accepted_at"], closed_at=row["closed_at"], accept_due_at=row["accept_due_at"],
-            fulfil_due_at=row["fulfil_due_at"],
-        ), key=row["referral_id"])
+        out.status(
+            uow,
+            AssignmentStatusChangedV1(
+                assignment_id=row["id"],
+                request_id=row["request_id"],
+                referral_id=row["referral_id"],
+                request_type=row["request_type"],
+                urgency=row["urgency"],
+                status=row["status"],
+                hub=row["hub"],
+                district_code=row["district_code"],
+                council_code=row["council_code"],
+                council_name=row["council_name"],
+                reason=None,
+                outcome=row["outcome"],
+                received_at=row["received_at"],
+                changed_at=last_change.get(row["id"]) or row["updated_at"],
+                routed_at=row["routed_at"],
+                accepted_at=row["accepted_at"],
+                closed_at=row["closed_at"],
+                accept_due_at=row["accept_due_at"],
+                fulfil_due_at=row["fulfil_due_at"],
+            ),
+            key=row["referral_id"],
+        )
     by_id = {row["id"]: row for row in rows}
     for escalation in missed:
         row = by_id[escalation["assignment_id"]]
-        out.status(uow, escalated_event(row, deadline=escalation["deadline"], due_at=escalation["due_at"],
-                                        escalated_at=escalation["escalated_at"], status=escalation["status"],
-                                        hub=escalation["hub"]), key=row["referral_id"])
+        out.status(
+            uow,
+            escalated_event(
+                row,
+                deadline=escalation["deadline"],
+                due_at=escalation["due_at"],
+                escalated_at=escalation["escalated_at"],
+                status=escalation["status"],
+                hub=escalation["hub"],
+            ),
+            key=row["referral_id"],
+        )
     await out.flush(uow)
     return (ids[-1] if ids else after), len(ids)

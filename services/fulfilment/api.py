@@ -10,8 +10,21 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from services.fulfilment import domain, service, webhooks
 from services.fulfilment.domain import Status
 from services.fulfilment.schemas import (
-    AreaOut, AssignmentList, AssignmentOut, AssignmentPatch, ContactAttemptIn, DeliveryOut, FeedPage, HubOut, HubPatch,
-    NoteIn, NoteOut, RejectedList, RequestStatusList, TransitionIn, TransitionOut,
+    AreaOut,
+    AssignmentList,
+    AssignmentOut,
+    AssignmentPatch,
+    ContactAttemptIn,
+    DeliveryOut,
+    FeedPage,
+    HubOut,
+    HubPatch,
+    NoteIn,
+    NoteOut,
+    RejectedList,
+    RequestStatusList,
+    TransitionIn,
+    TransitionOut,
 )
 from shared.app import Runtime
 from shared.auth import Principal, require
@@ -52,7 +65,10 @@ def _hub_out(row: dict, by: Principal) -> HubOut:
         webhook_url=row["webhook_url"] if sees_webhook else None,
         has_webhook_secret=bool(row["webhook_secret"]) and sees_webhook,
         sla={
-            urgency: {"accept_hours": sla.accept.total_seconds() / 3600, "fulfil_hours": sla.fulfil.total_seconds() / 3600}
+            urgency: {
+                "accept_hours": sla.accept.total_seconds() / 3600,
+                "fulfil_hours": sla.fulfil.total_seconds() / 3600,
+            }
             for urgency in domain.URGENCIES
             for sla in [domain.sla_for(urgency, own)]
         },
@@ -69,8 +85,12 @@ async def get_hub(hub: str, by: Reader, rt: Rt):
     return _hub_out(await service.get_hub(rt.uow(reading=True), hub), by)
 
 
-@router.patch("/hubs/{hub}", response_model=HubOut, tags=["hubs"],
-              summary="Edit a hub's contact details, hours, webhook or SLA hours (administrators)")
+@router.patch(
+    "/hubs/{hub}",
+    response_model=HubOut,
+    tags=["hubs"],
+    summary="Edit a hub's contact details, hours, webhook or SLA hours (administrators)",
+)
 async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Routing):
     values = patch.model_dump(mode="json", exclude_unset=True)
     if "sla" in values and values["sla"] is not None:
@@ -80,18 +100,28 @@ async def change_hub(hub: str, patch: HubPatch, by: Admin, rt: Rt, routing: Rout
     return _hub_out(row, by)
 
 
-@router.get("/hubs/{hub}/assignments", response_model=AssignmentList, tags=["assignments"],
-            summary="A hub's open assignments, oldest first; filter by status, type, overdue, follow-up; "
-                    "`count` is how many match")
+@router.get(
+    "/hubs/{hub}/assignments",
+    response_model=AssignmentList,
+    tags=["assignments"],
+    summary="A hub's open assignments, oldest first; filter by status, type, overdue, follow-up; "
+    "`count` is how many match",
+)
 async def hub_assignments(
-    hub: str, request: Request, by: Reader, rt: Rt,
-    status: Annotated[list[StatusNames] | None, Query(description="One or more, comma-separated or repeated; "
-                                                                  "without it, the open ones")] = None,
+    hub: str,
+    request: Request,
+    by: Reader,
+    rt: Rt,
+    status: Annotated[
+        list[StatusNames] | None,
+        Query(description="One or more, comma-separated or repeated; without it, the open ones"),
+    ] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
-    closed: Annotated[bool, Query(description="Also the closed ones: fulfilled, unable to fulfil, cancelled, "
-                                              "passed on")] = False,
+    closed: Annotated[
+        bool, Query(description="Also the closed ones: fulfilled, unable to fulfil, cancelled, passed on")
+    ] = False,
     erased: Annotated[bool, Query(description="Also those whose resident's details were erased")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -101,21 +131,44 @@ async def hub_assignments(
     statuses = [s for value in status or [] for s in value.split(",") if s]
     unknown = sorted(set(statuses) - {str(s) for s in Status})
     if unknown:
-        raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}; "
-                                 f"one of {', '.join(str(s) for s in Status)}"}])
+        raise ValidationFailed(
+            [
+                {
+                    "field": "status",
+                    "in": "query",
+                    "reason": f"unknown status {', '.join(unknown)}; one of {', '.join(str(s) for s in Status)}",
+                }
+            ]
+        )
     items, total = await service.list_assignments(
-        rt.uow(reading=True), hub=hub, statuses=statuses, request_type=type, overdue=overdue, follow_up=follow_up,
-        limit=limit, offset=offset, closed=closed, erased=erased,
+        rt.uow(reading=True),
+        hub=hub,
+        statuses=statuses,
+        request_type=type,
+        overdue=overdue,
+        follow_up=follow_up,
+        limit=limit,
+        offset=offset,
+        closed=closed,
+        erased=erased,
     )
     await _audit_list(rt, by, request, items, hub=hub)
     return {"items": items, "count": total}
 
 
-@router.get("/hubs/{hub}/rejected", response_model=RejectedList, tags=["assignments"],
-            summary="The cases this hub rejected, newest first, and where each is now (no resident's details)")
+@router.get(
+    "/hubs/{hub}/rejected",
+    response_model=RejectedList,
+    tags=["assignments"],
+    summary="The cases this hub rejected, newest first, and where each is now (no resident's details)",
+)
 async def hub_rejected(
-    hub: str, request: Request, by: Reader, rt: Rt,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    hub: str,
+    request: Request,
+    by: Reader,
+    rt: Rt,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     service.check_hub_access(by, hub)
     await service.hub_exists(rt.uow(reading=True), hub)
@@ -127,18 +180,31 @@ async def _audit_list(rt: Runtime, by: Principal, request: Request, items: list,
     """A list shows each resident's request: one audit row per referral seen, none for an empty page."""
     referral_ids = sorted({str(_get(item, "referral_id")) for item in items})
     if referral_ids:
-        await rt.audit.record(by=by, action="read", resource="referral", ids=referral_ids, request=request,
-                              detail={"list": request.url.path, **detail})
+        await rt.audit.record(
+            by=by,
+            action="read",
+            resource="referral",
+            ids=referral_ids,
+            request=request,
+            detail={"list": request.url.path, **detail},
+        )
 
 
 def _get(row, key: str):
     return row[key] if isinstance(row, dict) else getattr(row, key)
 
 
-@router.get("/hubs/{hub}/feed", response_model=FeedPage, tags=["hubs"],
-            summary="What the hub's topic carried, for hubs that poll: everything after `cursor`, in order")
+@router.get(
+    "/hubs/{hub}/feed",
+    response_model=FeedPage,
+    tags=["hubs"],
+    summary="What the hub's topic carried, for hubs that poll: everything after `cursor`, in order",
+)
 async def hub_feed(
-    hub: str, request: Request, by: Reader, rt: Rt,
+    hub: str,
+    request: Request,
+    by: Reader,
+    rt: Rt,
     cursor: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
@@ -146,15 +212,27 @@ async def hub_feed(
     page = await service.read_feed(rt.uow(reading=True), hub=hub, cursor=cursor, limit=limit)
     referral_ids = sorted({str(item["event"].get("data", {}).get("referral_id")) for item in page["items"]} - {"None"})
     if page["items"]:
-        await rt.audit.record(by=by, action="export", resource="referral", ids=referral_ids or [None], request=request,
-                              detail={"hub-feed": hub, "cursor": cursor, "next_cursor": page["next_cursor"]})
+        await rt.audit.record(
+            by=by,
+            action="export",
+            resource="referral",
+            ids=referral_ids or [None],
+            request=request,
+            detail={"hub-feed": hub, "cursor": cursor, "next_cursor": page["next_cursor"]},
+        )
     return page
 
 
-@router.get("/hubs/{hub}/webhook-deliveries", response_model=list[DeliveryOut], tags=["hubs"],
-            summary="The webhook delivery log, newest first")
+@router.get(
+    "/hubs/{hub}/webhook-deliveries",
+    response_model=list[DeliveryOut],
+    tags=["hubs"],
+    summary="The webhook delivery log, newest first",
+)
 async def webhook_deliveries(
-    hub: str, by: Reader, rt: Rt,
+    hub: str,
+    by: Reader,
+    rt: Rt,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
@@ -162,87 +240,187 @@ async def webhook_deliveries(
     return await webhooks.delivery_log(rt.uow(reading=True), hub=hub, status=status, limit=limit)
 
 
-@router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
-            summary="One assignment with the resident's details, history, notes and contact attempts")
+@router.get(
+    "/assignments/{assignment_id}",
+    response_model=AssignmentOut,
+    tags=["assignments"],
+    summary="One assignment with the resident's details, history, notes and contact attempts",
+)
 async def get_assignment(assignment_id: str, request: Request, by: Reader, rt: Rt):
     out = await service.get_assignment(rt.uow(reading=True), assignment_id=assignment_id, by=by)
-    await rt.audit.record(by=by, action="read", resource="referral", ids=[str(out["referral_id"])], request=request,
-                          detail={"assignment_id": assignment_id})
+    await rt.audit.record(
+        by=by,
+        action="read",
+        resource="referral",
+        ids=[str(out["referral_id"])],
+        request=request,
+        detail={"assignment_id": assignment_id},
+    )
     return out
 
 
-@router.post("/assignments/{assignment_id}/transitions", response_model=TransitionOut, tags=["assignments"],
-             summary="Move an assignment on: accepted, in_progress, fulfilled, unable_to_fulfil, rejected…",
-             responses={409: {"description": "Not allowed from its current status: says which are"}})
-async def post_transition(assignment_id: str, body: TransitionIn, request: Request, by: Writer, rt: Rt, routing: Routing):
-    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
-                                 request=request, detail={"to": body.to}) as uow:
+@router.post(
+    "/assignments/{assignment_id}/transitions",
+    response_model=TransitionOut,
+    tags=["assignments"],
+    summary="Move an assignment on: accepted, in_progress, fulfilled, unable_to_fulfil, rejected…",
+    responses={409: {"description": "Not allowed from its current status: says which are"}},
+)
+async def post_transition(
+    assignment_id: str, body: TransitionIn, request: Request, by: Writer, rt: Rt, routing: Routing
+):
+    async with rt.audit.changing(
+        rt.uow(),
+        by=by,
+        action="change",
+        resource="assignment",
+        ids=[assignment_id],
+        request=request,
+        detail={"to": body.to},
+    ) as uow:
         result, changes = await service.transition(
-            uow, assignment_id=assignment_id, by=by, routing=routing, topics=rt.settings.topics,
+            uow,
+            assignment_id=assignment_id,
+            by=by,
+            routing=routing,
+            topics=rt.settings.topics,
             request=service.TransitionRequest(
-                to=Status(body.to), reason=body.reason, outcome=body.outcome, note=body.note, hub=body.hub,
-                council=body.council, at=body.at,
+                to=Status(body.to),
+                reason=body.reason,
+                outcome=body.outcome,
+                note=body.note,
+                hub=body.hub,
+                council=body.council,
+                at=body.at,
             ),
         )
     return {**result, "changes": [dataclasses.asdict(change) for change in changes]}
 
 
-@router.patch("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["assignments"],
-              summary="Flag an assignment for follow-up, or clear the flag")
+@router.patch(
+    "/assignments/{assignment_id}",
+    response_model=AssignmentOut,
+    tags=["assignments"],
+    summary="Flag an assignment for follow-up, or clear the flag",
+)
 async def patch_assignment(assignment_id: str, patch: AssignmentPatch, request: Request, by: Writer, rt: Rt):
-    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
-                                 request=request, detail={"follow_up": patch.follow_up}) as uow:
+    async with rt.audit.changing(
+        rt.uow(),
+        by=by,
+        action="change",
+        resource="assignment",
+        ids=[assignment_id],
+        request=request,
+        detail={"follow_up": patch.follow_up},
+    ) as uow:
         return await service.set_follow_up(
-            uow, assignment_id=assignment_id, by=by, follow_up=patch.follow_up, on=patch.follow_up_on,
+            uow,
+            assignment_id=assignment_id,
+            by=by,
+            follow_up=patch.follow_up,
+            on=patch.follow_up_on,
         )
 
 
-@router.post("/assignments/{assignment_id}/notes", status_code=201, response_model=NoteOut, tags=["assignments"],
-             summary="Add a case note")
+@router.post(
+    "/assignments/{assignment_id}/notes",
+    status_code=201,
+    response_model=NoteOut,
+    tags=["assignments"],
+    summary="Add a case note",
+)
 async def add_note(assignment_id: str, body: NoteIn, request: Request, by: Writer, rt: Rt):
-    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
-                                 request=request, detail={"added": "note"}) as uow:
+    async with rt.audit.changing(
+        rt.uow(),
+        by=by,
+        action="change",
+        resource="assignment",
+        ids=[assignment_id],
+        request=request,
+        detail={"added": "note"},
+    ) as uow:
         return await service.add_case_note(uow, assignment_id=assignment_id, by=by, kind="note", text=body.text)
 
 
-@router.post("/assignments/{assignment_id}/contact-attempts", status_code=201, response_model=NoteOut,
-             tags=["assignments"], summary="Record a call or visit: no-answer, wrong-number, voicemail, reached")
+@router.post(
+    "/assignments/{assignment_id}/contact-attempts",
+    status_code=201,
+    response_model=NoteOut,
+    tags=["assignments"],
+    summary="Record a call or visit: no-answer, wrong-number, voicemail, reached",
+)
 async def add_contact_attempt(assignment_id: str, body: ContactAttemptIn, request: Request, by: Writer, rt: Rt):
-    async with rt.audit.changing(rt.uow(), by=by, action="change", resource="assignment", ids=[assignment_id],
-                                 request=request, detail={"added": "contact-attempt"}) as uow:
+    async with rt.audit.changing(
+        rt.uow(),
+        by=by,
+        action="change",
+        resource="assignment",
+        ids=[assignment_id],
+        request=request,
+        detail={"added": "contact-attempt"},
+    ) as uow:
         return await service.add_case_note(
-            uow, assignment_id=assignment_id, by=by, kind="contact-attempt", text=body.note,
+            uow,
+            assignment_id=assignment_id,
+            by=by,
+            kind="contact-attempt",
+            text=body.note,
             contact_outcome=body.outcome,
         )
 
 
-@router.get("/queues/out-of-area", response_model=AssignmentList, tags=["queues"],
-            summary="Requests from outside Kent, each naming the council responsible (administrators)")
+@router.get(
+    "/queues/out-of-area",
+    response_model=AssignmentList,
+    tags=["queues"],
+    summary="Requests from outside Kent, each naming the council responsible (administrators)",
+)
 async def out_of_area_queue(
-    request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    request: Request,
+    by: Admin,
+    rt: Rt,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items, total = await service.list_assignments(
-        rt.uow(reading=True), statuses=[str(Status.OUT_OF_AREA)], overdue=overdue, limit=limit, offset=offset,
+        rt.uow(reading=True),
+        statuses=[str(Status.OUT_OF_AREA)],
+        overdue=overdue,
+        limit=limit,
+        offset=offset,
     )
     await _audit_list(rt, by, request, items)
     return {"items": items, "count": total}
 
 
-@router.get("/queues/triage", response_model=AssignmentList, tags=["queues"],
-            summary="Requests a person must place, each with the reason (administrators)")
+@router.get(
+    "/queues/triage",
+    response_model=AssignmentList,
+    tags=["queues"],
+    summary="Requests a person must place, each with the reason (administrators)",
+)
 async def triage_queue(
-    request: Request, by: Admin, rt: Rt, overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    request: Request,
+    by: Admin,
+    rt: Rt,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     items, total = await service.list_assignments(
-        rt.uow(reading=True), statuses=[str(Status.TRIAGE)], overdue=overdue, limit=limit, offset=offset,
+        rt.uow(reading=True),
+        statuses=[str(Status.TRIAGE)],
+        overdue=overdue,
+        limit=limit,
+        offset=offset,
     )
     await _audit_list(rt, by, request, items)
     return {"items": items, "count": total}
 
 
 # For the front door (the web front's resident pages, advisers): no personal data in or out.
+
 
 def _postcode(value: str, *, where: str) -> str:
     try:
@@ -251,20 +429,29 @@ def _postcode(value: str, *, where: str) -> str:
         raise ValidationFailed([{"field": "postcode", "in": where, "reason": str(error)}]) from None
 
 
-@router.get("/areas/{postcode}", response_model=AreaOut, tags=["front door"],
-            summary="Who helps at a postcode: its district hub in Kent, else the council responsible")
+@router.get(
+    "/areas/{postcode}",
+    response_model=AreaOut,
+    tags=["front door"],
+    summary="Who helps at a postcode: its district hub in Kent, else the council responsible",
+)
 async def area(postcode: Annotated[str, Path(max_length=12)], by: StatusReader, rt: Rt, routing: Routing):
     return await service.area_of(rt.uow(reading=True), postcode=_postcode(postcode, where="path"), routing=routing)
 
 
-@router.get("/request-status", response_model=RequestStatusList, tags=["front door"],
-            summary="Where a resident's requests are, by their reference and postcode: type, status, who helps")
+@router.get(
+    "/request-status",
+    response_model=RequestStatusList,
+    tags=["front door"],
+    summary="Where a resident's requests are, by their reference and postcode: type, status, who helps",
+)
 async def request_status(
-    by: StatusReader, rt: Rt,
+    by: StatusReader,
+    rt: Rt,
     reference: Annotated[str, Query(min_length=1, max_length=20)],
     postcode: Annotated[str, Query(min_length=1, max_length=12)],
 ):
-    items = await service.request_status(rt.uow(reading=True), reference=normalise_reference(reference),
-                                         postcode=_postcode(postcode, where="query"))
+    items = await service.request_status(
+        rt.uow(reading=True), reference=normalise_reference(reference), postcode=_postcode(postcode, where="query")
+    )
     return {"items": items, "count": len(items)}
-

@@ -82,11 +82,17 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
             log.warning("hub reference data: %s", problem)
         if settings.create_hub_topics:
             topics = [settings.topics.hub(r["slug"]) for r in hub_rows] + [settings.topics.assignment_status]
-            runtime.tasks.append(asyncio.create_task(
-                _create_topics(settings.kafka_bootstrap_servers, topics, partitions=settings.hub_topic_partitions,
-                               security=settings.kafka),
-                name="create-hub-topics",
-            ))
+            runtime.tasks.append(
+                asyncio.create_task(
+                    _create_topics(
+                        settings.kafka_bootstrap_servers,
+                        topics,
+                        partitions=settings.hub_topic_partitions,
+                        security=settings.kafka,
+                    ),
+                    name="create-hub-topics",
+                )
+            )
         if settings.run_scheduler:
             runtime.start_loop(app.state.scheduler, name="sla-scheduler")
         if settings.run_webhooks:
@@ -101,7 +107,8 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         routers=[api.router, assignees.router, notifications.router],
         consumers=lambda runtime: [
             runtime.consumer(
-                group=settings.consumer_group, topics=[settings.topics.referrals],
+                group=settings.consumer_group,
+                topics=[settings.topics.referrals],
                 handlers=handlers.referral_handlers(routing=routing, topics=settings.topics),
                 batch_handler=handlers.referral_batch(routing=routing, topics=settings.topics),
             )
@@ -112,27 +119,40 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
     app.state.routing = routing
     app.state.metrics.add_source(lambda: assignment_families(runtime.db))
     app.state.scheduler = service.EscalationScheduler(
-        uow_factory=runtime.uow, topics=settings.topics, poll_seconds=settings.sla_poll_seconds,
+        uow_factory=runtime.uow,
+        topics=settings.topics,
+        poll_seconds=settings.sla_poll_seconds,
     )
     app.state.webhooks = WebhookDispatcher(
-        db=runtime.db, uow_factory=runtime.uow, poll_seconds=settings.webhook_poll_seconds,
-        max_attempts=settings.webhook_max_attempts, backoff_seconds=settings.webhook_backoff_seconds,
-        timeout_seconds=settings.webhook_timeout_seconds, tracing=runtime.tracing,
+        db=runtime.db,
+        uow_factory=runtime.uow,
+        poll_seconds=settings.webhook_poll_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_seconds=settings.webhook_backoff_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        tracing=runtime.tracing,
     )
     if settings.notify_hubs:
-        runtime.reactions.update(notifications.reactions(
-            case_url=settings.case_url, recent=timedelta(hours=settings.notify_recent_hours)))
+        runtime.reactions.update(
+            notifications.reactions(case_url=settings.case_url, recent=timedelta(hours=settings.notify_recent_hours))
+        )
     app.state.notifier = NotificationWorker(
-        db=runtime.db, tables=notifications.TABLES, sender=sender_from_settings(settings),
-        templates=settings.notify_templates, poll_seconds=settings.notify_poll_seconds,
-        timeout_seconds=settings.notify_timeout_seconds, max_attempts=settings.notify_max_attempts,
-        backoff_seconds=settings.notify_backoff_seconds, keyring=runtime.keyring,
+        db=runtime.db,
+        tables=notifications.TABLES,
+        sender=sender_from_settings(settings),
+        templates=settings.notify_templates,
+        poll_seconds=settings.notify_poll_seconds,
+        timeout_seconds=settings.notify_timeout_seconds,
+        max_attempts=settings.notify_max_attempts,
+        backoff_seconds=settings.notify_backoff_seconds,
+        keyring=runtime.keyring,
     )
     return app
 
 
-async def _create_topics(bootstrap_servers: str, topics: list[str], *, partitions: int,
-                         security: KafkaSecurity) -> None:
+async def _create_topics(
+    bootstrap_servers: str, topics: list[str], *, partitions: int, security: KafkaSecurity
+) -> None:
     """Best effort, in the background: the service works without (a broker may create topics on first use)."""
     for attempt in range(10):
         try:
@@ -142,10 +162,15 @@ async def _create_topics(bootstrap_servers: str, topics: list[str], *, partition
             raise
         except Exception as error:
             log.info("hub topics not created yet (%s); trying again", error)
-            await asyncio.sleep(min(30, 2 ** attempt))
+            await asyncio.sleep(min(30, 2**attempt))
 
 
 SPEC = ServiceSpec(
-    name=NAME, port=PORT, settings_class=FulfilmentSettings, create_app=create_app, tables=tables,
-    migrations=Path(__file__).parent / "migrations", publish_state_page=service.publish_state_page,
+    name=NAME,
+    port=PORT,
+    settings_class=FulfilmentSettings,
+    create_app=create_app,
+    tables=tables,
+    migrations=Path(__file__).parent / "migrations",
+    publish_state_page=service.publish_state_page,
 )

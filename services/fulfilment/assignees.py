@@ -37,8 +37,9 @@ URGENCY_ORDER = {urgency: position for position, urgency in enumerate(domain.URG
 # --- the rules --------------------------------------------------------------------------------
 
 
-def holder_change(*, change: str, status: str, holder: str | None, by: str, admin: bool,
-                  to: str | None = None) -> str | None:
+def holder_change(
+    *, change: str, status: str, holder: str | None, by: str, admin: bool, to: str | None = None
+) -> str | None:
     """Who holds the case after `change`, by the rules; raises Conflict or ValidationFailed if it may not happen.
 
     Taking: an open case nobody else holds. Handing over: an open case the caller holds,
@@ -75,62 +76,121 @@ def holder_change(*, change: str, status: str, holder: str | None, by: str, admi
 
 
 async def change_holder(
-    uow: UnitOfWork, *, assignment_id: str, change: str, by: Principal, by_name: str | None, topics: Topics,
-    to: str | None = None, to_name: str | None = None,
+    uow: UnitOfWork,
+    *,
+    assignment_id: str,
+    change: str,
+    by: Principal,
+    by_name: str | None,
+    topics: Topics,
+    to: str | None = None,
+    to_name: str | None = None,
 ) -> dict:
     async with uow:
         row = await service.visible_for_change(uow, assignment_id, by=by)
         current = await _holder_row(uow, assignment_id)
         holder = current["holder"] if current else None
-        new = holder_change(change=change, status=row["status"], holder=holder, by=by.subject,
-                            admin="assignments:admin" in by.scopes, to=to)
+        new = holder_change(
+            change=change,
+            status=row["status"],
+            holder=holder,
+            by=by.subject,
+            admin="assignments:admin" in by.scopes,
+            to=to,
+        )
         now = uow.now()
         if new != holder:
             new_name = {TAKEN: by_name, HANDED_OVER: to_name, RELEASED: None}[change]
             values = {"holder": new, "holder_name": new_name, "held_since": now if new else None, "updated_at": now}
             if current is None:
-                await uow.session.execute(insert(case_holders).values(assignment_id=assignment_id, hub=row["hub"],
-                                                                      next_contact_at=None, **values))
+                await uow.session.execute(
+                    insert(case_holders).values(
+                        assignment_id=assignment_id, hub=row["hub"], next_contact_at=None, **values
+                    )
+                )
             else:
                 result = await uow.session.execute(
-                    update(case_holders).where(case_holders.c.assignment_id == assignment_id,
-                                               _same_holder(holder)).values(**values))
+                    update(case_holders)
+                    .where(case_holders.c.assignment_id == assignment_id, _same_holder(holder))
+                    .values(**values)
+                )
                 if result.rowcount != 1:
                     raise Conflict("the case changed hands while this was being done; look again")
-            await uow.session.execute(insert(holder_changes).values(
-                assignment_id=assignment_id, at=now, by=by.subject, by_name=by_name, change=change,
-                from_holder=holder, from_name=current["holder_name"] if current else None,
-                to_holder=new, to_name=new_name, next_contact_at=None,
-            ))
-            uow.publish(AssignmentHolderChangedV1(
-                assignment_id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
-                request_type=row["request_type"], urgency=row["urgency"], status=row["status"], hub=row["hub"],
-                change=change, held=new is not None, changed_at=now,
-            ), topic=topics.assignment_status, key=row["referral_id"])
+            await uow.session.execute(
+                insert(holder_changes).values(
+                    assignment_id=assignment_id,
+                    at=now,
+                    by=by.subject,
+                    by_name=by_name,
+                    change=change,
+                    from_holder=holder,
+                    from_name=current["holder_name"] if current else None,
+                    to_holder=new,
+                    to_name=new_name,
+                    next_contact_at=None,
+                )
+            )
+            uow.publish(
+                AssignmentHolderChangedV1(
+                    assignment_id=row["id"],
+                    request_id=row["request_id"],
+                    referral_id=row["referral_id"],
+                    request_type=row["request_type"],
+                    urgency=row["urgency"],
+                    status=row["status"],
+                    hub=row["hub"],
+                    change=change,
+                    held=new is not None,
+                    changed_at=now,
+                ),
+                topic=topics.assignment_status,
+                key=row["referral_id"],
+            )
         await uow.commit()
     return await holder_of(uow, assignment_id=assignment_id, by=by)
 
 
-async def set_next_contact(uow: UnitOfWork, *, assignment_id: str, at: datetime | None, by: Principal,
-                           by_name: str | None) -> dict:
+async def set_next_contact(
+    uow: UnitOfWork, *, assignment_id: str, at: datetime | None, by: Principal, by_name: str | None
+) -> dict:
     """When the resident is next to be called (after a missed call, or as agreed with them); None clears it."""
     async with uow:
         row = await service.visible_for_change(uow, assignment_id, by=by)
         current = await _holder_row(uow, assignment_id)
         now = uow.now()
         if current is None:
-            await uow.session.execute(insert(case_holders).values(
-                assignment_id=assignment_id, hub=row["hub"], holder=None, holder_name=None, held_since=None,
-                next_contact_at=at, updated_at=now))
+            await uow.session.execute(
+                insert(case_holders).values(
+                    assignment_id=assignment_id,
+                    hub=row["hub"],
+                    holder=None,
+                    holder_name=None,
+                    held_since=None,
+                    next_contact_at=at,
+                    updated_at=now,
+                )
+            )
         else:
-            await uow.session.execute(update(case_holders).where(case_holders.c.assignment_id == assignment_id)
-                                      .values(next_contact_at=at, updated_at=now))
+            await uow.session.execute(
+                update(case_holders)
+                .where(case_holders.c.assignment_id == assignment_id)
+                .values(next_contact_at=at, updated_at=now)
+            )
         holder = current["holder"] if current else None
-        await uow.session.execute(insert(holder_changes).values(
-            assignment_id=assignment_id, at=now, by=by.subject, by_name=by_name, change=NEXT_CONTACT,
-            from_holder=holder, from_name=current["holder_name"] if current else None, to_holder=holder,
-            to_name=current["holder_name"] if current else None, next_contact_at=at,
-        ))
+        await uow.session.execute(
+            insert(holder_changes).values(
+                assignment_id=assignment_id,
+                at=now,
+                by=by.subject,
+                by_name=by_name,
+                change=NEXT_CONTACT,
+                from_holder=holder,
+                from_name=current["holder_name"] if current else None,
+                to_holder=holder,
+                to_name=current["holder_name"] if current else None,
+                next_contact_at=at,
+            )
+        )
         await uow.commit()
     return await holder_of(uow, assignment_id=assignment_id, by=by)
 
@@ -143,24 +203,56 @@ async def holder_of(uow: UnitOfWork, *, assignment_id: str, by: Principal) -> di
 
             raise NotFound(f"no assignment {assignment_id}")
         current = await _holder_row(uow, assignment_id)
-        history = (await uow.session.execute(
-            select(holder_changes).where(holder_changes.c.assignment_id == assignment_id).order_by(holder_changes.c.id)
-        )).mappings().all()
+        history = (
+            (
+                await uow.session.execute(
+                    select(holder_changes)
+                    .where(holder_changes.c.assignment_id == assignment_id)
+                    .order_by(holder_changes.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
     return {
         "assignment_id": assignment_id,
         "holder": current["holder"] if current else None,
         "holder_name": current["holder_name"] if current else None,
         "held_since": current["held_since"] if current else None,
         "next_contact_at": current["next_contact_at"] if current else None,
-        "history": [{k: h[k] for k in ("at", "by", "by_name", "change", "from_holder", "from_name", "to_holder",
-                                       "to_name", "next_contact_at")} for h in history],
+        "history": [
+            {
+                k: h[k]
+                for k in (
+                    "at",
+                    "by",
+                    "by_name",
+                    "change",
+                    "from_holder",
+                    "from_name",
+                    "to_holder",
+                    "to_name",
+                    "next_contact_at",
+                )
+            }
+            for h in history
+        ],
     }
 
 
 async def hub_queue(
-    uow: UnitOfWork, *, hub: str, by: Principal, holder: str | None = None, statuses: list[str] | None = None,
-    request_type: str | None = None, overdue: bool | None = None, follow_up: bool | None = None,
-    sort: str = "urgency", limit: int = 100, offset: int = 0,
+    uow: UnitOfWork,
+    *,
+    hub: str,
+    by: Principal,
+    holder: str | None = None,
+    statuses: list[str] | None = None,
+    request_type: str | None = None,
+    overdue: bool | None = None,
+    follow_up: bool | None = None,
+    sort: str = "urgency",
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[dict], int]:
     """A hub's open cases as the team works them, and how many match in all.
 
@@ -168,10 +260,14 @@ async def hub_queue(
     """
     a, h = assignments.c, case_holders.c
     attempts = (
-        select(case_notes.c.assignment_id, func.count().label("contact_attempts"),
-               func.max(case_notes.c.at).label("last_contact_at"))
+        select(
+            case_notes.c.assignment_id,
+            func.count().label("contact_attempts"),
+            func.max(case_notes.c.at).label("last_contact_at"),
+        )
         .where(case_notes.c.kind == "contact-attempt", case_notes.c.hub == hub)
-        .group_by(case_notes.c.assignment_id).subquery()
+        .group_by(case_notes.c.assignment_id)
+        .subquery()
     )
     conditions = [a.hub == hub, referrals.c.erased_at.is_(None)]
     conditions.append(a.status.in_(statuses) if statuses else a.status.not_in([str(s) for s in domain.CLOSED]))
@@ -203,22 +299,45 @@ async def hub_queue(
             clause = repository.overdue_clause(now)
             conditions.append(clause if overdue else ~clause)
         query = (
-            select(assignments, referrals.c.personal, referrals.c.reference, h.holder, h.holder_name, h.held_since,
-                   h.next_contact_at, attempts.c.contact_attempts, attempts.c.last_contact_at)
-            .select_from(joined).where(*conditions).order_by(*order).limit(limit).offset(offset)
+            select(
+                assignments,
+                referrals.c.personal,
+                referrals.c.reference,
+                h.holder,
+                h.holder_name,
+                h.held_since,
+                h.next_contact_at,
+                attempts.c.contact_attempts,
+                attempts.c.last_contact_at,
+            )
+            .select_from(joined)
+            .where(*conditions)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
         )
         rows = (await uow.session.execute(query)).mappings().all()
         total = await uow.session.scalar(select(func.count()).select_from(joined).where(*conditions))
     keyring = uow.keyring
     items = []
     for r in rows:
-        summary = reading.summary(repository.opened_assignment(r, keyring),
-                                   {**keyring.open_json(r["personal"]), "reference": r["reference"]}, now=now)
-        items.append({
-            **summary, "holder": r["holder"], "holder_name": r["holder_name"], "held_since": r["held_since"],
-            "contact_attempts": r["contact_attempts"] or 0, "last_contact_at": r["last_contact_at"],
-            "next_contact_at": r["next_contact_at"], "next_due_at": _next_due(r),
-        })
+        summary = reading.summary(
+            repository.opened_assignment(r, keyring),
+            {**keyring.open_json(r["personal"]), "reference": r["reference"]},
+            now=now,
+        )
+        items.append(
+            {
+                **summary,
+                "holder": r["holder"],
+                "holder_name": r["holder_name"],
+                "held_since": r["held_since"],
+                "contact_attempts": r["contact_attempts"] or 0,
+                "last_contact_at": r["last_contact_at"],
+                "next_contact_at": r["next_contact_at"],
+                "next_due_at": _next_due(r),
+            }
+        )
     return items, total
 
 
@@ -226,12 +345,15 @@ async def hub_colleagues(uow: UnitOfWork, *, hub: str) -> list[dict]:
     """The hub's workers who have held a case: whom a case can be handed to."""
     c = holder_changes.c
     async with uow:
-        rows = (await uow.session.execute(
-            select(c.to_holder, c.to_name, func.max(c.at).label("last"))
-            .join(assignments, assignments.c.id == c.assignment_id)
-            .where(assignments.c.hub == hub, c.to_holder.is_not(None))
-            .group_by(c.to_holder, c.to_name).order_by(func.max(c.at).desc())
-        )).all()
+        rows = (
+            await uow.session.execute(
+                select(c.to_holder, c.to_name, func.max(c.at).label("last"))
+                .join(assignments, assignments.c.id == c.assignment_id)
+                .where(assignments.c.hub == hub, c.to_holder.is_not(None))
+                .group_by(c.to_holder, c.to_name)
+                .order_by(func.max(c.at).desc())
+            )
+        ).all()
     seen: dict[str, dict] = {}
     for row in rows:
         seen.setdefault(row.to_holder, {"id": row.to_holder, "name": row.to_name or row.to_holder})
@@ -247,8 +369,11 @@ def _same_holder(holder: str | None):
 
 
 async def _holder_row(uow: UnitOfWork, assignment_id: str):
-    return (await uow.session.execute(
-        select(case_holders).where(case_holders.c.assignment_id == assignment_id))).mappings().first()
+    return (
+        (await uow.session.execute(select(case_holders).where(case_holders.c.assignment_id == assignment_id)))
+        .mappings()
+        .first()
+    )
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -342,18 +467,28 @@ class Colleague(BaseModel):
     name: str
 
 
-@router.get("/hubs/{hub}/queue", response_model=QueuePage,
-            summary="The hub's open cases as a team works them: by holder (mine, unassigned, a colleague), "
-                    "status, type, overdue; sorted by urgency, next deadline or routing time")
+@router.get(
+    "/hubs/{hub}/queue",
+    response_model=QueuePage,
+    summary="The hub's open cases as a team works them: by holder (mine, unassigned, a colleague), "
+    "status, type, overdue; sorted by urgency, next deadline or routing time",
+)
 async def queue(
-    hub: str, request: Request, by: Reader, rt: Rt,
-    holder: Annotated[str | None, Query(max_length=200, description="mine, unassigned, or a colleague's user id")] = None,
+    hub: str,
+    request: Request,
+    by: Reader,
+    rt: Rt,
+    holder: Annotated[
+        str | None, Query(max_length=200, description="mine, unassigned, or a colleague's user id")
+    ] = None,
     status: Annotated[list[Annotated[str, Field(max_length=40)]] | None, Query()] = None,
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
-    sort: Annotated[Literal["urgency", "due", "routed"], Query(
-        description="urgency (then the next deadline), due (the next deadline first), routed (oldest first)")] = "urgency",
+    sort: Annotated[
+        Literal["urgency", "due", "routed"],
+        Query(description="urgency (then the next deadline), due (the next deadline first), routed (oldest first)"),
+    ] = "urgency",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ):
@@ -362,54 +497,100 @@ async def queue(
     unknown = sorted(set(status or []) - {str(s) for s in Status})
     if unknown:
         raise ValidationFailed([{"field": "status", "in": "query", "reason": f"unknown status {', '.join(unknown)}"}])
-    items, total = await hub_queue(rt.uow(reading=True), hub=hub, by=by, holder=holder, statuses=status,
-                                   request_type=type, overdue=overdue, follow_up=follow_up, sort=sort, limit=limit,
-                                   offset=offset)
+    items, total = await hub_queue(
+        rt.uow(reading=True),
+        hub=hub,
+        by=by,
+        holder=holder,
+        statuses=status,
+        request_type=type,
+        overdue=overdue,
+        follow_up=follow_up,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
     referral_ids = sorted({str(item["referral_id"]) for item in items})
     if referral_ids:  # the queue shows residents: one audit row per referral seen
-        await rt.audit.record(by=by, action="read", resource="referral", ids=referral_ids, request=request,
-                              detail={"list": request.url.path, "hub": hub})
+        await rt.audit.record(
+            by=by,
+            action="read",
+            resource="referral",
+            ids=referral_ids,
+            request=request,
+            detail={"list": request.url.path, "hub": hub},
+        )
     return {"items": items, "count": len(items), "total": total}
 
 
-@router.get("/hubs/{hub}/colleagues", response_model=list[Colleague],
-            summary="The hub's workers who have held a case: whom a case can be handed to")
+@router.get(
+    "/hubs/{hub}/colleagues",
+    response_model=list[Colleague],
+    summary="The hub's workers who have held a case: whom a case can be handed to",
+)
 async def colleagues(hub: str, by: Reader, rt: Rt):
     service.check_hub_access(by, hub)
     await service.hub_exists(rt.uow(reading=True), hub)
     return await hub_colleagues(rt.uow(reading=True), hub=hub)
 
 
-@router.get("/assignments/{assignment_id}/holder", response_model=HolderOut,
-            summary="Who holds the case, its next contact time, and every change of holder")
+@router.get(
+    "/assignments/{assignment_id}/holder",
+    response_model=HolderOut,
+    summary="Who holds the case, its next contact time, and every change of holder",
+)
 async def get_holder(assignment_id: str, by: Reader, rt: Rt):
     return await holder_of(rt.uow(reading=True), assignment_id=assignment_id, by=by)
 
 
-@router.post("/assignments/{assignment_id}/take", response_model=HolderOut,
-             summary="Take the case (assign it to me)", responses={409: {"description": "A colleague holds it"}})
+@router.post(
+    "/assignments/{assignment_id}/take",
+    response_model=HolderOut,
+    summary="Take the case (assign it to me)",
+    responses={409: {"description": "A colleague holds it"}},
+)
 async def take(assignment_id: str, body: HolderIn, by: Writer, rt: Rt):
-    return await change_holder(rt.uow(), assignment_id=assignment_id, change=TAKEN, by=by, by_name=body.by_name,
-                               topics=rt.settings.topics)
+    return await change_holder(
+        rt.uow(), assignment_id=assignment_id, change=TAKEN, by=by, by_name=body.by_name, topics=rt.settings.topics
+    )
 
 
-@router.post("/assignments/{assignment_id}/hand-over", response_model=HolderOut,
-             summary="Hand the case to a colleague", responses={409: {"description": "A colleague holds it"}})
+@router.post(
+    "/assignments/{assignment_id}/hand-over",
+    response_model=HolderOut,
+    summary="Hand the case to a colleague",
+    responses={409: {"description": "A colleague holds it"}},
+)
 async def hand_over(assignment_id: str, body: HandOverIn, by: Writer, rt: Rt):
-    return await change_holder(rt.uow(), assignment_id=assignment_id, change=HANDED_OVER, by=by,
-                               by_name=body.by_name, to=body.to, to_name=body.to_name, topics=rt.settings.topics)
+    return await change_holder(
+        rt.uow(),
+        assignment_id=assignment_id,
+        change=HANDED_OVER,
+        by=by,
+        by_name=body.by_name,
+        to=body.to,
+        to_name=body.to_name,
+        topics=rt.settings.topics,
+    )
 
 
-@router.post("/assignments/{assignment_id}/release", response_model=HolderOut,
-             summary="Let the case go: back to the hub's unassigned cases",
-             responses={409: {"description": "Nobody, or a colleague, holds it"}})
+@router.post(
+    "/assignments/{assignment_id}/release",
+    response_model=HolderOut,
+    summary="Let the case go: back to the hub's unassigned cases",
+    responses={409: {"description": "Nobody, or a colleague, holds it"}},
+)
 async def release(assignment_id: str, body: HolderIn, by: Writer, rt: Rt):
-    return await change_holder(rt.uow(), assignment_id=assignment_id, change=RELEASED, by=by, by_name=body.by_name,
-                               topics=rt.settings.topics)
+    return await change_holder(
+        rt.uow(), assignment_id=assignment_id, change=RELEASED, by=by, by_name=body.by_name, topics=rt.settings.topics
+    )
 
 
-@router.put("/assignments/{assignment_id}/next-contact", response_model=HolderOut,
-            summary="When to call the resident next; null clears it")
+@router.put(
+    "/assignments/{assignment_id}/next-contact",
+    response_model=HolderOut,
+    summary="When to call the resident next; null clears it",
+)
 async def next_contact(assignment_id: str, body: NextContactIn, by: Writer, rt: Rt):
     if body.at is not None and body.at.tzinfo is None:
         raise ValidationFailed([{"field": "at", "reason": "needs its zone, e.g. 2026-12-01T15:00:00Z"}])

@@ -40,39 +40,51 @@ class Status(StrEnum):
     """Out of area, and handed to the council responsible."""
 
 
-ALLOWED: Mapping[Status, frozenset[Status]] = MappingProxyType({
-    Status.TRIAGE: frozenset({Status.ROUTED, Status.OUT_OF_AREA, Status.CANCELLED}),
-    Status.OUT_OF_AREA: frozenset({Status.PASSED_ON, Status.ROUTED, Status.CANCELLED}),
-    Status.ROUTED: frozenset({Status.ACCEPTED, Status.REJECTED, Status.CANCELLED}),
-    Status.ACCEPTED: frozenset({Status.IN_PROGRESS, Status.REJECTED, Status.CANCELLED}),
-    Status.IN_PROGRESS: frozenset({Status.FULFILLED, Status.UNABLE_TO_FULFIL, Status.CANCELLED}),
-    Status.REJECTED: frozenset({Status.ROUTED, Status.TRIAGE}),
-    Status.FULFILLED: frozenset(),
-    Status.UNABLE_TO_FULFIL: frozenset(),
-    Status.CANCELLED: frozenset(),
-    Status.PASSED_ON: frozenset(),
-})
+ALLOWED: Mapping[Status, frozenset[Status]] = MappingProxyType(
+    {
+        Status.TRIAGE: frozenset({Status.ROUTED, Status.OUT_OF_AREA, Status.CANCELLED}),
+        Status.OUT_OF_AREA: frozenset({Status.PASSED_ON, Status.ROUTED, Status.CANCELLED}),
+        Status.ROUTED: frozenset({Status.ACCEPTED, Status.REJECTED, Status.CANCELLED}),
+        Status.ACCEPTED: frozenset({Status.IN_PROGRESS, Status.REJECTED, Status.CANCELLED}),
+        Status.IN_PROGRESS: frozenset({Status.FULFILLED, Status.UNABLE_TO_FULFIL, Status.CANCELLED}),
+        Status.REJECTED: frozenset({Status.ROUTED, Status.TRIAGE}),
+        Status.FULFILLED: frozenset(),
+        Status.UNABLE_TO_FULFIL: frozenset(),
+        Status.CANCELLED: frozenset(),
+        Status.PASSED_ON: frozenset(),
+    }
+)
 CLOSED = frozenset(status for status, onward in ALLOWED.items() if not onward)
 OPEN = frozenset(Status) - CLOSED - {Status.REJECTED}
 QUEUES = frozenset({Status.TRIAGE, Status.OUT_OF_AREA})
 
 # Hub staff work their own hub's requests; placing, passing on and cancelling are
 # an administrator's (a resident's cancellation arrives as an event).
-HUB_STAFF_MAY = frozenset({
-    Status.ACCEPTED, Status.IN_PROGRESS, Status.FULFILLED, Status.UNABLE_TO_FULFIL, Status.REJECTED,
-})
+HUB_STAFF_MAY = frozenset(
+    {
+        Status.ACCEPTED,
+        Status.IN_PROGRESS,
+        Status.FULFILLED,
+        Status.UNABLE_TO_FULFIL,
+        Status.REJECTED,
+    }
+)
 ADMIN_MAY = HUB_STAFF_MAY | {Status.ROUTED, Status.OUT_OF_AREA, Status.PASSED_ON, Status.CANCELLED}
 
 REJECT_REASONS = ("wrong-district", "not-eligible", "duplicate", "other")
 WRONG_DISTRICT = "wrong-district"
 UNABLE_OUTCOMES = (
-    "resident-unreachable", "declined-by-resident", "need-met-elsewhere", "not-eligible",
-    "no-capacity", "moved-away", "other",
+    "resident-unreachable",
+    "declined-by-resident",
+    "need-met-elsewhere",
+    "not-eligible",
+    "no-capacity",
+    "moved-away",
+    "other",
 )
 FULFILLED_OUTCOMES = ("delivered", "arranged-with-partner", "signposted")
 CONTACT_OUTCOMES = ("no-answer", "wrong-number", "voicemail", "reached")
 CANCEL_REASONS = ("no-longer-needed", "resident-request", "duplicate", "entered-in-error", "other")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +102,12 @@ class Deadline:
 DEADLINES: tuple[Deadline, ...] = (
     # 'accept': a hub to accept it, or (for a queue) a person to pick it up.
     Deadline("accept", frozenset({Status.ROUTED, *QUEUES}), "accept_due_at", "accept_escalated_at"),
-    Deadline("fulfil", frozenset({Status.ROUTED, Status.ACCEPTED, Status.IN_PROGRESS}), "fulfil_due_at",
-             "fulfil_escalated_at"),
+    Deadline(
+        "fulfil",
+        frozenset({Status.ROUTED, Status.ACCEPTED, Status.IN_PROGRESS}),
+        "fulfil_due_at",
+        "fulfil_escalated_at",
+    ),
 )
 """The stage rule, once: `Assignment.overdue_deadlines` and the repository's SQL both read it."""
 DEADLINE = {d.name: d for d in DEADLINES}
@@ -102,6 +118,7 @@ SYSTEM = "fulfilment"
 
 # --- SLA ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Sla:
     """How long a hub has to accept a request, and to fulfil it, from when it was routed."""
@@ -111,12 +128,14 @@ class Sla:
 
 
 URGENCIES = ("today", "within-48-hours", "this-week", "routine")
-DEFAULT_SLA: Mapping[str, Sla] = MappingProxyType({
-    "today": Sla(accept=timedelta(hours=4), fulfil=timedelta(hours=24)),
-    "within-48-hours": Sla(accept=timedelta(hours=24), fulfil=timedelta(hours=48)),
-    "this-week": Sla(accept=timedelta(hours=72), fulfil=timedelta(days=7)),
-    "routine": Sla(accept=timedelta(days=5), fulfil=timedelta(days=14)),
-})
+DEFAULT_SLA: Mapping[str, Sla] = MappingProxyType(
+    {
+        "today": Sla(accept=timedelta(hours=4), fulfil=timedelta(hours=24)),
+        "within-48-hours": Sla(accept=timedelta(hours=24), fulfil=timedelta(hours=48)),
+        "this-week": Sla(accept=timedelta(hours=72), fulfil=timedelta(days=7)),
+        "routine": Sla(accept=timedelta(days=5), fulfil=timedelta(days=14)),
+    }
+)
 
 
 def sla_for(urgency: str, overrides: Mapping[str, Mapping[str, float]] | None = None) -> Sla:
@@ -135,6 +154,7 @@ def sla_for(urgency: str, overrides: Mapping[str, Mapping[str, float]] | None = 
 
 
 # --- placement --------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Placement:
@@ -175,24 +195,33 @@ def placement_for(
     district = decision.district.code if decision.district else None
     if not consent_to_share:
         return Placement(
-            Status.TRIAGE, reason="no consent to share the resident's details with a district hub",
-            district_code=district, pick_up_within=triage_within,
+            Status.TRIAGE,
+            reason="no consent to share the resident's details with a district hub",
+            district_code=district,
+            pick_up_within=triage_within,
         )
     if decision.outcome is RoutingOutcome.HUB:
         return Placement(
-            Status.ROUTED, reason=decision.reason, hub=decision.hub.slug, district_code=district,
+            Status.ROUTED,
+            reason=decision.reason,
+            hub=decision.hub.slug,
+            district_code=district,
             sla=hub_sla.get(decision.hub.slug, {}),
         )
     if decision.outcome is RoutingOutcome.OUT_OF_AREA:
         return Placement(
-            Status.OUT_OF_AREA, reason=decision.reason, district_code=district,
-            council_code=decision.council.code, council_name=decision.council.name,
+            Status.OUT_OF_AREA,
+            reason=decision.reason,
+            district_code=district,
+            council_code=decision.council.code,
+            council_name=decision.council.name,
             pick_up_within=out_of_area_within,
         )
     return Placement(Status.TRIAGE, reason=decision.reason, district_code=district, pick_up_within=triage_within)
 
 
 # --- the assignment -----------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -241,17 +270,35 @@ class Assignment:
 
     @classmethod
     def open(
-        cls, *, id: str, request_id: str, referral_id: str, request_type: str, urgency: str,
-        received_at: datetime, placement: Placement, at: datetime,
+        cls,
+        *,
+        id: str,
+        request_id: str,
+        referral_id: str,
+        request_type: str,
+        urgency: str,
+        received_at: datetime,
+        placement: Placement,
+        at: datetime,
     ) -> tuple[Assignment, Change]:
         """A new assignment, placed where routing says."""
         assignment = cls(
-            id=id, request_id=request_id, referral_id=referral_id, request_type=request_type,
-            urgency=urgency, received_at=received_at, status=placement.status, reason=placement.reason,
+            id=id,
+            request_id=request_id,
+            referral_id=referral_id,
+            request_type=request_type,
+            urgency=urgency,
+            received_at=received_at,
+            status=placement.status,
+            reason=placement.reason,
         )
         assignment._place(placement, at=at)
         return assignment, Change(
-            at=at, by=SYSTEM, from_status=None, to_status=placement.status, to_hub=placement.hub,
+            at=at,
+            by=SYSTEM,
+            from_status=None,
+            to_status=placement.status,
+            to_hub=placement.hub,
             reason=placement.reason,
         )
 
@@ -265,8 +312,15 @@ class Assignment:
     # -- what people do --
 
     def move(
-        self, to: Status, *, by: str, at: datetime, reason: str | None = None, outcome: str | None = None,
-        note: str | None = None, placement: Placement | None = None,
+        self,
+        to: Status,
+        *,
+        by: str,
+        at: datetime,
+        reason: str | None = None,
+        outcome: str | None = None,
+        note: str | None = None,
+        placement: Placement | None = None,
     ) -> list[Change]:
         """Accept, start, fulfil, mark unable to fulfil, pass on, cancel, or place from a queue.
 
@@ -280,7 +334,9 @@ class Assignment:
         elif to is Status.FULFILLED:
             _require_code("outcome", outcome, codes=FULFILLED_OUTCOMES, required=False)
         elif outcome is not None:
-            raise ValidationFailed([{"field": "outcome", "reason": f"is only for fulfilled or unable_to_fulfil, not {to}"}])
+            raise ValidationFailed(
+                [{"field": "outcome", "reason": f"is only for fulfilled or unable_to_fulfil, not {to}"}]
+            )
         if to is Status.CANCELLED:
             _require_code("reason", reason, codes=CANCEL_REASONS, required=True)
         elif reason is not None:
@@ -293,8 +349,15 @@ class Assignment:
             return [self._replace(placement, by=by, at=at, reason=placement.reason, note=note)]
 
         change = Change(
-            at=at, by=by, from_status=self.status, to_status=to, from_hub=self.hub, to_hub=self.hub,
-            reason=reason, outcome=outcome, note=note,
+            at=at,
+            by=by,
+            from_status=self.status,
+            to_status=to,
+            from_hub=self.hub,
+            to_hub=self.hub,
+            reason=reason,
+            outcome=outcome,
+            note=note,
         )
         self.status = to
         if to is Status.ACCEPTED:
@@ -305,8 +368,15 @@ class Assignment:
         return [change]
 
     def reject(
-        self, *, reason: str, by: str, at: datetime, note: str | None = None,
-        named: Placement | None = None, by_postcode: Placement | None = None, triage_within: timedelta,
+        self,
+        *,
+        reason: str,
+        by: str,
+        at: datetime,
+        note: str | None = None,
+        named: Placement | None = None,
+        by_postcode: Placement | None = None,
+        triage_within: timedelta,
     ) -> list[Change]:
         """The hub turns it down; it moves on in the same breath.
 
@@ -320,14 +390,24 @@ class Assignment:
             raise ValidationFailed([{"field": "note", "reason": "is required when the reason is 'other'"}])
         if named is not None:
             if reason != WRONG_DISTRICT:
-                raise ValidationFailed([{"field": "hub", "reason": "names the right hub, so only for 'wrong-district'"}])
+                raise ValidationFailed(
+                    [{"field": "hub", "reason": "names the right hub, so only for 'wrong-district'"}]
+                )
             if named.hub == self.hub:
                 raise ValidationFailed([{"field": "hub", "reason": "is the hub rejecting it"}])
         rejecting = self.hub
-        changes = [Change(
-            at=at, by=by, from_status=self.status, to_status=Status.REJECTED, from_hub=rejecting,
-            to_hub=rejecting, reason=reason, note=note,
-        )]
+        changes = [
+            Change(
+                at=at,
+                by=by,
+                from_status=self.status,
+                to_status=Status.REJECTED,
+                from_hub=rejecting,
+                to_hub=rejecting,
+                reason=reason,
+                note=note,
+            )
+        ]
         self.status = Status.REJECTED
         if rejecting and rejecting not in self.rejected_by:
             self.rejected_by.append(rejecting)
@@ -335,15 +415,20 @@ class Assignment:
         onward = None
         if reason == WRONG_DISTRICT:
             onward = next(
-                (p for p in (named, by_postcode)
-                 if p is not None and p.status is Status.ROUTED and p.hub not in self.rejected_by),
+                (
+                    p
+                    for p in (named, by_postcode)
+                    if p is not None and p.status is Status.ROUTED and p.hub not in self.rejected_by
+                ),
                 None,
             )
         if onward is not None:
             onward = replace(onward, reason=f"sent on by {rejecting}: wrong district")
         else:
             onward = Placement(
-                Status.TRIAGE, reason=f"rejected by {rejecting}: {reason}", district_code=self.district_code,
+                Status.TRIAGE,
+                reason=f"rejected by {rejecting}: {reason}",
+                district_code=self.district_code,
                 pick_up_within=triage_within,
             )
         changes.append(self._replace(onward, by=SYSTEM, at=at, reason=onward.reason))
@@ -361,8 +446,10 @@ class Assignment:
             return []
         if placement.hub in self.rejected_by:
             placement = Placement(
-                Status.TRIAGE, reason=f"the new address is {placement.hub}'s, which rejected it before",
-                district_code=placement.district_code, pick_up_within=placement.pick_up_within,
+                Status.TRIAGE,
+                reason=f"the new address is {placement.hub}'s, which rejected it before",
+                district_code=placement.district_code,
+                pick_up_within=placement.pick_up_within,
             )
         same = (placement.status, placement.hub, placement.council_code) == (self.status, self.hub, self.council_code)
         if same:
@@ -379,8 +466,11 @@ class Assignment:
 
     def overdue_deadlines(self, now: datetime) -> list[str]:
         """Deadlines missed: 'accept' (for a queue: picked up) and 'fulfil'."""
-        return [d.name for d in DEADLINES
-                if self.status in d.stages and (due := getattr(self, d.due)) is not None and due <= now]
+        return [
+            d.name
+            for d in DEADLINES
+            if self.status in d.stages and (due := getattr(self, d.due)) is not None and due <= now
+        ]
 
     def is_overdue(self, now: datetime) -> bool:
         return bool(self.overdue_deadlines(now))
@@ -398,8 +488,14 @@ class Assignment:
 
     def _replace(self, placement: Placement, *, by: str, at: datetime, reason: str, note: str | None = None) -> Change:
         change = Change(
-            at=at, by=by, from_status=self.status, to_status=placement.status, from_hub=self.hub,
-            to_hub=placement.hub, reason=reason, note=note,
+            at=at,
+            by=by,
+            from_status=self.status,
+            to_status=placement.status,
+            from_hub=self.hub,
+            to_hub=placement.hub,
+            reason=reason,
+            note=note,
         )
         self._place(replace(placement, reason=reason), at=at)
         return change
@@ -437,13 +533,23 @@ BACKFILL_SCOPE = "assignments:backfill"
 def check_backdated(at: datetime, *, scopes: frozenset[str], last_change: datetime | None, now: datetime) -> None:
     """A transition dated `at` rather than now: for recording what really happened, in order, in the past."""
     if BACKFILL_SCOPE not in scopes:
-        raise Forbidden(f"dating a transition ('at') needs the {BACKFILL_SCOPE!r} scope (administrators, "
-                        "migrating cases from a legacy system)", field="at")
+        raise Forbidden(
+            f"dating a transition ('at') needs the {BACKFILL_SCOPE!r} scope (administrators, "
+            "migrating cases from a legacy system)",
+            field="at",
+        )
     if at > now:
         raise ValidationFailed([{"field": "at", "reason": "is in the future"}])
     if last_change is not None and at < last_change:
-        raise ValidationFailed([{"field": "at", "reason": f"is before the assignment's last change, at "
-                                 f"{last_change.isoformat()}: transitions are recorded in order"}])
+        raise ValidationFailed(
+            [
+                {
+                    "field": "at",
+                    "reason": f"is before the assignment's last change, at "
+                    f"{last_change.isoformat()}: transitions are recorded in order",
+                }
+            ]
+        )
 
 
 def _require_code(name: str, value: str | None, *, codes: tuple[str, ...], required: bool) -> None:
@@ -464,7 +570,9 @@ def validate_sla_overrides(value: Mapping[str, Mapping[str, float]]) -> list[dic
             continue
         for key, number in hours.items():
             if key not in ("accept_hours", "fulfil_hours"):
-                errors.append({"field": f"sla.{urgency}.{key}", "reason": "unknown field: accept_hours or fulfil_hours"})
+                errors.append(
+                    {"field": f"sla.{urgency}.{key}", "reason": "unknown field: accept_hours or fulfil_hours"}
+                )
             elif not isinstance(number, (int, float)) or number <= 0:
                 errors.append({"field": f"sla.{urgency}.{key}", "reason": "must be a number of hours above 0"})
         sla = sla_for(urgency, value)

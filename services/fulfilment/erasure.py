@@ -29,19 +29,22 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
     if row is None:
         return  # never routed here (or not yet): nothing held
     await uow.session.execute(
-        update(referrals).where(referrals.c.id == referral_id).values(
+        update(referrals)
+        .where(referrals.c.id == referral_id)
+        .values(
             personal=keyring.seal_json({"resident": privacy.redact(row["resident"]), "referrer": None}),
-            updated_at=uow.now(), erased_at=uow.now(),
+            updated_at=uow.now(),
+            erased_at=uow.now(),
         )
     )
-    held_assignments = (await uow.session.execute(
-        select(assignments.c.id, assignments.c.request_id).where(assignments.c.referral_id == referral_id)
-    )).all()
+    held_assignments = (
+        await uow.session.execute(
+            select(assignments.c.id, assignments.c.request_id).where(assignments.c.referral_id == referral_id)
+        )
+    ).all()
     ids = [a.id for a in held_assignments]
     if ids:
-        await uow.session.execute(
-            update(assignments).where(assignments.c.id.in_(ids)).values(sealed_details=None)
-        )
+        await uow.session.execute(update(assignments).where(assignments.c.id.in_(ids)).values(sealed_details=None))
         await uow.session.execute(
             update(assignment_changes).where(assignment_changes.c.assignment_id.in_(ids)).values(sealed_note=None)
         )
@@ -49,29 +52,52 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
             update(case_notes).where(case_notes.c.assignment_id.in_(ids)).values(sealed_text=None)
         )
         # The feed (and the webhook deliveries, which send its rows) and the outbox hold the events as sent.
-        held = (await uow.session.execute(
-            select(hub_feed.c.hub, hub_feed.c.seq, hub_feed.c.event).where(hub_feed.c.assignment_id.in_(ids))
-        )).all()
+        held = (
+            await uow.session.execute(
+                select(hub_feed.c.hub, hub_feed.c.seq, hub_feed.c.event).where(hub_feed.c.assignment_id.in_(ids))
+            )
+        ).all()
         for hub, seq, event in held:
             await uow.session.execute(
-                update(hub_feed).where(hub_feed.c.hub == hub, hub_feed.c.seq == seq)
+                update(hub_feed)
+                .where(hub_feed.c.hub == hub, hub_feed.c.seq == seq)
                 .values(event=privacy.redact_stored_event(event, keyring))
             )
-    sent_to = sorted({(hub, assignment_id) for hub, assignment_id in (await uow.session.execute(
-        select(hub_feed.c.hub, hub_feed.c.assignment_id).where(hub_feed.c.assignment_id.in_(ids))
-    )).all()}) if ids else []
+    sent_to = (
+        sorted(
+            {
+                (hub, assignment_id)
+                for hub, assignment_id in (
+                    await uow.session.execute(
+                        select(hub_feed.c.hub, hub_feed.c.assignment_id).where(hub_feed.c.assignment_id.in_(ids))
+                    )
+                ).all()
+            }
+        )
+        if ids
+        else []
+    )
     outbox = uow.outbox
-    for outbox_id, payload in (await uow.session.execute(
-        select(outbox.c.id, outbox.c.payload).where(outbox.c.key.in_([referral_id, *ids]))
-    )).all():
+    for outbox_id, payload in (
+        await uow.session.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.key.in_([referral_id, *ids])))
+    ).all():
         redacted = privacy.redact_stored_event(payload, keyring)
         if redacted != payload:
             await uow.session.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=redacted))
     request_of = {a.id: a.request_id for a in held_assignments}
     out = Outgoing(topics)
     for hub, assignment_id in sent_to:
-        out.to_hub(uow, AssignmentErasedV1(
-            assignment_id=assignment_id, request_id=request_of[assignment_id], referral_id=referral_id, hub=hub,
-            erased_at=erased.erased_at,
-        ), hub=hub, key=referral_id, assignment_id=assignment_id)
+        out.to_hub(
+            uow,
+            AssignmentErasedV1(
+                assignment_id=assignment_id,
+                request_id=request_of[assignment_id],
+                referral_id=referral_id,
+                hub=hub,
+                erased_at=erased.erased_at,
+            ),
+            hub=hub,
+            key=referral_id,
+            assignment_id=assignment_id,
+        )
     await out.flush(uow)

@@ -11,6 +11,7 @@ from shared.uow import UnitOfWork
 
 def referral_handlers(*, routing: service.Routing, topics: Topics) -> dict[str, Handler]:
     """One event at a time: what the consumer falls back to when a batch fails (retries, dead letters)."""
+
     async def received(uow: UnitOfWork, event: CloudEvent) -> None:
         await service.route_referral(uow, ReferralReceivedV1.model_validate(event.data), routing=routing, topics=topics)
 

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, Boolean, Column, Date, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint, text,
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
 )
 
 from shared.app import ServiceTables
@@ -103,12 +115,16 @@ assignments = Table(
     Index("ix_assignments_status_routed_at", "status", "routed_at"),
     # The scheduler's two questions, over the rows not yet escalated only.
     Index(
-        "ix_assignments_accept_to_escalate", "accept_due_at",
-        postgresql_where=text("accept_escalated_at IS NULL"), sqlite_where=text("accept_escalated_at IS NULL"),
+        "ix_assignments_accept_to_escalate",
+        "accept_due_at",
+        postgresql_where=text("accept_escalated_at IS NULL"),
+        sqlite_where=text("accept_escalated_at IS NULL"),
     ),
     Index(
-        "ix_assignments_fulfil_to_escalate", "fulfil_due_at",
-        postgresql_where=text("fulfil_escalated_at IS NULL"), sqlite_where=text("fulfil_escalated_at IS NULL"),
+        "ix_assignments_fulfil_to_escalate",
+        "fulfil_due_at",
+        postgresql_where=text("fulfil_escalated_at IS NULL"),
+        sqlite_where=text("fulfil_escalated_at IS NULL"),
     ),
 )
 
@@ -174,8 +190,10 @@ webhook_deliveries = Table(
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("hub", "feed_seq", name="uq_webhook_deliveries_hub_seq"),
     Index(
-        "ix_webhook_deliveries_due", "next_attempt_at",
-        postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'"),
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
     ),
 )
 

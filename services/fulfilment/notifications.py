@@ -42,39 +42,60 @@ def reactions(*, case_url: str, recent: timedelta) -> dict[str, Reaction]:
         if _stale(uow, data.changed_at, recent):
             return
         due = data.accept_due_at
-        await _tell_hub(uow, data.hub, template=TODAY_REQUEST, about=str(data.assignment_id),
-                        reference=reference_for("routed", data.assignment_id, data.hub, data.routed_at),
-                        personalisation={
-                            "request_type": data.request_type.replace("-", " "),
-                            "accept_by": _kent_time(due) if due else "today",
-                            "case_link": case_url.format(id=data.assignment_id),
-                        })
+        await _tell_hub(
+            uow,
+            data.hub,
+            template=TODAY_REQUEST,
+            about=str(data.assignment_id),
+            reference=reference_for("routed", data.assignment_id, data.hub, data.routed_at),
+            personalisation={
+                "request_type": data.request_type.replace("-", " "),
+                "accept_by": _kent_time(due) if due else "today",
+                "case_link": case_url.format(id=data.assignment_id),
+            },
+        )
 
     async def escalated(uow: UnitOfWork, event: dict) -> None:
         data = AssignmentEscalatedV1.model_validate(event)
         if data.hub is None or _stale(uow, data.escalated_at, recent):
             return
-        await _tell_hub(uow, data.hub, template=ESCALATION, about=str(data.assignment_id),
-                        reference=reference_for("escalated", data.assignment_id, data.deadline, data.due_at),
-                        personalisation={
-                            "request_type": data.request_type.replace("-", " "),
-                            "deadline": DEADLINES.get(data.deadline, data.deadline),
-                            "due_at": _kent_time(data.due_at),
-                            "case_link": case_url.format(id=data.assignment_id),
-                        })
+        await _tell_hub(
+            uow,
+            data.hub,
+            template=ESCALATION,
+            about=str(data.assignment_id),
+            reference=reference_for("escalated", data.assignment_id, data.deadline, data.due_at),
+            personalisation={
+                "request_type": data.request_type.replace("-", " "),
+                "deadline": DEADLINES.get(data.deadline, data.deadline),
+                "due_at": _kent_time(data.due_at),
+                "case_link": case_url.format(id=data.assignment_id),
+            },
+        )
 
     return {AssignmentStatusChangedV1.type: status_changed, AssignmentEscalatedV1.type: escalated}
 
 
-async def _tell_hub(uow: UnitOfWork, hub: str, *, template: str, reference: str, about: str,
-                    personalisation: dict[str, str]) -> None:
+async def _tell_hub(
+    uow: UnitOfWork, hub: str, *, template: str, reference: str, about: str, personalisation: dict[str, str]
+) -> None:
     email = await uow.session.scalar(select(hubs.c.email).where(hubs.c.slug == hub))
     if not email:
         log.info("hub %s has no email address: not told of %s", hub, about)
         return
     personalisation = {"hub": hub.replace("-", " ").title(), **personalisation}
-    await enqueue(uow, notifications, Message(reference=reference, channel="email", to=email, template=template,
-                                              personalisation=personalisation, about=about))
+    await enqueue(
+        uow,
+        notifications,
+        Message(
+            reference=reference,
+            channel="email",
+            to=email,
+            template=template,
+            personalisation=personalisation,
+            about=about,
+        ),
+    )
 
 
 def _stale(uow: UnitOfWork, at: datetime, recent: timedelta) -> bool:
@@ -132,8 +153,14 @@ class NotificationOut(BaseModel):
     log: list[AttemptOut]
 
 
-@router.get("/notifications", response_model=list[NotificationOut],
-            summary="The newest messages to hubs, each with every attempt to send it (administrators)")
-async def notification_log(request: Request, by: Annotated[Principal, Depends(require("assignments:admin"))],
-                           limit: Annotated[int, Query(ge=1, le=500)] = 100):
+@router.get(
+    "/notifications",
+    response_model=list[NotificationOut],
+    summary="The newest messages to hubs, each with every attempt to send it (administrators)",
+)
+async def notification_log(
+    request: Request,
+    by: Annotated[Principal, Depends(require("assignments:admin"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+):
     return await delivery_log(request.app.state.runtime.uow(reading=True), limit=limit)

@@ -70,70 +70,71 @@ class PostcodeResult:
 # The authorities package is the April 2021 lookup; the postcode directory is newer.
 # These codes appear in the directory but not in that lookup (all checked against the
 # postcodes they cover). Scottish and Northern Irish councils are single tier.
-_COUNCILS_MISSING_FROM_AUTHORITIES: Mapping[str, str] = MappingProxyType({
-    # English unitaries created 1 April 2023.
-    "E06000063": "Cumberland",
-    "E06000064": "Westmorland and Furness",
-    "E06000065": "North Yorkshire",
-    "E06000066": "Somerset",
-    # Boundary change in 2024 gave Barnsley (was E08000016) and Sheffield (was
-    # E08000019) new codes: proof that codes do change under us.
-    "E08000038": "Barnsley",
-    "E08000039": "Sheffield",
-    "N09000001": "Antrim and Newtownabbey",
-    "N09000002": "Armagh City, Banbridge and Craigavon",
-    "N09000003": "Belfast",
-    "N09000004": "Causeway Coast and Glens",
-    "N09000005": "Derry City and Strabane",
-    "N09000006": "Fermanagh and Omagh",
-    "N09000007": "Lisburn and Castlereagh",
-    "N09000008": "Mid and East Antrim",
-    "N09000009": "Mid Ulster",
-    "N09000010": "Newry, Mourne and Down",
-    "N09000011": "Ards and North Down",
-    "S12000005": "Clackmannanshire",
-    "S12000006": "Dumfries and Galloway",
-    "S12000008": "East Ayrshire",
-    "S12000010": "East Lothian",
-    "S12000011": "East Renfrewshire",
-    "S12000013": "Na h-Eileanan Siar",
-    "S12000014": "Falkirk",
-    "S12000017": "Highland",
-    "S12000018": "Inverclyde",
-    "S12000019": "Midlothian",
-    "S12000020": "Moray",
-    "S12000021": "North Ayrshire",
-    "S12000023": "Orkney Islands",
-    "S12000026": "Scottish Borders",
-    "S12000027": "Shetland Islands",
-    "S12000028": "South Ayrshire",
-    "S12000029": "South Lanarkshire",
-    "S12000030": "Stirling",
-    "S12000033": "Aberdeen City",
-    "S12000034": "Aberdeenshire",
-    "S12000035": "Argyll and Bute",
-    "S12000036": "City of Edinburgh",
-    "S12000038": "Renfrewshire",
-    "S12000039": "West Dunbartonshire",
-    "S12000040": "West Lothian",
-    "S12000041": "Angus",
-    "S12000042": "Dundee City",
-    "S12000045": "East Dunbartonshire",
-    "S12000047": "Fife",
-    "S12000048": "Perth and Kinross",
-    "S12000049": "Glasgow City",
-    "S12000050": "North Lanarkshire",
-    # ONS pseudo-codes: Jersey and Guernsey (JE, GY), and the Isle of Man (IM).
-    "L99999999": "Channel Islands",
-    "M99999999": "Isle of Man",
-})
+_COUNCILS_MISSING_FROM_AUTHORITIES: Mapping[str, str] = MappingProxyType(
+    {
+        # English unitaries created 1 April 2023.
+        "E06000063": "Cumberland",
+        "E06000064": "Westmorland and Furness",
+        "E06000065": "North Yorkshire",
+        "E06000066": "Somerset",
+        # Boundary change in 2024 gave Barnsley (was E08000016) and Sheffield (was
+        # E08000019) new codes: proof that codes do change under us.
+        "E08000038": "Barnsley",
+        "E08000039": "Sheffield",
+        "N09000001": "Antrim and Newtownabbey",
+        "N09000002": "Armagh City, Banbridge and Craigavon",
+        "N09000003": "Belfast",
+        "N09000004": "Causeway Coast and Glens",
+        "N09000005": "Derry City and Strabane",
+        "N09000006": "Fermanagh and Omagh",
+        "N09000007": "Lisburn and Castlereagh",
+        "N09000008": "Mid and East Antrim",
+        "N09000009": "Mid Ulster",
+        "N09000010": "Newry, Mourne and Down",
+        "N09000011": "Ards and North Down",
+        "S12000005": "Clackmannanshire",
+        "S12000006": "Dumfries and Galloway",
+        "S12000008": "East Ayrshire",
+        "S12000010": "East Lothian",
+        "S12000011": "East Renfrewshire",
+        "S12000013": "Na h-Eileanan Siar",
+        "S12000014": "Falkirk",
+        "S12000017": "Highland",
+        "S12000018": "Inverclyde",
+        "S12000019": "Midlothian",
+        "S12000020": "Moray",
+        "S12000021": "North Ayrshire",
+        "S12000023": "Orkney Islands",
+        "S12000026": "Scottish Borders",
+        "S12000027": "Shetland Islands",
+        "S12000028": "South Ayrshire",
+        "S12000029": "South Lanarkshire",
+        "S12000030": "Stirling",
+        "S12000033": "Aberdeen City",
+        "S12000034": "Aberdeenshire",
+        "S12000035": "Argyll and Bute",
+        "S12000036": "City of Edinburgh",
+        "S12000038": "Renfrewshire",
+        "S12000039": "West Dunbartonshire",
+        "S12000040": "West Lothian",
+        "S12000041": "Angus",
+        "S12000042": "Dundee City",
+        "S12000045": "East Dunbartonshire",
+        "S12000047": "Fife",
+        "S12000048": "Perth and Kinross",
+        "S12000049": "Glasgow City",
+        "S12000050": "North Lanarkshire",
+        # ONS pseudo-codes: Jersey and Guernsey (JE, GY), and the Isle of Man (IM).
+        "L99999999": "Channel Islands",
+        "M99999999": "Isle of Man",
+    }
+)
 
 # Reasons never repeat the postcode, so they can travel where personal data may not.
 _NOT_A_POSTCODE = "not a valid UK postcode (for example CT9 1AB)"
 _NOT_IN_DIRECTORY = "not in the ONS postcode directory: mistyped, or too new to be listed"
 _NO_DISTRICT = (
-    "in the ONS postcode directory without a local authority "
-    "(usually a terminated or non-geographic postcode)"
+    "in the ONS postcode directory without a local authority (usually a terminated or non-geographic postcode)"
 )
 
 
@@ -216,7 +217,8 @@ class PostcodeDirectory:
     def postcodes(self, *, district_code: str | None = None) -> list[str]:
         """Postcodes held in memory ("CT9 1AB"), of one district if given: for demos and benchmarks."""
         return [
-            f"{compact[:-3]} {compact[-3:]}" for compact, code in self._postcodes.items()
+            f"{compact[:-3]} {compact[-3:]}"
+            for compact, code in self._postcodes.items()
             if district_code is None or code == district_code
         ]
 

@@ -20,15 +20,33 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from services.fulfilment.domain import DEADLINES, Assignment, Change, Status
 from services.fulfilment.models import (
-    assignment_changes, assignments, feed_heads, hub_feed, hubs, referrals, webhook_deliveries,
+    assignment_changes,
+    assignments,
+    feed_heads,
+    hub_feed,
+    hubs,
+    referrals,
+    webhook_deliveries,
 )
 from shared.errors import NotFound
 from shared.events import CloudEvent
 from shared.uow import UnitOfWork
 
 DOMAIN_COLUMNS = (
-    "status", "reason", "hub", "district_code", "council_code", "council_name", "routed_at", "accepted_at",
-    "closed_at", "outcome", "accept_due_at", "fulfil_due_at", "accept_escalated_at", "fulfil_escalated_at",
+    "status",
+    "reason",
+    "hub",
+    "district_code",
+    "council_code",
+    "council_name",
+    "routed_at",
+    "accepted_at",
+    "closed_at",
+    "outcome",
+    "accept_due_at",
+    "fulfil_due_at",
+    "accept_escalated_at",
+    "fulfil_escalated_at",
 )
 """The columns the `Assignment` aggregate owns (the rest are the request as received, and bookkeeping)."""
 
@@ -84,9 +102,14 @@ class Assignments:
         await self.uow.insert_rows(referrals, stored)
 
     async def set_personal(self, referral_id: str, *, resident: dict, referrer: dict | None, **values) -> None:
-        await self.session.execute(update(referrals).where(referrals.c.id == referral_id).values(
-            personal=self.uow.keyring.seal_json({"resident": resident, "referrer": referrer}), **values,
-        ))
+        await self.session.execute(
+            update(referrals)
+            .where(referrals.c.id == referral_id)
+            .values(
+                personal=self.uow.keyring.seal_json({"resident": resident, "referrer": referrer}),
+                **values,
+            )
+        )
 
     # --- assignments ------------------------------------------------------------------
 
@@ -94,15 +117,18 @@ class Assignments:
         """Which of these requests have an assignment already."""
         if not request_ids:
             return set()
-        return set(await self.session.scalars(
-            select(assignments.c.request_id).where(assignments.c.request_id.in_(request_ids))
-        ))
+        return set(
+            await self.session.scalars(
+                select(assignments.c.request_id).where(assignments.c.request_id.in_(request_ids))
+            )
+        )
 
     async def add(self, rows: list[dict]) -> None:
         """New assignments, in clear (the request's `details` sealed here)."""
         keyring = self.uow.keyring
-        await self.uow.insert_rows(assignments, [keyring.seal_field(row, "details", into="sealed_details")
-                                                 for row in rows])
+        await self.uow.insert_rows(
+            assignments, [keyring.seal_field(row, "details", into="sealed_details") for row in rows]
+        )
 
     async def locked(self, *conditions, order_by=None) -> list[dict]:
         """Assignment rows for changing, details opened: locked until commit on PostgreSQL (SQLite locks the database at BEGIN)."""
@@ -110,14 +136,14 @@ class Assignments:
         if order_by is not None:
             query = query.order_by(order_by)
         keyring = self.uow.keyring
-        return [opened_assignment(r, keyring)
-                for r in (await self.session.execute(query.with_for_update())).mappings()]
+        return [opened_assignment(r, keyring) for r in (await self.session.execute(query.with_for_update())).mappings()]
 
     async def save(self, a: Assignment, *, changes: list[Change]) -> None:
         if not changes:
             return
         await self.session.execute(
-            update(assignments).where(assignments.c.id == a.id)
+            update(assignments)
+            .where(assignments.c.id == a.id)
             .values(**values_of(a), updated_at=self.uow.now(), version=assignments.c.version + 1)
         )
         await self.record([(a.id, change) for change in changes])
@@ -127,13 +153,24 @@ class Assignments:
         if not changes:
             return
         keyring = self.uow.keyring
-        await self.uow.insert_rows(assignment_changes, [
-            {"assignment_id": assignment_id, "at": c.at, "by": c.by,
-             "from_status": str(c.from_status) if c.from_status else None, "to_status": str(c.to_status),
-             "from_hub": c.from_hub, "to_hub": c.to_hub, "reason": c.reason, "outcome": c.outcome,
-             "sealed_note": keyring.seal_text(c.note)}
-            for assignment_id, c in changes
-        ])
+        await self.uow.insert_rows(
+            assignment_changes,
+            [
+                {
+                    "assignment_id": assignment_id,
+                    "at": c.at,
+                    "by": c.by,
+                    "from_status": str(c.from_status) if c.from_status else None,
+                    "to_status": str(c.to_status),
+                    "from_hub": c.from_hub,
+                    "to_hub": c.to_hub,
+                    "reason": c.reason,
+                    "outcome": c.outcome,
+                    "sealed_note": keyring.seal_text(c.note),
+                }
+                for assignment_id, c in changes
+            ],
+        )
 
     # --- the hubs' feeds --------------------------------------------------------------
 
@@ -156,29 +193,52 @@ class Assignments:
         if hub_rows is not None:
             webhooks = {slug: row.webhook_url for slug, row in hub_rows.items() if row.webhook_url}
         else:
-            webhooks = dict((await self.session.execute(
-                select(hubs.c.slug, hubs.c.webhook_url).where(hubs.c.slug.in_(by_hub), hubs.c.webhook_url.is_not(None))
-            )).all())
+            webhooks = dict(
+                (
+                    await self.session.execute(
+                        select(hubs.c.slug, hubs.c.webhook_url).where(
+                            hubs.c.slug.in_(by_hub), hubs.c.webhook_url.is_not(None)
+                        )
+                    )
+                ).all()
+            )
         uow = self.uow
         now = uow.now()
         feed_rows, deliveries = [], []
         for hub in sorted(by_hub):
             items = by_hub[hub]
             last = await self.session.scalar(
-                update(feed_heads).where(feed_heads.c.hub == hub)
-                .values(last_seq=feed_heads.c.last_seq + len(items)).returning(feed_heads.c.last_seq)
+                update(feed_heads)
+                .where(feed_heads.c.hub == hub)
+                .values(last_seq=feed_heads.c.last_seq + len(items))
+                .returning(feed_heads.c.last_seq)
             )
             first = last - len(items) + 1
             feed_rows += [
-                {"hub": hub, "seq": first + i, "event_id": str(event.id), "type": event.type,
-                 "assignment_id": assignment_id, "event": uow.keyring.seal(event.to_bytes()), "created_at": now}
+                {
+                    "hub": hub,
+                    "seq": first + i,
+                    "event_id": str(event.id),
+                    "type": event.type,
+                    "assignment_id": assignment_id,
+                    "event": uow.keyring.seal(event.to_bytes()),
+                    "created_at": now,
+                }
                 for i, (assignment_id, event) in enumerate(items)
             ]
             if webhooks.get(hub):
                 deliveries += [
-                    {"hub": hub, "feed_seq": first + i, "event_id": str(event.id), "type": event.type,
-                     "url": webhooks[hub], "status": "pending", "attempts": 0, "next_attempt_at": now,
-                     "created_at": now}
+                    {
+                        "hub": hub,
+                        "feed_seq": first + i,
+                        "event_id": str(event.id),
+                        "type": event.type,
+                        "url": webhooks[hub],
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    }
                     for i, (_, event) in enumerate(items)
                 ]
         await uow.insert_rows(hub_feed, feed_rows)
@@ -187,15 +247,29 @@ class Assignments:
 
 # --- rows <-> domain ------------------------------------------------------------------
 
+
 def assignment_of(row) -> Assignment:
     return Assignment(
-        id=row["id"], request_id=row["request_id"], referral_id=row["referral_id"],
-        request_type=row["request_type"], urgency=row["urgency"], received_at=row["received_at"],
-        status=Status(row["status"]), reason=row["reason"], hub=row["hub"], district_code=row["district_code"],
-        council_code=row["council_code"], council_name=row["council_name"], routed_at=row["routed_at"],
-        accepted_at=row["accepted_at"], closed_at=row["closed_at"], outcome=row["outcome"],
-        accept_due_at=row["accept_due_at"], fulfil_due_at=row["fulfil_due_at"],
-        accept_escalated_at=row["accept_escalated_at"], fulfil_escalated_at=row["fulfil_escalated_at"],
+        id=row["id"],
+        request_id=row["request_id"],
+        referral_id=row["referral_id"],
+        request_type=row["request_type"],
+        urgency=row["urgency"],
+        received_at=row["received_at"],
+        status=Status(row["status"]),
+        reason=row["reason"],
+        hub=row["hub"],
+        district_code=row["district_code"],
+        council_code=row["council_code"],
+        council_name=row["council_name"],
+        routed_at=row["routed_at"],
+        accepted_at=row["accepted_at"],
+        closed_at=row["closed_at"],
+        outcome=row["outcome"],
+        accept_due_at=row["accept_due_at"],
+        fulfil_due_at=row["fulfil_due_at"],
+        accept_escalated_at=row["accept_escalated_at"],
+        fulfil_escalated_at=row["fulfil_escalated_at"],
         rejected_by=list(row["rejected_by"] or []),
     )
 
@@ -208,6 +282,7 @@ def values_of(a: Assignment) -> dict:
 
 
 # --- the stage rule in SQL (domain.DEADLINES) -------------------------------------------
+
 
 def overdue_clause(now: datetime, *, deadlines=DEADLINES):
     """Assignments that have missed one of `deadlines` by `now`: the SQL of `Assignment.overdue_deadlines`."""
@@ -222,11 +297,16 @@ def unescalated_clause(now: datetime, deadline):
     not an alert: it shows as overdue only.)
     """
     c = assignments.c
-    return and_(c[deadline.escalated].is_(None), c[deadline.due] <= now, c[deadline.due] > c.created_at,
-                c.status.in_([str(s) for s in deadline.stages]))
+    return and_(
+        c[deadline.escalated].is_(None),
+        c[deadline.due] <= now,
+        c[deadline.due] > c.created_at,
+        c.status.in_([str(s) for s in deadline.stages]),
+    )
 
 
 # --- sealed at rest (shared/crypto.py) ---------------------------------------------------
+
 
 def opened_referral(row, keyring) -> dict:
     return {**{k: v for k, v in row.items() if k != "personal"}, **keyring.open_json(row["personal"])}

@@ -31,7 +31,11 @@ class Routing:
     """
 
     def __init__(
-        self, *, directory: PostcodeDirectory | None = None, triage_within: timedelta, out_of_area_within: timedelta,
+        self,
+        *,
+        directory: PostcodeDirectory | None = None,
+        triage_within: timedelta,
+        out_of_area_within: timedelta,
         hubs_ttl_seconds: float = 5.0,
     ):
         self.directory = directory
@@ -80,8 +84,11 @@ class Routing:
         cached = self._routing_hubs
         # The same row objects (held here, so never recycled) as last time: the same hubs.
         if cached is None or len(cached[0]) != len(rows) or any(a is not b for a, b in zip(cached[0], rows)):
-            self._routing_hubs = (rows, [Hub(r.slug, r.name, r.district_code) for r in rows],
-                                  {r.slug: r.sla or {} for r in rows})
+            self._routing_hubs = (
+                rows,
+                [Hub(r.slug, r.name, r.district_code) for r in rows],
+                {r.slug: r.sla or {} for r in rows},
+            )
         return self._routing_hubs[1], self._routing_hubs[2]
 
     def forget_hubs(self) -> None:
@@ -94,19 +101,29 @@ class Routing:
         known, sla = self._hubs_for_routing(rows)
         decision = route(self.directory.lookup(postcode), known)
         return domain.placement_for(
-            decision, hub_sla=sla, triage_within=self.triage_within,
-            out_of_area_within=self.out_of_area_within, consent_to_share=consent_to_share,
+            decision,
+            hub_sla=sla,
+            triage_within=self.triage_within,
+            out_of_area_within=self.out_of_area_within,
+            consent_to_share=consent_to_share,
         )
 
     def hub_placement(self, hub_row, *, reason: str) -> Placement:
         """A hub named by a person (an administrator, or the hub that rejects it)."""
         return Placement(
-            Status.ROUTED, reason=reason, hub=hub_row.slug, district_code=hub_row.district_code, sla=hub_row.sla or {},
+            Status.ROUTED,
+            reason=reason,
+            hub=hub_row.slug,
+            district_code=hub_row.district_code,
+            sla=hub_row.sla or {},
         )
 
     def out_of_area(self, council_name: str, *, reason: str, district_code: str | None = None) -> Placement:
         return Placement(
-            Status.OUT_OF_AREA, reason=reason, district_code=district_code, council_name=council_name,
+            Status.OUT_OF_AREA,
+            reason=reason,
+            district_code=district_code,
+            council_name=council_name,
             pick_up_within=self.out_of_area_within,
         )
 
@@ -117,7 +134,11 @@ async def route_referral(uow: UnitOfWork, referral: ReferralReceivedV1, *, routi
 
 
 async def route_referrals(
-    uow: UnitOfWork, received: list[ReferralReceivedV1], *, routing: Routing, topics: Topics,
+    uow: UnitOfWork,
+    received: list[ReferralReceivedV1],
+    *,
+    routing: Routing,
+    topics: Topics,
 ) -> int:
     """One assignment for each request of each referral, placed from the resident's postcode; in order.
 
@@ -130,8 +151,13 @@ async def route_referrals(
     known = await repo.known_requests([str(r.request_id) for referral in received for r in referral.requests])
     # Known already only if some of its requests are (a copy of the event that carries
     # more requests than the first): otherwise no need to look.
-    stored = await repo.referrals({str(referral.referral_id) for referral in received
-                                   if any(str(r.request_id) in known for r in referral.requests)})
+    stored = await repo.referrals(
+        {
+            str(referral.referral_id)
+            for referral in received
+            if any(str(r.request_id) in known for r in referral.requests)
+        }
+    )
     now = uow.now()
     hub_rows = await routing.hubs(uow)
     await routing.load_areas_of(referral.resident.address.postcode for referral in received)
@@ -146,33 +172,55 @@ async def route_referrals(
         referral_row = stored.get(referral_id)
         if referral_row is None:
             referral_row = stored[referral_id] = {
-                "id": referral_id, "reference": referral.reference, "channel": referral.channel,
-                "received_at": referral.received_at, "resident": referral.resident.model_dump(mode="json"),
+                "id": referral_id,
+                "reference": referral.reference,
+                "channel": referral.channel,
+                "received_at": referral.received_at,
+                "resident": referral.resident.model_dump(mode="json"),
                 "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
-                "consent_to_share": referral.consent_to_share, "updated_at": now,
+                "consent_to_share": referral.consent_to_share,
+                "updated_at": now,
             }
             new_referrals.append(referral_row)
         # A backfilled referral (a migration, a demo) reached its hub when it was received.
         opened_at = referral.received_at if referral.backfilled else now
         placement = routing.place(
-            referral.resident.address.postcode, consent_to_share=referral.consent_to_share,
+            referral.resident.address.postcode,
+            consent_to_share=referral.consent_to_share,
             hub_rows=hub_rows.values(),
         )
         for request in fresh:
             a, change = Assignment.open(
-                id=str(uuid.uuid4()), request_id=str(request.request_id), referral_id=referral_id,
-                request_type=request.type, urgency=request.urgency, received_at=referral.received_at,
-                placement=placement, at=opened_at,
+                id=str(uuid.uuid4()),
+                request_id=str(request.request_id),
+                referral_id=referral_id,
+                request_type=request.type,
+                urgency=request.urgency,
+                received_at=referral.received_at,
+                placement=placement,
+                at=opened_at,
             )
             request_row = {
-                "details": request.details, "needed_by": request.needed_by,
+                "details": request.details,
+                "needed_by": request.needed_by,
                 "duplicate_of": str(request.duplicate_of) if request.duplicate_of else None,
             }
-            rows.append({
-                "id": a.id, "request_id": a.request_id, "referral_id": referral_id, "request_type": a.request_type,
-                **request_row, "urgency": a.urgency, "received_at": a.received_at, **values_of(a),
-                "follow_up": False, "created_at": now, "updated_at": now, "version": 1,
-            })
+            rows.append(
+                {
+                    "id": a.id,
+                    "request_id": a.request_id,
+                    "referral_id": referral_id,
+                    "request_type": a.request_type,
+                    **request_row,
+                    "urgency": a.urgency,
+                    "received_at": a.received_at,
+                    **values_of(a),
+                    "follow_up": False,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+            )
             changes.append((a.id, change))
             announcements.append((a, change, request_row, referral_row))
     if not rows:

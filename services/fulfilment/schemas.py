@@ -5,13 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, Field
 
 from services.fulfilment import domain
 from shared.schemas import Patch, Strict
 
 TransitionTo = Literal[
-    "accepted", "in_progress", "fulfilled", "unable_to_fulfil", "rejected", "cancelled", "routed", "out_of_area",
+    "accepted",
+    "in_progress",
+    "fulfilled",
+    "unable_to_fulfil",
+    "rejected",
+    "cancelled",
+    "routed",
+    "out_of_area",
     "passed_on",
 ]
 ContactOutcome = Literal[domain.CONTACT_OUTCOMES]  # type: ignore[valid-type]

@@ -23,7 +23,15 @@ from services.fulfilment.erasure import erase_resident
 from services.fulfilment.hubs import KENT_HUBS
 from services.fulfilment.models import assignment_changes, assignments, case_notes, hubs
 from services.fulfilment.reading import (
-    area_of, get_assignment, get_hub, hub_exists, list_assignments, list_hubs, may_see, read_feed, rejected_by_hub,
+    area_of,
+    get_assignment,
+    get_hub,
+    hub_exists,
+    list_assignments,
+    list_hubs,
+    may_see,
+    read_feed,
+    rejected_by_hub,
     request_status,
 )
 from services.fulfilment.repository import Assignments, assignment_of
@@ -31,15 +39,36 @@ from services.fulfilment.routing import Routing, route_referral, route_referrals
 from services.fulfilment.sla import EscalationScheduler, escalate_overdue
 from shared.auth import Principal
 from shared.errors import Forbidden, NotFound, ValidationFailed
-from shared.events import ReferralAmendedV1, RequestCancelledV1, AssignmentAmendedV1
+from shared.events import AssignmentAmendedV1, ReferralAmendedV1, RequestCancelledV1
 from shared.settings import Topics
 from shared.uow import UnitOfWork
 
 __all__ = [  # the use cases by their old names: api.py, app.py, the CLI and the tests call them here
-    "EscalationScheduler", "Routing", "TransitionRequest", "add_case_note", "amend_referral", "area_of",
-    "cancel_request", "change_hub", "check_hub_access", "erase_resident", "escalate_overdue", "get_assignment",
-    "get_hub", "hub_exists", "list_assignments", "list_hubs", "publish_state_page", "read_feed", "rejected_by_hub",
-    "request_status", "route_referral", "route_referrals", "seed_hubs", "set_follow_up", "transition",
+    "EscalationScheduler",
+    "Routing",
+    "TransitionRequest",
+    "add_case_note",
+    "amend_referral",
+    "area_of",
+    "cancel_request",
+    "change_hub",
+    "check_hub_access",
+    "erase_resident",
+    "escalate_overdue",
+    "get_assignment",
+    "get_hub",
+    "hub_exists",
+    "list_assignments",
+    "list_hubs",
+    "publish_state_page",
+    "read_feed",
+    "rejected_by_hub",
+    "request_status",
+    "route_referral",
+    "route_referrals",
+    "seed_hubs",
+    "set_follow_up",
+    "transition",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,13 +76,23 @@ log = logging.getLogger(__name__)
 
 # --- hubs ---------------------------------------------------------------------------
 
+
 async def seed_hubs(uow: UnitOfWork) -> None:
     """The 12 district hubs and their feed counters, added where missing (administrators edit them)."""
     async with uow:
         now = uow.now()
         await Assignments(uow).seed_hubs(
-            [{"slug": h.slug, "name": h.name, "district_code": h.district_code,
-              "sla": {}, "updated_at": now, "updated_by": domain.SYSTEM} for h in KENT_HUBS],
+            [
+                {
+                    "slug": h.slug,
+                    "name": h.name,
+                    "district_code": h.district_code,
+                    "sla": {},
+                    "updated_at": now,
+                    "updated_by": domain.SYSTEM,
+                }
+                for h in KENT_HUBS
+            ],
             [{"hub": h.slug, "last_seq": 0} for h in KENT_HUBS],
         )
         await uow.commit()
@@ -80,7 +119,6 @@ async def change_hub(uow: UnitOfWork, *, slug: str, values: dict, by: Principal)
         return row
 
 
-
 def check_hub_access(principal: Principal, hub: str) -> None:
     """Hub staff see their own hub only; administrators every hub."""
     if "assignments:admin" in principal.scopes:
@@ -90,6 +128,7 @@ def check_hub_access(principal: Principal, hub: str) -> None:
 
 
 # --- consumed events (inside the consumer's unit of work: never commit) ---------------
+
 
 async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing: Routing, topics: Topics) -> None:
     """Keep the resident's details current; re-route what no hub has taken on yet if the address moved.
@@ -108,17 +147,24 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
     now = uow.now()
     resident = amended.resident.model_dump(mode="json")
     consent_changed = current["consent_to_share"] != amended.consent_to_share
-    await repo.set_personal(referral_id, resident=resident, referrer=current["referrer"],
-                            consent_to_share=amended.consent_to_share, updated_at=now)
+    await repo.set_personal(
+        referral_id,
+        resident=resident,
+        referrer=current["referrer"],
+        consent_to_share=amended.consent_to_share,
+        updated_at=now,
+    )
     referral_row = {**current, "resident": resident, "consent_to_share": amended.consent_to_share}
     rows = await repo.locked(
-        assignments.c.referral_id == referral_id, assignments.c.status.in_([str(s) for s in domain.OPEN]),
+        assignments.c.referral_id == referral_id,
+        assignments.c.status.in_([str(s) for s in domain.OPEN]),
         order_by=assignments.c.id,
     )
     placement = None
     if amended.address_changed or consent_changed:
         placement = routing.place(
-            amended.resident.address.postcode, consent_to_share=amended.consent_to_share,
+            amended.resident.address.postcode,
+            consent_to_share=amended.consent_to_share,
             hub_rows=(await routing.hubs(uow)).values(),
         )
     out = Outgoing(topics)
@@ -131,13 +177,26 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
             announce(uow, out, a=a, changes=changes, request_row=row, referral_row=referral_row)
         if a.hub and not any(c.to_hub != c.from_hub for c in changes):
             # Still this hub's: it needs the details as they are now.
-            out.to_hub(uow, AssignmentAmendedV1(
-                assignment_id=a.id, request_id=a.request_id, referral_id=referral_id, hub=a.hub, amended_at=now,
-                changed=amended.changed, address_changed=amended.address_changed, resident=amended.resident,
-                consent_to_share=amended.consent_to_share,
-            ), hub=a.hub, key=referral_id, assignment_id=a.id)
-            moved_away = placement is not None and a.status in (Status.ACCEPTED, Status.IN_PROGRESS) \
-                and placement.hub != a.hub
+            out.to_hub(
+                uow,
+                AssignmentAmendedV1(
+                    assignment_id=a.id,
+                    request_id=a.request_id,
+                    referral_id=referral_id,
+                    hub=a.hub,
+                    amended_at=now,
+                    changed=amended.changed,
+                    address_changed=amended.address_changed,
+                    resident=amended.resident,
+                    consent_to_share=amended.consent_to_share,
+                ),
+                hub=a.hub,
+                key=referral_id,
+                assignment_id=a.id,
+            )
+            moved_away = (
+                placement is not None and a.status in (Status.ACCEPTED, Status.IN_PROGRESS) and placement.hub != a.hub
+            )
             if moved_away:
                 where = {
                     Status.ROUTED: f"{placement.hub}'s district",
@@ -146,13 +205,19 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
                 await uow.session.execute(
                     update(assignments).where(assignments.c.id == a.id).values(follow_up=True, updated_at=now)
                 )
-                await uow.session.execute(insert(case_notes).values(
-                    assignment_id=a.id, kind="note", hub=a.hub, at=now, by=domain.SYSTEM,
-                    sealed_text=uow.keyring.seal_text(
-                        f"The resident's address changed and is now in {where}. If another hub should help, "
-                        "reject this as wrong-district and it goes there."
-                    ),
-                ))
+                await uow.session.execute(
+                    insert(case_notes).values(
+                        assignment_id=a.id,
+                        kind="note",
+                        hub=a.hub,
+                        at=now,
+                        by=domain.SYSTEM,
+                        sealed_text=uow.keyring.seal_text(
+                            f"The resident's address changed and is now in {where}. If another hub should help, "
+                            "reject this as wrong-district and it goes there."
+                        ),
+                    )
+                )
     await out.flush(uow)
 
 
@@ -174,6 +239,7 @@ async def cancel_request(uow: UnitOfWork, cancelled: RequestCancelledV1, *, topi
 
 # --- hub staff and administrators ---------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TransitionRequest:
     to: Status
@@ -187,7 +253,12 @@ class TransitionRequest:
 
 
 async def transition(
-    uow: UnitOfWork, *, assignment_id: str, request: TransitionRequest, by: Principal, routing: Routing,
+    uow: UnitOfWork,
+    *,
+    assignment_id: str,
+    request: TransitionRequest,
+    by: Principal,
+    routing: Routing,
     topics: Topics,
 ) -> tuple[dict, list[Change]]:
     """Move an assignment on; a rejection re-routes it in the same transaction."""
@@ -213,12 +284,18 @@ async def transition(
         referral_row = await repo.referral(a.referral_id)
         if request.to is Status.REJECTED:
             by_postcode = routing.place(
-                referral_row["resident"]["address"]["postcode"], consent_to_share=referral_row["consent_to_share"],
+                referral_row["resident"]["address"]["postcode"],
+                consent_to_share=referral_row["consent_to_share"],
                 hub_rows=hub_rows.values(),
             )
             changes = a.reject(
-                reason=request.reason, by=by.subject, at=now, note=request.note, named=named,
-                by_postcode=by_postcode, triage_within=routing.triage_within,
+                reason=request.reason,
+                by=by.subject,
+                at=now,
+                note=request.note,
+                named=named,
+                by_postcode=by_postcode,
+                triage_within=routing.triage_within,
             )
         else:
             placement = named
@@ -226,12 +303,18 @@ async def transition(
                 if not request.council:
                     raise ValidationFailed([{"field": "council", "reason": "is required: the council responsible"}])
                 placement = routing.out_of_area(
-                    request.council, reason=f"out of area: {request.council} is responsible",
+                    request.council,
+                    reason=f"out of area: {request.council} is responsible",
                     district_code=a.district_code,
                 )
             changes = a.move(
-                request.to, by=by.subject, at=now, reason=request.reason, outcome=request.outcome,
-                note=request.note, placement=placement,
+                request.to,
+                by=by.subject,
+                at=now,
+                reason=request.reason,
+                outcome=request.outcome,
+                note=request.note,
+                placement=placement,
             )
         await repo.save(a, changes=changes)
         out = Outgoing(topics)
@@ -242,7 +325,12 @@ async def transition(
 
 
 async def add_case_note(
-    uow: UnitOfWork, *, assignment_id: str, by: Principal, kind: str, text: str | None,
+    uow: UnitOfWork,
+    *,
+    assignment_id: str,
+    by: Principal,
+    kind: str,
+    text: str | None,
     contact_outcome: str | None = None,
 ) -> dict:
     """A case note, or a contact attempt with its outcome."""
@@ -250,10 +338,19 @@ async def add_case_note(
         raise ValidationFailed([{"field": "outcome", "reason": f"one of {', '.join(domain.CONTACT_OUTCOMES)}"}])
     async with uow:
         row = await visible_for_change(uow, assignment_id, by=by)
-        values = {"assignment_id": assignment_id, "kind": kind, "contact_outcome": contact_outcome, "text": text,
-                  "hub": row["hub"], "at": uow.now(), "by": by.subject}
+        values = {
+            "assignment_id": assignment_id,
+            "kind": kind,
+            "contact_outcome": contact_outcome,
+            "text": text,
+            "hub": row["hub"],
+            "at": uow.now(),
+            "by": by.subject,
+        }
         stored = {**{k: v for k, v in values.items() if k != "text"}, "sealed_text": uow.keyring.seal_text(text)}
-        note_id = (await uow.session.execute(insert(case_notes).values(**stored).returning(case_notes.c.id))).scalar_one()
+        note_id = (
+            await uow.session.execute(insert(case_notes).values(**stored).returning(case_notes.c.id))
+        ).scalar_one()
         await uow.session.execute(
             update(assignments).where(assignments.c.id == assignment_id).values(updated_at=values["at"])
         )
@@ -265,7 +362,8 @@ async def set_follow_up(uow: UnitOfWork, *, assignment_id: str, by: Principal, f
     async with uow:
         await visible_for_change(uow, assignment_id, by=by)
         await uow.session.execute(
-            update(assignments).where(assignments.c.id == assignment_id)
+            update(assignments)
+            .where(assignments.c.id == assignment_id)
             .values(follow_up=follow_up, follow_up_on=on if follow_up else None, updated_at=uow.now())
         )
         await uow.commit()

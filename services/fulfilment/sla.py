@@ -29,8 +29,9 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
     a = assignments.c
     async with uow:
         now = uow.now()
-        query = select(assignments).where(or_(*[unescalated_clause(now, d) for d in DEADLINES])) \
-            .order_by(a.id).limit(batch)
+        query = (
+            select(assignments).where(or_(*[unescalated_clause(now, d) for d in DEADLINES])).order_by(a.id).limit(batch)
+        )
         if uow.db.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = (await uow.session.execute(query)).mappings().all()
@@ -42,18 +43,26 @@ async def escalate_overdue(uow: UnitOfWork, *, topics: Topics, batch: int = 200)
                 if row[deadline.escalated] is not None or row[deadline.due] <= row["created_at"]:
                     continue
                 claimed = await uow.session.execute(
-                    update(assignments).where(a.id == row["id"], unescalated_clause(now, deadline))
+                    update(assignments)
+                    .where(a.id == row["id"], unescalated_clause(now, deadline))
                     .values({deadline.escalated: now})
                 )
                 if claimed.rowcount != 1:
                     continue  # another instance escalated it, or it moved on meanwhile
                 raised += 1
-                await uow.session.execute(insert(escalations).values(
-                    assignment_id=row["id"], deadline=name, due_at=row[deadline.due], escalated_at=now,
-                    status=row["status"], hub=row["hub"],
-                ))
-                event = escalated_event(row, deadline=name, due_at=row[deadline.due], escalated_at=now,
-                                        status=row["status"], hub=row["hub"])
+                await uow.session.execute(
+                    insert(escalations).values(
+                        assignment_id=row["id"],
+                        deadline=name,
+                        due_at=row[deadline.due],
+                        escalated_at=now,
+                        status=row["status"],
+                        hub=row["hub"],
+                    )
+                )
+                event = escalated_event(
+                    row, deadline=name, due_at=row[deadline.due], escalated_at=now, status=row["status"], hub=row["hub"]
+                )
                 out.status(uow, event, key=row["referral_id"])
                 if row["hub"]:
                     out.to_hub(uow, event, hub=row["hub"], key=row["referral_id"], assignment_id=row["id"])

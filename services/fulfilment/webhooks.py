@@ -41,8 +41,8 @@ from sqlalchemy import select, update
 from services.fulfilment.models import hub_feed, hubs, webhook_deliveries
 from shared import tracing
 from shared.db import Database
-from shared.tracing import Tracing, instrument_http_client
 from shared.lifecycle import StopsBetweenRounds
+from shared.tracing import Tracing, instrument_http_client
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def sign(secret: str, *, timestamp: str, body: bytes) -> str:
 def standard_signing_key(secret: str) -> bytes:
     """The HMAC key of the Standard Webhooks signature: a `whsec_` secret's base64, else the secret's bytes."""
     if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):] + "==")
+        return base64.b64decode(secret[len("whsec_") :] + "==")
     return secret.encode()
 
 
@@ -81,8 +81,15 @@ class WebhookDispatcher(StopsBetweenRounds):
     """Sends due deliveries; several instances share the work without sending one twice at once."""
 
     def __init__(
-        self, *, db: Database, uow_factory, poll_seconds: float = 1.0, max_attempts: int = 8,
-        backoff_seconds: float = 5.0, timeout_seconds: float = 10.0, batch: int = 50,
+        self,
+        *,
+        db: Database,
+        uow_factory,
+        poll_seconds: float = 1.0,
+        max_attempts: int = 8,
+        backoff_seconds: float = 5.0,
+        timeout_seconds: float = 10.0,
+        batch: int = 50,
         tracing: Tracing | None = None,
     ):
         self.db = db
@@ -132,7 +139,8 @@ class WebhookDispatcher(StopsBetweenRounds):
                 .join(hub_feed, (hub_feed.c.hub == d.hub) & (hub_feed.c.seq == d.feed_seq))
                 .join(hubs, hubs.c.slug == d.hub)
                 .where(d.status == "pending", d.next_attempt_at <= now)
-                .order_by(d.next_attempt_at, d.id).limit(self.batch)
+                .order_by(d.next_attempt_at, d.id)
+                .limit(self.batch)
             )
             if self.db.dialect == "postgresql":
                 query = query.with_for_update(of=webhook_deliveries, skip_locked=True)
@@ -164,8 +172,9 @@ class WebhookDispatcher(StopsBetweenRounds):
         }
         if delivery["webhook_secret"]:
             secret = delivery["webhook_secret"]
-            headers["webhook-signature"] = standard_signature(secret, msg_id=headers["webhook-id"], timestamp=timestamp,
-                                                             body=body)
+            headers["webhook-signature"] = standard_signature(
+                secret, msg_id=headers["webhook-id"], timestamp=timestamp, body=body
+            )
             headers["X-Kent-Together-Signature"] = sign(secret, timestamp=timestamp, body=body)
         status_code, error = None, None
         event = orjson.loads(body)
@@ -188,8 +197,13 @@ class WebhookDispatcher(StopsBetweenRounds):
                 values.update(status="delivered", delivered_at=now)
             elif delivery["attempts"] >= self.max_attempts:
                 values.update(status="failed")
-                log.warning("webhook delivery %s to hub %s failed %d times; giving up: %s",
-                            delivery["id"], delivery["hub"], delivery["attempts"], error)
+                log.warning(
+                    "webhook delivery %s to hub %s failed %d times; giving up: %s",
+                    delivery["id"],
+                    delivery["hub"],
+                    delivery["attempts"],
+                    error,
+                )
             else:
                 values.update(next_attempt_at=now + backoff(delivery["attempts"], base_seconds=self.backoff_seconds))
             await uow.session.execute(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,8 +47,11 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
         tables=tables,
         routers=[api.router],
         consumers=lambda runtime: [
-            runtime.consumer(group=settings.consumer_group, topics=[settings.topics.assignment_status],
-                             handlers=handlers.status_handlers())
+            runtime.consumer(
+                group=settings.consumer_group,
+                topics=[settings.topics.assignment_status],
+                handlers=handlers.status_handlers(),
+            )
         ],
         on_startup=on_startup,
         own_idempotency_paths=frozenset({"/v1/referrals"}),  # the intake keeps the key with the referral
@@ -59,15 +61,22 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     # The "create" audit record commits with the referral: no second transaction per referral.
     app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, audit=runtime.audit)
     app.state.retention = service.RetentionScheduler(
-        uow_factory=runtime.uow, poll_seconds=settings.retention_poll_seconds,
-        closed_for=timedelta(days=settings.retention_closed_days), kept_for=timedelta(days=settings.retention_kept_days),
+        uow_factory=runtime.uow,
+        poll_seconds=settings.retention_poll_seconds,
+        closed_for=timedelta(days=settings.retention_closed_days),
+        kept_for=timedelta(days=settings.retention_kept_days),
         audit=runtime.audit,
     )
     return app
 
 
 SPEC = ServiceSpec(
-    name=NAME, port=PORT, settings_class=ReferralsSettings, create_app=create_app, tables=tables,
-    migrations=Path(__file__).parent / "migrations", rekey_indexes=service.REKEY_INDEXES,
+    name=NAME,
+    port=PORT,
+    settings_class=ReferralsSettings,
+    create_app=create_app,
+    tables=tables,
+    migrations=Path(__file__).parent / "migrations",
+    rekey_indexes=service.REKEY_INDEXES,
     publish_state_page=service.publish_state_page,
 )

@@ -19,8 +19,17 @@ from shared.reference import normalise_reference  # noqa: F401  (the referrals r
 CHANNELS = ("phone", "online", "partner", "email")
 URGENCIES = ("today", "within-48-hours", "this-week", "routine")
 VULNERABILITIES = (
-    "shielding", "lives-alone", "no-support-network", "needs-interpreter", "disability",
-    "mental-health", "over-70", "pregnant", "carer", "no-digital-access", "financial-hardship",
+    "shielding",
+    "lives-alone",
+    "no-support-network",
+    "needs-interpreter",
+    "disability",
+    "mental-health",
+    "over-70",
+    "pregnant",
+    "carer",
+    "no-digital-access",
+    "financial-hardship",
 )
 CONTACT_PREFERENCES = ("phone", "text", "email", "post", "via-referrer")
 DEFAULT_REQUEST_TYPES = (
@@ -56,6 +65,7 @@ def referral_status(request_statuses: list[str]) -> str:
     if request_statuses and all(s == CANCELLED for s in request_statuses):
         return CANCELLED
     return CLOSED
+
 
 # Crockford's base32 without I, L, O, U: nothing a resident can misread on the phone.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -121,8 +131,15 @@ def check_date_of_birth(value: date, *, today: date) -> date:
 
 
 def is_same_person(
-    *, name_a: str, dob_a: date | None, postcode_a: str, phone_a: str | None,
-    name_b: str, dob_b: date | None, postcode_b: str, phone_b: str | None,
+    *,
+    name_a: str,
+    dob_a: date | None,
+    postcode_a: str,
+    phone_a: str | None,
+    name_b: str,
+    dob_b: date | None,
+    postcode_b: str,
+    phone_b: str | None,
 ) -> bool:
     """Same normalised name, and the same date of birth, postcode or phone."""
     if name_key(name_a) != name_key(name_b):
@@ -147,8 +164,17 @@ def needs_backfill_scope(received_at: datetime | None, *, now: datetime) -> bool
 # --- the Referral aggregate ---------------------------------------------------------------
 
 RESIDENT_FIELDS = (
-    "name", "date_of_birth", "phone", "email", "address_line1", "address_line2", "town", "postcode",
-    "contact_preference", "vulnerabilities", "language",
+    "name",
+    "date_of_birth",
+    "phone",
+    "email",
+    "address_line1",
+    "address_line2",
+    "town",
+    "postcode",
+    "contact_preference",
+    "vulnerabilities",
+    "language",
 )
 """The resident's fields as a referral holds them (the address flattened); with `referrer`, what is sealed."""
 
@@ -156,8 +182,16 @@ ADDRESS_FIELDS = {"line1": "address_line1", "line2": "address_line2", "town": "t
 """The API's address fields -> the referral's (the changed fields are named as the API names them)."""
 
 ERASED_PERSONAL = {
-    "name": ERASED, "date_of_birth": None, "phone": None, "email": None, "address_line1": ERASED,
-    "address_line2": None, "town": None, "contact_preference": None, "vulnerabilities": [], "language": None,
+    "name": ERASED,
+    "date_of_birth": None,
+    "phone": None,
+    "email": None,
+    "address_line1": ERASED,
+    "address_line2": None,
+    "town": None,
+    "contact_preference": None,
+    "vulnerabilities": [],
+    "language": None,
     "referrer": None,
 }
 """An erased resident: what is left of `personal` (the postcode keeps its outward code, for counts)."""
@@ -248,8 +282,16 @@ class Referral:
                 return request
         raise NotFound(f"no request {request_id} on referral {self.id}")
 
-    def amend(self, *, resident: dict | None = None, consent: dict | None = None, referrer: dict | None = None,
-              by: str, at: datetime, note: str | None = None) -> list[str]:
+    def amend(
+        self,
+        *,
+        resident: dict | None = None,
+        consent: dict | None = None,
+        referrer: dict | None = None,
+        by: str,
+        at: datetime,
+        note: str | None = None,
+    ) -> list[str]:
         """Change the resident's details (the API's shape, partial), consent or referrer; return what changed.
 
         An erased referral cannot be amended, nor a closed or cancelled one.
@@ -275,8 +317,9 @@ class Referral:
             self.changes.append(Change("amended", changed, by, at, note))
         return changed
 
-    def cancel(self, *, request_id: str | None, reason: str, by: str, at: datetime,
-               note: str | None = None) -> list[Request]:
+    def cancel(
+        self, *, request_id: str | None, reason: str, by: str, at: datetime, note: str | None = None
+    ) -> list[Request]:
         """Cancel one request, or (no id) every open one; return those cancelled. The referral closes if none is open."""
         targets = [self.request(request_id)] if request_id is not None else self.requests
         cancelled = [r for r in targets if r.status == OPEN]
@@ -289,8 +332,16 @@ class Referral:
         self.changes.append(Change("cancelled", [f"requests.{r.type}" for r in cancelled], by, at, note))
         return cancelled
 
-    def record_progress(self, request_id: str, *, progress: str, hub: str | None, at: datetime,
-                        outcome: str | None, closed_at: datetime | None) -> bool:
+    def record_progress(
+        self,
+        request_id: str,
+        *,
+        progress: str,
+        hub: str | None,
+        at: datetime,
+        outcome: str | None,
+        closed_at: datetime | None,
+    ) -> bool:
         """Fulfilment moved a request on; False for an event older than what is held (a republish)."""
         request = self.request(request_id)
         if request.progress_at is not None and at < request.progress_at:

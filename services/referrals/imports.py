@@ -73,14 +73,30 @@ NAMES = tuple(c[0] for c in COLUMNS)
 
 # A ReferralIn field path -> the column it came from (the longest prefix wins).
 _COLUMN_OF = {
-    "resident.name": "name", "resident.date_of_birth": "date_of_birth", "resident.phone": "phone",
-    "resident.email": "email", "resident.address.line1": "address_line1", "resident.address.line2": "address_line2",
-    "resident.address.town": "town", "resident.address.postcode": "postcode", "resident.address": "postcode",
-    "resident.vulnerabilities": "vulnerabilities", "resident.contact_preference": "contact_preference",
-    "resident.language": "language", "requests": "needs", "requests.type": "needs", "requests.details": "details",
-    "requests.needed_by": "needed_by", "requests.urgency": "urgency", "consent.to_share": "consent_to_share",
-    "consent.given_by": "consent_given_by", "consent": "consent_to_share", "channel": "channel",
-    "referrer.name": "referrer_name", "referrer.organisation": "referrer_organisation", "referrer": "referrer_name",
+    "resident.name": "name",
+    "resident.date_of_birth": "date_of_birth",
+    "resident.phone": "phone",
+    "resident.email": "email",
+    "resident.address.line1": "address_line1",
+    "resident.address.line2": "address_line2",
+    "resident.address.town": "town",
+    "resident.address.postcode": "postcode",
+    "resident.address": "postcode",
+    "resident.vulnerabilities": "vulnerabilities",
+    "resident.contact_preference": "contact_preference",
+    "resident.language": "language",
+    "requests": "needs",
+    "requests.type": "needs",
+    "requests.details": "details",
+    "requests.needed_by": "needed_by",
+    "requests.urgency": "urgency",
+    "consent.to_share": "consent_to_share",
+    "consent.given_by": "consent_given_by",
+    "consent": "consent_to_share",
+    "channel": "channel",
+    "referrer.name": "referrer_name",
+    "referrer.organisation": "referrer_organisation",
+    "referrer": "referrer_name",
 }
 
 
@@ -120,11 +136,17 @@ class ImportReport:
         return 0 if self.dry_run else self.counts["accepted"] + self.counts["possible-duplicate"]
 
     def as_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "rows_read": len(self.rows), "created": self.created, "counts": self.counts,
-                "rows": [{k: v for k, v in vars(r).items() if v not in (None, [])} for r in self.rows]}
+        return {
+            "dry_run": self.dry_run,
+            "rows_read": len(self.rows),
+            "created": self.created,
+            "counts": self.counts,
+            "rows": [{k: v for k, v in vars(r).items() if v not in (None, [])} for r in self.rows],
+        }
 
 
 # --- reading -----------------------------------------------------------------------------
+
 
 def read_rows(stream: IO[bytes], *, filename: str | None) -> Iterator[tuple[int, dict[str, str]]]:
     """(row number, {column: text}) for each non-empty row, read as a stream; ValidationFailed for a bad header."""
@@ -138,7 +160,8 @@ def read_rows(stream: IO[bytes], *, filename: str | None) -> Iterator[tuple[int,
     if missing or unknown:
         raise ValidationFailed(
             [{"field": name, "reason": "column is missing (GET /v1/referrals/imports/template)"} for name in missing]
-            + [{"field": name, "reason": "is not a column of the template"} for name in unknown])
+            + [{"field": name, "reason": "is not a column of the template"} for name in unknown]
+        )
     for number, cells in enumerate(rows, start=2):
         values = {name: (cells[i] if i < len(cells) else "").strip() for i, name in enumerate(columns) if name}
         if any(values.values()):
@@ -186,13 +209,22 @@ def _body(values: dict[str, str]) -> dict:
             "address": {"line1": given.get("address_line1"), "postcode": given.get("postcode")},
             "vulnerabilities": [v.strip() for v in given.get("vulnerabilities", "").split(";") if v.strip()],
         },
-        "consent": {"to_share": {"yes": True, "y": True, "true": True, "no": False, "n": False,
-                                 "false": False}.get(consent, consent or None)},
-        "requests": [{"type": need, **{k: given[k] for k in ("details", "needed_by", "urgency") if k in given}}
-                     for need in needs],
+        "consent": {
+            "to_share": {"yes": True, "y": True, "true": True, "no": False, "n": False, "false": False}.get(
+                consent, consent or None
+            )
+        },
+        "requests": [
+            {"type": need, **{k: given[k] for k in ("details", "needed_by", "urgency") if k in given}} for need in needs
+        ],
     }
-    for column, key in (("date_of_birth", "date_of_birth"), ("phone", "phone"), ("email", "email"),
-                        ("contact_preference", "contact_preference"), ("language", "language")):
+    for column, key in (
+        ("date_of_birth", "date_of_birth"),
+        ("phone", "phone"),
+        ("email", "email"),
+        ("contact_preference", "contact_preference"),
+        ("language", "language"),
+    ):
         if column in given:
             body["resident"][key] = _date(given[column]) if column == "date_of_birth" else given[column]
     for column, key in (("address_line2", "line2"), ("town", "town")):
@@ -201,9 +233,10 @@ def _body(values: dict[str, str]) -> dict:
     if "consent_given_by" in given:
         body["consent"]["given_by"] = given["consent_given_by"]
     if "referrer_name" in given or "referrer_organisation" in given:
-        body["referrer"] = {"name": given.get("referrer_name") or given.get("referrer_organisation"),
-                            **({"organisation": given["referrer_organisation"]}
-                               if "referrer_organisation" in given else {})}
+        body["referrer"] = {
+            "name": given.get("referrer_name") or given.get("referrer_organisation"),
+            **({"organisation": given["referrer_organisation"]} if "referrer_organisation" in given else {}),
+        }
     return body
 
 
@@ -233,6 +266,7 @@ def row_key(values: dict[str, str]) -> str:
 
 # --- running ---------------------------------------------------------------------------------
 
+
 @dataclass
 class _Row:
     number: int
@@ -247,14 +281,25 @@ def _checked(number: int, values: dict[str, str], known_types: frozenset[str]) -
         errors = [{"field": _column(e["field"]), "reason": e["reason"]} for e in field_errors(error.errors())]
         return RowReport(number, "error", errors=errors)
     if not in_kent_and_medway_areas(normalise_postcode(referral.resident.address.postcode)):
-        return RowReport(number, "out-of-area", errors=[
-            {"field": "postcode", "reason": "is outside Kent and Medway: pass the resident to their own council"}])
+        return RowReport(
+            number,
+            "out-of-area",
+            errors=[
+                {"field": "postcode", "reason": "is outside Kent and Medway: pass the resident to their own council"}
+            ],
+        )
     return _Row(number, row_key(values), referral)
 
 
 async def run(
-    uow_factory: Callable[[], UnitOfWork], *, rows: Iterator[tuple[int, dict[str, str]]], by: Principal,
-    dry_run: bool, known_types: frozenset[str], audit: AuditLog | None = None, request_id: str | None = None,
+    uow_factory: Callable[[], UnitOfWork],
+    *,
+    rows: Iterator[tuple[int, dict[str, str]]],
+    by: Principal,
+    dry_run: bool,
+    known_types: frozenset[str],
+    audit: AuditLog | None = None,
+    request_id: str | None = None,
 ) -> AsyncIterator[tuple[int, ImportReport]]:
     """Check (dry run) or take the rows, `BATCH` at a time; yields (rows read so far, the report so far)."""
     report = ImportReport(dry_run=dry_run)
@@ -269,9 +314,16 @@ async def run(
         if dry_run:
             outcomes = await _would_be(uow_factory(), valid, seen)
         else:
-            results = await take_referrals(uow_factory(), audit=audit, intakes=[
-                Intake(r.referral, by, idempotency_key=r.key, idempotency_client=IMPORT_CLIENT,
-                       request_id=request_id) for r in valid])
+            results = await take_referrals(
+                uow_factory(),
+                audit=audit,
+                intakes=[
+                    Intake(
+                        r.referral, by, idempotency_key=r.key, idempotency_client=IMPORT_CLIENT, request_id=request_id
+                    )
+                    for r in valid
+                ],
+            )
             outcomes = [_taken(r.number, result) for r, result in zip(valid, results)]
         by_number = {o.row: o for o in outcomes}
         report.rows += [by_number[r.number] if isinstance(r, _Row) else r for r in batch]
@@ -318,12 +370,15 @@ async def _would_be(uow: UnitOfWork, rows: list[_Row], seen: _Seen) -> list[RowR
             continue
         asked = {r.type for r in row.referral.requests}
         same_name = seen.by_name.setdefault(domain.name_key(row.referral.resident.name), [])
-        same_in_file = any(_same_resident(previous, row.referral) and asked & {r.type for r in previous.requests}
-                           for previous in same_name)
+        same_in_file = any(
+            _same_resident(previous, row.referral) and asked & {r.type for r in previous.requests}
+            for previous in same_name
+        )
         seen.keys.add(row.key)
         same_name.append(row.referral)
-        out.append(RowReport(row.number, "possible-duplicate" if same_in_file or asked & set(open_before)
-                             else "accepted"))
+        out.append(
+            RowReport(row.number, "possible-duplicate" if same_in_file or asked & set(open_before) else "accepted")
+        )
     return out
 
 
@@ -337,14 +392,26 @@ def count_rows(path) -> int:
         return sum(1 for _ in read_rows(stream, filename=str(path)))
 
 
-async def import_file(uow_factory: Callable[[], UnitOfWork], *, path, dry_run: bool, audit: AuditLog | None = None,
-                      on_progress: Callable[[int], None] = lambda read: None) -> ImportReport:
+async def import_file(
+    uow_factory: Callable[[], UnitOfWork],
+    *,
+    path,
+    dry_run: bool,
+    audit: AuditLog | None = None,
+    on_progress: Callable[[int], None] = lambda read: None,
+) -> ImportReport:
     """`kent-together import-referrals FILE [--dry-run]`: the file read as a stream, progress after each batch."""
     async with uow_factory() as uow:
         known_types = await uow.request_types.active()
     report = ImportReport(dry_run=dry_run)
     with open(path, "rb") as stream:
-        async for read, report in run(uow_factory, rows=read_rows(stream, filename=str(path)), by=IMPORTER,
-                                      dry_run=dry_run, known_types=known_types, audit=audit):
+        async for read, report in run(  # noqa: B007 (the last report is the answer)
+            uow_factory,
+            rows=read_rows(stream, filename=str(path)),
+            by=IMPORTER,
+            dry_run=dry_run,
+            known_types=known_types,
+            audit=audit,
+        ):
             on_progress(read)
     return report

@@ -64,7 +64,7 @@ class Taken:
     body: bytes
 
     @classmethod
-    def of(cls, referral: Referral) -> "Taken":
+    def of(cls, referral: Referral) -> Taken:
         return cls(referral.id, repository.to_json(referral))
 
     def out(self) -> ReferralOut:
@@ -72,7 +72,11 @@ class Taken:
 
 
 async def take_referrals(
-    uow: UnitOfWork, *, intakes: list[Intake], audit: AuditLog | None = None, topics=None,
+    uow: UnitOfWork,
+    *,
+    intakes: list[Intake],
+    audit: AuditLog | None = None,
+    topics=None,
 ) -> list[tuple[Taken, bool] | DomainError]:
     """Store referrals that arrived together in one transaction: one commit, one fsync.
 
@@ -88,7 +92,8 @@ async def take_referrals(
         async with uow:
             results: list = [None] * len(intakes)
             stored = await uow.referrals.by_idempotency_keys(
-                {(i.client, i.idempotency_key) for i in intakes if i.idempotency_key})
+                {(i.client, i.idempotency_key) for i in intakes if i.idempotency_key}
+            )
             fresh: list[int] = []
             first_with_key: dict[tuple[str, str], int] = {}
             for index, intake in enumerate(intakes):
@@ -97,16 +102,22 @@ async def take_referrals(
                     fresh.append(index)
                 elif key in stored:
                     referral_id, stored_hash, erased_at, reference = stored[key]
-                    results[index] = _anonymised(reference, erased_at) if erased_at is not None \
-                        else referral_id if stored_hash == fingerprints[index] else _key_reused()
+                    results[index] = (
+                        _anonymised(reference, erased_at)
+                        if erased_at is not None
+                        else referral_id
+                        if stored_hash == fingerprints[index]
+                        else _key_reused()
+                    )
                 elif key in first_with_key:
                     results[index] = ("same-as", first_with_key[key])
                 else:
                     first_with_key[key] = index
                     fresh.append(index)
             now = uow.now()
-            earlier = await _earlier_open_requests(uow, [intakes[i].referral for i in fresh],
-                                                   keys=[name_keys[i] for i in fresh])
+            earlier = await _earlier_open_requests(
+                uow, [intakes[i].referral for i in fresh], keys=[name_keys[i] for i in fresh]
+            )
             taken, audit_rows = [], []
             # Referrals taken earlier in this batch, by name key: the same person twice in one batch
             # (is_same_person needs equal name keys, so only those with the same key are compared).
@@ -119,16 +130,23 @@ async def take_referrals(
                         for request in previous_referral.requests:
                             open_before.setdefault(request.type, request.id)
                         resident_id = resident_id or previous_referral.resident_id
-                referral = _new_referral(intake, fingerprint=fingerprints[index], now=now, earlier=open_before,
-                                         resident_id=resident_id)
+                referral = _new_referral(
+                    intake, fingerprint=fingerprints[index], now=now, earlier=open_before, resident_id=resident_id
+                )
                 same_name.append((intake.referral, referral))
                 taken.append(referral)
                 with tracing.continued(intake.traceparent, intake.tracestate):
                     _publish_received(uow, referral, backfilled=intake.backfilled)
                 results[index] = (Taken.of(referral), False)
                 if audit is not None:
-                    audit_rows += audit.rows(by=intake.by, action="create", resource="referral", ids=[referral.id],
-                                             request_id=intake.request_id, at=now)
+                    audit_rows += audit.rows(
+                        by=intake.by,
+                        action="create",
+                        resource="referral",
+                        ids=[referral.id],
+                        request_id=intake.request_id,
+                        at=now,
+                    )
             try:
                 await uow.referrals.add_all(taken)
                 if audit is not None:
@@ -204,6 +222,7 @@ async def find_duplicates(uow: UnitOfWork, *, referral: ReferralIn) -> list[dict
 
 # --- helpers: never commit ------------------------------------------------------
 
+
 class ReferralAnonymised(Conflict):
     slug, title = "referral-anonymised", "The referral under this Idempotency-Key was anonymised"
 
@@ -213,41 +232,66 @@ def _anonymised(reference: str, erased_at) -> ReferralAnonymised:
     return ReferralAnonymised(
         f"this Idempotency-Key took referral {reference}, whose resident's personal data was erased on "
         f"{erased_at:%d %B %Y at %H:%M} UTC (on request or at the end of retention): it cannot be replayed. "
-        "If help is still needed, take a new referral with a new key.", reference=reference,
-        erased_at=erased_at.isoformat())
+        "If help is still needed, take a new referral with a new key.",
+        reference=reference,
+        erased_at=erased_at.isoformat(),
+    )
 
 
 def _key_reused() -> IdempotencyKeyReused:
     return IdempotencyKeyReused("this Idempotency-Key was used with a different body; use a new key for a new referral")
 
 
-def _new_referral(intake: Intake, *, fingerprint: str, now, earlier: dict[str, str],
-                  resident_id: str | None) -> Referral:
+def _new_referral(
+    intake: Intake, *, fingerprint: str, now, earlier: dict[str, str], resident_id: str | None
+) -> Referral:
     """A referral just taken, its requests linked as duplicates to the same person's earlier open ones."""
     referral, by = intake.referral, intake.by
     received_at = referral.received_at or now
     referral_id = new_id()
     resident, address = referral.resident, referral.resident.address
     requests = [
-        Request(id=new_id(), type=r.type, position=position, details=r.details, needed_by=r.needed_by,
-                urgency=r.urgency or domain.urgency_for(needed_by=r.needed_by, received=received_at),
-                duplicate_of=earlier.get(r.type))
+        Request(
+            id=new_id(),
+            type=r.type,
+            position=position,
+            details=r.details,
+            needed_by=r.needed_by,
+            urgency=r.urgency or domain.urgency_for(needed_by=r.needed_by, received=received_at),
+            duplicate_of=earlier.get(r.type),
+        )
         for position, r in enumerate(referral.requests)
     ]
     return Referral(
-        id=referral_id, reference=domain.make_reference(), channel=referral.channel, received_at=received_at,
-        created_at=now, updated_at=now, created_by=by.subject, created_by_role=by.role,
+        id=referral_id,
+        reference=domain.make_reference(),
+        channel=referral.channel,
+        received_at=received_at,
+        created_at=now,
+        updated_at=now,
+        created_by=by.subject,
+        created_by_role=by.role,
         personal={
-            "name": resident.name, "date_of_birth": resident.date_of_birth, "phone": resident.phone,
-            "email": resident.email, "address_line1": address.line1, "address_line2": address.line2,
-            "town": address.town, "postcode": address.postcode, "contact_preference": resident.contact_preference,
-            "vulnerabilities": resident.vulnerabilities or [], "language": resident.language,
+            "name": resident.name,
+            "date_of_birth": resident.date_of_birth,
+            "phone": resident.phone,
+            "email": resident.email,
+            "address_line1": address.line1,
+            "address_line2": address.line2,
+            "town": address.town,
+            "postcode": address.postcode,
+            "contact_preference": resident.contact_preference,
+            "vulnerabilities": resident.vulnerabilities or [],
+            "language": resident.language,
             "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
         },
-        consent=referral.consent.model_dump(mode="json"), requests=requests,
-        possible_duplicate=any(r.duplicate_of for r in requests), resident_id=resident_id or referral_id,
+        consent=referral.consent.model_dump(mode="json"),
+        requests=requests,
+        possible_duplicate=any(r.duplicate_of for r in requests),
+        resident_id=resident_id or referral_id,
         idempotency_client=intake.client if intake.idempotency_key else None,
-        idempotency_key=intake.idempotency_key, body_hash=fingerprint,
+        idempotency_key=intake.idempotency_key,
+        body_hash=fingerprint,
     )
 
 
@@ -258,25 +302,55 @@ def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool =
     (tests/unit/referrals checks each against its contract).
     """
     p, referral_id, received_at, channel = referral.personal, referral.id, referral.received_at, referral.channel
-    uow.publish_data(ReferralReceivedV1.type, subject=referral_id, data={
-        "referral_id": referral_id, "reference": referral.reference, "channel": channel, "received_at": received_at,
-        "resident": repository.resident(p), "referrer": p["referrer"],
-        "consent_to_share": referral.consent["to_share"],
-        "requests": [{"request_id": r.id, "type": r.type, "details": r.details, "needed_by": r.needed_by,
-                      "urgency": r.urgency, "duplicate_of": r.duplicate_of} for r in referral.requests],
-        "backfilled": backfilled, "resident_id": referral.resident_id,
-    })
+    uow.publish_data(
+        ReferralReceivedV1.type,
+        subject=referral_id,
+        data={
+            "referral_id": referral_id,
+            "reference": referral.reference,
+            "channel": channel,
+            "received_at": received_at,
+            "resident": repository.resident(p),
+            "referrer": p["referrer"],
+            "consent_to_share": referral.consent["to_share"],
+            "requests": [
+                {
+                    "request_id": r.id,
+                    "type": r.type,
+                    "details": r.details,
+                    "needed_by": r.needed_by,
+                    "urgency": r.urgency,
+                    "duplicate_of": r.duplicate_of,
+                }
+                for r in referral.requests
+            ],
+            "backfilled": backfilled,
+            "resident_id": referral.resident_id,
+        },
+    )
     district = referral.district
     for r in referral.requests:
-        uow.publish_data(RequestReceivedV1.type, subject=referral_id, key=referral_id, data={
-            "referral_id": referral_id, "request_id": r.id, "request_type": r.type, "channel": channel,
-            "postcode_district": district, "urgency": r.urgency, "received_at": received_at,
-            "possible_duplicate": r.duplicate_of is not None, "resident_id": referral.resident_id,
-        })
+        uow.publish_data(
+            RequestReceivedV1.type,
+            subject=referral_id,
+            key=referral_id,
+            data={
+                "referral_id": referral_id,
+                "request_id": r.id,
+                "request_type": r.type,
+                "channel": channel,
+                "postcode_district": district,
+                "urgency": r.urgency,
+                "received_at": received_at,
+                "possible_duplicate": r.duplicate_of is not None,
+                "resident_id": referral.resident_id,
+            },
+        )
 
 
-async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn],
-                                 keys: list[str] | None = None) -> list[tuple[dict[str, str], str | None]]:
+async def _earlier_open_requests(
+    uow: UnitOfWork, batch: list[ReferralIn], keys: list[str] | None = None
+) -> list[tuple[dict[str, str], str | None]]:
     """For each referral, the open requests of the same person taken earlier, by type, and that person's resident id.
 
     Earlier means stored already (the caller matches those earlier in its batch). `keys`:
@@ -303,15 +377,26 @@ async def _earlier_open_requests(uow: UnitOfWork, batch: list[ReferralIn],
 def _same_resident(a: ReferralIn, b: ReferralIn) -> bool:
     ra, rb = a.resident, b.resident
     return domain.is_same_person(
-        name_a=ra.name, dob_a=ra.date_of_birth, postcode_a=ra.address.postcode, phone_a=ra.phone,
-        name_b=rb.name, dob_b=rb.date_of_birth, postcode_b=rb.address.postcode, phone_b=rb.phone,
+        name_a=ra.name,
+        dob_a=ra.date_of_birth,
+        postcode_a=ra.address.postcode,
+        phone_a=ra.phone,
+        name_b=rb.name,
+        dob_b=rb.date_of_birth,
+        postcode_b=rb.address.postcode,
+        phone_b=rb.phone,
     )
 
 
 def _same_person(referral: ReferralIn, stored) -> bool:
     resident = referral.resident
     return domain.is_same_person(
-        name_a=resident.name, dob_a=resident.date_of_birth, postcode_a=resident.address.postcode,
-        phone_a=resident.phone, name_b=stored["name"], dob_b=stored["date_of_birth"], postcode_b=stored["postcode"],
+        name_a=resident.name,
+        dob_a=resident.date_of_birth,
+        postcode_a=resident.address.postcode,
+        phone_a=resident.phone,
+        name_b=stored["name"],
+        dob_b=stored["date_of_birth"],
+        postcode_b=stored["postcode"],
         phone_b=stored["phone"],
     )

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, Boolean, Column, Date, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint,
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
 
 from services.referrals.domain import name_key
@@ -114,8 +125,18 @@ resident_merges = Table(
 tables = ServiceTables(metadata, with_audit=True)
 
 PERSONAL_FIELDS = (
-    "name", "date_of_birth", "phone", "email", "address_line1", "address_line2", "town", "postcode",
-    "contact_preference", "vulnerabilities", "language", "referrer",
+    "name",
+    "date_of_birth",
+    "phone",
+    "email",
+    "address_line1",
+    "address_line2",
+    "town",
+    "postcode",
+    "contact_preference",
+    "vulnerabilities",
+    "language",
+    "referrer",
 )
 """A referral's fields about the resident and referrer: stored as one sealed JSON object (`personal`)."""
 

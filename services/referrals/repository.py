@@ -18,7 +18,13 @@ from sqlalchemy import func, insert, or_, select, update
 from services.referrals import domain
 from services.referrals.domain import Change, Referral, Request
 from services.referrals.models import (
-    referral_changes, referrals, request_types, requests, resident_merges, sealing, tables,
+    referral_changes,
+    referrals,
+    request_types,
+    requests,
+    resident_merges,
+    sealing,
+    tables,
 )
 from shared.errors import NotFound
 from shared.privacy import ERASED, redact_stored_event
@@ -36,31 +42,57 @@ def out(referral: Referral) -> dict:
     """The referral as the API answers it: ReferralOut's fields, as plain data."""
     p = referral.personal
     return {
-        "id": referral.id, "reference": referral.reference, "channel": referral.channel, "status": referral.status,
-        "received_at": referral.received_at, "created_at": referral.created_at, "updated_at": referral.updated_at,
+        "id": referral.id,
+        "reference": referral.reference,
+        "channel": referral.channel,
+        "status": referral.status,
+        "received_at": referral.received_at,
+        "created_at": referral.created_at,
+        "updated_at": referral.updated_at,
         "resident": resident(p),
-        "referrer": p["referrer"], "consent": referral.consent,
+        "referrer": p["referrer"],
+        "consent": referral.consent,
         "requests": [
             {
-                "id": r.id, "type": r.type, "details": r.details, "needed_by": r.needed_by, "urgency": r.urgency,
-                "status": r.status, "duplicate_of": r.duplicate_of, "cancel_reason": r.cancel_reason,
-                "progress": r.progress, "hub": r.hub, "progress_at": r.progress_at, "outcome": r.outcome,
+                "id": r.id,
+                "type": r.type,
+                "details": r.details,
+                "needed_by": r.needed_by,
+                "urgency": r.urgency,
+                "status": r.status,
+                "duplicate_of": r.duplicate_of,
+                "cancel_reason": r.cancel_reason,
+                "progress": r.progress,
+                "hub": r.hub,
+                "progress_at": r.progress_at,
+                "outcome": r.outcome,
                 "closed_at": r.closed_at,
             }
             for r in referral.requests
         ],
-        "possible_duplicate": referral.possible_duplicate, "version": referral.version,
-        "closed_at": referral.closed_at, "erased_at": referral.erased_at, "resident_id": referral.resident_id,
+        "possible_duplicate": referral.possible_duplicate,
+        "version": referral.version,
+        "closed_at": referral.closed_at,
+        "erased_at": referral.erased_at,
+        "resident_id": referral.resident_id,
     }
 
 
 def resident(p: dict) -> dict:
     """The resident as the API and the events (ResidentV1) give it: the address nested."""
     return {
-        "name": p["name"], "date_of_birth": p["date_of_birth"], "phone": p["phone"], "email": p["email"],
-        "address": {"line1": p["address_line1"], "line2": p["address_line2"], "town": p["town"],
-                    "postcode": p["postcode"]},
-        "contact_preference": p["contact_preference"], "vulnerabilities": p["vulnerabilities"] or [],
+        "name": p["name"],
+        "date_of_birth": p["date_of_birth"],
+        "phone": p["phone"],
+        "email": p["email"],
+        "address": {
+            "line1": p["address_line1"],
+            "line2": p["address_line2"],
+            "town": p["town"],
+            "postcode": p["postcode"],
+        },
+        "contact_preference": p["contact_preference"],
+        "vulnerabilities": p["vulnerabilities"] or [],
         "language": p["language"],
     }
 
@@ -73,37 +105,78 @@ def to_json(referral: Referral) -> bytes:
 def _row(referral: Referral) -> dict:
     """The referral's columns, its personal fields in clear (sealed by `_REFERRALS.seal`)."""
     return {
-        "id": referral.id, "reference": referral.reference, "channel": referral.channel, "status": referral.status,
-        "received_at": referral.received_at, "created_at": referral.created_at, "updated_at": referral.updated_at,
-        "created_by": referral.created_by, "created_by_role": referral.created_by_role,
-        **referral.personal, "district": referral.district, "consent": referral.consent,
-        "possible_duplicate": referral.possible_duplicate, "idempotency_client": referral.idempotency_client,
-        "idempotency_key": referral.idempotency_key, "body_hash": referral.body_hash, "version": referral.version,
-        "erased_at": referral.erased_at, "closed_at": referral.closed_at, "resident_id": referral.resident_id,
+        "id": referral.id,
+        "reference": referral.reference,
+        "channel": referral.channel,
+        "status": referral.status,
+        "received_at": referral.received_at,
+        "created_at": referral.created_at,
+        "updated_at": referral.updated_at,
+        "created_by": referral.created_by,
+        "created_by_role": referral.created_by_role,
+        **referral.personal,
+        "district": referral.district,
+        "consent": referral.consent,
+        "possible_duplicate": referral.possible_duplicate,
+        "idempotency_client": referral.idempotency_client,
+        "idempotency_key": referral.idempotency_key,
+        "body_hash": referral.body_hash,
+        "version": referral.version,
+        "erased_at": referral.erased_at,
+        "closed_at": referral.closed_at,
+        "resident_id": referral.resident_id,
     }
 
 
 def _request_row(referral_id: str, r: Request) -> dict:
     return {
-        "referral_id": referral_id, "id": r.id, "type": r.type, "position": r.position, "urgency": r.urgency,
-        "details": r.details, "needed_by": r.needed_by, "status": r.status, "duplicate_of": r.duplicate_of,
-        "cancel_reason": r.cancel_reason, "cancelled_at": r.cancelled_at, "progress": r.progress, "hub": r.hub,
-        "progress_at": r.progress_at, "outcome": r.outcome, "closed_at": r.closed_at,
+        "referral_id": referral_id,
+        "id": r.id,
+        "type": r.type,
+        "position": r.position,
+        "urgency": r.urgency,
+        "details": r.details,
+        "needed_by": r.needed_by,
+        "status": r.status,
+        "duplicate_of": r.duplicate_of,
+        "cancel_reason": r.cancel_reason,
+        "cancelled_at": r.cancelled_at,
+        "progress": r.progress,
+        "hub": r.hub,
+        "progress_at": r.progress_at,
+        "outcome": r.outcome,
+        "closed_at": r.closed_at,
     }
 
 
 def _referral(row, request_rows, keyring) -> Referral:
     opened = _REFERRALS.open(row, keyring)
     return Referral(
-        id=row["id"], reference=row["reference"], channel=row["channel"], received_at=row["received_at"],
-        created_at=row["created_at"], updated_at=row["updated_at"], created_by=row["created_by"],
-        created_by_role=row["created_by_role"], personal={f: opened[f] for f in _REFERRALS.blob.fields},
-        consent=row["consent"], status=row["status"], possible_duplicate=row["possible_duplicate"],
-        version=row["version"], closed_at=row["closed_at"], erased_at=row["erased_at"],
-        resident_id=row["resident_id"], idempotency_client=row["idempotency_client"],
-        idempotency_key=row["idempotency_key"], body_hash=row["body_hash"],
-        requests=[Request(**{n: r[n] for n in _REQUEST_COLUMNS if n != "details"},
-                          details=keyring.open_text(r["sealed_details"])) for r in request_rows],
+        id=row["id"],
+        reference=row["reference"],
+        channel=row["channel"],
+        received_at=row["received_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        created_by=row["created_by"],
+        created_by_role=row["created_by_role"],
+        personal={f: opened[f] for f in _REFERRALS.blob.fields},
+        consent=row["consent"],
+        status=row["status"],
+        possible_duplicate=row["possible_duplicate"],
+        version=row["version"],
+        closed_at=row["closed_at"],
+        erased_at=row["erased_at"],
+        resident_id=row["resident_id"],
+        idempotency_client=row["idempotency_client"],
+        idempotency_key=row["idempotency_key"],
+        body_hash=row["body_hash"],
+        requests=[
+            Request(
+                **{n: r[n] for n in _REQUEST_COLUMNS if n != "details"}, details=keyring.open_text(r["sealed_details"])
+            )
+            for r in request_rows
+        ],
     )
 
 
@@ -123,18 +196,24 @@ class Referrals:
         """Store referrals just taken, sealed, in bulk (one COPY per table on PostgreSQL)."""
         keyring = self.uow.keyring
         await self.uow.insert_rows(referrals, [_REFERRALS.seal(_row(r), keyring) for r in new])
-        await self.uow.insert_rows(requests, [
-            _REQUESTS.seal(_request_row(r.id, q), keyring) for r in new for q in r.requests
-        ])
+        await self.uow.insert_rows(
+            requests, [_REQUESTS.seal(_request_row(r.id, q), keyring) for r in new for q in r.requests]
+        )
 
     async def get(self, referral_id: str) -> Referral:
         """A referral by its id; NotFound."""
         row = (await self._session.execute(select(referrals).where(referrals.c.id == referral_id))).mappings().first()
         if row is None:
             raise NotFound(f"no referral {referral_id}")
-        request_rows = (await self._session.execute(
-            select(requests).where(requests.c.referral_id == referral_id).order_by(requests.c.position)
-        )).mappings().all()
+        request_rows = (
+            (
+                await self._session.execute(
+                    select(requests).where(requests.c.referral_id == referral_id).order_by(requests.c.position)
+                )
+            )
+            .mappings()
+            .all()
+        )
         referral = _referral(row, request_rows, self.uow.keyring)
         self._loaded[referral.id] = (_row(referral), {q.id: _request_row(referral.id, q) for q in referral.requests})
         return referral
@@ -173,11 +252,23 @@ class Referrals:
             if delta:
                 await self._session.execute(update(requests).where(requests.c.id == request.id).values(**delta))
         if referral.changes:
-            await self._session.execute(insert(referral_changes), [
-                _CHANGES.seal({"referral_id": referral.id, "at": c.at, "by": c.by, "kind": c.kind,
-                               "fields": c.fields, "note": c.note}, keyring)
-                for c in referral.changes
-            ])
+            await self._session.execute(
+                insert(referral_changes),
+                [
+                    _CHANGES.seal(
+                        {
+                            "referral_id": referral.id,
+                            "at": c.at,
+                            "by": c.by,
+                            "kind": c.kind,
+                            "fields": c.fields,
+                            "note": c.note,
+                        },
+                        keyring,
+                    )
+                    for c in referral.changes
+                ],
+            )
             referral.changes = []
         self._loaded[referral.id] = (now, {q.id: _request_row(referral.id, q) for q in referral.requests})
 
@@ -187,9 +278,9 @@ class Referrals:
             update(referral_changes).where(referral_changes.c.referral_id == referral.id).values(sealed_note=None)
         )
         outbox = self.uow.outbox
-        held = (await self._session.execute(
-            select(outbox.c.id, outbox.c.payload).where(outbox.c.key == referral.id)
-        )).all()
+        held = (
+            await self._session.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.key == referral.id))
+        ).all()
         for outbox_id, payload in held:
             redacted = redact_stored_event(payload, self.uow.keyring)
             if redacted != payload:
@@ -200,9 +291,14 @@ class Referrals:
         if not wanted:
             return {}
         rows = await self._session.execute(
-            select(referrals.c.idempotency_client, referrals.c.idempotency_key, referrals.c.id, referrals.c.body_hash,
-                   referrals.c.erased_at, referrals.c.reference)
-            .where(referrals.c.idempotency_key.in_({key for _, key in wanted}))
+            select(
+                referrals.c.idempotency_client,
+                referrals.c.idempotency_key,
+                referrals.c.id,
+                referrals.c.body_hash,
+                referrals.c.erased_at,
+                referrals.c.reference,
+            ).where(referrals.c.idempotency_key.in_({key for _, key in wanted}))
         )
         return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows if (r[0], r[1]) in wanted}
 
@@ -213,11 +309,13 @@ class Referrals:
         """
         keyring = self.uow.keyring
         indexes = {i for key in name_keys for i in _REFERRALS.lookup("name_index", key, keyring)}
-        rows = (await self._session.execute(
-            select(referrals.c.id, referrals.c.personal, referrals.c.resident_id)
-            .where(referrals.c.name_index.in_(indexes), referrals.c.status == domain.OPEN)
-            .order_by(referrals.c.received_at)
-        )).mappings()
+        rows = (
+            await self._session.execute(
+                select(referrals.c.id, referrals.c.personal, referrals.c.resident_id)
+                .where(referrals.c.name_index.in_(indexes), referrals.c.status == domain.OPEN)
+                .order_by(referrals.c.received_at)
+            )
+        ).mappings()
         return [_REFERRALS.open(r, keyring) for r in rows]
 
     async def open_requests_of(self, referral_ids: set[str]) -> dict[str, dict[str, str]]:
@@ -225,8 +323,9 @@ class Referrals:
         found: dict[str, dict[str, str]] = {}
         if referral_ids:
             rows = await self._session.execute(
-                select(requests.c.referral_id, requests.c.id, requests.c.type)
-                .where(requests.c.referral_id.in_(referral_ids), requests.c.status == domain.OPEN)
+                select(requests.c.referral_id, requests.c.id, requests.c.type).where(
+                    requests.c.referral_id.in_(referral_ids), requests.c.status == domain.OPEN
+                )
             )
             for row in rows:
                 found.setdefault(row.referral_id, {}).setdefault(row.type, row.id)
@@ -234,18 +333,48 @@ class Referrals:
 
     async def requests_described(self, request_ids: list[str]) -> list[dict]:
         """What an adviser is told of earlier open requests: type, urgency, and their referral's reference and channel."""
-        rows = (await self._session.execute(
-            select(requests.c.id, requests.c.type, requests.c.urgency, referrals.c.id.label("referral_id"),
-                   referrals.c.reference, referrals.c.received_at, referrals.c.channel)
-            .select_from(requests.join(referrals, referrals.c.id == requests.c.referral_id))
-            .where(requests.c.id.in_(request_ids))
-        )).mappings().all()
-        return [{"type": r["type"], "request_id": r["id"], "referral_id": r["referral_id"],
-                 "reference": r["reference"], "received_at": r["received_at"], "channel": r["channel"],
-                 "urgency": r["urgency"]} for r in rows]
+        rows = (
+            (
+                await self._session.execute(
+                    select(
+                        requests.c.id,
+                        requests.c.type,
+                        requests.c.urgency,
+                        referrals.c.id.label("referral_id"),
+                        referrals.c.reference,
+                        referrals.c.received_at,
+                        referrals.c.channel,
+                    )
+                    .select_from(requests.join(referrals, referrals.c.id == requests.c.referral_id))
+                    .where(requests.c.id.in_(request_ids))
+                )
+            )
+            .mappings()
+            .all()
+        )
+        return [
+            {
+                "type": r["type"],
+                "request_id": r["id"],
+                "referral_id": r["referral_id"],
+                "reference": r["reference"],
+                "received_at": r["received_at"],
+                "channel": r["channel"],
+                "urgency": r["urgency"],
+            }
+            for r in rows
+        ]
 
-    async def search(self, *, reference: str | None, postcode: str | None, phone: str | None, name: str | None,
-                     date_of_birth: date | None, limit: int) -> list[dict]:
+    async def search(
+        self,
+        *,
+        reference: str | None,
+        postcode: str | None,
+        phone: str | None,
+        name: str | None,
+        date_of_birth: date | None,
+        limit: int,
+    ) -> list[dict]:
         """Summaries of the referrals matching every criterion given, newest first."""
         keyring = self.uow.keyring
         query = select(referrals).order_by(referrals.c.received_at.desc()).limit(limit)
@@ -258,10 +387,14 @@ class Referrals:
         if name:
             # Every word of the name given, in any order, whole words only: 'smith' finds 'Jo Smith', 'smi' does not.
             for word in domain.name_key(name).split():
-                query = query.where(or_(*(
-                    referrals.c.name_words.like(f"%{index}%")
-                    for index in _REFERRALS.lookup("name_words", word, keyring)
-                )))
+                query = query.where(
+                    or_(
+                        *(
+                            referrals.c.name_words.like(f"%{index}%")
+                            for index in _REFERRALS.lookup("name_words", word, keyring)
+                        )
+                    )
+                )
         rows = [_REFERRALS.open(r, keyring) for r in (await self._session.execute(query)).mappings()]
         if date_of_birth is not None:  # compared once opened: it has no index
             rows = [r for r in rows if r["date_of_birth"] == date_of_birth]
@@ -270,13 +403,26 @@ class Referrals:
     async def _summaries(self, rows: list[dict]) -> list[dict]:
         types: dict[str, list[str]] = {}
         if rows:
-            for referral_id, request_type in (await self._session.execute(
-                select(requests.c.referral_id, requests.c.type)
-                .where(requests.c.referral_id.in_([r["id"] for r in rows])).order_by(requests.c.position)
-            )).all():
+            for referral_id, request_type in (
+                await self._session.execute(
+                    select(requests.c.referral_id, requests.c.type)
+                    .where(requests.c.referral_id.in_([r["id"] for r in rows]))
+                    .order_by(requests.c.position)
+                )
+            ).all():
                 types.setdefault(referral_id, []).append(request_type)
-        return [{"id": r["id"], "reference": r["reference"], "status": r["status"], "received_at": r["received_at"],
-                 "name": r["name"], "postcode": r["postcode"], "request_types": types.get(r["id"], [])} for r in rows]
+        return [
+            {
+                "id": r["id"],
+                "reference": r["reference"],
+                "status": r["status"],
+                "received_at": r["received_at"],
+                "name": r["name"],
+                "postcode": r["postcode"],
+                "request_types": types.get(r["id"], []),
+            }
+            for r in rows
+        ]
 
     async def resident_of(self, identifier: str) -> str:
         """The resident an id names: a resident's id (one merged away names the one it was merged into),
@@ -286,12 +432,18 @@ class Referrals:
         if column is not None:
             found = await self._session.scalar(select(referrals.c.resident_id).where(column == reference))
         else:
-            found = await self._session.scalar(select(referrals.c.resident_id).where(or_(
-                referrals.c.resident_id == identifier, referrals.c.id == identifier)).limit(1))
+            found = await self._session.scalar(
+                select(referrals.c.resident_id)
+                .where(or_(referrals.c.resident_id == identifier, referrals.c.id == identifier))
+                .limit(1)
+            )
         if found is None:
             merged_into = await self._session.scalar(
-                select(resident_merges.c.into_id).where(resident_merges.c.merged_id == identifier)
-                .order_by(resident_merges.c.id.desc()).limit(1))
+                select(resident_merges.c.into_id)
+                .where(resident_merges.c.merged_id == identifier)
+                .order_by(resident_merges.c.id.desc())
+                .limit(1)
+            )
             if merged_into is not None:
                 return await self.resident_of(merged_into)
             raise NotFound(f"no resident or referral {identifier}")
@@ -299,22 +451,39 @@ class Referrals:
 
     async def of_resident(self, resident_id: str) -> list[Referral]:
         """Every referral of a resident, oldest first."""
-        ids = (await self._session.scalars(
-            select(referrals.c.id).where(referrals.c.resident_id == resident_id).order_by(referrals.c.received_at)
-        )).all()
+        ids = (
+            await self._session.scalars(
+                select(referrals.c.id).where(referrals.c.resident_id == resident_id).order_by(referrals.c.received_at)
+            )
+        ).all()
         return [await self.get(referral_id) for referral_id in ids]
 
     async def record_merge(self, *, merged_id: str, into_id: str, referral_ids: list[str], by: str, at) -> None:
-        await self._session.execute(insert(resident_merges).values(
-            merged_id=merged_id, into_id=into_id, referral_ids=referral_ids, by=by, at=at))
+        await self._session.execute(
+            insert(resident_merges).values(
+                merged_id=merged_id, into_id=into_id, referral_ids=referral_ids, by=by, at=at
+            )
+        )
 
     async def merges_into(self, resident_id: str) -> list[dict]:
         """The residents merged into this one (ids, when, by whom), oldest first; merges into those too."""
-        rows = (await self._session.execute(
-            select(resident_merges.c.merged_id, resident_merges.c.into_id, resident_merges.c.referral_ids,
-                   resident_merges.c.by, resident_merges.c.at)
-            .where(resident_merges.c.into_id == resident_id).order_by(resident_merges.c.id)
-        )).mappings().all()
+        rows = (
+            (
+                await self._session.execute(
+                    select(
+                        resident_merges.c.merged_id,
+                        resident_merges.c.into_id,
+                        resident_merges.c.referral_ids,
+                        resident_merges.c.by,
+                        resident_merges.c.at,
+                    )
+                    .where(resident_merges.c.into_id == resident_id)
+                    .order_by(resident_merges.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
         found = [dict(r) for r in rows]
         for row in list(found):
             found += await self.merges_into(row["merged_id"])
@@ -322,52 +491,98 @@ class Referrals:
 
     async def past_retention(self, *, cutoff, limit: int) -> list[str]:
         """Ids of the closed or cancelled referrals unchanged since `cutoff` (and taken before it), oldest first."""
-        return list((await self._session.scalars(
-            select(referrals.c.id).where(
-                referrals.c.erased_at.is_(None), referrals.c.status != domain.OPEN,
-                func.coalesce(referrals.c.closed_at, referrals.c.updated_at) < cutoff,
-                referrals.c.created_at < cutoff,
-            ).order_by(referrals.c.received_at).limit(limit)
-        )).all())
+        return list(
+            (
+                await self._session.scalars(
+                    select(referrals.c.id)
+                    .where(
+                        referrals.c.erased_at.is_(None),
+                        referrals.c.status != domain.OPEN,
+                        func.coalesce(referrals.c.closed_at, referrals.c.updated_at) < cutoff,
+                        referrals.c.created_at < cutoff,
+                    )
+                    .order_by(referrals.c.received_at)
+                    .limit(limit)
+                )
+            ).all()
+        )
 
     async def flag_open_taken_before(self, cutoff, *, at) -> int:
         """Mark the open referrals taken before `cutoff` for review; return how many."""
         result = await self._session.execute(
-            update(referrals).where(
-                referrals.c.erased_at.is_(None), referrals.c.status == domain.OPEN,
-                referrals.c.retention_review_at.is_(None), referrals.c.created_at < cutoff,
-            ).values(retention_review_at=at)
+            update(referrals)
+            .where(
+                referrals.c.erased_at.is_(None),
+                referrals.c.status == domain.OPEN,
+                referrals.c.retention_review_at.is_(None),
+                referrals.c.created_at < cutoff,
+            )
+            .values(retention_review_at=at)
         )
         return result.rowcount or 0
 
     async def flagged_for_review(self, *, limit: int) -> list[dict]:
-        rows = (await self._session.execute(
-            select(referrals.c.id, referrals.c.reference, referrals.c.received_at, referrals.c.created_at,
-                   referrals.c.retention_review_at, referrals.c.district)
-            .where(referrals.c.retention_review_at.is_not(None), referrals.c.status == domain.OPEN,
-                   referrals.c.erased_at.is_(None))
-            .order_by(referrals.c.created_at).limit(limit)
-        )).mappings().all()
+        rows = (
+            (
+                await self._session.execute(
+                    select(
+                        referrals.c.id,
+                        referrals.c.reference,
+                        referrals.c.received_at,
+                        referrals.c.created_at,
+                        referrals.c.retention_review_at,
+                        referrals.c.district,
+                    )
+                    .where(
+                        referrals.c.retention_review_at.is_not(None),
+                        referrals.c.status == domain.OPEN,
+                        referrals.c.erased_at.is_(None),
+                    )
+                    .order_by(referrals.c.created_at)
+                    .limit(limit)
+                )
+            )
+            .mappings()
+            .all()
+        )
         return [dict(r) for r in rows]
 
     async def requests_after(self, after: str | None, *, limit: int) -> list:
         """Every request (no personal data) with its referral's channel, district and time, in id order."""
-        query = (select(requests.c.id, requests.c.referral_id, requests.c.type, requests.c.urgency,
-                        requests.c.status, requests.c.duplicate_of, requests.c.cancel_reason,
-                        requests.c.cancelled_at, referrals.c.channel, referrals.c.district, referrals.c.received_at,
-                        referrals.c.resident_id)
-                 .join(referrals, referrals.c.id == requests.c.referral_id).order_by(requests.c.id).limit(limit))
+        query = (
+            select(
+                requests.c.id,
+                requests.c.referral_id,
+                requests.c.type,
+                requests.c.urgency,
+                requests.c.status,
+                requests.c.duplicate_of,
+                requests.c.cancel_reason,
+                requests.c.cancelled_at,
+                referrals.c.channel,
+                referrals.c.district,
+                referrals.c.received_at,
+                referrals.c.resident_id,
+            )
+            .join(referrals, referrals.c.id == requests.c.referral_id)
+            .order_by(requests.c.id)
+            .limit(limit)
+        )
         if after is not None:
             query = query.where(requests.c.id > after)
         return list((await self._session.execute(query)).all())
 
     async def history(self, referral_id: str) -> list[Change]:
-        rows = (await self._session.execute(
-            select(referral_changes).where(referral_changes.c.referral_id == referral_id)
-            .order_by(referral_changes.c.id)
-        )).mappings()
-        return [Change(r["kind"], r["fields"], r["by"], r["at"], self.uow.keyring.open_text(r["sealed_note"]))
-                for r in rows]
+        rows = (
+            await self._session.execute(
+                select(referral_changes)
+                .where(referral_changes.c.referral_id == referral_id)
+                .order_by(referral_changes.c.id)
+            )
+        ).mappings()
+        return [
+            Change(r["kind"], r["fields"], r["by"], r["at"], self.uow.keyring.open_text(r["sealed_note"])) for r in rows
+        ]
 
 
 class RequestTypes:
@@ -381,12 +596,16 @@ class RequestTypes:
 
     async def all(self) -> list[dict]:
         rows = await self.uow.session.execute(
-            select(request_types).order_by(request_types.c.position, request_types.c.id))
+            select(request_types).order_by(request_types.c.position, request_types.c.id)
+        )
         return [dict(r) for r in rows.mappings()]
 
     async def get(self, type_id: str) -> dict | None:
-        row = (await self.uow.session.execute(
-            select(request_types).where(request_types.c.id == type_id))).mappings().first()
+        row = (
+            (await self.uow.session.execute(select(request_types).where(request_types.c.id == type_id)))
+            .mappings()
+            .first()
+        )
         return None if row is None else dict(row)
 
     async def add(self, rows: list[dict]) -> None:
@@ -394,8 +613,11 @@ class RequestTypes:
             await self.uow.session.execute(insert(request_types), rows)
 
     async def last_position(self) -> int:
-        return (await self.uow.session.scalar(
-            select(request_types.c.position).order_by(request_types.c.position.desc()).limit(1))) or 0
+        return (
+            await self.uow.session.scalar(
+                select(request_types.c.position).order_by(request_types.c.position.desc()).limit(1)
+            )
+        ) or 0
 
     async def change(self, type_id: str, values: dict) -> None:
         await self.uow.session.execute(update(request_types).where(request_types.c.id == type_id).values(**values))

@@ -22,8 +22,14 @@ RETENTION = Principal(subject="retention", role="admin", scopes=frozenset())
 
 
 async def anonymise_expired(
-    uow_factory, *, now, closed_for: timedelta, kept_for: timedelta, batch: int = 200,
-    audit: AuditLog | None = None, topics=None,
+    uow_factory,
+    *,
+    now,
+    closed_for: timedelta,
+    kept_for: timedelta,
+    batch: int = 200,
+    audit: AuditLog | None = None,
+    topics=None,
 ) -> list[str]:
     """Anonymise the referrals past retention; return their ids (each audited with its erasure, given `audit`).
 
@@ -39,8 +45,11 @@ async def anonymise_expired(
         ids = await uow.referrals.past_retention(cutoff=now - closed_for, limit=batch)
     for referral_id in ids:
         uow = uow_factory()
-        async with (audit.changing(uow, by=RETENTION, action="anonymise", resource="referral", ids=[referral_id])
-                    if audit is not None else contextlib.nullcontext(uow)) as uow:
+        async with (
+            audit.changing(uow, by=RETENTION, action="anonymise", resource="referral", ids=[referral_id])
+            if audit is not None
+            else contextlib.nullcontext(uow)
+        ) as uow:
             await erase_resident(uow, referral_id=referral_id, by=RETENTION, reason="retention")
     return ids
 
@@ -62,8 +71,9 @@ async def retention_review(uow: UnitOfWork, *, limit: int = 500) -> list[dict]:
 class RetentionScheduler(StopsBetweenRounds):
     """Anonymises expired cases now and then, in the service process (safe in several: erasure is idempotent)."""
 
-    def __init__(self, *, uow_factory, closed_for: timedelta, kept_for: timedelta, poll_seconds: float,
-                 audit=None, topics=None):
+    def __init__(
+        self, *, uow_factory, closed_for: timedelta, kept_for: timedelta, poll_seconds: float, audit=None, topics=None
+    ):
         self.uow_factory = uow_factory
         self.closed_for = closed_for
         self.kept_for = kept_for
@@ -74,14 +84,18 @@ class RetentionScheduler(StopsBetweenRounds):
         anonymised = []
         while True:
             at = now or utcnow()
-            ids = await anonymise_expired(self.uow_factory, now=at, closed_for=self.closed_for,
-                                          kept_for=self.kept_for, audit=self.audit)
+            ids = await anonymise_expired(
+                self.uow_factory, now=at, closed_for=self.closed_for, kept_for=self.kept_for, audit=self.audit
+            )
             anonymised += ids
             if len(ids) < 200:
                 flagged = await flag_for_review(self.uow_factory(), now=at, kept_for=self.kept_for)
                 if flagged:
-                    log.warning("retention: %d open referrals are past retention and need review "
-                                "(GET /v1/retention/review); none was anonymised", flagged)
+                    log.warning(
+                        "retention: %d open referrals are past retention and need review "
+                        "(GET /v1/retention/review); none was anonymised",
+                        flagged,
+                    )
                 return anonymised
 
     async def run(self) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator,
+    AfterValidator,
+    BaseModel,
+    EmailStr,
+    Field,
+    ValidationInfo,
+    field_validator,
 )
 
 from services.referrals import domain
@@ -46,7 +51,7 @@ class ResidentIn(Strict):
     @classmethod
     def _dob(cls, value: date | None) -> date | None:
         if value is not None:
-            domain.check_date_of_birth(value, today=datetime.now(timezone.utc).date())
+            domain.check_date_of_birth(value, today=datetime.now(UTC).date())
         return value
 
     @field_validator("contact_preference")
@@ -85,7 +90,7 @@ class RequestIn(Strict):
     @field_validator("needed_by")
     @classmethod
     def _not_far_off(cls, value: date | None) -> date | None:
-        if value is not None and value > datetime.now(timezone.utc).date() + timedelta(days=366):
+        if value is not None and value > datetime.now(UTC).date() + timedelta(days=366):
             raise ValueError("is more than a year ahead")
         return value
 
@@ -123,7 +128,7 @@ class ReferralIn(Strict):
             return None
         if value.tzinfo is None:
             raise ValueError("needs a time zone (for example 2020-04-01T09:30:00Z)")
-        if value > datetime.now(timezone.utc) + timedelta(minutes=5):
+        if value > datetime.now(UTC) + timedelta(minutes=5):
             raise ValueError("is in the future")
         return value
 

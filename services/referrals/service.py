@@ -10,12 +10,21 @@ from services.referrals import domain, repository
 from services.referrals.domain import Referral
 from services.referrals.models import sealing
 from services.referrals.schemas import (
-    Cancellation, ReferralAmendment, ReferralOut, RequestTypeIn, RequestTypePatch, ResidentHistory,
+    Cancellation,
+    ReferralAmendment,
+    ReferralOut,
+    RequestTypeIn,
+    RequestTypePatch,
+    ResidentHistory,
 )
 from shared.auth import Principal
 from shared.errors import Conflict, NotFound
 from shared.events import (
-    AssignmentStatusChangedV1, ReferralAmendedV1, RequestCancelledV1, RequestReceivedV1, ResidentErasedV1,
+    AssignmentStatusChangedV1,
+    ReferralAmendedV1,
+    RequestCancelledV1,
+    RequestReceivedV1,
+    ResidentErasedV1,
     ResidentsMergedV1,
 )
 from shared.uow import UnitOfWork
@@ -79,18 +88,34 @@ async def get_referral(uow: UnitOfWork, referral_id: str) -> ReferralOut:
 
 
 async def search_referrals(
-    uow: UnitOfWork, *, reference: str | None = None, postcode: str | None = None,
-    phone: str | None = None, name: str | None = None, date_of_birth: date | None = None, limit: int = 50,
+    uow: UnitOfWork,
+    *,
+    reference: str | None = None,
+    postcode: str | None = None,
+    phone: str | None = None,
+    name: str | None = None,
+    date_of_birth: date | None = None,
+    limit: int = 50,
 ) -> list[dict]:
     """Referrals matching every criterion given, newest first (a date of birth is compared once opened: it has no index)."""
     async with uow:
         return await uow.referrals.search(
-            reference=domain.normalise_reference(reference) if reference else None, postcode=postcode, phone=phone,
-            name=name, date_of_birth=date_of_birth, limit=limit)
+            reference=domain.normalise_reference(reference) if reference else None,
+            postcode=postcode,
+            phone=phone,
+            name=name,
+            date_of_birth=date_of_birth,
+            limit=limit,
+        )
 
 
 async def amend_referral(
-    uow: UnitOfWork, *, referral_id: str, amendment: ReferralAmendment, by: Principal, topics=None,
+    uow: UnitOfWork,
+    *,
+    referral_id: str,
+    amendment: ReferralAmendment,
+    by: Principal,
+    topics=None,
 ) -> ReferralOut:
     async with uow:
         referral = await uow.referrals.get(referral_id)
@@ -98,36 +123,55 @@ async def amend_referral(
             resident=amendment.resident.model_dump(exclude_unset=True) if amendment.resident is not None else None,
             consent=amendment.consent.model_dump(mode="json") if amendment.consent is not None else None,
             referrer=amendment.referrer.model_dump(mode="json") if amendment.referrer is not None else None,
-            by=by.subject, at=uow.now(), note=amendment.note,
+            by=by.subject,
+            at=uow.now(),
+            note=amendment.note,
         )
         if not changed:
             return _out(referral)
         await uow.referrals.save(referral)
-        uow.publish(ReferralAmendedV1(
-            referral_id=referral.id, reference=referral.reference, amended_at=referral.updated_at, changed=changed,
-            address_changed=any(f.startswith("address") for f in changed),
-            resident=repository.resident(referral.personal), consent_to_share=referral.consent["to_share"],
-        ))
+        uow.publish(
+            ReferralAmendedV1(
+                referral_id=referral.id,
+                reference=referral.reference,
+                amended_at=referral.updated_at,
+                changed=changed,
+                address_changed=any(f.startswith("address") for f in changed),
+                resident=repository.resident(referral.personal),
+                consent_to_share=referral.consent["to_share"],
+            )
+        )
         await uow.commit()
         return _out(referral)
 
 
 async def cancel_requests(
-    uow: UnitOfWork, *, referral_id: str, request_id: str | None, cancellation: Cancellation,
-    by: Principal, topics=None,
+    uow: UnitOfWork,
+    *,
+    referral_id: str,
+    request_id: str | None,
+    cancellation: Cancellation,
+    by: Principal,
+    topics=None,
 ) -> ReferralOut:
     """Cancel one request, or (no request id) every open request and the referral."""
     async with uow:
         referral = await uow.referrals.get(referral_id)
         now = uow.now()
-        cancelled = referral.cancel(request_id=request_id, reason=cancellation.reason, by=by.subject, at=now,
-                                    note=cancellation.note)
+        cancelled = referral.cancel(
+            request_id=request_id, reason=cancellation.reason, by=by.subject, at=now, note=cancellation.note
+        )
         await uow.referrals.save(referral)
         for request in cancelled:
-            uow.publish(RequestCancelledV1(
-                referral_id=referral_id, request_id=request.id, request_type=request.type,
-                reason=cancellation.reason, cancelled_at=now,
-            ))
+            uow.publish(
+                RequestCancelledV1(
+                    referral_id=referral_id,
+                    request_id=request.id,
+                    request_type=request.type,
+                    reason=cancellation.reason,
+                    cancelled_at=now,
+                )
+            )
         await uow.commit()
         return _out(referral)
 
@@ -143,8 +187,14 @@ async def record_progress(uow: UnitOfWork, event: AssignmentStatusChangedV1) -> 
     if referral is None:
         log.warning("status of request %s, which referrals never took; ignored", event.request_id)
         return
-    if referral.record_progress(str(event.request_id), progress=event.status, hub=event.hub, at=event.changed_at,
-                                outcome=event.outcome, closed_at=event.closed_at):
+    if referral.record_progress(
+        str(event.request_id),
+        progress=event.status,
+        hub=event.hub,
+        at=event.changed_at,
+        outcome=event.outcome,
+        closed_at=event.closed_at,
+    ):
         await uow.referrals.save(referral)
 
 
@@ -158,16 +208,30 @@ async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, 
     rows = await uow.referrals.requests_after(after, limit=limit)
     stats = uow.topics.request_stats
     for row in rows:
-        uow.publish(RequestReceivedV1(
-            referral_id=row.referral_id, request_id=row.id, request_type=row.type, channel=row.channel,
-            postcode_district=row.district, urgency=row.urgency, received_at=row.received_at,
-            possible_duplicate=row.duplicate_of is not None, resident_id=row.resident_id,
-        ))
+        uow.publish(
+            RequestReceivedV1(
+                referral_id=row.referral_id,
+                request_id=row.id,
+                request_type=row.type,
+                channel=row.channel,
+                postcode_district=row.district,
+                urgency=row.urgency,
+                received_at=row.received_at,
+                possible_duplicate=row.duplicate_of is not None,
+                resident_id=row.resident_id,
+            )
+        )
         if row.status == domain.CANCELLED and row.cancelled_at is not None:
-            uow.publish(RequestCancelledV1(
-                referral_id=row.referral_id, request_id=row.id, request_type=row.type,
-                reason=row.cancel_reason or "unknown", cancelled_at=row.cancelled_at,
-            ), topic=stats)
+            uow.publish(
+                RequestCancelledV1(
+                    referral_id=row.referral_id,
+                    request_id=row.id,
+                    request_type=row.type,
+                    reason=row.cancel_reason or "unknown",
+                    cancelled_at=row.cancelled_at,
+                ),
+                topic=stats,
+            )
     return (rows[-1].id if rows else after), len(rows)
 
 
@@ -202,18 +266,26 @@ async def seed_request_types(uow: UnitOfWork) -> None:
     """The default taxonomy, added where missing (administrators may extend it)."""
     async with uow:
         existing = {t["id"] for t in await uow.request_types.all()}
-        await uow.request_types.add([
-            {"id": type_id, "label": label, "description": description, "active": True, "position": position}
-            for position, (type_id, label, description) in enumerate(domain.DEFAULT_REQUEST_TYPES)
-            if type_id not in existing
-        ])
+        await uow.request_types.add(
+            [
+                {"id": type_id, "label": label, "description": description, "active": True, "position": position}
+                for position, (type_id, label, description) in enumerate(domain.DEFAULT_REQUEST_TYPES)
+                if type_id not in existing
+            ]
+        )
         await uow.commit()
 
 
 # --- erasure and retention --------------------------------------------------------------
 
+
 async def erase_resident(
-    uow: UnitOfWork, *, referral_id: str, by: Principal, reason: str = "request", topics=None,
+    uow: UnitOfWork,
+    *,
+    referral_id: str,
+    by: Principal,
+    reason: str = "request",
+    topics=None,
 ) -> ReferralOut:
     """Erase the resident's personal data from this referral, its history and the outbox; tell fulfilment.
 
@@ -231,16 +303,16 @@ async def erase_resident(
         return _out(referral)
 
 
-
-
 # --- residents -------------------------------------------------------------------------------
+
 
 async def resident_history(uow: UnitOfWork, *, resident: str) -> ResidentHistory:
     """Every referral and request of one resident (by their id, or a referral's id or reference), and their merges."""
     async with uow:
         resident_id = await uow.referrals.resident_of(resident)
         return ResidentHistory(
-            resident_id=resident_id, merges=await uow.referrals.merges_into(resident_id),
+            resident_id=resident_id,
+            merges=await uow.referrals.merges_into(resident_id),
             referrals=[_out(r) for r in await uow.referrals.of_resident(resident_id)],
         )
 
@@ -251,14 +323,19 @@ async def merge_residents(uow: UnitOfWork, *, resident: str, duplicate: str, by:
         into = await uow.referrals.resident_of(resident)
         merged = await uow.referrals.resident_of(duplicate)
         now = uow.now()
-        moved = domain.merge_residents(into=into, merged=merged, referrals=await uow.referrals.of_resident(merged),
-                                       by=by.subject, at=now)
+        moved = domain.merge_residents(
+            into=into, merged=merged, referrals=await uow.referrals.of_resident(merged), by=by.subject, at=now
+        )
         for referral in moved:
             await uow.referrals.save(referral)
-        await uow.referrals.record_merge(merged_id=merged, into_id=into, referral_ids=[r.id for r in moved],
-                                         by=by.subject, at=now)
-        uow.publish(ResidentsMergedV1(resident_id=into, merged_resident_id=merged,
-                                      referral_ids=[r.id for r in moved], merged_at=now))
+        await uow.referrals.record_merge(
+            merged_id=merged, into_id=into, referral_ids=[r.id for r in moved], by=by.subject, at=now
+        )
+        uow.publish(
+            ResidentsMergedV1(
+                resident_id=into, merged_resident_id=merged, referral_ids=[r.id for r in moved], merged_at=now
+            )
+        )
         await uow.commit()
     return await resident_history(uow, resident=into)
 
@@ -277,8 +354,18 @@ async def erase_resident_everywhere(uow_factory, *, resident: str, by: Principal
 
 # Intake and retention have rooms of their own; their use cases are named here too (app.py, suite/, tests).
 from services.referrals.intake import (  # noqa: E402,F401
-    Intake, IntakeQueue, ReferralAnonymised, Taken, body_hash, find_duplicates, take_referrals,
+    Intake,
+    IntakeQueue,
+    ReferralAnonymised,
+    Taken,
+    body_hash,
+    find_duplicates,
+    take_referrals,
 )
 from services.referrals.retention import (  # noqa: E402,F401
-    RETENTION, RetentionScheduler, anonymise_expired, flag_for_review, retention_review,
+    RETENTION,
+    RetentionScheduler,
+    anonymise_expired,
+    flag_for_review,
+    retention_review,
 )

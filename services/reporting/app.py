@@ -42,8 +42,12 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     settings = settings or ReportingSettings()
 
     def consumers(runtime: Runtime):
-        consumer = runtime.consumer(group=settings.consumer_group, topics=consumed_topics(settings),
-                                    handlers=handlers.projection_handlers(), batch_handler=handlers.project_batch)
+        consumer = runtime.consumer(
+            group=settings.consumer_group,
+            topics=consumed_topics(settings),
+            handlers=handlers.projection_handlers(),
+            batch_handler=handlers.project_batch,
+        )
         # A whole fetch (up to 500 events) in one transaction: the fold's cost is per
         # transaction and per count key, and a bigger batch shares both.
         consumer.batch_size = BATCH_SIZE
@@ -62,6 +66,10 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
 
 
 SPEC = ServiceSpec(
-    name=NAME, port=PORT, settings_class=ReportingSettings, create_app=create_app, tables=tables,
+    name=NAME,
+    port=PORT,
+    settings_class=ReportingSettings,
+    create_app=create_app,
+    tables=tables,
     migrations=Path(__file__).parent / "migrations",
 )

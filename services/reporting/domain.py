@@ -25,18 +25,37 @@ OUT_OF_AREA = "out-of-area"
 
 # ONS district codes of the 12 Kent hubs (the public ids are the slugs).
 KENT_DISTRICTS: dict[str, str] = {
-    "E07000105": "ashford", "E07000106": "canterbury", "E07000107": "dartford", "E07000108": "dover",
-    "E07000109": "gravesham", "E07000110": "maidstone", "E07000111": "sevenoaks",
-    "E07000112": "folkestone-hythe", "E07000113": "swale", "E07000114": "thanet",
-    "E07000115": "tonbridge-malling", "E07000116": "tunbridge-wells",
+    "E07000105": "ashford",
+    "E07000106": "canterbury",
+    "E07000107": "dartford",
+    "E07000108": "dover",
+    "E07000109": "gravesham",
+    "E07000110": "maidstone",
+    "E07000111": "sevenoaks",
+    "E07000112": "folkestone-hythe",
+    "E07000113": "swale",
+    "E07000114": "thanet",
+    "E07000115": "tonbridge-malling",
+    "E07000116": "tunbridge-wells",
 }
 DISTRICTS = (*sorted(KENT_DISTRICTS.values()), OUT_OF_AREA, UNKNOWN)
 
 RECEIVED = "received"
 """Known to referrals, not yet placed by fulfilment."""
 CLOSED = frozenset({"fulfilled", "unable_to_fulfil", "cancelled", "passed_on"})
-STATUSES = (RECEIVED, "triage", "out_of_area", "routed", "accepted", "in_progress", "rejected",
-            "fulfilled", "unable_to_fulfil", "cancelled", "passed_on")
+STATUSES = (
+    RECEIVED,
+    "triage",
+    "out_of_area",
+    "routed",
+    "accepted",
+    "in_progress",
+    "rejected",
+    "fulfilled",
+    "unable_to_fulfil",
+    "cancelled",
+    "passed_on",
+)
 
 # The dimensions counted for each request; `group_by` names map onto them.
 DIMENSIONS = ("type", "channel", "status", "hub", "urgency", "queue", "breach")
@@ -54,19 +73,37 @@ def district_of(district_code: str | None, *, status: str | None = None) -> str:
 
 def new_request_fact(request_id: str, referral_id: str) -> dict:
     return {
-        "request_id": request_id, "referral_id": referral_id, "request_type": None, "channel": None,
-        "urgency": None, "postcode_district": None, "district": UNKNOWN, "district_code": None, "hub": None,
-        "status": RECEIVED, "outcome": None, "cancel_reason": None, "council_code": None,
-        "possible_duplicate": False, "out_of_area": False, "triaged": False,
-        "accept_breached": False, "fulfil_breached": False,
-        "received_at": None, "received_day": None, "routed_at": None, "accepted_at": None, "closed_at": None,
-        "accept_due_at": None, "fulfil_due_at": None, "status_changed_at": None,
+        "request_id": request_id,
+        "referral_id": referral_id,
+        "request_type": None,
+        "channel": None,
+        "urgency": None,
+        "postcode_district": None,
+        "district": UNKNOWN,
+        "district_code": None,
+        "hub": None,
+        "status": RECEIVED,
+        "outcome": None,
+        "cancel_reason": None,
+        "council_code": None,
+        "possible_duplicate": False,
+        "out_of_area": False,
+        "triaged": False,
+        "accept_breached": False,
+        "fulfil_breached": False,
+        "received_at": None,
+        "received_day": None,
+        "routed_at": None,
+        "accepted_at": None,
+        "closed_at": None,
+        "accept_due_at": None,
+        "fulfil_due_at": None,
+        "status_changed_at": None,
     }
 
 
 def new_referral_fact(referral_id: str) -> dict:
-    return {"referral_id": referral_id, "channel": None, "district": UNKNOWN, "received_at": None,
-            "received_day": None}
+    return {"referral_id": referral_id, "channel": None, "district": UNKNOWN, "received_at": None, "received_day": None}
 
 
 def _received(fact: dict, received_at: datetime) -> None:
@@ -76,8 +113,13 @@ def _received(fact: dict, received_at: datetime) -> None:
 
 def apply_request_received(fact: dict, data) -> None:
     """`request.received`: what the referral said; never moves the status back."""
-    fact.update(request_type=data.request_type, channel=data.channel, urgency=data.urgency,
-                postcode_district=data.postcode_district[:4], possible_duplicate=data.possible_duplicate)
+    fact.update(
+        request_type=data.request_type,
+        channel=data.channel,
+        urgency=data.urgency,
+        postcode_district=data.postcode_district[:4],
+        possible_duplicate=data.possible_duplicate,
+    )
     _received(fact, data.received_at)
 
 
@@ -163,16 +205,21 @@ def request_keys(fact: dict | None) -> list[tuple]:
     if fact["fulfil_breached"]:
         values.append(("breach", "fulfil"))
     day = fact["received_day"]
-    return [(day, district, dimension, value)
-            for district in (fact["district"], ALL_DISTRICTS) for dimension, value in values]
+    return [
+        (day, district, dimension, value)
+        for district in (fact["district"], ALL_DISTRICTS)
+        for dimension, value in values
+    ]
 
 
 def referral_keys(fact: dict | None) -> list[tuple]:
     """A referral counts once, by its channel, on the day it came in."""
     if fact is None or fact.get("received_day") is None:
         return []
-    return [(fact["received_day"], district, REFERRAL_DIMENSION, fact["channel"] or UNKNOWN)
-            for district in (fact["district"], ALL_DISTRICTS)]
+    return [
+        (fact["received_day"], district, REFERRAL_DIMENSION, fact["channel"] or UNKNOWN)
+        for district in (fact["district"], ALL_DISTRICTS)
+    ]
 
 
 def count_changes(before: Iterable[tuple], after: Iterable[tuple], into: Counter) -> None:
@@ -225,8 +272,12 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-BACKLOG_AGES = ((timedelta(days=1), "under 1 day"), (timedelta(days=3), "1-3 days"),
-                (timedelta(days=7), "3-7 days"), (None, "7 days or more"))
+BACKLOG_AGES = (
+    (timedelta(days=1), "under 1 day"),
+    (timedelta(days=3), "1-3 days"),
+    (timedelta(days=7), "3-7 days"),
+    (None, "7 days or more"),
+)
 
 
 def age_band(age: timedelta) -> str:

@@ -23,7 +23,7 @@ import base64
 import operator
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import orjson
 from sqlalchemy import Column, Date, Integer, and_, cast, extract, false, func, not_, or_, true
@@ -76,8 +76,14 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
-           "le": operator.le}
+COMPARE = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
 COMPARISONS = set(COMPARE)
 TEXT_TESTS = {"contains", "startswith", "endswith"}
 TEXT_CHANGES = {"tolower": func.lower, "toupper": func.upper, "trim": func.trim}
@@ -209,8 +215,12 @@ class FilterParser:
             inner = self.or_expr()
             self.take("close")
             return Expr(inner, "Edm.Boolean", "(…)")
-        if token.kind == "name" and token.text.lower() in FUNCTIONS and (following := self.peek(1)) is not None \
-                and following.kind == "open":
+        if (
+            token.kind == "name"
+            and token.text.lower() in FUNCTIONS
+            and (following := self.peek(1)) is not None
+            and following.kind == "open"
+        ):
             return self.function()
         return self.operand()
 
@@ -245,11 +255,16 @@ class FilterParser:
                 return Expr(func.length(target.sql), "Edm.Int32", f"length({target.name})")
             return Expr(TEXT_CHANGES[name](target.sql), "Edm.String", f"{name}({target.name})")
         if target.edm not in DATES or (name in ("hour", "minute", "second") and target.edm == "Edm.Date"):
-            raise ODataError("$filter", f"{name}() needs a {'date and time' if name in ('hour', 'minute', 'second') else 'date'}"
-                                        " property")
+            raise ODataError(
+                "$filter",
+                f"{name}() needs a {'date and time' if name in ('hour', 'minute', 'second') else 'date'} property",
+            )
         if name == "date":
-            return Expr(cast(target.sql, Date) if target.edm == "Edm.DateTimeOffset" else target.sql,
-                        "Edm.Date", f"date({target.name})")
+            return Expr(
+                cast(target.sql, Date) if target.edm == "Edm.DateTimeOffset" else target.sql,
+                "Edm.Date",
+                f"date({target.name})",
+            )
         return Expr(utc_part(name, target.sql), "Edm.Int32", f"{name}({target.name})")
 
     def operand(self) -> Expr | Literal:
@@ -278,7 +293,9 @@ class FilterParser:
                 prop = self.properties[token.text]
                 return Expr(prop.column, prop.edm, prop.name)
             raise ODataError("$filter", f"unknown property {token.text!r}; one of {', '.join(self.properties)}")
-        raise ODataError("$filter", f"expected a property or a value at position {token.position}, found {token.text!r}")
+        raise ODataError(
+            "$filter", f"expected a property or a value at position {token.position}, found {token.text!r}"
+        )
 
     def membership(self, left) -> ColumnElement:
         if not isinstance(left, Expr):
@@ -350,23 +367,29 @@ def _datetime(text: str) -> datetime:
     # Power Query writes seven fractional digits (.0000000); Python reads at most six.
     text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
     try:
-        return datetime.fromisoformat(text).astimezone(timezone.utc)
+        return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
         raise ODataError("$filter", f"{text} is not a date and time") from None
 
 
 def _coerce(prop: Expr, literal: Literal):
     expected = {
-        "Edm.String": ("string",), "Edm.Int64": ("number",), "Edm.Int32": ("number",),
-        "Edm.Boolean": ("boolean",), "Edm.Date": ("date",), "Edm.DateTimeOffset": ("datetime", "date"),
+        "Edm.String": ("string",),
+        "Edm.Int64": ("number",),
+        "Edm.Int32": ("number",),
+        "Edm.Boolean": ("boolean",),
+        "Edm.Date": ("date",),
+        "Edm.DateTimeOffset": ("datetime", "date"),
         "Edm.Double": ("number",),
     }[prop.edm]
     if literal.kind not in expected:
-        raise ODataError("$filter", f"{prop.name} is {prop.edm}; {literal.kind} {literal.value!r} does not compare with it")
+        raise ODataError(
+            "$filter", f"{prop.name} is {prop.edm}; {literal.kind} {literal.value!r} does not compare with it"
+        )
     if prop.edm in ("Edm.Int64", "Edm.Int32") and isinstance(literal.value, float) and literal.value.is_integer():
         return int(literal.value)  # 5.0 from a decimal column in Power Query: the whole number 5
     if prop.edm == "Edm.DateTimeOffset" and literal.kind == "date":
-        return datetime(literal.value.year, literal.value.month, literal.value.day, tzinfo=timezone.utc)
+        return datetime(literal.value.year, literal.value.month, literal.value.day, tzinfo=UTC)
     return literal.value
 
 
@@ -438,8 +461,9 @@ def decode_skiptoken(text: str, *, order: list[tuple[Property, bool]]) -> SkipTo
             raise ValueError("bad remaining")
         after = [_from_token(p, v) for (p, _), v in zip(order, values)]
     except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        raise ODataError("$skiptoken", "not one this feed gave for this query: follow @odata.nextLink as it is") \
-            from None
+        raise ODataError(
+            "$skiptoken", "not one this feed gave for this query: follow @odata.nextLink as it is"
+        ) from None
     return SkipToken(after=after, remaining=remaining)
 
 
@@ -473,7 +497,7 @@ def _from_token(prop: Property, value):
     if value is None:
         return None
     if prop.edm == "Edm.DateTimeOffset":
-        return datetime.fromisoformat(value).astimezone(timezone.utc)
+        return datetime.fromisoformat(value).astimezone(UTC)
     if prop.edm == "Edm.Date":
         return date.fromisoformat(value)
     if prop.edm in ("Edm.Int64", "Edm.Int32"):
@@ -489,5 +513,17 @@ def _from_token(prop: Property, value):
     return value
 
 
-__all__ = ["ODataError", "Property", "SkipToken", "after_row", "decode_skiptoken", "encode_skiptoken",
-           "order_by_clause", "parse_count", "parse_filter", "parse_orderby", "parse_select", "tokenize"]
+__all__ = [
+    "ODataError",
+    "Property",
+    "SkipToken",
+    "after_row",
+    "decode_skiptoken",
+    "encode_skiptoken",
+    "order_by_clause",
+    "parse_count",
+    "parse_filter",
+    "parse_orderby",
+    "parse_select",
+    "tokenize",
+]

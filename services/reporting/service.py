@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
@@ -15,12 +15,21 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.reporting import domain
 from services.reporting.models import (
-    action_facts, projection_state, referral_facts, request_counts, request_facts,
+    action_facts,
+    projection_state,
+    referral_facts,
+    request_counts,
+    request_facts,
 )
 from shared.bus import topic_partitions
 from shared.events import (
-    REGISTRY, AssignmentEscalatedV1, AssignmentStatusChangedV1, CloudEvent, RequestCancelledV1,
-    RequestReceivedV1, parse_data,
+    REGISTRY,
+    AssignmentEscalatedV1,
+    AssignmentStatusChangedV1,
+    CloudEvent,
+    RequestCancelledV1,
+    RequestReceivedV1,
+    parse_data,
 )
 from shared.events.actions import ActionEvent
 from shared.kafka_security import KafkaSecurity, client_options
@@ -28,8 +37,12 @@ from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-REQUEST_EVENTS = (RequestReceivedV1.type, RequestCancelledV1.type, AssignmentStatusChangedV1.type,
-                  AssignmentEscalatedV1.type)
+REQUEST_EVENTS = (
+    RequestReceivedV1.type,
+    RequestCancelledV1.type,
+    AssignmentStatusChangedV1.type,
+    AssignmentEscalatedV1.type,
+)
 ACTION_EVENTS = tuple(cls.type for cls in REGISTRY.values() if issubclass(cls, ActionEvent))
 EVENT_TYPES = REQUEST_EVENTS + ACTION_EVENTS
 REQUEST_FACT_COLUMNS = [c.name for c in request_facts.columns]
@@ -67,18 +80,34 @@ async def project(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
 async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> None:
     request_ids = {str(data.request_id) for _, data in parsed}
     referral_ids = {str(data.referral_id) for _, data in parsed}
-    facts = {row.request_id: dict(row._mapping) for row in (await uow.session.execute(
-        select(request_facts).where(request_facts.c.request_id.in_(request_ids))
-        .order_by(request_facts.c.request_id).with_for_update())).all()}
-    referrals = {row.referral_id: dict(row._mapping) for row in (await uow.session.execute(
-        select(referral_facts).where(referral_facts.c.referral_id.in_(referral_ids))
-        .order_by(referral_facts.c.referral_id).with_for_update())).all()}
+    facts = {
+        row.request_id: dict(row._mapping)
+        for row in (
+            await uow.session.execute(
+                select(request_facts)
+                .where(request_facts.c.request_id.in_(request_ids))
+                .order_by(request_facts.c.request_id)
+                .with_for_update()
+            )
+        ).all()
+    }
+    referrals = {
+        row.referral_id: dict(row._mapping)
+        for row in (
+            await uow.session.execute(
+                select(referral_facts)
+                .where(referral_facts.c.referral_id.in_(referral_ids))
+                .order_by(referral_facts.c.referral_id)
+                .with_for_update()
+            )
+        ).all()
+    }
     before = {key: domain.request_keys(fact) for key, fact in facts.items()}
     referrals_before = {key: domain.referral_keys(fact) for key, fact in referrals.items()}
     existing, existing_referrals = set(facts), set(referrals)
     changed_referrals: set[str] = set()
 
-    for event, data in parsed:
+    for _event, data in parsed:
         request_id, referral_id = str(data.request_id), str(data.referral_id)
         fact = facts.get(request_id)
         if fact is None:
@@ -115,7 +144,8 @@ async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> 
     changed = [{"b_" + k: v for k, v in _columns(facts[key]).items()} for key in facts.keys() & existing]
     if changed:
         await session.execute(
-            update(request_facts).where(request_facts.c.request_id == bindparam("b_request_id"))
+            update(request_facts)
+            .where(request_facts.c.request_id == bindparam("b_request_id"))
             .values({c: bindparam("b_" + c) for c in REQUEST_FACT_COLUMNS if c != "request_id"}),
             changed,
         )
@@ -124,16 +154,21 @@ async def _project_requests(uow: UnitOfWork, parsed: list, *, now: datetime) -> 
     new_referrals = [row for row in rows if row["referral_id"] not in existing_referrals]
     if new_referrals:
         await session.execute(insert(referral_facts), new_referrals)
-    changed_referral_rows = [{"b_" + k: v for k, v in row.items()} for row in rows
-                             if row["referral_id"] in existing_referrals]
+    changed_referral_rows = [
+        {"b_" + k: v for k, v in row.items()} for row in rows if row["referral_id"] in existing_referrals
+    ]
     if changed_referral_rows:
         await session.execute(
-            update(referral_facts).where(referral_facts.c.referral_id == bindparam("b_referral_id"))
+            update(referral_facts)
+            .where(referral_facts.c.referral_id == bindparam("b_referral_id"))
             .values({c: bindparam("b_" + c) for c in referral_columns if c != "referral_id"}),
             changed_referral_rows,
         )
-    changes = [{"day": k[0], "district": k[1], "dimension": k[2], "value": k[3], "count": n}
-               for k, n in sorted(deltas.items()) if n]
+    changes = [
+        {"day": k[0], "district": k[1], "dimension": k[2], "value": k[3], "count": n}
+        for k, n in sorted(deltas.items())
+        if n
+    ]
     if changes:
         statement = _upsert(uow, request_counts)
         statement = statement.on_conflict_do_update(
@@ -151,18 +186,36 @@ async def _project_actions(uow: UnitOfWork, actions: list[ActionEvent], *, now: 
     latest: dict[str, ActionEvent] = {}
     for data in actions:
         latest[str(data.action_id)] = data  # each event is the action's whole state
-    stored = {row.action_id: row.changed_at for row in (await uow.session.execute(
-        select(action_facts.c.action_id, action_facts.c.changed_at)
-        .where(action_facts.c.action_id.in_(latest)).with_for_update())).all()}
+    stored = {
+        row.action_id: row.changed_at
+        for row in (
+            await uow.session.execute(
+                select(action_facts.c.action_id, action_facts.c.changed_at)
+                .where(action_facts.c.action_id.in_(latest))
+                .with_for_update()
+            )
+        ).all()
+    }
     for action_id, data in latest.items():
         changed_at = _changed_at(data)
         if action_id in stored and stored[action_id] > changed_at:
             continue  # a newer state is already here
         values = dict(
-            action_id=action_id, plan=data.plan, cell=data.cell, number=data.number, theme=data.theme,
-            kind=data.kind, priority=data.priority, timescale=data.timescale, status=data.status, rag=data.rag,
-            progress=data.progress, baseline_due_date=data.baseline_due_date, due_date=data.due_date,
-            changed_at=changed_at, updated_at=now,
+            action_id=action_id,
+            plan=data.plan,
+            cell=data.cell,
+            number=data.number,
+            theme=data.theme,
+            kind=data.kind,
+            priority=data.priority,
+            timescale=data.timescale,
+            status=data.status,
+            rag=data.rag,
+            progress=data.progress,
+            baseline_due_date=data.baseline_due_date,
+            due_date=data.due_date,
+            changed_at=changed_at,
+            updated_at=now,
         )
         if action_id in stored:
             await uow.session.execute(update(action_facts).where(action_facts.c.action_id == action_id).values(values))
@@ -200,9 +253,13 @@ async def clear(uow: UnitOfWork, *, inbox, consumer: str) -> None:
 async def state(uow: UnitOfWork, model: str) -> tuple[int, datetime | None]:
     """(version, last change) of a read model: what ETag and Last-Modified are made from."""
     async with uow:
-        row = (await uow.session.execute(
-            select(projection_state.c.version, projection_state.c.updated_at).where(projection_state.c.model == model)
-        )).first()
+        row = (
+            await uow.session.execute(
+                select(projection_state.c.version, projection_state.c.updated_at).where(
+                    projection_state.c.model == model
+                )
+            )
+        ).first()
     return (row.version, row.updated_at) if row else (0, None)
 
 
@@ -215,8 +272,13 @@ def _range(query, column, span: domain.DateRange):
 
 
 async def request_counts_by(
-    uow: UnitOfWork, *, dimension: str, by_day: bool = False, by_district: bool = False,
-    span: domain.DateRange, district: str | None,
+    uow: UnitOfWork,
+    *,
+    dimension: str,
+    by_day: bool = False,
+    by_district: bool = False,
+    span: domain.DateRange,
+    district: str | None,
 ) -> list[dict]:
     """Counts from the aggregates: by a dimension's values, or by day/district (summing `dimension`)."""
     c = request_counts.c
@@ -228,8 +290,12 @@ async def request_counts_by(
     else:
         key = c.day if by_day else c.value
         where_district = c.district == (district or domain.ALL_DISTRICTS)
-    query = (select(key.label("key"), func.sum(c.count).label("count"))
-             .where(c.dimension == dimension, where_district).group_by(key).order_by(key))
+    query = (
+        select(key.label("key"), func.sum(c.count).label("count"))
+        .where(c.dimension == dimension, where_district)
+        .group_by(key)
+        .order_by(key)
+    )
     query = _range(query, c.day, span)
     async with uow:
         rows = (await uow.session.execute(query)).all()
@@ -239,9 +305,11 @@ async def request_counts_by(
 async def daily_by(uow: UnitOfWork, *, dimension: str, span: domain.DateRange, district: str | None) -> list[dict]:
     """Counts by day and a dimension's value: the stacked chart."""
     c = request_counts.c
-    query = (select(c.day, c.value, c.count).where(
-        c.dimension == dimension, c.district == (district or domain.ALL_DISTRICTS), c.count > 0)
-        .order_by(c.day, c.value))
+    query = (
+        select(c.day, c.value, c.count)
+        .where(c.dimension == dimension, c.district == (district or domain.ALL_DISTRICTS), c.count > 0)
+        .order_by(c.day, c.value)
+    )
     query = _range(query, c.day, span)
     async with uow:
         rows = (await uow.session.execute(query)).all()
@@ -259,26 +327,41 @@ async def timings(uow: UnitOfWork, *, span: domain.DateRange, district: str | No
     """Time to accept and to fulfil, in hours: median and p90, from the facts (exact)."""
     f = request_facts.c
     async with uow:
-        accepted = (await uow.session.execute(_fact_filters(
-            select(f.received_at, f.accepted_at).where(f.accepted_at.is_not(None)), span, district))).all()
-        fulfilled = (await uow.session.execute(_fact_filters(
-            select(f.received_at, f.closed_at).where(f.status == "fulfilled", f.closed_at.is_not(None)),
-            span, district))).all()
+        accepted = (
+            await uow.session.execute(
+                _fact_filters(select(f.received_at, f.accepted_at).where(f.accepted_at.is_not(None)), span, district)
+            )
+        ).all()
+        fulfilled = (
+            await uow.session.execute(
+                _fact_filters(
+                    select(f.received_at, f.closed_at).where(f.status == "fulfilled", f.closed_at.is_not(None)),
+                    span,
+                    district,
+                )
+            )
+        ).all()
     rows = []
     for measure, pairs in (("accept", accepted), ("fulfil", fulfilled)):
         hours = sorted((end - start).total_seconds() / 3600 for start, end in pairs)
         median, p90 = domain.percentile(hours, 0.5), domain.percentile(hours, 0.9)
-        rows.append({"measure": measure, "count": len(hours),
-                     "median_hours": None if median is None else round(median, 3),
-                     "p90_hours": None if p90 is None else round(p90, 3)})
+        rows.append(
+            {
+                "measure": measure,
+                "count": len(hours),
+                "median_hours": None if median is None else round(median, 3),
+                "p90_hours": None if p90 is None else round(p90, 3),
+            }
+        )
     return rows
 
 
 async def backlog(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> list[dict]:
     """Open requests by how long they have waited since they came in."""
     f = request_facts.c
-    query = _fact_filters(select(f.received_at).where(f.status.not_in(domain.CLOSED), f.received_at.is_not(None)),
-                          span, district)
+    query = _fact_filters(
+        select(f.received_at).where(f.status.not_in(domain.CLOSED), f.received_at.is_not(None)), span, district
+    )
     async with uow:
         received = (await uow.session.execute(query)).scalars().all()
     counts: Counter = Counter()
@@ -288,16 +371,23 @@ async def backlog(uow: UnitOfWork, *, span: domain.DateRange, district: str | No
         counts[band] += 1
         if band not in oldest or at < oldest[band]:
             oldest[band] = at
-    return [{"age": label, "count": counts.get(label, 0),
-             "oldest_hours": round((now - oldest[label]).total_seconds() / 3600, 3) if label in oldest else None}
-            for _, label in domain.BACKLOG_AGES]
+    return [
+        {
+            "age": label,
+            "count": counts.get(label, 0),
+            "oldest_hours": round((now - oldest[label]).total_seconds() / 3600, 3) if label in oldest else None,
+        }
+        for _, label in domain.BACKLOG_AGES
+    ]
 
 
 ACCEPT_STAGE = ("routed", "triage", "out_of_area")
 FULFIL_STAGE = ("accepted", "in_progress")
 
 
-async def overdue_now(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> dict[str, int]:
+async def overdue_now(
+    uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime
+) -> dict[str, int]:
     """Open requests past a deadline now, by the deadline they wait on: each counted once.
 
     Beside the breaches (escalated when a deadline passed): a backfilled case's deadline
@@ -305,11 +395,17 @@ async def overdue_now(uow: UnitOfWork, *, span: domain.DateRange, district: str 
     """
     f = request_facts.c
     waiting_accept = f.status.in_(ACCEPT_STAGE) & (f.accept_due_at < now)
-    waiting_fulfil = (f.status.in_(FULFIL_STAGE) | (f.status.in_(ACCEPT_STAGE) & ~func.coalesce(waiting_accept, False))) \
-        & (f.fulfil_due_at < now)
-    query = _fact_filters(select(
-        func.count().filter(waiting_accept), func.count().filter(waiting_fulfil),
-    ).select_from(request_facts), span, district)
+    waiting_fulfil = (
+        f.status.in_(FULFIL_STAGE) | (f.status.in_(ACCEPT_STAGE) & ~func.coalesce(waiting_accept, False))
+    ) & (f.fulfil_due_at < now)
+    query = _fact_filters(
+        select(
+            func.count().filter(waiting_accept),
+            func.count().filter(waiting_fulfil),
+        ).select_from(request_facts),
+        span,
+        district,
+    )
     async with uow:
         accept, fulfil = (await uow.session.execute(query)).one()
     return {"accept": accept or 0, "fulfil": fulfil or 0}
@@ -317,7 +413,9 @@ async def overdue_now(uow: UnitOfWork, *, span: domain.DateRange, district: str 
 
 async def actions(uow: UnitOfWork) -> list[dict]:
     async with uow:
-        rows = (await uow.session.execute(select(action_facts).order_by(action_facts.c.cell, action_facts.c.number))).all()
+        rows = (
+            await uow.session.execute(select(action_facts).order_by(action_facts.c.cell, action_facts.c.number))
+        ).all()
     return [dict(row._mapping) for row in rows]
 
 
@@ -344,17 +442,22 @@ class ModelSizes:
     referrals: int
     actions: int
 
-    def short_of(self, other: "ModelSizes") -> list[str]:
+    def short_of(self, other: ModelSizes) -> list[str]:
         """What `self` (rebuilt) holds less of than `other` (held now), in words."""
-        return [f"{name}: {getattr(self, name):,} rebuilt, {getattr(other, name):,} held now"
-                for name in ("requests", "referrals", "actions") if getattr(self, name) < getattr(other, name)]
+        return [
+            f"{name}: {getattr(self, name):,} rebuilt, {getattr(other, name):,} held now"
+            for name in ("requests", "referrals", "actions")
+            if getattr(self, name) < getattr(other, name)
+        ]
 
 
 async def model_sizes(uow: UnitOfWork) -> ModelSizes:
     count = lambda table: select(func.count()).select_from(table)  # noqa: E731
-    return ModelSizes(requests=await uow.session.scalar(count(request_facts)),
-                      referrals=await uow.session.scalar(count(referral_facts)),
-                      actions=await uow.session.scalar(count(action_facts)))
+    return ModelSizes(
+        requests=await uow.session.scalar(count(request_facts)),
+        referrals=await uow.session.scalar(count(referral_facts)),
+        actions=await uow.session.scalar(count(action_facts)),
+    )
 
 
 REPUBLISH_ADVICE = (
@@ -365,8 +468,16 @@ REPUBLISH_ADVICE = (
 
 
 async def replay(
-    uow_factory, *, inbox, consumer: str, bootstrap_servers: str, topics: list[str], batch_size: int = 500,
-    progress=None, security: KafkaSecurity | None = None, force: bool = False,
+    uow_factory,
+    *,
+    inbox,
+    consumer: str,
+    bootstrap_servers: str,
+    topics: list[str],
+    batch_size: int = 500,
+    progress=None,
+    security: KafkaSecurity | None = None,
+    force: bool = False,
 ) -> int:
     """Rebuild the read models from the topics' beginnings up to their ends now; only if that loses nothing.
 
@@ -380,8 +491,12 @@ async def replay(
     nor double-counts one. Returns the number of events projected.
     """
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=100, max_poll_records=batch_size,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        max_poll_records=batch_size,
         **client_options(security),
     )
     await reader.start()
@@ -390,12 +505,14 @@ async def replay(
         partitions = await topic_partitions(reader, topics)
         if partitions:
             starts = await reader.beginning_offsets(partitions)
-            trimmed = sorted(f"{tp.topic}[{tp.partition}] starts at offset {offset:,}"
-                             for tp, offset in starts.items() if offset > 0)
+            trimmed = sorted(
+                f"{tp.topic}[{tp.partition}] starts at offset {offset:,}" for tp, offset in starts.items() if offset > 0
+            )
             if trimmed and not force:
                 raise ReplayRefused(
                     "the topics no longer reach back to their first events (" + "; ".join(trimmed) + "): the broker's "
-                    "retention dropped the oldest, and a rebuild would lose what they counted. " + REPUBLISH_ADVICE)
+                    "retention dropped the oldest, and a rebuild would lose what they counted. " + REPUBLISH_ADVICE
+                )
         async with uow_factory() as uow:
             before = await model_sizes(uow)
             await clear(uow, inbox=inbox, consumer=consumer)
@@ -407,8 +524,12 @@ async def replay(
                 ends = await reader.end_offsets(partitions)
                 while True:
                     batches = await reader.getmany(timeout_ms=500, max_records=batch_size)
-                    events = [event for messages in batches.values() for message in messages
-                              if (event := _event_of(message.value)) is not None]
+                    events = [
+                        event
+                        for messages in batches.values()
+                        for message in messages
+                        if (event := _event_of(message.value)) is not None
+                    ]
                     if events:
                         projected += await _project_into(uow, events, inbox=inbox, consumer=consumer)
                         if progress is not None:
@@ -420,8 +541,10 @@ async def replay(
             if short and not force:
                 raise ReplayRefused(
                     f"the topics hold {projected:,} events, fewer than the figures were made from ("
-                    + "; ".join(short) + "): the broker has lost events (the embedded one forgets everything when "
-                    "it stops). Nothing was changed. " + REPUBLISH_ADVICE)
+                    + "; ".join(short)
+                    + "): the broker has lost events (the embedded one forgets everything when "
+                    "it stops). Nothing was changed. " + REPUBLISH_ADVICE
+                )
             await uow.commit()
     finally:
         await reader.stop()
@@ -441,17 +564,19 @@ async def _project_into(uow: UnitOfWork, events: list[CloudEvent], *, inbox, con
     unique = {str(e.id): e for e in events}
     now = uow.now()
     # As the live consumer does: the ids the insert returns are the new events.
-    recorded = set(await uow.session.scalars(
-        _upsert(uow, inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
-        [{"consumer": consumer, "event_id": key, "processed_at": now} for key in unique]))
+    recorded = set(
+        await uow.session.scalars(
+            _upsert(uow, inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
+            [{"consumer": consumer, "event_id": key, "processed_at": now} for key in unique],
+        )
+    )
     fresh = [event for key, event in unique.items() if key in recorded]
     if fresh:
         await project(uow, fresh)
     return len(fresh)
 
 
-async def odata_page(uow: UnitOfWork, *, table, where, after, columns, order, offset: int, limit: int,
-                     count: bool):
+async def odata_page(uow: UnitOfWork, *, table, where, after, columns, order, offset: int, limit: int, count: bool):
     """One page of an OData entity set (the rows `after` the last one sent), and the total matching when asked."""
     query = select(*columns).select_from(table)
     if where is not None:

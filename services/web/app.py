@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from prometheus_client import generate_latest
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
+from prometheus_client import generate_latest
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.web import sessions as session_store
-from services.web.models import tables as web_tables
 from services.web.clients import ApiError, Clients, ServiceUnavailable, Tokens
+from services.web.models import tables as web_tables
 from shared.db import Database
 from shared.logs import configure_logging
 from shared.metrics import ServiceMetrics, package_version
@@ -87,7 +87,7 @@ class WebSettings(ServiceSettings):
     public_form_burst: int = 20
 
     @model_validator(mode="after")
-    def _web_defaults(self) -> "WebSettings":
+    def _web_defaults(self) -> WebSettings:
         for name in ("referrals", "fulfilment", "actions", "reporting"):
             if not getattr(self, f"{name}_url"):
                 setattr(self, f"{name}_url", f"http://127.0.0.1:{PORTS[name] + self.port_offset}")
@@ -106,11 +106,13 @@ class WebSettings(ServiceSettings):
             self.service_tokens = "provider" if self.oidc_issuer and self.jwt_jwks_url else "signed"
         if self.service_tokens == "provider":
             if not self.oidc_issuer:
-                raise ValueError("WEB_SERVICE_TOKENS=provider passes on the identity provider's tokens: set "
-                                 "WEB_OIDC_ISSUER")
+                raise ValueError(
+                    "WEB_SERVICE_TOKENS=provider passes on the identity provider's tokens: set WEB_OIDC_ISSUER"
+                )
             if self.dev_sign_in:
-                raise ValueError("the development sign-in has no provider token to pass on: it needs "
-                                 "WEB_SERVICE_TOKENS=signed")
+                raise ValueError(
+                    "the development sign-in has no provider token to pass on: it needs WEB_SERVICE_TOKENS=signed"
+                )
             if not self.jwt_online_form_key.get_secret_value():
                 raise ValueError("WEB_SERVICE_TOKENS=provider needs KT_JWT_ONLINE_FORM_KEY for the resident's pages")
         return self
@@ -128,24 +130,42 @@ def templates() -> Environment:
     app's), so the GOV.UK macros and the pages are compiled once, not once per app (tests make one per test)."""
     env = Environment(
         # Ours, then the Jinja port's, which its own macros address as "govuk_frontend_jinja/components/…".
-        loader=ChoiceLoader([FileSystemLoader(HERE / "templates"),
-                             PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja", "templates")})]),
+        loader=ChoiceLoader(
+            [
+                FileSystemLoader(HERE / "templates"),
+                PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja", "templates")}),
+            ]
+        ),
         autoescape=select_autoescape(("html",), default_for_string=True, default=True),
-        trim_blocks=True, lstrip_blocks=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.globals.update(error_list=error_list, error_for=error_for)
     # GOV.UK Frontend's components, for every template without importing each one.
     for name, folder in COMPONENTS.items():
-        env.globals[name] = getattr(env.get_template(f"govuk_frontend_jinja/components/{folder}/macro.html").module, name)
+        env.globals[name] = getattr(
+            env.get_template(f"govuk_frontend_jinja/components/{folder}/macro.html").module, name
+        )
     return env
 
 
 COMPONENTS = {
-    "govukBackLink": "back-link", "govukButton": "button", "govukCheckboxes": "checkboxes", "govukDateInput": "date-input",
-    "govukErrorSummary": "error-summary", "govukFieldset": "fieldset", "govukFileUpload": "file-upload",
-    "govukInput": "input", "govukNotificationBanner": "notification-banner", "govukPanel": "panel",
-    "govukRadios": "radios", "govukSelect": "select", "govukSummaryList": "summary-list", "govukTag": "tag",
-    "govukTextarea": "textarea", "govukWarningText": "warning-text",
+    "govukBackLink": "back-link",
+    "govukButton": "button",
+    "govukCheckboxes": "checkboxes",
+    "govukDateInput": "date-input",
+    "govukErrorSummary": "error-summary",
+    "govukFieldset": "fieldset",
+    "govukFileUpload": "file-upload",
+    "govukInput": "input",
+    "govukNotificationBanner": "notification-banner",
+    "govukPanel": "panel",
+    "govukRadios": "radios",
+    "govukSelect": "select",
+    "govukSummaryList": "summary-list",
+    "govukTag": "tag",
+    "govukTextarea": "textarea",
+    "govukWarningText": "warning-text",
 }
 """The components the pages use, by macro name and the Jinja port's folder."""
 
@@ -162,8 +182,9 @@ def error_for(errors, field: str) -> dict | None:
     return {"text": message} if message else None
 
 
-def create_app(settings: WebSettings | None = None, *, clock=None,
-               transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+def create_app(
+    settings: WebSettings | None = None, *, clock=None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
     """The web front; tests pass a clock (sessions' timeouts) and may pass an HTTP transport to the services."""
     from services.web import api, signin
 
@@ -173,20 +194,31 @@ def create_app(settings: WebSettings | None = None, *, clock=None,
     db = Database(settings.database_url)
     store_options = {"clock": clock} if clock else {}
     store = session_store.SessionStore(
-        db, settings.keyring(), idle=timedelta(minutes=settings.session_idle_minutes),
-        absolute=timedelta(hours=settings.session_absolute_hours), **store_options,
+        db,
+        settings.keyring(),
+        idle=timedelta(minutes=settings.session_idle_minutes),
+        absolute=timedelta(hours=settings.session_absolute_hours),
+        **store_options,
     )
-    tokens = Tokens(signing_key=settings.service_token_key(), issuer=settings.jwt_issuer,
-                    audience=settings.jwt_audience.split(",")[0].strip())
-    clients = Clients.build(urls={name: getattr(settings, f"{name}_url")
-                                  for name in ("referrals", "fulfilment", "actions", "reporting")},
-                            tokens=tokens, transport=transport)
+    tokens = Tokens(
+        signing_key=settings.service_token_key(),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience.split(",")[0].strip(),
+    )
+    clients = Clients.build(
+        urls={name: getattr(settings, f"{name}_url") for name in ("referrals", "fulfilment", "actions", "reporting")},
+        tokens=tokens,
+        transport=transport,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await store.forget_expired()  # the sessions table is migrated by `kent-together migrate`, as every service's
-        sweeping = asyncio.create_task(_sweep(store, settings.session_sweep_seconds), name="web-sessions-sweep") \
-            if settings.session_sweep_seconds > 0 else None
+        sweeping = (
+            asyncio.create_task(_sweep(store, settings.session_sweep_seconds), name="web-sessions-sweep")
+            if settings.session_sweep_seconds > 0
+            else None
+        )
         try:
             yield
         finally:
@@ -278,8 +310,15 @@ async def _with_session(request: Request, call_next) -> Response:
     elif session.changed or session.stored:
         await store.save(session)
         if request.cookies.get(session_store.COOKIE) != session.cookie:
-            response.set_cookie(session_store.COOKIE, session.cookie, httponly=True, secure=settings.cookie_secure,
-                                samesite="lax", path="/", max_age=int(settings.session_absolute_hours * 3600))
+            response.set_cookie(
+                session_store.COOKIE,
+                session.cookie,
+                httponly=True,
+                secure=settings.cookie_secure,
+                samesite="lax",
+                path="/",
+                max_age=int(settings.session_absolute_hours * 3600),
+            )
     if "content-security-policy" not in response.headers:
         # Sign-out posts, then goes on to the identity provider: a redirect the form-action must allow.
         provider = httpx.URL(settings.oidc_issuer) if settings.oidc_issuer else None
@@ -297,8 +336,12 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
     session = request.state.session
     env: Environment = request.app.state.templates
     html = env.get_template(template).render(
-        request=request, user=session.user, csrf_token=session.csrf_token(), cspNonce=request.state.nonce,
-        settings=request.app.state.settings, **context,
+        request=request,
+        user=session.user,
+        csrf_token=session.csrf_token(),
+        cspNonce=request.state.nonce,
+        settings=request.app.state.settings,
+        **context,
     )
     return HTMLResponse(html, status_code=status_code)
 
@@ -340,8 +383,12 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, error: ApiError):
         user = request.state.session.user
-        if error.status == 401 and user is not None and user.get("via") == "oidc" \
-                and request.app.state.settings.service_tokens == "provider":
+        if (
+            error.status == 401
+            and user is not None
+            and user.get("via") == "oidc"
+            and request.app.state.settings.service_tokens == "provider"
+        ):
             # The services refused the person's own token (revoked, or expired early): their sign-in is over.
             fresh_session(request)
             return await _sign_in(request, SignInNeeded("provider"))
@@ -369,5 +416,11 @@ def _install_errors(app: FastAPI) -> None:
         return render(request, "errors/problem.html", status_code=500, title="Sorry, there is a problem")
 
 
-SPEC = ServiceSpec(name=NAME, port=PORT, settings_class=WebSettings, create_app=create_app,
-                   tables=web_tables, migrations=HERE / "migrations")
+SPEC = ServiceSpec(
+    name=NAME,
+    port=PORT,
+    settings_class=WebSettings,
+    create_app=create_app,
+    tables=web_tables,
+    migrations=HERE / "migrations",
+)

@@ -66,8 +66,15 @@ class Tokens:
         token, good_until = self._made.get(caller, ("", 0.0))
         if good_until > time.time():
             return token
-        token = mint_token(signing_key=self.signing_key, role=caller.role, hub=caller.hub, subject=caller.subject,
-                           issuer=self.issuer, audience=self.audience, ttl_seconds=self.ttl)
+        token = mint_token(
+            signing_key=self.signing_key,
+            role=caller.role,
+            hub=caller.hub,
+            subject=caller.subject,
+            issuer=self.issuer,
+            audience=self.audience,
+            ttl_seconds=self.ttl,
+        )
         if len(self._made) > 10_000:
             self._made.clear()
         self._made[caller] = (token, time.time() + self.ttl - 60)
@@ -81,10 +88,24 @@ class Api:
         self.http = http
         self.tokens = tokens
 
-    async def call(self, method: str, path: str, *, caller: Caller | None, json: Any = None, params: dict | None = None,
-                   headers: dict | None = None, files: dict | None = None, raw: bool = False):
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        caller: Caller | None,
+        json: Any = None,
+        params: dict | None = None,
+        headers: dict | None = None,
+        files: dict | None = None,
+        raw: bool = False,
+    ):
         """`caller=None` for a public route (the plan's progress): no token is sent."""
-        token = {} if caller is None else {"Authorization": f"Bearer {caller.access_token or self.tokens.for_caller(caller)}"}
+        token = (
+            {}
+            if caller is None
+            else {"Authorization": f"Bearer {caller.access_token or self.tokens.for_caller(caller)}"}
+        )
         sent = {**token, **(headers or {})}
         if params:
             params = {k: v for k, v in params.items() if v not in (None, "", [])}
@@ -113,13 +134,20 @@ class Clients:
     reporting: Api
 
     @classmethod
-    def build(cls, *, urls: dict[str, str], tokens: Tokens, transport: httpx.AsyncBaseTransport | None = None,
-              timeout: float = 15.0) -> "Clients":
+    def build(
+        cls,
+        *,
+        urls: dict[str, str],
+        tokens: Tokens,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 15.0,
+    ) -> Clients:
         def api(name: str) -> Api:
             return Api(httpx.AsyncClient(base_url=urls[name], timeout=timeout, transport=transport), tokens)
 
-        return cls(referrals=api("referrals"), fulfilment=api("fulfilment"), actions=api("actions"),
-                   reporting=api("reporting"))
+        return cls(
+            referrals=api("referrals"), fulfilment=api("fulfilment"), actions=api("actions"), reporting=api("reporting")
+        )
 
     async def close(self) -> None:
         for api in (self.referrals, self.fulfilment, self.actions, self.reporting):

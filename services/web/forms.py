@@ -131,8 +131,13 @@ def api_errors_to_fields(errors: list[dict], *, types: list[str]) -> list[FieldE
                 found.append(FieldError(page, name, message))
                 break
         else:
-            found.append(FieldError("check", "submit", "Something in your answers could not be sent: "
-                                                       "check them, change what is wrong and send them again"))
+            found.append(
+                FieldError(
+                    "check",
+                    "submit",
+                    "Something in your answers could not be sent: check them, change what is wrong and send them again",
+                )
+            )
     unique: dict[tuple[str, str], FieldError] = {}
     for item in found:
         unique.setdefault((item.page, item.field), item)
@@ -143,8 +148,12 @@ def referral_body(draft: dict, *, channel: str) -> dict:
     """The referrals API's body from a resident's answers."""
     resident = {
         "name": draft["name"],
-        "address": {"line1": draft["line1"], "line2": draft.get("line2") or None, "town": draft.get("town") or None,
-                    "postcode": draft["postcode"]},
+        "address": {
+            "line1": draft["line1"],
+            "line2": draft.get("line2") or None,
+            "town": draft.get("town") or None,
+            "postcode": draft["postcode"],
+        },
         "contact_preference": draft.get("preference") or None,
     }
     if draft.get("phone"):

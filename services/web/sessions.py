@@ -100,18 +100,23 @@ class SessionStore:
                 await db.execute(update(sessions).where(sessions.c.id == _digest(session.cookie)).values(**values))
             else:
                 session.created_at = now
-                await db.execute(insert(sessions).values(
-                    id=_digest(session.cookie), data=self.keyring.seal_json(session.data), created_at=now,
-                    last_seen_at=now, expires_at=now + self.absolute,
-                ))
+                await db.execute(
+                    insert(sessions).values(
+                        id=_digest(session.cookie),
+                        data=self.keyring.seal_json(session.data),
+                        created_at=now,
+                        last_seen_at=now,
+                        expires_at=now + self.absolute,
+                    )
+                )
                 session.stored = True
             await db.commit()
 
     async def forget_expired(self) -> int:
         now = self.clock()
         async with self.db.sessions() as db:
-            result = await db.execute(delete(sessions).where(
-                (sessions.c.expires_at <= now) | (sessions.c.last_seen_at <= now - self.idle)
-            ))
+            result = await db.execute(
+                delete(sessions).where((sessions.c.expires_at <= now) | (sessions.c.last_seen_at <= now - self.idle))
+            )
             await db.commit()
             return result.rowcount or 0

@@ -27,8 +27,20 @@ from shared.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
-HUB_SLUGS = ("ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone",
-             "sevenoaks", "swale", "thanet", "tonbridge-malling", "tunbridge-wells")
+HUB_SLUGS = (
+    "ashford",
+    "canterbury",
+    "dartford",
+    "dover",
+    "folkestone-hythe",
+    "gravesham",
+    "maidstone",
+    "sevenoaks",
+    "swale",
+    "thanet",
+    "tonbridge-malling",
+    "tunbridge-wells",
+)
 # The people the web front is for (the online form and partners use the API with their own tokens).
 STAFF_ROLES = ("call-centre", "hub", "recovery-lead", "analyst", "admin")
 RENEW_BEFORE_SECONDS = 60
@@ -57,16 +69,24 @@ def person_from_claims(claims: dict, names: Claims) -> dict:
     if role == "hub" and principal.hub not in HUB_SLUGS:
         raise SignInFailed("your account is a hub worker's but names no Kent hub: ask your manager")
     name = claims.get("name") or claims.get("preferred_username") or claims.get("email") or str(claims["sub"])
-    return {"sub": f"oidc:{claims['sub']}", "name": str(name), "role": role,
-            "hub": principal.hub if role == "hub" else None, "via": "oidc"}
+    return {
+        "sub": f"oidc:{claims['sub']}",
+        "name": str(name),
+        "role": role,
+        "hub": principal.hub if role == "hub" else None,
+        "via": "oidc",
+    }
 
 
 def provider_tokens(token: dict, *, now: float, kept_refresh_token: str | None = None) -> dict:
     """What the session keeps of a token response: the access token, when it expires, the refresh token."""
     expires_in = token.get("expires_in")
     expires_at = now + float(expires_in) if expires_in is not None else float(token.get("expires_at") or now)
-    return {"access_token": token["access_token"], "expires_at": expires_at,
-            "refresh_token": token.get("refresh_token") or kept_refresh_token}
+    return {
+        "access_token": token["access_token"],
+        "expires_at": expires_at,
+        "refresh_token": token.get("refresh_token") or kept_refresh_token,
+    }
 
 
 class OpenIdClient:
@@ -91,17 +111,25 @@ class OpenIdClient:
         return AsyncOAuth2Client(
             client_id=self.settings.oidc_client_id,
             client_secret=self.settings.oidc_client_secret.get_secret_value() or None,
-            scope=self.settings.oidc_scopes, redirect_uri=redirect_uri, code_challenge_method="S256",
+            scope=self.settings.oidc_scopes,
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
         )
 
     async def begin(self, *, redirect_uri: str) -> tuple[str, dict]:
         """The provider's sign-in address, and what the session keeps until the person comes back."""
         metadata = await self.metadata()
-        pending = {"state": secrets.token_urlsafe(24), "nonce": secrets.token_urlsafe(24),
-                   "code_verifier": generate_token(64), "at": time.time()}
+        pending = {
+            "state": secrets.token_urlsafe(24),
+            "nonce": secrets.token_urlsafe(24),
+            "code_verifier": generate_token(64),
+            "at": time.time(),
+        }
         async with self._client(redirect_uri) as client:
             url, _ = client.create_authorization_url(
-                metadata["authorization_endpoint"], state=pending["state"], nonce=pending["nonce"],
+                metadata["authorization_endpoint"],
+                state=pending["state"],
+                nonce=pending["nonce"],
                 code_verifier=pending["code_verifier"],
             )
         return url, pending
@@ -116,8 +144,9 @@ class OpenIdClient:
         metadata = await self.metadata()
         async with self._client(redirect_uri) as client:
             try:
-                token = await client.fetch_token(metadata["token_endpoint"], code=code,
-                                                 code_verifier=pending["code_verifier"])
+                token = await client.fetch_token(
+                    metadata["token_endpoint"], code=code, code_verifier=pending["code_verifier"]
+                )
             except Exception as error:  # the provider refused the code: say so, keep the details in the log
                 log.warning("the token request was refused: %s", error)
                 raise SignInFailed(f"the identity provider refused the sign-in ({error.__class__.__name__})") from None
@@ -147,8 +176,9 @@ class OpenIdClient:
                 token = await client.refresh_token(metadata["token_endpoint"], refresh_token=tokens["refresh_token"])
             except Exception as error:
                 log.info("the identity provider refused to renew a sign-in: %s", error)
-                raise SignInFailed(f"the identity provider refused to renew the sign-in ({error.__class__.__name__})"
-                                   ) from None
+                raise SignInFailed(
+                    f"the identity provider refused to renew the sign-in ({error.__class__.__name__})"
+                ) from None
         if not token.get("access_token"):
             raise SignInFailed("the identity provider sent no access token")
         return provider_tokens(token, now=now, kept_refresh_token=tokens["refresh_token"])
@@ -165,5 +195,6 @@ class OpenIdClient:
         endpoint = (await self.metadata()).get("end_session_endpoint")
         if not endpoint:
             return None
-        return str(httpx.URL(endpoint, params={"client_id": self.settings.oidc_client_id,
-                                               "post_logout_redirect_uri": after}))
+        return str(
+            httpx.URL(endpoint, params={"client_id": self.settings.oidc_client_id, "post_logout_redirect_uri": after})
+        )

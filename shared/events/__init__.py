@@ -48,7 +48,7 @@ class CloudEvent(BaseModel):
         return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "CloudEvent":
+    def from_bytes(cls, raw: bytes) -> CloudEvent:
         return cls.model_validate_json(raw)
 
 
@@ -133,6 +133,6 @@ def parse_data(event: CloudEvent) -> EventData:
 
 
 # The contracts, one module per producing service; importing them registers them.
-from shared.events.referrals import *  # noqa: E402,F401,F403
 from shared.events.actions import *  # noqa: E402,F401,F403
 from shared.events.fulfilment import *  # noqa: E402,F401,F403
+from shared.events.referrals import *  # noqa: E402,F401,F403

@@ -14,8 +14,14 @@ from typing import ClassVar
 from shared.events import TYPE_PREFIX, EventData, contract
 
 __all__ = [
-    "ActionCreatedV1", "ActionRevisedV1", "ActionStatusChangedV1", "ActionRagChangedV1",
-    "ActionProgressUpdatedV1", "ActionDueDateChangedV1", "ActionRatedV1", "ActionUpdateRecordedV1",
+    "ActionCreatedV1",
+    "ActionRevisedV1",
+    "ActionStatusChangedV1",
+    "ActionRagChangedV1",
+    "ActionProgressUpdatedV1",
+    "ActionDueDateChangedV1",
+    "ActionRatedV1",
+    "ActionUpdateRecordedV1",
 ]
 
 

@@ -18,8 +18,14 @@ from shared.events import PERSONAL, TYPE_PREFIX, EventData, contract
 from shared.events.referrals import ReferrerV1, ResidentV1
 
 __all__ = [
-    "AssignedRequestV1", "AssignmentRoutedV1", "AssignmentWithdrawnV1", "AssignmentErasedV1", "AssignmentAmendedV1",
-    "AssignmentStatusChangedV1", "AssignmentEscalatedV1", "AssignmentHolderChangedV1",
+    "AssignedRequestV1",
+    "AssignmentRoutedV1",
+    "AssignmentWithdrawnV1",
+    "AssignmentErasedV1",
+    "AssignmentAmendedV1",
+    "AssignmentStatusChangedV1",
+    "AssignmentEscalatedV1",
+    "AssignmentHolderChangedV1",
 ]
 
 

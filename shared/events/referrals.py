@@ -11,9 +11,19 @@ from pydantic import BaseModel
 from shared.events import PERSONAL, TYPE_PREFIX, EventData, contract
 
 __all__ = [
-    "AddressV1", "ResidentV1", "ReferrerV1", "RequestV1", "ReferralReceivedV1", "ReferralAmendedV1",
-    "RequestCancelledV1", "RequestReceivedV1", "ResidentErasedV1", "ResidentsMergedV1", "CANCEL_REASONS",
+    "AddressV1",
+    "ResidentV1",
+    "ReferrerV1",
+    "RequestV1",
+    "ReferralReceivedV1",
+    "ReferralAmendedV1",
+    "RequestCancelledV1",
+    "RequestReceivedV1",
+    "ResidentErasedV1",
+    "ResidentsMergedV1",
+    "CANCEL_REASONS",
 ]
+
 
 class AddressV1(BaseModel):
     line1: Annotated[str, PERSONAL]

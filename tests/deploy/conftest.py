@@ -19,8 +19,20 @@ from suite import registry
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("staging", "production")
-HUBS = ("ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone",
-        "sevenoaks", "swale", "thanet", "tonbridge-malling", "tunbridge-wells")
+HUBS = (
+    "ashford",
+    "canterbury",
+    "dartford",
+    "dover",
+    "folkestone-hythe",
+    "gravesham",
+    "maidstone",
+    "sevenoaks",
+    "swale",
+    "thanet",
+    "tonbridge-malling",
+    "tunbridge-wells",
+)
 
 
 def kubectl() -> str:
@@ -32,8 +44,9 @@ def kubectl() -> str:
 
 
 def render(overlay: str) -> list[dict]:
-    result = subprocess.run([kubectl(), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

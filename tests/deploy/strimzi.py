@@ -5,8 +5,19 @@ Strimzi installs (040-Crd-kafkatopic.yaml, 044-Crd-kafkauser.yaml), closed to
 unknown fields so a typo fails.
 """
 
-OPERATIONS = ["Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction", "AlterConfigs",
-              "DescribeConfigs", "IdempotentWrite", "All"]
+OPERATIONS = [
+    "Read",
+    "Write",
+    "Create",
+    "Delete",
+    "Alter",
+    "Describe",
+    "ClusterAction",
+    "AlterConfigs",
+    "DescribeConfigs",
+    "IdempotentWrite",
+    "All",
+]
 
 _METADATA = {
     "type": "object",
@@ -29,7 +40,10 @@ KAFKA_TOPIC = {
                 "topicName": {"type": "string", "pattern": r"^[a-zA-Z0-9._-]{1,249}$"},
                 "partitions": {"type": "integer", "minimum": 1},
                 "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
-                "config": {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean", "number"]}},
+                "config": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "integer", "boolean", "number"]},
+                },
             },
         },
     },
@@ -57,26 +71,29 @@ KAFKA_USER = {
                     "required": ["type", "acls"],
                     "properties": {
                         "type": {"const": "simple"},
-                        "acls": {"type": "array", "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["resource"],
-                            "properties": {
-                                "resource": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["type"],
-                                    "properties": {
-                                        "type": {"enum": ["topic", "group", "cluster", "transactionalId"]},
-                                        "name": {"type": "string"},
-                                        "patternType": {"enum": ["literal", "prefix"]},
+                        "acls": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["resource"],
+                                "properties": {
+                                    "resource": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["type"],
+                                        "properties": {
+                                            "type": {"enum": ["topic", "group", "cluster", "transactionalId"]},
+                                            "name": {"type": "string"},
+                                            "patternType": {"enum": ["literal", "prefix"]},
+                                        },
                                     },
+                                    "operations": {"type": "array", "items": {"enum": OPERATIONS}, "minItems": 1},
+                                    "host": {"type": "string"},
+                                    "type": {"enum": ["allow", "deny"]},
                                 },
-                                "operations": {"type": "array", "items": {"enum": OPERATIONS}, "minItems": 1},
-                                "host": {"type": "string"},
-                                "type": {"enum": ["allow", "deny"]},
                             },
-                        }},
+                        },
                     },
                 },
                 "quotas": {"type": "object"},

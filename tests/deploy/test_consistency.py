@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 
-from suite.registry import SERVICES, WEB
 from shared.settings import Topics
+from suite.registry import SERVICES, WEB
 from tests.deploy.conftest import (
-    DEPLOY, HUBS, OVERLAYS, code_topics, consumer_groups, environment_names, service_port,
+    DEPLOY,
+    HUBS,
+    OVERLAYS,
+    code_topics,
+    consumer_groups,
+    environment_names,
+    service_port,
 )
 
 SERVICE_NAMES = [spec.name for spec in SERVICES]
@@ -56,8 +61,11 @@ def allowed_environment(service: str | None) -> set[str]:
 
 
 def kubernetes_topics(documents: list[dict]) -> dict[str, tuple[int, str]]:
-    return {d["spec"]["topicName"]: (d["spec"]["partitions"], str(d["spec"]["config"]["retention.ms"]))
-            for d in documents if d["kind"] == "KafkaTopic"}
+    return {
+        d["spec"]["topicName"]: (d["spec"]["partitions"], str(d["spec"]["config"]["retention.ms"]))
+        for d in documents
+        if d["kind"] == "KafkaTopic"
+    }
 
 
 def dead_letter_topics() -> set[str]:
@@ -66,12 +74,17 @@ def dead_letter_topics() -> set[str]:
 
 # -- services and ports
 
+
 def test_compose_and_kubernetes_run_all_four_services_and_the_web_front(compose, rendered):
     in_compose = {served(s["command"]) for s in our_compose_services(compose).values()} - {None}
     assert in_compose == set(SERVED)
     for overlay in OVERLAYS:
-        in_kubernetes = {c["args"][1] for d in workloads(rendered[overlay])
-                         for c in d["spec"]["template"]["spec"]["containers"] if c["args"][0] == "serve"}
+        in_kubernetes = {
+            c["args"][1]
+            for d in workloads(rendered[overlay])
+            for c in d["spec"]["template"]["spec"]["containers"]
+            if c["args"][0] == "serve"
+        }
         assert in_kubernetes == set(SERVED)
 
 
@@ -103,6 +116,7 @@ def test_every_api_service_selects_pods_that_exist(rendered):
 
 # -- environment variables
 
+
 def test_every_variable_in_compose_is_a_settings_field_of_that_service(compose):
     for name, service in our_compose_services(compose).items():
         unknown = set(service["environment"]) - allowed_environment(served(service["command"]))
@@ -116,7 +130,9 @@ def test_every_variable_in_kubernetes_is_a_settings_field_of_that_service(render
         for container in d["spec"]["template"]["spec"]["containers"]:
             service = container["args"][1] if container["args"][0] == "serve" else None
             unknown = container_environment(documents, container) - allowed_environment(service)
-            assert unknown == set(), f"{d['metadata']['name']} sets variables no settings class reads: {sorted(unknown)}"
+            assert unknown == set(), (
+                f"{d['metadata']['name']} sets variables no settings class reads: {sorted(unknown)}"
+            )
 
 
 def test_every_service_gets_its_own_database_url(compose, rendered):
@@ -131,6 +147,7 @@ def test_every_service_gets_its_own_database_url(compose, rendered):
 
 
 # -- topics
+
 
 def plan() -> list:
     from shared.topic_plan import topic_plan
@@ -192,8 +209,11 @@ def readers(users: list[dict], topic: str) -> set[str]:
     for user in users:
         for acl in user["spec"]["authorization"]["acls"]:
             resource = acl["resource"]
-            matches = (topic.startswith(resource["name"]) if resource.get("patternType") == "prefix"
-                       else topic == resource["name"])
+            matches = (
+                topic.startswith(resource["name"])
+                if resource.get("patternType") == "prefix"
+                else topic == resource["name"]
+            )
             if resource["type"] == "topic" and matches and {"Read", "All"} & set(acl["operations"]):
                 found.add(user["metadata"]["name"])
     return found
@@ -212,8 +232,12 @@ def test_referral_events_are_readable_only_by_fulfilment_and_reporting_reads_no_
     groups = consumer_groups()
     reporting_reads = {t for t in code_topics() if "reporting" in readers(users, t)}
     assert reporting_reads == {topics.request_stats, topics.assignment_status, topics.actions}
-    consumer_acls = {u["metadata"]["name"]: {a["resource"]["name"] for a in u["spec"]["authorization"]["acls"]
-                                             if a["resource"]["type"] == "group"} for u in users}
+    consumer_acls = {
+        u["metadata"]["name"]: {
+            a["resource"]["name"] for a in u["spec"]["authorization"]["acls"] if a["resource"]["type"] == "group"
+        }
+        for u in users
+    }
     assert groups["fulfilment"] in consumer_acls["fulfilment"] and groups["reporting"] in consumer_acls["reporting"]
 
 
@@ -252,7 +276,7 @@ def mounted_file(deployment: dict, container: dict, path: str) -> tuple[str, str
         directory = mount["mountPath"].rstrip("/") + "/"
         secret = volumes[mount["name"]].get("secret")
         if secret and path.startswith(directory):
-            name = path[len(directory):]
+            name = path[len(directory) :]
             for item in secret.get("items", []):
                 if item["path"] == name:
                     return secret["secretName"], item["key"]
@@ -290,14 +314,19 @@ def test_production_kafka_settings_are_accepted_by_the_code(rendered, tmp_path):
         if deployment["metadata"]["labels"]["kent-together/service"] == WEB_NAME:
             continue  # no Kafka client
         values = container_values(rendered["production"], container)
-        fields = {name.removeprefix("KAFKA_").lower(): value for name, value in values.items()
-                  if name.removeprefix("KAFKA_").lower() in KafkaSecurity.model_fields}
+        fields = {
+            name.removeprefix("KAFKA_").lower(): value
+            for name, value in values.items()
+            if name.removeprefix("KAFKA_").lower() in KafkaSecurity.model_fields
+        }
         fields["sasl_password"] = "from-the-strimzi-secret"
         fields["ssl_cafile"] = str(ca)
         security = KafkaSecurity(**fields)
         assert security.uses_sasl and security.uses_tls, deployment["metadata"]["name"]
-        assert client_options(KafkaSecurity(**{**fields, "ssl_cafile": ""}))["sasl_plain_username"] == \
-            deployment["metadata"]["labels"]["kent-together/service"]
+        assert (
+            client_options(KafkaSecurity(**{**fields, "ssl_cafile": ""}))["sasl_plain_username"]
+            == deployment["metadata"]["labels"]["kent-together/service"]
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -320,23 +349,35 @@ def test_compose_passes_the_kafka_client_settings_through_plaintext_by_default(c
 
 # -- the web front
 
+
 def test_the_web_front_gets_no_kafka_settings_and_reaches_only_the_apis_its_database_and_the_provider(rendered):
     for overlay in OVERLAYS:
         documents = rendered[overlay]
         [web] = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == WEB_NAME]
         names = container_environment(documents, web["spec"]["template"]["spec"]["containers"][0])
-        assert not {n for n in names if n.startswith("KAFKA_SASL_") or n.startswith("KAFKA_SSL_")
-                    or n == "KAFKA_SECURITY_PROTOCOL"}, overlay
+        assert not {
+            n
+            for n in names
+            if n.startswith("KAFKA_SASL_") or n.startswith("KAFKA_SSL_") or n == "KAFKA_SECURITY_PROTOCOL"
+        }, overlay
         [policy] = [d["spec"] for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == WEB_NAME]
-        apis = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: rule["ports"][0]["port"]
-                for rule in policy["egress"] for peer in rule["to"] if "podSelector" in peer
-                and "namespaceSelector" not in peer}
+        apis = {
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: rule["ports"][0]["port"]
+            for rule in policy["egress"]
+            for peer in rule["to"]
+            if "podSelector" in peer and "namespaceSelector" not in peer
+        }
         assert apis == {f"{name}-api": service_port(name) for name in SERVICE_NAMES}
         for name in SERVICE_NAMES:  # and each API lets it in, on its port
-            [api] = [d["spec"] for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == f"{name}-api"]
-            assert any(peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": WEB_NAME}
-                       and rule["ports"][0]["port"] == service_port(name)
-                       for rule in api["ingress"] for peer in rule["from"]), name
+            [api] = [
+                d["spec"] for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == f"{name}-api"
+            ]
+            assert any(
+                peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": WEB_NAME}
+                and rule["ports"][0]["port"] == service_port(name)
+                for rule in api["ingress"]
+                for peer in rule["from"]
+            ), name
 
 
 def test_the_web_fronts_production_settings_start_and_pass_the_providers_tokens_on(rendered, tmp_path):
@@ -348,11 +389,20 @@ def test_the_web_fronts_production_settings_start_and_pass_the_providers_tokens_
 
     documents = rendered["production"]
     [web] = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == WEB_NAME]
-    values = {k: v for k, v in container_values(documents, web["spec"]["template"]["spec"]["containers"][0]).items()
-              if isinstance(v, str)}
-    values.update(KT_DATA_KEYS=f"2026-01:{new_key()}", KT_BLIND_INDEX_KEY=new_key(), KT_JWT_ONLINE_FORM_KEY="f" * 48,
-                  WEB_OIDC_CLIENT_SECRET="from-the-secret", KT_VAR_DIR=str(tmp_path))
+    values = {
+        k: v
+        for k, v in container_values(documents, web["spec"]["template"]["spec"]["containers"][0]).items()
+        if isinstance(v, str)
+    }
+    values.update(
+        KT_DATA_KEYS=f"2026-01:{new_key()}",
+        KT_BLIND_INDEX_KEY=new_key(),
+        KT_JWT_ONLINE_FORM_KEY="f" * 48,
+        WEB_OIDC_CLIENT_SECRET="from-the-secret",
+        KT_VAR_DIR=str(tmp_path),
+    )
     import os
+
     saved = dict(os.environ)
     try:
         os.environ.update(values)
@@ -368,5 +418,7 @@ def test_the_web_fronts_production_settings_start_and_pass_the_providers_tokens_
     [ingress] = [d for d in documents if d["kind"] == "Ingress"]
     [host] = [rule["host"] for rule in ingress["spec"]["rules"]]
     assert settings.public_url == f"https://{host}" and ingress["spec"]["tls"][0]["hosts"] == [host]
-    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {"name": WEB_NAME,
-                                                                                      "port": {"name": "http"}}
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
+        "name": WEB_NAME,
+        "port": {"name": "http"},
+    }

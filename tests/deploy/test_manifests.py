@@ -34,7 +34,9 @@ def kubernetes_problems(document: dict) -> list[str]:
 
 def compose_validator() -> jsonschema.protocols.Validator:
     """The compose specification's JSON schema, as shipped inside the check-jsonschema package."""
-    text = importlib.resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    text = (
+        importlib.resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
     schema = json.loads(text)
     return jsonschema.validators.validator_for(schema)(schema)
 
@@ -43,8 +45,20 @@ def compose_validator() -> jsonschema.protocols.Validator:
 def test_overlay_renders_and_every_resource_validates_against_its_schema(rendered, overlay):
     documents = rendered[overlay]
     kinds = {d["kind"] for d in documents}
-    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Job", "Secret",
-            "ConfigMap", "NetworkPolicy", "KafkaTopic", "KafkaUser", "Namespace", "Ingress"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Job",
+        "Secret",
+        "ConfigMap",
+        "NetworkPolicy",
+        "KafkaTopic",
+        "KafkaUser",
+        "Namespace",
+        "Ingress",
+    } <= kinds
     problems = [p for d in documents for p in kubernetes_problems(d)]
     assert problems == []
 
@@ -76,8 +90,12 @@ def test_compose_validation_rejects_an_unknown_service_key(compose):
 
 def test_production_runs_the_releases_image_and_staging_its_own(rendered):
     def images(overlay):
-        return {c["image"] for d in rendered[overlay] if d["kind"] in ("Deployment", "Job")
-                for c in d["spec"]["template"]["spec"]["containers"]}
+        return {
+            c["image"]
+            for d in rendered[overlay]
+            if d["kind"] in ("Deployment", "Job")
+            for c in d["spec"]["template"]["spec"]["containers"]
+        }
 
     assert images("production") == {"registry.kent.gov.uk/kent-together:1.0.0"}
     assert images("staging") == {"registry.kent.gov.uk/kent-together:staging"}
@@ -113,8 +131,11 @@ def test_network_policies_deny_by_default_and_let_each_workload_reach_only_what_
     workloads = list(by_kind(documents, "Deployment").values()) + list(by_kind(documents, "Job").values())
     for workload in workloads:
         labels = workload["spec"]["template"]["metadata"]["labels"]
-        own = [p["spec"] for n, p in policies.items()
-               if p["spec"]["podSelector"] and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        own = [
+            p["spec"]
+            for n, p in policies.items()
+            if p["spec"]["podSelector"] and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
         assert len(own) == 1, workload["metadata"]["name"]
         web = labels.get("kent-together/service") == "web"
         for rule in own[0].get("egress", []):
@@ -127,7 +148,9 @@ def test_network_policies_deny_by_default_and_let_each_workload_reach_only_what_
                 if "namespaceSelector" not in peer and named:
                     assert web and named.endswith("-api"), (workload["metadata"]["name"], named)
         ports = {p["port"] for rule in own[0].get("ingress", []) for p in rule["ports"]}
-        assert ports <= {c["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
+        assert ports <= {
+            c["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"][0].get("ports", [])
+        }
 
 
 def test_the_image_runs_as_a_non_root_user_with_a_health_check_and_copies_only_what_exists():
@@ -154,6 +177,11 @@ def test_the_entrypoint_serves_each_service_on_the_port_its_module_declares():
     for name in ("referrals", "fulfilment", "actions"):
         out = subprocess.run([sys.executable, "-c", lookup, name], capture_output=True, text=True, cwd=ROOT)
         assert out.stdout.strip() == str(service_port(name)), out.stderr
-    for shell_script in (DEPLOY / "docker" / "entrypoint.sh", DEPLOY / "tools" / "fetch-kafka.sh", DEPLOY / "tools" / "test-postgres.sh",
-                         DEPLOY / "compose" / "postgres-init.sh", DEPLOY / "tools" / "fetch-kubectl.sh"):
+    for shell_script in (
+        DEPLOY / "docker" / "entrypoint.sh",
+        DEPLOY / "tools" / "fetch-kafka.sh",
+        DEPLOY / "tools" / "test-postgres.sh",
+        DEPLOY / "compose" / "postgres-init.sh",
+        DEPLOY / "tools" / "fetch-kubectl.sh",
+    ):
         assert subprocess.run(["bash", "-n", str(shell_script)]).returncode == 0, shell_script

@@ -14,8 +14,13 @@ async def test_on_a_three_broker_cluster_leader_kills_a_lost_quorum_and_a_rollin
     # Every fault landed: each service killed, one of two fulfilment and reporting instances
     # killed, a restart of all, the leader killed, two brokers down, a rolling restart.
     labels = " | ".join(result["faults"])
-    for fault in ("leader", "two of three brokers down", "rolling restart", "one of two fulfilment",
-                  "one of two reporting"):
+    for fault in (
+        "leader",
+        "two of three brokers down",
+        "rolling restart",
+        "one of two fulfilment",
+        "one of two reporting",
+    ):
         assert fault in labels
     assert result["retries_after_outage"] > 0
     assert result["referrals_answered_201"] > 30 and result["hub_transitions"] > 0

@@ -18,8 +18,9 @@ from tests.support.waiting import eventually
 
 def broker_pid(suite) -> int:
     """The embedded broker `kent-together run` started (a child of the supervisor)."""
-    out = subprocess.run(["pgrep", "-P", str(suite.process.pid), "-f", "listener-url"],
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-P", str(suite.process.pid), "-f", "listener-url"], capture_output=True, text=True
+    ).stdout.split()
     return int(out[0])
 
 
@@ -48,13 +49,13 @@ async def test_metrics_show_the_outbox_backlog_rising_while_the_broker_is_away_a
 
         async def drained():
             return await metric(http, "kt_outbox_backlog") == 0
+
         assert await eventually(drained, timeout=60, interval=0.2)
         published = await metric(http, "kt_outbox_published_total")
 
     assert backlog_while_away >= 5 and oldest_while_away > 0
     assert published >= 5
-    events = await read_topic(suite.bootstrap_servers, Topics().referrals, expect=5,
-                              event_type=ReferralReceivedV1.type)
+    events = await read_topic(suite.bootstrap_servers, Topics().referrals, expect=5, event_type=ReferralReceivedV1.type)
     assert set(taken) <= {e.data["referral_id"] for _, e in events}
 
 
@@ -86,6 +87,11 @@ async def test_sigterm_mid_load_finishes_requests_in_flight_and_every_accepted_r
 
     # uvicorn stops gracefully, then exits by the signal it caught (-15), never killed (-9).
     assert "referrals exited with -15" in suite.log.read_text()
-    events = await read_topic(suite.bootstrap_servers, Topics().referrals, expect=len(accepted), timeout=60,
-                              event_type=ReferralReceivedV1.type)
+    events = await read_topic(
+        suite.bootstrap_servers,
+        Topics().referrals,
+        expect=len(accepted),
+        timeout=60,
+        event_type=ReferralReceivedV1.type,
+    )
     assert set(accepted) <= {e.data["referral_id"] for _, e in events}

@@ -15,8 +15,11 @@ from tests.support.kafka import read_topic
 def referral(i: int) -> dict:
     return {
         "channel": "phone",
-        "resident": {"name": f"Resident {i}", "phone": "01843 577000",
-                     "address": {"line1": "12 Northdown Road", "postcode": "CT9 2RN"}},
+        "resident": {
+            "name": f"Resident {i}",
+            "phone": "01843 577000",
+            "address": {"line1": "12 Northdown Road", "postcode": "CT9 2RN"},
+        },
         "consent": {"to_share": True},
         "requests": [{"type": "food"}],
     }
@@ -66,8 +69,13 @@ async def test_kill_9_of_the_service_while_posting_loses_no_accepted_referral(su
         await post_steadily(http, 10)
 
     assert len(accepted) >= 50 and failed > 0  # the kill really happened mid-load
-    events = await read_topic(suite.bootstrap_servers, Topics().referrals, expect=len(accepted), timeout=60,
-                              event_type=ReferralReceivedV1.type)
+    events = await read_topic(
+        suite.bootstrap_servers,
+        Topics().referrals,
+        expect=len(accepted),
+        timeout=60,
+        event_type=ReferralReceivedV1.type,
+    )
     published = {e.data["referral_id"] for _, e in events}
     assert set(accepted) <= published  # every 201 has its event
 

@@ -26,15 +26,26 @@ from tests.support.waiting import eventually
 
 AXE = ROOT / "services/web/node_modules/axe-core/axe.min.js"
 WCAG_22_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 PLAN = ROOT / "services/actions/data/krf-recovery-cell-action-plans.txt"
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    instance = Suite(var_dir=tmp_path_factory.mktemp("web-suite") / "var",
-                     port_offset=free_port() % 1000 + 21000, broker_port=free_port())
+    instance = Suite(
+        var_dir=tmp_path_factory.mktemp("web-suite") / "var",
+        port_offset=free_port() % 1000 + 21000,
+        broker_port=free_port(),
+    )
     try:  # a suite that did not start in time is stopped too, never left running
         instance.start(timeout=180)  # all five, on a machine others share: the postcode directory loads slowly there
         yield instance
@@ -65,12 +76,15 @@ class Walk:
             await page.evaluate(AXE.read_text())  # through the DevTools protocol: the page's CSP stays as it is
         # resultTypes: only the violations get their selectors worked out (axe's own speed-up; what it finds is
         # the same), so a page is checked in a fraction of the time on a busy machine.
-        violations = await page.evaluate("""async (tags) => {
+        violations = await page.evaluate(
+            """async (tags) => {
             const result = await axe.run(document, {runOnly: {type: "tag", values: tags},
                                                     resultTypes: ["violations"]});
             return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
                                                  nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}));
-        }""", WCAG_22_AA)
+        }""",
+            WCAG_22_AA,
+        )
         self.checked[name] = violations
         path = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "{id}", page.url.split("?")[0].split("/", 3)[-1])
         self.titles[name] = (await page.title(), path)
@@ -84,8 +98,14 @@ def walk():
 async def person(browser, walk: Walk, base: str, *, width: int = 1100):
     context = await browser.new_context(base_url=base, viewport={"width": width, "height": 900})
     page = await context.new_page()
-    page.on("console", lambda message: walk.refused.append(message.text)
-            if "Content Security Policy" in message.text or "Refused to" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            walk.refused.append(message.text)
+            if "Content Security Policy" in message.text or "Refused to" in message.text
+            else None
+        ),
+    )
     return context, page
 
 
@@ -106,8 +126,9 @@ async def screenshot(page: Page, name: str, tmp: Path, *, full_page: bool = True
         await page.screenshot(path=str(ROOT / folder / f"web-{name}.png"), full_page=full_page)
 
 
-async def look(page: Page, walk: Walk, path: str, name: str, *, shot: str | None = None, tmp: Path,
-               full_page: bool = True) -> None:
+async def look(
+    page: Page, walk: Walk, path: str, name: str, *, shot: str | None = None, tmp: Path, full_page: bool = True
+) -> None:
     """Open a page, check it, and take its picture if it is one of the README's."""
     await page.goto(path)
     await walk.check(page, name)
@@ -115,9 +136,11 @@ async def look(page: Page, walk: Walk, path: str, name: str, *, shot: str | None
         await screenshot(page, shot, tmp, full_page=full_page)
 
 
-async def ask_for_help(page: Page, walk: Walk, *, postcode: str, types: list[str], name: str, tmp: Path,
-                       check: bool = False) -> str:
+async def ask_for_help(
+    page: Page, walk: Walk, *, postcode: str, types: list[str], name: str, tmp: Path, check: bool = False
+) -> str:
     """The resident's journey through the pages, with a mouse; each page checked when `check`."""
+
     async def step(label):
         if check:
             await walk.check(page, label)
@@ -182,16 +205,22 @@ async def open_case(page: Page, reference: str, label: str, *, timeout: float = 
 async def test_make_run_prints_the_web_front_and_one_line_per_person(suite):
     printed = suite.log.read_text()
     port = 8005 + suite.port_offset
-    for person_, path in (("residents", "/get-help"), ("advisers", "/adviser"), ("hubs", "/hub"),
-                          ("recovery leads", "/actions"), ("dashboard", "/dashboard")):
+    for person_, path in (
+        ("residents", "/get-help"),
+        ("advisers", "/adviser"),
+        ("hubs", "/hub"),
+        ("recovery leads", "/actions"),
+        ("dashboard", "/dashboard"),
+    ):
         assert re.search(rf"{person_}:\s+http://127\.0\.0\.1:{port}{path}\n", printed), person_
 
 
 async def test_food_and_a_prescription_for_thanet_through_the_hubs_to_the_dashboard(suite, browser, walk, tmp_path):
     base = suite.url(8005)
     resident, page = await person(browser, walk, base)
-    reference = await ask_for_help(page, walk, postcode="CT9 2RN", types=["food", "prescription"],
-                                   name="Margaret Jones", tmp=tmp_path, check=True)
+    reference = await ask_for_help(
+        page, walk, postcode="CT9 2RN", types=["food", "prescription"], name="Margaret Jones", tmp=tmp_path, check=True
+    )
     assert "Thanet" in await page.inner_text("#who-helps")
     await page.goto("/check-request")
     await walk.check(page, "resident: check on my request")
@@ -286,8 +315,9 @@ async def test_an_adviser_is_warned_of_a_duplicate_and_finds_the_caller(suite, b
 async def test_a_maidstone_worker_cannot_open_a_thanet_case(suite, browser, walk, tmp_path):
     base = suite.url(8005)
     resident, page = await person(browser, walk, base)
-    reference = await ask_for_help(page, walk, postcode="CT9 2RN", types=["befriending"], name="Private Person",
-                                   tmp=tmp_path)
+    reference = await ask_for_help(
+        page, walk, postcode="CT9 2RN", types=["befriending"], name="Private Person", tmp=tmp_path
+    )
     await resident.close()
     thanet, page = await person(browser, walk, base)
     await sign_in(page, role="hub", hub="thanet", name="Tom Thanet")
@@ -314,8 +344,15 @@ async def test_a_recovery_lead_uploads_the_plan_and_rates_an_action(suite, brows
     await page.wait_for_load_state()  # the submit's answer, not the page it left
     assert "155 created" in await page.inner_text("main")
     await walk.check(page, "recovery: upload report")
-    await look(page, walk, "/actions?cell=infrastructure", "recovery: actions", shot="recovery-actions", tmp=tmp_path,
-               full_page=False)
+    await look(
+        page,
+        walk,
+        "/actions?cell=infrastructure",
+        "recovery: actions",
+        shot="recovery-actions",
+        tmp=tmp_path,
+        full_page=False,
+    )
     await page.click("#actions a >> nth=0")
     await page.check("input[name=rag][value=amber]")
     await page.fill("#rag_narrative", "Waiting on the contractor")
@@ -403,9 +440,13 @@ async def test_a_session_that_has_expired_asks_to_sign_in_again(suite, browser, 
 
     now = [utcnow()]
     settings = WebSettings(
-        database_url=expiring_web_database, var_dir=suite.var_dir, log_json=False,
+        database_url=expiring_web_database,
+        var_dir=suite.var_dir,
+        log_json=False,
         jwt_signing_key=(suite.var_dir / "dev-signing-key").read_text().strip(),
-        referrals_url=suite.url(8001), fulfilment_url=suite.url(8002), actions_url=suite.url(8003),
+        referrals_url=suite.url(8001),
+        fulfilment_url=suite.url(8002),
+        actions_url=suite.url(8003),
         reporting_url=suite.url(8004),
     )
     async with serving(create_app(settings, clock=lambda: now[0])) as base:

@@ -6,8 +6,12 @@ opened by mistake. A new route fails the walk until it is written down here.
 
 from __future__ import annotations
 
-PUBLIC = {"GET /health", "GET /ready", "GET /metrics",
-          "GET /v1/public/plans/{plan}/progress"}  # the plan's figures, for anyone: no personal data
+PUBLIC = {
+    "GET /health",
+    "GET /ready",
+    "GET /metrics",
+    "GET /v1/public/plans/{plan}/progress",
+}  # the plan's figures, for anyone: no personal data
 
 REFERRAL_WRITERS = {"call-centre", "online-form", "partner", "admin"}
 ADVISERS = {"call-centre", "admin"}

@@ -11,16 +11,25 @@ from shared.settings import Topics
 
 
 def test_topics(unique: str) -> Topics:
-    return Topics(referrals=f"test.referrals.{unique}", request_stats=f"test.stats.{unique}",
-                  dead_letter_prefix=f"test.dlq.{unique}.", actions=f"test.actions.{unique}",
-                  assignment_status=f"test.status.{unique}", hubs=f"test.hub.{unique}.{{hub}}")
+    return Topics(
+        referrals=f"test.referrals.{unique}",
+        request_stats=f"test.stats.{unique}",
+        dead_letter_prefix=f"test.dlq.{unique}.",
+        actions=f"test.actions.{unique}",
+        assignment_status=f"test.status.{unique}",
+        hubs=f"test.hub.{unique}.{{hub}}",
+    )
 
 
 def token(settings, role: str, *, hub: str | None = None, subject: str | None = None) -> dict[str, str]:
     """An Authorization header for `role`, signed with the test's key."""
     value = mint_token(
-        signing_key=settings.signing_key(), role=role, hub=hub, subject=subject,
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+        signing_key=settings.signing_key(),
+        role=role,
+        hub=hub,
+        subject=subject,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
     )
     return {"Authorization": f"Bearer {value}"}
 

@@ -3,12 +3,16 @@
 from sqlalchemy import text
 
 _REFUSE = {
-    "sqlite": ["""CREATE TRIGGER audit_refused BEFORE INSERT ON audit
-                  BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END"""],
-    "postgresql": ["""CREATE OR REPLACE FUNCTION audit_refused() RETURNS trigger AS $$
+    "sqlite": [
+        """CREATE TRIGGER audit_refused BEFORE INSERT ON audit
+                  BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END"""
+    ],
+    "postgresql": [
+        """CREATE OR REPLACE FUNCTION audit_refused() RETURNS trigger AS $$
                       BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$ LANGUAGE plpgsql""",
-                   """CREATE TRIGGER audit_refused BEFORE INSERT ON audit
-                      FOR EACH ROW EXECUTE FUNCTION audit_refused()"""],
+        """CREATE TRIGGER audit_refused BEFORE INSERT ON audit
+                      FOR EACH ROW EXECUTE FUNCTION audit_refused()""",
+    ],
 }
 
 

@@ -38,15 +38,32 @@ async def serving(app):
         await task
 
 
-async def run_chromium(url: str, *, profile: Path, screenshot: Path | None = None, width: int = 1280,
-                       height: int = 1500, wait_ms: int = 8000) -> str:
+async def run_chromium(
+    url: str,
+    *,
+    profile: Path,
+    screenshot: Path | None = None,
+    width: int = 1280,
+    height: int = 1500,
+    wait_ms: int = 8000,
+) -> str:
     """The DOM after the page's scripts ran (or a screenshot of it)."""
-    args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-            f"--virtual-time-budget={wait_ms}"]
+    args = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+        f"--virtual-time-budget={wait_ms}",
+    ]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    process = await asyncio.create_subprocess_exec(*args, url, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        *args, url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=90)
     assert process.returncode == 0, err.decode()[-2000:]
     return out.decode()

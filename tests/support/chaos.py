@@ -93,16 +93,29 @@ def referral_body(i: int, rng: random.Random, postcodes: list[str]) -> dict:
     return {
         "channel": channel,
         **({"referrer": referrer} if channel == "partner" else {}),
-        "resident": {"name": f"Chaos Resident {i}", "date_of_birth": "1950-01-01",
-                     "phone": f"01843 {500000 + i:06d}",
-                     "address": {"line1": f"{i} Test Road", "postcode": rng.choice(postcodes)}},
+        "resident": {
+            "name": f"Chaos Resident {i}",
+            "date_of_birth": "1950-01-01",
+            "phone": f"01843 {500000 + i:06d}",
+            "address": {"line1": f"{i} Test Road", "postcode": rng.choice(postcodes)},
+        },
         "consent": {"to_share": True},
         "requests": [{"type": kind} for kind in sorted(kinds)],
     }
 
 
-async def front_end(http: httpx.AsyncClient, *, tally: Tally, token: str, run: str, rate: float,
-                    until: float, postcodes: list[str], worker: int, workers: int) -> None:
+async def front_end(
+    http: httpx.AsyncClient,
+    *,
+    tally: Tally,
+    token: str,
+    run: str,
+    rate: float,
+    until: float,
+    postcodes: list[str],
+    worker: int,
+    workers: int,
+) -> None:
     """Posts at its share of `rate`; a failed post is retried with the same key until it is answered."""
     rng = random.Random(f"{run}-{worker}")
     headers = {"Authorization": f"Bearer {token}"}
@@ -115,8 +128,9 @@ async def front_end(http: httpx.AsyncClient, *, tally: Tally, token: str, run: s
         give_up_at = loop.time() + 120
         while True:
             try:
-                response = await http.post("/v1/referrals", json=body, timeout=10,
-                                           headers={**headers, "Idempotency-Key": key})
+                response = await http.post(
+                    "/v1/referrals", json=body, timeout=10, headers={**headers, "Idempotency-Key": key}
+                )
                 if response.status_code == 201:
                     tally.accepted[key] = response.json()["id"]
                     break
@@ -142,12 +156,17 @@ async def hub_staff(http: httpx.AsyncClient, *, tally: Tally, hub: str, token: s
         try:
             items = []
             for status in steps:
-                listing = await http.get(f"/v1/hubs/{hub}/assignments", headers=headers, timeout=10,
-                                         params={"status": status, "limit": 20})
+                listing = await http.get(
+                    f"/v1/hubs/{hub}/assignments", headers=headers, timeout=10, params={"status": status, "limit": 20}
+                )
                 items += listing.json().get("items", []) if listing.status_code == 200 else []
             for item in items:
-                answer = await http.post(f"/v1/assignments/{item['id']}/transitions", headers=headers,
-                                         timeout=10, json={"to": steps[item["status"]]})
+                answer = await http.post(
+                    f"/v1/assignments/{item['id']}/transitions",
+                    headers=headers,
+                    timeout=10,
+                    json={"to": steps[item["status"]]},
+                )
                 if answer.status_code == 200:
                     tally.transitions += 1
                 elif answer.status_code == 409:
@@ -170,15 +189,25 @@ async def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
     raise RuntimeError(f"{topic}[{partition}] has no leader")
 
 
-async def inject_faults(suite: Suite, broker: Broker, *, services: list[str], tally: Tally,
-                        start: float, seconds: float, second_instances: dict[str, SecondInstance]) -> None:
+async def inject_faults(
+    suite: Suite,
+    broker: Broker,
+    *,
+    services: list[str],
+    tally: Tally,
+    start: float,
+    seconds: float,
+    second_instances: dict[str, SecondInstance],
+) -> None:
     faults = [(f"kill -9 {name}", name) for name in services]
     faults += [(f"kill -9 of one of two {name} instances", f"second:{name}") for name in second_instances]
     faults.append(("restart of every service", "all"))
     if isinstance(broker, ControlledKafkaCluster):
-        faults += [("kill -9 of the referrals topic's leader, restarted", "leader"),
-                   ("two of three brokers down 8 s (below min.insync.replicas)", "quorum"),
-                   ("rolling restart of the three brokers", "rolling")]
+        faults += [
+            ("kill -9 of the referrals topic's leader, restarted", "leader"),
+            ("two of three brokers down 8 s (below min.insync.replicas)", "quorum"),
+            ("rolling restart of the three brokers", "rolling"),
+        ]
     else:
         faults.append(("broker stopped 8 s", "broker"))
     gap = seconds / (len(faults) + 1)
@@ -222,14 +251,33 @@ class SecondInstance:
     def __init__(self, suite: Suite, name: str, *, log: Path):
         self.name = name
         self.port = free_port()
-        env = {**suite.env, "KAFKA_BOOTSTRAP_SERVERS": suite.env["KAFKA_BOOTSTRAP_SERVERS"],
-               # Only the consumers: the first instance runs the scheduler and the webhooks.
-               f"{name.upper()}_RUN_SCHEDULER": "false", f"{name.upper()}_RUN_WEBHOOKS": "false",
-               f"{name.upper()}_CREATE_HUB_TOPICS": "false"}
+        env = {
+            **suite.env,
+            "KAFKA_BOOTSTRAP_SERVERS": suite.env["KAFKA_BOOTSTRAP_SERVERS"],
+            # Only the consumers: the first instance runs the scheduler and the webhooks.
+            f"{name.upper()}_RUN_SCHEDULER": "false",
+            f"{name.upper()}_RUN_WEBHOOKS": "false",
+            f"{name.upper()}_CREATE_HUB_TOPICS": "false",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"services.{name}.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
@@ -305,8 +353,9 @@ FIGURES = [
 ]
 
 
-async def reporting_differences(http: httpx.AsyncClient, suite: Suite, *, var: Path, token: str,
-                                timeout: float) -> list[str] | None:
+async def reporting_differences(
+    http: httpx.AsyncClient, suite: Suite, *, var: Path, token: str, timeout: float
+) -> list[str] | None:
     """Figures that differ from the truth (None when reporting does not run)."""
     url = suite.url(PORTS["reporting"])
     deadline = time.monotonic() + timeout
@@ -316,8 +365,12 @@ async def reporting_differences(http: httpx.AsyncClient, suite: Suite, *, var: P
         for group_by, database, truth_query in FIGURES:
             truth = dict(query(var / database, truth_query))
             try:
-                response = await http.get(f"{url}/v1/figures/requests", params={"group_by": group_by},
-                                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+                response = await http.get(
+                    f"{url}/v1/figures/requests",
+                    params={"group_by": group_by},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=10,
+                )
             except httpx.HTTPError:
                 differences.append(f"by {group_by}: reporting did not answer")
                 continue
@@ -325,8 +378,11 @@ async def reporting_differences(http: httpx.AsyncClient, suite: Suite, *, var: P
                 return None
             rows = response.json().get("rows", []) if response.status_code == 200 else []
             figures = {row[group_by]: row["count"] for row in rows if row.get("count")}
-            differences += [f"requests by {group_by}, {key}: reporting {figures.get(key, 0)}, truth {truth.get(key, 0)}"
-                            for key in sorted(set(truth) | set(figures)) if figures.get(key, 0) != truth.get(key, 0)]
+            differences += [
+                f"requests by {group_by}, {key}: reporting {figures.get(key, 0)}, truth {truth.get(key, 0)}"
+                for key in sorted(set(truth) | set(figures))
+                if figures.get(key, 0) != truth.get(key, 0)
+            ]
         if not differences:
             return []
         await asyncio.sleep(1)
@@ -353,8 +409,11 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
         suite.start(timeout=300)  # a loaded machine takes its time
         services = [name for name in SERVICES if f"  {name} " in suite.log.read_text()]
         if broker_kind == "kafka":
-            second_instances = {name: SecondInstance(suite, name, log=scratch / f"{name}-2.log")
-                                for name in ("fulfilment", "reporting") if name in services}
+            second_instances = {
+                name: SecondInstance(suite, name, log=scratch / f"{name}-2.log")
+                for name in ("fulfilment", "reporting")
+                if name in services
+            }
         postcodes = await asyncio.to_thread(kent_postcodes)
         tokens = {role: suite.token(role) for role in ("call-centre", "admin", "analyst")}
         hub_tokens = {hub.slug: suite.token("hub", hub.slug) for hub in KENT_HUBS}
@@ -362,16 +421,40 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
         start = loop.time()
         until = start + seconds
         limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=suite.url(8001), limits=limits) as intake, \
-                httpx.AsyncClient(base_url=suite.url(8002), limits=limits) as hubs, \
-                httpx.AsyncClient(limits=limits) as http:
+        async with (
+            httpx.AsyncClient(base_url=suite.url(8001), limits=limits) as intake,
+            httpx.AsyncClient(base_url=suite.url(8002), limits=limits) as hubs,
+            httpx.AsyncClient(limits=limits) as http,
+        ):
             workers = max(2, int(rate // 5))  # two at least: one stuck retrying through an outage is not the whole load
             await asyncio.gather(
-                *[front_end(intake, tally=tally, token=tokens["call-centre"], run=run, rate=rate, until=until,
-                            postcodes=postcodes, worker=w, workers=workers) for w in range(workers)],
-                *[hub_staff(hubs, tally=tally, hub=slug, token=token, until=until) for slug, token in hub_tokens.items()],
-                inject_faults(suite, broker, services=services, tally=tally, start=start, seconds=seconds,
-                              second_instances=second_instances),
+                *[
+                    front_end(
+                        intake,
+                        tally=tally,
+                        token=tokens["call-centre"],
+                        run=run,
+                        rate=rate,
+                        until=until,
+                        postcodes=postcodes,
+                        worker=w,
+                        workers=workers,
+                    )
+                    for w in range(workers)
+                ],
+                *[
+                    hub_staff(hubs, tally=tally, hub=slug, token=token, until=until)
+                    for slug, token in hub_tokens.items()
+                ],
+                inject_faults(
+                    suite,
+                    broker,
+                    services=services,
+                    tally=tally,
+                    start=start,
+                    seconds=seconds,
+                    second_instances=second_instances,
+                ),
             )
             held = min(loop.time(), until) - start  # the load's own time; faults may run on past it
             settled = await settle(http, suite, services=services, var=var, timeout=settle_seconds)
@@ -386,8 +469,9 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
             duplicated_assignments = sorted(r for r, n in assignments.items() if n > 1)
             figures = None
             if "reporting" in services:
-                figures = await reporting_differences(http, suite, var=var, token=tokens["analyst"],
-                                                      timeout=settle_seconds)
+                figures = await reporting_differences(
+                    http, suite, var=var, token=tokens["analyst"], timeout=settle_seconds
+                )
             dlq = await dead_letters(broker.bootstrap_servers)
     finally:
         for instance in second_instances.values():
@@ -395,23 +479,42 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
         suite.stop()
         broker.stop()
     return {
-        "broker": broker_kind, "seconds": round(held, 1), "rate_asked": rate, "services": services,
-        "referrals_posted": tally.posted, "referrals_answered_201": len(tally.accepted),
+        "broker": broker_kind,
+        "seconds": round(held, 1),
+        "rate_asked": rate,
+        "services": services,
+        "referrals_posted": tally.posted,
+        "referrals_answered_201": len(tally.accepted),
         "referrals_per_second_held": round(len(tally.accepted) / held, 1),
-        "retries_after_outage": tally.retries, "gave_up": tally.gave_up,
-        "requests_stored": len(request_ids), "hub_transitions": tally.transitions,
+        "retries_after_outage": tally.retries,
+        "gave_up": tally.gave_up,
+        "requests_stored": len(request_ids),
+        "hub_transitions": tally.transitions,
         "transitions_found_done_on_retry": tally.transition_refusals,
-        "faults": tally.faults, "settled": settled,
-        "lost_referrals": len(lost_referrals), "duplicated_referrals": len(duplicated_referrals),
-        "requests_without_assignment": len(lost_requests), "requests_with_two_assignments": len(duplicated_assignments),
-        "reporting_differences": figures, "dead_letters": {t: n for t, n in dlq.items() if n},
+        "faults": tally.faults,
+        "settled": settled,
+        "lost_referrals": len(lost_referrals),
+        "duplicated_referrals": len(duplicated_referrals),
+        "requests_without_assignment": len(lost_requests),
+        "requests_with_two_assignments": len(duplicated_assignments),
+        "reporting_differences": figures,
+        "dead_letters": {t: n for t, n in dlq.items() if n},
         "scratch": str(scratch),
     }
 
 
 def failures(result: dict) -> list[str]:
-    problems = [name for name in ("lost_referrals", "duplicated_referrals", "requests_without_assignment",
-                                  "requests_with_two_assignments", "gave_up") if result[name]]
+    problems = [
+        name
+        for name in (
+            "lost_referrals",
+            "duplicated_referrals",
+            "requests_without_assignment",
+            "requests_with_two_assignments",
+            "gave_up",
+        )
+        if result[name]
+    ]
     if result["reporting_differences"]:
         problems.append("reporting_differences")
     if result["dead_letters"]:
@@ -426,19 +529,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rate", type=float, default=20, help="referrals a second")
     parser.add_argument("--settle-seconds", type=float, default=120)
-    parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
-                        help="tansu: the embedded default; kafka: Apache Kafka, three KRaft nodes")
+    parser.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu: the embedded default; kafka: Apache Kafka, three KRaft nodes",
+    )
     args = parser.parse_args()
-    result = asyncio.run(chaos(seconds=args.seconds, rate=args.rate, settle_seconds=args.settle_seconds,
-                               broker_kind=args.broker))
+    result = asyncio.run(
+        chaos(seconds=args.seconds, rate=args.rate, settle_seconds=args.settle_seconds, broker_kind=args.broker)
+    )
     print(json.dumps(result, indent=2))
     problems = failures(result)
-    print(f"\nload held: {result['referrals_answered_201']} referrals in {result['seconds']} s "
-          f"({result['referrals_per_second_held']}/s), {result['hub_transitions']} hub transitions")
+    print(
+        f"\nload held: {result['referrals_answered_201']} referrals in {result['seconds']} s "
+        f"({result['referrals_per_second_held']}/s), {result['hub_transitions']} hub transitions"
+    )
     print(f"faults injected: {len(result['faults'])}")
-    print(f"lost: {result['lost_referrals']} referrals, {result['requests_without_assignment']} requests without "
-          f"an assignment; duplicated: {result['duplicated_referrals']} referrals, "
-          f"{result['requests_with_two_assignments']} assignments")
+    print(
+        f"lost: {result['lost_referrals']} referrals, {result['requests_without_assignment']} requests without "
+        f"an assignment; duplicated: {result['duplicated_referrals']} referrals, "
+        f"{result['requests_with_two_assignments']} assignments"
+    )
     print("result: " + ("nothing lost, nothing duplicated" if not problems else "FAILED: " + ", ".join(problems)))
     sys.exit(1 if problems else 0)
 

@@ -15,7 +15,11 @@ TEST_BROKER = os.environ.get("KT_TEST_BROKER", "kafka")
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, *, expect: int | None = None, timeout: float = 15.0,
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 15.0,
     event_type: str | None = None,
 ) -> list[tuple[bytes | None, CloudEvent]]:
     """(key, event) pairs on `topic` from the beginning: until `expect` are read, or `timeout` passes.
@@ -23,8 +27,11 @@ async def read_topic(
     With `expect=None` it reads until the topic has been quiet for a second.
     """
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap_servers, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         metadata_max_age_ms=300,  # the topic may appear only after the consumer starts
         fetch_max_wait_ms=100,
     )

@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -77,8 +77,10 @@ class NotifyStandIn:
             reference = (query.get("reference") or [None])[0]
             self.lookups.append(reference)
             found = [n for n in self.notifications if reference is None or n["reference"] == reference]
-            return 200, {"notifications": list(reversed(found)),
-                         "links": {"current": f"{self.url}/v2/notifications?reference={reference}"}}
+            return 200, {
+                "notifications": list(reversed(found)),
+                "links": {"current": f"{self.url}/v2/notifications?reference={reference}"},
+            }
         if method == "GET" and path.startswith("/v2/notifications/"):
             found = [n for n in self.notifications if n["id"] == path.rsplit("/", 1)[1]]
             return (200, found[0]) if found else _error(404, "NoResultFound", "No result found")
@@ -105,20 +107,31 @@ class NotifyStandIn:
         except ValueError:
             return _error(400, "ValidationError", "template_id is not a valid UUID")
         notification = {
-            "id": str(uuid.uuid4()), "reference": body.get("reference"), "type": kind,
+            "id": str(uuid.uuid4()),
+            "reference": body.get("reference"),
+            "type": kind,
             "email_address" if kind == "email" else "phone_number": to,
-            "template": {"id": body["template_id"], "version": 1, "uri": f"{self.url}/v2/template/{body['template_id']}"},
-            "personalisation": body.get("personalisation") or {}, "status": "created",
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "template": {
+                "id": body["template_id"],
+                "version": 1,
+                "uri": f"{self.url}/v2/template/{body['template_id']}",
+            },
+            "personalisation": body.get("personalisation") or {},
+            "status": "created",
+            "created_at": datetime.now(UTC).isoformat(),
         }
         self.notifications.append(notification)
         if self.hold:
             self.hold = False
             self.held.set()
             self.release.wait(timeout=60)
-        return 201, {"id": notification["id"], "reference": notification["reference"],
-                     "content": {"body": "…", "subject": "…"}, "uri": f"{self.url}/v2/notifications/{notification['id']}",
-                     "template": notification["template"]}
+        return 201, {
+            "id": notification["id"],
+            "reference": notification["reference"],
+            "content": {"body": "…", "subject": "…"},
+            "uri": f"{self.url}/v2/notifications/{notification['id']}",
+            "template": notification["template"],
+        }
 
 
 def _error(status: int, error: str, message: str) -> tuple[int, dict]:

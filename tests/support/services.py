@@ -26,8 +26,11 @@ def service_names() -> list[str]:
 
 def consuming_services() -> list[str]:
     """The services that consume events (each has a `handlers` module, as STYLE.md lays out)."""
-    return [spec.name for spec in registry.SERVICES
-            if importlib.util.find_spec(f"{spec.create_app.__module__.rsplit('.', 1)[0]}.handlers") is not None]
+    return [
+        spec.name
+        for spec in registry.SERVICES
+        if importlib.util.find_spec(f"{spec.create_app.__module__.rsplit('.', 1)[0]}.handlers") is not None
+    ]
 
 
 def settings_class(name: str):
@@ -37,9 +40,14 @@ def settings_class(name: str):
 def make_settings(name: str, *, database_url: str, broker, signing_key: str, unique: str, var_dir: Path, **overrides):
     cls = settings_class(name)
     values = dict(
-        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-        jwt_signing_key=signing_key, topics=test_topics(unique), var_dir=var_dir, log_json=False,
-        run_relay=False, run_consumers=False,
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        jwt_signing_key=signing_key,
+        topics=test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        run_relay=False,
+        run_consumers=False,
     )
     for field in cls.model_fields:
         if field.startswith(("run_", "create_")) and field not in values:
@@ -78,7 +86,9 @@ def operations(app) -> list[Operation]:
     """Every operation the app's OpenAPI document shows, each with its route's dependant."""
     documented = {
         f"{method.upper()} {path}"
-        for path, item in app.openapi()["paths"].items() for method in item if method != "parameters"
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+        if method != "parameters"
     }
     found = [
         Operation(method, route.path, route.dependant)

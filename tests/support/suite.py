@@ -19,8 +19,13 @@ class Suite:
         self.var_dir = var_dir
         self.port_offset = port_offset
         self.broker_port = broker_port
-        self.env = {**os.environ, "KT_VAR_DIR": str(var_dir), "KT_PORT_OFFSET": str(port_offset),
-                    "KT_BROKER_PORT": str(broker_port), "KT_LOG_LEVEL": "WARNING"}
+        self.env = {
+            **os.environ,
+            "KT_VAR_DIR": str(var_dir),
+            "KT_PORT_OFFSET": str(port_offset),
+            "KT_BROKER_PORT": str(broker_port),
+            "KT_LOG_LEVEL": "WARNING",
+        }
         self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         self.process: subprocess.Popen | None = None
         self.log = var_dir / "suite.log"
@@ -32,11 +37,17 @@ class Suite:
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port + self.port_offset}"
 
-    def start(self, *services: str, timeout: float = 120) -> "Suite":
+    def start(self, *services: str, timeout: float = 120) -> Suite:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "suite.cli", "run"] + [a for s in services for a in ("--only", s)]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while b"Ctrl-C stops everything" not in self.log.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -46,12 +57,15 @@ class Suite:
 
     def token(self, role: str, hub: str | None = None) -> str:
         command = [sys.executable, "-m", "suite.cli", "token", "--role", role] + (["--hub", hub] if hub else [])
-        return subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            command, cwd=ROOT, env=self.env, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def service_pid(self, name: str) -> int:
         """The pid of one service's uvicorn process, a child of the supervisor."""
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", f"services.{name}.app"],
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid), "-f", f"services.{name}.app"], capture_output=True, text=True
+        ).stdout.split()
         return int(out[0])
 
     def stop(self) -> None:

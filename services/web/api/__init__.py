@@ -26,8 +26,18 @@ def routers():
     from services.web.api import adviser, dashboard, home, hub, progress, recovery, resident, signin, team, tracking
 
     # tracking before recovery: its /actions/tracking is not an action's page (/actions/{id}).
-    return [home.router, signin.router, resident.router, adviser.router, hub.router, team.router, tracking.router,
-            recovery.router, dashboard.router, progress.router]
+    return [
+        home.router,
+        signin.router,
+        resident.router,
+        adviser.router,
+        hub.router,
+        team.router,
+        tracking.router,
+        recovery.router,
+        dashboard.router,
+        progress.router,
+    ]
 
 
 def clients(request: Request) -> Clients:
@@ -54,8 +64,9 @@ def person(*roles: str):
             raise SignInNeeded()
         if user["role"] not in roles:
             raise NotForYou()
-        return Caller(subject=user["sub"], role=user["role"], hub=user.get("hub"),
-                      access_token=await _provider_token(request))
+        return Caller(
+            subject=user["sub"], role=user["role"], hub=user.get("hub"), access_token=await _provider_token(request)
+        )
 
     return signed_in
 
@@ -112,7 +123,8 @@ def install_page_errors(app) -> None:
 
     @app.exception_handler(TooManyAttempts)
     async def _too_many(request: Request, error: TooManyAttempts):
-        response = render(request, "errors/too-many.html", status_code=429, title="Too many attempts",
-                          seconds=error.seconds)
+        response = render(
+            request, "errors/too-many.html", status_code=429, title="Too many attempts", seconds=error.seconds
+        )
         response.headers["Retry-After"] = str(error.seconds)
         return response

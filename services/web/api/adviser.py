@@ -5,7 +5,7 @@ before saving; find a caller's earlier referrals; amend an address; cancel with 
 from __future__ import annotations
 
 import secrets
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -20,33 +20,76 @@ router = APIRouter(prefix="/adviser")
 Adviser = Annotated[Caller, Depends(person(*ADVISERS))]
 
 VULNERABILITIES = {
-    "shielding": "Shielding", "lives-alone": "Lives alone", "no-support-network": "No support network",
-    "needs-interpreter": "Needs an interpreter", "disability": "Disability", "mental-health": "Mental health",
-    "over-70": "Over 70", "pregnant": "Pregnant", "carer": "A carer", "no-digital-access": "No internet access",
+    "shielding": "Shielding",
+    "lives-alone": "Lives alone",
+    "no-support-network": "No support network",
+    "needs-interpreter": "Needs an interpreter",
+    "disability": "Disability",
+    "mental-health": "Mental health",
+    "over-70": "Over 70",
+    "pregnant": "Pregnant",
+    "carer": "A carer",
+    "no-digital-access": "No internet access",
     "financial-hardship": "Financial hardship",
 }
-CONSENT_GIVEN_BY = {"resident": "The resident", "referrer-on-behalf": "The caller, on their behalf",
-                    "best-interests": "Nobody could: shared in their best interests"}
-CANCEL_REASONS = {"no-longer-needed": "No longer needed", "resident-request": "The resident asked",
-                  "duplicate": "A duplicate", "entered-in-error": "Entered in error", "other": "Other"}
+CONSENT_GIVEN_BY = {
+    "resident": "The resident",
+    "referrer-on-behalf": "The caller, on their behalf",
+    "best-interests": "Nobody could: shared in their best interests",
+}
+CANCEL_REASONS = {
+    "no-longer-needed": "No longer needed",
+    "resident-request": "The resident asked",
+    "duplicate": "A duplicate",
+    "entered-in-error": "Entered in error",
+    "other": "Other",
+}
 CONTACTS = dict(forms.CONTACT_CHOICES) | {"via-referrer": "Through the caller"}
 # The referrals API's fields, to this form's fields and their labels.
 API_FIELDS = (
-    ("resident.name", "name", "Resident's name"), ("resident.date_of_birth", "dob-day", "Date of birth"),
-    ("resident.phone", "phone", "Phone"), ("resident.email", "email", "Email"),
-    ("resident.address.line1", "line1", "Address line 1"), ("resident.address.postcode", "postcode", "Postcode"),
-    ("resident.address", "line1", "Address"), ("resident.contact_preference", "preference", "Contact by"),
-    ("resident.language", "language", "Language"), ("referrer.name", "referrer_name", "Caller's name"),
-    ("referrer.phone", "referrer_phone", "Caller's phone"), ("referrer", "referrer_name", "Caller"),
-    ("consent", "consent", "Consent"), ("requests", "types", "Help needed"),
+    ("resident.name", "name", "Resident's name"),
+    ("resident.date_of_birth", "dob-day", "Date of birth"),
+    ("resident.phone", "phone", "Phone"),
+    ("resident.email", "email", "Email"),
+    ("resident.address.line1", "line1", "Address line 1"),
+    ("resident.address.postcode", "postcode", "Postcode"),
+    ("resident.address", "line1", "Address"),
+    ("resident.contact_preference", "preference", "Contact by"),
+    ("resident.language", "language", "Language"),
+    ("referrer.name", "referrer_name", "Caller's name"),
+    ("referrer.phone", "referrer_phone", "Caller's phone"),
+    ("referrer", "referrer_name", "Caller"),
+    ("consent", "consent", "Consent"),
+    ("requests", "types", "Help needed"),
 )
 
 
 def _values(form) -> dict:
-    text = {k: str(form.get(k, "")).strip()[:2000] for k in (
-        "on_behalf", "referrer_name", "referrer_organisation", "referrer_relationship", "referrer_phone",
-        "consent_given_by", "name", "dob-day", "dob-month", "dob-year", "phone", "email", "line1", "line2", "town",
-        "postcode", "preference", "language", "urgency", "consent")}
+    text = {
+        k: str(form.get(k, "")).strip()[:2000]
+        for k in (
+            "on_behalf",
+            "referrer_name",
+            "referrer_organisation",
+            "referrer_relationship",
+            "referrer_phone",
+            "consent_given_by",
+            "name",
+            "dob-day",
+            "dob-month",
+            "dob-year",
+            "phone",
+            "email",
+            "line1",
+            "line2",
+            "town",
+            "postcode",
+            "preference",
+            "language",
+            "urgency",
+            "consent",
+        )
+    }
     text["vulnerabilities"] = [v for v in form.getlist("vulnerabilities") if v in VULNERABILITIES]
     text["types"] = [str(t) for t in form.getlist("types")]
     text["details"] = {t: str(form.get(f"details-{t}", "")).strip()[:2000] for t in text["types"]}
@@ -80,9 +123,16 @@ def _check(values: dict, known_types: list[str]) -> tuple[dict, dict | None]:
         errors["consent"] = "Ask for consent to share the details with the hub, and tick the box when given"
     if errors:
         return errors, None
-    resident = {"name": values["name"], "address": {"line1": values["line1"], "line2": values["line2"] or None,
-                                                    "town": values["town"] or None, "postcode": postcode},
-                "vulnerabilities": values["vulnerabilities"]}
+    resident = {
+        "name": values["name"],
+        "address": {
+            "line1": values["line1"],
+            "line2": values["line2"] or None,
+            "town": values["town"] or None,
+            "postcode": postcode,
+        },
+        "vulnerabilities": values["vulnerabilities"],
+    }
     for key in ("phone", "email", "language"):
         if values[key]:
             resident[key] = values[key]
@@ -90,15 +140,26 @@ def _check(values: dict, known_types: list[str]) -> tuple[dict, dict | None]:
         resident["date_of_birth"] = dob.isoformat()
     if values["preference"]:
         resident["contact_preference"] = values["preference"]
-    body = {"channel": "phone", "resident": resident,
-            "consent": {"to_share": True, "given_by": values["consent_given_by"] or "resident"},
-            "requests": [{"type": t, "details": values["details"].get(t) or None,
-                          "urgency": values["urgency"] or None} for t in values["types"]]}
+    body = {
+        "channel": "phone",
+        "resident": resident,
+        "consent": {"to_share": True, "given_by": values["consent_given_by"] or "resident"},
+        "requests": [
+            {"type": t, "details": values["details"].get(t) or None, "urgency": values["urgency"] or None}
+            for t in values["types"]
+        ],
+    }
     if values["on_behalf"] == "yes":
-        body["referrer"] = {k: v for k, v in {
-            "name": values["referrer_name"], "organisation": values["referrer_organisation"] or None,
-            "relationship": values["referrer_relationship"] or None, "phone": values["referrer_phone"] or None,
-        }.items() if v}
+        body["referrer"] = {
+            k: v
+            for k, v in {
+                "name": values["referrer_name"],
+                "organisation": values["referrer_organisation"] or None,
+                "relationship": values["referrer_relationship"] or None,
+                "phone": values["referrer_phone"] or None,
+            }.items()
+            if v
+        }
     return {}, body
 
 
@@ -120,11 +181,20 @@ async def _types(clients, adviser: Caller) -> list[dict]:
 
 
 async def _call_page(request, clients, adviser, *, values=None, errors=None, status_code=200):
-    return render(request, "adviser/call.html", status_code=status_code, title="Take a call", column="full",
-                  types=await _types(clients, adviser), values=values or {"vulnerabilities": [], "types": [],
-                                                                          "details": {}},
-                  errors=errors or {}, vulnerabilities=VULNERABILITIES, given_by=CONSENT_GIVEN_BY,
-                  urgencies=forms.URGENCY_CHOICES, contacts=CONTACTS)
+    return render(
+        request,
+        "adviser/call.html",
+        status_code=status_code,
+        title="Take a call",
+        column="full",
+        types=await _types(clients, adviser),
+        values=values or {"vulnerabilities": [], "types": [], "details": {}},
+        errors=errors or {},
+        vulnerabilities=VULNERABILITIES,
+        given_by=CONSENT_GIVEN_BY,
+        urgencies=forms.URGENCY_CHOICES,
+        contacts=CONTACTS,
+    )
 
 
 @router.get("")
@@ -145,14 +215,22 @@ async def check_call(request: Request, adviser: Adviser, clients: Clients_):
     except ApiError as error:
         if error.status != 422:
             raise
-        return await _call_page(request, clients, adviser, values=values, errors=_api_errors(error.field_errors),
-                                status_code=400)
+        return await _call_page(
+            request, clients, adviser, values=values, errors=_api_errors(error.field_errors), status_code=400
+        )
     call = {"body": body, "values": values, "key": secrets.token_urlsafe(16)}
     request.state.session.set("call", call)
     if found["duplicates"]:
         labels = {t["id"]: t["label"] for t in types}
-        return render(request, "adviser/duplicate.html", title="This may be a duplicate", call=call,
-                      duplicates=found["duplicates"], labels=labels, ago=_ago)
+        return render(
+            request,
+            "adviser/duplicate.html",
+            title="This may be a duplicate",
+            call=call,
+            duplicates=found["duplicates"],
+            labels=labels,
+            ago=_ago,
+        )
     return await _save(request, clients, adviser, call)
 
 
@@ -170,13 +248,19 @@ async def save_call(request: Request, adviser: Adviser, clients: Clients_):
 
 async def _save(request: Request, clients, adviser: Caller, call: dict):
     try:
-        out = await clients.referrals.call("POST", "/v1/referrals", caller=adviser, json=call["body"],
-                                           headers={"Idempotency-Key": f"web-call-{call['key']}"})
+        out = await clients.referrals.call(
+            "POST",
+            "/v1/referrals",
+            caller=adviser,
+            json=call["body"],
+            headers={"Idempotency-Key": f"web-call-{call['key']}"},
+        )
     except ApiError as error:
         if error.status != 422:
             raise
-        return await _call_page(request, clients, adviser, values=call["values"],
-                                errors=_api_errors(error.field_errors), status_code=400)
+        return await _call_page(
+            request, clients, adviser, values=call["values"], errors=_api_errors(error.field_errors), status_code=400
+        )
     request.state.session.pop("call")
     request.state.session.set("saved_call", {"key": call["key"], "id": out["id"]})
     return RedirectResponse(f"/adviser/referrals/{out['id']}?saved=1", status_code=303)
@@ -184,7 +268,7 @@ async def _save(request: Request, clients, adviser: Caller, call: dict):
 
 def _ago(when: str) -> str:
     then = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    days = (datetime.now(timezone.utc) - then).days
+    days = (datetime.now(UTC) - then).days
     return "today" if days < 1 else "yesterday" if days == 1 else f"{days} days ago"
 
 
@@ -196,10 +280,20 @@ async def referral_page(request: Request, referral_id: str, adviser: Adviser, cl
 async def _referral(request, clients, adviser, referral_id, *, errors=None, status_code=200):
     referral = await clients.referrals.call("GET", f"/v1/referrals/{referral_id}", caller=adviser)
     labels = {t["id"]: t["label"] for t in await _types(clients, adviser)}
-    return render(request, "adviser/referral.html", status_code=status_code, title=f"Referral {referral['reference']}",
-                  referral=referral, labels=labels, saved=request.query_params.get("saved"),
-                  done=request.query_params.get("done"), reasons=CANCEL_REASONS, errors=errors or {},
-                  contacts=CONTACTS, vulnerabilities=VULNERABILITIES)
+    return render(
+        request,
+        "adviser/referral.html",
+        status_code=status_code,
+        title=f"Referral {referral['reference']}",
+        referral=referral,
+        labels=labels,
+        saved=request.query_params.get("saved"),
+        done=request.query_params.get("done"),
+        reasons=CANCEL_REASONS,
+        errors=errors or {},
+        contacts=CONTACTS,
+        vulnerabilities=VULNERABILITIES,
+    )
 
 
 @router.post("/referrals/{referral_id}/address", dependencies=[Csrf])
@@ -214,16 +308,25 @@ async def amend_address(request: Request, referral_id: str, adviser: Adviser, cl
         errors["postcode"] = message
     if errors:
         return await _referral(request, clients, adviser, referral_id, errors=errors, status_code=400)
-    body = {"resident": {"address": {"line1": values["line1"], "line2": values["line2"] or None,
-                                     "town": values["town"] or None, "postcode": postcode}},
-            "note": values["note"] or "address amended on a call"}
+    body = {
+        "resident": {
+            "address": {
+                "line1": values["line1"],
+                "line2": values["line2"] or None,
+                "town": values["town"] or None,
+                "postcode": postcode,
+            }
+        },
+        "note": values["note"] or "address amended on a call",
+    }
     try:
         await clients.referrals.call("PATCH", f"/v1/referrals/{referral_id}", caller=adviser, json=body)
     except ApiError as error:
         if error.status != 422:
             raise
-        return await _referral(request, clients, adviser, referral_id, errors=_api_errors(error.field_errors),
-                               status_code=400)
+        return await _referral(
+            request, clients, adviser, referral_id, errors=_api_errors(error.field_errors), status_code=400
+        )
     return RedirectResponse(f"/adviser/referrals/{referral_id}?done=address", status_code=303)
 
 
@@ -232,26 +335,43 @@ async def cancel(request: Request, referral_id: str, adviser: Adviser, clients: 
     form = await request.form()
     reason = str(form.get("reason", ""))
     if reason not in CANCEL_REASONS:
-        return await _referral(request, clients, adviser, referral_id, status_code=400,
-                               errors={"reason": "Select why the request is cancelled"})
+        return await _referral(
+            request,
+            clients,
+            adviser,
+            referral_id,
+            status_code=400,
+            errors={"reason": "Select why the request is cancelled"},
+        )
     body = {"reason": reason, "note": str(form.get("cancel_note", "")).strip()[:1000] or None}
     request_id = str(form.get("request_id", ""))
-    path = f"/v1/referrals/{referral_id}/requests/{request_id}/cancel" if request_id else \
-        f"/v1/referrals/{referral_id}/cancel"
+    path = (
+        f"/v1/referrals/{referral_id}/requests/{request_id}/cancel"
+        if request_id
+        else f"/v1/referrals/{referral_id}/cancel"
+    )
     try:
         await clients.referrals.call("POST", path, caller=adviser, json=body)
     except ApiError as error:
         if error.status not in (409, 422):
             raise
-        return await _referral(request, clients, adviser, referral_id, status_code=400,
-                               errors={"reason": error.problem.get("detail") or "It cannot be cancelled now"})
+        return await _referral(
+            request,
+            clients,
+            adviser,
+            referral_id,
+            status_code=400,
+            errors={"reason": error.problem.get("detail") or "It cannot be cancelled now"},
+        )
     return RedirectResponse(f"/adviser/referrals/{referral_id}?done=cancelled", status_code=303)
 
 
 @router.get("/find")
 async def find_page(request: Request, adviser: Adviser, clients: Clients_):
-    query = {k: request.query_params.get(k, "").strip()[:200] for k in (
-        "reference", "name", "postcode", "phone", "dob-day", "dob-month", "dob-year")}
+    query = {
+        k: request.query_params.get(k, "").strip()[:200]
+        for k in ("reference", "name", "postcode", "phone", "dob-day", "dob-month", "dob-year")
+    }
     if not any(query.values()):
         return render(request, "adviser/find.html", title="Find a referral", values=query, errors={}, results=None)
     params, errors = {}, {}
@@ -270,16 +390,31 @@ async def find_page(request: Request, adviser: Adviser, clients: Clients_):
         if not query["phone"]:
             errors["phone"] = "Give both the phone number and the date of birth"
     if errors:
-        return render(request, "adviser/find.html", status_code=400, title="Find a referral", values=query,
-                      errors=errors, results=None)
+        return render(
+            request,
+            "adviser/find.html",
+            status_code=400,
+            title="Find a referral",
+            values=query,
+            errors=errors,
+            results=None,
+        )
     try:
         answer = await clients.referrals.call("GET", "/v1/referrals", caller=adviser, params=params)
     except ApiError as error:
         if error.status != 422:
             raise
         found = {e.get("field"): e.get("reason") for e in error.field_errors}
-        return render(request, "adviser/find.html", status_code=400, title="Find a referral", values=query,
-                      errors={k: f"{k.title()}: {v}" for k, v in found.items() if k in query}
-                      or {"reference": "Check what you searched for"}, results=None)
-    return render(request, "adviser/find.html", title="Find a referral", values=query, errors={},
-                  results=answer["results"])
+        return render(
+            request,
+            "adviser/find.html",
+            status_code=400,
+            title="Find a referral",
+            values=query,
+            errors={k: f"{k.title()}: {v}" for k, v in found.items() if k in query}
+            or {"reference": "Check what you searched for"},
+            results=None,
+        )
+    return render(
+        request, "adviser/find.html", title="Find a referral", values=query, errors={}, results=answer["results"]
+    )

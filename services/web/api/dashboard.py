@@ -29,7 +29,9 @@ async def dashboard(request: Request, analyst: Analyst, clients: Clients_):
         query = "&".join(f"{k}={v}" for k, v in request.query_params.items() if k != "token")
         return RedirectResponse(f"/dashboard?token={PLACEHOLDER}" + (f"&{query}" if query else ""), status_code=303)
     page = await clients.reporting.call("GET", "/", caller=analyst, raw=True)
-    headers = {name: page.headers[name] for name in ("content-security-policy", "cache-control") if name in page.headers}
+    headers = {
+        name: page.headers[name] for name in ("content-security-policy", "cache-control") if name in page.headers
+    }
     return HTMLResponse(page.text, headers=headers)
 
 
@@ -37,10 +39,17 @@ async def dashboard(request: Request, analyst: Analyst, clients: Clients_):
 async def figures(figure: str, request: Request, clients: Clients_):
     user = request.state.session.user
     if user is None or user["role"] not in ANALYSTS:  # the page's script asks: an answer it reads, not a redirect
-        return JSONResponse({"title": "Sign in", "status": 401, "detail": "sign in to the web front as an analyst"},
-                            status_code=401, media_type="application/problem+json")
+        return JSONResponse(
+            {"title": "Sign in", "status": 401, "detail": "sign in to the web front as an analyst"},
+            status_code=401,
+            media_type="application/problem+json",
+        )
     analyst = Caller(subject=user["sub"], role=user["role"], hub=user.get("hub"))
-    answer = await clients.reporting.call("GET", f"/v1/figures/{figure}", caller=analyst,
-                                          params=dict(request.query_params), raw=True)
-    return Response(answer.content, media_type=answer.headers.get("content-type", "application/json"),
-                    headers={"Cache-Control": "no-store"})
+    answer = await clients.reporting.call(
+        "GET", f"/v1/figures/{figure}", caller=analyst, params=dict(request.query_params), raw=True
+    )
+    return Response(
+        answer.content,
+        media_type=answer.headers.get("content-type", "application/json"),
+        headers={"Cache-Control": "no-store"},
+    )

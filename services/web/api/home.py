@@ -9,7 +9,11 @@ from services.web.app import render
 router = APIRouter()
 
 START_PAGES = {
-    "call-centre": "/adviser", "hub": "/hub", "recovery-lead": "/actions", "analyst": "/dashboard", "admin": "/adviser",
+    "call-centre": "/adviser",
+    "hub": "/hub",
+    "recovery-lead": "/actions",
+    "analyst": "/dashboard",
+    "admin": "/adviser",
 }
 
 

@@ -16,5 +16,6 @@ RAG_NAMES = {"red": "Red", "amber": "Amber", "green": "Green", "none": "Not rate
 @router.get("/plan-progress")
 async def plan_progress(request: Request, clients: Clients_):
     progress = await clients.actions.call("GET", f"/v1/public/plans/{DEFAULT_PLAN}/progress", caller=None)
-    return render(request, "progress/plan.html", title="Recovery plan progress", column="full", progress=progress,
-                  rags=RAG_NAMES)
+    return render(
+        request, "progress/plan.html", title="Recovery plan progress", column="full", progress=progress, rags=RAG_NAMES
+    )

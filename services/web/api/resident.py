@@ -23,13 +23,26 @@ Limited = Depends(public_form_limited)
 
 # The journey, in order: each page and what it must have before it.
 PAGES = ("postcode", "help", "when", "details", "about-you", "contact", "consent", "check")
-NEEDS = {"help": "postcode", "when": "types", "details": "urgency", "about-you": "urgency", "contact": "name",
-         "consent": "preference", "check": "consent"}
+NEEDS = {
+    "help": "postcode",
+    "when": "types",
+    "details": "urgency",
+    "about-you": "urgency",
+    "contact": "name",
+    "consent": "preference",
+    "check": "consent",
+}
 STATUS_WORDS = {
-    "routed": "With the hub, waiting to be picked up", "accepted": "Accepted by the hub",
-    "in_progress": "The hub is arranging it", "fulfilled": "Done", "unable_to_fulfil": "The hub could not help",
-    "rejected": "Being passed to the right hub", "cancelled": "Cancelled", "out_of_area": "Passed to your council",
-    "triage": "Being checked by Kent Together", "passed_on": "Passed to your council",
+    "routed": "With the hub, waiting to be picked up",
+    "accepted": "Accepted by the hub",
+    "in_progress": "The hub is arranging it",
+    "fulfilled": "Done",
+    "unable_to_fulfil": "The hub could not help",
+    "rejected": "Being passed to the right hub",
+    "cancelled": "Cancelled",
+    "out_of_area": "Passed to your council",
+    "triage": "Being checked by Kent Together",
+    "passed_on": "Passed to your council",
 }
 
 
@@ -57,8 +70,14 @@ def _guard(request: Request, page: str) -> tuple[dict | None, RedirectResponse |
     needed = NEEDS.get(page)
     if needed and not draft.get(needed):
         for earlier in PAGES:
-            key = {"postcode": "postcode", "help": "types", "when": "urgency", "about-you": "name",
-                   "contact": "preference", "consent": "consent"}.get(earlier)
+            key = {
+                "postcode": "postcode",
+                "help": "types",
+                "when": "urgency",
+                "about-you": "name",
+                "contact": "preference",
+                "consent": "consent",
+            }.get(earlier)
             if key and not draft.get(key):
                 return None, RedirectResponse(f"/get-help/{earlier}", status_code=303)
     return draft, None
@@ -82,8 +101,13 @@ async def begin(request: Request):
 @router.get("/get-help/postcode")
 async def postcode_page(request: Request):
     draft, away = _guard(request, "postcode")
-    return away or render(request, "resident/postcode.html", title="What is your postcode?",
-                          values={"postcode": draft.get("postcode", "")}, errors=draft.get("errors", {}).get("postcode", {}))
+    return away or render(
+        request,
+        "resident/postcode.html",
+        title="What is your postcode?",
+        values={"postcode": draft.get("postcode", "")},
+        errors=draft.get("errors", {}).get("postcode", {}),
+    )
 
 
 @router.post("/get-help/postcode", dependencies=[Csrf, Limited])
@@ -94,14 +118,26 @@ async def postcode_answer(request: Request, clients: Clients_):
     typed = str((await request.form()).get("postcode", ""))[:20]
     postcode, message = forms.check_postcode(typed)
     if message:
-        return render(request, "resident/postcode.html", status_code=400, title="What is your postcode?",
-                      values={"postcode": typed}, errors={"postcode": message})
+        return render(
+            request,
+            "resident/postcode.html",
+            status_code=400,
+            title="What is your postcode?",
+            values={"postcode": typed},
+            errors={"postcode": message},
+        )
     try:
         draft["area"] = await clients.fulfilment.call("GET", f"/v1/areas/{postcode}", caller=ONLINE_FORM)
     except ApiError as error:
         if error.status == 422:
-            return render(request, "resident/postcode.html", status_code=400, title="What is your postcode?",
-                          values={"postcode": typed}, errors={"postcode": forms.MESSAGES["postcode.invalid"]})
+            return render(
+                request,
+                "resident/postcode.html",
+                status_code=400,
+                title="What is your postcode?",
+                values={"postcode": typed},
+                errors={"postcode": forms.MESSAGES["postcode.invalid"]},
+            )
         draft["area"] = None
     except ServiceUnavailable:
         draft["area"] = None  # the confirmation names "your local council" instead: nobody is turned away
@@ -112,9 +148,14 @@ async def postcode_answer(request: Request, clients: Clients_):
 @router.get("/get-help/help")
 async def help_page(request: Request, clients: Clients_):
     draft, away = _guard(request, "help")
-    return away or render(request, "resident/help.html", title="What help do you need?",
-                          types=await _request_types(clients), values={"types": draft.get("types", [])},
-                          errors=draft.get("errors", {}).get("help", {}))
+    return away or render(
+        request,
+        "resident/help.html",
+        title="What help do you need?",
+        types=await _request_types(clients),
+        values={"types": draft.get("types", [])},
+        errors=draft.get("errors", {}).get("help", {}),
+    )
 
 
 @router.post("/get-help/help", dependencies=[Csrf])
@@ -127,8 +168,15 @@ async def help_answer(request: Request, clients: Clients_):
     chosen = [str(v) for v in (await request.form()).getlist("types")]
     if not chosen or any(c not in known for c in chosen):
         message = forms.MESSAGES["types.missing" if not chosen else "types.unknown"]
-        return render(request, "resident/help.html", status_code=400, title="What help do you need?", types=types,
-                      values={"types": chosen}, errors={"types": message})
+        return render(
+            request,
+            "resident/help.html",
+            status_code=400,
+            title="What help do you need?",
+            types=types,
+            values={"types": chosen},
+            errors={"types": message},
+        )
     draft["types"] = [k for k in known if k in chosen]
     draft["details"] = {k: v for k, v in (draft.get("details") or {}).items() if k in draft["types"]}
     return _answered(request, draft, "help")
@@ -137,8 +185,14 @@ async def help_answer(request: Request, clients: Clients_):
 @router.get("/get-help/when")
 async def when_page(request: Request):
     draft, away = _guard(request, "when")
-    return away or render(request, "resident/when.html", title="When do you need help?", choices=forms.URGENCY_CHOICES,
-                          values={"urgency": draft.get("urgency", "")}, errors={})
+    return away or render(
+        request,
+        "resident/when.html",
+        title="When do you need help?",
+        choices=forms.URGENCY_CHOICES,
+        values={"urgency": draft.get("urgency", "")},
+        errors={},
+    )
 
 
 @router.post("/get-help/when", dependencies=[Csrf])
@@ -148,9 +202,15 @@ async def when_answer(request: Request):
         return away
     urgency = str((await request.form()).get("urgency", ""))
     if urgency not in dict(forms.URGENCY_CHOICES):
-        return render(request, "resident/when.html", status_code=400, title="When do you need help?",
-                      choices=forms.URGENCY_CHOICES, values={"urgency": ""},
-                      errors={"urgency": forms.MESSAGES["urgency.missing"]})
+        return render(
+            request,
+            "resident/when.html",
+            status_code=400,
+            title="When do you need help?",
+            choices=forms.URGENCY_CHOICES,
+            values={"urgency": ""},
+            errors={"urgency": forms.MESSAGES["urgency.missing"]},
+        )
     draft["urgency"] = urgency
     return _answered(request, draft, "when")
 
@@ -161,9 +221,15 @@ async def details_page(request: Request, clients: Clients_):
     if away:
         return away
     labels = {t["id"]: t["label"] for t in await _request_types(clients)}
-    return render(request, "resident/details.html", title="Tell us about the help you need", labels=labels,
-                  types=draft["types"], values=draft.get("details") or {},
-                  errors=draft.get("errors", {}).get("details", {}))
+    return render(
+        request,
+        "resident/details.html",
+        title="Tell us about the help you need",
+        labels=labels,
+        types=draft["types"],
+        values=draft.get("details") or {},
+        errors=draft.get("errors", {}).get("details", {}),
+    )
 
 
 @router.post("/get-help/details", dependencies=[Csrf])
@@ -176,8 +242,16 @@ async def details_answer(request: Request, clients: Clients_):
     errors = {f"details-{kind}": forms.MESSAGES["details.long"] for kind, text in details.items() if len(text) > 2000}
     if errors:
         labels = {t["id"]: t["label"] for t in await _request_types(clients)}
-        return render(request, "resident/details.html", status_code=400, title="Tell us about the help you need",
-                      labels=labels, types=draft["types"], values=details, errors=errors)
+        return render(
+            request,
+            "resident/details.html",
+            status_code=400,
+            title="Tell us about the help you need",
+            labels=labels,
+            types=draft["types"],
+            values=details,
+            errors=errors,
+        )
     draft["details"] = {k: v for k, v in details.items() if v}
     return _answered(request, draft, "details")
 
@@ -185,8 +259,13 @@ async def details_answer(request: Request, clients: Clients_):
 @router.get("/get-help/about-you")
 async def about_you_page(request: Request):
     draft, away = _guard(request, "about-you")
-    return away or render(request, "resident/about-you.html", title="Your name and address", values=draft,
-                          errors=draft.get("errors", {}).get("about-you", {}))
+    return away or render(
+        request,
+        "resident/about-you.html",
+        title="Your name and address",
+        values=draft,
+        errors=draft.get("errors", {}).get("about-you", {}),
+    )
 
 
 @router.post("/get-help/about-you", dependencies=[Csrf])
@@ -198,8 +277,14 @@ async def about_you_answer(request: Request):
     values = {k: str(form.get(k, "")).strip()[:300] for k in ("name", "line1", "line2", "town")}
     errors = forms.check_about_you(name=values["name"], line1=values["line1"])
     if errors:
-        return render(request, "resident/about-you.html", status_code=400, title="Your name and address",
-                      values={**draft, **values}, errors=errors)
+        return render(
+            request,
+            "resident/about-you.html",
+            status_code=400,
+            title="Your name and address",
+            values={**draft, **values},
+            errors=errors,
+        )
     draft.update(values)
     return _answered(request, draft, "about-you")
 
@@ -207,8 +292,14 @@ async def about_you_answer(request: Request):
 @router.get("/get-help/contact")
 async def contact_page(request: Request):
     draft, away = _guard(request, "contact")
-    return away or render(request, "resident/contact.html", title="How should we contact you?",
-                          choices=forms.CONTACT_CHOICES, values=draft, errors=draft.get("errors", {}).get("contact", {}))
+    return away or render(
+        request,
+        "resident/contact.html",
+        title="How should we contact you?",
+        choices=forms.CONTACT_CHOICES,
+        values=draft,
+        errors=draft.get("errors", {}).get("contact", {}),
+    )
 
 
 @router.post("/get-help/contact", dependencies=[Csrf])
@@ -220,8 +311,15 @@ async def contact_answer(request: Request):
     values = {k: str(form.get(k, "")).strip()[:300] for k in ("phone", "email", "preference")}
     errors = forms.check_contact(**values)
     if errors:
-        return render(request, "resident/contact.html", status_code=400, title="How should we contact you?",
-                      choices=forms.CONTACT_CHOICES, values={**draft, **values}, errors=errors)
+        return render(
+            request,
+            "resident/contact.html",
+            status_code=400,
+            title="How should we contact you?",
+            choices=forms.CONTACT_CHOICES,
+            values={**draft, **values},
+            errors=errors,
+        )
     draft.update(values)
     return _answered(request, draft, "contact")
 
@@ -229,8 +327,9 @@ async def contact_answer(request: Request):
 @router.get("/get-help/consent")
 async def consent_page(request: Request):
     draft, away = _guard(request, "consent")
-    return away or render(request, "resident/consent.html", title="Sharing your details", values=draft,
-                          area=draft.get("area"), errors={})
+    return away or render(
+        request, "resident/consent.html", title="Sharing your details", values=draft, area=draft.get("area"), errors={}
+    )
 
 
 @router.post("/get-help/consent", dependencies=[Csrf])
@@ -239,8 +338,15 @@ async def consent_answer(request: Request):
     if away:
         return away
     if (await request.form()).get("consent") != "yes":
-        return render(request, "resident/consent.html", status_code=400, title="Sharing your details",
-                      values=draft, area=draft.get("area"), errors={"consent": forms.MESSAGES["consent.missing"]})
+        return render(
+            request,
+            "resident/consent.html",
+            status_code=400,
+            title="Sharing your details",
+            values=draft,
+            area=draft.get("area"),
+            errors={"consent": forms.MESSAGES["consent.missing"]},
+        )
     draft["consent"] = True
     return _answered(request, draft, "consent")
 
@@ -255,9 +361,17 @@ async def check_page(request: Request, clients: Clients_):
 
 async def _check(request: Request, clients, draft: dict, *, errors: dict | None = None, status_code: int = 200):
     labels = {t["id"]: t["label"] for t in await _request_types(clients)}
-    return render(request, "resident/check.html", status_code=status_code, title="Check your answers before sending",
-                  draft=draft, labels=labels, urgencies=dict(forms.URGENCY_CHOICES),
-                  contacts=dict(forms.CONTACT_CHOICES), errors=errors or {})
+    return render(
+        request,
+        "resident/check.html",
+        status_code=status_code,
+        title="Check your answers before sending",
+        draft=draft,
+        labels=labels,
+        urgencies=dict(forms.URGENCY_CHOICES),
+        contacts=dict(forms.CONTACT_CHOICES),
+        errors=errors or {},
+    )
 
 
 @router.post("/get-help/check", dependencies=[Csrf, Limited])
@@ -274,7 +388,10 @@ async def send(request: Request, clients: Clients_):
     session.set("draft", draft)
     try:
         out = await clients.referrals.call(
-            "POST", "/v1/referrals", caller=ONLINE_FORM, json=forms.referral_body(draft, channel="online"),
+            "POST",
+            "/v1/referrals",
+            caller=ONLINE_FORM,
+            json=forms.referral_body(draft, channel="online"),
             headers={"Idempotency-Key": f"web-{key}"},
         )
     except ApiError as error:
@@ -287,8 +404,16 @@ async def send(request: Request, clients: Clients_):
         session.set("draft", draft)
         summary = [(f"change-{p.page}", p.message) for p in problems]
         return await _check(request, clients, draft, errors=summary, status_code=400)
-    session.set("sent", {"key": key, "reference": out["reference"], "area": draft.get("area"),
-                         "types": draft["types"], "preference": draft.get("preference")})
+    session.set(
+        "sent",
+        {
+            "key": key,
+            "reference": out["reference"],
+            "area": draft.get("area"),
+            "types": draft["types"],
+            "preference": draft.get("preference"),
+        },
+    )
     session.pop("draft")
     return RedirectResponse("/get-help/confirmation", status_code=303)
 
@@ -299,8 +424,14 @@ async def confirmation(request: Request, clients: Clients_):
     if sent is None:
         return RedirectResponse("/get-help", status_code=303)
     labels = {t["id"]: t["label"] for t in await _request_types(clients)}
-    return render(request, "resident/confirmation.html", title="Your request has been sent", sent=sent, labels=labels,
-                  contacts=dict(forms.CONTACT_CHOICES))
+    return render(
+        request,
+        "resident/confirmation.html",
+        title="Your request has been sent",
+        sent=sent,
+        labels=labels,
+        contacts=dict(forms.CONTACT_CHOICES),
+    )
 
 
 @router.get("/check-request")
@@ -319,13 +450,29 @@ async def status_answer(request: Request, clients: Clients_):
     if message:
         errors["postcode"] = message
     if errors:
-        return render(request, "resident/status.html", status_code=400, title="Check on your request", values=values,
-                      errors=errors, found=None)
-    answer = await clients.fulfilment.call("GET", "/v1/request-status", caller=ONLINE_FORM,
-                                           params={"reference": values["reference"], "postcode": postcode})
+        return render(
+            request,
+            "resident/status.html",
+            status_code=400,
+            title="Check on your request",
+            values=values,
+            errors=errors,
+            found=None,
+        )
+    answer = await clients.fulfilment.call(
+        "GET", "/v1/request-status", caller=ONLINE_FORM, params={"reference": values["reference"], "postcode": postcode}
+    )
     labels = {t["id"]: t["label"] for t in await _request_types(clients)}
-    return render(request, "resident/status.html", title="Your request" if answer["items"] else "Check on your request",
-                  values=values, errors={}, found=answer["items"], labels=labels, words=STATUS_WORDS)
+    return render(
+        request,
+        "resident/status.html",
+        title="Your request" if answer["items"] else "Check on your request",
+        values=values,
+        errors={},
+        found=answer["items"],
+        labels=labels,
+        words=STATUS_WORDS,
+    )
 
 
 def _clear_errors(draft: dict, page: str) -> None:

@@ -16,8 +16,11 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 ROLE_NAMES = {
-    "call-centre": "Call adviser", "hub": "Hub worker", "recovery-lead": "Recovery lead",
-    "analyst": "Analyst or manager", "admin": "Administrator",
+    "call-centre": "Call adviser",
+    "hub": "Hub worker",
+    "recovery-lead": "Recovery lead",
+    "analyst": "Analyst or manager",
+    "admin": "Administrator",
 }
 
 
@@ -34,17 +37,24 @@ def _signed_in(request: Request, user: dict, tokens: dict | None = None) -> Redi
     if tokens is not None and request.app.state.settings.service_tokens == "provider":
         data["tokens"] = tokens
     fresh_session(request, data)
-    return RedirectResponse(wanted if wanted.startswith("/") and not wanted.startswith("//") else "/",
-                            status_code=303)
+    return RedirectResponse(wanted if wanted.startswith("/") and not wanted.startswith("//") else "/", status_code=303)
 
 
 @router.get("/sign-in")
 async def sign_in_page(request: Request):
     settings = request.app.state.settings
-    return render(request, "sign-in.html", title="Sign in", roles=ROLE_NAMES, hubs=HUB_SLUGS,
-                  oidc=request.app.state.oidc is not None, dev=settings.dev_sign_in,
-                  ended=request.state.session.pop("ended_notice") or ("idle" if request.state.session_ended else None),
-                  errors={}, values={})
+    return render(
+        request,
+        "sign-in.html",
+        title="Sign in",
+        roles=ROLE_NAMES,
+        hubs=HUB_SLUGS,
+        oidc=request.app.state.oidc is not None,
+        dev=settings.dev_sign_in,
+        ended=request.state.session.pop("ended_notice") or ("idle" if request.state.session_ended else None),
+        errors={},
+        values={},
+    )
 
 
 @router.post("/sign-in/dev", dependencies=[Csrf])
@@ -61,12 +71,24 @@ async def dev_sign_in(request: Request, role: str = Form(""), hub: str = Form(""
     if not name:
         errors["name"] = "Enter your name"
     if errors:
-        return render(request, "sign-in.html", status_code=400, title="Error: Sign in", roles=ROLE_NAMES,
-                      hubs=HUB_SLUGS, oidc=request.app.state.oidc is not None, dev=True, ended=False, errors=errors,
-                      values={"role": role, "hub": hub, "name": name})
+        return render(
+            request,
+            "sign-in.html",
+            status_code=400,
+            title="Error: Sign in",
+            roles=ROLE_NAMES,
+            hubs=HUB_SLUGS,
+            oidc=request.app.state.oidc is not None,
+            dev=True,
+            ended=False,
+            errors=errors,
+            values={"role": role, "hub": hub, "name": name},
+        )
     subject = "dev:" + "-".join(name.lower().split())[:60]
-    return _signed_in(request, {"sub": subject, "name": name, "role": role, "hub": hub if role == "hub" else None,
-                                "via": "development"})
+    return _signed_in(
+        request,
+        {"sub": subject, "name": name, "role": role, "hub": hub if role == "hub" else None, "via": "development"},
+    )
 
 
 @router.get("/sign-in/oidc")
@@ -89,13 +111,19 @@ async def oidc_callback(request: Request, code: str = "", state: str = "", error
     try:
         if error:
             raise SignInFailed("the sign-in was cancelled or refused by the identity provider")
-        claims, tokens = await oidc.finish(pending=pending, redirect_uri=_redirect_uri(request), state=state,
-                                           code=code, now=request.app.state.sessions.clock().timestamp())
+        claims, tokens = await oidc.finish(
+            pending=pending,
+            redirect_uri=_redirect_uri(request),
+            state=state,
+            code=code,
+            now=request.app.state.sessions.clock().timestamp(),
+        )
         user = person_from_claims(claims, settings.claims())
     except SignInFailed as failed:
         log.info("sign-in failed: %s", failed)
-        return render(request, "sign-in-failed.html", status_code=400, title="You could not be signed in",
-                      reason=str(failed))
+        return render(
+            request, "sign-in-failed.html", status_code=400, title="You could not be signed in", reason=str(failed)
+        )
     return _signed_in(request, user, tokens)
 
 

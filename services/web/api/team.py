@@ -52,8 +52,9 @@ async def _change(request: Request, assignment_id: str, change: str, worker: Cal
         back = "/hub"
     if change == "hand-over":
         to = str(form.get("to") or "")
-        colleagues = await clients.fulfilment.call("GET", f"/v1/hubs/{worker.hub or 'thanet'}/colleagues",
-                                                   caller=worker)
+        colleagues = await clients.fulfilment.call(
+            "GET", f"/v1/hubs/{worker.hub or 'thanet'}/colleagues", caller=worker
+        )
         known = {c["id"]: c["name"] for c in colleagues}
         if to not in known:
             request.state.session.set("flash_problem", "Choose the colleague to hand the case to")
@@ -65,6 +66,7 @@ async def _change(request: Request, assignment_id: str, change: str, worker: Cal
     except ApiError as error:
         if error.status != 409:
             raise
-        request.state.session.set("flash_problem",
-                                  error.problem.get("detail") or "That cannot be done to this case now")
+        request.state.session.set(
+            "flash_problem", error.problem.get("detail") or "That cannot be done to this case now"
+        )
     return RedirectResponse(back, status_code=303)

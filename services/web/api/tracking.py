@@ -31,15 +31,30 @@ async def upload_tracking(request: Request, lead: Lead, clients: Clients_):
     upload = form.get("file")
     dry_run = form.get("apply") != "yes"
     if upload is None or not getattr(upload, "filename", ""):
-        return render(request, "recovery/tracking.html", status_code=400, title=TITLE, report=None,
-                      errors={"file": "Select the edited export: a .xlsx or .csv file downloaded from the actions"})
+        return render(
+            request,
+            "recovery/tracking.html",
+            status_code=400,
+            title=TITLE,
+            report=None,
+            errors={"file": "Select the edited export: a .xlsx or .csv file downloaded from the actions"},
+        )
     content = await upload.read(MAX_UPLOAD + 1)
     if len(content) > MAX_UPLOAD:
-        return render(request, "recovery/tracking.html", status_code=400, title=TITLE, report=None,
-                      errors={"file": "The file must be 5 MB or smaller"})
+        return render(
+            request,
+            "recovery/tracking.html",
+            status_code=400,
+            title=TITLE,
+            report=None,
+            errors={"file": "The file must be 5 MB or smaller"},
+        )
     try:
         report = await clients.actions.call(
-            "POST", "/v1/actions/import", caller=lead, params={"dry_run": "true" if dry_run else None},
+            "POST",
+            "/v1/actions/import",
+            caller=lead,
+            params={"dry_run": "true" if dry_run else None},
             files={"file": (upload.filename, content, upload.content_type or "application/octet-stream")},
         )
     except ApiError as error:
@@ -48,10 +63,25 @@ async def upload_tracking(request: Request, lead: Lead, clients: Clients_):
         report = error.problem.get("report")
         if report is None:
             reasons = "; ".join(str(e.get("reason")) for e in error.field_errors) or error.problem.get("detail", "")
-            return render(request, "recovery/tracking.html", status_code=400, title=TITLE, report=None,
-                          errors={"file": f"The file could not be read: {reasons}"})
-        return render(request, "recovery/tracking.html", status_code=400, title="Tracking refused", report=report,
-                      errors={}, rejected=True, column="full")
+            return render(
+                request,
+                "recovery/tracking.html",
+                status_code=400,
+                title=TITLE,
+                report=None,
+                errors={"file": f"The file could not be read: {reasons}"},
+            )
+        return render(
+            request,
+            "recovery/tracking.html",
+            status_code=400,
+            title="Tracking refused",
+            report=report,
+            errors={},
+            rejected=True,
+            column="full",
+        )
     title = "Tracking: what would change" if dry_run else "Tracking uploaded"
-    return render(request, "recovery/tracking.html", title=title, report=report, errors={}, rejected=False,
-                  column="full")
+    return render(
+        request, "recovery/tracking.html", title=title, report=report, errors={}, rejected=False, column="full"
+    )

@@ -1,3 +1,4 @@
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,13 @@ PLAN = "krf-recovery-2020"
 @pytest.fixture
 def settings(database_url, broker, signing_key, unique, var_dir):
     return ActionsSettings(
-        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-        jwt_signing_key=signing_key, topics=test_topics(unique), var_dir=var_dir,
-        log_json=False, outbox_poll_seconds=0.2,
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        jwt_signing_key=signing_key,
+        topics=test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        outbox_poll_seconds=0.2,
     )
 
 
@@ -31,10 +36,22 @@ def seed_bytes() -> bytes:
     return SEED.read_bytes()
 
 
-async def import_file(client, settings, content: bytes, *, filename: str = "krf-recovery-cell-action-plans.txt",
-                      plan: str = PLAN, role: str = "recovery-lead", data: dict | None = None, params: dict | None = None):
+async def import_file(
+    client,
+    settings,
+    content: bytes,
+    *,
+    filename: str = "krf-recovery-cell-action-plans.txt",
+    plan: str = PLAN,
+    role: str = "recovery-lead",
+    data: dict | None = None,
+    params: dict | None = None,
+):
     return await client.post(
-        f"/v1/plans/{plan}/import", files={"file": (filename, content)}, data=data or {}, params=params or {},
+        f"/v1/plans/{plan}/import",
+        files={"file": (filename, content)},
+        data=data or {},
+        params=params or {},
         headers=token(settings, role),
     )
 
@@ -54,8 +71,8 @@ async def find_action(client, settings, cell: str, number: int) -> dict:
 
 def kent_today():
     """Today's date in Kent, where the service counts its days."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from services.actions.domain import today_in_kent
 
-    return today_in_kent(datetime.now(timezone.utc))
+    return today_in_kent(datetime.now(UTC))

@@ -9,8 +9,10 @@ from tests.support.apps import token
 SERVICE = "actions"
 
 
-async def test_an_excel_export_filtered_by_control_characters_or_a_formula_keeps_them_out_of_the_workbook(client, settings):
-    theme = "=HYPERLINK(\"https://evil.example\")\x0e\x08"
+async def test_an_excel_export_filtered_by_control_characters_or_a_formula_keeps_them_out_of_the_workbook(
+    client, settings
+):
+    theme = '=HYPERLINK("https://evil.example")\x0e\x08'
     response = await client.get("/v1/actions/export.xlsx", params={"theme": theme}, headers=token(settings, "analyst"))
     assert response.status_code == 200, response.text
     about = load_workbook(io.BytesIO(response.content))["About"]

@@ -11,12 +11,21 @@ from tests.support.apps import token
 SERVICE = "actions"
 
 PER_CELL = {
-    "economy": 16, "infrastructure": 58, "children-and-young-people": 11, "health-and-social-care": 19,
-    "district-and-communities": 11, "voluntary-sector": 23, "finance": 17,
+    "economy": 16,
+    "infrastructure": 58,
+    "children-and-young-people": 11,
+    "health-and-social-care": 19,
+    "district-and-communities": 11,
+    "voluntary-sector": 23,
+    "finance": 17,
 }
 PER_THEME = {
-    "Whole cell": 4, "Housing and Commercial Delivery": 19, "Digital and ICT Infrastructure": 13,
-    "Transport": 8, "Environment and Green Infrastructure": 11, "Waste": 3,
+    "Whole cell": 4,
+    "Housing and Commercial Delivery": 19,
+    "Digital and ICT Infrastructure": 13,
+    "Transport": 8,
+    "Environment and Green Infrastructure": 11,
+    "Waste": 3,
 }
 
 
@@ -66,10 +75,19 @@ async def test_importing_the_seed_gives_exactly_the_plans_actions_per_cell_and_t
 
 async def test_each_action_keeps_the_plans_words_as_well_as_their_meaning(client, settings, seeded):
     economy_2 = await find_action(client, settings, "economy", 2)
-    assert economy_2["lead_organisations"] == ["KCC", "Medway Council", "Kent Districts", "Kent Invicta Chamber of Commerce"]
+    assert economy_2["lead_organisations"] == [
+        "KCC",
+        "Medway Council",
+        "Kent Districts",
+        "Kent Invicta Chamber of Commerce",
+    ]
     assert economy_2["lead_organisation_text"] == "KCC/Medway Council /Kent Districts/ Kent Invicta Chamber of Commerce"
     assert economy_2["named_leads"] == ["Susan Berdo", "Jo James"]
-    assert (economy_2["priority"], economy_2["timescale_text"], economy_2["kind_text"]) == ("essential", "Short Term", "Mitigate")
+    assert (economy_2["priority"], economy_2["timescale_text"], economy_2["kind_text"]) == (
+        "essential",
+        "Short Term",
+        "Mitigate",
+    )
     economy_10 = await find_action(client, settings, "economy", 10)
     assert economy_10["ongoing"] is True and not economy_10["description"].startswith("[Ongoing]")
     transport = await find_action(client, settings, "infrastructure", 40)
@@ -82,11 +100,13 @@ async def test_each_action_keeps_the_plans_words_as_well_as_their_meaning(client
 async def test_cross_references_in_the_plan_become_links_shown_both_ways(client, settings, seeded):
     assert seeded["links"] == {"created": 4, "removed": 0, "unresolved": []}
     economy_1 = await find_action(client, settings, "economy", 1)
-    assert [(l["cell"], l["number"], l["source"]) for l in economy_1["links_to"]] == [("infrastructure", 27, "plan")]
+    assert [(link["cell"], link["number"], link["source"]) for link in economy_1["links_to"]] == [
+        ("infrastructure", 27, "plan")
+    ]
     infrastructure_27 = await find_action(client, settings, "infrastructure", 27)
-    assert [(l["cell"], l["number"]) for l in infrastructure_27["linked_from"]] == [("economy", 1)]
+    assert [(link["cell"], link["number"]) for link in infrastructure_27["linked_from"]] == [("economy", 1)]
     economy_15 = await find_action(client, settings, "economy", 15)
-    assert sorted((l["cell"], l["number"]) for l in economy_15["links_to"]) == [("economy", 7), ("economy", 8)]
+    assert sorted((link["cell"], link["number"]) for link in economy_15["links_to"]) == [("economy", 7), ("economy", 8)]
 
 
 async def test_reimporting_the_seed_changes_nothing_and_publishes_nothing(client, settings, seeded, seed_bytes):
@@ -105,10 +125,18 @@ async def test_reimporting_the_seed_changes_nothing_and_publishes_nothing(client
 async def test_tracking_and_its_history_survive_a_reimport_of_the_plan(client, settings, seeded, seed_bytes):
     lead = token(settings, "recovery-lead", subject="lead-economy")
     action = await find_action(client, settings, "economy", 5)
-    changed = await client.patch(f"/v1/actions/{action['id']}", headers=lead, json={
-        "status": "at-risk", "rag": "amber", "rag_narrative": "Loan demand is below forecast",
-        "progress": 40, "agreed_due_date": "2021-03-31", "self_rating": "amber-green",
-    })
+    changed = await client.patch(
+        f"/v1/actions/{action['id']}",
+        headers=lead,
+        json={
+            "status": "at-risk",
+            "rag": "amber",
+            "rag_narrative": "Loan demand is below forecast",
+            "progress": 40,
+            "agreed_due_date": "2021-03-31",
+            "self_rating": "amber-green",
+        },
+    )
     assert changed.status_code == 200, changed.text
     await client.post(f"/v1/actions/{action['id']}/updates", headers=lead, json={"narrative": "12 loans approved"})
     target = await find_action(client, settings, "finance", 3)
@@ -123,10 +151,14 @@ async def test_tracking_and_its_history_survive_a_reimport_of_the_plan(client, s
     assert (row["cell"], row["number"], row["changed"]) == ("economy", 5, ["priority"])
     after = (await client.get(f"/v1/actions/{action['id']}", headers=lead)).json()
     assert after["priority"] == "essential"
-    assert (after["status"], after["rag"], after["rag_narrative"]) == ("at-risk", "amber", "Loan demand is below forecast")
+    assert (after["status"], after["rag"], after["rag_narrative"]) == (
+        "at-risk",
+        "amber",
+        "Loan demand is below forecast",
+    )
     assert (after["progress"], after["agreed_due_date"], after["self_rating"]) == (40, "2021-03-31", "amber-green")
     assert after["latest_update"]["narrative"] == "12 loans approved"
-    assert [(l["cell"], l["number"], l["source"]) for l in after["links_to"]] == [("finance", 3, "manual")]
+    assert [(link["cell"], link["number"], link["source"]) for link in after["links_to"]] == [("finance", 3, "manual")]
     history = [(h["kind"], h["field"], h["by"]) for h in after["history"]]
     assert ("changed", "status", "lead-economy") in history and ("changed", "rag", "lead-economy") in history
     assert ("update", None, "lead-economy") in history and ("linked", None, "lead-economy") in history
@@ -135,7 +167,9 @@ async def test_tracking_and_its_history_survive_a_reimport_of_the_plan(client, s
 
 
 async def test_a_file_with_bad_rows_changes_nothing_and_reports_every_row(client, settings, seeded, seed_bytes):
-    edited = with_line_changed(seed_bytes, "5\tRedeploy Kent and Medway Business Fund", "\tOpportunity\t", "\tPerhaps\t")
+    edited = with_line_changed(
+        seed_bytes, "5\tRedeploy Kent and Medway Business Fund", "\tOpportunity\t", "\tPerhaps\t"
+    )
     edited = with_line_changed(edited, "2\tDelivery of a COVID-19 Support Helpline", "\tEssential", "\tUrgent")
     edited = with_line_changed(edited, "3\tCommission refresh", "\tImportant", "\tDesirable")  # a good change
     events_before = await outbox_rows(client)
@@ -153,7 +187,11 @@ async def test_a_file_with_bad_rows_changes_nothing_and_reports_every_row(client
     assert report["applied"] is False
     assert report["counts"] == {"created": 0, "updated": 1, "unchanged": 152, "rejected": 2}
     assert [(r["row"], r["outcome"]) for r in report["rows"][:5]] == [
-        (21, "unchanged"), (22, "rejected"), (23, "updated"), (24, "unchanged"), (25, "rejected"),
+        (21, "unchanged"),
+        (22, "rejected"),
+        (23, "updated"),
+        (24, "unchanged"),
+        (25, "rejected"),
     ]
     assert (await find_action(client, settings, "economy", 3))["priority"] == "important"
     assert await outbox_rows(client) == events_before
@@ -203,7 +241,11 @@ async def test_the_import_sets_the_plans_start_and_a_new_start_moves_only_baseli
     assert moved["counts"]["updated"] == 155
     assert {tuple(r["changed"]) for r in moved["rows"]} == {("baseline_due_date",)}
     after = await find_action(client, settings, "economy", 1)
-    assert (after["baseline_due_date"], after["agreed_due_date"], after["due_date"]) == ("2021-04-01", "2021-06-30", "2021-06-30")
+    assert (after["baseline_due_date"], after["agreed_due_date"], after["due_date"]) == (
+        "2021-04-01",
+        "2021-06-30",
+        "2021-06-30",
+    )
     plan = (await client.get(f"/v1/plans/{PLAN}", headers=lead)).json()
     assert (plan["starts_on"], plan["title"]) == ("2020-10-01", "KRF recovery")
 
@@ -216,32 +258,56 @@ async def test_importing_needs_the_actions_write_scope(client, settings, seed_by
 
 async def test_the_export_round_trips_through_csv_and_excel_unchanged(client, settings, seeded):
     plan_columns = (
-        "cell", "number", "theme", "title", "description", "ongoing", "kind", "kind_text", "priority", "timescale",
-        "timescale_text", "lead_organisations", "lead_organisation_text", "named_leads", "named_lead_text",
-        "resources", "baseline_due_date",
+        "cell",
+        "number",
+        "theme",
+        "title",
+        "description",
+        "ongoing",
+        "kind",
+        "kind_text",
+        "priority",
+        "timescale",
+        "timescale_text",
+        "lead_organisations",
+        "lead_organisation_text",
+        "named_leads",
+        "named_lead_text",
+        "resources",
+        "baseline_due_date",
     )
     original = [{c: a[c] for c in plan_columns} for a in await all_actions(client, settings)]
     for extension in ("csv", "xlsx"):
-        export = await client.get(f"/v1/actions/export.{extension}", params={"plan": PLAN}, headers=token(settings, "analyst"))
+        export = await client.get(
+            f"/v1/actions/export.{extension}", params={"plan": PLAN}, headers=token(settings, "analyst")
+        )
         assert export.status_code == 200
         back = await import_file(client, settings, export.content, filename=f"actions.{extension}")
         assert back.status_code == 200, back.text
         assert back.json()["format"] == extension
         assert back.json()["counts"] == {"created": 0, "updated": 0, "unchanged": 155, "rejected": 0}, extension
 
-        copy = await import_file(client, settings, export.content, filename=f"actions.{extension}", plan=f"copy-{extension}")
+        copy = await import_file(
+            client, settings, export.content, filename=f"actions.{extension}", plan=f"copy-{extension}"
+        )
         assert copy.json()["counts"]["created"] == 155 and copy.json()["links"]["created"] == 4
-        response = await client.get("/v1/actions", params={"plan": f"copy-{extension}"}, headers=token(settings, "analyst"))
+        response = await client.get(
+            "/v1/actions", params={"plan": f"copy-{extension}"}, headers=token(settings, "analyst")
+        )
         assert [{c: a[c] for c in plan_columns} for a in response.json()["actions"]] == original, extension
 
 
 async def test_a_file_with_one_cell_leaves_the_other_cells_as_they_are(client, settings, seeded):
-    economy = await client.get("/v1/actions/export.csv", params={"plan": PLAN, "cell": "economy"}, headers=token(settings, "analyst"))
+    economy = await client.get(
+        "/v1/actions/export.csv", params={"plan": PLAN, "cell": "economy"}, headers=token(settings, "analyst")
+    )
     report = (await import_file(client, settings, economy.content, filename="economy.csv")).json()
     assert report["counts"] == {"created": 0, "updated": 0, "unchanged": 16, "rejected": 0}
     assert report["not_in_file"] == 139 and report["links"]["removed"] == 0
     assert len(await all_actions(client, settings)) == 155
 
-    moved = (await import_file(client, settings, economy.content, filename="economy.csv", data={"starts_on": "2020-08-01"})).json()
+    moved = (
+        await import_file(client, settings, economy.content, filename="economy.csv", data={"starts_on": "2020-08-01"})
+    ).json()
     assert moved["counts"]["updated"] == 16 and moved["rebaselined"] == 139  # the whole plan moves with its start
     assert (await find_action(client, settings, "finance", 1))["baseline_due_date"] == "2021-02-01"

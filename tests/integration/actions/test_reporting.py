@@ -4,12 +4,16 @@ import asyncio
 import csv
 import io
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from openpyxl import load_workbook
 
 from shared.events import (
-    ActionCreatedV1, ActionProgressUpdatedV1, ActionRagChangedV1, ActionStatusChangedV1, ActionUpdateRecordedV1,
+    ActionCreatedV1,
+    ActionProgressUpdatedV1,
+    ActionRagChangedV1,
+    ActionStatusChangedV1,
+    ActionUpdateRecordedV1,
 )
 from tests.integration.actions.conftest import PLAN, find_action, kent_today
 from tests.support.apps import token
@@ -20,7 +24,8 @@ SERVICE = "actions"
 
 async def test_the_csv_export_applies_the_filters_and_opens_in_excel(client, settings, seeded):
     response = await client.get(
-        "/v1/actions/export.csv", params={"plan": PLAN, "cell": "economy", "priority": "essential"},
+        "/v1/actions/export.csv",
+        params={"plan": PLAN, "cell": "economy", "priority": "essential"},
         headers=token(settings, "analyst"),
     )
     assert response.status_code == 200
@@ -32,11 +37,17 @@ async def test_the_csv_export_applies_the_filters_and_opens_in_excel(client, set
     assert [int(row["Action No."]) for row in rows] == [2, 4, 6, 7, 8]
     helpline = rows[0]
     assert helpline["Resources / capacity required"].startswith("c. £200k")
-    assert (helpline["Status"], helpline["Baseline due date"], helpline["Overdue"]) == ("not-started", "2021-01-01", "Yes")
+    assert (helpline["Status"], helpline["Baseline due date"], helpline["Overdue"]) == (
+        "not-started",
+        "2021-01-01",
+        "Yes",
+    )
 
 
 async def test_the_excel_export_holds_the_actions_and_says_what_it_is(client, settings, seeded):
-    response = await client.get("/v1/actions/export.xlsx", params={"theme": "Waste"}, headers=token(settings, "analyst"))
+    response = await client.get(
+        "/v1/actions/export.xlsx", params={"theme": "Waste"}, headers=token(settings, "analyst")
+    )
     assert response.status_code == 200
     workbook = load_workbook(io.BytesIO(response.content))
     assert workbook.sheetnames == ["Actions", "About"]
@@ -51,15 +62,24 @@ async def test_a_snapshot_shows_every_action_as_it_stood_at_the_time_asked_for(c
     lead = token(settings, "recovery-lead")
     action = await find_action(client, settings, "children-and-young-people", 2)
     url = f"/v1/actions/{action['id']}"
-    await client.patch(url, headers=lead, json={"status": "on-track", "rag": "green", "rag_narrative": "Schools reopened"})
+    await client.patch(
+        url, headers=lead, json={"status": "on-track", "rag": "green", "rag_narrative": "Schools reopened"}
+    )
     await client.post(f"{url}/updates", headers=lead, json={"narrative": "Attendance at 88%"})
     await asyncio.sleep(0.05)
-    quarter_end = datetime.now(timezone.utc)
+    quarter_end = datetime.now(UTC)
     await asyncio.sleep(0.05)
-    await client.patch(url, headers=lead, json={
-        "status": "at-risk", "rag": "amber", "rag_narrative": "Second wave closures", "progress": 30,
-        "agreed_due_date": "2021-09-30",
-    })
+    await client.patch(
+        url,
+        headers=lead,
+        json={
+            "status": "at-risk",
+            "rag": "amber",
+            "rag_narrative": "Second wave closures",
+            "progress": 30,
+            "agreed_due_date": "2021-09-30",
+        },
+    )
     await client.post(f"{url}/updates", headers=lead, json={"narrative": "Bubbles closing"})
 
     then = await client.get(f"/v1/plans/{PLAN}/snapshot", params={"as_at": quarter_end.isoformat()}, headers=lead)
@@ -67,15 +87,27 @@ async def test_a_snapshot_shows_every_action_as_it_stood_at_the_time_asked_for(c
     snapshot = then.json()
     assert snapshot["count"] == 155
     was = next(a for a in snapshot["actions"] if a["id"] == action["id"])
-    assert (was["status"], was["rag"], was["rag_narrative"], was["progress"]) == ("on-track", "green", "Schools reopened", 0)
+    assert (was["status"], was["rag"], was["rag_narrative"], was["progress"]) == (
+        "on-track",
+        "green",
+        "Schools reopened",
+        0,
+    )
     assert (was["agreed_due_date"], was["due_date"]) == (None, "2021-01-01")
     assert was["latest_update"]["narrative"] == "Attendance at 88%"
     assert snapshot["by_status"]["on-track"] == 1 and snapshot["by_status"]["not-started"] == 154
     assert snapshot["by_rag"] == {"red": 0, "amber": 0, "green": 1, "none": 154}
 
-    now = (await client.get(f"/v1/plans/{PLAN}/snapshot", params={"as_at": kent_today().isoformat()}, headers=lead)).json()
+    now = (
+        await client.get(f"/v1/plans/{PLAN}/snapshot", params={"as_at": kent_today().isoformat()}, headers=lead)
+    ).json()
     is_now = next(a for a in now["actions"] if a["id"] == action["id"])
-    assert (is_now["status"], is_now["rag"], is_now["progress"], is_now["due_date"]) == ("at-risk", "amber", 30, "2021-09-30")
+    assert (is_now["status"], is_now["rag"], is_now["progress"], is_now["due_date"]) == (
+        "at-risk",
+        "amber",
+        30,
+        "2021-09-30",
+    )
     assert is_now["latest_update"]["narrative"] == "Bubbles closing"
 
     before = await client.get(f"/v1/plans/{PLAN}/snapshot", params={"as_at": "2020-06-30"}, headers=lead)
@@ -95,31 +127,47 @@ async def test_a_snapshot_as_at_a_date_to_come_or_not_a_date_is_refused(client, 
 
 
 async def test_a_snapshot_as_csv_is_in_the_exports_layout(client, settings, seeded):
-    response = await client.get(f"/v1/plans/{PLAN}/snapshot", params={"format": "csv"}, headers=token(settings, "analyst"))
+    response = await client.get(
+        f"/v1/plans/{PLAN}/snapshot", params={"format": "csv"}, headers=token(settings, "analyst")
+    )
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert len(rows) == 155 and Counter(r["Cell"] for r in rows)["Infrastructure"] == 58
 
 
-async def test_events_report_creation_and_tracking_keyed_by_action_without_names_or_narratives(client, settings, seeded):
+async def test_events_report_creation_and_tracking_keyed_by_action_without_names_or_narratives(
+    client, settings, seeded
+):
     action = await find_action(client, settings, "economy", 1)
     lead = token(settings, "recovery-lead")
-    await client.patch(f"/v1/actions/{action['id']}", headers=lead, json={
-        "status": "on-track", "rag": "green", "rag_narrative": "Campaign reached 2 million people", "progress": 60,
-    })
+    await client.patch(
+        f"/v1/actions/{action['id']}",
+        headers=lead,
+        json={
+            "status": "on-track",
+            "rag": "green",
+            "rag_narrative": "Campaign reached 2 million people",
+            "progress": 60,
+        },
+    )
     await client.post(f"/v1/actions/{action['id']}/updates", headers=lead, json={"narrative": "Bookings up 12%"})
 
     events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.actions, expect=159)
 
     assert Counter(event.type for _, event in events) == {
-        ActionCreatedV1.type: 155, ActionStatusChangedV1.type: 1, ActionRagChangedV1.type: 1,
-        ActionProgressUpdatedV1.type: 1, ActionUpdateRecordedV1.type: 1,
+        ActionCreatedV1.type: 155,
+        ActionStatusChangedV1.type: 1,
+        ActionRagChangedV1.type: 1,
+        ActionProgressUpdatedV1.type: 1,
+        ActionUpdateRecordedV1.type: 1,
     }
     assert all(key == event.subject.encode() for key, event in events)
     created = [ActionCreatedV1.model_validate(e.data) for _, e in events if e.type == ActionCreatedV1.type]
     assert Counter(c.cell for c in created)["infrastructure"] == 58
     assert Counter(c.theme for c in created if c.cell == "infrastructure")["Transport"] == 8
-    status = ActionStatusChangedV1.model_validate(next(e.data for _, e in events if e.type == ActionStatusChangedV1.type))
+    status = ActionStatusChangedV1.model_validate(
+        next(e.data for _, e in events if e.type == ActionStatusChangedV1.type)
+    )
     assert (str(status.action_id), status.previous_status, status.status) == (action["id"], "not-started", "on-track")
     assert (status.rag, status.progress, status.priority, status.timescale) == ("green", 60, "important", "short")
     assert status.due_date == date(2021, 1, 1) and status.lead_organisations == ["Visit Kent"]

@@ -29,9 +29,18 @@ async def test_a_rag_rating_without_a_narrative_is_refused_naming_the_field(clie
 
 async def test_every_invalid_field_is_named_with_its_reason(client, settings, seeded):
     action = await find_action(client, settings, "economy", 3)
-    response = await patch(client, settings, action, {
-        "status": "done", "progress": 101, "rag": "purple", "colour": "red", "agreed_due_date": "31/03/2021",
-    })
+    response = await patch(
+        client,
+        settings,
+        action,
+        {
+            "status": "done",
+            "progress": 101,
+            "rag": "purple",
+            "colour": "red",
+            "agreed_due_date": "31/03/2021",
+        },
+    )
     assert response.status_code == 422
     errors = {e["field"]: e["reason"] for e in response.json()["errors"]}
     assert set(errors) == {"status", "progress", "rag", "colour", "agreed_due_date"}
@@ -49,7 +58,9 @@ async def test_blocking_needs_a_reason_and_unblocking_clears_it(client, settings
     assert refused.status_code == 422
     assert refused.json()["errors"] == [{"field": "blocked_reason", "reason": "is required when the status is blocked"}]
 
-    blocked = await patch(client, settings, action, {"status": "blocked", "blocked_reason": "Awaiting DfT tranche 2 award"})
+    blocked = await patch(
+        client, settings, action, {"status": "blocked", "blocked_reason": "Awaiting DfT tranche 2 award"}
+    )
     assert (blocked.json()["status"], blocked.json()["blocked_reason"]) == ("blocked", "Awaiting DfT tranche 2 award")
     moving = await patch(client, settings, action, {"status": "on-track"})
     assert (moving.json()["status"], moving.json()["blocked_reason"]) == ("on-track", None)
@@ -60,7 +71,9 @@ async def test_blocking_needs_a_reason_and_unblocking_clears_it(client, settings
 
 async def test_each_change_is_kept_with_who_when_old_and_new(client, settings, seeded):
     action = await find_action(client, settings, "finance", 7)
-    await patch(client, settings, action, {"status": "on-track", "progress": 20, "note": "Costing started"}, subject="cfo-lead")
+    await patch(
+        client, settings, action, {"status": "on-track", "progress": 20, "note": "Costing started"}, subject="cfo-lead"
+    )
     await patch(client, settings, action, {"progress": 45}, subject="cfo-deputy")
 
     detail = (await client.get(f"/v1/actions/{action['id']}", headers=token(settings, "analyst"))).json()
@@ -100,15 +113,22 @@ async def test_completing_an_action_completes_its_progress_and_it_is_no_longer_o
     done = (await patch(client, settings, action, {"status": "complete"})).json()
     assert (done["status"], done["progress"], done["overdue"], done["days_overdue"]) == ("complete", 100, False, 0)
     assert done["completed_at"] is not None
-    half = await patch(client, settings, await find_action(client, settings, "economy", 3), {"status": "complete", "progress": 50})
+    half = await patch(
+        client, settings, await find_action(client, settings, "economy", 3), {"status": "complete", "progress": 50}
+    )
     assert half.json()["errors"] == [{"field": "progress", "reason": "must be 100 when the action is complete"}]
 
 
 async def test_due_dates_come_from_the_band_and_an_agreed_date_overrides_them(client, settings, seeded):
-    short, medium = await find_action(client, settings, "economy", 1), await find_action(client, settings, "economy", 11)
+    short, medium = (
+        await find_action(client, settings, "economy", 1),
+        await find_action(client, settings, "economy", 11),
+    )
     longer = await find_action(client, settings, "economy", 16)
     assert [(a["timescale"], a["baseline_due_date"]) for a in (short, medium, longer)] == [
-        ("short", "2021-01-01"), ("medium", "2021-07-01"), ("longer", "2022-07-01"),
+        ("short", "2021-01-01"),
+        ("medium", "2021-07-01"),
+        ("longer", "2022-07-01"),
     ]
     assert (short["due_date"], short["slippage_days"], short["overdue"]) == ("2021-01-01", 0, True)
 
@@ -135,15 +155,22 @@ async def test_actions_are_filtered_by_cell_theme_priority_status_rag_lead_and_o
     assert len(await numbers(theme="digital-and-ict-infrastructure")) == 13
     assert len(await numbers(priority="Desirable")) == 21
     assert len(await numbers(cell="economy", priority="essential", timescale="short")) == len(
-        [a for a in (await client.get("/v1/actions", params={"cell": "economy"}, headers=reader)).json()["actions"]
-         if a["priority"] == "essential" and a["timescale"] == "short"]
+        [
+            a
+            for a in (await client.get("/v1/actions", params={"cell": "economy"}, headers=reader)).json()["actions"]
+            if a["priority"] == "essential" and a["timescale"] == "short"
+        ]
     )
     assert await numbers(lead="deirdre") == [("economy", 1)]
     assert ("voluntary-sector", 1) in await numbers(lead="Kent Community Foundation")
 
     lead = token(settings, "recovery-lead")
     a, b = await find_action(client, settings, "economy", 11), await find_action(client, settings, "finance", 2)
-    await client.patch(f"/v1/actions/{a['id']}", headers=lead, json={"status": "at-risk", "rag": "amber", "rag_narrative": "Funding gap"})
+    await client.patch(
+        f"/v1/actions/{a['id']}",
+        headers=lead,
+        json={"status": "at-risk", "rag": "amber", "rag_narrative": "Funding gap"},
+    )
     await client.patch(f"/v1/actions/{b['id']}", headers=lead, json={"status": "complete"})
     assert await numbers(status="at-risk") == [("economy", 11)]
     assert await numbers(rag="amber") == [("economy", 11)]
@@ -161,9 +188,16 @@ async def test_the_independent_rating_is_given_by_an_administrator_beside_the_le
     assert own.status_code == 200
     refused = await patch(client, settings, action, {"independent_rating": "amber"})
     assert refused.status_code == 403
-    assessed = await patch(client, settings, action, {
-        "independent_rating": "amber-red", "independent_rating_commentary": "Only half the funds are committed",
-    }, role="admin")
+    assessed = await patch(
+        client,
+        settings,
+        action,
+        {
+            "independent_rating": "amber-red",
+            "independent_rating_commentary": "Only half the funds are committed",
+        },
+        role="admin",
+    )
     assert assessed.status_code == 200
     body = assessed.json()
     assert (body["self_rating"], body["independent_rating"]) == ("green", "amber-red")
@@ -172,8 +206,11 @@ async def test_the_independent_rating_is_given_by_an_administrator_beside_the_le
 async def test_a_dated_update_is_kept_and_shown_as_the_latest(client, settings, seeded):
     action = await find_action(client, settings, "district-and-communities", 1)
     lead = token(settings, "recovery-lead", subject="dcrc-lead")
-    first = await client.post(f"/v1/actions/{action['id']}/updates", headers=lead,
-                              json={"narrative": "Town centre plans agreed in 9 of 12 districts", "on": "2020-09-30"})
+    first = await client.post(
+        f"/v1/actions/{action['id']}/updates",
+        headers=lead,
+        json={"narrative": "Town centre plans agreed in 9 of 12 districts", "on": "2020-09-30"},
+    )
     assert first.status_code == 201, first.text
     await client.post(f"/v1/actions/{action['id']}/updates", headers=lead, json={"narrative": "All 12 agreed"})
     detail = (await client.get(f"/v1/actions/{action['id']}", headers=lead)).json()
@@ -190,17 +227,25 @@ async def test_dependencies_added_by_hand_show_both_ways_and_are_not_duplicated(
     economy_6 = await find_action(client, settings, "economy", 6)
     opening = await find_action(client, settings, "district-and-communities", 1)
 
-    linked = await client.post(f"/v1/actions/{economy_6['id']}/links", headers=lead,
-                               json={"cell": "district-and-communities", "number": 1, "note": "Same town centres"})
+    linked = await client.post(
+        f"/v1/actions/{economy_6['id']}/links",
+        headers=lead,
+        json={"cell": "district-and-communities", "number": 1, "note": "Same town centres"},
+    )
     assert linked.status_code == 201, linked.text
     assert (linked.json()["action_id"], linked.json()["source"]) == (opening["id"], "manual")
-    assert [l["action_id"] for l in (await find_action(client, settings, "district-and-communities", 1))["linked_from"]] == [economy_6["id"]]
+    assert [
+        link["action_id"]
+        for link in (await find_action(client, settings, "district-and-communities", 1))["linked_from"]
+    ] == [economy_6["id"]]
 
     again = await client.post(f"/v1/actions/{opening['id']}/links", headers=lead, json={"to": economy_6["id"]})
     assert again.status_code == 409 and "the other way" in again.json()["detail"]
     itself = await client.post(f"/v1/actions/{economy_6['id']}/links", headers=lead, json={"to": economy_6["id"]})
     assert itself.status_code == 422 and itself.json()["errors"][0]["field"] == "to"
-    nowhere = await client.post(f"/v1/actions/{economy_6['id']}/links", headers=lead, json={"cell": "economy", "number": 99})
+    nowhere = await client.post(
+        f"/v1/actions/{economy_6['id']}/links", headers=lead, json={"cell": "economy", "number": 99}
+    )
     assert nowhere.status_code == 422 and nowhere.json()["errors"][0]["field"] == "number"
 
     economy_1 = await find_action(client, settings, "economy", 1)

@@ -13,15 +13,20 @@ SERVICE = "actions"
 
 
 async def export(client, settings, suffix: str, **params) -> bytes:
-    response = await client.get(f"/v1/actions/export.{suffix}", params={"plan": PLAN, **params},
-                                headers=token(settings, "recovery-lead"))
+    response = await client.get(
+        f"/v1/actions/export.{suffix}", params={"plan": PLAN, **params}, headers=token(settings, "recovery-lead")
+    )
     assert response.status_code == 200, response.text
     return response.content
 
 
 async def import_tracking(client, settings, name: str, content: bytes, *, dry_run=False, role="recovery-lead"):
-    return await client.post("/v1/actions/import", files={"file": (name, content)},
-                             params={"dry_run": "true"} if dry_run else {}, headers=token(settings, role))
+    return await client.post(
+        "/v1/actions/import",
+        files={"file": (name, content)},
+        params={"dry_run": "true"} if dry_run else {},
+        headers=token(settings, role),
+    )
 
 
 def edit_workbook(content: bytes, edits: dict[tuple[str, int], dict[str, object]]) -> bytes:
@@ -45,11 +50,18 @@ async def history(client, settings, action_id: str) -> list[dict]:
 
 async def test_changed_rags_in_an_edited_workbook_enter_the_history_with_their_narratives(client, settings, seeded):
     original = await export(client, settings, "xlsx")
-    edited = edit_workbook(original, {
-        ("Health and Social Care", 2): {"RAG": "Red", "RAG narrative": "No provider for the bereaved yet",
-                                        "Status": "at-risk", "Progress %": 20},
-        ("Economy", 3): {"RAG": "green", "RAG narrative": "Grants paid out", "Agreed due date": date(2021, 3, 31)},
-    })
+    edited = edit_workbook(
+        original,
+        {
+            ("Health and Social Care", 2): {
+                "RAG": "Red",
+                "RAG narrative": "No provider for the bereaved yet",
+                "Status": "at-risk",
+                "Progress %": 20,
+            },
+            ("Economy", 3): {"RAG": "green", "RAG narrative": "Grants paid out", "Agreed due date": date(2021, 3, 31)},
+        },
+    )
 
     trial = await import_tracking(client, settings, "actions.xlsx", edited, dry_run=True)
     assert trial.status_code == 200, trial.text
@@ -62,7 +74,11 @@ async def test_changed_rags_in_an_edited_workbook_enter_the_history_with_their_n
     assert applied.json()["applied"] is True
     health = await find_action(client, settings, "health-and-social-care", 2)
     assert (health["rag"], health["rag_narrative"], health["status"], health["progress"]) == (
-        "red", "No provider for the bereaved yet", "at-risk", 20)
+        "red",
+        "No provider for the bereaved yet",
+        "at-risk",
+        20,
+    )
     economy = await find_action(client, settings, "economy", 3)
     assert (economy["rag"], economy["agreed_due_date"]) == ("green", "2021-03-31")
 
@@ -92,13 +108,13 @@ async def test_invalid_rows_are_reported_by_row_and_column_and_change_nothing(cl
     rows = list(csv.reader(io.StringIO(content)))
     header = rows[0]
     column = header.index
-    rows[1][column("RAG")] = "amber"                       # no narrative
+    rows[1][column("RAG")] = "amber"  # no narrative
     rows[2][column("Progress %")] = "110"
     rows[3][column("Status")] = "finished"
-    rows[4][column("Status")] = "complete"                 # at 0%
+    rows[4][column("Status")] = "complete"  # at 0%
     rows[5][column("Agreed due date")] = "31/13/2021"
     rows[6][column("Action id")] = "not-an-action"
-    rows[7][column("RAG")], rows[7][column("RAG narrative")] = "green", "Fine"   # a good row, not applied either
+    rows[7][column("RAG")], rows[7][column("RAG narrative")] = "green", "Fine"  # a good row, not applied either
     out = io.StringIO()
     csv.writer(out).writerows(rows)
 
@@ -109,7 +125,10 @@ async def test_invalid_rows_are_reported_by_row_and_column_and_change_nothing(cl
     assert errors == {
         (2, "RAG narrative"): "is required with a RAG rating: say why it is amber",
         (3, "Progress %"): "'110' is not a whole number from 0 to 100",
-        (4, "Status"): "'finished' is not one of not-started, on-track, at-risk, off-track, blocked, complete, cancelled",
+        (
+            4,
+            "Status",
+        ): "'finished' is not one of not-started, on-track, at-risk, off-track, blocked, complete, cancelled",
         (5, "Progress %"): "must be 100 when the action is complete",
         (6, "Agreed due date"): "'31/13/2021' is not a date: give it as 2021-03-31 or 31/03/2021",
         (7, "Action id"): "there is no action not-an-action",
@@ -123,8 +142,11 @@ async def test_invalid_rows_are_reported_by_row_and_column_and_change_nothing(cl
 async def test_a_row_changed_by_someone_since_the_export_is_refused_not_undone(client, settings, seeded):
     stale = await export(client, settings, "xlsx")
     action = await find_action(client, settings, "economy", 3)
-    changed = await client.patch(f"/v1/actions/{action['id']}", json={"rag": "red", "rag_narrative": "Bids late"},
-                                 headers=token(settings, "recovery-lead"))
+    changed = await client.patch(
+        f"/v1/actions/{action['id']}",
+        json={"rag": "red", "rag_narrative": "Bids late"},
+        headers=token(settings, "recovery-lead"),
+    )
     assert changed.status_code == 200
     edited = edit_workbook(stale, {("Economy", 3): {"Progress %": 50}})
     refused = await import_tracking(client, settings, "stale.xlsx", edited)
@@ -135,8 +157,9 @@ async def test_a_row_changed_by_someone_since_the_export_is_refused_not_undone(c
 
 
 async def test_only_an_administrator_changes_the_independent_rating_by_spreadsheet(client, settings, seeded):
-    edited = edit_workbook(await export(client, settings, "xlsx"),
-                           {("Economy", 3): {"Independent rating": "amber-green"}})
+    edited = edit_workbook(
+        await export(client, settings, "xlsx"), {("Economy", 3): {"Independent rating": "amber-green"}}
+    )
     refused = await import_tracking(client, settings, "rated.xlsx", edited)
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["column"] == "Independent rating"
@@ -146,10 +169,13 @@ async def test_only_an_administrator_changes_the_independent_rating_by_spreadshe
 
 
 async def test_the_public_progress_is_rolled_up_per_cell_and_theme_without_a_token(client, settings, seeded):
-    edited = edit_workbook(await export(client, settings, "xlsx"), {
-        ("Economy", 1): {"Status": "complete", "Progress %": 100},
-        ("Economy", 2): {"Status": "on-track", "Progress %": 50, "RAG": "green", "RAG narrative": "Going well"},
-    })
+    edited = edit_workbook(
+        await export(client, settings, "xlsx"),
+        {
+            ("Economy", 1): {"Status": "complete", "Progress %": 100},
+            ("Economy", 2): {"Status": "on-track", "Progress %": 50, "RAG": "green", "RAG narrative": "Going well"},
+        },
+    )
     assert (await import_tracking(client, settings, "progress.xlsx", edited)).status_code == 200
 
     response = await client.get(f"/v1/public/plans/{PLAN}/progress")

@@ -1,5 +1,5 @@
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -27,10 +27,18 @@ def directory() -> PostcodeDirectory:
 
 def make_settings(*, database_url, broker, signing_key, unique, var_dir, **overrides) -> FulfilmentSettings:
     values = dict(
-        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-        jwt_signing_key=signing_key, topics=test_topics(unique), var_dir=var_dir, log_json=False,
-        consumer_group=f"fulfilment-{unique}", outbox_poll_seconds=0.1, sla_poll_seconds=0.1,
-        webhook_poll_seconds=0.05, webhook_backoff_seconds=0.05, create_hub_topics=False,
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        jwt_signing_key=signing_key,
+        topics=test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        consumer_group=f"fulfilment-{unique}",
+        outbox_poll_seconds=0.1,
+        sla_poll_seconds=0.1,
+        webhook_poll_seconds=0.05,
+        webhook_backoff_seconds=0.05,
+        create_hub_topics=False,
         consumer_session_timeout_ms=6000,
     )
     values.update(overrides)
@@ -39,8 +47,9 @@ def make_settings(*, database_url, broker, signing_key, unique, var_dir, **overr
 
 @pytest.fixture
 def settings(database_url, broker, signing_key, unique, var_dir):
-    return make_settings(database_url=database_url, broker=broker, signing_key=signing_key, unique=unique,
-                         var_dir=var_dir)
+    return make_settings(
+        database_url=database_url, broker=broker, signing_key=signing_key, unique=unique, var_dir=var_dir
+    )
 
 
 @pytest.fixture
@@ -72,15 +81,24 @@ async def deliver(app, data: EventData, *, event: CloudEvent | None = None) -> C
     runtime = app.state.runtime
     settings = runtime.settings
     consumer = runtime.consumer(
-        group=settings.consumer_group, topics=[settings.topics.referrals],
+        group=settings.consumer_group,
+        topics=[settings.topics.referrals],
         handlers=referral_handlers(routing=app.state.routing, topics=settings.topics),
     )
     event = event or data.envelope(source="/kent-together/referrals")
     value = event.to_bytes()
     record = ConsumerRecord(
-        topic=settings.topics.referrals, partition=0, offset=0, timestamp=0, timestamp_type=0,
-        key=event.subject.encode(), value=value, checksum=None, serialized_key_size=len(event.subject),
-        serialized_value_size=len(value), headers=(),
+        topic=settings.topics.referrals,
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=event.subject.encode(),
+        value=value,
+        checksum=None,
+        serialized_key_size=len(event.subject),
+        serialized_value_size=len(value),
+        headers=(),
     )
     await consumer.process(record)
     assert consumer.processed_total == 1, "the event was dead-lettered"
@@ -92,17 +110,26 @@ def headers(settings, role: str, hub: str | None = None) -> dict[str, str]:
 
 
 def referral_received(
-    *, postcode: str = THANET_POSTCODE, types=("food", "prescription"), urgency: str = "today",
+    *,
+    postcode: str = THANET_POSTCODE,
+    types=("food", "prescription"),
+    urgency: str = "today",
     consent: bool = True,
 ) -> ReferralReceivedV1:
     """The referral as the referrals service publishes it."""
     return ReferralReceivedV1(
-        referral_id=uuid.uuid4(), reference="KT-7F3K-9QX2", channel="phone",
-        received_at=datetime.now(timezone.utc), consent_to_share=consent,
+        referral_id=uuid.uuid4(),
+        reference="KT-7F3K-9QX2",
+        channel="phone",
+        received_at=datetime.now(UTC),
+        consent_to_share=consent,
         resident={
-            "name": "Margaret Jones", "date_of_birth": "1941-03-02", "phone": "+441843577000",
+            "name": "Margaret Jones",
+            "date_of_birth": "1941-03-02",
+            "phone": "+441843577000",
             "address": {"line1": "12 Northdown Road", "town": "Margate", "postcode": postcode},
-            "contact_preference": "phone", "vulnerabilities": ["shielding", "lives-alone"],
+            "contact_preference": "phone",
+            "vulnerabilities": ["shielding", "lives-alone"],
         },
         requests=[
             {"request_id": uuid.uuid4(), "type": kind, "details": f"{kind}: please call first", "urgency": urgency}
@@ -130,12 +157,13 @@ async def send_referral(settings, referral: ReferralReceivedV1) -> CloudEvent:
 
 async def hub_assignments(client, settings, hub: str, *, expect: int, **params) -> list[dict]:
     """The hub's assignments, once there are `expect` of them."""
+
     async def check():
-        response = await client.get(f"/v1/hubs/{hub}/assignments", params=params,
-                                    headers=headers(settings, "hub", hub))
+        response = await client.get(f"/v1/hubs/{hub}/assignments", params=params, headers=headers(settings, "hub", hub))
         assert response.status_code == 200, response.text
         items = response.json()["items"]
         return items if len(items) >= expect else None
+
     return await eventually(check)
 
 
@@ -145,4 +173,5 @@ async def queue(client, settings, name: str, *, expect: int) -> list[dict]:
         assert response.status_code == 200, response.text
         items = response.json()["items"]
         return items if len(items) >= expect else None
+
     return await eventually(check)

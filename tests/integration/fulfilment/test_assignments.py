@@ -1,14 +1,22 @@
 """Hub staff work their assignments through the API: every step allowed, refused, re-routed or kept as it should."""
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.events import (
-    AssignmentAmendedV1, AssignmentRoutedV1, AssignmentWithdrawnV1, ReferralAmendedV1,
+    AssignmentAmendedV1,
+    AssignmentRoutedV1,
+    AssignmentWithdrawnV1,
+    ReferralAmendedV1,
     RequestCancelledV1,
 )
 from tests.integration.fulfilment.conftest import (
-    CANTERBURY_POSTCODE, deliver, headers, hub_assignments, queue, referral_received,
+    CANTERBURY_POSTCODE,
+    deliver,
+    headers,
+    hub_assignments,
+    queue,
+    referral_received,
 )
 from tests.support.kafka import read_topic
 
@@ -23,8 +31,11 @@ async def one_thanet_assignment(client, settings, **kwargs) -> tuple[dict, objec
 
 
 async def move(client, settings, assignment_id, body, *, role="hub", hub="thanet"):
-    return await client.post(f"/v1/assignments/{assignment_id}/transitions", json=body,
-                             headers=headers(settings, role, hub if role == "hub" else None))
+    return await client.post(
+        f"/v1/assignments/{assignment_id}/transitions",
+        json=body,
+        headers=headers(settings, role, hub if role == "hub" else None),
+    )
 
 
 async def feed(client, settings, hub) -> list[dict]:
@@ -35,8 +46,11 @@ async def feed(client, settings, hub) -> list[dict]:
 async def test_hub_staff_take_a_request_to_fulfilled_and_every_step_is_kept_with_who_and_when(client, settings):
     item, _ = await one_thanet_assignment(client, settings)
 
-    for body in ({"to": "accepted"}, {"to": "in_progress", "note": "shopping booked for 2pm"},
-                 {"to": "fulfilled", "outcome": "delivered"}):
+    for body in (
+        {"to": "accepted"},
+        {"to": "in_progress", "note": "shopping booked for 2pm"},
+        {"to": "fulfilled", "outcome": "delivered"},
+    ):
         response = await move(client, settings, item["id"], body)
         assert response.status_code == 200, response.text
 
@@ -86,8 +100,12 @@ async def test_unable_to_fulfil_without_an_outcome_code_is_refused_naming_the_fi
 async def test_a_wrong_district_rejection_re_routes_to_the_hub_named_and_thanet_loses_sight_of_it(client, settings):
     item, referral = await one_thanet_assignment(client, settings)
 
-    response = await move(client, settings, item["id"],
-                          {"to": "rejected", "reason": "wrong-district", "hub": "canterbury", "note": "lives in Herne Bay"})
+    response = await move(
+        client,
+        settings,
+        item["id"],
+        {"to": "rejected", "reason": "wrong-district", "hub": "canterbury", "note": "lives in Herne Bay"},
+    )
 
     assert response.status_code == 200, response.text
     assert (response.json()["status"], response.json()["hub"]) == ("routed", "canterbury")
@@ -106,7 +124,9 @@ async def test_a_wrong_district_rejection_re_routes_to_the_hub_named_and_thanet_
     assert routed.previous_hub == "thanet" and routed.resident.name == "Margaret Jones"
     statuses = await read_topic(settings.kafka_bootstrap_servers, settings.topics.assignment_status, expect=3)
     assert [(e.data["status"], e.data["hub"]) for _, e in statuses] == [
-        ("routed", "thanet"), ("rejected", "thanet"), ("routed", "canterbury"),
+        ("routed", "thanet"),
+        ("rejected", "thanet"),
+        ("routed", "canterbury"),
     ]
     assert "lives in Herne Bay" not in statuses[1][1].to_bytes().decode()  # notes stay out of reporting
 
@@ -118,8 +138,9 @@ async def test_a_not_eligible_rejection_goes_to_triage_and_an_administrator_plac
     [triaged] = await queue(client, settings, "triage", expect=1)
     assert triaged["id"] == item["id"] and triaged["reason"] == "rejected by thanet: not-eligible"
 
-    placed = await move(client, settings, item["id"], {"to": "routed", "hub": "dover", "note": "Dover can help"},
-                        role="admin")
+    placed = await move(
+        client, settings, item["id"], {"to": "routed", "hub": "dover", "note": "Dover can help"}, role="admin"
+    )
     assert placed.status_code == 200, placed.text
     [at_dover] = await hub_assignments(client, settings, "dover", expect=1)
     assert at_dover["id"] == item["id"]
@@ -138,18 +159,27 @@ async def test_hub_staff_cannot_cancel_or_place_requests(client, settings):
 async def test_cancelling_the_request_closes_the_assignment_and_tells_the_hub(client, settings):
     item, referral = await one_thanet_assignment(client, settings)
 
-    await deliver(client.app, RequestCancelledV1(
-        referral_id=referral.referral_id, request_id=referral.requests[0].request_id, request_type="food",
-        reason="no-longer-needed", cancelled_at=datetime.now(timezone.utc),
-    ))
+    await deliver(
+        client.app,
+        RequestCancelledV1(
+            referral_id=referral.referral_id,
+            request_id=referral.requests[0].request_id,
+            request_type="food",
+            reason="no-longer-needed",
+            cancelled_at=datetime.now(UTC),
+        ),
+    )
 
     detail = (await client.get(f"/v1/assignments/{item['id']}", headers=headers(settings, "hub", "thanet"))).json()
     assert detail["status"] == "cancelled" and detail["closed_at"]
     assert detail["history"][-1]["reason"] == "no-longer-needed"
     withdrawn = (await feed(client, settings, "thanet"))[-1]
     assert withdrawn["type"] == AssignmentWithdrawnV1.type and withdrawn["data"]["why"] == "cancelled"
-    open_items = await client.get("/v1/hubs/thanet/assignments", params={"status": "routed,accepted,in_progress"},
-                                  headers=headers(settings, "hub", "thanet"))
+    open_items = await client.get(
+        "/v1/hubs/thanet/assignments",
+        params={"status": "routed,accepted,in_progress"},
+        headers=headers(settings, "hub", "thanet"),
+    )
     assert open_items.json()["items"] == []
 
 
@@ -158,8 +188,12 @@ def amendment(referral, *, postcode: str, address_changed: bool = True) -> Refer
         update={"address": referral.resident.address.model_copy(update={"postcode": postcode, "line1": "3 High St"})}
     )
     return ReferralAmendedV1(
-        referral_id=referral.referral_id, reference=referral.reference, amended_at=datetime.now(timezone.utc),
-        changed=["address.line1", "address.postcode"], address_changed=address_changed, resident=resident,
+        referral_id=referral.referral_id,
+        reference=referral.reference,
+        amended_at=datetime.now(UTC),
+        changed=["address.line1", "address.postcode"],
+        address_changed=address_changed,
+        resident=resident,
         consent_to_share=True,
     )
 
@@ -198,22 +232,30 @@ async def test_hub_staff_record_contact_attempts_case_notes_and_a_follow_up_flag
     item, _ = await one_thanet_assignment(client, settings)
     thanet = headers(settings, "hub", "thanet")
 
-    tried = await client.post(f"/v1/assignments/{item['id']}/contact-attempts", json={"outcome": "no-answer"},
-                              headers=thanet)
-    reached = await client.post(f"/v1/assignments/{item['id']}/contact-attempts",
-                                json={"outcome": "reached", "note": "needs gluten-free"}, headers=thanet)
-    noted = await client.post(f"/v1/assignments/{item['id']}/notes", json={"text": "Neighbour has a key"},
-                              headers=thanet)
-    flagged = await client.patch(f"/v1/assignments/{item['id']}", json={"follow_up": True,
-                                                                      "follow_up_on": "2020-04-10"}, headers=thanet)
-    wrong = await client.post(f"/v1/assignments/{item['id']}/contact-attempts", json={"outcome": "busy"},
-                              headers=thanet)
+    tried = await client.post(
+        f"/v1/assignments/{item['id']}/contact-attempts", json={"outcome": "no-answer"}, headers=thanet
+    )
+    reached = await client.post(
+        f"/v1/assignments/{item['id']}/contact-attempts",
+        json={"outcome": "reached", "note": "needs gluten-free"},
+        headers=thanet,
+    )
+    noted = await client.post(
+        f"/v1/assignments/{item['id']}/notes", json={"text": "Neighbour has a key"}, headers=thanet
+    )
+    flagged = await client.patch(
+        f"/v1/assignments/{item['id']}", json={"follow_up": True, "follow_up_on": "2020-04-10"}, headers=thanet
+    )
+    wrong = await client.post(
+        f"/v1/assignments/{item['id']}/contact-attempts", json={"outcome": "busy"}, headers=thanet
+    )
 
     assert [r.status_code for r in (tried, reached, noted)] == [201, 201, 201]
     assert wrong.status_code == 422
     detail = flagged.json()
     assert [(c["contact_outcome"], c["by"]) for c in detail["contact_attempts"]] == [
-        ("no-answer", "hub-thanet"), ("reached", "hub-thanet"),
+        ("no-answer", "hub-thanet"),
+        ("reached", "hub-thanet"),
     ]
     assert detail["notes"][0]["text"] == "Neighbour has a key"
     assert detail["follow_up"] is True and detail["follow_up_on"] == "2020-04-10"

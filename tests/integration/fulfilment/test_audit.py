@@ -20,17 +20,20 @@ async def test_hub_reads_feed_exports_and_changes_are_recorded_by_referral_with_
     assert last["items"] == []
 
     admin = headers(settings, "admin")
-    by_referral = (await client.get("/v1/audit", params={"resource_id": str(referral.referral_id)},
-                                    headers=admin)).json()["records"]
+    by_referral = (
+        await client.get("/v1/audit", params={"resource_id": str(referral.referral_id)}, headers=admin)
+    ).json()["records"]
     assert [(r["action"], r["actor"], r["hub"]) for r in by_referral] == [
-        ("read", "hub-thanet", "thanet"),    # the list (hub_assignments above)
-        ("read", "hub-thanet", "thanet"),    # the assignment with the resident's details
+        ("read", "hub-thanet", "thanet"),  # the list (hub_assignments above)
+        ("read", "hub-thanet", "thanet"),  # the assignment with the resident's details
         ("export", "hub-thanet", "thanet"),  # the feed
     ]
     assert by_referral[1]["detail"] == {"assignment_id": item["id"]}
     assert by_referral[2]["detail"]["hub-feed"] == "thanet"
     changes = (await client.get("/v1/audit", params={"resource_id": item["id"]}, headers=admin)).json()["records"]
-    assert [(r["action"], r["resource"], r["detail"]) for r in changes] == [("change", "assignment", {"to": "accepted"})]
+    assert [(r["action"], r["resource"], r["detail"]) for r in changes] == [
+        ("change", "assignment", {"to": "accepted"})
+    ]
 
 
 async def test_a_hub_change_whose_audit_record_cannot_be_written_is_not_made(client, settings):
@@ -48,6 +51,7 @@ async def test_a_hub_change_whose_audit_record_cannot_be_written_is_not_made(cli
     now = (await client.get(f"/v1/assignments/{item['id']}", headers=thanet)).json()
     assert now["status"] == item["status"] == "routed"
     assert now["notes"] == []
-    changes = (await client.get("/v1/audit", params={"resource_id": item["id"]},
-                                headers=headers(settings, "admin"))).json()["records"]
+    changes = (
+        await client.get("/v1/audit", params={"resource_id": item["id"]}, headers=headers(settings, "admin"))
+    ).json()["records"]
     assert changes == []

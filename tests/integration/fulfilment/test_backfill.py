@@ -1,13 +1,13 @@
 """Recording a hub's work in the past: a migrated (or demo) case keeps the times it really happened."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from services.fulfilment.service import escalate_overdue
 from tests.integration.fulfilment.conftest import deliver, headers, hub_assignments, referral_received
 from tests.support.kafka import read_topic
 
 SERVICE = "fulfilment"
-RECEIVED = datetime(2020, 4, 3, 10, 15, tzinfo=timezone.utc)
+RECEIVED = datetime(2020, 4, 3, 10, 15, tzinfo=UTC)
 
 
 async def backfilled_assignment(client, settings) -> dict:
@@ -18,8 +18,9 @@ async def backfilled_assignment(client, settings) -> dict:
 
 
 async def move(client, settings, assignment_id, body, *, role="admin", hub=None):
-    return await client.post(f"/v1/assignments/{assignment_id}/transitions", json=body,
-                             headers=headers(settings, role, hub))
+    return await client.post(
+        f"/v1/assignments/{assignment_id}/transitions", json=body, headers=headers(settings, role, hub)
+    )
 
 
 async def test_a_backfilled_referral_reached_its_hub_when_it_was_received(client, settings):
@@ -28,7 +29,9 @@ async def test_a_backfilled_referral_reached_its_hub_when_it_was_received(client
     assert datetime.fromisoformat(item["accept_due_at"]) == RECEIVED + timedelta(hours=4)  # urgency today
 
 
-async def test_a_deadline_that_passed_before_the_case_was_recorded_shows_overdue_but_raises_no_escalation(client, settings):
+async def test_a_deadline_that_passed_before_the_case_was_recorded_shows_overdue_but_raises_no_escalation(
+    client, settings
+):
     item = await backfilled_assignment(client, settings)
     runtime = client.app.state.runtime
 
@@ -38,12 +41,16 @@ async def test_a_deadline_that_passed_before_the_case_was_recorded_shows_overdue
     assert listed["escalated_at"] is None
 
 
-async def test_an_administrator_records_when_a_hub_accepted_and_fulfilled_and_the_events_carry_those_times(client, settings):
+async def test_an_administrator_records_when_a_hub_accepted_and_fulfilled_and_the_events_carry_those_times(
+    client, settings
+):
     item = await backfilled_assignment(client, settings)
     accepted, fulfilled = RECEIVED + timedelta(hours=2), RECEIVED + timedelta(hours=20)
-    for body in ({"to": "accepted", "at": accepted.isoformat()},
-                 {"to": "in_progress", "at": accepted.isoformat()},
-                 {"to": "fulfilled", "outcome": "delivered", "at": fulfilled.isoformat()}):
+    for body in (
+        {"to": "accepted", "at": accepted.isoformat()},
+        {"to": "in_progress", "at": accepted.isoformat()},
+        {"to": "fulfilled", "outcome": "delivered", "at": fulfilled.isoformat()},
+    ):
         response = await move(client, settings, item["id"], body)
         assert response.status_code == 200, response.text
 
@@ -60,15 +67,21 @@ async def test_an_administrator_records_when_a_hub_accepted_and_fulfilled_and_th
 
 async def test_hub_staff_cannot_date_a_transition(client, settings):
     item = await backfilled_assignment(client, settings)
-    response = await move(client, settings, item["id"], {"to": "accepted", "at": (RECEIVED + timedelta(hours=1)).isoformat()},
-                          role="hub", hub="thanet")
+    response = await move(
+        client,
+        settings,
+        item["id"],
+        {"to": "accepted", "at": (RECEIVED + timedelta(hours=1)).isoformat()},
+        role="hub",
+        hub="thanet",
+    )
     assert response.status_code == 403, response.text
     assert response.json()["field"] == "at" and "assignments:backfill" in response.json()["detail"]
 
 
 async def test_a_transition_dated_in_the_future_is_refused_naming_at(client, settings):
     item = await backfilled_assignment(client, settings)
-    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
     response = await move(client, settings, item["id"], {"to": "accepted", "at": tomorrow.isoformat()})
     assert response.status_code == 422, response.text
     assert {e["field"]: e["reason"] for e in response.json()["errors"]}["at"] == "is in the future"
@@ -76,7 +89,9 @@ async def test_a_transition_dated_in_the_future_is_refused_naming_at(client, set
 
 async def test_a_transition_dated_before_the_assignments_last_change_is_refused_naming_at(client, settings):
     item = await backfilled_assignment(client, settings)
-    response = await move(client, settings, item["id"], {"to": "accepted", "at": (RECEIVED - timedelta(hours=1)).isoformat()})
+    response = await move(
+        client, settings, item["id"], {"to": "accepted", "at": (RECEIVED - timedelta(hours=1)).isoformat()}
+    )
     assert response.status_code == 422, response.text
     assert "before the assignment's last change" in {e["field"]: e["reason"] for e in response.json()["errors"]}["at"]
 

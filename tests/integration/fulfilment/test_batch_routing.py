@@ -1,7 +1,7 @@
 """A fetched batch of referral events is routed in one transaction, in its order, with nothing lost or doubled."""
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select
@@ -18,7 +18,8 @@ SOURCE = "/kent-together/referrals"
 def batch_consumer(app):
     runtime, settings = app.state.runtime, app.state.runtime.settings
     return runtime.consumer(
-        group=settings.consumer_group, topics=[settings.topics.referrals],
+        group=settings.consumer_group,
+        topics=[settings.topics.referrals],
         handlers=referral_handlers(routing=app.state.routing, topics=settings.topics),
         batch_handler=referral_batch(routing=app.state.routing, topics=settings.topics),
     )
@@ -29,17 +30,30 @@ def records(topic: str, events: list[CloudEvent | bytes]) -> list[ConsumerRecord
     for offset, event in enumerate(events):
         value = event if isinstance(event, bytes) else event.to_bytes()
         key = b"k" if isinstance(event, bytes) else event.subject.encode()
-        out.append(ConsumerRecord(
-            topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=key, value=value,
-            checksum=None, serialized_key_size=len(key), serialized_value_size=len(value), headers=(),
-        ))
+        out.append(
+            ConsumerRecord(
+                topic=topic,
+                partition=0,
+                offset=offset,
+                timestamp=0,
+                timestamp_type=0,
+                key=key,
+                value=value,
+                checksum=None,
+                serialized_key_size=len(key),
+                serialized_value_size=len(value),
+                headers=(),
+            )
+        )
     return out
 
 
 async def stored(app):
     async with app.state.runtime.db.sessions() as session:
         rows = (await session.execute(select(assignments.c.request_id, assignments.c.status, assignments.c.hub))).all()
-        feed = (await session.execute(select(hub_feed.c.hub, hub_feed.c.seq).order_by(hub_feed.c.hub, hub_feed.c.seq))).all()
+        feed = (
+            await session.execute(select(hub_feed.c.hub, hub_feed.c.seq).order_by(hub_feed.c.hub, hub_feed.c.seq))
+        ).all()
     return {r.request_id: (r.status, r.hub) for r in rows}, feed
 
 
@@ -47,8 +61,11 @@ async def test_a_batch_routes_every_request_once_in_order_and_numbers_each_hubs_
     thanet = [referral_received(types=("food", "prescription")) for _ in range(3)]
     canterbury = referral_received(postcode=CANTERBURY_POSTCODE, types=("befriending", "food"))
     cancelled = RequestCancelledV1(
-        referral_id=canterbury.referral_id, request_id=canterbury.requests[0].request_id,
-        request_type="befriending", reason="no-longer-needed", cancelled_at=datetime.now(timezone.utc),
+        referral_id=canterbury.referral_id,
+        request_id=canterbury.requests[0].request_id,
+        request_type="befriending",
+        reason="no-longer-needed",
+        cancelled_at=datetime.now(UTC),
     )
     events = [r.envelope(source=SOURCE) for r in thanet] + [canterbury.envelope(source=SOURCE)]
     # The first referral again under a new event id (a republish), and a cancellation that must follow its referral.
@@ -79,10 +96,12 @@ async def test_one_bad_event_in_a_batch_is_dead_lettered_and_the_rest_are_routed
     async def parked(message, *, reason):
         sent.append((message.offset, reason))
         consumer.dead_lettered_total += 1
+
     consumer.dead_letter = parked
 
-    await consumer.process_many(records(settings.topics.referrals, [
-        good[0].envelope(source=SOURCE), bad, good[1].envelope(source=SOURCE)]))
+    await consumer.process_many(
+        records(settings.topics.referrals, [good[0].envelope(source=SOURCE), bad, good[1].envelope(source=SOURCE)])
+    )
 
     by_request, _ = await stored(client.app)
     assert set(by_request) == {str(r.requests[0].request_id) for r in good}

@@ -56,21 +56,25 @@ async def test_a_hub_reads_its_list_while_another_transaction_holds_the_write_lo
 @pytest.fixture
 async def impatient_client(settings, directory, sqlite_only):
     """The service waiting only 0.2 s for the write lock (REFERRALS_DATABASE_BUSY_TIMEOUT_SECONDS and so on)."""
-    app = create_app(settings.model_copy(update={"run_consumers": False, "database_busy_timeout_seconds": 0.2}),
-                     directory=directory)
+    app = create_app(
+        settings.model_copy(update={"run_consumers": False, "database_busy_timeout_seconds": 0.2}), directory=directory
+    )
     async with running(app) as http:
         http.app = app
         yield http
 
 
 async def test_a_lock_not_had_in_time_is_answered_503_with_retry_after_and_the_request_can_go_again(
-    impatient_client, settings, sqlite_only,
+    impatient_client,
+    settings,
+    sqlite_only,
 ):
     client = impatient_client
     await deliver(client.app, referral_received())
     hub = headers(settings, "hub", "thanet")
-    [assignment] = [a for a in (await client.get("/v1/hubs/thanet/assignments", headers=hub)).json()["items"]
-                    if a["type"] == "food"]
+    [assignment] = [
+        a for a in (await client.get("/v1/hubs/thanet/assignments", headers=hub)).json()["items"] if a["type"] == "food"
+    ]
     transition = f"/v1/assignments/{assignment['id']}/transitions"
     async with WriteLock(sqlite_only):
         refused = await client.post(transition, json={"to": "accepted"}, headers=hub)

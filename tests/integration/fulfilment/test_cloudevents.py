@@ -12,16 +12,24 @@ SERVICE = "fulfilment"
 
 async def raw_messages(bootstrap_servers: str, topic: str, *, expect: int):
     """The records on `topic` as any Kafka client gets them: key, value and headers, nothing parsed."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                metadata_max_age_ms=300, fetch_max_wait_ms=100)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=300,
+        fetch_max_wait_ms=100,
+    )
     await consumer.start()
     found = []
     try:
+
         async def enough():
             for messages in (await consumer.getmany(timeout_ms=200)).values():
                 found.extend(messages)
             return len(found) >= expect
+
         await eventually(enough)
     finally:
         await consumer.stop()

@@ -1,6 +1,6 @@
 """Fulfilment's side of an erasure, through its own consumer code: erased, and the event recorded as handled."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -21,8 +21,9 @@ async def test_an_erasure_commits_with_its_inbox_row_in_the_consumers_transactio
     referral = referral_received(types=("food",))
     received = await deliver(client.app, referral)
     [item] = await hub_assignments(client, settings, "thanet", expect=1)
-    erased = await deliver(client.app, ResidentErasedV1(
-        referral_id=referral.referral_id, erased_at=datetime.now(timezone.utc), reason="request"))
+    erased = await deliver(
+        client.app, ResidentErasedV1(referral_id=referral.referral_id, erased_at=datetime.now(UTC), reason="request")
+    )
 
     runtime = client.app.state.runtime
     async with runtime.db.sessions() as session:

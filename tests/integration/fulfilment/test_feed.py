@@ -8,8 +8,9 @@ SERVICE = "fulfilment"
 
 
 async def read_page(client, settings, hub, cursor, limit):
-    response = await client.get(f"/v1/hubs/{hub}/feed", params={"cursor": cursor, "limit": limit},
-                                headers=headers(settings, "hub", hub))
+    response = await client.get(
+        f"/v1/hubs/{hub}/feed", params={"cursor": cursor, "limit": limit}, headers=headers(settings, "hub", hub)
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -58,7 +59,9 @@ async def test_a_reader_polling_during_concurrent_writes_never_skips_or_repeats_
 
 async def test_a_hub_only_reads_its_own_feed_and_a_bad_cursor_is_refused(client, settings):
     other = await client.get("/v1/hubs/thanet/feed", headers=headers(settings, "hub", "dover"))
-    negative = await client.get("/v1/hubs/thanet/feed", params={"cursor": -1}, headers=headers(settings, "hub", "thanet"))
+    negative = await client.get(
+        "/v1/hubs/thanet/feed", params={"cursor": -1}, headers=headers(settings, "hub", "thanet")
+    )
     admin = await client.get("/v1/hubs/thanet/feed", headers=headers(settings, "admin"))
 
     assert other.status_code == 403

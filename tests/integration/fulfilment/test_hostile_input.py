@@ -14,8 +14,11 @@ async def test_a_hub_name_set_to_null_is_refused_naming_the_field(client, settin
 
 async def test_an_offset_or_cursor_past_what_a_database_can_count_is_refused_naming_the_field(client, settings):
     admin = headers(settings, "admin")
-    for path, field in [("/v1/queues/triage", "offset"), ("/v1/hubs/thanet/assignments", "offset"),
-                        ("/v1/hubs/thanet/feed", "cursor")]:
+    for path, field in [
+        ("/v1/queues/triage", "offset"),
+        ("/v1/hubs/thanet/assignments", "offset"),
+        ("/v1/hubs/thanet/feed", "cursor"),
+    ]:
         response = await client.get(path, params={field: 2**70}, headers=admin)
         assert response.status_code == 422, (path, response.text)
         assert [e["field"] for e in response.json()["errors"]] == [field]

@@ -19,7 +19,10 @@ BODIES = {
     "transitions": {"to": "accepted"},
     "notes": {"text": "hello"},
     "contact-attempts": {"outcome": "no-answer", "note": "rang twice"},
-    "take": {}, "release": {}, "hand-over": {"to": "dev:maidstone-worker"}, "next-contact": {"at": None},
+    "take": {},
+    "release": {},
+    "hand-over": {"to": "dev:maidstone-worker"},
+    "next-contact": {"at": None},
 }
 
 
@@ -36,7 +39,9 @@ def resident_details_in(text: str) -> list[str]:
 async def test_another_hub_gets_404_for_every_assignment_endpoint_and_403_for_every_hub_endpoint(client, settings):
     await deliver(client.app, referral_received())  # Thanet
     thanet_items = await hub_assignments(client, settings, "thanet", expect=2)
-    own_feed = await client.get("/v1/hubs/thanet/feed", params={"cursor": 0}, headers=headers(settings, "hub", "thanet"))
+    own_feed = await client.get(
+        "/v1/hubs/thanet/feed", params={"cursor": 0}, headers=headers(settings, "hub", "thanet")
+    )
     assert resident_details_in(own_feed.text), "the hub's own feed carries its residents"
     maidstone = headers(settings, "hub", "maidstone")
 
@@ -55,8 +60,13 @@ async def test_another_hub_gets_404_for_every_assignment_endpoint_and_403_for_ev
         else:
             continue
         walked += 1
-        response = await client.request(op.method, path, headers=maidstone, json=body_for(op.path, op.method),
-                                         params={"cursor": 0} if op.path.endswith("/feed") else None)
+        response = await client.request(
+            op.method,
+            path,
+            headers=maidstone,
+            json=body_for(op.path, op.method),
+            params={"cursor": 0} if op.path.endswith("/feed") else None,
+        )
         if response.status_code not in expected:
             wrong.append(f"{op}: {response.status_code}, expected {expected}")
         if resident_details_in(response.text):
@@ -72,9 +82,11 @@ async def test_another_hub_gets_404_for_every_assignment_endpoint_and_403_for_ev
 async def test_a_hub_sees_only_its_own_webhook_set_up(client, settings):
     admin = headers(settings, "admin")
     for slug in ("thanet", "dover"):
-        changed = await client.patch(f"/v1/hubs/{slug}", headers=admin,
-                                     json={"webhook_url": f"https://{slug}.example/hook-{uuid.uuid4().hex[:6]}",
-                                           "webhook_secret": "s" * 32})
+        changed = await client.patch(
+            f"/v1/hubs/{slug}",
+            headers=admin,
+            json={"webhook_url": f"https://{slug}.example/hook-{uuid.uuid4().hex[:6]}", "webhook_secret": "s" * 32},
+        )
         assert changed.status_code == 200, changed.text
     thanet = headers(settings, "hub", "thanet")
 
@@ -85,12 +97,16 @@ async def test_a_hub_sees_only_its_own_webhook_set_up(client, settings):
     assert dover["webhook_url"] is None and dover["has_webhook_secret"] is False
     assert dover["slug"] == "dover" and dover["name"], "the hub itself is no secret: hubs pass requests on"
     # An administrator sees every hub's set-up.
-    assert (await client.get("/v1/hubs/dover", headers=admin)).json()["webhook_url"].startswith("https://dover.example/")
+    assert (
+        (await client.get("/v1/hubs/dover", headers=admin)).json()["webhook_url"].startswith("https://dover.example/")
+    )
 
 
 async def test_a_hub_feed_read_from_the_start_holds_only_its_own_residents(client, settings):
     await deliver(client.app, referral_received())  # Thanet
     await hub_assignments(client, settings, "thanet", expect=2)
-    page = await client.get("/v1/hubs/maidstone/feed", params={"cursor": 0}, headers=headers(settings, "hub", "maidstone"))
+    page = await client.get(
+        "/v1/hubs/maidstone/feed", params={"cursor": 0}, headers=headers(settings, "hub", "maidstone")
+    )
     assert page.status_code == 200
     assert page.json()["items"] == [] and not resident_details_in(page.text)

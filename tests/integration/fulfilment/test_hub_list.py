@@ -1,6 +1,6 @@
 """A hub worker's list, as a day's work needs it: the true total, what is still to do, and where rejected cases went."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.events import ResidentErasedV1
 from tests.integration.fulfilment.conftest import deliver, headers, hub_assignments, referral_received
@@ -9,16 +9,18 @@ SERVICE = "fulfilment"
 
 
 async def thanet_list(client, settings, **params) -> dict:
-    response = await client.get("/v1/hubs/thanet/assignments", params=params,
-                                headers=headers(settings, "hub", "thanet"))
+    response = await client.get(
+        "/v1/hubs/thanet/assignments", params=params, headers=headers(settings, "hub", "thanet")
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 async def move(client, settings, assignment_id, *steps):
     for body in steps:
-        response = await client.post(f"/v1/assignments/{assignment_id}/transitions", json=body,
-                                     headers=headers(settings, "hub", "thanet"))
+        response = await client.post(
+            f"/v1/assignments/{assignment_id}/transitions", json=body, headers=headers(settings, "hub", "thanet")
+        )
         assert response.status_code == 200, response.text
 
 
@@ -38,10 +40,17 @@ async def test_closed_and_erased_cases_are_left_out_unless_asked_for(client, set
         await deliver(client.app, referral)
     items = await hub_assignments(client, settings, "thanet", expect=3)
     by_referral = {item["referral_id"]: item for item in items}
-    await move(client, settings, by_referral[str(done.referral_id)]["id"], {"to": "accepted"}, {"to": "in_progress"},
-               {"to": "fulfilled", "outcome": "delivered"})
-    await deliver(client.app, ResidentErasedV1(referral_id=erased.referral_id, erased_at=datetime.now(timezone.utc),
-                                               reason="request"))
+    await move(
+        client,
+        settings,
+        by_referral[str(done.referral_id)]["id"],
+        {"to": "accepted"},
+        {"to": "in_progress"},
+        {"to": "fulfilled", "outcome": "delivered"},
+    )
+    await deliver(
+        client.app, ResidentErasedV1(referral_id=erased.referral_id, erased_at=datetime.now(UTC), reason="request")
+    )
 
     default = await thanet_list(client, settings)
     assert [i["referral_id"] for i in default["items"]] == [str(open_one.referral_id)] and default["count"] == 1
@@ -59,7 +68,11 @@ async def test_a_hub_sees_where_each_case_it_rejected_went_without_the_residents
     response = await client.get("/v1/hubs/thanet/rejected", headers=headers(settings, "hub", "thanet"))
     assert response.status_code == 200, response.text
     [rejected] = response.json()["items"]
-    assert (rejected["id"], rejected["reason"], rejected["reference"]) == (item["id"], "not-eligible", item["reference"])
+    assert (rejected["id"], rejected["reason"], rejected["reference"]) == (
+        item["id"],
+        "not-eligible",
+        item["reference"],
+    )
     assert rejected["now"]["status"] == "triage"  # its own district's hub rejected it: a person places it
     assert "resident_name" not in rejected and "phone" not in rejected
     other = await client.get("/v1/hubs/dover/rejected", headers=headers(settings, "hub", "dover"))

@@ -5,8 +5,18 @@ from tests.integration.fulfilment.conftest import deliver, headers, hub_assignme
 SERVICE = "fulfilment"
 
 SLUGS = {
-    "ashford", "canterbury", "dartford", "dover", "folkestone-hythe", "gravesham", "maidstone", "sevenoaks",
-    "swale", "thanet", "tonbridge-malling", "tunbridge-wells",
+    "ashford",
+    "canterbury",
+    "dartford",
+    "dover",
+    "folkestone-hythe",
+    "gravesham",
+    "maidstone",
+    "sevenoaks",
+    "swale",
+    "thanet",
+    "tonbridge-malling",
+    "tunbridge-wells",
 }
 
 
@@ -24,10 +34,16 @@ async def test_the_twelve_district_hubs_are_listed_with_their_districts_and_sla(
 
 async def test_an_administrator_edits_a_hub_and_new_requests_follow_its_sla(client, settings):
     admin = headers(settings, "admin")
-    response = await client.patch("/v1/hubs/thanet", headers=admin, json={
-        "email": "hub@thanet.gov.uk", "phone": "01843 577000", "hours": "8am to 8pm, every day",
-        "sla": {"today": {"accept_hours": 2}},
-    })
+    response = await client.patch(
+        "/v1/hubs/thanet",
+        headers=admin,
+        json={
+            "email": "hub@thanet.gov.uk",
+            "phone": "01843 577000",
+            "hours": "8am to 8pm, every day",
+            "sla": {"today": {"accept_hours": 2}},
+        },
+    )
     assert response.status_code == 200, response.text
     hub = response.json()
     assert hub["email"] == "hub@thanet.gov.uk" and hub["hours"] == "8am to 8pm, every day"
@@ -36,16 +52,21 @@ async def test_an_administrator_edits_a_hub_and_new_requests_follow_its_sla(clie
     await deliver(client.app, referral_received(types=("food",), urgency="today"))
     [item] = await hub_assignments(client, settings, "thanet", expect=1)
     from datetime import datetime
+
     due = datetime.fromisoformat(item["accept_due_at"]) - datetime.fromisoformat(item["routed_at"])
     assert due.total_seconds() == 2 * 3600
 
 
 async def test_only_administrators_edit_hubs_and_bad_settings_name_the_field(client, settings):
     by_hub = await client.patch("/v1/hubs/thanet", json={"hours": "never"}, headers=headers(settings, "hub", "thanet"))
-    bad_sla = await client.patch("/v1/hubs/thanet", json={"sla": {"today": {"accept_hours": 48, "fulfil_hours": 2}}},
-                                 headers=headers(settings, "admin"))
-    unsigned = await client.patch("/v1/hubs/thanet", json={"webhook_url": "https://hub.example/kt"},
-                                  headers=headers(settings, "admin"))
+    bad_sla = await client.patch(
+        "/v1/hubs/thanet",
+        json={"sla": {"today": {"accept_hours": 48, "fulfil_hours": 2}}},
+        headers=headers(settings, "admin"),
+    )
+    unsigned = await client.patch(
+        "/v1/hubs/thanet", json={"webhook_url": "https://hub.example/kt"}, headers=headers(settings, "admin")
+    )
     unknown = await client.patch("/v1/hubs/atlantis", json={"hours": "9-5"}, headers=headers(settings, "admin"))
 
     assert by_hub.status_code == 403

@@ -43,11 +43,17 @@ async def test_a_contact_attempt_and_a_transition_retried_are_recorded_once(clie
     thanet = headers(settings, "hub", "thanet")
 
     for _ in range(2):
-        tried = await client.post(f"/v1/assignments/{assignment_id}/contact-attempts", json={"outcome": "no-answer"},
-                                  headers={**thanet, "Idempotency-Key": "attempt-1"})
+        tried = await client.post(
+            f"/v1/assignments/{assignment_id}/contact-attempts",
+            json={"outcome": "no-answer"},
+            headers={**thanet, "Idempotency-Key": "attempt-1"},
+        )
         assert tried.status_code == 201
-        accepted = await client.post(f"/v1/assignments/{assignment_id}/transitions", json={"to": "accepted"},
-                                     headers={**thanet, "Idempotency-Key": "accept-1"})
+        accepted = await client.post(
+            f"/v1/assignments/{assignment_id}/transitions",
+            json={"to": "accepted"},
+            headers={**thanet, "Idempotency-Key": "accept-1"},
+        )
         # Without the key the retry would be a 409: an accepted assignment cannot be accepted again.
         assert accepted.status_code == 200, accepted.text
 
@@ -67,8 +73,9 @@ async def test_the_same_key_with_another_body_is_a_422_and_nothing_is_written(cl
     assert other.status_code == 422
     assert other.headers["content-type"] == "application/problem+json"
     assert other.json()["type"].endswith("/idempotency-key-reused")
-    assert other.json()["errors"] == [{"field": "Idempotency-Key", "in": "header",
-                                       "reason": "already used with another request: use a new key"}]
+    assert other.json()["errors"] == [
+        {"field": "Idempotency-Key", "in": "header", "reason": "already used with another request: use a new key"}
+    ]
     assert [n["text"] for n in (await detail(client, settings, assignment_id))["notes"]] == ["first"]
 
 
@@ -76,8 +83,11 @@ async def test_a_key_is_the_callers_own_another_caller_with_the_same_key_writes_
     assignment_id = await thanet_assignment(client, settings)
     url = f"/v1/assignments/{assignment_id}/notes"
     for subject in ("thanet-a", "thanet-b"):
-        response = await client.post(url, json={"text": f"from {subject}"}, headers={
-            **token(settings, "hub", hub="thanet", subject=subject), "Idempotency-Key": "shared-key"})
+        response = await client.post(
+            url,
+            json={"text": f"from {subject}"},
+            headers={**token(settings, "hub", hub="thanet", subject=subject), "Idempotency-Key": "shared-key"},
+        )
         assert response.status_code == 201
     assert len((await detail(client, settings, assignment_id))["notes"]) == 2
 
@@ -85,8 +95,11 @@ async def test_a_key_is_the_callers_own_another_caller_with_the_same_key_writes_
 async def test_a_malformed_key_is_a_422_naming_the_header(client, settings):
     assignment_id = await thanet_assignment(client, settings)
     for bad in ('"unterminated', "two words", "x" * 201, '""'):
-        response = await client.post(f"/v1/assignments/{assignment_id}/notes", json={"text": "x"},
-                                     headers={**headers(settings, "hub", "thanet"), "Idempotency-Key": bad})
+        response = await client.post(
+            f"/v1/assignments/{assignment_id}/notes",
+            json={"text": "x"},
+            headers={**headers(settings, "hub", "thanet"), "Idempotency-Key": bad},
+        )
         assert response.status_code == 422, bad
         assert response.json()["errors"][0]["field"] == "Idempotency-Key"
         assert response.json()["errors"][0]["in"] == "header"
@@ -97,13 +110,19 @@ async def test_a_refused_request_is_not_kept_so_its_retry_runs(client, settings)
     """A 409 (not allowed now) is the state's answer, not the request's: after the state changes the retry runs."""
     assignment_id = await thanet_assignment(client, settings)
     thanet = headers(settings, "hub", "thanet")
-    early = await client.post(f"/v1/assignments/{assignment_id}/transitions", json={"to": "fulfilled"},
-                              headers={**thanet, "Idempotency-Key": "fulfil-1"})
+    early = await client.post(
+        f"/v1/assignments/{assignment_id}/transitions",
+        json={"to": "fulfilled"},
+        headers={**thanet, "Idempotency-Key": "fulfil-1"},
+    )
     assert early.status_code == 409
     await client.post(f"/v1/assignments/{assignment_id}/transitions", json={"to": "accepted"}, headers=thanet)
     await client.post(f"/v1/assignments/{assignment_id}/transitions", json={"to": "in_progress"}, headers=thanet)
-    later = await client.post(f"/v1/assignments/{assignment_id}/transitions", json={"to": "fulfilled"},
-                              headers={**thanet, "Idempotency-Key": "fulfil-1"})
+    later = await client.post(
+        f"/v1/assignments/{assignment_id}/transitions",
+        json={"to": "fulfilled"},
+        headers={**thanet, "Idempotency-Key": "fulfil-1"},
+    )
     assert later.status_code == 200, later.text
 
 

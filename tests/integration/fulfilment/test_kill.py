@@ -31,8 +31,10 @@ def start_service(settings, port: int) -> subprocess.Popen:
         "KT_JWT_SIGNING_KEY": settings.jwt_signing_key,
         "KT_VAR_DIR": str(settings.var_dir),
         "KT_LOG_LEVEL": "WARNING",
-        "KT_TOPIC_REFERRALS": topics.referrals, "KT_TOPIC_REQUEST_STATS": topics.request_stats,
-        "KT_TOPIC_ASSIGNMENT_STATUS": topics.assignment_status, "KT_TOPIC_HUBS": topics.hubs,
+        "KT_TOPIC_REFERRALS": topics.referrals,
+        "KT_TOPIC_REQUEST_STATS": topics.request_stats,
+        "KT_TOPIC_ASSIGNMENT_STATUS": topics.assignment_status,
+        "KT_TOPIC_HUBS": topics.hubs,
         "KT_TOPIC_DEAD_LETTER_PREFIX": topics.dead_letter_prefix,
         "FULFILMENT_CONSUMER_GROUP": settings.consumer_group,
         "FULFILMENT_CONSUMER_SESSION_TIMEOUT_MS": "6000",
@@ -40,22 +42,40 @@ def start_service(settings, port: int) -> subprocess.Popen:
         "FULFILMENT_OUTBOX_POLL_SECONDS": "0.1",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "services.fulfilment.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.fulfilment.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
 
 
 async def test_a_service_killed_mid_stream_and_restarted_makes_exactly_one_assignment_per_request(
-    settings, database_url,
+    settings,
+    database_url,
 ):
     if database_url.startswith("sqlite"):
         pytest.skip("one database is enough for this slow test: PostgreSQL, as in production")
     referrals = [referral_received(types=("food", "prescription")) for _ in range(400)]
     requests = {str(r.request_id) for referral in referrals for r in referral.requests}
     await ensure_topics(settings.kafka_bootstrap_servers, {settings.topics.referrals: 3})
-    await produce(settings.kafka_bootstrap_servers, settings.topics.referrals,
-                  *[r.envelope(source="/kent-together/referrals") for r in referrals])
+    await produce(
+        settings.kafka_bootstrap_servers,
+        settings.topics.referrals,
+        *[r.envelope(source="/kent-together/referrals") for r in referrals],
+    )
     db = Database(settings.database_url)
 
     async def made() -> int:
@@ -64,8 +84,10 @@ async def test_a_service_killed_mid_stream_and_restarted_makes_exactly_one_assig
 
     service = start_service(settings, free_port())
     try:
+
         async def mid_stream():
             return await made() >= 60
+
         await eventually(mid_stream, timeout=60, interval=0.01)
         service.send_signal(signal.SIGKILL)
         service.wait()
@@ -76,12 +98,13 @@ async def test_a_service_killed_mid_stream_and_restarted_makes_exactly_one_assig
 
         async def all_made():
             return await made() >= len(requests)
+
         await eventually(all_made, timeout=60, interval=0.1)
         await asyncio.sleep(0.5)
         async with db.sessions() as session:
-            per_request = (await session.execute(
-                select(assignments.c.request_id, func.count()).group_by(assignments.c.request_id)
-            )).all()
+            per_request = (
+                await session.execute(select(assignments.c.request_id, func.count()).group_by(assignments.c.request_id))
+            ).all()
             routed_in_feeds = await session.scalar(
                 select(func.count()).select_from(hub_feed).where(hub_feed.c.type == AssignmentRoutedV1.type)
             )

@@ -3,7 +3,11 @@
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.fulfilment.conftest import (
-    MEDWAY_POSTCODE, deliver, eventually, headers, referral_received,
+    MEDWAY_POSTCODE,
+    deliver,
+    eventually,
+    headers,
+    referral_received,
 )
 from tests.integration.fulfilment.test_sla import FAST_SLA
 
@@ -12,8 +16,12 @@ SERVICE = "fulfilment"
 
 async def samples(client, name: str) -> dict[tuple, float]:
     text = (await client.get("/metrics")).text
-    return {tuple(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples if s.name == name}
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
 
 
 async def test_metrics_count_assignments_by_status_and_hub(client, settings):

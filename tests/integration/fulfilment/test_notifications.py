@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,14 @@ from services.fulfilment.app import create_app
 from services.fulfilment.models import notification_attempts, notifications
 from shared.db import Database
 from shared.events import AssignmentEscalatedV1
-from tests.integration.fulfilment.conftest import deliver, directory, eventually, headers, make_settings, referral_received
+from tests.integration.fulfilment.conftest import (
+    deliver,
+    directory,
+    eventually,
+    headers,
+    make_settings,
+    referral_received,
+)
 from tests.support.apps import running
 from tests.support.notify import API_KEY, SERVICE_ID, serving_notify
 
@@ -42,17 +49,25 @@ def notify():
 
 
 def notify_settings(settings, notify, **overrides):
-    return settings.model_copy(update={
-        "run_consumers": False, "notify_api_key": __import__("pydantic").SecretStr(API_KEY),
-        "notify_base_url": notify.url, "notify_templates": TEMPLATES, "notify_poll_seconds": 0.05,
-        "notify_backoff_seconds": 0.05, "notify_timeout_seconds": 2.0, **overrides,
-    })
+    return settings.model_copy(
+        update={
+            "run_consumers": False,
+            "notify_api_key": __import__("pydantic").SecretStr(API_KEY),
+            "notify_base_url": notify.url,
+            "notify_templates": TEMPLATES,
+            "notify_poll_seconds": 0.05,
+            "notify_backoff_seconds": 0.05,
+            "notify_timeout_seconds": 2.0,
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture
 def settings(database_url, broker, signing_key, unique, var_dir):
-    return make_settings(database_url=database_url, broker=broker, signing_key=signing_key, unique=unique,
-                         var_dir=var_dir)
+    return make_settings(
+        database_url=database_url, broker=broker, signing_key=signing_key, unique=unique, var_dir=var_dir
+    )
 
 
 async def fulfilment(settings, directory):
@@ -67,8 +82,10 @@ async def with_hub_email(client, settings, email=HUB_EMAIL):
 
 def now_or_later(read):
     """A check for `eventually` of something this process holds (the stand-in's records, a file)."""
+
     async def check():
         return read()
+
     return check
 
 
@@ -77,7 +94,11 @@ async def messages(db_url: str) -> list[dict]:
     try:
         async with db.sessions() as session:
             rows = (await session.execute(select(notifications).order_by(notifications.c.id))).mappings().all()
-            tries = (await session.execute(select(notification_attempts).order_by(notification_attempts.c.id))).mappings().all()
+            tries = (
+                (await session.execute(select(notification_attempts).order_by(notification_attempts.c.id)))
+                .mappings()
+                .all()
+            )
         return [{**row, "log": [t["outcome"] for t in tries if t["notification_id"] == row["id"]]} for row in rows]
     finally:
         await db.dispose()
@@ -94,6 +115,7 @@ async def test_a_today_request_is_emailed_to_its_hub_once_with_a_signed_token(se
         async def logged_as_sent():
             answer = (await client.get("/v1/notifications", headers=headers(settings, "admin"))).json()
             return answer if answer and answer[0]["status"] == "sent" else None
+
         logged = await eventually(logged_as_sent)
         assert (await client.get("/v1/notifications", headers=headers(settings, "hub", "thanet"))).status_code == 403
     [notification] = sent
@@ -107,18 +129,29 @@ async def test_a_today_request_is_emailed_to_its_hub_once_with_a_signed_token(se
     assert row["reference"] == notification["reference"]
     [entry] = logged
     assert (entry["status"], entry["reference"], [a["outcome"] for a in entry["log"]]) == (
-        "sent", notification["reference"], ["sent"])
+        "sent",
+        notification["reference"],
+        ["sent"],
+    )
 
 
 async def test_the_same_escalation_published_twice_is_one_email(settings, directory, notify):
     app = create_app(notify_settings(settings, notify), directory=directory)
     async with running(app) as client:
         await with_hub_email(client, settings)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         escalation = AssignmentEscalatedV1(
-            assignment_id=uuid.uuid4(), request_id=uuid.uuid4(), referral_id=uuid.uuid4(), request_type="food",
-            urgency="today", status="routed", hub="thanet", district_code="E07000114", deadline="accept",
-            due_at=now - timedelta(minutes=5), escalated_at=now,
+            assignment_id=uuid.uuid4(),
+            request_id=uuid.uuid4(),
+            referral_id=uuid.uuid4(),
+            request_type="food",
+            urgency="today",
+            status="routed",
+            hub="thanet",
+            district_code="E07000114",
+            deadline="accept",
+            due_at=now - timedelta(minutes=5),
+            escalated_at=now,
         )
         for _ in range(2):  # as the scheduler, then `kent-together republish` would
             uow = app.state.runtime.uow()
@@ -132,7 +165,9 @@ async def test_the_same_escalation_published_twice_is_one_email(settings, direct
     assert len(await messages(settings.database_url)) == 1
 
 
-async def test_notifys_error_answers_a_bad_address_is_final_429_and_500_are_retried_once_sent(settings, directory, notify):
+async def test_notifys_error_answers_a_bad_address_is_final_429_and_500_are_retried_once_sent(
+    settings, directory, notify
+):
     notify.fail_next(429, 500)
     app = create_app(notify_settings(settings, notify), directory=directory)
     async with running(app) as client:
@@ -145,6 +180,7 @@ async def test_notifys_error_answers_a_bad_address_is_final_429_and_500_are_retr
         async def settled():
             rows = await messages(settings.database_url)
             return rows if len(rows) == 2 and all(r["status"] in ("sent", "failed") for r in rows) else None
+
         first, second = await eventually(settled)
     # 429: not taken, sent again without asking; 500: the outcome unknown, so Notify is asked first.
     assert first["log"] == ["retry", "retry", "sent"] and first["status"] == "sent"
@@ -158,8 +194,9 @@ async def test_notifys_error_answers_a_bad_address_is_final_429_and_500_are_retr
 
 async def test_a_wrong_api_key_is_refused_by_notify_and_nothing_is_taken(settings, directory, notify):
     wrong = f"kent_together_test-{SERVICE_ID}-{uuid.uuid4()}"
-    app = create_app(notify_settings(settings, notify, notify_api_key=__import__("pydantic").SecretStr(wrong)),
-                     directory=directory)
+    app = create_app(
+        notify_settings(settings, notify, notify_api_key=__import__("pydantic").SecretStr(wrong)), directory=directory
+    )
     async with running(app) as client:
         await with_hub_email(client, settings)
         await deliver(app, referral_received(types=("food",), urgency="today"))
@@ -170,8 +207,9 @@ async def test_a_wrong_api_key_is_refused_by_notify_and_nothing_is_taken(setting
 
 
 async def test_with_no_api_key_the_message_goes_to_the_local_log_only(settings, directory, notify):
-    app = create_app(settings.model_copy(update={"run_consumers": False, "notify_poll_seconds": 0.05}),
-                     directory=directory)
+    app = create_app(
+        settings.model_copy(update={"run_consumers": False, "notify_poll_seconds": 0.05}), directory=directory
+    )
     async with running(app) as client:
         await with_hub_email(client, settings)
         await deliver(app, referral_received(types=("food",), urgency="today"))
@@ -185,10 +223,29 @@ async def test_with_no_api_key_the_message_goes_to_the_local_log_only(settings, 
 def start_worker(settings, notify) -> subprocess.Popen:
     """The notification worker as a process of its own, as a deploy runs it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.notify", "--database-url", settings.database_url, "--api-key", API_KEY,
-         "--base-url", notify.url, "--templates", json.dumps(TEMPLATES), "--poll-seconds", "0.05",
-         "--timeout-seconds", "1", "--backoff-seconds", "0.1"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "shared.notify",
+            "--database-url",
+            settings.database_url,
+            "--api-key",
+            API_KEY,
+            "--base-url",
+            notify.url,
+            "--templates",
+            json.dumps(TEMPLATES),
+            "--poll-seconds",
+            "0.05",
+            "--timeout-seconds",
+            "1",
+            "--backoff-seconds",
+            "0.1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -214,9 +271,11 @@ async def test_a_today_request_is_one_notify_call_even_with_the_worker_killed_mi
 
     again = start_worker(settings, notify)
     try:
+
         async def sent():
             rows = await messages(settings.database_url)
             return rows[0] if rows[0]["status"] == "sent" else None
+
         row = await eventually(sent, timeout=60)
     finally:
         again.send_signal(signal.SIGTERM)
@@ -227,7 +286,8 @@ async def test_a_today_request_is_one_notify_call_even_with_the_worker_killed_mi
 
 
 async def test_a_residents_message_is_sealed_at_rest_opened_to_send_and_erasure_stops_one_not_sent(
-        settings, directory, notify):
+    settings, directory, notify
+):
     """What the referrals service will do for residents (their reference by text), on the shared mechanism."""
     from shared.crypto import is_sealed
     from shared.notify import Message, enqueue, forget, reference_for
@@ -238,10 +298,19 @@ async def test_a_residents_message_is_sealed_at_rest_opened_to_send_and_erasure_
         for who, phone in (("sent", "07700 900123"), ("erased", "07700 900456")):
             uow = runtime.uow()
             async with uow:
-                await enqueue(uow, notifications, Message(
-                    reference=reference_for("reference", who), channel="sms", to=phone,
-                    template="hub-today-request", personalisation={"reference": "KT-7F3K-9QX2"}, about=who,
-                ), sealed=True)
+                await enqueue(
+                    uow,
+                    notifications,
+                    Message(
+                        reference=reference_for("reference", who),
+                        channel="sms",
+                        to=phone,
+                        template="hub-today-request",
+                        personalisation={"reference": "KT-7F3K-9QX2"},
+                        about=who,
+                    ),
+                    sealed=True,
+                )
                 await uow.commit()
         uow = runtime.uow()
         async with uow:

@@ -7,8 +7,16 @@ from sqlalchemy import func, select
 from services.fulfilment.models import assignments
 from shared.events import AssignmentRoutedV1, AssignmentStatusChangedV1
 from tests.integration.fulfilment.conftest import (
-    MEDWAY_POSTCODE, UNKNOWN_POSTCODE, deliver, eventually, headers, hub_assignments, produce, queue,
-    referral_received, send_referral,
+    MEDWAY_POSTCODE,
+    UNKNOWN_POSTCODE,
+    deliver,
+    eventually,
+    headers,
+    hub_assignments,
+    produce,
+    queue,
+    referral_received,
+    send_referral,
 )
 from tests.support.kafka import read_topic
 
@@ -21,7 +29,8 @@ async def count_assignments(app) -> int:
 
 
 async def test_thanet_referral_with_food_and_prescription_gives_thanet_two_assignments_on_its_api_topic_and_feed(
-    live_client, settings,
+    live_client,
+    settings,
 ):
     client = live_client
     referral = referral_received(types=("food", "prescription"))
@@ -54,7 +63,8 @@ async def test_thanet_referral_with_food_and_prescription_gives_thanet_two_assig
 
 
 async def test_outside_kent_and_unknown_postcodes_land_in_their_queues_and_reporting_hears_no_personal_data(
-    live_client, settings,
+    live_client,
+    settings,
 ):
     await send_referral(settings, referral_received(postcode=MEDWAY_POSTCODE, types=("food",)))
     await send_referral(settings, referral_received(postcode=UNKNOWN_POSTCODE, types=("befriending",)))
@@ -84,11 +94,16 @@ async def test_the_same_referral_delivered_twice_still_gives_one_assignment_per_
 
     async def all_three_handled():
         return consumer.processed_total >= 3
+
     await eventually(all_three_handled)
     await asyncio.sleep(0.2)
     assert await count_assignments(live_client.app) == 3
-    statuses = await read_topic(settings.kafka_bootstrap_servers, settings.topics.assignment_status, expect=3,
-                                event_type=AssignmentStatusChangedV1.type)
+    statuses = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.topics.assignment_status,
+        expect=3,
+        event_type=AssignmentStatusChangedV1.type,
+    )
     assert len(statuses) == 3  # each request routed once
 
 
@@ -131,8 +146,9 @@ async def test_maidstone_hub_cannot_see_thanets_assignments_residents_or_feed(cl
     for item in items:
         response = await client.get(f"/v1/assignments/{item['id']}", headers=maidstone)
         assert response.status_code == 404
-        transition = await client.post(f"/v1/assignments/{item['id']}/transitions", json={"to": "accepted"},
-                                       headers=maidstone)
+        transition = await client.post(
+            f"/v1/assignments/{item['id']}/transitions", json={"to": "accepted"}, headers=maidstone
+        )
         assert transition.status_code == 404
         note = await client.post(f"/v1/assignments/{item['id']}/notes", json={"text": "hello"}, headers=maidstone)
         assert note.status_code == 404
@@ -159,6 +175,7 @@ async def test_each_request_of_a_referral_gets_its_own_assignment_and_due_times_
     by_type = {i["type"]: i for i in items}
     food, befriending = by_type["food"], by_type["befriending"]
     from datetime import datetime
+
     hours = lambda a, b: (datetime.fromisoformat(a) - datetime.fromisoformat(b)).total_seconds() / 3600  # noqa: E731
     assert round(hours(food["accept_due_at"], food["routed_at"])) == 4
     assert round(hours(food["fulfil_due_at"], food["routed_at"])) == 24

@@ -23,7 +23,9 @@ async def count_escalations(app) -> int:
 
 
 async def test_an_overdue_assignment_is_escalated_once_per_deadline_with_two_schedulers_running(
-    client, settings, directory,
+    client,
+    settings,
+    directory,
 ):
     # A second instance on the same database, its scheduler racing the first. (Its relay
     # is off: SQLite runs one relay per database, and the topic is checked below.)
@@ -36,14 +38,19 @@ async def test_an_overdue_assignment_is_escalated_once_per_deadline_with_two_sch
 
         async def four_escalations():
             return await count_escalations(client.app) >= 4
+
         await eventually(four_escalations, timeout=15)
         await asyncio.sleep(0.5)  # many more rounds of both schedulers
         schedulers = [client.app.state.scheduler, second.state.scheduler]
         assert sum(s.escalated_total for s in schedulers) == 4
 
     assert await count_escalations(client.app) == 4
-    events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.assignment_status,
-                              event_type=AssignmentEscalatedV1.type, expect=4)
+    events = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.topics.assignment_status,
+        event_type=AssignmentEscalatedV1.type,
+        expect=4,
+    )
     assert sorted(e.data["deadline"] for _, e in events) == ["accept", "accept", "fulfil", "fulfil"]
     assert len({(e.data["assignment_id"], e.data["deadline"]) for _, e in events}) == 4
     assert all(e.data["hub"] == "thanet" and "Margaret" not in e.to_bytes().decode() for _, e in events)
@@ -60,6 +67,7 @@ async def test_overdue_requests_show_as_overdue_and_the_filter_finds_them(client
     async def one_overdue():
         response = await client.get("/v1/hubs/thanet/assignments", params={"overdue": "true"}, headers=thanet)
         return response.json()["items"] or None
+
     [late] = await eventually(one_overdue, timeout=10)
 
     assert late["type"] == "food" and late["overdue"] is True and "accept" in late["overdue_deadlines"]
@@ -69,7 +77,9 @@ async def test_overdue_requests_show_as_overdue_and_the_filter_finds_them(client
 
 
 async def test_a_deadline_missed_while_no_scheduler_ran_is_escalated_after_a_restart_and_only_once(
-    client, settings, directory,
+    client,
+    settings,
+    directory,
 ):
     fast_accept = {"sla": {"today": {"accept_hours": 0.0003}}}
     await client.patch("/v1/hubs/thanet", json=fast_accept, headers=headers(settings, "admin"))
@@ -87,8 +97,10 @@ async def test_a_deadline_missed_while_no_scheduler_ran_is_escalated_after_a_res
     for _ in range(2):  # started, stopped, started again
         restarted = create_app(live, directory=directory)
         async with running(restarted):
+
             async def escalated():
                 return await count_escalations(client.app) >= 1
+
             await eventually(escalated, timeout=10)
             await asyncio.sleep(0.5)
     assert await count_escalations(client.app) == 1

@@ -19,13 +19,17 @@ PLAIN_SECRET = "thanet-webhook-secret-0123456789"
 
 async def received_with(client, settings, secret: str) -> list[tuple[dict, bytes]]:
     async with HubServer().running() as hub:
-        response = await client.patch("/v1/hubs/thanet", json={"webhook_url": hub.url, "webhook_secret": secret},
-                                      headers=headers(settings, "admin"))
+        response = await client.patch(
+            "/v1/hubs/thanet",
+            json={"webhook_url": hub.url, "webhook_secret": secret},
+            headers=headers(settings, "admin"),
+        )
         assert response.status_code == 200, response.text
         await deliver(client.app, referral_received(types=("food", "prescription")))
 
         async def two():
             return len(hub.received) >= 2
+
         await eventually(two)
     return hub.received
 
@@ -48,5 +52,9 @@ async def test_a_plain_secret_verifies_as_whsec_of_its_base64_and_the_old_signat
     for request_headers, body in received:
         Webhook(as_standard).verify(body, request_headers)
         # For one release, receivers written against the old header still verify.
-        assert verify(PLAIN_SECRET, timestamp=request_headers["x-kent-together-timestamp"], body=body,
-                      signature=request_headers["x-kent-together-signature"])
+        assert verify(
+            PLAIN_SECRET,
+            timestamp=request_headers["x-kent-together-timestamp"],
+            body=body,
+            signature=request_headers["x-kent-together-signature"],
+        )

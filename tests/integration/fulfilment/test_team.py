@@ -1,7 +1,7 @@
 """A hub is a team: two workers share out four cases; the queue by holder, its sorts, totals and contact counts."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import select
@@ -19,10 +19,17 @@ CASES = [("befriending", "routine"), ("shopping", "this-week"), ("prescription",
 
 def referral(kind: str, urgency: str) -> ReferralReceivedV1:
     return ReferralReceivedV1(
-        referral_id=uuid.uuid4(), reference="KT-7F3K-9QX2", channel="phone", received_at=datetime.now(timezone.utc),
+        referral_id=uuid.uuid4(),
+        reference="KT-7F3K-9QX2",
+        channel="phone",
+        received_at=datetime.now(UTC),
         consent_to_share=True,
-        resident={"name": f"Resident {kind}", "phone": "+441843577000", "contact_preference": "phone",
-                  "address": {"line1": "12 Northdown Road", "town": "Margate", "postcode": THANET_POSTCODE}},
+        resident={
+            "name": f"Resident {kind}",
+            "phone": "+441843577000",
+            "contact_preference": "phone",
+            "address": {"line1": "12 Northdown Road", "town": "Margate", "postcode": THANET_POSTCODE},
+        },
         requests=[{"request_id": uuid.uuid4(), "type": kind, "urgency": urgency}],
     )
 
@@ -55,8 +62,11 @@ async def test_two_workers_share_out_four_cases_and_the_queue_filters_by_holder(
     assert took.status_code == 200, took.text
     assert (took.json()["holder"], took.json()["holder_name"]) == ("ann", "Ann Hub")
     await client.post(f"/v1/assignments/{ids['shopping']}/take", json={"by_name": "Ann Hub"}, headers=ann)
-    shared = await client.post(f"/v1/assignments/{ids['prescription']}/hand-over", headers=ann,
-                               json={"to": "bob", "to_name": "Bob Hub", "by_name": "Ann Hub"})
+    shared = await client.post(
+        f"/v1/assignments/{ids['prescription']}/hand-over",
+        headers=ann,
+        json={"to": "bob", "to_name": "Bob Hub", "by_name": "Ann Hub"},
+    )
     assert shared.status_code == 200 and shared.json()["holder"] == "bob"
     refused = await client.post(f"/v1/assignments/{ids['food']}/take", json={"by_name": "Bob Hub"}, headers=bob)
     assert refused.status_code == 409 and "ask them to hand it over" in refused.json()["detail"]
@@ -75,7 +85,10 @@ async def test_two_workers_share_out_four_cases_and_the_queue_filters_by_holder(
     assert (await queue(client, settings, "bob", holder="mine"))["total"] == 2
 
     history = (await client.get(f"/v1/assignments/{ids['shopping']}/holder", headers=bob)).json()["history"]
-    assert [(h["change"], h["by"], h["to_holder"]) for h in history] == [("taken", "ann", "ann"), ("released", "ann", None)]
+    assert [(h["change"], h["by"], h["to_holder"]) for h in history] == [
+        ("taken", "ann", "ann"),
+        ("released", "ann", None),
+    ]
     colleagues = (await client.get("/v1/hubs/thanet/colleagues", headers=bob)).json()
     assert colleagues == [{"id": "ann", "name": "Ann Hub"}, {"id": "bob", "name": "Bob Hub"}]
 
@@ -98,19 +111,25 @@ async def test_the_queue_shows_contact_attempts_and_the_next_contact_time(client
     ids = await shared_out(client, settings)
     ann = worker(settings, "ann")
     for outcome in ("no-answer", "voicemail"):
-        response = await client.post(f"/v1/assignments/{ids['food']}/contact-attempts", json={"outcome": outcome},
-                                     headers=ann)
+        response = await client.post(
+            f"/v1/assignments/{ids['food']}/contact-attempts", json={"outcome": outcome}, headers=ann
+        )
         assert response.status_code == 201, response.text
-    call_back = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
-    set_time = await client.put(f"/v1/assignments/{ids['food']}/next-contact", headers=ann,
-                                json={"at": call_back.isoformat(), "by_name": "Ann Hub"})
+    call_back = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    set_time = await client.put(
+        f"/v1/assignments/{ids['food']}/next-contact",
+        headers=ann,
+        json={"at": call_back.isoformat(), "by_name": "Ann Hub"},
+    )
     assert set_time.status_code == 200, set_time.text
     food = next(i for i in (await queue(client, settings, "ann"))["items"] if i["type"] == "food")
     assert food["contact_attempts"] == 2 and food["last_contact_at"] is not None
     assert datetime.fromisoformat(food["next_contact_at"].replace("Z", "+00:00")) == call_back
     others = [i for i in (await queue(client, settings, "ann"))["items"] if i["type"] != "food"]
     assert {i["contact_attempts"] for i in others} == {0}
-    naive = await client.put(f"/v1/assignments/{ids['food']}/next-contact", headers=ann, json={"at": "2026-12-01T15:00:00"})
+    naive = await client.put(
+        f"/v1/assignments/{ids['food']}/next-contact", headers=ann, json={"at": "2026-12-01T15:00:00"}
+    )
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "at"
 
 
@@ -124,15 +143,24 @@ async def test_another_hubs_worker_can_neither_see_nor_take_the_case(client, set
 
 async def test_holder_changes_are_published_without_anyones_name(client, settings):
     ids = await shared_out(client, settings)
-    await client.post(f"/v1/assignments/{ids['food']}/take", json={"by_name": "Ann Hub"}, headers=worker(settings, "ann"))
-    await client.post(f"/v1/assignments/{ids['food']}/hand-over", json={"to": "bob", "to_name": "Bob Hub"},
-                      headers=worker(settings, "ann"))
+    await client.post(
+        f"/v1/assignments/{ids['food']}/take", json={"by_name": "Ann Hub"}, headers=worker(settings, "ann")
+    )
+    await client.post(
+        f"/v1/assignments/{ids['food']}/hand-over",
+        json={"to": "bob", "to_name": "Bob Hub"},
+        headers=worker(settings, "ann"),
+    )
     db = Database(settings.database_url)
     try:
         async with db.sessions() as session:
-            rows = (await session.execute(select(tables.outbox.c.topic, tables.outbox.c.payload)
-                                          .where(tables.outbox.c.type == AssignmentHolderChangedV1.type)
-                                          .order_by(tables.outbox.c.id))).all()
+            rows = (
+                await session.execute(
+                    select(tables.outbox.c.topic, tables.outbox.c.payload)
+                    .where(tables.outbox.c.type == AssignmentHolderChangedV1.type)
+                    .order_by(tables.outbox.c.id)
+                )
+            ).all()
     finally:
         await db.dispose()
     assert {row.topic for row in rows} == {settings.topics.assignment_status}

@@ -39,8 +39,9 @@ class HubServer:
     @contextlib.asynccontextmanager
     async def running(self):
         app = Starlette(routes=[Route("/kent-together", self.receive, methods=["POST"])])
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                               lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.01)
@@ -52,8 +53,9 @@ class HubServer:
 
 
 async def use_webhook(client, settings, url):
-    response = await client.patch("/v1/hubs/thanet", json={"webhook_url": url, "webhook_secret": SECRET},
-                                  headers=headers(settings, "admin"))
+    response = await client.patch(
+        "/v1/hubs/thanet", json={"webhook_url": url, "webhook_secret": SECRET}, headers=headers(settings, "admin")
+    )
     assert response.status_code == 200, response.text
     assert response.json()["has_webhook_secret"] is True
 
@@ -71,18 +73,29 @@ async def test_each_feed_entry_is_posted_to_the_hubs_webhook_signed_with_its_sec
 
         async def two_received():
             return len(hub.received) >= 2
+
         await eventually(two_received)
 
     for request_headers, body in hub.received:
-        assert verify(SECRET, timestamp=request_headers["x-kent-together-timestamp"], body=body,
-                      signature=request_headers["x-kent-together-signature"])
-        assert not verify("another-secret-of-some-length", timestamp=request_headers["x-kent-together-timestamp"],
-                          body=body, signature=request_headers["x-kent-together-signature"])
+        assert verify(
+            SECRET,
+            timestamp=request_headers["x-kent-together-timestamp"],
+            body=body,
+            signature=request_headers["x-kent-together-signature"],
+        )
+        assert not verify(
+            "another-secret-of-some-length",
+            timestamp=request_headers["x-kent-together-timestamp"],
+            body=body,
+            signature=request_headers["x-kent-together-signature"],
+        )
         event = CloudEvent.from_bytes(body)
         assert event.type == AssignmentRoutedV1.type and event.data["resident"]["name"] == "Margaret Jones"
     assert sorted(h["x-kent-together-feed-seq"] for h, _ in hub.received) == ["1", "2"]
     feed = (await client.get("/v1/hubs/thanet/feed", headers=headers(settings, "hub", "thanet"))).json()
-    assert {CloudEvent.from_bytes(b).id for _, b in hub.received} == {CloudEvent(**i["event"]).id for i in feed["items"]}
+    assert {CloudEvent.from_bytes(b).id for _, b in hub.received} == {
+        CloudEvent(**i["event"]).id for i in feed["items"]
+    }
     log = await delivery_log(client, settings)
     assert [(d["status"], d["attempts"], d["last_status_code"]) for d in log] == [("delivered", 1, 204)] * 2
 
@@ -95,6 +108,7 @@ async def test_a_failing_webhook_is_retried_with_back_off_until_the_hub_answers(
         async def delivered():
             log = await delivery_log(client, settings)
             return log if log and log[0]["status"] == "delivered" else None
+
         [entry] = await eventually(delivered)
 
     assert entry["attempts"] == 3 and entry["last_status_code"] == 204 and entry["last_error"] is None
@@ -112,6 +126,7 @@ async def test_a_webhook_that_keeps_failing_is_given_up_after_the_limit_and_logg
         async def failed():
             log = await delivery_log(client, settings)
             return log if log and log[0]["status"] == "failed" else None
+
         [entry] = await eventually(failed)
         await asyncio.sleep(0.3)
 

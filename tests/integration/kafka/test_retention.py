@@ -22,8 +22,16 @@ async def test_events_older_than_a_topics_retention_are_deleted_by_the_brokers(b
     try:
         # A personal-data topic's 7 days, shortened: 2 s, with segments rolled each second
         # (retention deletes whole closed segments).
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3, topic_configs={
-            "retention.ms": "2000", "segment.ms": "1000", "min.insync.replicas": "2"})])
+        await admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=1,
+                    replication_factor=3,
+                    topic_configs={"retention.ms": "2000", "segment.ms": "1000", "min.insync.replicas": "2"},
+                )
+            ]
+        )
         await until_led(admin, [topic])
     finally:
         await admin.close()

@@ -17,11 +17,20 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import (
-    ClusterAuthorizationFailedError, GroupAuthorizationFailedError, TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
 )
 from confluent_kafka.admin import (
-    AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType, ResourceType,
-    ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion,
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
 from shared.bus import OutgoingMessage, Producer, ensure_topics
@@ -36,8 +45,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 USERS_FILE = Path(__file__).parents[3] / "deploy" / "k8s" / "base" / "kafka-users.yaml"
-OPERATION = {"Read": AclOperation.READ, "Write": AclOperation.WRITE, "Describe": AclOperation.DESCRIBE,
-             "Create": AclOperation.CREATE, "All": AclOperation.ALL, "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE}
+OPERATION = {
+    "Read": AclOperation.READ,
+    "Write": AclOperation.WRITE,
+    "Describe": AclOperation.DESCRIBE,
+    "Create": AclOperation.CREATE,
+    "All": AclOperation.ALL,
+    "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE,
+}
 RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER}
 PATTERN = {"literal": ResourcePatternType.LITERAL, "prefix": ResourcePatternType.PREFIXED}
 
@@ -56,33 +71,58 @@ def principals(broker) -> dict[str, str]:
     """Every KafkaUser of the production overlay, with a fresh password and its ACLs, as Strimzi makes them."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
     passwords = {user["metadata"]["name"]: secrets.token_urlsafe(18) for user in production_users()}
-    _wait(admin.alter_user_scram_credentials([
-        UserScramCredentialUpsertion(name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode())
-        for name, password in passwords.items()
-    ]))
+    _wait(
+        admin.alter_user_scram_credentials(
+            [
+                UserScramCredentialUpsertion(
+                    name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+                )
+                for name, password in passwords.items()
+            ]
+        )
+    )
     bindings = []
     for user in production_users():
         for acl in user["spec"]["authorization"]["acls"]:
             resource = acl["resource"]
             for operation in acl["operations"]:
-                bindings.append(AclBinding(
-                    RESOURCE[resource["type"]], resource.get("name", "kafka-cluster"),
-                    PATTERN[resource.get("patternType", "literal")], f"User:{user['metadata']['name']}", "*",
-                    OPERATION[operation], AclPermissionType.ALLOW,
-                ))
+                bindings.append(
+                    AclBinding(
+                        RESOURCE[resource["type"]],
+                        resource.get("name", "kafka-cluster"),
+                        PATTERN[resource.get("patternType", "literal")],
+                        f"User:{user['metadata']['name']}",
+                        "*",
+                        OPERATION[operation],
+                        AclPermissionType.ALLOW,
+                    )
+                )
     _wait(admin.create_acls(bindings))
     # The topics exist before any service starts (Strimzi's KafkaTopic resources).
     topics = Topics()
-    asyncio.run(ensure_topics(broker.bootstrap_servers, {
-        topics.referrals: 3, topics.request_stats: 3, topics.hub("thanet"): 1, topics.hub("maidstone"): 1,
-    }))
+    asyncio.run(
+        ensure_topics(
+            broker.bootstrap_servers,
+            {
+                topics.referrals: 3,
+                topics.request_stats: 3,
+                topics.hub("thanet"): 1,
+                topics.hub("maidstone"): 1,
+            },
+        )
+    )
     return passwords
 
 
 def as_user(broker, name: str, password: str, *, cafile: Path | None = None) -> KafkaSecurity:
     """The settings a service reads, as its environment would give them."""
-    return KafkaSecurity(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username=name,
-                         sasl_password=password, ssl_cafile=str(cafile or broker.certificates.ca))
+    return KafkaSecurity(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=name,
+        sasl_password=password,
+        ssl_cafile=str(cafile or broker.certificates.ca),
+    )
 
 
 async def send(broker, security: KafkaSecurity, topic: str, value: bytes) -> None:
@@ -94,9 +134,15 @@ async def send(broker, security: KafkaSecurity, topic: str, value: bytes) -> Non
 
 
 async def read(broker, security: KafkaSecurity, topic: str, *, group: str, expect: bytes) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.sasl_bootstrap_servers, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                session_timeout_ms=6000, **client_options(security))
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker.sasl_bootstrap_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        **client_options(security),
+    )
     seen: list[bytes] = []
     try:
         await consumer.start()

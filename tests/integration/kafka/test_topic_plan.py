@@ -14,13 +14,20 @@ pytestmark = pytest.mark.skipif(TEST_BROKER != "kafka", reason="replication and 
 
 def plan_for(unique: str):
     """The real plan under names of this test's own (the cluster is shared by the session)."""
-    topics = Topics(referrals=f"t{unique}.referrals", request_stats=f"t{unique}.stats",
-                    assignment_status=f"t{unique}.status", actions=f"t{unique}.actions",
-                    hubs=f"t{unique}.hub.{{hub}}", dead_letter_prefix=f"t{unique}.dlq.")
+    topics = Topics(
+        referrals=f"t{unique}.referrals",
+        request_stats=f"t{unique}.stats",
+        assignment_status=f"t{unique}.status",
+        actions=f"t{unique}.actions",
+        hubs=f"t{unique}.hub.{{hub}}",
+        dead_letter_prefix=f"t{unique}.dlq.",
+    )
     return topic_plan(["thanet", "maidstone"], topics)
 
 
-async def test_the_plan_is_made_with_three_replicas_its_retention_and_min_insync_2_and_then_checks_clean(broker, unique):
+async def test_the_plan_is_made_with_three_replicas_its_retention_and_min_insync_2_and_then_checks_clean(
+    broker, unique
+):
     plan = plan_for(unique)
     created = await create_topics(broker.bootstrap_servers, plan)
     assert sorted(created) == sorted(spec.name for spec in plan)
@@ -46,8 +53,9 @@ async def test_a_topic_made_by_hand_unlike_the_plan_is_reported(broker, unique):
     await admin.start()
     try:
         # Someone made the rebuild topic with a week's retention and one replica.
-        await admin.create_topics([NewTopic(stats.name, num_partitions=2, replication_factor=1,
-                                            topic_configs={"retention.ms": "604800000"})])
+        await admin.create_topics(
+            [NewTopic(stats.name, num_partitions=2, replication_factor=1, topic_configs={"retention.ms": "604800000"})]
+        )
         await until_led(admin, [stats.name])
     finally:
         await admin.close()

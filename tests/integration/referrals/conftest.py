@@ -7,9 +7,13 @@ from tests.support.apps import running, test_topics
 @pytest.fixture
 def settings(database_url, broker, signing_key, unique, var_dir):
     return ReferralsSettings(
-        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-        jwt_signing_key=signing_key, topics=test_topics(unique), var_dir=var_dir,
-        log_json=False, outbox_poll_seconds=0.2,
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        jwt_signing_key=signing_key,
+        topics=test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        outbox_poll_seconds=0.2,
     )
 
 

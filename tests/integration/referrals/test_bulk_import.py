@@ -17,11 +17,17 @@ SERVICE = "referrals"
 
 def shielded_row(i: int) -> dict[str, str]:
     return {
-        "name": f"Resident {i:04d} Shielded", "date_of_birth": f"{1930 + i % 50}-0{1 + i % 9}-1{i % 10}",
-        "phone": f"01843 {500000 + i}", "address_line1": f"{i} Northdown Road", "town": "Margate",
-        "postcode": f"CT{1 + i % 20} {1 + i % 9}AB", "vulnerabilities": "shielding",
-        "needs": "food" if i % 3 else "food;prescription", "consent_to_share": "yes",
-        "consent_given_by": "best-interests", "referrer_name": "NHS shielded patient list",
+        "name": f"Resident {i:04d} Shielded",
+        "date_of_birth": f"{1930 + i % 50}-0{1 + i % 9}-1{i % 10}",
+        "phone": f"01843 {500000 + i}",
+        "address_line1": f"{i} Northdown Road",
+        "town": "Margate",
+        "postcode": f"CT{1 + i % 20} {1 + i % 9}AB",
+        "vulnerabilities": "shielding",
+        "needs": "food" if i % 3 else "food;prescription",
+        "consent_to_share": "yes",
+        "consent_given_by": "best-interests",
+        "referrer_name": "NHS shielded patient list",
     }
 
 
@@ -35,8 +41,11 @@ def as_csv(rows: list[dict[str, str]]) -> bytes:
 
 async def upload(client, settings, content: bytes, *, dry_run: bool, name="shielded.csv", accept="application/json"):
     response = await client.post(
-        "/v1/referrals/imports", params={"dry_run": str(dry_run).lower()}, files={"file": (name, content)},
-        headers={**token(settings, "admin"), "Accept": accept}, timeout=300,
+        "/v1/referrals/imports",
+        params={"dry_run": str(dry_run).lower()},
+        files={"file": (name, content)},
+        headers={**token(settings, "admin"), "Accept": accept},
+        timeout=300,
     )
     assert response.status_code == 200, response.text
     return response
@@ -46,19 +55,26 @@ async def stored(client) -> tuple[int, int]:
     """(referrals, referral.received events in the outbox)."""
     async with client.app.state.runtime.db.sessions() as session:
         count = await session.scalar(select(func.count()).select_from(referrals))
-        events = await session.scalar(select(func.count()).select_from(tables.outbox)
-                                      .where(tables.outbox.c.type.like("%referral.received%")))
+        events = await session.scalar(
+            select(func.count()).select_from(tables.outbox).where(tables.outbox.c.type.like("%referral.received%"))
+        )
     return count, events
 
 
 async def test_a_shielded_list_of_2000_is_dry_run_then_imported_and_a_rerun_of_the_file_creates_nothing(
-    client, settings,
+    client,
+    settings,
 ):
     content = as_csv([shielded_row(i) for i in range(2000)])
 
     dry = (await upload(client, settings, content, dry_run=True)).json()
-    assert dry["counts"] == {"accepted": 2000, "possible-duplicate": 0, "already-imported": 0, "out-of-area": 0,
-                             "error": 0}
+    assert dry["counts"] == {
+        "accepted": 2000,
+        "possible-duplicate": 0,
+        "already-imported": 0,
+        "out-of-area": 0,
+        "error": 0,
+    }
     assert dry["created"] == 0 and await stored(client) == (0, 0)
 
     real = (await upload(client, settings, content, dry_run=False)).json()
@@ -80,9 +96,15 @@ async def test_a_shielded_list_of_2000_is_dry_run_then_imported_and_a_rerun_of_t
 
 async def test_each_row_is_reported_with_the_column_at_fault_and_only_good_rows_in_kent_are_taken(client, settings):
     taken = await client.post("/v1/referrals", json=referral_body(), headers=token(settings, "call-centre"))
-    margaret = {"name": "Margaret Jones", "date_of_birth": "02/03/1941", "address_line1": "12 Northdown Road",
-                "postcode": "CT9 2RN", "needs": "food", "consent_to_share": "yes",
-                "referrer_name": "Thanet GP surgery"}
+    margaret = {
+        "name": "Margaret Jones",
+        "date_of_birth": "02/03/1941",
+        "address_line1": "12 Northdown Road",
+        "postcode": "CT9 2RN",
+        "needs": "food",
+        "consent_to_share": "yes",
+        "referrer_name": "Thanet GP surgery",
+    }
     rows = [
         shielded_row(1),
         {**shielded_row(2), "postcode": "not a postcode"},
@@ -99,7 +121,14 @@ async def test_each_row_is_reported_with_the_column_at_fault_and_only_good_rows_
     for report in (dry, real):
         by_row = {r["row"]: r for r in report["rows"]}
         assert [by_row[n]["status"] for n in range(2, 9)] == [
-            "accepted", "error", "error", "error", "out-of-area", "possible-duplicate", "already-imported"]
+            "accepted",
+            "error",
+            "error",
+            "error",
+            "out-of-area",
+            "possible-duplicate",
+            "already-imported",
+        ]
         assert [e["field"] for e in by_row[3]["errors"]] == ["postcode"]
         assert [e["field"] for e in by_row[4]["errors"]] == ["needs"] and "haircut" in by_row[4]["errors"][0]["reason"]
         assert [e["field"] for e in by_row[5]["errors"]] == ["consent_to_share"]
@@ -124,8 +153,9 @@ async def test_an_xlsx_list_streams_its_progress_and_the_template_is_the_shape_i
     content = io.BytesIO()
     book.save(content)
 
-    response = await upload(client, settings, content.getvalue(), dry_run=False, name="list.xlsx",
-                            accept="application/x-ndjson")
+    response = await upload(
+        client, settings, content.getvalue(), dry_run=False, name="list.xlsx", accept="application/x-ndjson"
+    )
 
     lines = [orjson.loads(line) for line in response.content.splitlines()]
     assert [line["rows_read"] for line in lines[:-1]] == [200, 400, 450]

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.referrals.models import tables
-from shared.db import Database, utcnow
 from shared.bus import Producer
+from shared.db import Database, utcnow
 from shared.events import ReferralReceivedV1
 from shared.outbox import OutboxRelay, republish
 from tests.integration.referrals.conftest import referral_body
@@ -37,8 +37,13 @@ async def test_referrals_taken_while_the_broker_is_down_are_all_published_once_i
     finally:
         broker.resume()
     accepted = {r.json()["id"] for r in responses}
-    events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.referrals,
-                              expect=101, timeout=90, event_type=ReferralReceivedV1.type)
+    events = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.topics.referrals,
+        expect=101,
+        timeout=90,
+        event_type=ReferralReceivedV1.type,
+    )
     published = [e.data["referral_id"] for _, e in events]
     assert accepted <= set(published)
     assert len(published) == len(set(published)) == 101  # once each
@@ -78,8 +83,15 @@ async def test_two_relays_share_the_outbox_and_publish_every_event_exactly_once(
     relays = []
     for _ in range(2):
         db = Database(database_url)
-        relays.append(OutboxRelay(db=db, table=tables.outbox, producer=Producer(settings.kafka_bootstrap_servers),
-                                  batch_size=7, keyring=settings.keyring()))
+        relays.append(
+            OutboxRelay(
+                db=db,
+                table=tables.outbox,
+                producer=Producer(settings.kafka_bootstrap_servers),
+                batch_size=7,
+                keyring=settings.keyring(),
+            )
+        )
 
     async def drain(relay):
         total = 0
@@ -103,7 +115,9 @@ async def test_when_the_database_fails_mid_batch_nobody_gets_a_201_and_nothing_i
     async with runtime.db.engine.begin() as connection:  # a real failure: the requests table is gone
         await connection.exec_driver_sql("ALTER TABLE requests RENAME TO requests_away")
     try:
-        responses = await asyncio.gather(*[client.post("/v1/referrals", json=person(i), headers=headers) for i in range(5)])
+        responses = await asyncio.gather(
+            *[client.post("/v1/referrals", json=person(i), headers=headers) for i in range(5)]
+        )
     finally:
         async with runtime.db.engine.begin() as connection:
             await connection.exec_driver_sql("ALTER TABLE requests_away RENAME TO requests")
@@ -111,6 +125,7 @@ async def test_when_the_database_fails_mid_batch_nobody_gets_a_201_and_nothing_i
     assert all("request_id" in r.json() and "Traceback" not in r.text for r in responses)
     async with runtime.db.sessions() as session:
         from services.referrals.models import referrals
+
         assert await session.scalar(select(func.count()).select_from(referrals)) == 0
         assert await session.scalar(select(func.count()).select_from(tables.outbox)) == 0
     again = await client.post("/v1/referrals", json=person(9), headers=headers)

@@ -19,8 +19,13 @@ async def test_a_key_that_is_not_a_structured_string_or_a_token_is_a_422_naming_
     caller = token(settings, "online-form", subject="online-form")
     response = await client.post("/v1/referrals", json=referral_body(), headers={**caller, "Idempotency-Key": "a b"})
     assert response.status_code == 422
-    assert response.json()["errors"] == [{"field": "Idempotency-Key", "in": "header", "reason": (
-        'a quoted string ("…") or a token of printable ASCII without spaces')}]
+    assert response.json()["errors"] == [
+        {
+            "field": "Idempotency-Key",
+            "in": "header",
+            "reason": ('a quoted string ("…") or a token of printable ASCII without spaces'),
+        }
+    ]
 
 
 async def test_a_new_request_type_retried_with_its_key_is_created_once(client, settings):

@@ -30,8 +30,9 @@ async def test_referral_is_stored_with_a_reference_and_its_location(client, sett
     assert [r["type"] for r in body["requests"]] == ["food", "prescription"]
     assert all(r["status"] == "open" for r in body["requests"])
 
-    fetched = await client.get(body["links"] if "links" in body else response.headers["location"],
-                               headers=token(settings, "call-centre"))
+    fetched = await client.get(
+        body["links"] if "links" in body else response.headers["location"], headers=token(settings, "call-centre")
+    )
     assert fetched.status_code == 200
     assert fetched.json()["reference"] == body["reference"]
 
@@ -102,7 +103,9 @@ async def test_a_refused_referral_stores_nothing_and_publishes_nothing(client, s
 
 async def test_a_body_that_is_not_json_is_a_clear_error(client, settings):
     response = await client.post(
-        "/v1/referrals", content=b"{not json", headers={**token(settings, "call-centre"), "content-type": "application/json"}
+        "/v1/referrals",
+        content=b"{not json",
+        headers={**token(settings, "call-centre"), "content-type": "application/json"},
     )
     assert response.status_code == 422
     assert response.json()["errors"] == [{"field": "body", "reason": "not valid JSON"}]
@@ -116,7 +119,9 @@ async def test_a_body_over_the_size_limit_is_refused_with_413(client, settings):
 
 
 async def test_a_partner_referral_must_name_the_referrer(client, settings):
-    response = await client.post("/v1/referrals", json=referral_body(channel="partner"), headers=token(settings, "partner"))
+    response = await client.post(
+        "/v1/referrals", json=referral_body(channel="partner"), headers=token(settings, "partner")
+    )
     assert response.status_code == 422
     assert response.json()["errors"] == [{"field": "referrer", "reason": "is required for a partner referral"}]
     body = referral_body(channel="partner", referrer={"name": "Dr Patel", "organisation": "Northdown Surgery"})

@@ -43,13 +43,19 @@ async def test_a_rotated_keyring_reads_old_rows_and_seals_new_ones_with_the_new_
         body = referral_body()
         body["resident"]["name"] = "Peter Smith"
         new = (await client.post("/v1/referrals", json=body, headers=token(settings, "call-centre"))).json()
-        amended = await client.patch(f"/v1/referrals/{old['id']}", json={"resident": {"phone": "01843 577999"}},
-                                     headers=token(settings, "call-centre"))
+        amended = await client.patch(
+            f"/v1/referrals/{old['id']}",
+            json={"resident": {"phone": "01843 577999"}},
+            headers=token(settings, "call-centre"),
+        )
         assert amended.status_code == 200, amended.text
         assert await sealed_with(app) == {old["id"]: "k2", new["id"]: "k2"}  # an amendment seals it again
         async with app.state.runtime.db.sessions() as session:
-            payloads = (await session.scalars(select(tables.outbox.c.payload)
-                                              .where(tables.outbox.c.topic == settings.topics.referrals))).all()
+            payloads = (
+                await session.scalars(
+                    select(tables.outbox.c.payload).where(tables.outbox.c.topic == settings.topics.referrals)
+                )
+            ).all()
         assert sorted({app.state.runtime.keyring.key_id_of(p) for p in payloads}) == ["k1", "k2"]
 
     without_old = with_keys(settings, f"k3:{new_key()}")

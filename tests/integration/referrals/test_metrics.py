@@ -15,7 +15,9 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1))
 
 
-async def test_metrics_show_the_outbox_backlog_rising_while_the_broker_is_down_and_draining_after(client, settings, broker):
+async def test_metrics_show_the_outbox_backlog_rising_while_the_broker_is_down_and_draining_after(
+    client, settings, broker
+):
     headers = token(settings, "call-centre")
     broker.pause()
     try:

@@ -28,10 +28,13 @@ K1, K2, INDEX_1, INDEX_2 = new_key(), new_key(), new_key(), new_key()
 
 
 def keyed(settings, data_keys: str, index: str, previous: str = ""):
-    return settings.model_copy(update={
-        "data_keys": SecretStr(data_keys), "blind_index_key": SecretStr(index),
-        "blind_index_key_previous": SecretStr(previous),
-    })
+    return settings.model_copy(
+        update={
+            "data_keys": SecretStr(data_keys),
+            "blind_index_key": SecretStr(index),
+            "blind_index_key_previous": SecretStr(previous),
+        }
+    )
 
 
 async def run_rekey(app, **options) -> dict[str, r.TableReport]:
@@ -72,7 +75,11 @@ async def test_a_new_blind_index_key_with_the_old_as_previous_keeps_search_worki
         for params in SEARCHES:
             assert await found(client, settings, **params) == [margaret], params
         reports = await run_rekey(app)
-        assert (reports["referrals"].examined, reports["referrals"].reindexed, reports["referrals"].resealed) == (1, 1, 0)
+        assert (reports["referrals"].examined, reports["referrals"].reindexed, reports["referrals"].resealed) == (
+            1,
+            1,
+            0,
+        )
         assert all(report.resealed == 0 for report in reports.values()), "the data key did not change"
         for params in SEARCHES:
             assert await found(client, settings, **params) == [margaret], params
@@ -91,8 +98,9 @@ async def test_a_new_blind_index_key_with_the_old_as_previous_keeps_search_worki
 async def test_an_amendment_made_between_rekeys_read_and_its_write_is_kept(settings):
     app = create_app(keyed(settings, f"k1:{K1}", INDEX_1))
     async with running(app) as client:
-        margaret = (await client.post("/v1/referrals", json=referral_body(),
-                                      headers=token(settings, "call-centre"))).json()["id"]
+        margaret = (
+            await client.post("/v1/referrals", json=referral_body(), headers=token(settings, "call-centre"))
+        ).json()["id"]
         body = referral_body()
         body["resident"].update(name="Peter Smith", phone="01843 588000")
         peter = (await client.post("/v1/referrals", json=body, headers=token(settings, "call-centre"))).json()["id"]
@@ -101,11 +109,19 @@ async def test_an_amendment_made_between_rekeys_read_and_its_write_is_kept(setti
     amended = []
 
     async with running(app) as client:
+
         async def amend_meanwhile(table: str, batch: int) -> None:
             if table == "referrals" and batch == 1:  # rekey has read margaret's row (sealed with k1), not written it
-                response = await client.patch(f"/v1/referrals/{margaret}", json={
-                    "resident": {"phone": "01843 577999", "address": {"line1": "3 Harbour Street", "postcode": "CT9 1AA"}},
-                }, headers=token(settings, "call-centre"))
+                response = await client.patch(
+                    f"/v1/referrals/{margaret}",
+                    json={
+                        "resident": {
+                            "phone": "01843 577999",
+                            "address": {"line1": "3 Harbour Street", "postcode": "CT9 1AA"},
+                        },
+                    },
+                    headers=token(settings, "call-centre"),
+                )
                 assert response.status_code == 200, response.text
                 amended.append(response.json())
 
@@ -138,20 +154,31 @@ async def test_the_command_prints_counts_per_table_and_which_keys_still_seal_som
         for name in ("Margaret Jones", "Peter Smith", "Ann Lee"):
             body = referral_body()
             body["resident"]["name"] = name
-            assert (await client.post("/v1/referrals", json=body, headers=token(settings, "call-centre"))).status_code == 201
+            assert (
+                await client.post("/v1/referrals", json=body, headers=token(settings, "call-centre"))
+            ).status_code == 201
 
     env = {
-        "PATH": os.environ.get("PATH", ""), "KT_VAR_DIR": str(settings.var_dir), "KT_LOG_JSON": "false",
+        "PATH": os.environ.get("PATH", ""),
+        "KT_VAR_DIR": str(settings.var_dir),
+        "KT_LOG_JSON": "false",
         "REFERRALS_DATABASE_URL": settings.database_url,
         "FULFILMENT_DATABASE_URL": fulfilment_database,
         "KT_DATA_KEYS": f"k2:{K2},k1:{K1}",
-        "KT_BLIND_INDEX_KEY": INDEX_2, "KT_BLIND_INDEX_KEY_PREVIOUS": INDEX_1,
+        "KT_BLIND_INDEX_KEY": INDEX_2,
+        "KT_BLIND_INDEX_KEY_PREVIOUS": INDEX_1,
     }
 
     async def command(*args: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "suite.cli", "rekey", *args, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "suite.cli",
+            "rekey",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await process.communicate()
         return process.returncode, out.decode()
@@ -171,7 +198,10 @@ async def test_the_command_prints_counts_per_table_and_which_keys_still_seal_som
     assert "requests" in out and "referral_changes" in out and "outbox" in out
     assert "data keys still sealing values: k2 (" in out and "k1 (" not in out, out
     assert "blind indexes not made with KT_BLIND_INDEX_KEY: 0" in out
-    assert "done: only 'k2' seals data in referrals; k1 no longer needed here; KT_BLIND_INDEX_KEY_PREVIOUS no longer" in out
+    assert (
+        "done: only 'k2' seals data in referrals; k1 no longer needed here; KT_BLIND_INDEX_KEY_PREVIOUS no longer"
+        in out
+    )
 
     code, out = await command("reporting")
     assert code == 2 and "holds no sealed data" in out

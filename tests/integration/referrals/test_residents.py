@@ -48,19 +48,25 @@ async def test_an_adviser_sees_every_referral_and_request_of_one_resident_and_ea
 
 
 async def test_two_residents_recorded_twice_merge_into_one_history_audited_and_published_with_ids_only(
-    client, settings,
+    client,
+    settings,
 ):
     margaret = await take(client, settings, name="Margaret Jones")
     maggie = await take(client, settings, name="Maggie Jones", need="befriending")  # recorded twice, unlinked
     assert margaret["resident_id"] != maggie["resident_id"]
     admin = token(settings, "admin", subject="admin-3")
 
-    refused = await client.post(f"/v1/residents/{margaret['resident_id']}/merge", json={"duplicate": maggie["id"]},
-                                headers=token(settings, "call-centre"))
-    itself = await client.post(f"/v1/residents/{margaret['resident_id']}/merge",
-                               json={"duplicate": margaret["reference"]}, headers=admin)
-    merged = await client.post(f"/v1/residents/{margaret['resident_id']}/merge",
-                               json={"duplicate": maggie["reference"]}, headers=admin)
+    refused = await client.post(
+        f"/v1/residents/{margaret['resident_id']}/merge",
+        json={"duplicate": maggie["id"]},
+        headers=token(settings, "call-centre"),
+    )
+    itself = await client.post(
+        f"/v1/residents/{margaret['resident_id']}/merge", json={"duplicate": margaret["reference"]}, headers=admin
+    )
+    merged = await client.post(
+        f"/v1/residents/{margaret['resident_id']}/merge", json={"duplicate": maggie["reference"]}, headers=admin
+    )
 
     assert refused.status_code == 403 and itself.status_code == 409
     assert merged.status_code == 200, merged.text
@@ -68,24 +74,37 @@ async def test_two_residents_recorded_twice_merge_into_one_history_audited_and_p
     assert [r["id"] for r in history["referrals"]] == [margaret["id"], maggie["id"]]
     assert history["referrals"][1]["resident"]["name"] == "Maggie Jones"  # each referral kept as it was
     assert [(m["merged_id"], m["into_id"], m["referral_ids"], m["by"]) for m in history["merges"]] == [
-        (maggie["resident_id"], margaret["resident_id"], [maggie["id"]], "admin-3")]
+        (maggie["resident_id"], margaret["resident_id"], [maggie["id"]], "admin-3")
+    ]
     # The merged resident's id still finds the one history.
     again = await client.get(f"/v1/residents/{maggie['resident_id']}", headers=admin)
     assert again.json()["resident_id"] == margaret["resident_id"]
     assert ("merge", "admin-3") in await audit(client, settings, margaret["resident_id"])
     runtime = client.app.state.runtime
     async with runtime.db.sessions() as session:
-        kinds = (await session.execute(select(referral_changes.c.kind, referral_changes.c.fields)
-                                       .where(referral_changes.c.referral_id == maggie["id"]))).all()
+        kinds = (
+            await session.execute(
+                select(referral_changes.c.kind, referral_changes.c.fields).where(
+                    referral_changes.c.referral_id == maggie["id"]
+                )
+            )
+        ).all()
         outbox = runtime.tables.outbox
-        events = (await session.execute(select(outbox.c.topic, outbox.c.payload)
-                                        .where(outbox.c.type.like("%residents.merged%")))).all()
+        events = (
+            await session.execute(
+                select(outbox.c.topic, outbox.c.payload).where(outbox.c.type.like("%residents.merged%"))
+            )
+        ).all()
     assert [k for k, _ in kinds] == ["merged"]
     assert sorted(topic for topic, _ in events) == sorted([settings.topics.referrals, settings.topics.request_stats])
     for _, payload in events:
         data = orjson.loads(runtime.keyring.open_if_sealed(payload))["data"]
-        assert data == {"resident_id": margaret["resident_id"], "merged_resident_id": maggie["resident_id"],
-                        "referral_ids": [maggie["id"]], "merged_at": data["merged_at"]}
+        assert data == {
+            "resident_id": margaret["resident_id"],
+            "merged_resident_id": maggie["resident_id"],
+            "referral_ids": [maggie["id"]],
+            "merged_at": data["merged_at"],
+        }
 
 
 async def test_erasing_a_merged_resident_leaves_nothing_of_either_record_in_referrals(client, settings):

@@ -2,13 +2,13 @@
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from services.referrals.models import referrals
-from shared.db import utcnow
 from shared.bus import OutgoingMessage, Producer
+from shared.db import utcnow
 from shared.events import AssignmentStatusChangedV1, CloudEvent, ResidentErasedV1
 from tests.integration.referrals.conftest import referral_body
 from tests.support.apps import token
@@ -32,11 +32,15 @@ async def names(client) -> dict[str, str]:
 
 
 async def test_a_closed_case_is_anonymised_once_its_retention_period_has_passed_and_an_open_one_never(
-    client, settings,
+    client,
+    settings,
 ):
     cancelled = await post(client, settings, "Closed Case")
-    cancel = await client.post(f"/v1/referrals/{cancelled['id']}/cancel", json={"reason": "no-longer-needed"},
-                               headers=token(settings, "call-centre"))
+    cancel = await client.post(
+        f"/v1/referrals/{cancelled['id']}/cancel",
+        json={"reason": "no-longer-needed"},
+        headers=token(settings, "call-centre"),
+    )
     assert cancel.status_code == 200
     still_open = await post(client, settings, "Open Case")
     retention = client.app.state.retention  # 365 days closed, 730 days open before review (the defaults)
@@ -66,24 +70,43 @@ async def test_an_open_referral_past_retention_is_listed_for_review_and_never_an
     assert await retention.run_once(now=utcnow() + timedelta(days=731)) == []
     assert (await names(client)) == {still_open["id"]: "Open Case"}
     review = (await client.get("/v1/retention/review", headers=token(settings, "admin"))).json()
-    assert [(item["id"], item["reference"]) for item in review["items"]] == [(still_open["id"], still_open["reference"])]
+    assert [(item["id"], item["reference"]) for item in review["items"]] == [
+        (still_open["id"], still_open["reference"])
+    ]
 
 
-async def publish_status(settings, referral: dict, request: dict, *, status: str, at, hub="thanet",
-                         outcome=None) -> None:
+async def publish_status(
+    settings, referral: dict, request: dict, *, status: str, at, hub="thanet", outcome=None
+) -> None:
     """What fulfilment publishes when a hub moves a request on (AssignmentStatusChangedV1), on the real topic."""
     data = AssignmentStatusChangedV1(
-        assignment_id=uuid.uuid4(), request_id=request["id"], referral_id=referral["id"],
-        request_type=request["type"], urgency=request["urgency"], status=status, hub=hub,
-        received_at=referral["received_at"], changed_at=at, outcome=outcome,
+        assignment_id=uuid.uuid4(),
+        request_id=request["id"],
+        referral_id=referral["id"],
+        request_type=request["type"],
+        urgency=request["urgency"],
+        status=status,
+        hub=hub,
+        received_at=referral["received_at"],
+        changed_at=at,
+        outcome=outcome,
         closed_at=at if status in ("fulfilled", "unable_to_fulfil") else None,
     )
-    event = CloudEvent(source="/kent-together/fulfilment", type=data.type, subject=str(data.assignment_id),
-                       data=data.model_dump(mode="json"))
+    event = CloudEvent(
+        source="/kent-together/fulfilment",
+        type=data.type,
+        subject=str(data.assignment_id),
+        data=data.model_dump(mode="json"),
+    )
     producer = Producer(settings.kafka_bootstrap_servers)
     try:
-        await producer.send_many([OutgoingMessage(topic=settings.topics.assignment_status,
-                                                  key=referral["id"].encode(), value=event.to_bytes())])
+        await producer.send_many(
+            [
+                OutgoingMessage(
+                    topic=settings.topics.assignment_status, key=referral["id"].encode(), value=event.to_bytes()
+                )
+            ]
+        )
     finally:
         await producer.stop()
 
@@ -102,17 +125,29 @@ async def test_a_referral_closes_when_its_hub_fulfils_its_requests_and_retention
     food, prescription = referral["requests"]
     now = utcnow()
     await publish_status(settings, referral, food, status="accepted", at=now)
-    accepted = await referral_when(client, settings, referral["id"],
-                                   lambda r: r["requests"][0]["progress"] == "accepted")
+    accepted = await referral_when(
+        client, settings, referral["id"], lambda r: r["requests"][0]["progress"] == "accepted"
+    )
     # An adviser sees a hub has it: "has anyone been in touch?"
     assert (accepted["status"], accepted["requests"][0]["hub"], accepted["requests"][0]["status"]) == (
-        "open", "thanet", "open")
+        "open",
+        "thanet",
+        "open",
+    )
     await publish_status(settings, referral, food, status="fulfilled", at=now, outcome="delivered")
-    await publish_status(settings, referral, prescription, status="unable_to_fulfil", at=now + timedelta(days=10),
-                         outcome="resident-unreachable")
+    await publish_status(
+        settings,
+        referral,
+        prescription,
+        status="unable_to_fulfil",
+        at=now + timedelta(days=10),
+        outcome="resident-unreachable",
+    )
     closed = await referral_when(client, settings, referral["id"], lambda r: r["status"] == "closed")
     assert [(r["status"], r["progress"], r["outcome"]) for r in closed["requests"]] == [
-        ("closed", "fulfilled", "delivered"), ("closed", "unable_to_fulfil", "resident-unreachable")]
+        ("closed", "fulfilled", "delivered"),
+        ("closed", "unable_to_fulfil", "resident-unreachable"),
+    ]
 
     retention = client.app.state.retention
     assert await retention.run_once(now=now + timedelta(days=374)) == []  # 364 days after it closed
@@ -124,7 +159,7 @@ async def test_a_backfilled_case_closed_years_ago_is_kept_a_full_period_after_it
     response = await client.post("/v1/referrals", json=body, headers=token(settings, "admin"))
     assert response.status_code == 201, response.text
     referral = response.json()
-    long_ago = datetime(2020, 4, 3, tzinfo=timezone.utc)
+    long_ago = datetime(2020, 4, 3, tzinfo=UTC)
     for request in referral["requests"]:
         await publish_status(settings, referral, request, status="fulfilled", at=long_ago)
     await referral_when(client, settings, referral["id"], lambda r: r["status"] == "closed")
@@ -138,8 +173,9 @@ async def test_a_backfilled_case_closed_years_ago_is_kept_a_full_period_after_it
 async def test_an_administrator_can_run_retention_now_with_the_configured_period(client, settings):
     client.app.state.retention.closed_for = timedelta(0)  # as REFERRALS_RETENTION_CLOSED_DAYS=0 would set it
     cancelled = await post(client, settings, "Closed Case")
-    await client.post(f"/v1/referrals/{cancelled['id']}/cancel", json={"reason": "duplicate"},
-                      headers=token(settings, "call-centre"))
+    await client.post(
+        f"/v1/referrals/{cancelled['id']}/cancel", json={"reason": "duplicate"}, headers=token(settings, "call-centre")
+    )
     open_one = await post(client, settings, "Open Case")
     response = await client.post("/v1/retention/anonymise", headers=token(settings, "admin"))
     assert response.status_code == 200
@@ -155,11 +191,16 @@ async def test_the_anonymise_expired_command_anonymises_with_the_configured_peri
     from suite.cli import app as cli
 
     cancelled = await post(client, settings, "Closed Case")
-    await client.post(f"/v1/referrals/{cancelled['id']}/cancel", json={"reason": "duplicate"},
-                      headers=token(settings, "call-centre"))
+    await client.post(
+        f"/v1/referrals/{cancelled['id']}/cancel", json={"reason": "duplicate"}, headers=token(settings, "call-centre")
+    )
     open_one = await post(client, settings, "Open Case")
-    env = {"REFERRALS_DATABASE_URL": database_url, "REFERRALS_RETENTION_CLOSED_DAYS": "0",
-           "KT_VAR_DIR": str(settings.var_dir), "KT_LOG_JSON": "false"}
+    env = {
+        "REFERRALS_DATABASE_URL": database_url,
+        "REFERRALS_RETENTION_CLOSED_DAYS": "0",
+        "KT_VAR_DIR": str(settings.var_dir),
+        "KT_LOG_JSON": "false",
+    }
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["anonymise-expired"], env=env)
     assert result.exit_code == 0, result.output
     assert "anonymised 1 referrals" in result.output

@@ -43,15 +43,30 @@ async def test_the_dashboard_draws_the_figures_for_a_token_given_in_the_link(set
     app = create_app(settings.model_copy(update={"run_consumers": False}))
     stories = [Story(received_at=APRIL + timedelta(days=i % 3)) for i in range(5)]
     stories += [Story(request_type="prescription", district_code=CANTERBURY, hub="canterbury") for _ in range(2)]
-    token = mint_token(signing_key=settings.signing_key(), role="analyst", issuer=settings.jwt_issuer,
-                       audience=settings.jwt_audience)
+    token = mint_token(
+        signing_key=settings.signing_key(), role="analyst", issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
     async with serving(app) as base:
-        await deliver(app, *[s.received() for s in stories],
-                      *[s.status_changed("routed", after=timedelta(minutes=5)) for s in stories],
-                      ActionCreatedV1(action_id=uuid.uuid4(), plan="krf", cell="economy", number=1, kind="mitigate",
-                                      priority="essential", timescale="short", status="on-track", rag="amber",
-                                      progress=20, baseline_due_date=date(2099, 1, 1), due_date=date(2099, 1, 1),
-                                      created_at=APRIL))
+        await deliver(
+            app,
+            *[s.received() for s in stories],
+            *[s.status_changed("routed", after=timedelta(minutes=5)) for s in stories],
+            ActionCreatedV1(
+                action_id=uuid.uuid4(),
+                plan="krf",
+                cell="economy",
+                number=1,
+                kind="mitigate",
+                priority="essential",
+                timescale="short",
+                status="on-track",
+                rag="amber",
+                progress=20,
+                baseline_due_date=date(2099, 1, 1),
+                due_date=date(2099, 1, 1),
+                created_at=APRIL,
+            ),
+        )
         dom = await run_chromium(f"{base}/?token={token}", profile=tmp_path / "profile")
         screenshot = tmp_path / "dashboard.png"
         await run_chromium(f"{base}/?token={token}", profile=tmp_path / "profile2", screenshot=screenshot)
@@ -92,14 +107,18 @@ async def test_the_dashboard_reads_as_a_briefing_does_whole_numbers_uk_dates_and
     from services.reporting.service import project
 
     app = create_app(settings.model_copy(update={"run_consumers": False}))
-    token = mint_token(signing_key=settings.signing_key(), role="analyst", issuer=settings.jwt_issuer,
-                       audience=settings.jwt_audience)
+    token = mint_token(
+        signing_key=settings.signing_key(), role="analyst", issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
     # 1,004 requests over three April 2020 days, 27% for prescriptions; one more left routed past its deadlines.
-    stories = [Story(request_type="prescription" if i % 100 < 27 else "food", received_at=APRIL + timedelta(days=i % 3))
-               for i in range(1004)]
+    stories = [
+        Story(request_type="prescription" if i % 100 < 27 else "food", received_at=APRIL + timedelta(days=i % 3))
+        for i in range(1004)
+    ]
     late = Story(urgency="today")
     routed = late.status_changed("routed", after=timedelta(minutes=5)).model_copy(
-        update={"accept_due_at": APRIL + timedelta(hours=4), "fulfil_due_at": APRIL + timedelta(days=1)})
+        update={"accept_due_at": APRIL + timedelta(hours=4), "fulfil_due_at": APRIL + timedelta(days=1)}
+    )
     async with serving(app) as base:
         runtime = app.state.runtime
         async with runtime.uow() as uow:

@@ -11,8 +11,11 @@ SERVICE = "reporting"
 async def seven_requests(client):
     stories = [Story(received_at=APRIL + timedelta(hours=i)) for i in range(4)]
     stories += [Story(request_type="prescription", district_code=CANTERBURY, hub="canterbury") for _ in range(3)]
-    await deliver(client.app, *[s.received() for s in stories],
-                  *[s.status_changed("routed", after=timedelta(minutes=5)) for s in stories])
+    await deliver(
+        client.app,
+        *[s.received() for s in stories],
+        *[s.status_changed("routed", after=timedelta(minutes=5)) for s in stories],
+    )
     return stories
 
 
@@ -25,8 +28,16 @@ async def get(client, settings, path, **params):
 async def test_the_service_document_and_metadata_describe_the_entity_sets(client, settings):
     document = await get(client, settings, "/odata/")
     assert {s["name"] for s in document["value"]} == {
-        "RequestFacts", "DailyRequestCounts", "Actions", "DailyRequestsByType", "DailyRequestsByChannel",
-        "DailyRequestsByStatus", "DailyRequestsByHub", "DailyRequestsByUrgency", "DailyReferralsByChannel"}
+        "RequestFacts",
+        "DailyRequestCounts",
+        "Actions",
+        "DailyRequestsByType",
+        "DailyRequestsByChannel",
+        "DailyRequestsByStatus",
+        "DailyRequestsByHub",
+        "DailyRequestsByUrgency",
+        "DailyReferralsByChannel",
+    }
     metadata = await client.get("/odata/$metadata", headers=analyst(settings))
     assert metadata.headers["content-type"].startswith("application/xml")
     assert '<EntitySet Name="RequestFacts" EntityType="KentTogether.Reporting.RequestFact"/>' in metadata.text
@@ -36,20 +47,35 @@ async def test_the_service_document_and_metadata_describe_the_entity_sets(client
 async def test_filter_select_orderby_and_count_answer_the_matching_rows(client, settings):
     stories = await seven_requests(client)
 
-    page = await get(client, settings, "/odata/RequestFacts", **{
-        "$filter": "district eq 'thanet' and (request_type eq 'food' or request_type eq 'other') "
-                   "and received_at ge 2020-04-01T10:00:00Z and not (status eq 'fulfilled')",
-        "$select": "request_id,received_at", "$orderby": "received_at desc", "$count": "true"})
+    page = await get(
+        client,
+        settings,
+        "/odata/RequestFacts",
+        **{
+            "$filter": "district eq 'thanet' and (request_type eq 'food' or request_type eq 'other') "
+            "and received_at ge 2020-04-01T10:00:00Z and not (status eq 'fulfilled')",
+            "$select": "request_id,received_at",
+            "$orderby": "received_at desc",
+            "$count": "true",
+        },
+    )
     assert page["@odata.count"] == 3
     assert [row["request_id"] for row in page["value"]] == [str(s.request_id) for s in stories[3:0:-1]]
     assert set(page["value"][0]) == {"request_id", "received_at"}
-    starts = await get(client, settings, "/odata/RequestFacts", **{"$filter": "startswith(district,'canter')",
-                                                                   "$count": "true", "$top": "0"})
+    starts = await get(
+        client,
+        settings,
+        "/odata/RequestFacts",
+        **{"$filter": "startswith(district,'canter')", "$count": "true", "$top": "0"},
+    )
     assert starts["@odata.count"] == 3 and starts["value"] == []
-    daily = await get(client, settings, "/odata/DailyRequestCounts",
-                      **{"$filter": "dimension eq 'type'", "$orderby": "value"})
+    daily = await get(
+        client, settings, "/odata/DailyRequestCounts", **{"$filter": "dimension eq 'type'", "$orderby": "value"}
+    )
     assert [(r["district"], r["value"], r["count"]) for r in daily["value"]] == [
-        ("thanet", "food", 4), ("canterbury", "prescription", 3)]
+        ("thanet", "food", 4),
+        ("canterbury", "prescription", 3),
+    ]
 
 
 async def test_paging_follows_next_links_to_every_row_exactly_once(client, settings):
@@ -69,8 +95,10 @@ async def test_paging_follows_next_links_to_every_row_exactly_once(client, setti
     assert pages == 3 and sorted(seen) == sorted(str(s.request_id) for s in stories)
     topped = await get(client, settings, "/odata/RequestFacts", **{"$top": "4"})
     assert len(topped["value"]) == 3 and "@odata.nextLink" in topped
-    rest = await client.get(urlsplit(topped["@odata.nextLink"]).path + "?" + urlsplit(topped["@odata.nextLink"]).query,
-                            headers=analyst(settings))
+    rest = await client.get(
+        urlsplit(topped["@odata.nextLink"]).path + "?" + urlsplit(topped["@odata.nextLink"]).query,
+        headers=analyst(settings),
+    )
     assert len(rest.json()["value"]) == 1 and "@odata.nextLink" not in rest.json()
 
 

@@ -17,10 +17,21 @@ SERVICE = "reporting"
 
 async def stories(client):
     made = [Story(received_at=APRIL + timedelta(hours=i)) for i in range(4)]
-    made += [Story(request_type="prescription", channel="online", district_code=CANTERBURY, hub="canterbury",
-                   received_at=APRIL + timedelta(days=1, hours=i)) for i in range(3)]
-    await deliver(client.app, *[s.received() for s in made],
-                  *[s.status_changed("routed", after=timedelta(minutes=5)) for s in made])
+    made += [
+        Story(
+            request_type="prescription",
+            channel="online",
+            district_code=CANTERBURY,
+            hub="canterbury",
+            received_at=APRIL + timedelta(days=1, hours=i),
+        )
+        for i in range(3)
+    ]
+    await deliver(
+        client.app,
+        *[s.received() for s in made],
+        *[s.status_changed("routed", after=timedelta(minutes=5)) for s in made],
+    )
     return made
 
 
@@ -40,26 +51,50 @@ async def test_the_filters_power_query_folds_are_answered(client, settings):
     canterbury = {str(s.request_id) for s in made[4:]}
     # Text.Lower([district]) = "thanet"; Text.Upper; Text.StartsWith (written `… eq true`); Text.Contains.
     assert ids(await fetch(client, settings, "/odata/RequestFacts?$filter=tolower(district)%20eq%20'thanet'")) == thanet
-    assert ids(await fetch(client, settings, "/odata/RequestFacts?$filter=toupper(hub)%20eq%20'CANTERBURY'")) \
+    assert (
+        ids(await fetch(client, settings, "/odata/RequestFacts?$filter=toupper(hub)%20eq%20'CANTERBURY'")) == canterbury
+    )
+    assert (
+        ids(await fetch(client, settings, "/odata/RequestFacts?$filter=startswith(district,'canter')%20eq%20true"))
         == canterbury
-    assert ids(await fetch(client, settings,
-                           "/odata/RequestFacts?$filter=startswith(district,'canter')%20eq%20true")) == canterbury
-    assert ids(await fetch(client, settings,
-                           "/odata/RequestFacts?$filter=startswith(district,'canter')%20eq%20false")) == thanet
+    )
+    assert (
+        ids(await fetch(client, settings, "/odata/RequestFacts?$filter=startswith(district,'canter')%20eq%20false"))
+        == thanet
+    )
     # Date.Year / Date.Month / Date.Day of a datetimezone column.
-    assert ids(await fetch(client, settings, "/odata/RequestFacts?$filter=year(received_at)%20eq%202020%20and%20"
-                                             "month(received_at)%20eq%204%20and%20day(received_at)%20eq%202")) \
+    assert (
+        ids(
+            await fetch(
+                client,
+                settings,
+                "/odata/RequestFacts?$filter=year(received_at)%20eq%202020%20and%20"
+                "month(received_at)%20eq%204%20and%20day(received_at)%20eq%202",
+            )
+        )
         == canterbury
+    )
     # List.Contains({"food", "befriending"}, [request_type]) folds to `in`.
-    assert ids(await fetch(client, settings,
-                           "/odata/RequestFacts?$filter=request_type%20in%20('food','befriending')")) == thanet
+    assert (
+        ids(await fetch(client, settings, "/odata/RequestFacts?$filter=request_type%20in%20('food','befriending')"))
+        == thanet
+    )
     # A filter on a logical column: `each [out_of_area]`, `each not [out_of_area]`.
     assert ids(await fetch(client, settings, "/odata/RequestFacts?$filter=out_of_area")) == set()
     assert ids(await fetch(client, settings, "/odata/RequestFacts?$filter=not%20out_of_area")) == thanet | canterbury
     # Incremental refresh: RangeStart and RangeEnd as datetimezone, with seven fractional digits.
-    assert ids(await fetch(client, settings, "/odata/RequestFacts?$filter=received_at%20ge%20"
-                                             "2020-04-02T00:00:00.0000000Z%20and%20received_at%20lt%20"
-                                             "2020-04-03T00:00:00.0000000%2B00:00")) == canterbury
+    assert (
+        ids(
+            await fetch(
+                client,
+                settings,
+                "/odata/RequestFacts?$filter=received_at%20ge%20"
+                "2020-04-02T00:00:00.0000000Z%20and%20received_at%20lt%20"
+                "2020-04-03T00:00:00.0000000%2B00:00",
+            )
+        )
+        == canterbury
+    )
     # A Decimal Number column compared with a whole-number property.
     daily = await fetch(client, settings, "/odata/DailyRequestsByType?$filter=count%20gt%203.5")
     assert [(r["district"], r["request_type"], r["count"]) for r in daily["value"]] == [("thanet", "food", 4)]
@@ -67,8 +102,9 @@ async def test_the_filters_power_query_folds_are_answered(client, settings):
 
 async def test_a_row_count_folds_into_the_count_segment(client, settings):
     await stories(client)
-    response = await client.get("/odata/RequestFacts/$count?$filter=district%20eq%20'canterbury'",
-                                headers=analyst(settings))
+    response = await client.get(
+        "/odata/RequestFacts/$count?$filter=district%20eq%20'canterbury'", headers=analyst(settings)
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert response.text == "3"
@@ -78,8 +114,10 @@ async def test_a_row_count_folds_into_the_count_segment(client, settings):
 
 async def test_prefer_maxpagesize_sets_the_page_and_says_so(client, settings):
     made = await stories(client)
-    first = await client.get("/odata/RequestFacts?$select=request_id", headers={
-        **analyst(settings), "Prefer": 'odata.include-annotations="*", odata.maxpagesize=2'})
+    first = await client.get(
+        "/odata/RequestFacts?$select=request_id",
+        headers={**analyst(settings), "Prefer": 'odata.include-annotations="*", odata.maxpagesize=2'},
+    )
     assert first.status_code == 200
     assert first.headers["preference-applied"] == "odata.maxpagesize=2"
     assert len(first.json()["value"]) == 2 and "@odata.nextLink" in first.json()
@@ -101,7 +139,9 @@ async def test_paging_is_stable_while_the_projection_writes(client, settings):
     # Meanwhile: three requests received earlier than all of them (a late batch), and one of the
     # first page's rows changes status.
     late = [Story(received_at=APRIL - timedelta(days=1, hours=i)) for i in range(3)]
-    await deliver(client.app, *[s.received() for s in late], made[0].status_changed("accepted", after=timedelta(hours=1)))
+    await deliver(
+        client.app, *[s.received() for s in late], made[0].status_changed("accepted", after=timedelta(hours=1))
+    )
     seen = [row["request_id"] for row in first["value"]]
     link = first["@odata.nextLink"]
     while link:
@@ -113,9 +153,13 @@ async def test_paging_is_stable_while_the_projection_writes(client, settings):
 
 async def test_daily_counts_sum_to_the_number_of_requests_in_every_set(client, settings):
     made = await stories(client)
-    for name, column in (("DailyRequestsByType", "request_type"), ("DailyRequestsByChannel", "channel"),
-                         ("DailyRequestsByStatus", "status"), ("DailyRequestsByHub", "hub"),
-                         ("DailyRequestsByUrgency", "urgency")):
+    for name, column in (
+        ("DailyRequestsByType", "request_type"),
+        ("DailyRequestsByChannel", "channel"),
+        ("DailyRequestsByStatus", "status"),
+        ("DailyRequestsByHub", "hub"),
+        ("DailyRequestsByUrgency", "urgency"),
+    ):
         body = await fetch(client, settings, f"/odata/{name}")
         assert sum(row["count"] for row in body["value"]) == len(made), name
         assert {"day", "district", column, "count"} == set(body["value"][0]), name
@@ -140,7 +184,10 @@ async def test_metadata_carries_the_capabilities_power_query_reads(client, setti
     assert '<Annotation Term="Capabilities.FilterFunctions"><Collection>' in text
     for name in ("tolower", "toupper", "year", "month", "day", "startswith", "contains"):
         assert f"<String>{name}</String>" in text
-    assert ('<Annotations Target="KentTogether.Reporting.Container/RequestFacts">' in text
-            and '<Annotation Term="Capabilities.CountRestrictions"><Record>'
-                '<PropertyValue Property="Countable" Bool="true"/></Record></Annotation>' in text)
+    assert (
+        '<Annotations Target="KentTogether.Reporting.Container/RequestFacts">' in text
+        and '<Annotation Term="Capabilities.CountRestrictions"><Record>'
+        '<PropertyValue Property="Countable" Bool="true"/></Record></Annotation>'
+        in text
+    )
     assert '<EntitySet Name="DailyRequestsByType" EntityType="KentTogether.Reporting.DailyRequestByType"/>' in text

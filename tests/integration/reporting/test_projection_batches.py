@@ -24,8 +24,12 @@ def stories() -> list:
     """Events of several requests: received, moved on, escalated, cancelled; a late old change."""
     events = []
     for index, code in enumerate([None, CANTERBURY, "E07000114", "E06000035"] * 2):
-        story = Story(district_code=code, hub=None if code is None else "canterbury", request_type="food",
-                      channel=["phone", "online"][index % 2])
+        story = Story(
+            district_code=code,
+            hub=None if code is None else "canterbury",
+            request_type="food",
+            channel=["phone", "online"][index % 2],
+        )
         events.append(story.received())
         events.append(story.status_changed("routed", after=timedelta(minutes=5)))
         if index % 3 == 0:
@@ -41,19 +45,39 @@ def stories() -> list:
 
 
 def records(events) -> list[ConsumerRecord]:
-    return [ConsumerRecord(topic="test", partition=i % 3, offset=i, timestamp=0, timestamp_type=0,
-                           key=e.subject.encode(), value=e.to_bytes(), checksum=None, serialized_key_size=0,
-                           serialized_value_size=0, headers=()) for i, e in enumerate(events)]
+    return [
+        ConsumerRecord(
+            topic="test",
+            partition=i % 3,
+            offset=i,
+            timestamp=0,
+            timestamp_type=0,
+            key=e.subject.encode(),
+            value=e.to_bytes(),
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0,
+            headers=(),
+        )
+        for i, e in enumerate(events)
+    ]
 
 
 async def read_models(runtime) -> tuple[list, list, dict]:
     async with runtime.db.engine.connect() as connection:
-        facts = [{k: v for k, v in row._mapping.items() if k != "updated_at"} for row in
-                 (await connection.execute(select(request_facts).order_by(request_facts.c.request_id))).all()]
-        referrals = [{k: v for k, v in row._mapping.items() if k != "updated_at"} for row in
-                     (await connection.execute(select(referral_facts).order_by(referral_facts.c.referral_id))).all()]
-        counts = {(r.day, r.district, r.dimension, r.value): r.count for r in
-                  (await connection.execute(select(request_counts))).all() if r.count}
+        facts = [
+            {k: v for k, v in row._mapping.items() if k != "updated_at"}
+            for row in (await connection.execute(select(request_facts).order_by(request_facts.c.request_id))).all()
+        ]
+        referrals = [
+            {k: v for k, v in row._mapping.items() if k != "updated_at"}
+            for row in (await connection.execute(select(referral_facts).order_by(referral_facts.c.referral_id))).all()
+        ]
+        counts = {
+            (r.day, r.district, r.dimension, r.value): r.count
+            for r in (await connection.execute(select(request_counts))).all()
+            if r.count
+        }
     return facts, referrals, counts
 
 
@@ -72,8 +96,12 @@ async def test_a_batch_out_of_order_with_repeats_folds_to_the_same_facts_and_cou
     # A few projected first, then the rest in one batch with some of those again and a repeat inside it.
     await deliver(client.app, *events[:4])
     batch = events[4:] + [events[1], events[7]]
-    consumer = runtime.consumer(group=runtime.settings.consumer_group, topics=consumed_topics(runtime.settings),
-                                handlers=projection_handlers(), batch_handler=project_batch)
+    consumer = runtime.consumer(
+        group=runtime.settings.consumer_group,
+        topics=consumed_topics(runtime.settings),
+        handlers=projection_handlers(),
+        batch_handler=project_batch,
+    )
     calls = []
 
     async def counted(uow, fresh):

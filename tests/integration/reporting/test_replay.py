@@ -16,17 +16,26 @@ async def on_topic(settings, *events) -> None:
     """The events on the reporting topics, as the producing services' relays put them there."""
     producer = Producer(settings.kafka_bootstrap_servers)
     try:
-        await producer.send_many([
-            OutgoingMessage(topic=settings.topics.request_stats, key=event.subject.encode(), value=event.to_bytes())
-            for event in events])
+        await producer.send_many(
+            [
+                OutgoingMessage(topic=settings.topics.request_stats, key=event.subject.encode(), value=event.to_bytes())
+                for event in events
+            ]
+        )
     finally:
         await producer.stop()
 
 
 async def run_replay(client, settings, **options) -> int:
     runtime = client.app.state.runtime
-    return await replay(runtime.uow, inbox=runtime.tables.inbox, consumer=settings.consumer_group,
-                        bootstrap_servers=settings.kafka_bootstrap_servers, topics=consumed_topics(settings), **options)
+    return await replay(
+        runtime.uow,
+        inbox=runtime.tables.inbox,
+        consumer=settings.consumer_group,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topics=consumed_topics(settings),
+        **options,
+    )
 
 
 @pytest.fixture
@@ -39,12 +48,16 @@ async def three_requests_one_on_the_topics(client, settings):
 
 
 async def test_a_replay_from_topics_holding_less_than_the_figures_is_refused_and_changes_nothing(
-    client, settings, three_requests_one_on_the_topics,
+    client,
+    settings,
+    three_requests_one_on_the_topics,
 ):
     with pytest.raises(ReplayRefused, match=r"requests: 1 rebuilt, 3 held now.*kent-together republish"):
         await run_replay(client, settings)
     assert by((await figure(client, settings, "requests", group_by="type"))["rows"], "type") == {
-        "food": 2, "prescription": 1}
+        "food": 2,
+        "prescription": 1,
+    }
 
 
 async def test_a_forced_replay_rebuilds_from_what_the_topics_hold(client, settings, three_requests_one_on_the_topics):

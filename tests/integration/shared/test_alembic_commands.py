@@ -14,8 +14,14 @@ SERVICE = "actions"
 def alembic(*args: str, database_url: str) -> str:
     """`alembic -n actions …` from the repository root, the service's database named as it is in production."""
     env = {**os.environ, "ACTIONS_DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, "-m", "alembic", "-n", SERVICE, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-n", SERVICE, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -32,6 +38,7 @@ def test_history_downgrade_upgrade_and_check_work_on_the_services_database(datab
 
 @pytest.mark.parametrize("service", ["referrals", "fulfilment", "reporting"])
 def test_every_service_has_its_section(service):
-    done = subprocess.run([sys.executable, "-m", "alembic", "-n", service, "heads"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-n", service, "heads"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and "(head)" in done.stdout, done.stderr

@@ -21,8 +21,11 @@ effects = Table("test_effects", tables.metadata.__class__(), Column("event_id", 
 
 def cancelled_event() -> CloudEvent:
     return RequestCancelledV1(
-        referral_id=uuid.uuid4(), request_id=uuid.uuid4(), request_type="food",
-        reason="no-longer-needed", cancelled_at="2020-04-02T10:00:00Z",
+        referral_id=uuid.uuid4(),
+        request_id=uuid.uuid4(),
+        request_type="food",
+        reason="no-longer-needed",
+        cancelled_at="2020-04-02T10:00:00Z",
     ).envelope(source="/test")
 
 
@@ -52,12 +55,18 @@ async def produce(bootstrap: str, topic: str, *values: bytes) -> None:
 
 def make_consumer(*, db, broker, topic, unique, handler, max_attempts=3, batch_size=200) -> EventConsumer:
     return EventConsumer(
-        group_id=f"test-group-{unique}", topics=[topic],
+        group_id=f"test-group-{unique}",
+        topics=[topic],
         handlers={RequestCancelledV1.type: handler},
         uow_factory=lambda: UnitOfWork(db, source="/test", outbox=tables.outbox),
-        inbox=tables.inbox, bootstrap_servers=broker.bootstrap_servers,
-        producer=Producer(broker.bootstrap_servers), dead_letter_topic=f"{topic}.dlq",
-        max_attempts=max_attempts, retry_base_seconds=0.01, session_timeout_ms=6000, batch_size=batch_size,
+        inbox=tables.inbox,
+        bootstrap_servers=broker.bootstrap_servers,
+        producer=Producer(broker.bootstrap_servers),
+        dead_letter_topic=f"{topic}.dlq",
+        max_attempts=max_attempts,
+        retry_base_seconds=0.01,
+        session_timeout_ms=6000,
+        batch_size=batch_size,
     )
 
 
@@ -83,8 +92,9 @@ async def count_effects(db) -> int:
 
 
 async def dead_letters(bootstrap, topic, expect):
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None, metadata_max_age_ms=300)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, metadata_max_age_ms=300
+    )
     await consumer.start()
     found = []
     try:
@@ -112,7 +122,9 @@ async def test_an_event_delivered_twice_changes_things_once(db, broker, topic, u
     assert await count_effects(db) == 1
 
 
-async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_and_the_next_one_is_handled(db, broker, topic, unique):
+async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_and_the_next_one_is_handled(
+    db, broker, topic, unique
+):
     good = cancelled_event()
     await produce(broker.bootstrap_servers, topic, b"\x00not json at all", b'{"specversion": "1.0"}', good.to_bytes())
     consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=record_effect)
@@ -133,7 +145,9 @@ async def test_an_unknown_event_type_is_dead_lettered_with_the_reason(db, broker
     assert dict(parked.headers)["dlq-reason"] == b"unknown event type 'uk.gov.kent.together.mystery.v9'"
 
 
-async def test_an_event_that_keeps_failing_is_retried_then_dead_lettered_and_nothing_half_done(db, broker, topic, unique):
+async def test_an_event_that_keeps_failing_is_retried_then_dead_lettered_and_nothing_half_done(
+    db, broker, topic, unique
+):
     poison, good = cancelled_event(), cancelled_event()
     await produce(broker.bootstrap_servers, topic, poison.to_bytes(), good.to_bytes())
     attempts = []
@@ -192,6 +206,7 @@ async def test_events_fetched_together_share_one_commit_and_a_poison_among_them_
         async def commit():
             await original()
             commits.append(1)
+
         uow.commit = commit
         return uow
 
@@ -200,6 +215,8 @@ async def test_events_fetched_together_share_one_commit_and_a_poison_among_them_
     assert await count_effects(db) == 19  # every good event once; nothing of the poison's
     assert len(attempts) == 3  # the batch's try counts as the first of the bounded three
     assert len(commits) < 19  # good events shared commits rather than one each
+
+
 async def committed_offsets(bootstrap: str, topic: str, group: str) -> set[int]:
     """The group's committed offsets on the topic's partitions that have one."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
@@ -213,7 +230,11 @@ async def committed_offsets(bootstrap: str, topic: str, group: str) -> set[int]:
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 async def test_a_consumer_stopped_mid_batch_commits_what_it_handled_and_hands_back_the_rest(
-    db, broker, topic, unique, batch_size,
+    db,
+    broker,
+    topic,
+    unique,
+    batch_size,
 ):
     events = [cancelled_event() for _ in range(5)]
     await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in events])
@@ -226,8 +247,9 @@ async def test_a_consumer_stopped_mid_batch_commits_what_it_handled_and_hands_ba
         handled.append(event.id)
         await record_effect(uow, event)
 
-    consumer = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=slow_on_the_third,
-                             batch_size=batch_size)
+    consumer = make_consumer(
+        db=db, broker=broker, topic=topic, unique=unique, handler=slow_on_the_third, batch_size=batch_size
+    )
     await run_until(consumer, stuck.is_set)
 
     done = await count_effects(db)
@@ -266,8 +288,9 @@ async def test_replaying_the_dead_letter_topic_after_the_fix_handles_the_parked_
     broken = False  # the cause is fixed
     producer = Producer(broker.bootstrap_servers)
     try:
-        replayed = await replay_dead_letters(bootstrap_servers=broker.bootstrap_servers,
-                                             dead_letter_topic=f"{topic}.dlq", producer=producer)
+        replayed = await replay_dead_letters(
+            bootstrap_servers=broker.bootstrap_servers, dead_letter_topic=f"{topic}.dlq", producer=producer
+        )
     finally:
         await producer.stop()
     again = make_consumer(db=db, broker=broker, topic=topic, unique=unique, handler=handler)
@@ -277,7 +300,9 @@ async def test_replaying_the_dead_letter_topic_after_the_fix_handles_the_parked_
     assert await count_effects(db) == 1
 
 
-async def test_a_batch_handler_takes_a_fetch_in_one_transaction_and_skips_what_the_inbox_has_seen(db, broker, topic, unique):
+async def test_a_batch_handler_takes_a_fetch_in_one_transaction_and_skips_what_the_inbox_has_seen(
+    db, broker, topic, unique
+):
     first, second = cancelled_event(), cancelled_event()
     await produce(broker.bootstrap_servers, topic, first.to_bytes(), second.to_bytes(), first.to_bytes())
     batches = []
@@ -294,7 +319,9 @@ async def test_a_batch_handler_takes_a_fetch_in_one_transaction_and_skips_what_t
     assert await count_effects(db) == 2
 
 
-async def test_a_batch_that_fails_is_handled_one_at_a_time_so_only_the_poison_is_dead_lettered(db, broker, topic, unique):
+async def test_a_batch_that_fails_is_handled_one_at_a_time_so_only_the_poison_is_dead_lettered(
+    db, broker, topic, unique
+):
     poison, good = cancelled_event(), cancelled_event()
     await produce(broker.bootstrap_servers, topic, poison.to_bytes(), good.to_bytes())
 
@@ -318,7 +345,10 @@ async def test_a_batch_that_fails_is_handled_one_at_a_time_so_only_the_poison_is
 
 
 async def test_a_batch_handler_takes_a_fetch_of_several_partitions_together_and_commits_each_partition(
-    db, broker, topic, unique,
+    db,
+    broker,
+    topic,
+    unique,
 ):
     from shared.bus import ensure_topics
 
@@ -357,7 +387,9 @@ async def test_a_batch_handler_takes_a_fetch_of_several_partitions_together_and_
     assert batches[-1] == [later.id] and again.processed_total == 1
 
 
-async def test_a_consumer_forgets_handled_event_ids_past_its_inbox_retention_and_only_its_own(db, broker, topic, unique):
+async def test_a_consumer_forgets_handled_event_ids_past_its_inbox_retention_and_only_its_own(
+    db, broker, topic, unique
+):
     from datetime import timedelta
 
     from shared.db import utcnow
@@ -397,14 +429,20 @@ async def test_a_consumer_without_an_inbox_retention_keeps_every_handled_id(db, 
 
 
 async def test_a_consumer_asked_to_stop_mid_round_finishes_the_round_and_returns_every_connection(
-    db, broker, topic, unique,
+    db,
+    broker,
+    topic,
+    unique,
 ):
     """A stop (SIGTERM, a deploy) never tears a transaction: the batch in hand commits, its offsets too."""
     events = [cancelled_event() for _ in range(3)]
     await produce(broker.bootstrap_servers, topic, *[e.to_bytes() for e in events])
     in_query = asyncio.Event()
-    slow_query = ("SELECT pg_sleep(0.3)" if db.dialect == "postgresql" else
-                  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000000) SELECT count(*) FROM c")
+    slow_query = (
+        "SELECT pg_sleep(0.3)"
+        if db.dialect == "postgresql"
+        else "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000000) SELECT count(*) FROM c"
+    )
 
     async def slow_in_the_database(uow, event):
         in_query.set()

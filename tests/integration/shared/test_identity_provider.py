@@ -80,15 +80,27 @@ class IdentityProvider:
         """An access token shaped as Entra ID v2.0 issues it to a client of an app with app roles."""
         now = int(time.time())
         base = {
-            "aud": AUDIENCE, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + 3600,
-            "aio": "AWQAm/8aAAAA", "azp": "04b07795-8ddb-461a-bbee-02f9e1bf7b46", "azpacr": "0",
-            "name": "Priya Analyst", "oid": "00000000-0000-0000-66f3-3332eca7ea81",
-            "preferred_username": "priya.analyst@kent.gov.uk", "rh": "0.AAAA.", "roles": ["analyst"],
-            "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", "tid": TENANT,
-            "uti": "fqiBqXLPj0eQa82S-IYFAA", "ver": "2.0",
+            "aud": AUDIENCE,
+            "iss": ISSUER,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "aio": "AWQAm/8aAAAA",
+            "azp": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+            "azpacr": "0",
+            "name": "Priya Analyst",
+            "oid": "00000000-0000-0000-66f3-3332eca7ea81",
+            "preferred_username": "priya.analyst@kent.gov.uk",
+            "rh": "0.AAAA.",
+            "roles": ["analyst"],
+            "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+            "tid": TENANT,
+            "uti": "fqiBqXLPj0eQa82S-IYFAA",
+            "ver": "2.0",
         }
-        return jwt.encode({**base, **claims}, self.keys[self.current], algorithm="RS256",
-                          headers={"kid": self.current, "typ": "JWT"})
+        return jwt.encode(
+            {**base, **claims}, self.keys[self.current], algorithm="RS256", headers={"kid": self.current, "typ": "JWT"}
+        )
 
     def stop(self):
         self.release.set()
@@ -106,11 +118,19 @@ def provider():
 def settings(reporting_sqlite_url, broker, provider, unique, var_dir):
     """Identity is the same on either database: SQLite only."""
     return ReportingSettings(
-        database_url=reporting_sqlite_url, kafka_bootstrap_servers=broker.bootstrap_servers, topics=apps.test_topics(unique),
-        var_dir=var_dir, log_json=False, run_consumers=False, run_relay=False,
-        jwt_jwks_url=provider.url, jwt_issuer=f"https://sts.windows.net/{TENANT}/,{ISSUER}",
-        jwt_audience=f"{AUDIENCE},https://reporting.kent-together.test", jwt_role_claim="roles",
-        jwt_authorization_uri=AUTHORIZE, jwks_timeout_seconds=1.0,
+        database_url=reporting_sqlite_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        topics=apps.test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        run_consumers=False,
+        run_relay=False,
+        jwt_jwks_url=provider.url,
+        jwt_issuer=f"https://sts.windows.net/{TENANT}/,{ISSUER}",
+        jwt_audience=f"{AUDIENCE},https://reporting.kent-together.test",
+        jwt_role_claim="roles",
+        jwt_authorization_uri=AUTHORIZE,
+        jwks_timeout_seconds=1.0,
     )
 
 
@@ -123,8 +143,9 @@ async def test_an_entra_id_token_with_an_analyst_app_role_reads_the_figures(sett
         response = await client.get(FIGURES, headers=bearer(provider.token()))
         assert response.status_code == 200, response.text
         # A v1.0 token for Power BI: the audience is the feed's origin, the issuer the v1 one.
-        power_bi = provider.token(aud="https://reporting.kent-together.test", iss=f"https://sts.windows.net/{TENANT}/",
-                                  ver="1.0")
+        power_bi = provider.token(
+            aud="https://reporting.kent-together.test", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0"
+        )
         assert (await client.get(FIGURES, headers=bearer(power_bi))).status_code == 200
 
 
@@ -148,9 +169,12 @@ async def test_tokens_naming_made_up_keys_do_not_hammer_the_identity_provider(se
         assert (await client.get(FIGURES, headers=bearer(provider.token()))).status_code == 200
         fetches = provider.requests
         for n in range(20):
-            forged = jwt.encode({"sub": f"x{n}", "roles": ["admin"], "aud": AUDIENCE, "iss": ISSUER,
-                                 "exp": int(time.time()) + 60},
-                                provider.keys[provider.current], algorithm="RS256", headers={"kid": f"made-up-{n}"})
+            forged = jwt.encode(
+                {"sub": f"x{n}", "roles": ["admin"], "aud": AUDIENCE, "iss": ISSUER, "exp": int(time.time()) + 60},
+                provider.keys[provider.current],
+                algorithm="RS256",
+                headers={"kid": f"made-up-{n}"},
+            )
             response = await client.get(FIGURES, headers=bearer(forged))
             assert response.status_code == 401
             assert "no signing key" in response.json()["detail"]

@@ -31,14 +31,21 @@ from shared.settings import ServiceSettings
 from shared.uow import UnitOfWork
 from tests.support.databases import sqlite_template
 
-SASL = KafkaSecurity(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
-                     sasl_username="referrals", sasl_password="not-a-real-password")
+SASL = KafkaSecurity(
+    security_protocol="SASL_PLAINTEXT",
+    sasl_mechanism="SCRAM-SHA-512",
+    sasl_username="referrals",
+    sasl_password="not-a-real-password",
+)
 
 
 def cancelled_event() -> CloudEvent:
     return RequestCancelledV1(
-        referral_id=uuid.uuid4(), request_id=uuid.uuid4(), request_type="food",
-        reason="no-longer-needed", cancelled_at="2020-04-02T10:00:00Z",
+        referral_id=uuid.uuid4(),
+        request_id=uuid.uuid4(),
+        request_type="food",
+        reason="no-longer-needed",
+        cancelled_at="2020-04-02T10:00:00Z",
     ).envelope(source="/test")
 
 
@@ -65,12 +72,18 @@ def refused_sasl(caplog) -> bool:
     tansu answers UNSUPPORTED_SASL_MECHANISM; Apache Kafka's PLAINTEXT listener
     answers ILLEGAL_SASL_STATE (it takes the handshake for an out-of-order request).
     """
-    return any(name in record.getMessage() for record in caplog.records
-               for name in ("UnsupportedSaslMechanism", "IllegalSaslStateError"))
+    return any(
+        name in record.getMessage()
+        for record in caplog.records
+        for name in ("UnsupportedSaslMechanism", "IllegalSaslStateError")
+    )
 
 
 async def test_the_default_plaintext_path_built_from_settings_produces_and_consumes(
-    broker, unique, monkeypatch, referrals_db,
+    broker,
+    unique,
+    monkeypatch,
+    referrals_db,
 ):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
     monkeypatch.setenv("REFERRALS_DATABASE_URL", referrals_db)
@@ -86,8 +99,9 @@ async def test_the_default_plaintext_path_built_from_settings_produces_and_consu
     async def handle(uow, event):
         seen.append(str(event.id))
 
-    consumer = runtime.consumer(group=f"test-security-{unique}", topics=[topic],
-                                handlers={RequestCancelledV1.type: handle})
+    consumer = runtime.consumer(
+        group=f"test-security-{unique}", topics=[topic], handlers={RequestCancelledV1.type: handle}
+    )
     assert consumer.security is settings.kafka and runtime.producer.security is settings.kafka
     event = cancelled_event()
     task = asyncio.create_task(consumer.run())
@@ -131,8 +145,12 @@ async def test_sasl_topic_creation_and_dead_letter_replay_fail_at_once(broker, u
     try:
         async with asyncio.timeout(30):
             with pytest.raises(KafkaConnectionError):
-                await replay_dead_letters(bootstrap_servers=broker.bootstrap_servers, producer=producer,
-                                          dead_letter_topic=f"kt.dlq.test-{unique}", security=SASL)
+                await replay_dead_letters(
+                    bootstrap_servers=broker.bootstrap_servers,
+                    producer=producer,
+                    dead_letter_topic=f"kt.dlq.test-{unique}",
+                    security=SASL,
+                )
     finally:
         await producer.stop()
     assert refused_sasl(caplog)
@@ -144,33 +162,44 @@ async def test_a_sasl_reporting_replay_fails_at_once(broker, unique, caplog, rep
     try:
         async with asyncio.timeout(30):
             with pytest.raises(KafkaConnectionError):
-                await replay_reporting(runtime.uow, inbox=reporting_tables.inbox, consumer=f"test-{unique}",
-                                       bootstrap_servers=broker.bootstrap_servers, topics=[f"test.{unique}"],
-                                       security=SASL)
+                await replay_reporting(
+                    runtime.uow,
+                    inbox=reporting_tables.inbox,
+                    consumer=f"test-{unique}",
+                    bootstrap_servers=broker.bootstrap_servers,
+                    topics=[f"test.{unique}"],
+                    security=SASL,
+                )
     finally:
         await runtime.db.dispose()
     assert refused_sasl(caplog)
 
 
 async def test_a_sasl_consumer_against_a_plaintext_broker_reports_the_refusal_and_retries(
-    broker, unique, caplog, referrals_db,
+    broker,
+    unique,
+    caplog,
+    referrals_db,
 ):
     from shared.db import Database
 
     db = Database(referrals_db)
     consumer = EventConsumer(
-        group_id=f"test-security-{unique}", topics=[f"test.security.{unique}"], handlers={},
+        group_id=f"test-security-{unique}",
+        topics=[f"test.security.{unique}"],
+        handlers={},
         uow_factory=lambda: UnitOfWork(db, source="/test", outbox=referrals_tables.outbox),
-        inbox=referrals_tables.inbox, bootstrap_servers=broker.bootstrap_servers,
-        producer=Producer(broker.bootstrap_servers), dead_letter_topic=f"test.security.{unique}.dlq",
+        inbox=referrals_tables.inbox,
+        bootstrap_servers=broker.bootstrap_servers,
+        producer=Producer(broker.bootstrap_servers),
+        dead_letter_topic=f"test.security.{unique}.dlq",
         security=SASL,
     )
     task = asyncio.create_task(consumer.run())
     try:
         with caplog.at_level(logging.WARNING):
             async with asyncio.timeout(30):
-                while not any(r.name == "shared.consumer" and "reconnecting" in r.getMessage()
-                              for r in caplog.records):
+                while not any(r.name == "shared.consumer" and "reconnecting" in r.getMessage() for r in caplog.records):
                     await asyncio.sleep(0.05)
     finally:
         task.cancel()

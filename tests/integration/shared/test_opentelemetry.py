@@ -19,7 +19,12 @@ from shared.bus import ensure_topics
 from tests.integration.fulfilment.conftest import directory  # noqa: F401 (the fixture)
 from tests.integration.fulfilment.test_webhooks import HubServer
 from tests.integration.shared.test_tracing import (  # noqa: F401 (fixtures)
-    CALLER, REFERRAL, TRACE_ID, common, fulfilment_db, referrals_db,
+    CALLER,
+    REFERRAL,
+    TRACE_ID,
+    common,
+    fulfilment_db,
+    referrals_db,
 )
 from tests.support.apps import running, token
 
@@ -36,39 +41,78 @@ async def until(check, *, timeout: float = 45.0):
 
 
 async def test_one_referral_is_one_trace_across_referrals_fulfilment_and_reporting(
-    common, unique, referrals_db, fulfilment_db, reporting_sqlite_url, directory,  # noqa: F811
+    common,
+    unique,
+    referrals_db,
+    fulfilment_db,
+    reporting_sqlite_url,
+    directory,  # noqa: F811
 ):
     topics = common["topics"]
-    await ensure_topics(common["kafka_bootstrap_servers"],
-                        {t: 1 for t in (topics.referrals, topics.request_stats, topics.assignment_status,
-                                        topics.actions, topics.hub("thanet"))})
+    await ensure_topics(
+        common["kafka_bootstrap_servers"],
+        {
+            t: 1
+            for t in (
+                topics.referrals,
+                topics.request_stats,
+                topics.assignment_status,
+                topics.actions,
+                topics.hub("thanet"),
+            )
+        },
+    )
     referrals_settings = ReferralsSettings(database_url=referrals_db, **common)
     fulfilment_settings = FulfilmentSettings(
-        database_url=fulfilment_db, consumer_group=f"fulfilment-{unique}", create_hub_topics=False,
-        run_scheduler=False, webhook_poll_seconds=0.05, consumer_session_timeout_ms=6000, **common)
+        database_url=fulfilment_db,
+        consumer_group=f"fulfilment-{unique}",
+        create_hub_topics=False,
+        run_scheduler=False,
+        webhook_poll_seconds=0.05,
+        consumer_session_timeout_ms=6000,
+        **common,
+    )
     reporting_settings = ReportingSettings(
-        database_url=reporting_sqlite_url, consumer_group=f"reporting-{unique}",
-        consumer_session_timeout_ms=6000, **common)
+        database_url=reporting_sqlite_url,
+        consumer_group=f"reporting-{unique}",
+        consumer_session_timeout_ms=6000,
+        **common,
+    )
     exporter = InMemorySpanExporter()
-    apps = [create_referrals(referrals_settings), create_fulfilment(fulfilment_settings, directory=directory),
-            create_reporting(reporting_settings)]
+    apps = [
+        create_referrals(referrals_settings),
+        create_fulfilment(fulfilment_settings, directory=directory),
+        create_reporting(reporting_settings),
+    ]
     for app in apps:
         app.state.runtime.tracing.export_to(exporter)
 
     def spans(service: str | None = None, kind: SpanKind | None = None):
-        return [s for s in exporter.get_finished_spans()
-                if (service is None or s.resource.attributes["service.name"] == service)
-                and (kind is None or s.kind == kind)]
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if (service is None or s.resource.attributes["service.name"] == service)
+            and (kind is None or s.kind == kind)
+        ]
 
-    async with HubServer().running() as hub, running(apps[0]) as referrals, running(apps[1]) as fulfilment, \
-            running(apps[2]):
-        patched = await fulfilment.patch("/v1/hubs/thanet", json={
-            "webhook_url": hub.url, "webhook_secret": "thanet-webhook-secret-0123456789"},
-            headers=token(fulfilment_settings, "admin"))
+    async with (
+        HubServer().running() as hub,
+        running(apps[0]) as referrals,
+        running(apps[1]) as fulfilment,
+        running(apps[2]),
+    ):
+        patched = await fulfilment.patch(
+            "/v1/hubs/thanet",
+            json={"webhook_url": hub.url, "webhook_secret": "thanet-webhook-secret-0123456789"},
+            headers=token(fulfilment_settings, "admin"),
+        )
         assert patched.status_code == 200, patched.text
         exporter.clear()
-        response = await referrals.post("/v1/referrals", json=REFERRAL, headers={
-            **token(referrals_settings, "call-centre"), "traceparent": CALLER, "tracestate": STATE})
+        response = await referrals.post(
+            "/v1/referrals",
+            json=REFERRAL,
+            headers={**token(referrals_settings, "call-centre"), "traceparent": CALLER, "tracestate": STATE},
+        )
         assert response.status_code == 201, response.text
         await until(lambda: len(hub.received) >= 2)
         await until(lambda: len(spans("reporting", SpanKind.CONSUMER)) >= 4)  # two received, two routed
@@ -84,11 +128,17 @@ async def test_one_referral_is_one_trace_across_referrals_fulfilment_and_reporti
     assert server.attributes.get("http.response.status_code", server.attributes.get("http.status_code")) == 201
     assert spans("referrals", SpanKind.PRODUCER) and spans("fulfilment", SpanKind.PRODUCER)
     assert any("db.system" in s.attributes or "db.system.name" in s.attributes for s in spans("referrals"))
-    [consumed] = [s for s in spans("fulfilment", SpanKind.CONSUMER)
-                  if s.attributes["cloudevents.event_type"].endswith("referral.received.v1")]
+    [consumed] = [
+        s
+        for s in spans("fulfilment", SpanKind.CONSUMER)
+        if s.attributes["cloudevents.event_type"].endswith("referral.received.v1")
+    ]
     assert consumed.attributes["messaging.destination.name"] == topics.referrals
-    webhook_calls = [s for s in spans("fulfilment", SpanKind.CLIENT)
-                     if s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"]
+    webhook_calls = [
+        s
+        for s in spans("fulfilment", SpanKind.CLIENT)
+        if s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"
+    ]
     assert len(webhook_calls) == 2
 
     for request_headers, body in hub.received:

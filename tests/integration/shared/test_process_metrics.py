@@ -28,9 +28,16 @@ def value(text: str, pattern: str) -> float:
 
 
 async def test_metrics_carry_the_process_memory_cpu_and_file_descriptors(reporting_sqlite_url, broker, unique, var_dir):
-    settings = ReportingSettings(database_url=reporting_sqlite_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-                                 topics=apps.test_topics(unique), var_dir=var_dir, log_json=False,
-                                 run_consumers=False, run_relay=False, jwt_signing_key="k" * 40)
+    settings = ReportingSettings(
+        database_url=reporting_sqlite_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        topics=apps.test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        run_consumers=False,
+        run_relay=False,
+        jwt_signing_key="k" * 40,
+    )
     text = await scrape(settings)
     assert value(text, "process_resident_memory_bytes") > 10_000_000
     assert value(text, "process_cpu_seconds_total") > 0
@@ -40,12 +47,22 @@ async def test_metrics_carry_the_process_memory_cpu_and_file_descriptors(reporti
 
 
 async def test_metrics_name_the_build_and_carry_no_created_series(reporting_sqlite_url, broker, unique, var_dir):
-    settings = ReportingSettings(database_url=reporting_sqlite_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-                                 topics=apps.test_topics(unique), var_dir=var_dir, log_json=False,
-                                 run_consumers=False, run_relay=False, jwt_signing_key="k" * 40,
-                                 build_revision="f39e44d")
+    settings = ReportingSettings(
+        database_url=reporting_sqlite_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        topics=apps.test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        run_consumers=False,
+        run_relay=False,
+        jwt_signing_key="k" * 40,
+        build_revision="f39e44d",
+    )
     text = await scrape(settings)
     version = re.escape(pyproject_version())
-    assert value(text, rf'kt_build_info\{{python="[0-9.]+",revision="f39e44d",service="reporting",version="{version}"\}}') == 1
+    assert (
+        value(text, rf'kt_build_info\{{python="[0-9.]+",revision="f39e44d",service="reporting",version="{version}"\}}')
+        == 1
+    )
     assert "_created" not in text
     assert re.search(r"^kt_http_requests_total\{", text, re.M)  # a counter still reads as a counter

@@ -19,8 +19,8 @@ from shared.auth import ROLE_SCOPES, Principal
 from shared.bus import ensure_topics
 from shared.events import AssignmentRoutedV1, ReferralReceivedV1
 from tests.integration.fulfilment.conftest import directory  # noqa: F401 (the fixture)
-from tests.support.apps import running, token
 from tests.support import apps
+from tests.support.apps import running, token
 from tests.support.databases import sqlite_template
 from tests.support.kafka import read_topic
 
@@ -29,8 +29,11 @@ CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 REFERRAL = {
     "channel": "phone",
-    "resident": {"name": "Margaret Jones", "phone": "01843 577000",
-                 "address": {"line1": "12 Northdown Road", "postcode": "CT9 2RN"}},
+    "resident": {
+        "name": "Margaret Jones",
+        "phone": "01843 577000",
+        "address": {"line1": "12 Northdown Road", "postcode": "CT9 2RN"},
+    },
     "consent": {"to_share": True},
     "requests": [{"type": "food"}, {"type": "prescription"}],
 }
@@ -44,8 +47,14 @@ def database(service: str, tmp_path, tmp_path_factory) -> str:
 
 async def kafka_headers(bootstrap_servers: str, topic: str) -> list[dict[str, bytes]]:
     """The headers of every message on `topic`, as a tool that reads no bodies sees them."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+    )
     await consumer.start()
     try:
         batches = await consumer.getmany(timeout_ms=2000)
@@ -66,32 +75,56 @@ def fulfilment_db(tmp_path, tmp_path_factory) -> str:
 
 @pytest.fixture
 def common(broker, signing_key, unique, var_dir):
-    return dict(kafka_bootstrap_servers=broker.bootstrap_servers, jwt_signing_key=signing_key,
-                topics=apps.test_topics(unique), var_dir=var_dir, log_json=False, outbox_poll_seconds=0.1)
+    return dict(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        jwt_signing_key=signing_key,
+        topics=apps.test_topics(unique),
+        var_dir=var_dir,
+        log_json=False,
+        outbox_poll_seconds=0.1,
+    )
 
 
 async def test_a_referral_posted_with_a_traceparent_carries_its_trace_id_to_fulfilments_assignment_events(
-    common, unique, referrals_db, fulfilment_db, directory,
+    common,
+    unique,
+    referrals_db,
+    fulfilment_db,
+    directory,  # noqa: F811 (the fixture imported above)
 ):
     topics = common["topics"]
     referrals_settings = ReferralsSettings(database_url=referrals_db, **common)
     fulfilment_settings = FulfilmentSettings(
-        database_url=fulfilment_db, consumer_group=f"fulfilment-{unique}",
-        create_hub_topics=False, run_scheduler=False, run_webhooks=False, consumer_session_timeout_ms=6000, **common,
+        database_url=fulfilment_db,
+        consumer_group=f"fulfilment-{unique}",
+        create_hub_topics=False,
+        run_scheduler=False,
+        run_webhooks=False,
+        consumer_session_timeout_ms=6000,
+        **common,
     )
     await ensure_topics(common["kafka_bootstrap_servers"], {topics.referrals: 1})
 
-    async with running(create_referrals(referrals_settings)) as referrals, \
-            running(create_fulfilment(fulfilment_settings, directory=directory)):
-        response = await referrals.post("/v1/referrals", json=REFERRAL, headers={
-            **token(referrals_settings, "call-centre"), "traceparent": CALLER})
+    async with (
+        running(create_referrals(referrals_settings)) as referrals,
+        running(create_fulfilment(fulfilment_settings, directory=directory)),
+    ):
+        response = await referrals.post(
+            "/v1/referrals", json=REFERRAL, headers={**token(referrals_settings, "call-centre"), "traceparent": CALLER}
+        )
         assert response.status_code == 201, response.text
         assert tracing.parse(response.headers["traceparent"]).trace_id == TRACE_ID
 
-        [(_, received)] = await read_topic(common["kafka_bootstrap_servers"], topics.referrals, expect=1,
-                                           event_type=ReferralReceivedV1.type)
-        routed = await read_topic(common["kafka_bootstrap_servers"], topics.hub("thanet"), expect=2,
-                                  timeout=30, event_type=AssignmentRoutedV1.type)
+        [(_, received)] = await read_topic(
+            common["kafka_bootstrap_servers"], topics.referrals, expect=1, event_type=ReferralReceivedV1.type
+        )
+        routed = await read_topic(
+            common["kafka_bootstrap_servers"],
+            topics.hub("thanet"),
+            expect=2,
+            timeout=30,
+            event_type=AssignmentRoutedV1.type,
+        )
         status = await read_topic(common["kafka_bootstrap_servers"], topics.assignment_status, expect=2, timeout=30)
         headers = await kafka_headers(common["kafka_bootstrap_servers"], topics.referrals)
 
@@ -117,8 +150,9 @@ async def test_referrals_taken_in_one_batch_keep_each_callers_own_trace(common, 
     async with running(app):
         known_types = await app.state.request_types.active(app.state.runtime.uow())
         taken = await asyncio.gather(*[take(c, known_types) for c in callers])
-        events = await read_topic(common["kafka_bootstrap_servers"], common["topics"].referrals, expect=8,
-                                  event_type=ReferralReceivedV1.type)
+        events = await read_topic(
+            common["kafka_bootstrap_servers"], common["topics"].referrals, expect=8, event_type=ReferralReceivedV1.type
+        )
     trace_of_referral = {e.data["referral_id"]: tracing.parse(e.traceparent).trace_id for _, e in events}
     assert trace_of_referral == {referral_id: c.split("-")[1] for referral_id, c in zip(taken, callers)}
 
@@ -126,8 +160,9 @@ async def test_referrals_taken_in_one_batch_keep_each_callers_own_trace(common, 
 async def test_a_request_without_a_traceparent_starts_a_trace_its_events_carry(common, referrals_db):
     settings = ReferralsSettings(database_url=referrals_db, **common)
     async with running(create_referrals(settings)) as referrals:
-        response = await referrals.post("/v1/referrals", json=REFERRAL, headers={
-            **token(settings, "call-centre"), "traceparent": "not-a-trace"})
+        response = await referrals.post(
+            "/v1/referrals", json=REFERRAL, headers={**token(settings, "call-centre"), "traceparent": "not-a-trace"}
+        )
         [(_, received)] = await read_topic(common["kafka_bootstrap_servers"], common["topics"].referrals, expect=1)
     started = tracing.parse(response.headers["traceparent"])
     assert started is not None and started.trace_id != "not-a-trace"

@@ -36,8 +36,13 @@ def start_service(tmp_path, sqlite_databases, broker, signing_key, unique, share
     async def start(name: str, *, database_url: str | None = None, **overrides):
         url = database_url or sqlite_databases[name]
         settings = make_settings(
-            name, database_url=url, broker=broker, signing_key=signing_key, unique=unique,
-            var_dir=tmp_path / "var", **overrides,
+            name,
+            database_url=url,
+            broker=broker,
+            signing_key=signing_key,
+            unique=unique,
+            var_dir=tmp_path / "var",
+            **overrides,
         )
         app = build_app(name, settings, **shared_resources)
         async with running(app) as client:

@@ -19,22 +19,43 @@ from shared.crypto import is_sealed
 from tests.support.apps import token
 from tests.support.waiting import eventually
 
-ERASED_PERSON = ("Margaret", "Jones", "577000", "577999", "Northdown", "1941-03-02", "margaret@example.org", "7911123456",
-                 "Her daughter")
+ERASED_PERSON = (
+    "Margaret",
+    "Jones",
+    "577000",
+    "577999",
+    "Northdown",
+    "1941-03-02",
+    "margaret@example.org",
+    "7911123456",
+    "Her daughter",
+)
 OTHER_PERSON = "Peter Smith"
 
 
-def referral(name: str, phone: str, line1: str, *, email: str | None = None, dob: str | None = None,
-             referrer: dict | None = None) -> dict:
-    resident = {"name": name, "phone": phone, "address": {"line1": line1, "town": "Margate", "postcode": "CT9 2RN"},
-                "contact_preference": "phone", "vulnerabilities": ["shielding"]}
+def referral(
+    name: str, phone: str, line1: str, *, email: str | None = None, dob: str | None = None, referrer: dict | None = None
+) -> dict:
+    resident = {
+        "name": name,
+        "phone": phone,
+        "address": {"line1": line1, "town": "Margate", "postcode": "CT9 2RN"},
+        "contact_preference": "phone",
+        "vulnerabilities": ["shielding"],
+    }
     if email:
         resident["email"] = email
     if dob:
         resident["date_of_birth"] = dob
-    body = {"channel": "phone", "resident": resident, "consent": {"to_share": True},
-            "requests": [{"type": "food", "details": f"Weekly shop for {name}"},
-                         {"type": "prescription", "details": f"Boots, near {line1}"}]}
+    body = {
+        "channel": "phone",
+        "resident": resident,
+        "consent": {"to_share": True},
+        "requests": [
+            {"type": "food", "details": f"Weekly shop for {name}"},
+            {"type": "prescription", "details": f"Boots, near {line1}"},
+        ],
+    }
     if referrer:
         body["referrer"] = referrer
     return body
@@ -68,11 +89,19 @@ async def counts(referrals_runtime, fulfilment_runtime) -> dict:
 
     async with referrals_runtime.db.sessions() as session:
         referral_statuses = Counter((await session.execute(select(referrals.c.status, referrals.c.channel))).all())
-        request_kinds = Counter((await session.execute(select(requests.c.type, requests.c.status, requests.c.urgency))).all())
+        request_kinds = Counter(
+            (await session.execute(select(requests.c.type, requests.c.status, requests.c.urgency))).all()
+        )
     async with fulfilment_runtime.db.sessions() as session:
-        assignment_kinds = Counter((await session.execute(
-            select(assignments.c.request_type, assignments.c.hub, assignments.c.status, assignments.c.district_code)
-        )).all())
+        assignment_kinds = Counter(
+            (
+                await session.execute(
+                    select(
+                        assignments.c.request_type, assignments.c.hub, assignments.c.status, assignments.c.district_code
+                    )
+                )
+            ).all()
+        )
     return {"referrals": referral_statuses, "requests": request_kinds, "assignments": assignment_kinds}
 
 
@@ -84,29 +113,56 @@ def databases(request, sqlite_databases, postgres_templates) -> dict[str, str]:
 
 
 async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and_the_counts_are_unchanged(
-    start_service, broker, unique, databases,
+    start_service,
+    broker,
+    unique,
+    databases,
 ):
     from tests.support.apps import test_topics
 
     await ensure_topics(broker.bootstrap_servers, {test_topics(unique).referrals: 1})
-    async with start_service("referrals", database_url=databases["referrals"], run_relay=True, outbox_poll_seconds=0.1) as referrals_api, \
-            start_service("fulfilment", database_url=databases["fulfilment"], run_consumers=True, run_relay=True, consumer_group=f"fulfilment-{unique}",
-                          outbox_poll_seconds=0.1) as fulfilment_api:
+    async with (
+        start_service(
+            "referrals", database_url=databases["referrals"], run_relay=True, outbox_poll_seconds=0.1
+        ) as referrals_api,
+        start_service(
+            "fulfilment",
+            database_url=databases["fulfilment"],
+            run_consumers=True,
+            run_relay=True,
+            consumer_group=f"fulfilment-{unique}",
+            outbox_poll_seconds=0.1,
+        ) as fulfilment_api,
+    ):
         adviser = token(referrals_api.settings, "call-centre", subject="adviser-1")
         admin_r = token(referrals_api.settings, "admin", subject="admin-1")
         admin_f = token(fulfilment_api.settings, "admin", subject="admin-1")
         thanet = token(fulfilment_api.settings, "hub", hub="thanet", subject="thanet-1")
 
-        posted = await referrals_api.post("/v1/referrals", headers=adviser, json=referral(
-            "Margaret Jones", "01843 577000", "12 Northdown Road", email="margaret@example.org", dob="1941-03-02",
-            referrer={"name": "Her daughter Susan", "relationship": "daughter", "phone": "07911 123456"},
-        ))
+        posted = await referrals_api.post(
+            "/v1/referrals",
+            headers=adviser,
+            json=referral(
+                "Margaret Jones",
+                "01843 577000",
+                "12 Northdown Road",
+                email="margaret@example.org",
+                dob="1941-03-02",
+                referrer={"name": "Her daughter Susan", "relationship": "daughter", "phone": "07911 123456"},
+            ),
+        )
         assert posted.status_code == 201, posted.text
         margaret = posted.json()
-        peter = (await referrals_api.post("/v1/referrals", headers=adviser, json=referral(
-            OTHER_PERSON, "01843 588000", "3 Harbour Street"))).json()
-        amended = await referrals_api.patch(f"/v1/referrals/{margaret['id']}", headers=adviser, json={
-            "resident": {"phone": "01843 577999"}, "note": "Margaret Jones asked us to use this number"})
+        peter = (
+            await referrals_api.post(
+                "/v1/referrals", headers=adviser, json=referral(OTHER_PERSON, "01843 588000", "3 Harbour Street")
+            )
+        ).json()
+        amended = await referrals_api.patch(
+            f"/v1/referrals/{margaret['id']}",
+            headers=adviser,
+            json={"resident": {"phone": "01843 577999"}, "note": "Margaret Jones asked us to use this number"},
+        )
         assert amended.status_code == 200, amended.text
 
         async def routed():
@@ -115,10 +171,15 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
             return mine if len(items) == 4 else None
 
         margarets = await routed_items(routed)
-        note = await fulfilment_api.post(f"/v1/assignments/{margarets[0]['id']}/notes", headers=thanet,
-                                         json={"text": "Rang Margaret Jones on 01843 577999, no answer"})
+        note = await fulfilment_api.post(
+            f"/v1/assignments/{margarets[0]['id']}/notes",
+            headers=thanet,
+            json={"text": "Rang Margaret Jones on 01843 577999, no answer"},
+        )
         assert note.status_code == 201, note.text
-        await eventually(lambda: feed_has(fulfilment_api, thanet, "577999"), timeout=30)  # the amendment reached the hub
+        await eventually(
+            lambda: feed_has(fulfilment_api, thanet, "577999"), timeout=30
+        )  # the amendment reached the hub
 
         rt_r, rt_f = referrals_api.app.state.runtime, fulfilment_api.app.state.runtime
         held_before = await everything_held(rt_r) + await everything_held(rt_f)
@@ -146,7 +207,7 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
         feed = (await fulfilment_api.get("/v1/hubs/thanet/feed", headers=thanet, params={"limit": 1000})).json()
         erasures = [i["event"] for i in feed["items"] if i["event"]["type"].endswith("assignment.erased.v1")]
         assert sorted(e["data"]["assignment_id"] for e in erasures) == sorted(m["id"] for m in margarets)
-        assert feed["items"][-len(erasures):] == [i for i in feed["items"] if i["event"] in erasures]
+        assert feed["items"][-len(erasures) :] == [i for i in feed["items"] if i["event"] in erasures]
 
         held_after = await everything_held(rt_r) + await everything_held(rt_f)
         still_there = [s for s in ERASED_PERSON if s in held_after]
@@ -157,8 +218,9 @@ async def test_an_erased_resident_appears_nowhere_in_referrals_or_fulfilment_and
         # Erasing again is harmless; amending an erased referral is refused.
         again = await referrals_api.post(f"/v1/referrals/{margaret['id']}/erasure", headers=admin_r)
         assert again.status_code == 200 and again.json()["version"] == body["version"]
-        refused = await referrals_api.patch(f"/v1/referrals/{margaret['id']}", headers=adviser,
-                                            json={"resident": {"name": "Margaret Jones"}})
+        refused = await referrals_api.patch(
+            f"/v1/referrals/{margaret['id']}", headers=adviser, json={"resident": {"name": "Margaret Jones"}}
+        )
         assert refused.status_code == 409
         assert peter["id"] != margaret["id"]
 

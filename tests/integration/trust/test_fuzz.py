@@ -31,15 +31,25 @@ EXAMPLES = int(os.environ.get("KT_FUZZ_EXAMPLES", "15"))
 @pytest.fixture
 def fuzz_app(sqlite_databases, broker, signing_key, unique, tmp_path, shared_resources):
     def build(service: str):
-        settings = make_settings(service, database_url=sqlite_databases[service], broker=broker,
-                                 signing_key=signing_key, unique=unique, var_dir=tmp_path / "var")
+        settings = make_settings(
+            service,
+            database_url=sqlite_databases[service],
+            broker=broker,
+            signing_key=signing_key,
+            unique=unique,
+            var_dir=tmp_path / "var",
+        )
         return build_app(service, settings, **shared_resources), settings
+
     return build
 
 
 def fuzz_operation(operation, *, headers: dict[str, str], mode: GenerationMode) -> None:
     @hypothesis.settings(
-        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
         phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time; the case is printed as curl
         suppress_health_check=list(HealthCheck),
     )

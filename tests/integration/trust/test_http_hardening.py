@@ -67,8 +67,11 @@ async def test_the_api_docs_pages_load_every_asset_from_the_service_itself(page,
 
 
 async def test_no_browser_origin_is_allowed_unless_configured(start_service):
-    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
-                 "Access-Control-Request-Headers": "authorization"}
+    preflight = {
+        "Origin": "https://evil.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
     async with start_service("referrals") as client:
         response = await client.options("/v1/referrals", headers=preflight)
         assert "access-control-allow-origin" not in response.headers
@@ -79,16 +82,24 @@ async def test_no_browser_origin_is_allowed_unless_configured(start_service):
 async def test_a_configured_origin_may_call_from_a_browser_and_no_other(start_service):
     origin = "https://form.kent-together.example"
     async with start_service("referrals", cors_allow_origins=[origin]) as client:
-        ok = await client.options("/v1/referrals", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"})
+        ok = await client.options(
+            "/v1/referrals",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+            },
+        )
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == origin
         assert "idempotency-key" in ok.headers["access-control-allow-headers"].lower()
         assert_hardened(ok)
-        refused = await client.options("/v1/referrals", headers={
-            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        refused = await client.options(
+            "/v1/referrals", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
         assert refused.headers.get("access-control-allow-origin") != "https://evil.example"
-        actual = await client.get("/v1/request-types", headers={"Origin": origin, **token(client.settings, "call-centre")})
+        actual = await client.get(
+            "/v1/request-types", headers={"Origin": origin, **token(client.settings, "call-centre")}
+        )
         assert actual.headers["access-control-allow-origin"] == origin
 
 
@@ -121,7 +132,9 @@ async def test_an_oversized_body_is_413_problem_on_any_route_declared_or_streame
     async with start_service("referrals", max_body_bytes=1000) as client:
         headers = token(client.settings, "call-centre")
         big = {"reason": "x" * 5000}
-        declared = await client.post("/v1/referrals/00000000-0000-0000-0000-000000000000/cancel", json=big, headers=headers)
+        declared = await client.post(
+            "/v1/referrals/00000000-0000-0000-0000-000000000000/cancel", json=big, headers=headers
+        )
         assert declared.status_code == 413
         assert declared.headers["content-type"] == "application/problem+json"
         assert declared.json()["detail"] == "the body is over 1000 bytes"
@@ -130,26 +143,34 @@ async def test_an_oversized_body_is_413_problem_on_any_route_declared_or_streame
             for _ in range(10):
                 yield b"x" * 500
 
-        streamed = await client.patch("/v1/referrals/00000000-0000-0000-0000-000000000000", content=chunks(),
-                                      headers={**headers, "Content-Type": "application/json"})
+        streamed = await client.patch(
+            "/v1/referrals/00000000-0000-0000-0000-000000000000",
+            content=chunks(),
+            headers={**headers, "Content-Type": "application/json"},
+        )
         assert streamed.status_code == 413 and streamed.json()["status"] == 413
         assert_hardened(streamed)
         # A route that reads its body itself (intake) gets the same answer.
-        intake = await client.post("/v1/referrals", content=chunks(),
-                                   headers={**headers, "Content-Type": "application/json"})
+        intake = await client.post(
+            "/v1/referrals", content=chunks(), headers={**headers, "Content-Type": "application/json"}
+        )
         assert intake.status_code == 413 and intake.json()["detail"] == "the body is over 1000 bytes"
 
 
 async def test_a_client_cannot_choose_its_own_address_with_x_forwarded_for(start_service):
     async with start_service("referrals", rate_limit_per_minute=6, rate_limit_burst=2) as client:
-        statuses = [(await client.get("/v1/request-types", headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
-                    for n in range(3)]
+        statuses = [
+            (await client.get("/v1/request-types", headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
+            for n in range(3)
+        ]
         assert statuses == [401, 401, 429]  # one caller (the socket's), whatever it claims
 
 
 async def test_the_address_a_trusted_proxy_forwards_is_the_client_counted(start_service):
-    async with start_service("referrals", rate_limit_per_minute=6, rate_limit_burst=1,
-                             trusted_proxies=["127.0.0.1/32"]) as client:  # the test client connects from 127.0.0.1
+    async with start_service(
+        "referrals", rate_limit_per_minute=6, rate_limit_burst=1, trusted_proxies=["127.0.0.1/32"]
+    ) as client:  # the test client connects from 127.0.0.1
+
         def via_proxy(client_address: str, claimed: str | None = None) -> dict:
             chain = f"{claimed}, {client_address}" if claimed else client_address
             return {"X-Forwarded-For": chain}

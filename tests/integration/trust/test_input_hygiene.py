@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-
 from typer.testing import CliRunner
 
 from suite.cli import app as cli
@@ -23,8 +22,12 @@ async def test_a_body_sent_as_text_or_with_no_content_type_is_refused_415_and_no
             assert response.status_code == 415, (content_type, response.text)
             assert "application/json" in response.json()["detail"]
         admin = token(client.settings, "admin")
-        assert (await client.get("/v1/referrals", params={"name": "Margaret Jones"}, headers=admin)).json()["count"] == 0
-        as_json = await client.post("/v1/referrals", content=raw, headers={**writer, "Content-Type": "application/json"})
+        assert (await client.get("/v1/referrals", params={"name": "Margaret Jones"}, headers=admin)).json()[
+            "count"
+        ] == 0
+        as_json = await client.post(
+            "/v1/referrals", content=raw, headers={**writer, "Content-Type": "application/json"}
+        )
         assert as_json.status_code == 201
 
 
@@ -53,7 +56,8 @@ async def test_a_referral_is_found_by_the_reference_the_resident_quotes_in_the_p
 
 
 async def test_no_token_is_minted_for_a_hub_that_does_not_exist(tmp_path):
-    result = await asyncio.to_thread(CliRunner().invoke, cli, ["token", "--role", "hub", "--hub", "nowhere"],
-                                     env={"KT_VAR_DIR": str(tmp_path)})
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["token", "--role", "hub", "--hub", "nowhere"], env={"KT_VAR_DIR": str(tmp_path)}
+    )
     assert result.exit_code == 2
     assert "no hub 'nowhere'" in result.output and "thanet" in result.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC
 
 import orjson
 import pytest
@@ -46,21 +47,28 @@ def poison(handled_types: list[str]) -> list[tuple[bytes | None, str]]:
 def valid_sample(type_: str) -> CloudEvent | None:
     """A good event of a type, to show the consumer still works after the poison (where we know how to make one)."""
     if type_ == ReferralReceivedV1.type:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         return ReferralReceivedV1(
-            referral_id=uuid.uuid4(), reference="KT-AAAA-0001", channel="phone",
-            received_at=datetime.now(timezone.utc), consent_to_share=True,
-            resident={"name": "Ada Lovelace", "phone": "+441843577001",
-                      "address": {"line1": "1 Harbour Street", "town": "Ramsgate", "postcode": "CT9 2RN"}},
+            referral_id=uuid.uuid4(),
+            reference="KT-AAAA-0001",
+            channel="phone",
+            received_at=datetime.now(UTC),
+            consent_to_share=True,
+            resident={
+                "name": "Ada Lovelace",
+                "phone": "+441843577001",
+                "address": {"line1": "1 Harbour Street", "town": "Ramsgate", "postcode": "CT9 2RN"},
+            },
             requests=[{"request_id": uuid.uuid4(), "type": "food", "details": "shop", "urgency": "today"}],
         ).envelope(source="/kent-together/referrals")
     return None
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                                max_request_size=2 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, max_request_size=2 * 1024 * 1024
+    )
     await producer.start()
     try:
         for value in values:
@@ -69,10 +77,19 @@ async def produce(bootstrap: str, topic: str, values: list[bytes | None]) -> Non
         await producer.stop()
 
 
-async def read_raw(bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0) -> list[tuple[bytes | None, dict]]:
+async def read_raw(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0
+) -> list[tuple[bytes | None, dict]]:
     """(value, headers) of the first `expect` messages on `topic` (fewer if `timeout` passes)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, metadata_max_age_ms=300, fetch_max_wait_ms=100)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=300,
+        fetch_max_wait_ms=100,
+    )
     await consumer.start()
     found = []
     loop = asyncio.get_running_loop()
@@ -88,13 +105,17 @@ async def read_raw(bootstrap: str, topic: str, *, expect: int, timeout: float = 
 
 async def row_counts(runtime) -> dict[str, int]:
     async with runtime.db.sessions() as session:
-        return {t.name: await session.scalar(select(func.count()).select_from(t))
-                for t in runtime.tables.metadata.sorted_tables}
+        return {
+            t.name: await session.scalar(select(func.count()).select_from(t))
+            for t in runtime.tables.metadata.sorted_tables
+        }
 
 
 @pytest.mark.parametrize("service", consuming_services())
 async def test_malformed_messages_on_every_consumed_topic_are_dead_lettered_with_the_reason_and_change_nothing(
-    service, start_service, unique,
+    service,
+    start_service,
+    unique,
 ):
     async with start_service(service, consumer_group=f"{service}-{unique}") as client:
         app, runtime = client.app, client.app.state.runtime
@@ -126,8 +147,11 @@ async def test_malformed_messages_on_every_consumed_topic_are_dead_lettered_with
                         wrong.append(f"{topic}: expected {reason!r}, parked with {headers.get('dlq-reason')!r}")
                     if value is not None and len(value) <= HUGE_BYTES and parked_value != value:
                         wrong.append(f"{topic}: the parked message is not the one that came ({reason})")
-                    if value is not None and len(value) > HUGE_BYTES - 1 and \
-                            headers.get("dlq-value-omitted-bytes") != str(len(value)):
+                    if (
+                        value is not None
+                        and len(value) > HUGE_BYTES - 1
+                        and headers.get("dlq-value-omitted-bytes") != str(len(value))
+                    ):
                         wrong.append(f"{topic}: the huge message's size is not on the parked one")
             assert not wrong, "\n".join(wrong)
             assert await row_counts(runtime) == before, "a malformed message changed a table"

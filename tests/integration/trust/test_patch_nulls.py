@@ -43,10 +43,16 @@ async def test_every_patch_refuses_null_for_a_field_that_may_be_left_out_but_not
                 if nullable:
                     continue
                 url = path.replace("{hub}", "thanet").replace("{plan}", "krf-recovery-2020")
-                url = url.replace("{type_id}", "food").replace("{action_id}", "0" * 8).replace(
-                    "{assignment_id}", "0" * 8).replace("{referral_id}", "0" * 8)
+                url = (
+                    url.replace("{type_id}", "food")
+                    .replace("{action_id}", "0" * 8)
+                    .replace("{assignment_id}", "0" * 8)
+                    .replace("{referral_id}", "0" * 8)
+                )
                 response = await client.patch(url, json={field: None}, headers=admin)
-                assert response.status_code == 422, f"{service} PATCH {path} {field}=null: {response.status_code} {response.text}"
+                assert response.status_code == 422, (
+                    f"{service} PATCH {path} {field}=null: {response.status_code} {response.text}"
+                )
                 assert field in {e["field"] for e in response.json()["errors"]}, response.text
                 checked += 1
     assert checked >= 10  # every PATCH of the suite has fields that must not be emptied

@@ -27,8 +27,14 @@ K1, K2, INDEX_1, INDEX_2 = new_key(), new_key(), new_key(), new_key()
 
 EXPECTED_SEALED = {
     "referrals": {"referrals.personal", "requests.sealed_details", "referral_changes.sealed_note", "outbox.payload"},
-    "fulfilment": {"referrals.personal", "assignments.sealed_details", "assignment_changes.sealed_note",
-                   "case_notes.sealed_text", "hub_feed.event", "outbox.payload"},
+    "fulfilment": {
+        "referrals.personal",
+        "assignments.sealed_details",
+        "assignment_changes.sealed_note",
+        "case_notes.sealed_text",
+        "hub_feed.event",
+        "outbox.payload",
+    },
 }
 """What the test's story seals, at least: each must be found by the scan below (it does not use this list)."""
 
@@ -50,16 +56,27 @@ def keys(data_keys: str, index: str, previous: str = "") -> dict:
 
 
 async def test_after_rekey_every_sealed_value_carries_the_new_key_and_the_new_keys_alone_read_everything(
-    start_service, broker, unique, databases,  # noqa: F811
+    start_service,
+    broker,
+    unique,
+    databases,  # noqa: F811
 ):
     await ensure_topics(broker.bootstrap_servers, {apps.test_topics(unique).referrals: 1})
 
     def both(**keyring):
         return (
-            start_service("referrals", database_url=databases["referrals"], run_relay=True, outbox_poll_seconds=0.1,
-                          **keyring),
-            start_service("fulfilment", database_url=databases["fulfilment"], run_consumers=True, run_relay=True,
-                          consumer_group=f"fulfilment-{unique}", outbox_poll_seconds=0.1, **keyring),
+            start_service(
+                "referrals", database_url=databases["referrals"], run_relay=True, outbox_poll_seconds=0.1, **keyring
+            ),
+            start_service(
+                "fulfilment",
+                database_url=databases["fulfilment"],
+                run_consumers=True,
+                run_relay=True,
+                consumer_group=f"fulfilment-{unique}",
+                outbox_poll_seconds=0.1,
+                **keyring,
+            ),
         )
 
     # Everything sealed with k1: intake, an amendment with a note, routing, hub notes and history, the feed.
@@ -89,8 +106,10 @@ async def test_after_rekey_every_sealed_value_carries_the_new_key_and_the_new_ke
         for name, api in (("referrals", referrals_api), ("fulfilment", fulfilment_api)):
             runtime = api.app.state.runtime
             derived = REKEY_INDEXES if name == "referrals" else ()
-            reports = {x.table: x for x in await r.rekey(runtime.db, runtime.tables.metadata, runtime.keyring,
-                                                         derived=derived, batch=2)}
+            reports = {
+                x.table: x
+                for x in await r.rekey(runtime.db, runtime.tables.metadata, runtime.keyring, derived=derived, batch=2)
+            }
             found = await sealed_values(runtime)
             left_behind = {column: ids for column, ids in found.items() if ids != {"k2"}}
             assert left_behind == {}, f"{name}: sealed values rekey did not seal again with k2"

@@ -21,10 +21,9 @@ import uuid
 import pytest
 
 from shared.auth import ROLE_SCOPES, mint_token, required_scopes
-from tests.support.apps import token
 from tests.support.access import CALLERS, DEFAULT_CALLERS, OWN_HUB, PUBLIC, callers
+from tests.support.apps import token
 from tests.support.services import Operation, operations, service_names
-
 
 
 def concrete_path(operation: Operation) -> str:
@@ -41,8 +40,12 @@ def concrete_path(operation: Operation) -> str:
 
 
 def forged_token(settings) -> dict[str, str]:
-    value = mint_token(signing_key="not-the-service-key-" + "y" * 32, role="admin",
-                       issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    value = mint_token(
+        signing_key="not-the-service-key-" + "y" * 32,
+        role="admin",
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
     return {"Authorization": f"Bearer {value}"}
 
 
@@ -68,8 +71,10 @@ async def test_every_route_declares_the_scopes_its_callers_have_and_no_more(serv
                 continue
             by_declaration = {role for role, held in ROLE_SCOPES.items() if scopes <= held}
             if by_declaration != callers(service, operation):
-                wrong.append(f"{operation} declares {sorted(scopes)}: open to {sorted(by_declaration)}, "
-                             f"the matrix says {sorted(callers(service, operation))}")
+                wrong.append(
+                    f"{operation} declares {sorted(scopes)}: open to {sorted(by_declaration)}, "
+                    f"the matrix says {sorted(callers(service, operation))}"
+                )
     assert not wrong, "\n".join(wrong)
 
 
@@ -88,8 +93,11 @@ async def test_every_role_gets_what_it_should_from_every_route(service, start_se
                 if public:
                     if response.status_code in (401, 403):
                         wrong.append(f"{operation} with {who}: {response.status_code}, but it is public")
-                elif response.status_code != 401 or response.headers.get("www-authenticate") != "Bearer" \
-                        or response.headers["content-type"] != "application/problem+json":
+                elif (
+                    response.status_code != 401
+                    or response.headers.get("www-authenticate") != "Bearer"
+                    or response.headers["content-type"] != "application/problem+json"
+                ):
                     wrong.append(f"{operation} with {who}: {response.status_code}, expected a 401 problem")
             if public:
                 continue

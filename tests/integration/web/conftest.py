@@ -73,9 +73,17 @@ async def running_stack(broker, databases: dict[str, str], var_dir: Path, **over
     directory = PostcodeDirectory.load()
     settings = {
         name: make_settings(
-            name, database_url=database, broker=broker,
-            signing_key=SIGNING_KEY, unique=unique, var_dir=var_dir, run_relay=True, run_consumers=True,
-            consumer_group=f"{name}-{unique}", outbox_poll_seconds=0.05, consumer_session_timeout_ms=6000,
+            name,
+            database_url=database,
+            broker=broker,
+            signing_key=SIGNING_KEY,
+            unique=unique,
+            var_dir=var_dir,
+            run_relay=True,
+            run_consumers=True,
+            consumer_group=f"{name}-{unique}",
+            outbox_poll_seconds=0.05,
+            consumer_session_timeout_ms=6000,
             **overrides,
         )
         for name, database in databases.items()
@@ -83,8 +91,7 @@ async def running_stack(broker, databases: dict[str, str], var_dir: Path, **over
     topics = next(iter(settings.values())).topics
     await ensure_topics(broker.bootstrap_servers, {t: 1 for t in topics.declared()})
     urls = {}
-    async with _serving_all([(name, build_app(name, settings[name], directory=directory)) for name in settings],
-                            urls):
+    async with _serving_all([(name, build_app(name, settings[name], directory=directory)) for name in settings], urls):
         yield Stack(urls=urls, settings=settings, var_dir=var_dir)
 
 
@@ -167,7 +174,7 @@ async def post_form(client: httpx.AsyncClient, path: str, data: dict | list, *, 
     """Post a form as a browser does: with the CSRF token of the page it is on."""
     page = await client.get(from_page or path)
     fields: dict[str, list[str]] = {"csrf_token": [csrf_of(page.text)]}
-    for name, value in (data.items() if isinstance(data, dict) else data):
+    for name, value in data.items() if isinstance(data, dict) else data:
         fields.setdefault(name, []).append(value)
     return await client.post(path, data=fields)
 
@@ -178,8 +185,15 @@ async def sign_in(client: httpx.AsyncClient, *, role: str, hub: str = "", name: 
     return response
 
 
-async def ask_for_help(client: httpx.AsyncClient, *, postcode: str = THANET_POSTCODE, types=("food", "prescription"),
-                       name: str = "Margaret Jones", details: dict | None = None, phone: str = "01843 577000") -> str:
+async def ask_for_help(
+    client: httpx.AsyncClient,
+    *,
+    postcode: str = THANET_POSTCODE,
+    types=("food", "prescription"),
+    name: str = "Margaret Jones",
+    details: dict | None = None,
+    phone: str = "01843 577000",
+) -> str:
     """A resident's whole journey through the pages; the reference on the confirmation."""
     assert (await post_form(client, "/get-help", {})).status_code == 303
     steps = [

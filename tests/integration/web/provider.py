@@ -70,9 +70,17 @@ def _jwt_access_token(audience: str):
 
         key = storage.jwk.as_dict(is_private=True)
         now = int(time.time())
-        claims = {**{k: v for k, v in user.claims.items()}, "sub": user.sub, "iss": flask.request.host_url.rstrip("/"),
-                  "aud": audience, "client_id": client.get_client_id(), "iat": now, "exp": now + ACCESS_TOKEN_SECONDS,
-                  "jti": uuid.uuid4().hex, "scope": scope or ""}
+        claims = {
+            **{k: v for k, v in user.claims.items()},
+            "sub": user.sub,
+            "iss": flask.request.host_url.rstrip("/"),
+            "aud": audience,
+            "client_id": client.get_client_id(),
+            "iat": now,
+            "exp": now + ACCESS_TOKEN_SECONDS,
+            "jti": uuid.uuid4().hex,
+            "scope": scope or "",
+        }
         return jwt.encode(claims, jwt.PyJWK(key).key, algorithm="RS256", headers={"kid": key["kid"], "typ": "at+jwt"})
 
     return generate

@@ -7,11 +7,24 @@ from tests.integration.web.conftest import SERVICE, csrf_of, post_form, sign_in
 __all__ = ["SERVICE"]
 
 CALL = {
-    "on_behalf": "yes", "referrer_name": "Ann Daughter", "referrer_relationship": "daughter",
-    "referrer_phone": "07911 123456", "consent_given_by": "referrer-on-behalf",
-    "name": "Edith Caller", "dob-day": "2", "dob-month": "3", "dob-year": "1941", "phone": "01843 577123",
-    "line1": "3 Sea View", "town": "Margate", "postcode": "CT9 2RN", "preference": "via-referrer",
-    "language": "Polish", "urgency": "today", "consent": "yes", "details-food": "Vegetarian",
+    "on_behalf": "yes",
+    "referrer_name": "Ann Daughter",
+    "referrer_relationship": "daughter",
+    "referrer_phone": "07911 123456",
+    "consent_given_by": "referrer-on-behalf",
+    "name": "Edith Caller",
+    "dob-day": "2",
+    "dob-month": "3",
+    "dob-year": "1941",
+    "phone": "01843 577123",
+    "line1": "3 Sea View",
+    "town": "Margate",
+    "postcode": "CT9 2RN",
+    "preference": "via-referrer",
+    "language": "Polish",
+    "urgency": "today",
+    "consent": "yes",
+    "details-food": "Vegetarian",
 }
 
 
@@ -35,7 +48,7 @@ async def test_an_adviser_takes_a_call_on_someones_behalf_and_reads_back_the_ref
     location = await save_call(web, call(name="Edith Behalf"))
     page = (await web.get(location)).text
     shown = re.search(r'id="reference">(KT-[0-9A-Z-]+)<', page)
-    assert shown, page[page.find("<main"):][:1500]
+    assert shown, page[page.find("<main") :][:1500]
     reference = shown.group(1)
     assert "Referral saved" in page and "Ann Daughter (daughter)" in page
     assert "Given by referrer-on-behalf" in page and "Food: open" in page
@@ -73,8 +86,11 @@ async def test_an_adviser_finds_a_caller_by_two_facts_together_never_by_one(web)
     await save_call(web, call(name="Frida Findme", phone="01843 577999"))
     by_name = (await web.get("/adviser/find", params={"name": "frida findme", "postcode": "ct9 2rn"})).text
     assert "1 found" in by_name and "Frida Findme" in by_name
-    by_phone = (await web.get("/adviser/find", params={"phone": "01843577999", "dob-day": "2", "dob-month": "3",
-                                                       "dob-year": "1941"})).text
+    by_phone = (
+        await web.get(
+            "/adviser/find", params={"phone": "01843577999", "dob-day": "2", "dob-month": "3", "dob-year": "1941"}
+        )
+    ).text
     assert "Frida Findme" in by_phone
     alone = await web.get("/adviser/find", params={"name": "frida findme"})
     assert alone.status_code == 400 and "Give both the name and the postcode" in alone.text
@@ -83,16 +99,22 @@ async def test_an_adviser_finds_a_caller_by_two_facts_together_never_by_one(web)
 async def test_an_adviser_amends_the_address_and_cancels_with_a_reason(web):
     await sign_in(web, role="call-centre", name="Sam Adviser")
     location = await save_call(web, call(name="Gina Moving"))
-    bad = await post_form(web, f"{location.split('?')[0]}/address", {"line1": "9 New Road", "postcode": "nope"},
-                          from_page=location)
+    bad = await post_form(
+        web, f"{location.split('?')[0]}/address", {"line1": "9 New Road", "postcode": "nope"}, from_page=location
+    )
     assert bad.status_code == 400 and "Enter a real postcode" in bad.text
-    moved = await post_form(web, f"{location.split('?')[0]}/address",
-                            {"line1": "9 New Road", "town": "Broadstairs", "postcode": "CT10 1AA"}, from_page=location)
+    moved = await post_form(
+        web,
+        f"{location.split('?')[0]}/address",
+        {"line1": "9 New Road", "town": "Broadstairs", "postcode": "CT10 1AA"},
+        from_page=location,
+    )
     assert moved.headers["location"].endswith("done=address")
     assert "9 New Road, Broadstairs, CT10 1AA" in (await web.get(moved.headers["location"])).text
     no_reason = await post_form(web, f"{location.split('?')[0]}/cancel", {}, from_page=location)
     assert "Select why the request is cancelled" in no_reason.text
-    cancelled = await post_form(web, f"{location.split('?')[0]}/cancel", {"reason": "no-longer-needed"},
-                                from_page=location)
+    cancelled = await post_form(
+        web, f"{location.split('?')[0]}/cancel", {"reason": "no-longer-needed"}, from_page=location
+    )
     page = (await web.get(cancelled.headers["location"])).text
     assert "Food: cancelled, no-longer-needed" in page

@@ -8,7 +8,11 @@ import httpx
 
 from services.web.app import create_app
 from tests.integration.web.conftest import (
-    SERVICE, ask_for_help, post_form, sign_in, web_settings,
+    SERVICE,
+    ask_for_help,
+    post_form,
+    sign_in,
+    web_settings,
 )
 from tests.support.browser import serving
 from tests.support.waiting import eventually
@@ -18,11 +22,17 @@ __all__ = ["SERVICE"]
 
 async def cases_for(hub_client, reference: str, *, expect: int, path: str = "/hub") -> dict[str, str]:
     """The case ids in the queue page for this reference, by type label, once `expect` are there."""
+
     async def found():
         page = (await hub_client.get(path)).text
-        rows = re.findall(r'data-assignment="([^"]+)">\s*<td[^>]*><a [^>]*>' + re.escape(reference)
-                          + r'<span class="govuk-visually-hidden"> ([^<]+)</span>', page)
+        rows = re.findall(
+            r'data-assignment="([^"]+)">\s*<td[^>]*><a [^>]*>'
+            + re.escape(reference)
+            + r'<span class="govuk-visually-hidden"> ([^<]+)</span>',
+            page,
+        )
         return dict((label, case_id) for case_id, label in rows) if len(rows) >= expect else None
+
     return await eventually(found)
 
 
@@ -36,7 +46,8 @@ async def worker(stack, sessions_url, hub: str):
 
 
 async def test_the_thanet_worker_sees_both_requests_accepts_and_fulfils_one_and_rejects_the_other_to_its_hub(
-        web, stack, sessions_url):
+    web, stack, sessions_url
+):
     reference = await ask_for_help(web, types=("food", "prescription"), name="Queue Resident")
     thanet, served = await worker(stack, sessions_url, "thanet")
     try:
@@ -46,17 +57,25 @@ async def test_the_thanet_worker_sees_both_requests_accepts_and_fulfils_one_and_
         for to in ("accepted", "in_progress"):
             done = await post_form(thanet, f"/hub/cases/{food}/transitions", {"to": to}, from_page=f"/hub/cases/{food}")
             assert done.status_code == 303, done.text[:1500]
-        fulfilled = await post_form(thanet, f"/hub/cases/{food}/transitions",
-                                    {"to": "fulfilled", "fulfilled_outcome": "delivered"}, from_page=f"/hub/cases/{food}")
+        fulfilled = await post_form(
+            thanet,
+            f"/hub/cases/{food}/transitions",
+            {"to": "fulfilled", "fulfilled_outcome": "delivered"},
+            from_page=f"/hub/cases/{food}",
+        )
         assert fulfilled.headers["location"].endswith("done=fulfilled")
         page = (await thanet.get(f"/hub/cases/{food}")).text
         assert "This case is closed" in page and "Fulfilled" in page
-        no_reason = await post_form(thanet, f"/hub/cases/{prescription}/transitions", {"to": "rejected"},
-                                    from_page=f"/hub/cases/{prescription}")
+        no_reason = await post_form(
+            thanet, f"/hub/cases/{prescription}/transitions", {"to": "rejected"}, from_page=f"/hub/cases/{prescription}"
+        )
         assert no_reason.status_code == 400 and 'href="#reason">Select why you are rejecting it' in no_reason.text
-        rejected = await post_form(thanet, f"/hub/cases/{prescription}/transitions",
-                                   {"to": "rejected", "reason": "wrong-district", "hub": "canterbury"},
-                                   from_page=f"/hub/cases/{prescription}")
+        rejected = await post_form(
+            thanet,
+            f"/hub/cases/{prescription}/transitions",
+            {"to": "rejected", "reason": "wrong-district", "hub": "canterbury"},
+            from_page=f"/hub/cases/{prescription}",
+        )
         assert rejected.headers["location"] == "/hub"
         assert "it has gone to the canterbury hub" in (await thanet.get("/hub")).text
         gone = await thanet.get(f"/hub/cases/{prescription}")
@@ -88,8 +107,7 @@ async def test_a_maidstone_worker_gets_the_not_found_page_for_a_thanet_case(web,
 
 async def test_what_a_resident_typed_is_shown_as_text_on_the_hub_page(web, stack, sessions_url):
     script = "<script>alert('x')</script> & <b>bold</b>"
-    reference = await ask_for_help(web, types=("food",), name="<img src=x onerror=alert(1)>",
-                                   details={"food": script})
+    reference = await ask_for_help(web, types=("food",), name="<img src=x onerror=alert(1)>", details={"food": script})
     thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         case_id = (await cases_for(thanet, reference, expect=1))["Food"]
@@ -109,8 +127,9 @@ async def test_a_call_a_note_and_a_follow_up_flag_are_recorded_on_the_case(web, 
         case = f"/hub/cases/{case_id}"
         missing = await post_form(thanet, f"{case}/contact-attempts", {}, from_page=case)
         assert missing.status_code == 400 and "Select what happened when you called" in missing.text
-        await post_form(thanet, f"{case}/contact-attempts", {"outcome": "no-answer", "call_note": "Rang at 10"},
-                        from_page=case)
+        await post_form(
+            thanet, f"{case}/contact-attempts", {"outcome": "no-answer", "call_note": "Rang at 10"}, from_page=case
+        )
         await post_form(thanet, f"{case}/notes", {"text": "Neighbour has a key"}, from_page=case)
         await post_form(thanet, f"{case}/follow-up", {"follow_up": "yes", "follow_up_on": "2030-01-02"}, from_page=case)
         page = (await thanet.get(case)).text
@@ -124,12 +143,15 @@ async def test_a_call_a_note_and_a_follow_up_flag_are_recorded_on_the_case(web, 
 
 
 async def test_the_run_sheet_lists_todays_accepted_cases_and_downloads_as_csv_safe_for_spreadsheets(
-        web, stack, sessions_url):
-    reference = await ask_for_help(web, types=("practical",), name="=HYPERLINK(\"http://x\")")
+    web, stack, sessions_url
+):
+    reference = await ask_for_help(web, types=("practical",), name='=HYPERLINK("http://x")')
     thanet, served = await worker(stack, sessions_url, "thanet")
     try:
         case_id = (await cases_for(thanet, reference, expect=1))["Practical help"]
-        await post_form(thanet, f"/hub/cases/{case_id}/transitions", {"to": "accepted"}, from_page=f"/hub/cases/{case_id}")
+        await post_form(
+            thanet, f"/hub/cases/{case_id}/transitions", {"to": "accepted"}, from_page=f"/hub/cases/{case_id}"
+        )
         sheet = await thanet.get("/hub/run-sheet")
         assert reference in sheet.text
         download = await thanet.get("/hub/run-sheet.csv")
@@ -138,7 +160,7 @@ async def test_the_run_sheet_lists_todays_accepted_cases_and_downloads_as_csv_sa
         await served.__aexit__(None, None, None)
     assert download.headers["content-type"].startswith("text/csv")
     rows = [r for r in csv.DictReader(io.StringIO(download.text)) if r["reference"] == reference]
-    assert rows and rows[0]["resident_name"] == "'=HYPERLINK(\"http://x\")" and rows[0]["status"] == "accepted"
+    assert rows and rows[0]["resident_name"] == '\'=HYPERLINK("http://x")' and rows[0]["status"] == "accepted"
 
 
 async def test_hub_pages_ask_for_sign_in_and_refuse_other_roles(web):
@@ -151,8 +173,12 @@ async def test_hub_pages_ask_for_sign_in_and_refuse_other_roles(web):
 async def test_two_workers_of_one_hub_share_out_cases_on_the_queue_page(web, stack, sessions_url):
     reference = await ask_for_help(web, types=("food", "prescription", "befriending"), name="Team Resident")
     ann_app, bob_app = create_app(web_settings(stack, sessions_url)), create_app(web_settings(stack, sessions_url))
-    async with serving(ann_app) as ann_url, serving(bob_app) as bob_url, \
-            httpx.AsyncClient(base_url=ann_url, timeout=30) as ann, httpx.AsyncClient(base_url=bob_url, timeout=30) as bob:
+    async with (
+        serving(ann_app) as ann_url,
+        serving(bob_app) as bob_url,
+        httpx.AsyncClient(base_url=ann_url, timeout=30) as ann,
+        httpx.AsyncClient(base_url=bob_url, timeout=30) as bob,
+    ):
         await sign_in(ann, role="hub", hub="thanet", name="Ann Team")
         await sign_in(bob, role="hub", hub="thanet", name="Bob Team")
         cases = await cases_for(ann, reference, expect=3)
@@ -171,8 +197,9 @@ async def test_two_workers_of_one_hub_share_out_cases_on_the_queue_page(web, sta
 
         mine = await cases_for(ann, reference, expect=1, path="/hub?holder=mine")
         assert set(mine) == {"Food"}
-        handed = await post_form(ann, f"/hub/cases/{food}/hand-over", {"to": "dev:bob-team", "back": "/hub"},
-                                 from_page="/hub")
+        handed = await post_form(
+            ann, f"/hub/cases/{food}/hand-over", {"to": "dev:bob-team", "back": "/hub"}, from_page="/hub"
+        )
         assert handed.status_code == 303
         assert "Handed over to Bob Team" in (await ann.get("/hub")).text
         bobs = await cases_for(bob, reference, expect=2, path="/hub?holder=mine")

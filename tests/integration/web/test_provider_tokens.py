@@ -29,8 +29,10 @@ ROLE_MAP = {"KentTogether.HubWorker": "hub"}
 ONLINE_FORM_KEY = "online-form-key-" + "f" * 32
 PEOPLE = [
     User(sub="thanet-worker", claims={"name": "Tia Thanet", "roles": ["KentTogether.HubWorker"], "hub": "thanet"}),
-    User(sub="maidstone-worker", claims={"name": "Max Maidstone", "roles": ["KentTogether.HubWorker"],
-                                         "hub": "maidstone"}),
+    User(
+        sub="maidstone-worker",
+        claims={"name": "Max Maidstone", "roles": ["KentTogether.HubWorker"], "hub": "maidstone"},
+    ),
     User(sub="renewed-worker", claims={"name": "Rita Renewed", "roles": ["KentTogether.HubWorker"], "hub": "thanet"}),
     User(sub="revoked-worker", claims={"name": "Rob Revoked", "roles": ["KentTogether.HubWorker"], "hub": "thanet"}),
 ]
@@ -44,16 +46,23 @@ def provider():
 
 def _trusting(provider) -> dict:
     """How the services and the web front read the provider's tokens: the same claim mapping for both."""
-    return dict(jwt_jwks_url=provider.jwks_url, jwt_issuer=provider.issuer, jwt_role_claim="roles",
-                jwt_role_map=ROLE_MAP, jwt_online_form_key=ONLINE_FORM_KEY)
+    return dict(
+        jwt_jwks_url=provider.jwks_url,
+        jwt_issuer=provider.issuer,
+        jwt_role_claim="roles",
+        jwt_role_map=ROLE_MAP,
+        jwt_online_form_key=ONLINE_FORM_KEY,
+    )
 
 
 @pytest.fixture(scope="module")
 def provider_databases(tmp_path_factory):
     """Migrated outside the event loop (migrating runs its own)."""
     tmp = tmp_path_factory.mktemp("provider-stack")
-    return tmp, {name: sqlite_database(name, tmp_path=tmp, scratch=tmp_path_factory.getbasetemp())
-                 for name in ("referrals", "fulfilment")}
+    return tmp, {
+        name: sqlite_database(name, tmp_path=tmp, scratch=tmp_path_factory.getbasetemp())
+        for name in ("referrals", "fulfilment")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +76,16 @@ async def provider_stack(broker, provider, provider_databases):
 @contextlib.asynccontextmanager
 async def web_front(provider_stack, provider, sessions_url, clock):
     """The web front signing people in with the provider and passing their tokens on (WEB_SERVICE_TOKENS=provider)."""
-    settings = web_settings(provider_stack, sessions_url, oidc_issuer=provider.issuer,
-                            oidc_client_id="kent-together-web", oidc_client_secret="not-a-real-secret",
-                            dev_sign_in=False, session_idle_minutes=180, **_trusting(provider))
+    settings = web_settings(
+        provider_stack,
+        sessions_url,
+        oidc_issuer=provider.issuer,
+        oidc_client_id="kent-together-web",
+        oidc_client_secret="not-a-real-secret",
+        dev_sign_in=False,
+        session_idle_minutes=180,
+        **_trusting(provider),
+    )
     assert settings.service_tokens == "provider", "the default once the services verify the provider's tokens"
     app = create_app(settings, clock=clock)
     async with serving(app) as url:
@@ -102,7 +118,8 @@ async def test_a_hub_worker_signed_in_by_openid_connect_sees_their_queue_through
 
 
 async def test_a_residents_request_reaches_the_hub_and_another_hubs_worker_gets_the_not_found_page(
-        front, provider_stack, provider, sessions_url, clock):
+    front, provider_stack, provider, sessions_url, clock
+):
     reference = await ask_for_help(front, types=("food",), name="Provider Resident")  # the online form's key
     await through_provider(front, "thanet-worker")
 

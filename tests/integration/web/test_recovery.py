@@ -17,8 +17,11 @@ PLAN = Path(__file__).resolve().parents[3] / "services/actions/data/krf-recovery
 
 async def upload(web: httpx.AsyncClient, name: str, content: bytes, **fields) -> httpx.Response:
     page = await web.get("/actions/import")
-    return await web.post("/actions/import", data={"csrf_token": csrf_of(page.text), **fields},
-                          files={"file": (name, content, "text/plain")})
+    return await web.post(
+        "/actions/import",
+        data={"csrf_token": csrf_of(page.text), **fields},
+        files={"file": (name, content, "text/plain")},
+    )
 
 
 async def test_a_recovery_lead_uploads_the_plan_and_sees_the_per_row_report(web):
@@ -28,7 +31,7 @@ async def test_a_recovery_lead_uploads_the_plan_and_sees_the_per_row_report(web)
     counts = re.search(r"(\d+) created, (\d+) updated, (\d+) unchanged, (\d+) refused", report.text).groups()
     assert int(counts[0]) + int(counts[2]) == 155 and counts[3] == "0"
     listed = (await web.get("/actions")).text
-    assert '<strong>155</strong> actions' in listed
+    assert "<strong>155</strong> actions" in listed
 
 
 async def test_a_file_that_is_not_the_plan_is_refused_saying_what_it_lacks(web):
@@ -61,13 +64,17 @@ async def test_filters_rating_without_a_narrative_refused_with_one_saved_and_in_
     action = re.search(r'href="(/actions/[0-9a-f-]{36})"', infrastructure).group(1)
     page = await web.get(action)
     assert "Update the tracking" in page.text
-    refused = await post_form(web, f"{action}/tracking", {"status": "at-risk", "rag": "red", "rag_narrative": ""},
-                              from_page=action)
+    refused = await post_form(
+        web, f"{action}/tracking", {"status": "at-risk", "rag": "red", "rag_narrative": ""}, from_page=action
+    )
     assert refused.status_code == 400 and "a RAG rating needs a narrative" in refused.text
     version = re.search(r'name="version" value="(\d+)"', page.text).group(1)
-    saved = await post_form(web, f"{action}/tracking", {"status": "at-risk", "rag": "red", "version": version,
-                                                        "rag_narrative": "Contractor delays", "progress": "40"},
-                            from_page=action)
+    saved = await post_form(
+        web,
+        f"{action}/tracking",
+        {"status": "at-risk", "rag": "red", "version": version, "rag_narrative": "Contractor delays", "progress": "40"},
+        from_page=action,
+    )
     assert saved.headers["location"].endswith("done=tracking"), saved.text[:1500]
     shown = (await web.get(action)).text
     assert "Red: Contractor delays" in shown and "40%" in shown and "rag: – → red" in shown
@@ -86,7 +93,6 @@ async def test_the_actions_download_as_csv_and_excel_from_the_browser(web):
     assert sheet.max_row - 1 >= 155
 
 
-
 async def test_anyone_sees_the_plans_progress_per_cell_and_theme_without_signing_in(web):
     await sign_in(web, role="recovery-lead", name="Rita Lead")
     await upload(web, PLAN.name, PLAN.read_bytes())
@@ -94,14 +100,23 @@ async def test_anyone_sees_the_plans_progress_per_cell_and_theme_without_signing
     action = re.search(r'href="(/actions/[0-9a-f-]{36})"', infrastructure).group(1)
     page = await web.get(action)
     version = re.search(r'name="version" value="(\d+)"', page.text).group(1)
-    await post_form(web, f"{action}/tracking", {"status": "on-track", "rag": "green", "version": version,
-                                                "rag_narrative": "Mr Named Person says fine", "progress": "60"},
-                    from_page=action)
+    await post_form(
+        web,
+        f"{action}/tracking",
+        {
+            "status": "on-track",
+            "rag": "green",
+            "version": version,
+            "rag_narrative": "Mr Named Person says fine",
+            "progress": "60",
+        },
+        from_page=action,
+    )
     web.cookies.clear()  # a visitor: no session at all
     shown = await web.get("/plan-progress")
     assert shown.status_code == 200, shown.text[:1000]
     assert "<title>Recovery plan progress – Kent Together</title>" in shown.text
-    cells = shown.text[shown.text.index('id="cells"'):]
+    cells = shown.text[shown.text.index('id="cells"') :]
     assert re.search(r"Infrastructure</th>\s*<td[^>]*>\d+</td>", cells)
     assert "Green 1" in cells and 'id="themes-infrastructure"' in shown.text
     assert "Mr Named Person" not in shown.text
@@ -122,8 +137,11 @@ async def test_a_recovery_lead_uploads_the_edited_export_checks_what_would_chang
 
     async def send(**fields):
         page = await web.get("/actions/tracking")
-        return await web.post("/actions/tracking", data={"csrf_token": csrf_of(page.text), **fields},
-                              files={"file": ("economy.xlsx", edited.getvalue(), "application/octet-stream")})
+        return await web.post(
+            "/actions/tracking",
+            data={"csrf_token": csrf_of(page.text), **fields},
+            files={"file": ("economy.xlsx", edited.getvalue(), "application/octet-stream")},
+        )
 
     checked = await send()
     assert checked.status_code == 200, checked.text[:1500]

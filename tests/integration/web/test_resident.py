@@ -7,7 +7,13 @@ import httpx
 
 from shared.auth import mint_token
 from tests.integration.web.conftest import (
-    KEY, MEDWAY_POSTCODE, SERVICE, SIGNING_KEY, ask_for_help, csrf_of, post_form,
+    KEY,
+    MEDWAY_POSTCODE,
+    SERVICE,
+    SIGNING_KEY,
+    ask_for_help,
+    csrf_of,
+    post_form,
 )
 from tests.support.waiting import eventually
 
@@ -15,8 +21,13 @@ __all__ = ["SERVICE"]
 
 
 def adviser_headers() -> dict:
-    token = mint_token(signing_key=SIGNING_KEY, role="call-centre", subject="test-adviser",
-                       issuer="kent-together-dev", audience="kent-together")
+    token = mint_token(
+        signing_key=SIGNING_KEY,
+        role="call-centre",
+        subject="test-adviser",
+        issuer="kent-together-dev",
+        audience="kent-together",
+    )
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -37,16 +48,22 @@ async def test_a_resident_asking_for_food_and_a_prescription_gets_a_reference_an
 
 async def test_pressing_send_twice_at_once_or_again_after_sends_one_referral(web, stack):
     reference = await ask_for_help(web, types=("food",), name="Double Click")
-    check_again = await web.post("/get-help/check", data={"csrf_token": csrf_of((await web.get("/get-help")).text),
-                                                          "idempotency_key": "replayed-or-stale"})
+    check_again = await web.post(
+        "/get-help/check",
+        data={"csrf_token": csrf_of((await web.get("/get-help")).text), "idempotency_key": "replayed-or-stale"},
+    )
     assert check_again.status_code == 400 and "were not sent" in check_again.text
     # Two presses in flight at once, from one page: the same key, so one referral.
     await post_form(web, "/get-help", {})
-    for path, data in [("/get-help/postcode", {"postcode": "CT9 2RN"}), ("/get-help/help", {"types": "befriending"}),
-                       ("/get-help/when", {"urgency": "this-week"}), ("/get-help/details", {}),
-                       ("/get-help/about-you", {"name": "Twice Pressed", "line1": "1 High Street"}),
-                       ("/get-help/contact", {"phone": "01843 577001", "preference": "phone"}),
-                       ("/get-help/consent", {"consent": "yes"})]:
+    for path, data in [
+        ("/get-help/postcode", {"postcode": "CT9 2RN"}),
+        ("/get-help/help", {"types": "befriending"}),
+        ("/get-help/when", {"urgency": "this-week"}),
+        ("/get-help/details", {}),
+        ("/get-help/about-you", {"name": "Twice Pressed", "line1": "1 High Street"}),
+        ("/get-help/contact", {"phone": "01843 577001", "preference": "phone"}),
+        ("/get-help/consent", {"consent": "yes"}),
+    ]:
         assert (await post_form(web, path, data)).status_code == 303
     page = (await web.get("/get-help/check")).text
     form = {"csrf_token": csrf_of(page), "idempotency_key": KEY.search(page).group(1)}
@@ -91,14 +108,20 @@ async def test_no_help_chosen_no_consent_and_a_bad_phone_are_each_a_clear_messag
 
 async def test_a_field_the_referrals_api_refuses_is_shown_on_its_page_in_plain_words(web, stack):
     await post_form(web, "/get-help", {})
-    for path, data in [("/get-help/postcode", {"postcode": "CT9 2RN"}), ("/get-help/help", {"types": "food"}),
-                       ("/get-help/when", {"urgency": "today"}), ("/get-help/details", {}),
-                       ("/get-help/about-you", {"name": "Api Refused", "line1": "1 High Street"}),
-                       ("/get-help/contact", {"email": "jo@example..com", "preference": "email"}),
-                       ("/get-help/consent", {"consent": "yes"})]:
+    for path, data in [
+        ("/get-help/postcode", {"postcode": "CT9 2RN"}),
+        ("/get-help/help", {"types": "food"}),
+        ("/get-help/when", {"urgency": "today"}),
+        ("/get-help/details", {}),
+        ("/get-help/about-you", {"name": "Api Refused", "line1": "1 High Street"}),
+        ("/get-help/contact", {"email": "jo@example..com", "preference": "email"}),
+        ("/get-help/consent", {"consent": "yes"}),
+    ]:
         assert (await post_form(web, path, data)).status_code == 303
     page = (await web.get("/get-help/check")).text
-    sent = await web.post("/get-help/check", data={"csrf_token": csrf_of(page), "idempotency_key": KEY.search(page).group(1)})
+    sent = await web.post(
+        "/get-help/check", data={"csrf_token": csrf_of(page), "idempotency_key": KEY.search(page).group(1)}
+    )
     assert sent.status_code == 400
     assert 'href="#change-contact">Enter an email address in the correct format' in sent.text
     contact = await web.get("/get-help/contact")
@@ -143,25 +166,35 @@ async def test_the_public_form_is_rate_limited_per_address_with_a_page_that_says
 
     app = create_app(web_settings(stack, sessions_url, public_form_per_minute=1, public_form_burst=2))
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
-        answers = [await post_form(client, "/check-request", {"reference": "KT-AAAA-BBBB", "postcode": "CT9 2RN"})
-                   for _ in range(3)]
+        answers = [
+            await post_form(client, "/check-request", {"reference": "KT-AAAA-BBBB", "postcode": "CT9 2RN"})
+            for _ in range(3)
+        ]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert "Too many attempts" in answers[2].text and int(answers[2].headers["retry-after"]) >= 1
 
 
 async def test_behind_the_councils_proxy_each_resident_has_their_own_limit_and_a_client_cannot_choose_its_own(
-        stack, sessions_url):
+    stack, sessions_url
+):
     from services.web.app import create_app
     from tests.integration.web.conftest import web_settings
     from tests.support.browser import serving
 
-    app = create_app(web_settings(stack, sessions_url, public_form_per_minute=1, public_form_burst=1,
-                                  trusted_proxies=["127.0.0.0/8"]))
+    app = create_app(
+        web_settings(
+            stack, sessions_url, public_form_per_minute=1, public_form_burst=1, trusted_proxies=["127.0.0.0/8"]
+        )
+    )
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+
         async def check(forwarded: str) -> int:
             page = await client.get("/check-request")
-            answer = await client.post("/check-request", headers={"X-Forwarded-For": forwarded}, data={
-                "csrf_token": csrf_of(page.text), "reference": "KT-AAAA-BBBB", "postcode": "CT9 2RN"})
+            answer = await client.post(
+                "/check-request",
+                headers={"X-Forwarded-For": forwarded},
+                data={"csrf_token": csrf_of(page.text), "reference": "KT-AAAA-BBBB", "postcode": "CT9 2RN"},
+            )
             return answer.status_code
 
         assert await check("203.0.113.7") == 200
@@ -174,5 +207,5 @@ async def test_the_web_front_is_ready_when_its_sessions_database_answers_and_ser
     ready = await web.get("/ready")
     assert ready.status_code == 200 and ready.json()["database"] == "ok"
     metrics = await web.get("/metrics")
-    assert metrics.status_code == 200 and 'kt_build_info{' in metrics.text and 'service="web"' in metrics.text
+    assert metrics.status_code == 200 and "kt_build_info{" in metrics.text and 'service="web"' in metrics.text
     assert "set-cookie" not in ready.headers and "set-cookie" not in metrics.headers

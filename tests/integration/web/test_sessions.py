@@ -24,7 +24,8 @@ def test_the_migrations_build_exactly_the_sessions_table(database_url):
         engine = create_engine(database_url)
         async with engine.connect() as connection:
             found = await connection.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata))
+                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
+            )
         await engine.dispose()
         return found
 
@@ -48,7 +49,8 @@ async def test_a_whole_journey_and_its_sessions_work_on_either_database(web_on_b
 
 
 async def test_a_residents_answers_are_sealed_in_the_sessions_table_and_the_cookie_is_not_its_key(
-        web_on_both, database_url):
+    web_on_both, database_url
+):
     web = web_on_both
     await post_form(web, "/get-help", {})
     await post_form(web, "/get-help/postcode", {"postcode": "CT9 2RN"})
@@ -76,12 +78,13 @@ async def _stored_sessions(database_url: str) -> list:
         await db.dispose()
 
 
-async def test_ended_sessions_are_swept_in_the_background_without_their_cookie_coming_back(
-        stack, database_url, clock):
+async def test_ended_sessions_are_swept_in_the_background_without_their_cookie_coming_back(stack, database_url, clock):
     app = create_app(web_settings(stack, database_url, session_sweep_seconds=0.05), clock=clock)
     async with serving(app) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as worker, \
-                httpx.AsyncClient(base_url=url, timeout=30) as resident:
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as worker,
+            httpx.AsyncClient(base_url=url, timeout=30) as resident,
+        ):
             await sign_in(worker, role="hub", hub="thanet", name="Swept Worker")
             await post_form(resident, "/get-help", {})
             await post_form(resident, "/get-help/postcode", {"postcode": "CT9 2RN"})
@@ -103,8 +106,8 @@ async def test_ended_sessions_are_swept_in_the_background_without_their_cookie_c
 async def test_rekey_re_seals_the_web_sessions_and_the_new_key_alone_opens_them(stack, database_url, tmp_path):
     from typer.testing import CliRunner
 
-    from suite.cli import app as cli
     from shared.crypto import Keyring
+    from suite.cli import app as cli
 
     k1, k2, index = new_key(), new_key(), new_key()
     first = create_app(web_settings(stack, database_url, data_keys=f"k1:{k1}", blind_index_key=index))
@@ -114,16 +117,22 @@ async def test_rekey_re_seals_the_web_sessions_and_the_new_key_alone_opens_them(
     keyring = Keyring.from_text(f"k2:{k2},k1:{k1}", index)
     assert {keyring.key_id_of(bytes(row["data"])) for row in await _stored_sessions(database_url)} == {"k1"}
 
-    env = {"WEB_DATABASE_URL": database_url, "KT_DATA_KEYS": f"k2:{k2},k1:{k1}", "KT_BLIND_INDEX_KEY": index,
-           "KT_VAR_DIR": str(tmp_path)}
+    env = {
+        "WEB_DATABASE_URL": database_url,
+        "KT_DATA_KEYS": f"k2:{k2},k1:{k1}",
+        "KT_BLIND_INDEX_KEY": index,
+        "KT_VAR_DIR": str(tmp_path),
+    }
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["rekey", "web"], env=env)
     assert result.exit_code == 0, result.output
     assert "web_sessions" in result.output
     assert {keyring.key_id_of(bytes(row["data"])) for row in await _stored_sessions(database_url)} == {"k2"}
 
     after = create_app(web_settings(stack, database_url, data_keys=f"k2:{k2}", blind_index_key=index))
-    async with serving(after) as url, httpx.AsyncClient(base_url=url, timeout=30,
-                                                        cookies={"kt_session": cookie}) as worker:
+    async with (
+        serving(after) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, cookies={"kt_session": cookie}) as worker,
+    ):
         page = await worker.get("/hub")
         assert page.status_code == 200 and "Rekeyed Worker" in page.text, "signed in still, with the new key alone"
 

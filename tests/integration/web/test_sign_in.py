@@ -33,9 +33,16 @@ def provider():
 @pytest.fixture
 async def oidc_web(stack, sessions_url, provider, clock):
     issuer, _ = provider
-    settings = web_settings(stack, sessions_url, oidc_issuer=issuer, oidc_client_id="kent-together-web",
-                            oidc_client_secret="not-a-real-secret", dev_sign_in=False,
-                            jwt_role_claim="roles", jwt_role_map={"KentTogether.HubWorker": "hub"})
+    settings = web_settings(
+        stack,
+        sessions_url,
+        oidc_issuer=issuer,
+        oidc_client_id="kent-together-web",
+        oidc_client_secret="not-a-real-secret",
+        dev_sign_in=False,
+        jwt_role_claim="roles",
+        jwt_role_map={"KentTogether.HubWorker": "hub"},
+    )
     app = create_app(settings, clock=clock)
     async with serving(app) as url:
         settings.public_url = url
@@ -47,7 +54,9 @@ async def test_a_hub_worker_signs_in_with_openid_connect_and_pkce_and_gets_their
     _, check = provider
     verified = check.verified
     back = await through_provider(oidc_web, "t-worker")
-    assert back.status_code == 303 and back.headers["location"] == "/hub", re.findall(r"<p class=\"govuk-body\">(.*?)</p>", back.text)
+    assert back.status_code == 303 and back.headers["location"] == "/hub", re.findall(
+        r"<p class=\"govuk-body\">(.*?)</p>", back.text
+    )
     assert check.verified == verified + 1, "the token request carried the verifier of the challenge sent"
     queue = await oidc_web.get("/hub")
     assert queue.status_code == 200 and "Thanet hub: cases" in queue.text and "Sign out Tess Worker" in queue.text
@@ -118,8 +127,13 @@ async def test_signing_in_starts_a_new_session_so_a_planted_cookie_is_worthless(
 
 
 def test_production_refuses_the_development_sign_in_and_needs_openid_connect(tmp_path):
-    keys = {"data_keys": f"2026-01:{new_key()}", "blind_index_key": new_key(), "jwt_signing_key": "k" * 40,
-            "environment": "production", "var_dir": tmp_path}
+    keys = {
+        "data_keys": f"2026-01:{new_key()}",
+        "blind_index_key": new_key(),
+        "jwt_signing_key": "k" * 40,
+        "environment": "production",
+        "var_dir": tmp_path,
+    }
     with pytest.raises(ValueError, match="development sign-in is refused in production"):
         WebSettings(**keys, dev_sign_in=True, oidc_issuer="https://login.example")
     with pytest.raises(ValueError, match="production needs WEB_OIDC_ISSUER"):
@@ -134,8 +148,9 @@ async def test_the_development_sign_in_page_is_not_there_when_turned_off(stack, 
         page = await client.get("/sign-in")
         assert "Development sign-in" not in page.text
         form = await client.get("/get-help")
-        refused = await client.post("/sign-in/dev", data={"csrf_token": csrf_of(form.text), "role": "admin",
-                                                          "name": "Mallory"})
+        refused = await client.post(
+            "/sign-in/dev", data={"csrf_token": csrf_of(form.text), "role": "admin", "name": "Mallory"}
+        )
         assert refused.status_code == 404
 
 
@@ -148,9 +163,15 @@ async def test_the_session_cookie_is_secure_where_the_service_is_served_over_htt
 
 
 def test_passing_the_providers_tokens_on_is_the_default_once_the_services_verify_them_and_needs_the_form_key(tmp_path):
-    keys = {"data_keys": f"2026-01:{new_key()}", "blind_index_key": new_key(), "environment": "production",
-            "var_dir": tmp_path, "oidc_issuer": "https://login.example", "oidc_client_id": "web",
-            "jwt_jwks_url": "https://login.example/keys"}
+    keys = {
+        "data_keys": f"2026-01:{new_key()}",
+        "blind_index_key": new_key(),
+        "environment": "production",
+        "var_dir": tmp_path,
+        "oidc_issuer": "https://login.example",
+        "oidc_client_id": "web",
+        "jwt_jwks_url": "https://login.example/keys",
+    }
     with pytest.raises(ValueError, match="needs KT_JWT_ONLINE_FORM_KEY"):
         WebSettings(**keys)
     settings = WebSettings(**keys, jwt_online_form_key="f" * 40)

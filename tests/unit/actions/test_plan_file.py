@@ -9,19 +9,30 @@ from services.actions.plan_file import CrossReference, ParsedAction, ParsedPlan,
 
 SEED = Path(__file__).parents[3] / "services" / "actions" / "data" / "krf-recovery-cell-action-plans.txt"
 
-HEADINGS = "\t".join([
-    "Action No.", "Action to be taken",
-    "Action to mitigate or action for opportunity? (Mitigate or Opportunity)",
-    "Lead organisation or partnership", "Named Lead (if appropriate)",
-    "Timescale Short: 0-6 months, Medium: 6-12months Longer: 12months+",
-    "Resources / capacity required", "Priority Essential, Important or Desirable",
-])
+HEADINGS = "\t".join(
+    [
+        "Action No.",
+        "Action to be taken",
+        "Action to mitigate or action for opportunity? (Mitigate or Opportunity)",
+        "Lead organisation or partnership",
+        "Named Lead (if appropriate)",
+        "Timescale Short: 0-6 months, Medium: 6-12months Longer: 12months+",
+        "Resources / capacity required",
+        "Priority Essential, Important or Desirable",
+    ]
+)
 
 
 def action_row(
-    number: str = "1", *, action: str = "Launch a campaign", kind: str = "Mitigate",
-    lead: str = "KCC", named_lead: str = "Jo James", timescale: str = "Short Term",
-    resources: str = "Staff time", priority: str = "Important",
+    number: str = "1",
+    *,
+    action: str = "Launch a campaign",
+    kind: str = "Mitigate",
+    lead: str = "KCC",
+    named_lead: str = "Jo James",
+    timescale: str = "Short Term",
+    resources: str = "Staff time",
+    priority: str = "Important",
 ) -> str:
     return "\t".join([number, action, kind, lead, named_lead, timescale, resources, priority])
 
@@ -137,7 +148,9 @@ def test_mitigate_opportunity_spellings_are_normalised(plan):
 def test_timescale_bands_are_normalised_and_the_plans_wording_kept(plan):
     assert Counter(a.timescale for a in plan.actions) == {"short": 74, "medium": 49, "longer": 32}
     assert Counter(a.timescale_text for a in plan.actions) == {
-        "Short Term": 74, "Medium Term": 49, "Longer Term": 32,
+        "Short Term": 74,
+        "Medium Term": 49,
+        "Longer Term": 32,
     }
 
 
@@ -251,13 +264,18 @@ def test_cross_references_become_links(plan):
     assert "Also links to Infrastructure Action 27." in action(plan, "economy", 1).description
 
 
-@pytest.mark.parametrize(("text", "links"), [
-    ("See Finance Action 3", [("finance", 3)]),
-    ("links to District & Communities Action 2 and Voluntary Sector Actions 4 and 5",
-     [("district-and-communities", 2), ("voluntary-sector", 4), ("voluntary-sector", 5)]),
-    ("with the Health and Social Care Recovery Cell action 11", [("health-and-social-care", 11)]),
-    ("Actions in Finance Action Plan for Kent Finance Officers' Group", []),
-])
+@pytest.mark.parametrize(
+    ("text", "links"),
+    [
+        ("See Finance Action 3", [("finance", 3)]),
+        (
+            "links to District & Communities Action 2 and Voluntary Sector Actions 4 and 5",
+            [("district-and-communities", 2), ("voluntary-sector", 4), ("voluntary-sector", 5)],
+        ),
+        ("with the Health and Social Care Recovery Cell action 11", [("health-and-social-care", 11)]),
+        ("Actions in Finance Action Plan for Kent Finance Officers' Group", []),
+    ],
+)
 def test_cross_reference_wordings(text, links):
     parsed = parse_plan(plan_text(action_row(action=f"Do it. {text}")))
     assert [tuple(link) for link in parsed.actions[0].cross_references] == links
@@ -273,7 +291,11 @@ def test_named_leads_are_people_without_their_roles(plan):
     assert leads("economy", 9) == ("David Smith", "Lee Burchill", "Sarah Nurden")  # "Medway: tbc" dropped
     assert leads("children-and-young-people", 2) == ("David Adams", "Rebecca Smith")  # not "Headteachers"
     assert leads("health-and-social-care", 5) == (
-        "Jess Mookherjee", "Vicky Tovey", "Rachel Kennard", "Jo Friend", "James Harman",
+        "Jess Mookherjee",
+        "Vicky Tovey",
+        "Rachel Kennard",
+        "Jo Friend",
+        "James Harman",
     )
     assert leads("district-and-communities", 3) == ("Amanda Beer", "William Benson")  # no separator in the plan
     assert leads("district-and-communities", 5) == ("Sam Sheppard",)  # "DCRC Sam Sheppard"
@@ -302,7 +324,10 @@ def test_lead_organisations_are_split_into_partners(plan):
         return action(plan, cell, number).lead_organisations
 
     assert organisations("economy", 2) == (
-        "KCC", "Medway Council", "Kent Districts", "Kent Invicta Chamber of Commerce",
+        "KCC",
+        "Medway Council",
+        "Kent Districts",
+        "Kent Invicta Chamber of Commerce",
     )
     assert organisations("infrastructure", 5) == ("Kent County Council", "Medway Council", "All District / Boroughs")
     assert organisations("infrastructure", 13) == ("Kent County Council",)  # "Kent County Council /"
@@ -349,19 +374,26 @@ def test_malformed_row_is_reported_with_its_row_number(seed_text):
 
 
 def test_every_broken_row_is_reported_and_the_good_rows_still_read():
-    parsed = parse_plan(plan_text(
-        action_row("1"),                                 # line 4
-        action_row("One"),                               # line 5
-        "\t".join(["2", "Launch a campaign", "Mitigate", "KCC"]),  # line 6
-        action_row("3", timescale="Soon"),               # line 7
-        action_row("4", priority="Urgent"),              # line 8
-        action_row("1"),                                 # line 9
-        action_row("5", action=""),                      # line 10
-        action_row("6"),                                 # line 11
-    ))
+    parsed = parse_plan(
+        plan_text(
+            action_row("1"),  # line 4
+            action_row("One"),  # line 5
+            "\t".join(["2", "Launch a campaign", "Mitigate", "KCC"]),  # line 6
+            action_row("3", timescale="Soon"),  # line 7
+            action_row("4", priority="Urgent"),  # line 8
+            action_row("1"),  # line 9
+            action_row("5", action=""),  # line 10
+            action_row("6"),  # line 11
+        )
+    )
     assert [a.number for a in parsed.actions] == [1, 6]
     assert [(e.row, e.cell) for e in parsed.errors] == [
-        (5, "Economy"), (6, "Economy"), (7, "Economy"), (8, "Economy"), (9, "Economy"), (10, "Economy"),
+        (5, "Economy"),
+        (6, "Economy"),
+        (7, "Economy"),
+        (8, "Economy"),
+        (9, "Economy"),
+        (10, "Economy"),
     ]
     reasons = [e.reason for e in parsed.errors]
     assert "action number 'One' is not a whole number" in reasons[0]
@@ -387,21 +419,25 @@ def test_cell_headings_are_matched_whatever_their_dash_or_ampersand():
 
 
 def test_stray_quote_mark_is_reported_without_losing_the_rows_after_it():
-    parsed = parse_plan(plan_text(
-        action_row("1"),
-        action_row("2", action='"Unclosed quote then text'),
-        action_row("3"),
-    ))
+    parsed = parse_plan(
+        plan_text(
+            action_row("1"),
+            action_row("2", action='"Unclosed quote then text'),
+            action_row("3"),
+        )
+    )
     assert [a.number for a in parsed.actions] == [1, 3]
     assert [(e.row, e.cell) for e in parsed.errors] == [(5, "Economy")]
     assert "quote" in parsed.errors[0].reason
 
 
 def test_quoted_cell_may_span_lines():
-    parsed = parse_plan(plan_text(
-        action_row("1", action='"First paragraph\nSecond paragraph with ""quotes"""'),
-        action_row("2"),
-    ))
+    parsed = parse_plan(
+        plan_text(
+            action_row("1", action='"First paragraph\nSecond paragraph with ""quotes"""'),
+            action_row("2"),
+        )
+    )
     assert parsed.errors == []
     first, second = parsed.actions
     assert first.description == 'First paragraph\nSecond paragraph with "quotes"'

@@ -22,8 +22,14 @@ def plan():
 def as_exported(plan) -> list[dict]:
     """The seed's actions as the service shows them (plan columns, tracking at its defaults)."""
     return [
-        {**dataclasses.asdict(a), "cell_name": a.cell, "priority": a.priority.lower(), "status": "not-started",
-         "progress": 0, "overdue": True}
+        {
+            **dataclasses.asdict(a),
+            "cell_name": a.cell,
+            "priority": a.priority.lower(),
+            "status": "not-started",
+            "progress": 0,
+            "overdue": True,
+        }
         for a in plan.actions
     ]
 
@@ -48,27 +54,27 @@ def test_the_plan_exported_as_xlsx_reads_back_to_the_same_actions(plan):
 
 
 def test_text_that_excel_would_run_as_a_formula_stays_text_and_reads_back_as_written(plan):
-    risky = dataclasses.replace(plan.actions[0], resources="=HYPERLINK(\"http://x\")", named_lead_text="-tbc")
+    risky = dataclasses.replace(plan.actions[0], resources='=HYPERLINK("http://x")', named_lead_text="-tbc")
     exported = [{**dataclasses.asdict(risky), "cell_name": risky.cell, "priority": "important"}]
     content = spreadsheet.to_csv(spreadsheet.export_rows(exported))
     assert b"'=HYPERLINK" in content
     [back] = spreadsheet.read_plan_file(filename="a.csv", content=content).plan.actions
-    assert (back.resources, back.named_lead_text) == ("=HYPERLINK(\"http://x\")", "-tbc")
+    assert (back.resources, back.named_lead_text) == ('=HYPERLINK("http://x")', "-tbc")
     workbook = load_workbook(io.BytesIO(spreadsheet.to_xlsx(spreadsheet.export_rows(exported), about=[])))
     cell = workbook["Actions"]["J2"]
-    assert (cell.value, cell.data_type) == ("=HYPERLINK(\"http://x\")", "s")
+    assert (cell.value, cell.data_type) == ('=HYPERLINK("http://x")', "s")
 
 
 def test_a_spreadsheet_row_with_an_unknown_cell_or_a_bad_value_is_reported_by_its_row():
     content = (
-        "Cell,Action No.,Action to be taken,Ongoing,Mitigate or Opportunity,Lead organisation or partnership,"
-        "Named Lead,Timescale,Resources / capacity required,Priority\n"
-        "Economy,1,Launch a campaign,No,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
-        "Tourism,2,Launch a campaign,No,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
-        "economy,3,Launch a campaign,Maybe,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
-        "economy,1,Launch a campaign,,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
-        "economy,4,Launch a campaign,,Mitigate,KCC,Jo James,Soon,Staff time,Important\n"
-    ).encode()
+        b"Cell,Action No.,Action to be taken,Ongoing,Mitigate or Opportunity,Lead organisation or partnership,"
+        b"Named Lead,Timescale,Resources / capacity required,Priority\n"
+        b"Economy,1,Launch a campaign,No,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
+        b"Tourism,2,Launch a campaign,No,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
+        b"economy,3,Launch a campaign,Maybe,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
+        b"economy,1,Launch a campaign,,Mitigate,KCC,Jo James,Short Term,Staff time,Important\n"
+        b"economy,4,Launch a campaign,,Mitigate,KCC,Jo James,Soon,Staff time,Important\n"
+    )
     read = spreadsheet.read_plan_file(filename="a.csv", content=content)
     assert [(a.cell_slug, a.number) for a in read.plan.actions] == [("economy", 1)]
     assert [(e.row, e.reason) for e in read.plan.errors] == [
@@ -90,4 +96,6 @@ def test_a_file_missing_the_plan_columns_is_refused_whole():
     with pytest.raises(ValidationFailed) as raised:
         spreadsheet.read_plan_file(filename="a.csv", content=b"Cell,Status\nEconomy,on-track\n")
     [error] = raised.value.extensions["errors"]
-    assert error["field"] == "file" and error["reason"].startswith("missing the columns 'Action No.', 'Action to be taken'")
+    assert error["field"] == "file" and error["reason"].startswith(
+        "missing the columns 'Action No.', 'Action to be taken'"
+    )

@@ -1,16 +1,18 @@
 """The demo's plan: exactly the load asked for, reproducibly, with no I/O."""
 
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
 from suite import demo
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 # Made-up postcodes are enough for the plan: the driver's test routes real ones.
 POSTCODES = {slug: [f"CT{i} {n}AA" for n in range(1, 4)] for i, slug in enumerate(demo.HUBS, start=1)} | {
-    demo.OUT_OF_AREA: ["ME4 4TR"], demo.UNKNOWN: ["CT9 9XX"]}
+    demo.OUT_OF_AREA: ["ME4 4TR"],
+    demo.UNKNOWN: ["CT9 9XX"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +81,12 @@ def test_hub_activity_is_shared_out_exactly_and_the_rest_stays_open():
 
 def test_each_requests_transitions_follow_the_lifecycle_in_time_order_after_receipt(april):
     paths = {
-        "fulfilled": ["accepted", "in_progress", "fulfilled"], "unable": ["accepted", "in_progress", "unable_to_fulfil"],
-        "in_progress": ["accepted", "in_progress"], "accepted": ["accepted"], "rejected": ["rejected"], "open": [],
+        "fulfilled": ["accepted", "in_progress", "fulfilled"],
+        "unable": ["accepted", "in_progress", "unable_to_fulfil"],
+        "in_progress": ["accepted", "in_progress"],
+        "accepted": ["accepted"],
+        "rejected": ["rejected"],
+        "open": [],
     }
     for referral in april.referrals:
         for request in referral.requests:

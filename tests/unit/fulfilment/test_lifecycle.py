@@ -1,26 +1,40 @@
 """An assignment's lifecycle: what may follow what, what each step needs, and what is recorded."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.fulfilment.domain import (
-    ALLOWED, CLOSED, SYSTEM, Assignment, Placement, Status, check_actor_may,
+    ALLOWED,
+    CLOSED,
+    SYSTEM,
+    Assignment,
+    Placement,
+    Status,
+    check_actor_may,
 )
 from shared.errors import Forbidden, InvalidTransition, ValidationFailed
 
-T0 = datetime(2020, 4, 6, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2020, 4, 6, 9, 0, tzinfo=UTC)
 TRIAGE_WITHIN = timedelta(hours=4)
 
 
 def thanet(**overrides) -> Placement:
-    return Placement(Status.ROUTED, reason="in Thanet (E07000114)", hub="thanet", district_code="E07000114", **overrides)
+    return Placement(
+        Status.ROUTED, reason="in Thanet (E07000114)", hub="thanet", district_code="E07000114", **overrides
+    )
 
 
 def routed(urgency="today", placement=None) -> Assignment:
     assignment, _ = Assignment.open(
-        id="a1", request_id="r1", referral_id="ref1", request_type="food", urgency=urgency,
-        received_at=T0, placement=placement or thanet(), at=T0,
+        id="a1",
+        request_id="r1",
+        referral_id="ref1",
+        request_type="food",
+        urgency=urgency,
+        received_at=T0,
+        placement=placement or thanet(),
+        at=T0,
     )
     return assignment
 
@@ -34,8 +48,14 @@ def in_progress() -> Assignment:
 
 def test_a_new_assignment_records_where_routing_placed_it_and_why():
     assignment, change = Assignment.open(
-        id="a1", request_id="r1", referral_id="ref1", request_type="food", urgency="today",
-        received_at=T0, placement=thanet(), at=T0,
+        id="a1",
+        request_id="r1",
+        referral_id="ref1",
+        request_type="food",
+        urgency="today",
+        received_at=T0,
+        placement=thanet(),
+        at=T0,
     )
 
     assert assignment.status is Status.ROUTED and assignment.hub == "thanet"
@@ -124,8 +144,9 @@ def test_cancelling_a_fulfilled_assignment_changes_nothing():
 
 
 def test_an_administrator_places_a_triaged_request_in_a_hub():
-    assignment = routed(placement=Placement(Status.TRIAGE, reason="not in the ONS postcode directory",
-                                            pick_up_within=TRIAGE_WITHIN))
+    assignment = routed(
+        placement=Placement(Status.TRIAGE, reason="not in the ONS postcode directory", pick_up_within=TRIAGE_WITHIN)
+    )
 
     [change] = assignment.move(Status.ROUTED, by="admin", at=T0 + timedelta(hours=1), placement=thanet())
 
@@ -144,8 +165,13 @@ def test_placing_from_triage_needs_the_hub():
 
 
 def test_an_out_of_area_request_is_passed_on_to_its_council_and_closed():
-    medway = Placement(Status.OUT_OF_AREA, reason="outside Kent: Medway (E06000035) is responsible",
-                       council_code="E06000035", council_name="Medway", pick_up_within=timedelta(hours=24))
+    medway = Placement(
+        Status.OUT_OF_AREA,
+        reason="outside Kent: Medway (E06000035) is responsible",
+        council_code="E06000035",
+        council_name="Medway",
+        pick_up_within=timedelta(hours=24),
+    )
     assignment = routed(placement=medway)
 
     assignment.move(Status.PASSED_ON, by="admin", at=T0, note="emailed Medway's hub")

@@ -1,6 +1,6 @@
 """A rejected request never stops: it goes to the right hub, or to triage for a person to place."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -8,7 +8,7 @@ from services.fulfilment.domain import SYSTEM, Assignment, Placement, Status, pl
 from services.fulfilment.hubs import KENT_HUBS, route
 from shared.errors import InvalidTransition, ValidationFailed
 
-T0 = datetime(2020, 4, 6, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2020, 4, 6, 9, 0, tzinfo=UTC)
 TRIAGE_WITHIN = timedelta(hours=4)
 
 
@@ -18,8 +18,14 @@ def hub(slug: str, district: str = "E07000000") -> Placement:
 
 def routed_to(slug: str) -> Assignment:
     assignment, _ = Assignment.open(
-        id="a1", request_id="r1", referral_id="ref1", request_type="food", urgency="within-48-hours",
-        received_at=T0, placement=hub(slug, "E07000114"), at=T0,
+        id="a1",
+        request_id="r1",
+        referral_id="ref1",
+        request_type="food",
+        urgency="within-48-hours",
+        received_at=T0,
+        placement=hub(slug, "E07000114"),
+        at=T0,
     )
     return assignment
 
@@ -28,7 +34,11 @@ def test_wrong_district_with_the_right_hub_named_goes_straight_there():
     assignment = routed_to("thanet")
 
     changes = assignment.reject(
-        reason="wrong-district", by="jo@thanet", at=T0, named=hub("canterbury"), triage_within=TRIAGE_WITHIN,
+        reason="wrong-district",
+        by="jo@thanet",
+        at=T0,
+        named=hub("canterbury"),
+        triage_within=TRIAGE_WITHIN,
     )
 
     assert [(c.from_status, c.to_status, c.from_hub, c.to_hub, c.by) for c in changes] == [
@@ -109,15 +119,18 @@ def test_rejecting_needs_a_known_reason_and_a_note_for_other():
         assignment.reject(reason="duplicate", by="jo", at=T0, named=hub("dover"), triage_within=TRIAGE_WITHIN)
 
     assert "wrong-district" in unknown.value.extensions["errors"][0]["reason"]
-    assert bare_other.value.extensions["errors"] == [{"field": "note", "reason": "is required when the reason is 'other'"}]
+    assert bare_other.value.extensions["errors"] == [
+        {"field": "note", "reason": "is required when the reason is 'other'"}
+    ]
     assert named_not_wrong_district.value.extensions["errors"][0]["field"] == "hub"
     assert assignment.status is Status.ROUTED and assignment.hub == "thanet"
 
 
 def test_a_hub_cannot_name_itself_as_the_right_hub():
     with pytest.raises(ValidationFailed):
-        routed_to("thanet").reject(reason="wrong-district", by="jo", at=T0, named=hub("thanet"),
-                                   triage_within=TRIAGE_WITHIN)
+        routed_to("thanet").reject(
+            reason="wrong-district", by="jo", at=T0, named=hub("thanet"), triage_within=TRIAGE_WITHIN
+        )
 
 
 def test_an_amended_address_moves_a_request_no_hub_has_accepted():
@@ -143,8 +156,14 @@ def test_an_amended_address_in_the_same_district_changes_nothing():
 
 def test_a_corrected_postcode_takes_a_triaged_request_to_its_hub():
     assignment, _ = Assignment.open(
-        id="a1", request_id="r1", referral_id="ref1", request_type="food", urgency="routine", received_at=T0,
-        placement=Placement(Status.TRIAGE, reason="not a valid UK postcode", pick_up_within=TRIAGE_WITHIN), at=T0,
+        id="a1",
+        request_id="r1",
+        referral_id="ref1",
+        request_type="food",
+        urgency="routine",
+        received_at=T0,
+        placement=Placement(Status.TRIAGE, reason="not a valid UK postcode", pick_up_within=TRIAGE_WITHIN),
+        at=T0,
     )
 
     assignment.reroute(hub("thanet"), at=T0, reason="address amended")
@@ -155,8 +174,13 @@ def test_a_corrected_postcode_takes_a_triaged_request_to_its_hub():
 def test_no_consent_to_share_goes_to_triage_whatever_the_postcode(directory):
     decision = route(directory.lookup("CT9 1XZ"), KENT_HUBS)
 
-    placement = placement_for(decision, hub_sla={}, triage_within=TRIAGE_WITHIN,
-                              out_of_area_within=timedelta(hours=24), consent_to_share=False)
+    placement = placement_for(
+        decision,
+        hub_sla={},
+        triage_within=TRIAGE_WITHIN,
+        out_of_area_within=timedelta(hours=24),
+        consent_to_share=False,
+    )
 
     assert placement.status is Status.TRIAGE and placement.hub is None
     assert "no consent" in placement.reason

@@ -131,8 +131,17 @@ def test_kent_district_without_a_hub_goes_to_triage_not_out_of_area(directory):
 
 def test_hubs_are_the_twelve_public_slugs():
     assert [hub.slug for hub in KENT_HUBS] == [
-        "ashford", "canterbury", "dartford", "dover", "gravesham", "maidstone",
-        "sevenoaks", "folkestone-hythe", "swale", "thanet", "tonbridge-malling",
+        "ashford",
+        "canterbury",
+        "dartford",
+        "dover",
+        "gravesham",
+        "maidstone",
+        "sevenoaks",
+        "folkestone-hythe",
+        "swale",
+        "thanet",
+        "tonbridge-malling",
         "tunbridge-wells",
     ]
     assert {hub.district_code for hub in KENT_HUBS} == {f"E07000{n}" for n in range(105, 117)}

@@ -1,21 +1,31 @@
 """SLA: due times by urgency, per-hub hours, and what counts as overdue."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.fulfilment.domain import (
-    Assignment, Placement, Status, sla_for, validate_sla_overrides,
+    Assignment,
+    Placement,
+    Status,
+    sla_for,
+    validate_sla_overrides,
 )
 
-T0 = datetime(2020, 4, 6, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2020, 4, 6, 9, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 
 
 def routed(urgency: str, sla=None) -> Assignment:
     assignment, _ = Assignment.open(
-        id="a1", request_id="r1", referral_id="ref1", request_type="food", urgency=urgency, received_at=T0,
-        placement=Placement(Status.ROUTED, reason="in Thanet", hub="thanet", sla=sla or {}), at=T0,
+        id="a1",
+        request_id="r1",
+        referral_id="ref1",
+        request_type="food",
+        urgency=urgency,
+        received_at=T0,
+        placement=Placement(Status.ROUTED, reason="in Thanet", hub="thanet", sla=sla or {}),
+        at=T0,
     )
     return assignment
 
@@ -76,8 +86,14 @@ def test_a_closed_assignment_is_never_overdue():
 
 def test_a_triaged_request_is_overdue_if_nobody_places_it_in_time():
     assignment, _ = Assignment.open(
-        id="a1", request_id="r1", referral_id="ref1", request_type="food", urgency="today", received_at=T0,
-        placement=Placement(Status.TRIAGE, reason="unknown", pick_up_within=4 * H), at=T0,
+        id="a1",
+        request_id="r1",
+        referral_id="ref1",
+        request_type="food",
+        urgency="today",
+        received_at=T0,
+        placement=Placement(Status.TRIAGE, reason="unknown", pick_up_within=4 * H),
+        at=T0,
     )
 
     assert assignment.fulfil_due_at is None
@@ -95,13 +111,18 @@ def test_re_routing_restarts_the_clocks_and_clears_escalations():
 
 
 def test_sla_settings_are_checked_field_by_field():
-    errors = validate_sla_overrides({
-        "today": {"accept_hours": 0, "fulfil_minutes": 3},
-        "someday": {"accept_hours": 1},
-        "routine": {"accept_hours": 48, "fulfil_hours": 24},
-    })
+    errors = validate_sla_overrides(
+        {
+            "today": {"accept_hours": 0, "fulfil_minutes": 3},
+            "someday": {"accept_hours": 1},
+            "routine": {"accept_hours": 48, "fulfil_hours": 24},
+        }
+    )
 
     assert {e["field"] for e in errors} == {
-        "sla.today.accept_hours", "sla.today.fulfil_minutes", "sla.someday", "sla.routine",
+        "sla.today.accept_hours",
+        "sla.today.fulfil_minutes",
+        "sla.someday",
+        "sla.routine",
     }
     assert validate_sla_overrides({"today": {"accept_hours": 2, "fulfil_hours": 12}}) == []

@@ -9,7 +9,7 @@ def test_the_signature_is_hmac_sha256_of_timestamp_and_body_with_the_hubs_secret
     import hashlib
     import hmac
 
-    expected = hmac.new(b"s3cret", b"1586163600.{\"a\":1}", hashlib.sha256).hexdigest()
+    expected = hmac.new(b"s3cret", b'1586163600.{"a":1}', hashlib.sha256).hexdigest()
     assert sign("s3cret", timestamp="1586163600", body=b'{"a":1}') == f"sha256={expected}"
 
 

@@ -1,6 +1,6 @@
 """The rules of intake, with no database and no broker."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -35,7 +35,9 @@ def test_a_number_that_cannot_be_dialled_is_refused(typed):
 
 
 def test_names_match_whatever_the_case_order_accents_or_punctuation():
-    assert domain.name_key("Jones, Margaret") == domain.name_key("  margaret JONES ") == domain.name_key("Margaret Jönes")
+    assert (
+        domain.name_key("Jones, Margaret") == domain.name_key("  margaret JONES ") == domain.name_key("Margaret Jönes")
+    )
 
 
 def test_a_reference_can_be_read_over_the_phone():
@@ -51,25 +53,43 @@ def test_a_reference_typed_loosely_is_understood():
 
 @pytest.mark.parametrize(
     ("needed_by", "urgency"),
-    [(None, "routine"), (date(2020, 4, 1), "today"), (date(2020, 3, 30), "today"),
-     (date(2020, 4, 3), "within-48-hours"), (date(2020, 4, 8), "this-week"), (date(2020, 4, 20), "routine")],
+    [
+        (None, "routine"),
+        (date(2020, 4, 1), "today"),
+        (date(2020, 3, 30), "today"),
+        (date(2020, 4, 3), "within-48-hours"),
+        (date(2020, 4, 8), "this-week"),
+        (date(2020, 4, 20), "routine"),
+    ],
 )
 def test_urgency_follows_the_date_help_is_needed_by(needed_by, urgency):
-    received = datetime(2020, 4, 1, 9, 30, tzinfo=timezone.utc)
+    received = datetime(2020, 4, 1, 9, 30, tzinfo=UTC)
     assert domain.urgency_for(needed_by=needed_by, received=received) == urgency
 
 
 def test_same_name_and_date_of_birth_is_the_same_person():
     assert domain.is_same_person(
-        name_a="Jo Smith", dob_a=date(1950, 1, 1), postcode_a="CT9 1AB", phone_a=None,
-        name_b="SMITH Jo", dob_b=date(1950, 1, 1), postcode_b="ME14 1XX", phone_b="+441843577000",
+        name_a="Jo Smith",
+        dob_a=date(1950, 1, 1),
+        postcode_a="CT9 1AB",
+        phone_a=None,
+        name_b="SMITH Jo",
+        dob_b=date(1950, 1, 1),
+        postcode_b="ME14 1XX",
+        phone_b="+441843577000",
     )
 
 
 def test_same_name_alone_is_not_the_same_person():
     assert not domain.is_same_person(
-        name_a="Jo Smith", dob_a=date(1950, 1, 1), postcode_a="CT9 1AB", phone_a="+441843577000",
-        name_b="Jo Smith", dob_b=date(1980, 5, 5), postcode_b="ME14 1XX", phone_b="+447911123456",
+        name_a="Jo Smith",
+        dob_a=date(1950, 1, 1),
+        postcode_a="CT9 1AB",
+        phone_a="+441843577000",
+        name_b="Jo Smith",
+        dob_b=date(1980, 5, 5),
+        postcode_b="ME14 1XX",
+        phone_b="+447911123456",
     )
 
 

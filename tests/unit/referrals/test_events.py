@@ -1,7 +1,7 @@
 """Intake builds its events and its 201 body straight from the aggregate (no Pydantic on the hot path): each is
 what its contract or model makes, and each event goes where its contract says."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -19,22 +19,36 @@ BY = Principal(subject="adviser-1", role="admin", scopes=ROLE_SCOPES["admin"])
 
 BODIES = {
     "everything given": {
-        "channel": "partner", "received_at": (datetime.now(timezone(timedelta(hours=1))) - timedelta(days=3)).isoformat(),
+        "channel": "partner",
+        "received_at": (datetime.now(timezone(timedelta(hours=1))) - timedelta(days=3)).isoformat(),
         "resident": {
-            "name": "Margaret Jones", "date_of_birth": "1941-03-02", "phone": "01843 577000",
-            "email": "mj@example.org", "address": {"line1": "12 Northdown Road", "line2": "Flat 2", "town": "Margate",
-                                                   "postcode": "ct9 2rn"},
-            "contact_preference": "phone", "vulnerabilities": ["shielding", "lives-alone"], "language": "Polish",
+            "name": "Margaret Jones",
+            "date_of_birth": "1941-03-02",
+            "phone": "01843 577000",
+            "email": "mj@example.org",
+            "address": {"line1": "12 Northdown Road", "line2": "Flat 2", "town": "Margate", "postcode": "ct9 2rn"},
+            "contact_preference": "phone",
+            "vulnerabilities": ["shielding", "lives-alone"],
+            "language": "Polish",
         },
-        "referrer": {"name": "Dr Patel", "organisation": "Northdown Surgery", "relationship": "GP",
-                     "phone": "01843 000000", "email": "gp@example.org"},
+        "referrer": {
+            "name": "Dr Patel",
+            "organisation": "Northdown Surgery",
+            "relationship": "GP",
+            "phone": "01843 000000",
+            "email": "gp@example.org",
+        },
         "consent": {"to_share": False, "given_by": "referrer-on-behalf"},
-        "requests": [{"type": "food", "details": "Weekly shop", "needed_by": str(datetime.now().date())},
-                     {"type": "prescription", "urgency": "routine"}],
+        "requests": [
+            {"type": "food", "details": "Weekly shop", "needed_by": str(datetime.now().date())},
+            {"type": "prescription", "urgency": "routine"},
+        ],
     },
     "the least": {
-        "channel": "phone", "resident": {"name": "Jo Smith", "address": {"line1": "1 High St", "postcode": "ME14 1XX"}},
-        "consent": {"to_share": True}, "requests": [{"type": "food"}],
+        "channel": "phone",
+        "resident": {"name": "Jo Smith", "address": {"line1": "1 High St", "postcode": "ME14 1XX"}},
+        "consent": {"to_share": True},
+        "requests": [{"type": "food"}],
     },
 }
 
@@ -46,8 +60,13 @@ def unit_of_work() -> UnitOfWork:
 def taken(body, *, backfilled=False):
     referral = ReferralIn.model_validate(body, context={"request_types": {"food", "prescription"}})
     by = BY if backfilled else Principal(subject="adviser-1", role="call-centre", scopes=frozenset())
-    return referral, intake._new_referral(intake.Intake(referral, by), fingerprint="h", now=datetime.now(timezone.utc),
-                                          earlier={"food": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"}, resident_id=None)
+    return referral, intake._new_referral(
+        intake.Intake(referral, by),
+        fingerprint="h",
+        now=datetime.now(UTC),
+        earlier={"food": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"},
+        resident_id=None,
+    )
 
 
 def published(referral, *, backfilled) -> list[tuple[str, str, dict]]:
@@ -74,8 +93,9 @@ def test_events_built_from_the_referral_are_the_ones_the_contracts_make_on_their
 
     assert len(events) == 1 + len(referral.requests)
     for topic, key, envelope in events:
-        event = CloudEvent.model_validate({**envelope, "id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f01",
-                                           "time": "2020-04-01T00:00:00Z"})
+        event = CloudEvent.model_validate(
+            {**envelope, "id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f01", "time": "2020-04-01T00:00:00Z"}
+        )
         contract = REGISTRY[event.type]
         assert contract.model_validate(event.data).model_dump(mode="json") == event.data
         assert [topic] == [getattr(topics, name) for name in contract.topics]
@@ -85,7 +105,8 @@ def test_events_built_from_the_referral_are_the_ones_the_contracts_make_on_their
     assert received["resident"]["name"] == body["resident"]["name"]
     assert [r["duplicate_of"] for r in received["requests"]][0] == "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00"
     assert {e[2]["data"].get("postcode_district") for e in events[1:]} == {
-        body["resident"]["address"]["postcode"].upper().split()[0]}
+        body["resident"]["address"]["postcode"].upper().split()[0]
+    }
 
 
 @pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())

@@ -3,42 +3,64 @@
 import itertools
 import uuid
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from services.reporting import domain
 from shared.events import AssignmentEscalatedV1, AssignmentStatusChangedV1, RequestCancelledV1, RequestReceivedV1
 
-AT = datetime(2020, 4, 1, 9, tzinfo=timezone.utc)
+AT = datetime(2020, 4, 1, 9, tzinfo=UTC)
 IDS = dict(referral_id=uuid.uuid4(), request_id=uuid.uuid4())
 
 
 def received():
-    return RequestReceivedV1(**IDS, request_type="food", channel="online", postcode_district="CT9",
-                             urgency="today", received_at=AT)
+    return RequestReceivedV1(
+        **IDS, request_type="food", channel="online", postcode_district="CT9", urgency="today", received_at=AT
+    )
 
 
 def status(name, hours, *, hub="thanet", code="E07000114", **times):
     return AssignmentStatusChangedV1(
-        **IDS, assignment_id=uuid.uuid4(), request_type="food", urgency="today", status=name, hub=hub,
-        district_code=code, received_at=AT, changed_at=AT + timedelta(hours=hours), **times)
+        **IDS,
+        assignment_id=uuid.uuid4(),
+        request_type="food",
+        urgency="today",
+        status=name,
+        hub=hub,
+        district_code=code,
+        received_at=AT,
+        changed_at=AT + timedelta(hours=hours),
+        **times,
+    )
 
 
 def fold(events) -> dict:
     fact = domain.new_request_fact(str(IDS["request_id"]), str(IDS["referral_id"]))
     for event in events:
-        {RequestReceivedV1: domain.apply_request_received, AssignmentStatusChangedV1: domain.apply_status_changed,
-         RequestCancelledV1: domain.apply_request_cancelled, AssignmentEscalatedV1: domain.apply_escalated,
-         }[type(event)](fact, event)
+        {
+            RequestReceivedV1: domain.apply_request_received,
+            AssignmentStatusChangedV1: domain.apply_status_changed,
+            RequestCancelledV1: domain.apply_request_cancelled,
+            AssignmentEscalatedV1: domain.apply_escalated,
+        }[type(event)](fact, event)
     return fact
 
 
 def test_a_request_ends_with_the_same_facts_whatever_order_its_events_arrive_in():
-    events = [received(), status("routed", 0.1, routed_at=AT), status("accepted", 2, accepted_at=AT + timedelta(hours=2)),
-              status("fulfilled", 20, closed_at=AT + timedelta(hours=20))]
+    events = [
+        received(),
+        status("routed", 0.1, routed_at=AT),
+        status("accepted", 2, accepted_at=AT + timedelta(hours=2)),
+        status("fulfilled", 20, closed_at=AT + timedelta(hours=20)),
+    ]
     outcomes = {tuple(sorted(fold(order).items(), key=str)) for order in itertools.permutations(events)}
     assert len(outcomes) == 1
     fact = fold(events)
-    assert (fact["status"], fact["district"], fact["hub"], fact["channel"]) == ("fulfilled", "thanet", "thanet", "online")
+    assert (fact["status"], fact["district"], fact["hub"], fact["channel"]) == (
+        "fulfilled",
+        "thanet",
+        "thanet",
+        "online",
+    )
     assert fact["accepted_at"] == AT + timedelta(hours=2)
 
 
@@ -49,7 +71,9 @@ def test_a_status_change_before_its_request_is_received_still_counts_on_the_day_
 
 
 def test_a_residents_cancellation_is_not_undone_by_a_late_routing_event():
-    cancelled = RequestCancelledV1(**IDS, request_type="food", reason="no-longer-needed", cancelled_at=AT + timedelta(hours=1))
+    cancelled = RequestCancelledV1(
+        **IDS, request_type="food", reason="no-longer-needed", cancelled_at=AT + timedelta(hours=1)
+    )
     assert fold([received(), cancelled, status("routed", 0.1)])["status"] == "cancelled"
     assert fold([received(), status("routed", 0.1), cancelled])["status"] == "cancelled"
 
@@ -71,8 +95,11 @@ def test_moving_a_fact_subtracts_its_old_keys_and_adds_its_new_ones():
     changes = Counter()
     domain.count_changes(before, after, changes)
     assert {k[1:]: n for k, n in changes.items() if n} == {
-        ("thanet", "status", "routed"): -1, ("thanet", "status", "accepted"): 1,
-        ("*", "status", "routed"): -1, ("*", "status", "accepted"): 1}
+        ("thanet", "status", "routed"): -1,
+        ("thanet", "status", "accepted"): 1,
+        ("*", "status", "routed"): -1,
+        ("*", "status", "accepted"): 1,
+    }
 
 
 def test_suppression_shows_counts_of_one_to_four_as_under_five_and_hides_their_share():

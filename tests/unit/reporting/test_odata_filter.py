@@ -7,8 +7,14 @@ from sqlalchemy.dialects import sqlite
 from services.reporting.odata import ODataError, Property, parse_filter, parse_orderby, parse_select
 from shared.db import UtcDateTime
 
-facts = Table("facts", MetaData(), Column("district", String), Column("count", Integer),
-              Column("triaged", Boolean), Column("received_at", UtcDateTime))
+facts = Table(
+    "facts",
+    MetaData(),
+    Column("district", String),
+    Column("count", Integer),
+    Column("triaged", Boolean),
+    Column("received_at", UtcDateTime),
+)
 PROPS = {
     "district": Property("district", facts.c.district, "Edm.String"),
     "count": Property("count", facts.c.count, "Edm.Int64"),
@@ -48,26 +54,29 @@ def test_dates_and_null_compare_as_odata_says():
     assert str(list(params.values())[0]).startswith("2020-04-01 00:00:00")
 
 
-@pytest.mark.parametrize("expression, reason", [
-    ("", "is empty"),
-    ("district eq 'a' and", "ends early"),
-    ("name eq 'x'", "unknown property 'name'"),
-    ("district gt", "ends early"),
-    ("count eq 'three'", "does not compare"),
-    ("year(district) eq 2020", "needs a date property"),
-    ("tolower(count) eq 'x'", "needs a text property"),
-    ("district in ('a', null)", "not properties or null"),
-    ("district in ()", "expected a property or a value"),
-    ("district", "expected a comparison"),
-    ("startswith(district,'a') gt true", "compare it with eq or ne"),
-    ("district eq 'a')", "unexpected ')'"),
-    ("district eq 'a'; select 1", "unexpected character ';'"),
-    ("district eq district", "two properties"),
-    ("startswith(count,'1')", "text property"),
-    ("(" * 60 + "triaged eq true" + ")" * 60, "nested deeper"),
-    ("x" * 2001, "longer than"),
-    ("count lt null", "null can only"),
-])
+@pytest.mark.parametrize(
+    "expression, reason",
+    [
+        ("", "is empty"),
+        ("district eq 'a' and", "ends early"),
+        ("name eq 'x'", "unknown property 'name'"),
+        ("district gt", "ends early"),
+        ("count eq 'three'", "does not compare"),
+        ("year(district) eq 2020", "needs a date property"),
+        ("tolower(count) eq 'x'", "needs a text property"),
+        ("district in ('a', null)", "not properties or null"),
+        ("district in ()", "expected a property or a value"),
+        ("district", "expected a comparison"),
+        ("startswith(district,'a') gt true", "compare it with eq or ne"),
+        ("district eq 'a')", "unexpected ')'"),
+        ("district eq 'a'; select 1", "unexpected character ';'"),
+        ("district eq district", "two properties"),
+        ("startswith(count,'1')", "text property"),
+        ("(" * 60 + "triaged eq true" + ")" * 60, "nested deeper"),
+        ("x" * 2001, "longer than"),
+        ("count lt null", "null can only"),
+    ],
+)
 def test_a_filter_that_is_not_one_is_refused_with_the_reason(expression, reason):
     with pytest.raises(ODataError) as refused:
         parse_filter(expression, PROPS)
@@ -76,7 +85,10 @@ def test_a_filter_that_is_not_one_is_refused_with_the_reason(expression, reason)
 
 
 def test_orderby_and_select_take_only_known_properties():
-    assert [(p.name, d) for p, d in parse_orderby("count desc,district", PROPS)] == [("count", True), ("district", False)]
+    assert [(p.name, d) for p, d in parse_orderby("count desc,district", PROPS)] == [
+        ("count", True),
+        ("district", False),
+    ]
     assert [p.name for p in parse_select("district,count", PROPS)] == ["district", "count"]
     with pytest.raises(ODataError):
         parse_orderby("count; drop", PROPS)
@@ -92,7 +104,8 @@ def test_power_querys_folded_filters_are_read():
     assert sql("year(received_at) eq 2020 and month(received_at) eq 4 and day(received_at) eq 1")[0] == (
         "CAST(CAST(STRFTIME('%Y', facts.received_at) AS INTEGER) AS INTEGER) = ? AND "
         "CAST(CAST(STRFTIME('%m', facts.received_at) AS INTEGER) AS INTEGER) = ? AND "
-        "CAST(CAST(STRFTIME('%d', facts.received_at) AS INTEGER) AS INTEGER) = ?")
+        "CAST(CAST(STRFTIME('%d', facts.received_at) AS INTEGER) AS INTEGER) = ?"
+    )
     text, params = sql("district in ('thanet','dover')")
     assert text == "facts.district IN (__[POSTCOMPILE_district_1])" and params == {"district_1": ["thanet", "dover"]}
     assert sql("triaged")[0] == "facts.triaged = 1"

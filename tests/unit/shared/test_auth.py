@@ -34,19 +34,33 @@ def test_a_hub_token_without_a_hub_cannot_be_minted():
 
 
 def test_a_token_signed_with_another_key_is_refused():
-    token = mint_token(signing_key="another-" + "x" * 32, role="admin", issuer="kent-together-dev", audience="kent-together")
+    token = mint_token(
+        signing_key="another-" + "x" * 32, role="admin", issuer="kent-together-dev", audience="kent-together"
+    )
     with pytest.raises(Unauthorized, match="invalid token"):
         verifier().verify(token)
 
 
 def test_an_expired_token_is_refused():
-    claims = {"sub": "a", "role": "admin", "iss": "kent-together-dev", "aud": "kent-together", "exp": int(time.time()) - 10}
+    claims = {
+        "sub": "a",
+        "role": "admin",
+        "iss": "kent-together-dev",
+        "aud": "kent-together",
+        "exp": int(time.time()) - 10,
+    }
     with pytest.raises(Unauthorized, match="expired"):
         verifier().verify(jwt.encode(claims, KEY, algorithm="HS256"))
 
 
 def test_a_token_with_an_unknown_role_is_refused():
-    claims = {"sub": "a", "role": "superuser", "iss": "kent-together-dev", "aud": "kent-together", "exp": int(time.time()) + 60}
+    claims = {
+        "sub": "a",
+        "role": "superuser",
+        "iss": "kent-together-dev",
+        "aud": "kent-together",
+        "exp": int(time.time()) + 60,
+    }
     with pytest.raises(Unauthorized, match="role"):
         verifier().verify(jwt.encode(claims, KEY, algorithm="HS256"))
 
@@ -55,8 +69,12 @@ def test_an_entra_roles_list_gives_the_scopes_of_every_known_role_and_ignores_ot
     from shared.auth import Claims, principal_from_claims
 
     principal = principal_from_claims(
-        {"sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", "roles": ["analyst", "recovery-lead", "Directory.Reader"]},
-        Claims(role="roles"))
+        {
+            "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+            "roles": ["analyst", "recovery-lead", "Directory.Reader"],
+        },
+        Claims(role="roles"),
+    )
     assert principal.scopes == ROLE_SCOPES["analyst"] | ROLE_SCOPES["recovery-lead"]
     assert principal.role == "recovery-lead+analyst"
 
@@ -75,15 +93,17 @@ def test_a_token_naming_two_hubs_is_refused():
     with pytest.raises(Unauthorized, match="more than one hub"):
         principal_from_claims({"sub": "s", "roles": ["hub.thanet", "hub.dover"]}, Claims(role="roles"))
     with pytest.raises(Unauthorized, match="more than one hub"):
-        principal_from_claims({"sub": "s", "roles": ["hub.thanet"], "extn_hub": "dover"},
-                              Claims(role="roles", hub="extn_hub"))
+        principal_from_claims(
+            {"sub": "s", "roles": ["hub.thanet"], "extn_hub": "dover"}, Claims(role="roles", hub="extn_hub")
+        )
 
 
 def test_the_hub_comes_from_the_configured_claim():
     from shared.auth import Claims, principal_from_claims
 
-    principal = principal_from_claims({"sub": "s", "roles": ["hub"], "extn_kt_hub": "dover"},
-                                      Claims(role="roles", hub="extn_kt_hub"))
+    principal = principal_from_claims(
+        {"sub": "s", "roles": ["hub"], "extn_kt_hub": "dover"}, Claims(role="roles", hub="extn_kt_hub")
+    )
     assert principal.hub == "dover"
 
 

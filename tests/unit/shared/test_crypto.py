@@ -57,13 +57,17 @@ def test_a_missing_key_a_wrong_key_or_changed_bytes_is_a_clear_error_not_garbage
         keyring(f"k2:{OLD}").open(relabelled)
 
 
-@pytest.mark.parametrize("data_keys, reason", [
-    ("", "holds no key"),
-    ("k1", "id:base64key"),
-    ("k1:not base64!", "not base64"),
-    (f"k1:{OLD[:20]}", "32 bytes"),
-    (f"k1:{OLD},k1:{NEW}", "twice"),
-], ids=["empty", "no-colon", "not-base64", "short-key", "id-twice"])  # fixed ids: the keys are random
+@pytest.mark.parametrize(
+    "data_keys, reason",
+    [
+        ("", "holds no key"),
+        ("k1", "id:base64key"),
+        ("k1:not base64!", "not base64"),
+        (f"k1:{OLD[:20]}", "32 bytes"),
+        (f"k1:{OLD},k1:{NEW}", "twice"),
+    ],
+    ids=["empty", "no-colon", "not-base64", "short-key", "id-twice"],
+)  # fixed ids: the keys are random
 def test_a_malformed_keyring_is_refused_with_the_reason(data_keys, reason):
     with pytest.raises(CryptoError, match=reason):
         keyring(data_keys)
@@ -79,6 +83,7 @@ def test_blind_indexes_match_equal_values_only_and_differ_by_purpose_and_key():
 
 
 # -- where the keys come from
+
 
 def test_development_keys_are_made_once_in_var_and_shared(tmp_path):
     first = ReferralsSettings(var_dir=tmp_path).keyring()
@@ -104,8 +109,9 @@ def test_production_refuses_to_start_without_data_keys(tmp_path):
 
 
 def test_production_refuses_half_a_configuration(tmp_path):
-    settings = ReferralsSettings(var_dir=tmp_path, environment="production", jwt_jwks_url="https://idp.example/jwks",
-                                 data_keys=f"k1:{OLD}")
+    settings = ReferralsSettings(
+        var_dir=tmp_path, environment="production", jwt_jwks_url="https://idp.example/jwks", data_keys=f"k1:{OLD}"
+    )
     with pytest.raises(RuntimeError, match="both KT_DATA_KEYS and KT_BLIND_INDEX_KEY"):
         settings.keyring()
 
@@ -118,7 +124,9 @@ def test_production_refuses_the_development_keys(tmp_path):
     renamed = "k1:" + dev_text[0].split(":", 1)[1]  # the development key's bytes under a production-looking id
     with pytest.raises(RuntimeError, match="development data keys are refused in production"):
         ReferralsSettings(**production, data_keys=renamed, blind_index_key=INDEX).keyring()
-    assert ReferralsSettings(**production, data_keys=f"k1:{OLD}", blind_index_key=INDEX).keyring().sealing_key_id == "k1"
+    assert (
+        ReferralsSettings(**production, data_keys=f"k1:{OLD}", blind_index_key=INDEX).keyring().sealing_key_id == "k1"
+    )
 
 
 def test_in_production_referrals_does_not_start_without_keys_and_reporting_needs_none(tmp_path):
@@ -142,9 +150,13 @@ def test_while_the_index_key_is_rotated_lookups_match_either_key_and_indexes_are
     assert before.blind_indexes("phone", "+441843577000") == (stored_before,) and not before.has_previous_index_key
     assert during.has_previous_index_key
     assert during.blind_index("phone", "+441843577000") == after.blind_index("phone", "+441843577000") != stored_before
-    assert during.blind_indexes("phone", "+441843577000") == (after.blind_index("phone", "+441843577000"), stored_before)
+    assert during.blind_indexes("phone", "+441843577000") == (
+        after.blind_index("phone", "+441843577000"),
+        stored_before,
+    )
     assert Keyring.from_text(f"k1:{OLD}", new_index, new_index).blind_indexes("phone", "x") == (
-        after.blind_index("phone", "x"),)  # the same key twice is one key
+        after.blind_index("phone", "x"),
+    )  # the same key twice is one key
     with pytest.raises(CryptoError, match="KT_BLIND_INDEX_KEY_PREVIOUS"):
         Keyring.from_text(f"k1:{OLD}", new_index, "short")
 
@@ -155,7 +167,9 @@ def test_the_previous_index_key_is_read_from_the_environment_with_the_others(mon
     monkeypatch.setenv("KT_BLIND_INDEX_KEY", new_index)
     monkeypatch.setenv("KT_BLIND_INDEX_KEY_PREVIOUS", old_index)
     ring = ReferralsSettings(var_dir=tmp_path).keyring()
-    assert ring.blind_indexes("name", "jones")[1] == Keyring.from_text(f"k1:{OLD}", old_index).blind_index("name", "jones")
+    assert ring.blind_indexes("name", "jones")[1] == Keyring.from_text(f"k1:{OLD}", old_index).blind_index(
+        "name", "jones"
+    )
     monkeypatch.delenv("KT_BLIND_INDEX_KEY")
     monkeypatch.delenv("KT_DATA_KEYS")
     with pytest.raises(RuntimeError, match="KT_BLIND_INDEX_KEY_PREVIOUS is set without KT_BLIND_INDEX_KEY"):

@@ -36,7 +36,9 @@ def test_the_referral_body_schema_is_in_the_openapi_document():
 def test_the_asyncapi_document_is_valid_against_the_official_asyncapi_3_schema():
     import jsonschema
 
-    schema = json.loads((Path(__file__).resolve().parents[2] / "support" / "schemas" / "asyncapi-3.0.0.json").read_text())
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "support" / "schemas" / "asyncapi-3.0.0.json").read_text()
+    )
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(document()), key=lambda e: e.path)
     assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors][:5]
 
@@ -47,8 +49,10 @@ def test_the_asyncapi_document_says_every_message_is_structured_mode_with_its_tr
         headers = message["headers"]["properties"]
         assert {"content-type", "traceparent", "tracestate"} <= set(headers), name
         assert message["bindings"]["kafka"]["key"]["type"] == "string", name
-    assert doc["components"]["messages"]["ReferralReceivedV1"]["headers"]["properties"]["content-type"]["const"] \
+    assert (
+        doc["components"]["messages"]["ReferralReceivedV1"]["headers"]["properties"]["content-type"]["const"]
         == "application/cloudevents+json"
+    )
 
 
 def test_the_asyncapi_document_names_each_consumer_groups_receive_operations_and_dead_letter_channel():
@@ -57,13 +61,17 @@ def test_the_asyncapi_document_names_each_consumer_groups_receive_operations_and
     from services.reporting.app import ReportingSettings, consumed_topics
 
     doc = document()
-    receives = {(op["bindings"]["kafka"]["groupId"]["const"], doc["channels"][op["channel"]["$ref"].split("/")[-1]]["address"])
-                for op in doc["operations"].values() if op["action"] == "receive"}
+    receives = {
+        (op["bindings"]["kafka"]["groupId"]["const"], doc["channels"][op["channel"]["$ref"].split("/")[-1]]["address"])
+        for op in doc["operations"].values()
+        if op["action"] == "receive"
+    }
     reporting = ReportingSettings()
     referrals = ReferralsSettings()
-    assert receives == {(FulfilmentSettings().consumer_group, FulfilmentSettings().topics.referrals),
-                        (referrals.consumer_group, referrals.topics.assignment_status)} | {
-        (reporting.consumer_group, topic) for topic in consumed_topics(reporting)}
+    assert receives == {
+        (FulfilmentSettings().consumer_group, FulfilmentSettings().topics.referrals),
+        (referrals.consumer_group, referrals.topics.assignment_status),
+    } | {(reporting.consumer_group, topic) for topic in consumed_topics(reporting)}
     dead_letters = {c["address"] for c in doc["channels"].values() if "DeadLetter" in c["messages"]}
     assert dead_letters == {"kt.dlq.fulfilment", "kt.dlq.referrals", "kt.dlq.reporting"}
     assert doc["servers"]["production"]["security"] == [{"$ref": "#/components/securitySchemes/scram"}]
@@ -75,15 +83,19 @@ def test_the_committed_openapi_documents_match_the_services_code():
     documents = openapi_documents()
     assert set(documents) == {p.stem for p in (DOCS / "openapi").glob("*.json")}
     for name, text in documents.items():
-        assert (DOCS / "openapi" / f"{name}.json").read_text() == text, \
+        assert (DOCS / "openapi" / f"{name}.json").read_text() == text, (
             f"docs/openapi/{name}.json is out of date: run `kent-together docs` and commit docs/"
+        )
 
 
 def test_every_protected_operation_names_the_bearer_scheme_and_documents_its_problems():
     for path in (DOCS / "openapi").glob("*.json"):
         openapi = json.loads(path.read_text())
         assert openapi["components"]["securitySchemes"]["bearer"] == {
-            **openapi["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
+            **openapi["components"]["securitySchemes"]["bearer"],
+            "type": "http",
+            "scheme": "bearer",
+        }
         for route, item in openapi["paths"].items():
             for method, operation in item.items():
                 name = f"{path.stem}: {method.upper()} {route}"
@@ -94,13 +106,15 @@ def test_every_protected_operation_names_the_bearer_scheme_and_documents_its_pro
                 assert operation["x-required-scopes"], name
                 for status in ("401", "403", "429"):
                     assert operation["responses"][status]["content"] == {
-                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}, name
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }, name
                 for status, response in operation["responses"].items():
                     if status.startswith(("4", "5")):
                         assert list(response["content"]) == ["application/problem+json"], f"{name} {status}"
                 if "422" in operation["responses"]:
                     assert operation["responses"]["422"]["content"]["application/problem+json"]["schema"] == {
-                        "$ref": "#/components/schemas/ValidationProblem"}, name
+                        "$ref": "#/components/schemas/ValidationProblem"
+                    }, name
         assert "HTTPValidationError" not in openapi["components"]["schemas"], path.stem
 
 
@@ -108,10 +122,18 @@ def test_a_validation_problem_the_service_sends_fits_the_documented_schema():
     import jsonschema
 
     openapi = json.loads((DOCS / "openapi" / "referrals.json").read_text())
-    sent = {"type": "tag:kent-together,2026:problems/validation-failed", "title": "The request has invalid fields",
-            "status": 422, "detail": "1 field invalid", "instance": "/v1/referrals", "request_id": "r-1",
-            "errors": [{"field": "resident.address.postcode", "reason": "not a UK postcode"},
-                       {"field": "limit", "reason": "must be at most 500", "in": "query"}]}
+    sent = {
+        "type": "tag:kent-together,2026:problems/validation-failed",
+        "title": "The request has invalid fields",
+        "status": 422,
+        "detail": "1 field invalid",
+        "instance": "/v1/referrals",
+        "request_id": "r-1",
+        "errors": [
+            {"field": "resident.address.postcode", "reason": "not a UK postcode"},
+            {"field": "limit", "reason": "must be at most 500", "in": "query"},
+        ],
+    }
     schema = {"$ref": "#/components/schemas/ValidationProblem", "components": openapi["components"]}
     jsonschema.validate(sent, schema)
     with pytest.raises(jsonschema.ValidationError):

@@ -6,13 +6,16 @@ from shared.errors import ValidationFailed
 from shared.idempotency import parse_key
 
 
-@pytest.mark.parametrize("header, key", [
-    ('"8e03978e-40d5-43e8-bc93-6894a57f9324"', "8e03978e-40d5-43e8-bc93-6894a57f9324"),
-    ("call-0001", "call-0001"),
-    ('"with \\"quotes\\" and \\\\"', 'with "quotes" and \\'),
-    ('"spaces are fine inside"', "spaces are fine inside"),
-    ('"k";param=1', "k"),
-])
+@pytest.mark.parametrize(
+    "header, key",
+    [
+        ('"8e03978e-40d5-43e8-bc93-6894a57f9324"', "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+        ("call-0001", "call-0001"),
+        ('"with \\"quotes\\" and \\\\"', 'with "quotes" and \\'),
+        ('"spaces are fine inside"', "spaces are fine inside"),
+        ('"k";param=1', "k"),
+    ],
+)
 def test_a_key_is_read_from_a_structured_string_or_a_bare_token(header, key):
     assert parse_key(header) == key
 

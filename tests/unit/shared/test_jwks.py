@@ -38,8 +38,13 @@ def identity_provider():
 
 
 def sign(key, **claims):
-    base = {"sub": "adviser-1", "role": "call-centre", "iss": "https://idp.kent.example", "aud": "kent-together",
-            "exp": int(time.time()) + 300}
+    base = {
+        "sub": "adviser-1",
+        "role": "call-centre",
+        "iss": "https://idp.kent.example",
+        "aud": "kent-together",
+        "exp": int(time.time()) + 300,
+    }
     return jwt.encode({**base, **claims}, key, algorithm="RS256", headers={"kid": "council-2026"})
 
 
@@ -59,9 +64,18 @@ async def test_a_token_for_another_audience_is_refused(identity_provider):
 async def test_an_hs256_token_is_refused_when_the_jwks_is_configured(identity_provider):
     _, url = identity_provider
     verifier = TokenVerifier(issuer="https://idp.kent.example", audience="kent-together", jwks_url=url)
-    forged = jwt.encode({"sub": "x", "role": "admin", "iss": "https://idp.kent.example", "aud": "kent-together",
-                         "exp": int(time.time()) + 60}, "guessable-" + "k" * 32, algorithm="HS256",
-                        headers={"kid": "council-2026"})
+    forged = jwt.encode(
+        {
+            "sub": "x",
+            "role": "admin",
+            "iss": "https://idp.kent.example",
+            "aud": "kent-together",
+            "exp": int(time.time()) + 60,
+        },
+        "guessable-" + "k" * 32,
+        algorithm="HS256",
+        headers={"kid": "council-2026"},
+    )
     with pytest.raises(Unauthorized):
         await verifier.authenticate(forged)
 
@@ -69,14 +83,18 @@ async def test_an_hs256_token_is_refused_when_the_jwks_is_configured(identity_pr
 async def test_the_online_form_key_signs_the_online_forms_tokens_and_nothing_else(identity_provider):
     key, url = identity_provider
     form_key = "online-form-" + "f" * 32
-    verifier = TokenVerifier(issuer="https://idp.kent.example", audience="kent-together", jwks_url=url,
-                             online_form_key=form_key)
+    verifier = TokenVerifier(
+        issuer="https://idp.kent.example", audience="kent-together", jwks_url=url, online_form_key=form_key
+    )
     claims = {"iss": "https://idp.kent.example", "aud": "kent-together", "exp": int(time.time()) + 300}
     form = jwt.encode({**claims, "sub": "web-online-form", "role": "online-form"}, form_key, algorithm="HS256")
     assert (await verifier.authenticate(form)).scopes == {"referrals:write", "status:read"}
     for role, hub in (("admin", None), ("hub", "thanet"), ("call-centre", None)):
-        forged = jwt.encode({**claims, "sub": "web-online-form", "role": role, **({"hub": hub} if hub else {})},
-                            form_key, algorithm="HS256")
+        forged = jwt.encode(
+            {**claims, "sub": "web-online-form", "role": role, **({"hub": hub} if hub else {})},
+            form_key,
+            algorithm="HS256",
+        )
         with pytest.raises(Unauthorized, match="online form's tokens only"):
             await verifier.authenticate(forged)
     other_key = jwt.encode({**claims, "sub": "web-online-form", "role": "online-form"}, "x" * 44, algorithm="HS256")

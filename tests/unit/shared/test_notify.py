@@ -20,12 +20,14 @@ def test_retries_back_off_doubling_up_to_an_hour():
 async def test_the_local_log_finds_what_it_wrote_by_reference_and_skips_a_line_torn_by_a_crash(tmp_path):
     log = LocalLog(tmp_path / "var" / "notifications.log")
     assert await log.find("r-1") is None  # no file yet
-    sent = await log.send(Message(reference="r-1", channel="email", to="hub@kent.gov.uk", template="t"),
-                          template_id="local:t")
+    sent = await log.send(
+        Message(reference="r-1", channel="email", to="hub@kent.gov.uk", template="t"), template_id="local:t"
+    )
     with log.path.open("a") as out:
         out.write('{"id": "torn", "reference": "r-2"')  # killed mid-write
     assert await log.find("r-1") == sent
     assert await log.find("r-2") is None
-    after = await log.send(Message(reference="r-3", channel="email", to="hub@kent.gov.uk", template="t"),
-                           template_id="local:t")
+    after = await log.send(
+        Message(reference="r-3", channel="email", to="hub@kent.gov.uk", template="t"), template_id="local:t"
+    )
     assert await log.find("r-3") == after  # written on a line of its own, after the torn one

@@ -13,8 +13,10 @@ START, END = "<!-- inventory: generated from the declarations (shared/privacy.py
 
 def test_docs_privacy_lists_what_the_contracts_and_sealed_columns_declare_personal():
     text = (DOCS / "privacy.md").read_text()
-    listed = text[text.index(START) + len(START):text.index(END)].strip() + "\n"
-    assert listed == privacy.inventory({"referrals": referrals_sealing}), "paste privacy.inventory() into docs/privacy.md"
+    listed = text[text.index(START) + len(START) : text.index(END)].strip() + "\n"
+    assert listed == privacy.inventory({"referrals": referrals_sealing}), (
+        "paste privacy.inventory() into docs/privacy.md"
+    )
 
 
 def test_a_contract_with_a_personal_field_is_personal_and_its_topics_are_sealed():
@@ -29,20 +31,46 @@ def test_a_contract_with_a_personal_field_is_personal_and_its_topics_are_sealed(
 
 
 def test_erasure_replaces_every_personal_field_of_a_referral_event_and_keeps_the_district():
-    data = ReferralReceivedV1.model_validate({
-        "referral_id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00", "reference": "KT-AAAA-BBBB", "channel": "phone",
-        "received_at": "2020-04-01T10:00:00Z", "consent_to_share": True,
-        "resident": {"name": "Margaret Jones", "phone": "+441843577000", "date_of_birth": "1941-03-02",
-                     "address": {"line1": "12 Northdown Road", "town": "Margate", "postcode": "CT9 2RN"},
-                     "vulnerabilities": ["shielding"], "language": "Polish"},
-        "referrer": {"name": "Dr Patel", "organisation": "Northdown Surgery"},
-        "requests": [{"request_id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f01", "type": "food", "details": "diabetic",
-                      "urgency": "today"}],
-    }).model_dump(mode="json")
+    data = ReferralReceivedV1.model_validate(
+        {
+            "referral_id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f00",
+            "reference": "KT-AAAA-BBBB",
+            "channel": "phone",
+            "received_at": "2020-04-01T10:00:00Z",
+            "consent_to_share": True,
+            "resident": {
+                "name": "Margaret Jones",
+                "phone": "+441843577000",
+                "date_of_birth": "1941-03-02",
+                "address": {"line1": "12 Northdown Road", "town": "Margate", "postcode": "CT9 2RN"},
+                "vulnerabilities": ["shielding"],
+                "language": "Polish",
+            },
+            "referrer": {"name": "Dr Patel", "organisation": "Northdown Surgery"},
+            "requests": [
+                {
+                    "request_id": "5c3f3c1e-59a4-4e34-9d43-6b5b1c3c7f01",
+                    "type": "food",
+                    "details": "diabetic",
+                    "urgency": "today",
+                }
+            ],
+        }
+    ).model_dump(mode="json")
 
     erased = str(privacy.redact(data))
 
-    for secret in ("Margaret", "577000", "1941", "Northdown", "Margate", "2RN", "shielding", "Polish", "Patel",
-                   "diabetic"):
+    for secret in (
+        "Margaret",
+        "577000",
+        "1941",
+        "Northdown",
+        "Margate",
+        "2RN",
+        "shielding",
+        "Polish",
+        "Patel",
+        "diabetic",
+    ):
         assert secret not in erased
     assert "'postcode': 'CT9'" in erased and "KT-AAAA-BBBB" in erased

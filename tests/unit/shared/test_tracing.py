@@ -13,13 +13,22 @@ VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def test_a_valid_traceparent_is_read_into_its_trace_and_span():
     context = tracing.parse(VALID)
     assert (context.trace_id, context.span_id, context.flags) == (
-        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01")
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+        "01",
+    )
 
 
 def test_malformed_or_all_zero_traceparents_are_refused_so_a_new_trace_starts():
-    for bad in ("", "garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-"
-                + "0" * 16 + "-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                VALID + "-extra", "00-4BF92F35-00f067aa0ba902b7-01"):
+    for bad in (
+        "",
+        "garbage",
+        "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        VALID + "-extra",
+        "00-4BF92F35-00f067aa0ba902b7-01",
+    ):
         assert tracing.parse(bad) is None, bad
 
 

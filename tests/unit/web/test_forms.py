@@ -19,27 +19,45 @@ def test_a_contact_preference_needs_the_detail_it_uses():
     assert forms.check_contact(phone="", email="", preference="email") == {"email": forms.MESSAGES["email.missing"]}
     assert forms.check_contact(phone="12", email="", preference="post") == {"phone": forms.MESSAGES["phone.invalid"]}
     assert forms.check_contact(phone="01843 577000", email="", preference="") == {
-        "preference": forms.MESSAGES["preference.missing"]}
+        "preference": forms.MESSAGES["preference.missing"]
+    }
     assert forms.check_contact(phone="01843 577000", email="a@example.org", preference="text") == {}
 
 
 def test_the_apis_field_errors_land_on_the_page_and_field_that_ask_for_them():
-    errors = [{"field": "resident.address.postcode", "reason": "not a valid UK postcode"},
-              {"field": "resident.email", "reason": "value is not a valid email address"},
-              {"field": "requests[1].details", "reason": "too long"},
-              {"field": "consent.to_share", "reason": "is required"},
-              {"field": "received_at", "reason": "is in the future"}]
+    errors = [
+        {"field": "resident.address.postcode", "reason": "not a valid UK postcode"},
+        {"field": "resident.email", "reason": "value is not a valid email address"},
+        {"field": "requests[1].details", "reason": "too long"},
+        {"field": "consent.to_share", "reason": "is required"},
+        {"field": "received_at", "reason": "is in the future"},
+    ]
     found = forms.api_errors_to_fields(errors, types=["food", "prescription"])
     assert [(f.page, f.field) for f in found] == [
-        ("postcode", "postcode"), ("contact", "email"), ("details", "details-prescription"),
-        ("consent", "consent"), ("check", "submit")]
+        ("postcode", "postcode"),
+        ("contact", "email"),
+        ("details", "details-prescription"),
+        ("consent", "consent"),
+        ("check", "submit"),
+    ]
     assert found[0].message == "Enter a real postcode, like CT9 1AB"
 
 
 def test_the_referral_body_carries_the_online_channel_and_every_answer():
-    body = forms.referral_body({"name": "Jo", "line1": "1 High St", "postcode": "CT9 2RN", "types": ["food"],
-                                "urgency": "today", "details": {"food": "Vegan"}, "phone": "01843 577000",
-                                "preference": "phone", "consent": True}, channel="online")
+    body = forms.referral_body(
+        {
+            "name": "Jo",
+            "line1": "1 High St",
+            "postcode": "CT9 2RN",
+            "types": ["food"],
+            "urgency": "today",
+            "details": {"food": "Vegan"},
+            "phone": "01843 577000",
+            "preference": "phone",
+            "consent": True,
+        },
+        channel="online",
+    )
     assert body["channel"] == "online" and body["consent"] == {"to_share": True, "given_by": "resident"}
     assert body["requests"] == [{"type": "food", "details": "Vegan", "urgency": "today"}]
     assert body["resident"]["phone"] == "01843 577000" and "email" not in body["resident"]
@@ -47,8 +65,9 @@ def test_the_referral_body_carries_the_online_channel_and_every_answer():
 
 def test_an_entra_roles_list_maps_to_our_role_and_a_hub_worker_needs_a_hub():
     entra = Claims(role="roles", hub="hub", role_map={"KT.Hub": "hub"})
-    person = person_from_claims({"sub": "abc", "name": "Tess", "roles": ["Other.Role", "KT.Hub"], "hub": "thanet"},
-                                entra)
+    person = person_from_claims(
+        {"sub": "abc", "name": "Tess", "roles": ["Other.Role", "KT.Hub"], "hub": "thanet"}, entra
+    )
     assert person == {"sub": "oidc:abc", "name": "Tess", "role": "hub", "hub": "thanet", "via": "oidc"}
     with pytest.raises(SignInFailed, match="no Kent Together role"):
         person_from_claims({"sub": "x", "roles": ["Other.Role"]}, Claims(role="roles"))
@@ -57,14 +76,26 @@ def test_an_entra_roles_list_maps_to_our_role_and_a_hub_worker_needs_a_hub():
     with pytest.raises(SignInFailed, match="no Kent Together role"):
         person_from_claims({"sub": "x", "roles": ["online-form"]}, Claims(role="roles")), "not a person's role"
     assert person_from_claims({"sub": "x", "role": "analyst"}, Claims())["role"] == "analyst"
-    assert person_from_claims({"sub": "x", "roles": ["hub.dover"]}, Claims(role="roles"))["hub"] == "dover", \
+    assert person_from_claims({"sub": "x", "roles": ["hub.dover"]}, Claims(role="roles"))["hub"] == "dover", (
         "an app role hub.<slug> names the hub, as the services read it"
+    )
 
 
 def test_the_queue_puts_the_most_urgent_first_then_overdue_then_the_soonest_due():
     def item(name, urgency, overdue, due):
-        return {"id": name, "urgency": urgency, "overdue": overdue, "status": "routed", "accept_due_at": due,
-                "received_at": "2026-01-01T00:00:00Z"}
-    items = [item("routine", "routine", True, "2026-01-01T01:00"), item("today-later", "today", False, "2026-01-01T09:00"),
-             item("today-overdue", "today", True, "2026-01-01T10:00"), item("today-soon", "today", False, "2026-01-01T08:00")]
+        return {
+            "id": name,
+            "urgency": urgency,
+            "overdue": overdue,
+            "status": "routed",
+            "accept_due_at": due,
+            "received_at": "2026-01-01T00:00:00Z",
+        }
+
+    items = [
+        item("routine", "routine", True, "2026-01-01T01:00"),
+        item("today-later", "today", False, "2026-01-01T09:00"),
+        item("today-overdue", "today", True, "2026-01-01T10:00"),
+        item("today-soon", "today", False, "2026-01-01T08:00"),
+    ]
     assert [i["id"] for i in queue_order(items)] == ["today-overdue", "today-soon", "today-later", "routine"]

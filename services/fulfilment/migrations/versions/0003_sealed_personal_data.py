@@ -10,6 +10,7 @@ The hub feed's events and the outbox rows of events on hub topics are sealed in
 place. No downgrade: it would write the residents back in clear (restore the
 backup taken before the upgrade instead).
 """
+
 import orjson
 import sqlalchemy as sa
 from alembic import op
@@ -23,18 +24,34 @@ depends_on = None
 
 BATCH = 500
 
-referrals = sa.table("referrals", sa.column("id", sa.String), sa.column("resident", sa.JSON),
-                     sa.column("referrer", sa.JSON), sa.column("personal", sa.LargeBinary))
-assignments = sa.table("assignments", sa.column("id", sa.String), sa.column("details", sa.Text),
-                       sa.column("sealed_details", sa.LargeBinary))
-assignment_changes = sa.table("assignment_changes", sa.column("id", sa.Integer), sa.column("note", sa.Text),
-                              sa.column("sealed_note", sa.LargeBinary))
-case_notes = sa.table("case_notes", sa.column("id", sa.Integer), sa.column("text", sa.Text),
-                      sa.column("sealed_text", sa.LargeBinary))
-hub_feed = sa.table("hub_feed", sa.column("hub", sa.String), sa.column("seq", sa.Integer),
-                    sa.column("event", sa.LargeBinary))
-outbox = sa.table("outbox", sa.column("id", sa.Integer), sa.column("topic", sa.String),
-                  sa.column("payload", sa.LargeBinary))
+referrals = sa.table(
+    "referrals",
+    sa.column("id", sa.String),
+    sa.column("resident", sa.JSON),
+    sa.column("referrer", sa.JSON),
+    sa.column("personal", sa.LargeBinary),
+)
+assignments = sa.table(
+    "assignments",
+    sa.column("id", sa.String),
+    sa.column("details", sa.Text),
+    sa.column("sealed_details", sa.LargeBinary),
+)
+assignment_changes = sa.table(
+    "assignment_changes",
+    sa.column("id", sa.Integer),
+    sa.column("note", sa.Text),
+    sa.column("sealed_note", sa.LargeBinary),
+)
+case_notes = sa.table(
+    "case_notes", sa.column("id", sa.Integer), sa.column("text", sa.Text), sa.column("sealed_text", sa.LargeBinary)
+)
+hub_feed = sa.table(
+    "hub_feed", sa.column("hub", sa.String), sa.column("seq", sa.Integer), sa.column("event", sa.LargeBinary)
+)
+outbox = sa.table(
+    "outbox", sa.column("id", sa.Integer), sa.column("topic", sa.String), sa.column("payload", sa.LargeBinary)
+)
 
 
 def upgrade() -> None:
@@ -84,16 +101,23 @@ def seal_existing_rows(connection) -> None:
     for row in _batches(connection, sa.select(referrals), referrals.c.id):
         personal = orjson.dumps({"resident": row.resident, "referrer": row.referrer})
         connection.execute(referrals.update().where(referrals.c.id == row.id).values(personal=keys().seal(personal)))
-    for table, clear, sealed in ((assignments, "details", "sealed_details"), (assignment_changes, "note", "sealed_note"),
-                                 (case_notes, "text", "sealed_text")):
+    for table, clear, sealed in (
+        (assignments, "details", "sealed_details"),
+        (assignment_changes, "note", "sealed_note"),
+        (case_notes, "text", "sealed_text"),
+    ):
         for row in _batches(connection, sa.select(table).where(table.c[clear].is_not(None)), table.c.id):
-            connection.execute(table.update().where(table.c.id == row.id)
-                               .values({sealed: keys().seal(row._mapping[clear].encode())}))
+            connection.execute(
+                table.update().where(table.c.id == row.id).values({sealed: keys().seal(row._mapping[clear].encode())})
+            )
     for hub in connection.execute(sa.select(hub_feed.c.hub).distinct()).scalars().all():
         for row in _batches(connection, sa.select(hub_feed).where(hub_feed.c.hub == hub), hub_feed.c.seq):
             if not is_sealed(row.event):
-                connection.execute(hub_feed.update().where(hub_feed.c.hub == hub, hub_feed.c.seq == row.seq)
-                                   .values(event=keys().seal(row.event)))
+                connection.execute(
+                    hub_feed.update()
+                    .where(hub_feed.c.hub == hub, hub_feed.c.seq == row.seq)
+                    .values(event=keys().seal(row.event))
+                )
     for row in _batches(connection, sa.select(outbox), outbox.c.id):
         if not is_sealed(row.payload) and keys() and topics.personal(row.topic):
             connection.execute(outbox.update().where(outbox.c.id == row.id).values(payload=keyring.seal(row.payload)))

@@ -3,6 +3,7 @@
 Revision ID: 0006
 Revises: 0005
 """
+
 from alembic import op
 
 from shared.notify import create_notification_tables, drop_notification_tables

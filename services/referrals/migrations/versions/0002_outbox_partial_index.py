@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,8 +17,11 @@ def upgrade() -> None:
     with op.batch_alter_table("outbox") as batch_op:
         batch_op.drop_index("ix_outbox_unpublished")
     op.create_index(
-        "ix_outbox_to_publish", "outbox", ["id"],
-        postgresql_where=sa.text("published_at IS NULL"), sqlite_where=sa.text("published_at IS NULL"),
+        "ix_outbox_to_publish",
+        "outbox",
+        ["id"],
+        postgresql_where=sa.text("published_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL"),
     )
     op.create_index("ix_outbox_created_at", "outbox", ["created_at"])
 

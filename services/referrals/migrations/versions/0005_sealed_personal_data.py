@@ -10,6 +10,7 @@ Outbox rows of events on the referrals topic are sealed in place too.
 No downgrade: it would write the residents back in clear (restore the backup
 taken before the upgrade instead).
 """
+
 import orjson
 import sqlalchemy as sa
 from alembic import op
@@ -23,24 +24,51 @@ depends_on = None
 
 ERASED = "[erased]"
 PERSONAL_FIELDS = (
-    "name", "date_of_birth", "phone", "email", "address_line1", "address_line2", "town", "postcode",
-    "contact_preference", "vulnerabilities", "language", "referrer",
+    "name",
+    "date_of_birth",
+    "phone",
+    "email",
+    "address_line1",
+    "address_line2",
+    "town",
+    "postcode",
+    "contact_preference",
+    "vulnerabilities",
+    "language",
+    "referrer",
 )
 BATCH = 500
 
 referrals = sa.table(
-    "referrals", sa.column("id", sa.String), sa.column("erased_at", sa.DateTime),
-    *[sa.column(name, sa.JSON if name in ("vulnerabilities", "referrer") else sa.Date if name == "date_of_birth"
-                else sa.String) for name in PERSONAL_FIELDS],
-    sa.column("personal", sa.LargeBinary), sa.column("name_index", sa.String), sa.column("name_words", sa.Text),
-    sa.column("phone_index", sa.String), sa.column("postcode_index", sa.String), sa.column("district", sa.String),
+    "referrals",
+    sa.column("id", sa.String),
+    sa.column("erased_at", sa.DateTime),
+    *[
+        sa.column(
+            name,
+            sa.JSON if name in ("vulnerabilities", "referrer") else sa.Date if name == "date_of_birth" else sa.String,
+        )
+        for name in PERSONAL_FIELDS
+    ],
+    sa.column("personal", sa.LargeBinary),
+    sa.column("name_index", sa.String),
+    sa.column("name_words", sa.Text),
+    sa.column("phone_index", sa.String),
+    sa.column("postcode_index", sa.String),
+    sa.column("district", sa.String),
 )
-requests = sa.table("requests", sa.column("id", sa.String), sa.column("details", sa.Text),
-                    sa.column("sealed_details", sa.LargeBinary))
-referral_changes = sa.table("referral_changes", sa.column("id", sa.Integer), sa.column("note", sa.Text),
-                            sa.column("sealed_note", sa.LargeBinary))
-outbox = sa.table("outbox", sa.column("id", sa.Integer), sa.column("topic", sa.String),
-                  sa.column("payload", sa.LargeBinary))
+requests = sa.table(
+    "requests", sa.column("id", sa.String), sa.column("details", sa.Text), sa.column("sealed_details", sa.LargeBinary)
+)
+referral_changes = sa.table(
+    "referral_changes",
+    sa.column("id", sa.Integer),
+    sa.column("note", sa.Text),
+    sa.column("sealed_note", sa.LargeBinary),
+)
+outbox = sa.table(
+    "outbox", sa.column("id", sa.Integer), sa.column("topic", sa.String), sa.column("payload", sa.LargeBinary)
+)
 
 
 def upgrade() -> None:
@@ -98,12 +126,17 @@ def seal_existing_rows(connection) -> None:
     for row in _batches(connection, sa.select(referrals), referrals.c.id):
         connection.execute(referrals.update().where(referrals.c.id == row.id).values(**_sealed(row, keys())))
     for row in _batches(connection, sa.select(requests).where(requests.c.details.is_not(None)), requests.c.id):
-        connection.execute(requests.update().where(requests.c.id == row.id)
-                           .values(sealed_details=keys().seal(row.details.encode())))
-    for row in _batches(connection, sa.select(referral_changes).where(referral_changes.c.note.is_not(None)),
-                        referral_changes.c.id):
-        connection.execute(referral_changes.update().where(referral_changes.c.id == row.id)
-                           .values(sealed_note=keys().seal(row.note.encode())))
+        connection.execute(
+            requests.update().where(requests.c.id == row.id).values(sealed_details=keys().seal(row.details.encode()))
+        )
+    for row in _batches(
+        connection, sa.select(referral_changes).where(referral_changes.c.note.is_not(None)), referral_changes.c.id
+    ):
+        connection.execute(
+            referral_changes.update()
+            .where(referral_changes.c.id == row.id)
+            .values(sealed_note=keys().seal(row.note.encode()))
+        )
     for row in _batches(connection, sa.select(outbox), outbox.c.id):
         if not is_sealed(row.payload) and keys() and topics.personal(row.topic):
             connection.execute(outbox.update().where(outbox.c.id == row.id).values(payload=keyring.seal(row.payload)))

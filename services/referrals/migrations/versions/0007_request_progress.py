@@ -7,6 +7,7 @@ and an open case past retention is flagged for review instead of being erased.
 Revision ID: 0007
 Revises: 0006
 """
+
 import sqlalchemy as sa
 from alembic import op
 

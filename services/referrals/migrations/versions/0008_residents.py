@@ -8,6 +8,7 @@ resident into which, by whom, when (no personal data).
 Revision ID: 0008
 Revises: 0007
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -380,7 +380,7 @@ class RequestContext:
             )
 
 
-async def read_body(request: Request, model: type[Model], *, context: dict | None = None) -> Model:
+async def read_body(request: Request, model: type[Model], *, context: dict[str, Any] | None = None) -> Model:
     """Validate a JSON body against `model`, with a size limit and every field error at once.
 
     Used where validation needs context a plain FastAPI body cannot have (the
@@ -401,7 +401,7 @@ async def read_body(request: Request, model: type[Model], *, context: dict | Non
         raise ValidationFailed(field_errors(error.errors())) from None
 
 
-def body_schema(model: type[BaseModel]) -> dict:
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI `requestBody` for an endpoint that reads its body with `read_body`."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

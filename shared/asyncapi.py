@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from shared.events import REGISTRY, STRUCTURED, CloudEvent
 from shared.settings import Topics
@@ -71,7 +72,7 @@ KEY = {
 }
 
 
-def servers() -> dict:
+def servers() -> dict[str, Any]:
     return {
         "production": {
             "host": "kt-kafka-kafka-bootstrap:9093",
@@ -88,11 +89,11 @@ def servers() -> dict:
     }
 
 
-def document() -> dict:
+def document() -> dict[str, Any]:
     topics = Topics()
-    channels: dict = {}
-    messages: dict = {}
-    operations: dict = {}
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
     for type_name, contract in sorted(REGISTRY.items()):
         name = contract.__name__
         messages[name] = {

@@ -160,7 +160,7 @@ class AuditLog:
         if unwritten is not None:
             await self._insert(unwritten[1])
 
-    async def _insert(self, rows: list[dict]) -> None:
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
         """Written before the caller goes on; the records of reads arriving together share one transaction.
 
         Group commit, as referral intake does: under load, many reads' records take
@@ -197,7 +197,7 @@ class AuditLog:
         request_id: str | None = None,
         detail: dict[str, Any] | None = None,
         at: datetime | None = None,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """The records `record` writes, for a use case that writes them in its own transaction instead
         (referral intake: the record commits with the referral, in the same group commit)."""
         assert action in ACTIONS, action
@@ -228,7 +228,7 @@ class AuditLog:
         until: datetime | None = None,
         after: int = 0,
         limit: int = 100,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         since, until = (_utc(v) for v in (since, until))
         t = self.table
         query = select(t).where(t.c.id > after).order_by(t.c.id).limit(limit)

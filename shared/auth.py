@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import jwt
@@ -98,7 +98,7 @@ class Claims:
 HUB_ROLE_PREFIX = "hub."
 
 
-def principal_from_claims(claims: dict, names: Claims = Claims()) -> Principal:
+def principal_from_claims(claims: dict[str, Any], names: Claims = Claims()) -> Principal:
     """The caller the verified claims name: every known role's scopes, the hub from its claim or a `hub.<slug>` role."""
     value = claims.get(names.role)
     values = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []

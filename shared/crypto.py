@@ -172,13 +172,13 @@ class Keyring:
     def open_text(self, sealed: bytes | None) -> str | None:
         return None if sealed is None else self.open(sealed).decode()
 
-    def seal_field(self, row: dict, field: str, *, into: str) -> dict:
+    def seal_field(self, row: dict[str, Any], field: str, *, into: str) -> dict[str, Any]:
         """`row` as stored: its text `field` sealed into the column `into` (e.g. details -> sealed_details)."""
         stored = {k: v for k, v in row.items() if k != field}
         stored[into] = self.seal_text(row[field])
         return stored
 
-    def open_field(self, row, column: str, *, as_: str) -> dict:
+    def open_field(self, row, column: str, *, as_: str) -> dict[str, Any]:
         """A stored row with its sealed text `column` opened as `as_` (the column stays alongside)."""
         return {**row, as_: self.open_text(row[column])}
 

@@ -444,7 +444,7 @@ class NotificationWorker(StopsBetweenRounds):
             await self._attempt(row)
         return len(claimed)
 
-    async def _claim(self) -> list[dict]:
+    async def _claim(self) -> list[dict[str, Any]]:
         n = self.notifications.c
         now = self.clock()
         query = (
@@ -470,7 +470,7 @@ class NotificationWorker(StopsBetweenRounds):
                     claimed.append({**row, "attempts": row["attempts"] + 1, "unknown": row["status"] == "sending"})
             return claimed
 
-    async def _attempt(self, row: dict) -> None:
+    async def _attempt(self, row: dict[str, Any]) -> None:
         try:
             message = Message(
                 reference=row["reference"],
@@ -509,7 +509,7 @@ class NotificationWorker(StopsBetweenRounds):
             return await self._retry(row, f"{type(error).__name__}: {error}"[:500], status_code=None, unknown=True)
         await self._record(row, outcome="sent", status="sent", notify_id=notify_id)
 
-    async def _retry(self, row: dict, detail: str, *, status_code: int | None, unknown: bool) -> None:
+    async def _retry(self, row: dict[str, Any], detail: str, *, status_code: int | None, unknown: bool) -> None:
         if row["attempts"] >= self.max_attempts:
             log.warning("notification %s failed %d times; giving up: %s", row["id"], row["attempts"], detail)
             return await self._record(row, outcome="gave-up", status="failed", status_code=status_code, detail=detail)
@@ -524,7 +524,7 @@ class NotificationWorker(StopsBetweenRounds):
 
     async def _record(
         self,
-        row: dict,
+        row: dict[str, Any],
         *,
         outcome: str,
         status: str,
@@ -561,7 +561,7 @@ def opened(value: bytes, keyring: Keyring | None) -> bytes:
     return keyring.open(value)
 
 
-async def delivery_log(session, tables: tuple[Table, Table], *, limit: int = 100) -> list[dict]:
+async def delivery_log(session, tables: tuple[Table, Table], *, limit: int = 100) -> list[dict[str, Any]]:
     """The newest messages with every attempt to send each, newest first."""
     notifications, attempts = tables
     rows = (

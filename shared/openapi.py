@@ -10,6 +10,8 @@ is also what makes Swagger UI's Authorize button work.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from shared.auth import required_scopes
@@ -91,8 +93,8 @@ WRITES = {"post", "put", "patch", "delete"}
 
 
 def document_security_and_errors(
-    app: FastAPI, document: dict, *, rate_limited: bool, unlimited_paths: tuple[str, ...] = ()
-) -> dict:
+    app: FastAPI, document: dict[str, Any], *, rate_limited: bool, unlimited_paths: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Add the bearer scheme, each operation's security and scopes, and its problem responses, to `document`."""
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -160,7 +162,7 @@ def api_routes(app: FastAPI) -> list:
     ]
 
 
-def _problem_response(responses: dict, status: str, *, replace: bool = False) -> None:
+def _problem_response(responses: dict[str, Any], status: str, *, replace: bool = False) -> None:
     existing = responses.get(status, {})
     schema = "ValidationProblem" if status == "422" else "Problem"
     description = ERRORS[status] if replace or not existing.get("description") else existing["description"]
@@ -174,7 +176,7 @@ def _problem_response(responses: dict, status: str, *, replace: bool = False) ->
     responses[status] = response
 
 
-def _is_problem(response: dict) -> bool:
+def _is_problem(response: dict[str, Any]) -> bool:
     return PROBLEM in response.get("content", {})
 
 

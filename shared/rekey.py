@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import LargeBinary, MetaData, Table, and_, or_, select, tuple_, update
 
@@ -42,7 +43,7 @@ class DerivedColumns:
     source: str
     """The sealed column they are made from: the compare-and-set guards it."""
     columns: tuple[str, ...]
-    compute: Callable[[Mapping, Keyring], dict]
+    compute: Callable[[Mapping, Keyring], dict[str, Any]]
     """(stored row, keyring) -> {column: value} with the current keys; {} leaves the row's columns as they are."""
     reads: tuple[str, ...] = ()
     """Other columns `compute` needs."""
@@ -126,8 +127,8 @@ async def _batches(db: Database, table: Table, columns: list, *, size: int):
 
 def _plan(row: Mapping, sealed: list[str], derived: list[DerivedColumns], keyring: Keyring, report: TableReport):
     """(changes, guards) for one row: what to write, and the values read that must still be there."""
-    changes: dict = {}
-    guards: dict = {}
+    changes: dict[str, Any] = {}
+    guards: dict[str, Any] = {}
     for name in sealed:
         value = row[name]
         if not is_sealed(value) or keyring.key_id_of(value) == keyring.sealing_key_id:

@@ -133,7 +133,7 @@ class SealedTable:
         """The clear fields this table seals: what is personal in it."""
         return (*(self.blob.fields if self.blob else ()), *(t.field for t in self.texts))
 
-    def seal(self, row: Mapping[str, Any], keyring: Keyring) -> dict:
+    def seal(self, row: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
         """A row with its fields in clear, as stored: fields sealed, indexes made, other keys kept."""
         sealed_away = self._sealed_away
         stored = {k: v for k, v in row.items() if k not in sealed_away}
@@ -146,17 +146,17 @@ class SealedTable:
             stored.update(self.index(row, keyring))
         return stored
 
-    def seal_fields(self, fields: Mapping[str, Any], keyring: Keyring) -> dict:
+    def seal_fields(self, fields: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
         """The blob column and the indexes for changed personal `fields` (every blob field given)."""
-        values: dict = {}
+        values: dict[str, Any] = {}
         if self.blob is not None:
             values[self.blob.column] = keyring.seal_json({f: fields[f] for f in self.blob.fields})
         values.update(self.index(fields, keyring))
         return values
 
-    def index(self, fields: Mapping[str, Any], keyring: Keyring) -> dict:
+    def index(self, fields: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
         """The blind-index columns of these (clear) fields, with the current index key."""
-        values: dict = {}  # indexes made from the same value (a name, and its words) normalise it once
+        values: dict[str, Any] = {}  # indexes made from the same value (a name, and its words) normalise it once
         made = {}
         for index in self.indexes:
             if index.value not in values:
@@ -164,7 +164,7 @@ class SealedTable:
             made[index.column] = index.hash(values[index.value], keyring)
         return made
 
-    def open(self, row: Mapping[str, Any], keyring: Keyring) -> dict:
+    def open(self, row: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
         """A stored row with its sealed fields opened at the top level (the stored columns stay too)."""
         opened = dict(row)
         if self.blob is not None and self.blob.column in row:
@@ -183,7 +183,7 @@ class SealedTable:
         index = next(i for i in self.indexes if i.column == column)
         return keyring.blind_indexes(index.purpose, value)
 
-    def reindexed(self, row: Mapping[str, Any], keyring: Keyring) -> dict:
+    def reindexed(self, row: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
         """A stored row's blind indexes made again with the current key ({} for a row whose indexes are frozen)."""
         if self.indexes_frozen_when is not None and row[self.indexes_frozen_when] is not None:
             return {}

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from typing import Any
 
 from starlette.middleware.cors import CORSMiddleware
 
@@ -70,7 +71,7 @@ def install_security(app, settings, *, body_types: tuple[bytes, ...] | None = No
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def _has_body(headers: dict) -> bool:
+def _has_body(headers: dict[str, Any]) -> bool:
     length = headers.get(b"content-length", b"")
     return (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
 
@@ -81,7 +82,7 @@ FORM_BODY_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 """What an HTML form sends (the web front)."""
 
 
-def _accepted_body_type(headers: dict, types: tuple[bytes, ...]) -> bool:
+def _accepted_body_type(headers: dict[str, Any], types: tuple[bytes, ...]) -> bool:
     """The body's declared media type is one of `types` (`+json`: any JSON suffix); never guessed from the bytes."""
     media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     return any(media == t or (t.startswith(b"+") and media.endswith(t)) for t in types)
@@ -146,7 +147,7 @@ class Allowance:
         ]
 
 
-def client_address(scope, headers: dict, trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> str:
+def client_address(scope, headers: dict[str, Any], trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> str:
     """The caller's address: the socket's peer, or, when that is a trusted proxy, the address it says it served.
 
     `X-Forwarded-For` is read right to left, skipping trusted proxies, so a client

@@ -26,6 +26,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -206,7 +207,7 @@ class Tracing:
         kind: SpanKind,
         traceparent: str | bytes | None = None,
         tracestate: str | bytes | None = None,
-        attributes: dict | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> Iterator[trace.Span]:
         """A span continuing `traceparent` (a new trace without one), current for the code inside."""
         parent = _remote_context(traceparent, tracestate) if parse(traceparent) else otel_context.Context()

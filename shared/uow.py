@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 import pydantic_core
@@ -31,7 +32,7 @@ class EncodedEvent:
         return self.payload
 
 
-Reaction = Callable[["UnitOfWork", dict], Awaitable[None]]
+Reaction = Callable[["UnitOfWork", dict[str, Any]], Awaitable[None]]
 """Given the unit of work and an event's `data`, before it commits: writes what follows from the event."""
 
 
@@ -83,7 +84,7 @@ class UnitOfWork:
         self._routes: dict[str, list[str]] = {}
         self.session: AsyncSession
         self._events: list[tuple[str, str | None, CloudEvent]] = []
-        self._audit: tuple[Table, list[dict]] | None = None
+        self._audit: tuple[Table, list[dict[str, Any]]] | None = None
         self._open = False
 
     async def __aenter__(self) -> UnitOfWork:
@@ -151,7 +152,7 @@ class UnitOfWork:
         return events[0]
 
     def publish_data(
-        self, event_type: str, *, subject: str, data: dict, topic: str | None = None, key: str | None = None
+        self, event_type: str, *, subject: str, data: dict[str, Any], topic: str | None = None, key: str | None = None
     ) -> EncodedEvent:
         """Record an event from its `data` given as the contract's `model_dump()` would give it.
 
@@ -184,7 +185,7 @@ class UnitOfWork:
         self._events.append((topic, key or subject, event))
         return event
 
-    async def insert_rows(self, table: Table, rows: list[dict]) -> None:
+    async def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Insert many rows (each with the same keys) in this transaction.
 
         On PostgreSQL with asyncpg, one COPY rather than an INSERT executed per
@@ -235,7 +236,7 @@ class UnitOfWork:
             return self.keyring.seal(payload)
         return payload
 
-    def audit_with_commit(self, table: Table, rows: list[dict]) -> None:
+    def audit_with_commit(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Audit records for the next `commit()` to write in its transaction.
 
         Set before the use case runs (it is kept across `async with`): the change and
@@ -243,7 +244,7 @@ class UnitOfWork:
         """
         self._audit = (table, rows)
 
-    def take_unwritten_audit(self) -> tuple[Table, list[dict]] | None:
+    def take_unwritten_audit(self) -> tuple[Table, list[dict[str, Any]]] | None:
         """The audit records no commit wrote (the use case changed nothing), now handed to the caller."""
         audit, self._audit = self._audit, None
         return audit

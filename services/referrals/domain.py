@@ -273,7 +273,7 @@ class Referral:
         return outward_code(self.personal["postcode"])
 
     @property
-    def referrer(self) -> dict | None:
+    def referrer(self) -> dict[str, Any] | None:
         return self.personal.get("referrer")
 
     def request(self, request_id: str) -> Request:
@@ -285,9 +285,9 @@ class Referral:
     def amend(
         self,
         *,
-        resident: dict | None = None,
-        consent: dict | None = None,
-        referrer: dict | None = None,
+        resident: dict[str, Any] | None = None,
+        consent: dict[str, Any] | None = None,
+        referrer: dict[str, Any] | None = None,
         by: str,
         at: datetime,
         note: str | None = None,
@@ -389,7 +389,7 @@ class Referral:
             self.status, self.closed_at = status, at
 
 
-def _flattened(resident: dict) -> dict:
+def _flattened(resident: dict[str, Any]) -> dict[str, Any]:
     """Resident fields as the API gives them (address nested) as the referral's fields."""
     fields = {k: v for k, v in resident.items() if k != "address"}
     if "vulnerabilities" in fields and fields["vulnerabilities"] is None:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 ALL_DISTRICTS = "*"
 UNKNOWN = "unknown"
@@ -71,7 +72,7 @@ def district_of(district_code: str | None, *, status: str | None = None) -> str:
     return UNKNOWN
 
 
-def new_request_fact(request_id: str, referral_id: str) -> dict:
+def new_request_fact(request_id: str, referral_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "referral_id": referral_id,
@@ -102,16 +103,16 @@ def new_request_fact(request_id: str, referral_id: str) -> dict:
     }
 
 
-def new_referral_fact(referral_id: str) -> dict:
+def new_referral_fact(referral_id: str) -> dict[str, Any]:
     return {"referral_id": referral_id, "channel": None, "district": UNKNOWN, "received_at": None, "received_day": None}
 
 
-def _received(fact: dict, received_at: datetime) -> None:
+def _received(fact: dict[str, Any], received_at: datetime) -> None:
     fact["received_at"] = received_at
     fact["received_day"] = received_at.date()
 
 
-def apply_request_received(fact: dict, data) -> None:
+def apply_request_received(fact: dict[str, Any], data) -> None:
     """`request.received`: what the referral said; never moves the status back."""
     fact.update(
         request_type=data.request_type,
@@ -123,7 +124,7 @@ def apply_request_received(fact: dict, data) -> None:
     _received(fact, data.received_at)
 
 
-def apply_request_cancelled(fact: dict, data) -> None:
+def apply_request_cancelled(fact: dict[str, Any], data) -> None:
     """`request.cancelled` from referrals: closes an open request (fulfilment says so too, later or earlier)."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["cancel_reason"] = data.reason
@@ -133,7 +134,7 @@ def apply_request_cancelled(fact: dict, data) -> None:
         fact["status_changed_at"] = data.cancelled_at
 
 
-def apply_status_changed(fact: dict, data) -> None:
+def apply_status_changed(fact: dict[str, Any], data) -> None:
     """An assignment status event: the latest change (by its time) sets status, place and times."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["urgency"] = fact["urgency"] or data.urgency
@@ -175,7 +176,7 @@ def apply_status_changed(fact: dict, data) -> None:
             fact[name] = value
 
 
-def apply_escalated(fact: dict, data) -> None:
+def apply_escalated(fact: dict[str, Any], data) -> None:
     """An SLA breach: the deadline missed stays counted, whatever happens next."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["urgency"] = fact["urgency"] or data.urgency
@@ -185,7 +186,7 @@ def apply_escalated(fact: dict, data) -> None:
         fact["district"] = district_of(data.district_code)
 
 
-def request_keys(fact: dict | None) -> list[tuple]:
+def request_keys(fact: dict[str, Any] | None) -> list[tuple]:
     """The count keys (day, district, dimension, value) this request adds 1 to."""
     if fact is None or fact.get("received_day") is None:
         return []
@@ -212,7 +213,7 @@ def request_keys(fact: dict | None) -> list[tuple]:
     ]
 
 
-def referral_keys(fact: dict | None) -> list[tuple]:
+def referral_keys(fact: dict[str, Any] | None) -> list[tuple]:
     """A referral counts once, by its channel, on the day it came in."""
     if fact is None or fact.get("received_day") is None:
         return []
@@ -238,7 +239,7 @@ def week_of(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def shares(rows: list[dict]) -> list[dict]:
+def shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row's share of the total (0..1, 4 places); 0 when there is nothing."""
     total = sum(row["count"] for row in rows)
     for row in rows:
@@ -249,7 +250,7 @@ def shares(rows: list[dict]) -> list[dict]:
 SUPPRESSED = "<5"
 
 
-def suppress(rows: list[dict]) -> list[dict]:
+def suppress(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Small-number suppression for published figures: counts 1–4 become "<5", their shares null."""
     for row in rows:
         for column in COUNT_COLUMNS:
@@ -290,7 +291,7 @@ def age_band(age: timedelta) -> str:
 ACTION_CLOSED = frozenset({"complete", "cancelled"})
 
 
-def action_is_overdue(action: dict, today: date) -> bool:
+def action_is_overdue(action: dict[str, Any], today: date) -> bool:
     return action["status"] not in ACTION_CLOSED and action["due_date"] < today
 
 

@@ -42,7 +42,7 @@ class CloudEvent(BaseModel):
     """CloudEvents distributed-tracing extension: the W3C trace the event was published in."""
     tracestate: str | None = None
     """The same extension: the trace's vendor state, when the caller sent one."""
-    data: dict
+    data: dict[str, Any]
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", exclude_none=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import overload
 
 # The GOV.UK / ONS shape: outward code (area, district, optional letter), inward code.
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
@@ -20,6 +21,12 @@ def normalise_postcode(value: str) -> str:
 _OUTWARD = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
 
 
+@overload
+def outward_code(postcode: str) -> str: ...
+@overload
+def outward_code(postcode: None) -> None: ...
+@overload
+def outward_code(postcode: str | None) -> str | None: ...
 def outward_code(postcode: str | None) -> str | None:
     """The postcode district ('CT9 2RN' -> 'CT9'): coarse enough to carry where personal data may not.
 
@@ -45,4 +52,6 @@ a postcode outside them is certainly out of area; inside, fulfilment's directory
 
 def in_kent_and_medway_areas(postcode: str) -> bool:
     """Whether a (normalised) postcode's area is one of Kent and Medway's ('CT9 2RN' yes, 'SW1A 1AA' no)."""
-    return re.match(r"^[A-Z]{1,2}", postcode).group(0) in KENT_AND_MEDWAY_AREAS
+    area = re.match(r"^[A-Z]{1,2}", postcode)
+    assert area is not None  # a normalised postcode starts with its area's letters
+    return area.group(0) in KENT_AND_MEDWAY_AREAS

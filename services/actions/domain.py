@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -344,13 +344,14 @@ def same_tracking(stored: Any, given: Any) -> bool:
     """A spreadsheet cell says the same as the stored value: text compared without the spaces around it."""
     if isinstance(stored, str) and isinstance(given, str):
         return stored.strip().replace("\r\n", "\n") == given.strip()
-    return stored == given
+    same: bool = stored == given
+    return same
 
 
 # --- progress rolled up -------------------------------------------------------------------
 
 
-def rollup(rows, *, today: date) -> dict[str, Any]:
+def rollup(rows: Sequence[Any], *, today: date) -> dict[str, Any]:
     """Figures for a group of actions: how many, by status and RAG, overdue, and their progress.
 
     `progress` is the mean of the actions' progress, cancelled actions left out (they will never

@@ -171,7 +171,7 @@ class Placement:
     pick_up_within: timedelta | None = None
     """A queue: how soon a person must act on it."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.status not in (Status.ROUTED, Status.TRIAGE, Status.OUT_OF_AREA):
             raise ValueError(f"a request is placed in a hub or a queue, not {self.status}")
         if (self.status is Status.ROUTED) != (self.hub is not None):
@@ -201,6 +201,7 @@ def placement_for(
             pick_up_within=triage_within,
         )
     if decision.outcome is RoutingOutcome.HUB:
+        assert decision.hub is not None  # route() names a hub with every HUB decision
         return Placement(
             Status.ROUTED,
             reason=decision.reason,
@@ -209,6 +210,7 @@ def placement_for(
             sla=hub_sla.get(decision.hub.slug, {}),
         )
     if decision.outcome is RoutingOutcome.OUT_OF_AREA:
+        assert decision.council is not None  # route() names the council with every OUT_OF_AREA decision
         return Placement(
             Status.OUT_OF_AREA,
             reason=decision.reason,

@@ -181,7 +181,7 @@ RESIDENT_FIELDS = (
 ADDRESS_FIELDS = {"line1": "address_line1", "line2": "address_line2", "town": "town", "postcode": "postcode"}
 """The API's address fields -> the referral's (the changed fields are named as the API names them)."""
 
-ERASED_PERSONAL = {
+ERASED_PERSONAL: dict[str, Any] = {
     "name": ERASED,
     "date_of_birth": None,
     "phone": None,
@@ -270,7 +270,8 @@ class Referral:
     @property
     def district(self) -> str:
         """The postcode's outward code ('CT9'): a district, not a person."""
-        return outward_code(self.personal["postcode"])
+        postcode: str = self.personal["postcode"]
+        return outward_code(postcode)
 
     @property
     def referrer(self) -> dict[str, Any] | None:

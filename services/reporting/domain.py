@@ -18,7 +18,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.events import AssignmentEscalatedV1, AssignmentStatusChangedV1, RequestCancelledV1, RequestReceivedV1
 
 ALL_DISTRICTS = "*"
 UNKNOWN = "unknown"
@@ -112,7 +115,7 @@ def _received(fact: dict[str, Any], received_at: datetime) -> None:
     fact["received_day"] = received_at.date()
 
 
-def apply_request_received(fact: dict[str, Any], data) -> None:
+def apply_request_received(fact: dict[str, Any], data: RequestReceivedV1) -> None:
     """`request.received`: what the referral said; never moves the status back."""
     fact.update(
         request_type=data.request_type,
@@ -124,7 +127,7 @@ def apply_request_received(fact: dict[str, Any], data) -> None:
     _received(fact, data.received_at)
 
 
-def apply_request_cancelled(fact: dict[str, Any], data) -> None:
+def apply_request_cancelled(fact: dict[str, Any], data: RequestCancelledV1) -> None:
     """`request.cancelled` from referrals: closes an open request (fulfilment says so too, later or earlier)."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["cancel_reason"] = data.reason
@@ -134,7 +137,7 @@ def apply_request_cancelled(fact: dict[str, Any], data) -> None:
         fact["status_changed_at"] = data.cancelled_at
 
 
-def apply_status_changed(fact: dict[str, Any], data) -> None:
+def apply_status_changed(fact: dict[str, Any], data: AssignmentStatusChangedV1) -> None:
     """An assignment status event: the latest change (by its time) sets status, place and times."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["urgency"] = fact["urgency"] or data.urgency
@@ -176,7 +179,7 @@ def apply_status_changed(fact: dict[str, Any], data) -> None:
             fact[name] = value
 
 
-def apply_escalated(fact: dict[str, Any], data) -> None:
+def apply_escalated(fact: dict[str, Any], data: AssignmentEscalatedV1) -> None:
     """An SLA breach: the deadline missed stays counted, whatever happens next."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["urgency"] = fact["urgency"] or data.urgency
@@ -186,7 +189,7 @@ def apply_escalated(fact: dict[str, Any], data) -> None:
         fact["district"] = district_of(data.district_code)
 
 
-def request_keys(fact: dict[str, Any] | None) -> list[tuple]:
+def request_keys(fact: dict[str, Any] | None) -> list[tuple[Any, ...]]:
     """The count keys (day, district, dimension, value) this request adds 1 to."""
     if fact is None or fact.get("received_day") is None:
         return []
@@ -213,7 +216,7 @@ def request_keys(fact: dict[str, Any] | None) -> list[tuple]:
     ]
 
 
-def referral_keys(fact: dict[str, Any] | None) -> list[tuple]:
+def referral_keys(fact: dict[str, Any] | None) -> list[tuple[Any, ...]]:
     """A referral counts once, by its channel, on the day it came in."""
     if fact is None or fact.get("received_day") is None:
         return []
@@ -223,7 +226,9 @@ def referral_keys(fact: dict[str, Any] | None) -> list[tuple]:
     ]
 
 
-def count_changes(before: Iterable[tuple], after: Iterable[tuple], into: Counter) -> None:
+def count_changes(
+    before: Iterable[tuple[Any, ...]], after: Iterable[tuple[Any, ...]], into: Counter[tuple[Any, ...]]
+) -> None:
     """Add the difference between a fact's old and new keys to `into`."""
     for key in before:
         into[key] -= 1

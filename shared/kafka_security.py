@@ -122,7 +122,7 @@ class KafkaSecurity(BaseSettings):
         return ", ".join(parts)
 
 
-class ClientOptions(dict):
+class ClientOptions(dict[str, Any]):
     """aiokafka's keyword arguments; the password is masked if the options are ever printed."""
 
     def __repr__(self) -> str:
@@ -171,7 +171,7 @@ def check_transport(security: KafkaSecurity, environment: str) -> None:
         )
 
 
-class KafkaSetupError(KafkaConnectionError):
+class KafkaSetupError(KafkaConnectionError):  # type: ignore[misc]  # aiokafka ships no type information (no py.typed)
     """The cluster refused this client's TLS or SASL settings; the message names the setting to fix."""
 
 

@@ -12,14 +12,21 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http_errors import send_problem
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from shared.auth import TokenVerifier
+    from shared.settings import ServiceSettings
 
 # The paths of FastAPI's interactive documentation: its page loads Swagger UI or ReDoc from a CDN.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
@@ -27,7 +34,7 @@ DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics")
 
 
-def install_security(app, settings, *, body_types: tuple[bytes, ...] | None = None) -> None:
+def install_security(app: FastAPI, settings: ServiceSettings, *, body_types: tuple[bytes, ...] | None = None) -> None:
     """Add the middleware; call before the request-context middleware, so it runs inside it (request ids).
 
     `body_types`: the media types a body may have (default the APIs': JSON, or a file
@@ -71,7 +78,7 @@ def install_security(app, settings, *, body_types: tuple[bytes, ...] | None = No
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def _has_body(headers: dict[str, Any]) -> bool:
+def _has_body(headers: dict[bytes, bytes]) -> bool:
     length = headers.get(b"content-length", b"")
     return (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
 
@@ -82,7 +89,7 @@ FORM_BODY_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 """What an HTML form sends (the web front)."""
 
 
-def _accepted_body_type(headers: dict[str, Any], types: tuple[bytes, ...]) -> bool:
+def _accepted_body_type(headers: dict[bytes, bytes], types: tuple[bytes, ...]) -> bool:
     """The body's declared media type is one of `types` (`+json`: any JSON suffix); never guessed from the bytes."""
     media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     return any(media == t or (t.startswith(b"+") and media.endswith(t)) for t in types)
@@ -96,7 +103,9 @@ class RateLimiter:
     resets everyone's budget). A client forgotten with a full bucket loses nothing.
     """
 
-    def __init__(self, *, per_minute: int, burst: int, clock=time.monotonic, max_clients: int = 100_000):
+    def __init__(
+        self, *, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic, max_clients: int = 100_000
+    ):
         self.rate = per_minute / 60.0
         self.burst = max(1, burst)
         self.clock = clock
@@ -147,13 +156,15 @@ class Allowance:
         ]
 
 
-def client_address(scope, headers: dict[str, Any], trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> str:
+def client_address(
+    scope: Scope, headers: dict[bytes, bytes], trusted_proxies: Sequence[IPv4Network | IPv6Network]
+) -> str:
     """The caller's address: the socket's peer, or, when that is a trusted proxy, the address it says it served.
 
     `X-Forwarded-For` is read right to left, skipping trusted proxies, so a client
     cannot choose its own address by sending the header itself.
     """
-    peer = (scope.get("client") or ("unknown", 0))[0]
+    peer: str = (scope.get("client") or ("unknown", 0))[0]
     if not trusted_proxies or not _trusted(peer, trusted_proxies):
         return peer
     forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
@@ -163,7 +174,7 @@ def client_address(scope, headers: dict[str, Any], trusted_proxies: Sequence[IPv
     return peer
 
 
-def _trusted(address: str, networks) -> bool:
+def _trusted(address: str, networks: Iterable[IPv4Network | IPv6Network]) -> bool:
     try:
         ip = ip_address(address)
     except ValueError:
@@ -174,7 +185,7 @@ def _trusted(address: str, networks) -> bool:
 class SecurityMiddleware:
     def __init__(
         self,
-        app,
+        app: ASGIApp,
         *,
         content_security_policy: str,
         docs_content_security_policy: str,
@@ -184,7 +195,7 @@ class SecurityMiddleware:
         max_upload_bytes: int,
         trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
         body_types: tuple[bytes, ...] = API_BODY_TYPES,
-    ):
+    ) -> None:
         self.app = app
         self.body_types = body_types
         self.rate = rate
@@ -202,14 +213,14 @@ class SecurityMiddleware:
         self.headers = common + [(b"content-security-policy", content_security_policy.encode())]
         self.docs_headers = common + [(b"content-security-policy", docs_content_security_policy.encode())]
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         extra = self.docs_headers if scope["path"] in DOCS_PATHS else self.headers
 
         allowance: Allowance | None = None
 
-        async def send_with_headers(message):
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
@@ -221,7 +232,7 @@ class SecurityMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        headers = dict(scope["headers"])
+        headers: dict[bytes, bytes] = dict(scope["headers"])
         if self.rate is not None and scope["path"] not in UNLIMITED_PATHS:
             allowance = self.rate.take(self._client(scope, headers))
             if allowance.wait > 0:
@@ -272,7 +283,7 @@ class SecurityMiddleware:
         # No (or a false) Content-Length: count what arrives, and stop reading past the limit.
         received, too_large, answered = 0, False, False
 
-        async def counted_receive():
+        async def counted_receive() -> Message:
             nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
@@ -282,7 +293,7 @@ class SecurityMiddleware:
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message):
+        async def guarded_send(message: Message) -> None:
             nonlocal answered
             if too_large:
                 if not answered:
@@ -314,16 +325,24 @@ class SecurityMiddleware:
                 f"the body is over {limit} bytes",
             )
 
-    def _client(self, scope, headers) -> str:
+    def _client(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         """Who to count against: the verified token's subject, else the caller's address."""
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and token:
             try:
-                return "sub:" + scope["app"].state.verifier.verify(token).subject
+                return "sub:" + cast("TokenVerifier", scope["app"].state.verifier).verify(token).subject
             except Exception:
                 pass  # an invalid token is counted by address, and answered 401 further in
         return f"ip:{client_address(scope, headers, self.trusted_proxies)}"
 
     @staticmethod
-    async def _problem(scope, send, status: int, slug: str, title: str, detail: str, headers=()) -> None:
+    async def _problem(
+        scope: Scope,
+        send: Send,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
         await send_problem(scope, send, status=status, slug=slug, title=title, detail=detail, headers=headers)

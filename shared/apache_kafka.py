@@ -59,7 +59,8 @@ def kafka_libs() -> Path:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _listening(port: int) -> bool:
@@ -107,7 +108,7 @@ class Node:
     controller_port: int
     sasl_port: int | None
     directory: Path
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
@@ -376,6 +377,7 @@ class KafkaCluster:
     def stop(self) -> None:
         for node in self.nodes:  # every node told first: they shut down together
             if node.running:
+                assert node.process is not None  # running: a process, still alive
                 node.process.send_signal(signal.SIGCONT)
                 node.process.terminate()
         for node in self.nodes:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -153,7 +154,8 @@ def port_open(host: str, port: int) -> bool:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class EmbeddedBroker:
@@ -162,11 +164,11 @@ class EmbeddedBroker:
     It forgets everything when it stops: a production cluster never does.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 9092, log_path=None):
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 9092, log_path: str | Path | None = None) -> None:
         self.host = host
         self.port = port
         self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -211,7 +213,7 @@ class EmbeddedBroker:
         self.process = None
 
 
-def end_process(process: subprocess.Popen, *, timeout: float) -> None:
+def end_process(process: subprocess.Popen[bytes], *, timeout: float) -> None:
     """SIGTERM (after SIGCONT: a paused process cannot act on it), then SIGKILL past `timeout`."""
     if process.poll() is None:
         process.send_signal(signal.SIGCONT)

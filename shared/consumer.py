@@ -18,12 +18,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 
 from shared import tracing
 from shared.bus import OutgoingMessage, Producer
@@ -188,7 +190,7 @@ class EventConsumer(StopsBetweenRounds):
                 delete(self.inbox).where(self.inbox.c.consumer == self.group_id, self.inbox.c.processed_at < cutoff)
             )
             await uow.commit()
-        return result.rowcount or 0
+        return cast("CursorResult[Any]", result).rowcount or 0
 
     async def _purge_inbox_now_and_then(self) -> None:
         """At start, then every ten minutes: the inbox stays the size of its retention, not of all time."""

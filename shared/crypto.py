@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -178,7 +179,7 @@ class Keyring:
         stored[into] = self.seal_text(row[field])
         return stored
 
-    def open_field(self, row, column: str, *, as_: str) -> dict[str, Any]:
+    def open_field(self, row: Mapping[str, Any], column: str, *, as_: str) -> dict[str, Any]:
         """A stored row with its sealed text `column` opened as `as_` (the column stays alongside)."""
         return {**row, as_: self.open_text(row[column])}
 

@@ -7,11 +7,13 @@ The assets are Swagger UI's and ReDoc's own builds, as the PyPI package `fastapi
 from __future__ import annotations
 
 from importlib.resources import files
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 ASSETS = "/docs/assets"
 
@@ -19,7 +21,7 @@ ASSETS = "/docs/assets"
 class _Assets(StaticFiles):
     """The built files, cacheable for a day (they change only with the package)."""
 
-    def file_response(self, *args, **kwargs):
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
         response = super().file_response(*args, **kwargs)
         response.headers["Cache-Control"] = "public, max-age=86400"
         return response

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -49,9 +50,9 @@ class RetryAfterTransport(httpx.AsyncBaseTransport):
         *,
         max_attempts: int = 30,
         max_wait: float = 120.0,
-        clock=time.monotonic,
-        sleep=asyncio.sleep,
-    ):
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.inner = inner or httpx.AsyncHTTPTransport()
         self.max_attempts = max_attempts
         self.max_wait = max_wait

@@ -25,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import timedelta
+from typing import Any, cast
 
 from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
 from shared.crypto import CryptoError, Keyring
@@ -203,7 +205,7 @@ class IdempotencyKeys:
             result = await session.execute(
                 delete(self.table).where(self.table.c.created_at < utcnow() - self.retention)
             )
-        return result.rowcount or 0
+        return cast("CursorResult[Any]", result).rowcount or 0
 
     async def _purge_now_and_then(self) -> None:
         now = time.monotonic()

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 class StopsBetweenRounds:
     """Mixed into a background loop: call `started()` first in `run()`, wrap each round in `working()`."""
 
-    _loop_task: asyncio.Task | None = None
+    _loop_task: asyncio.Task[None] | None = None
     _in_round: bool = False
     _stop_asked: bool = False
 

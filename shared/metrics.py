@@ -14,6 +14,7 @@ import platform
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -27,10 +28,16 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from starlette.types import Scope
 
 from shared.db import utcnow
 
-disable_created_metrics()
+if TYPE_CHECKING:
+    from shared.app import Runtime
+
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 
 def package_version() -> str:
@@ -66,9 +73,9 @@ class ServiceMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.sources: list[Callable[[], Awaitable[list]]] = []
+        self.sources: list[Callable[[], Awaitable[list[Metric]]]] = []
 
-    def add_source(self, source: Callable[[], Awaitable[list]]) -> None:
+    def add_source(self, source: Callable[[], Awaitable[list[Metric]]]) -> None:
         """A service's own figures, read at scrape time: an async callable returning metric families."""
         self.sources.append(source)
 
@@ -76,7 +83,7 @@ class ServiceMetrics:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
-    async def render(self, runtime) -> bytes:
+    async def render(self, runtime: Runtime) -> bytes:
         """The exposition text: request metrics plus the outbox and consumers as they are now."""
         snapshot = CollectorRegistry()
         backlog, oldest = await runtime.relay.backlog()
@@ -93,19 +100,19 @@ class ServiceMetrics:
             processed.add_metric([consumer.group_id], consumer.processed_total)
             dead.add_metric([consumer.group_id], consumer.dead_lettered_total)
             lag.add_metric([consumer.group_id], await consumer.lag())
-        families = [outbox, age, published, processed, dead, lag]
+        families: list[Metric] = [outbox, age, published, processed, dead, lag]
         for source in self.sources:
             families += await source()
 
         class Now:
-            def collect(self):
+            def collect(self) -> list[Metric]:
                 return families
 
         snapshot.register(Now())
         return generate_latest(self.registry) + generate_latest(snapshot)
 
 
-def route_of(scope) -> str:
+def route_of(scope: Scope) -> str:
     """The route template ('/v1/referrals/{referral_id}'), never the raw path with ids in it."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import orjson
 from pydantic import BaseModel, SecretStr
@@ -59,6 +59,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import CursorResult
 
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
@@ -220,7 +221,7 @@ async def forget(uow, table: Table, *, about: str) -> int:
         .where(table.c.about == about)
         .values(recipient=b"", personalisation=b"{}", status=case_unsent(table))
     )
-    return result.rowcount
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def case_unsent(table: Table):
@@ -466,7 +467,7 @@ class NotificationWorker(StopsBetweenRounds):
                     .where(n.id == row["id"], n.status == row["status"], n.attempts == row["attempts"])
                     .values(status="sending", attempts=n.attempts + 1, next_attempt_at=now + self.lease)
                 )
-                if result.rowcount == 1:
+                if cast("CursorResult[Any]", result).rowcount == 1:
                     claimed.append({**row, "attempts": row["attempts"] + 1, "unknown": row["status"] == "sending"})
             return claimed
 

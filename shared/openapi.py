@@ -147,12 +147,12 @@ def document_security_and_errors(
     return document
 
 
-def api_routes(app: FastAPI) -> list:
+def api_routes(app: FastAPI) -> list[Any]:
     """Every route with a dependant that the OpenAPI document shows, included routers flattened."""
     try:  # FastAPI >= 0.16x keeps an included router as one route; this flattens them
         from fastapi.routing import iter_route_contexts
 
-        routes = list(iter_route_contexts(app.routes))
+        routes: list[Any] = list(iter_route_contexts(app.routes))
     except ImportError:
         routes = list(app.routes)
     return [
@@ -180,7 +180,7 @@ def _is_problem(response: dict[str, Any]) -> bool:
     return PROBLEM in response.get("content", {})
 
 
-def _referenced(node, ref: str) -> bool:
+def _referenced(node: Any, ref: str) -> bool:
     if isinstance(node, dict):
         return node.get("$ref") == ref or any(_referenced(v, ref) for v in node.values())
     if isinstance(node, list):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import (
@@ -23,9 +23,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     Text,
+    Update,
     any_,
     bindparam,
     delete,
@@ -35,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import CursorResult
 
 from shared import tracing
 from shared.bus import OutgoingMessage, Producer
@@ -144,7 +147,7 @@ class OutboxRelay(StopsBetweenRounds):
         self.published_total += count
         return count
 
-    async def _send(self, rows) -> None:
+    async def _send(self, rows: Sequence[Row[*tuple[Any, ...]]]) -> None:
         messages = []
         for r in rows:
             payload = self._opened(r.payload)
@@ -185,7 +188,7 @@ class OutboxRelay(StopsBetweenRounds):
             raise RuntimeError("a sealed outbox row, and no keyring to open it: give the relay the service's keys")
         return self.keyring.open(payload)
 
-    def _mark_published(self, ids: list[int]):
+    def _mark_published(self, ids: list[int]) -> Update:
         if self.db.dialect == "postgresql":
             # One array parameter: the same statement (and prepared plan) for any batch, where IN
             # would be rewritten with a parameter per id on every batch.
@@ -208,7 +211,7 @@ class OutboxRelay(StopsBetweenRounds):
             result = await session.execute(
                 delete(self.table).where(self.table.c.published_at.is_not(None), self.table.c.published_at < cutoff)
             )
-        return result.rowcount or 0
+        return cast("CursorResult[Any]", result).rowcount or 0
 
     async def run(self) -> None:
         """Publish until stopped or cancelled, backing off while the broker is unreachable."""
@@ -295,7 +298,7 @@ async def republish(*, db: Database, table: Table, since: datetime, until: datet
             .where(table.c.created_at >= since, table.c.created_at < until, table.c.published_at.is_not(None))
             .values(published_at=None)
         )
-    return result.rowcount or 0
+    return cast("CursorResult[Any]", result).rowcount or 0
 
 
 StatePage = Callable[["UnitOfWork", str | None, int], Awaitable[tuple[str | None, int]]]

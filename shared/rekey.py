@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import LargeBinary, MetaData, Table, and_, or_, select, tuple_, update
+from sqlalchemy.engine import CursorResult
 
 from shared.crypto import CryptoError, Keyring, is_sealed
 from shared.db import Database
@@ -192,7 +193,7 @@ async def rekey_table(
                             table.c[n] == old if old is not None else table.c[n].is_(None) for n, old in guards.items()
                         ]
                         result = await session.execute(update(table).where(and_(*where)).values(**changes))
-                        if result.rowcount != 1:
+                        if cast("CursorResult[Any]", result).rowcount != 1:
                             missed.append(row)
             _count(report, [p for p in plans if p[0] not in missed], sealed, derived)
             if not missed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -252,7 +253,7 @@ def has_dev_keyring(var_dir: Path) -> bool:
     return (var_dir / "dev-data-keys").exists()
 
 
-def _dev_secret(path: Path, make) -> str:
+def _dev_secret(path: Path, make: Callable[[], str]) -> str:
     """A secret made once and kept in `path` (mode 600); concurrent starters all read the first one made."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

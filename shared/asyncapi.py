@@ -26,7 +26,7 @@ CONSUMERS = {
 
 KAFKA_BINDING = "0.5.0"
 
-HEADERS = {
+HEADERS: dict[str, Any] = {
     "type": "object",
     "description": "Kafka record headers (values are UTF-8 bytes). The CloudEvent itself is the value: "
     "structured content mode (CloudEvents Kafka protocol binding, section 3.1).",

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
@@ -26,6 +26,10 @@ from sqlalchemy import JSON, Column, Index, MetaData, String, Table, insert, sel
 from shared.auth import Principal, require
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
+
 
 ACTIONS = ("create", "read", "search", "change", "cancel", "export", "erase", "anonymise", "merge")
 
@@ -77,7 +81,7 @@ DROP_APPEND_ONLY_SQL = {
 }
 
 
-def create_audit_table(op) -> None:
+def create_audit_table(op: Operations) -> None:
     """For a service's Alembic migration: the table, its indexes and the append-only triggers."""
     import sqlalchemy as sa
 
@@ -102,7 +106,7 @@ def create_audit_table(op) -> None:
         op.execute(statement)
 
 
-def drop_audit_table(op) -> None:
+def drop_audit_table(op: Operations) -> None:
     for statement in DROP_APPEND_ONLY_SQL[op.get_bind().dialect.name]:
         op.execute(statement)
     op.drop_table("audit")
@@ -111,11 +115,11 @@ def drop_audit_table(op) -> None:
 class AuditLog:
     """Writes and reads the audit table; nothing here (or anywhere) updates or deletes it."""
 
-    def __init__(self, *, db: Database, table: Table):
+    def __init__(self, *, db: Database, table: Table) -> None:
         self.db = db
         self.table = table
-        self._waiting: list[tuple[list[dict], asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
+        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(
         self,
@@ -123,7 +127,7 @@ class AuditLog:
         by: Principal,
         action: str,
         resource: str,
-        ids: list[str] | tuple[str, ...] = (None,),
+        ids: Sequence[str | None] = (None,),
         request: Request | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
@@ -193,7 +197,7 @@ class AuditLog:
         by: Principal,
         action: str,
         resource: str,
-        ids: list[str] | tuple[str, ...] = (None,),
+        ids: Sequence[str | None] = (None,),
         request_id: str | None = None,
         detail: dict[str, Any] | None = None,
         at: datetime | None = None,
@@ -294,7 +298,7 @@ def audit_router() -> APIRouter:
         until: Annotated[datetime | None, Query(alias="to")] = None,
         after: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ):
+    ) -> dict[str, Any]:
         records = await request.app.state.runtime.audit.query(
             resource_id=resource_id,
             actor=actor,

@@ -11,7 +11,7 @@ See docs/privacy.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,10 +19,15 @@ from shared.crypto import is_sealed
 from shared.events import REGISTRY, personal_fields, personal_keys, personal_topics
 from shared.postcode import outward_code  # noqa: F401  (the one rule, shared/postcode.py; named here too)
 
+if TYPE_CHECKING:
+    from shared.crypto import Keyring
+    from shared.sealing import Sealing
+
+
 ERASED = "[erased]"
 
 # Replaced by an empty value of their kind.
-DROPPED_KEYS = {"date_of_birth": None, "vulnerabilities": [], "referrer": None}
+DROPPED_KEYS: dict[str, Any] = {"date_of_birth": None, "vulnerabilities": [], "referrer": None}
 KEPT_AS_DISTRICT = "postcode"
 """Replaced by its outward code."""
 # Free text or contact details: replaced by ERASED (strings) wherever they appear.
@@ -46,7 +51,7 @@ def redact(value: Any) -> Any:
         return [redact(v) for v in value]
     if not isinstance(value, dict):
         return value
-    out = {}
+    out: dict[str, Any] = {}
     for key, inner in value.items():
         if key in DROPPED_KEYS and inner is not None:
             out[key] = DROPPED_KEYS[key]
@@ -71,7 +76,7 @@ def redact_event(payload: bytes) -> bytes:
     return orjson.dumps(event)
 
 
-def redact_stored_event(payload: bytes, keyring) -> bytes:
+def redact_stored_event(payload: bytes, keyring: Keyring) -> bytes:
     """`redact_event` for an event as a table keeps it (outbox, hub feed): a sealed one is opened, redacted, sealed again.
 
     Returns `payload` itself when nothing personal was in it, so callers can skip the write.
@@ -83,7 +88,7 @@ def redact_stored_event(payload: bytes, keyring) -> bytes:
     return payload if redacted == opened else keyring.seal(redacted)
 
 
-def inventory(sealings: dict | None = None) -> str:
+def inventory(sealings: dict[str, Sealing] | None = None) -> str:
     """What is personal, as docs/privacy.md lists it: events, topics, and the sealed columns of `sealings`.
 
     `sealings`: {service: shared.sealing.Sealing}. Made from the declarations, so the document cannot drift.

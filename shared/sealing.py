@@ -43,14 +43,17 @@ behind); what it cannot find by type (the blind indexes) comes from here, throug
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Table
 
 from shared.crypto import Keyring
+
+if TYPE_CHECKING:
+    from shared.rekey import DerivedColumns
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,11 @@ class SealedTable:
     indexes: tuple[BlindIndex, ...] = ()
     indexes_frozen_when: str | None = None
 
-    def __post_init__(self):
+    if TYPE_CHECKING:
+        # Set per instance in __post_init__; ClassVar only keeps it out of the dataclass fields mypy sees.
+        _sealed_away: ClassVar[frozenset[str]]
+
+    def __post_init__(self) -> None:
         # Read per row on the intake hot path: worked out once.
         object.__setattr__(self, "_sealed_away", frozenset(self.personal_fields))
 
@@ -156,7 +163,9 @@ class SealedTable:
 
     def index(self, fields: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
         """The blind-index columns of these (clear) fields, with the current index key."""
-        values: dict[str, Any] = {}  # indexes made from the same value (a name, and its words) normalise it once
+        values: dict[
+            Callable[[Mapping[str, Any]], str | None], str | None
+        ] = {}  # indexes made from the same value (a name, and its words) normalise it once
         made = {}
         for index in self.indexes:
             if index.value not in values:
@@ -189,7 +198,7 @@ class SealedTable:
             return {}
         return self.index(self.open(row, keyring), keyring)
 
-    def derived(self):
+    def derived(self) -> DerivedColumns | None:
         """What `kent-together rekey` recomputes in this table besides re-sealing, or None."""
         from shared.rekey import DerivedColumns
 
@@ -219,9 +228,9 @@ class Sealing:
                 return table
         raise KeyError(f"no sealed table {name!r}")
 
-    def __iter__(self) -> Iterable[SealedTable]:
+    def __iter__(self) -> Iterator[SealedTable]:
         return iter(self.tables)
 
-    def derived(self) -> tuple:
+    def derived(self) -> tuple[DerivedColumns, ...]:
         """Every table's blind indexes as shared/rekey.py `DerivedColumns`."""
         return tuple(d for d in (t.derived() for t in self.tables) if d is not None)

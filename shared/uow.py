@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import pydantic_core
@@ -17,6 +17,9 @@ from shared import tracing
 from shared.crypto import Keyring
 from shared.db import Database, new_id, utcnow
 from shared.events import REGISTRY, CloudEvent, EventData
+
+if TYPE_CHECKING:
+    from shared.settings import Topics
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,9 @@ class UnitOfWork:
         sealed_topic: Callable[[str], bool] = lambda topic: True,
         reading: bool = False,
         repositories: Mapping[str, Callable[[UnitOfWork], object]] | None = None,
-        topics=None,
+        topics: Topics | None = None,
         reactions: Mapping[str, Reaction] | None = None,
-    ):
+    ) -> None:
         self.db = db
         self.reactions = reactions or {}
         """Event type -> what else its commit writes, in the same transaction (a notification to send)."""
@@ -83,7 +86,7 @@ class UnitOfWork:
         """The platform's `Topics` (shared/settings.py): where contracts' declared topics are."""
         self._routes: dict[str, list[str]] = {}
         self.session: AsyncSession
-        self._events: list[tuple[str, str | None, CloudEvent]] = []
+        self._events: list[tuple[str, str | None, CloudEvent | EncodedEvent]] = []
         self._audit: tuple[Table, list[dict[str, Any]]] | None = None
         self._open = False
 
@@ -99,7 +102,7 @@ class UnitOfWork:
         self._repositories = {}
         return self
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         # Only for names not found otherwise: the repositories (`uow.referrals`).
         factories = self.__dict__.get("repositories") or {}
         if name not in factories:
@@ -109,7 +112,7 @@ class UnitOfWork:
             made[name] = factories[name](self)
         return made[name]
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         try:
             if self.session.in_transaction():
                 await self.session.rollback()
@@ -200,10 +203,12 @@ class UnitOfWork:
         columns = list(rows[0])
         # As SQLAlchemy's JSON type binds them: serialised, and None as JSON null unless the column says otherwise.
         json_columns = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
-        null_as_sql = {i: table.c[columns[i]].type.none_as_null for i in json_columns}
+        null_as_sql = {i: cast(JSON, table.c[columns[i]].type).none_as_null for i in json_columns}
         dialect = self.db.engine.dialect
         decorated = [  # the columns' own checks and conversions (UtcDateTime refuses naive datetimes)
-            (i, table.c[name].type) for i, name in enumerate(columns) if isinstance(table.c[name].type, TypeDecorator)
+            (i, cast("TypeDecorator[Any]", table.c[name].type))
+            for i, name in enumerate(columns)
+            if isinstance(table.c[name].type, TypeDecorator)
         ]
         records = []
         for row in rows:
@@ -217,6 +222,7 @@ class UnitOfWork:
             records.append(record)
         connection = await self.session.connection()
         raw = (await connection.get_raw_connection()).driver_connection
+        assert raw is not None  # asyncpg's connection, there while the pooled one is checked out
         if not raw.is_in_transaction():
             # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement, not before: one through
             # it, so the COPY is inside this unit of work's transaction and rolls back with it.

@@ -16,13 +16,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import jwt
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 
 from shared.errors import Forbidden, IdentityProviderUnavailable, Unauthorized
 
@@ -157,11 +158,11 @@ class SigningKeys:
         self.min_refetch_seconds = min_refetch_seconds
         self.retry_seconds = retry_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetching: asyncio.Task | None = None
+        self._fetching: asyncio.Task[bool] | None = None
         self._last_fetch_started = float("-inf")
         self.last_error: str | None = None
         self.fetched_total = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._stopped = False
 
     def get(self, kid: str | None) -> jwt.PyJWK:
@@ -186,6 +187,7 @@ class SigningKeys:
                     )
                 return  # fetched a moment ago without this key: the token's key is not the provider's
             self._start_fetch()
+        assert self._fetching is not None  # under way, or just started
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 await asyncio.shield(self._fetching)
@@ -194,7 +196,7 @@ class SigningKeys:
         if self.last_error is not None:
             raise IdentityProviderUnavailable(f"the identity provider's keys cannot be fetched: {self.last_error}")
 
-    def _start_fetch(self) -> asyncio.Task:
+    def _start_fetch(self) -> asyncio.Task[bool]:
         if self._fetching is None:
             self._last_fetch_started = time.monotonic()
             self._fetching = asyncio.create_task(self._fetch(), name="jwks-fetch")
@@ -286,6 +288,7 @@ class TokenVerifier:
         except UnknownSigningKey:
             pass
         kid = _kid(token)
+        assert self.keys is not None  # only a verifier holding fetched keys raises UnknownSigningKey
         await self.keys.fetch_for(kid)
         try:
             return self.verify(token)
@@ -294,6 +297,7 @@ class TokenVerifier:
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         online_form = False
+        key: str | jwt.PyJWK
         try:
             if self.keys is not None and self.online_form_key and _alg(token) == "HS256":
                 key, algorithms, online_form = self.online_form_key, ["HS256"], True
@@ -370,12 +374,12 @@ async def _principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("a bearer token is required")
-    principal = await request.app.state.verifier.authenticate(token)
+    principal: Principal = await request.app.state.verifier.authenticate(token)
     request.state.principal = principal
     return principal
 
 
-def require(scope: str):
+def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that returns the caller if their token carries `scope`."""
 
     # async: a plain def dependency would hop to a worker thread on every request.
@@ -385,11 +389,11 @@ def require(scope: str):
         return principal
 
     check.__name__ = f"require_{scope.replace(':', '_')}"
-    check.scope = scope  # read by `required_scopes`: the route's declared access, for docs and tests
+    cast(Any, check).scope = scope  # read by `required_scopes`: the route's declared access, for docs and tests
     return check
 
 
-def required_scopes(dependant) -> frozenset[str]:
+def required_scopes(dependant: Dependant) -> frozenset[str]:
     """The scopes a route's `require(...)` dependencies declare (empty: no token needed); give `route.dependant`."""
     found: set[str] = set()
     pending = list(dependant.dependencies)

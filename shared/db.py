@@ -7,11 +7,16 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 
 # Integer on SQLite so the column is the rowid alias and autoincrements.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -47,13 +52,13 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-class UtcDateTime(TypeDecorator):
+class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both databases (SQLite drops the zone)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None:
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
@@ -62,7 +67,7 @@ class UtcDateTime(TypeDecorator):
                 value = value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
@@ -97,7 +102,7 @@ def create_engine(
         )
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             # Let SQLAlchemy's BEGIN below be the only one (the driver's own is off).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -110,7 +115,7 @@ def create_engine(
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin_immediate(conn):
+        def _sqlite_begin_immediate(conn: Connection) -> None:
             # Take the write lock at BEGIN, so two writers queue instead of
             # deadlocking on a read-to-write upgrade; a reader takes none.
             conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
@@ -128,7 +133,7 @@ def create_engine(
     )
 
 
-def _json_dumps(value) -> str:
+def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
@@ -169,7 +174,7 @@ def migrations_dir(service: str | Path) -> Path:
     return migrations_of(service)
 
 
-def alembic_config(service: str | Path, url: str):
+def alembic_config(service: str | Path, url: str) -> Config:
     from alembic.config import Config
 
     config = Config()
@@ -203,7 +208,7 @@ def run_migrations(target_metadata: MetaData, *, default_url: Callable[[], str] 
         raise RuntimeError("no database to migrate: give the service's DATABASE_URL setting")
     render_as_batch = is_sqlite(url)
 
-    def do_run(connection):
+    def do_run(connection: Connection) -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -219,7 +224,7 @@ def run_migrations(target_metadata: MetaData, *, default_url: Callable[[], str] 
             context.run_migrations()
         return
 
-    async def run_async():
+    async def run_async() -> None:
         # SQLite: batch mode rebuilds a table (copy, drop, rename), which foreign keys pointing at
         # it would refuse; they are off while migrating, as SQLite's ALTER TABLE procedure says,
         # and checked before the commit.

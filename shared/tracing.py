@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -35,7 +35,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.util.types import Attributes
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 HEADER = "traceparent"
 STATE_HEADER = "tracestate"
@@ -94,8 +100,8 @@ def current_tracestate() -> str | None:
     return state.to_header() if state else None
 
 
-def _remote_context(traceparent: str | bytes | None, tracestate: str | bytes | None = None):
-    carrier = {}
+def _remote_context(traceparent: str | bytes | None, tracestate: str | bytes | None = None) -> otel_context.Context:
+    carrier: dict[str, str] = {}
     if traceparent is not None:
         carrier[HEADER] = traceparent.decode("latin-1") if isinstance(traceparent, bytes) else traceparent
     if tracestate is not None:
@@ -150,11 +156,19 @@ class _WhenExporting(Sampler):
     is not a trace of its own).
     """
 
-    def __init__(self, tracing: Tracing, ratio: float, *, roots: bool = True):
+    def __init__(self, tracing: Tracing, ratio: float, *, roots: bool = True) -> None:
         self.tracing = tracing
         self.on = ParentBased(TraceIdRatioBased(ratio) if roots else ALWAYS_OFF)
 
-    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None):
+    def should_sample(  # type: ignore[override]  # no trace_state parameter: the SDK calls with six arguments
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+    ) -> SamplingResult:
         sampler = self.on if self.tracing.exporting else ALWAYS_OFF
         result = sampler.should_sample(parent_context, trace_id, name, kind, attributes, links)
         return SamplingResult(result.decision, result.attributes, result.trace_state)
@@ -177,7 +191,7 @@ class Tracing:
             resource=self.provider.resource, sampler=_WhenExporting(self, sample_ratio, roots=False)
         )
         """For instrumentation that should only add to a trace, never start one (database statements)."""
-        self._on_export: list = []
+        self._on_export: list[Callable[[], None]] = []
         if exporter == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -193,7 +207,7 @@ class Tracing:
         for instrument in self._on_export:
             instrument()
 
-    def when_exporting(self, instrument) -> None:
+    def when_exporting(self, instrument: Callable[[], None]) -> None:
         """Run `instrument` once export is on (now, if it is): instrumentation that costs only when recorded."""
         self._on_export.append(instrument)
         if self.exporting:
@@ -219,17 +233,17 @@ class Tracing:
         self.inner_provider.shutdown()
 
 
-def instrument_engine(engine, tracing: Tracing) -> None:
+def instrument_engine(engine: AsyncEngine, tracing: Tracing) -> None:
     """Database statements as spans of the service's traces (the SQLAlchemy instrumentation, on this engine only)."""
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.metrics import NoOpMeterProvider
 
     tracer = tracing.inner_provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
     connections = NoOpMeterProvider().get_meter("kent-together").create_up_down_counter("db.client.connections.usage")
-    EngineTracer(tracer, engine.sync_engine, connections)
+    EngineTracer(tracer, engine.sync_engine, connections)  # type: ignore[no-untyped-call]  # the instrumentation leaves it unannotated
 
 
-def instrument_http_client(client, tracing: Tracing) -> None:
+def instrument_http_client(client: httpx.AsyncClient, tracing: Tracing) -> None:
     """Calls made with this httpx client are client spans, their `traceparent` sent (the HTTPX instrumentation)."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 

@@ -24,17 +24,26 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, delete, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.crypto import CryptoError, Keyring
 from shared.db import Database, UtcDateTime, utcnow
 from shared.errors import Conflict, DomainError, ValidationFailed
 from shared.http_errors import send_domain_error
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
+    from starlette.applications import Starlette
+
+    from shared.auth import TokenVerifier
+
 
 MAX_LENGTH = 200
 HEADER = "Idempotency-Key"
@@ -136,7 +145,9 @@ class IdempotencyKeys:
         """A claim older than this with no answer is taken as a request that died mid-way."""
         self._last_purge = 0.0
 
-    async def claim(self, *, client: str, key: str, request_hash: str) -> tuple[int, list, bytes] | None:
+    async def claim(
+        self, *, client: str, key: str, request_hash: str
+    ) -> tuple[int, list[tuple[bytes, ...]], bytes] | None:
         """None when this request may run (the key is now claimed); the first answer when it is a retry.
 
         IdempotencyKeyReused, IdempotencyKeyInFlight or IdempotencyKeyUnfinished otherwise.
@@ -182,7 +193,9 @@ class IdempotencyKeys:
         headers, body = _decode(kept)
         return row.status, headers, body
 
-    async def answer(self, *, client: str, key: str, status: int, headers: list, body: bytes) -> None:
+    async def answer(
+        self, *, client: str, key: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         """Keep the answer for retries; a transient one (5xx, 409, 429) releases the key instead."""
         t = self.table
         where = (t.c.client == client) & (t.c.key == key)
@@ -214,7 +227,7 @@ class IdempotencyKeys:
             await self.purge()
 
 
-def request_hash(scope, body: bytes) -> str:
+def request_hash(scope: Scope, body: bytes) -> str:
     """What makes two requests the same request: method, path, query, content type and body."""
     digest = hashlib.sha256()
     content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
@@ -224,12 +237,12 @@ def request_hash(scope, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def _encode(headers: list, body: bytes) -> bytes:
+def _encode(headers: Iterable[tuple[bytes, ...]], body: bytes) -> bytes:
     head = b"\n".join(k + b": " + v for k, v in headers)
     return len(head).to_bytes(4, "big") + head + body
 
 
-def _decode(raw: bytes) -> tuple[list, bytes]:
+def _decode(raw: bytes) -> tuple[list[tuple[bytes, ...]], bytes]:
     size = int.from_bytes(raw[:4], "big")
     head, body = raw[4 : 4 + size], raw[4 + size :]
     headers = [tuple(line.split(b": ", 1)) for line in head.split(b"\n") if line]
@@ -244,13 +257,15 @@ class IdempotentPosts:
     `own_paths` handle the key themselves (the referral intake keeps it with the referral).
     """
 
-    def __init__(self, app, *, keys_of, own_paths: frozenset[str] = frozenset()):
+    def __init__(
+        self, app: ASGIApp, *, keys_of: Callable[[Starlette], IdempotencyKeys], own_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.keys_of = keys_of
         """The running app's `IdempotencyKeys` (built with the runtime, after the middleware)."""
         self.own_paths = own_paths
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] in self.own_paths:
             return await self.app(scope, receive, send)
         header = next((v for k, v in scope["headers"] if k == b"idempotency-key"), None)
@@ -288,19 +303,23 @@ class IdempotentPosts:
             return
         await self._run_once(scope, body, send, keys=keys, client=client, key=key)
 
-    async def _run_once(self, scope, body: bytes, send, *, keys: IdempotencyKeys, client: str, key: str):
+    async def _run_once(
+        self, scope: Scope, body: bytes, send: Send, *, keys: IdempotencyKeys, client: str, key: str
+    ) -> None:
         delivered = False
 
-        async def replay_receive():
+        async def replay_receive() -> Message:
             nonlocal delivered
             if delivered:
                 return {"type": "http.disconnect"}
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
+        headers: list[tuple[bytes, bytes]]
+        chunks: list[bytes]
         status, headers, chunks = 500, [], []
 
-        async def keeping_send(message):
+        async def keeping_send(message: Message) -> None:
             nonlocal status, headers
             if message["type"] == "http.response.start":
                 status, headers = message["status"], list(message.get("headers", []))
@@ -316,19 +335,19 @@ class IdempotentPosts:
         await keys.answer(client=client, key=key, status=status, headers=headers, body=b"".join(chunks))
 
     @staticmethod
-    async def _client(scope) -> str | None:
+    async def _client(scope: Scope) -> str | None:
         scheme, _, token = (
             next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1").partition(" ")
         )
         if scheme.lower() != "bearer" or not token:
             return None
         try:
-            return (await scope["app"].state.verifier.authenticate(token)).subject
+            return (await cast("TokenVerifier", scope["app"].state.verifier).authenticate(token)).subject
         except Exception:  # the app answers it (401, 503) as it answers any request
             return None
 
 
-def create_idempotency_table(op) -> None:
+def create_idempotency_table(op: Operations) -> None:
     """The migration step every service that takes POSTs runs once (its own revision)."""
     import sqlalchemy as sa
 
@@ -347,6 +366,6 @@ def create_idempotency_table(op) -> None:
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 
 
-def drop_idempotency_table(op) -> None:
+def drop_idempotency_table(op: Operations) -> None:
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")

@@ -22,15 +22,19 @@ API nor the relay, the feed or the webhooks see a difference.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import LargeBinary, MetaData, Table, and_, or_, select, tuple_, update
+from sqlalchemy import Column, LargeBinary, MetaData, RowMapping, Table, and_, or_, select, tuple_, update
 from sqlalchemy.engine import CursorResult
 
 from shared.crypto import CryptoError, Keyring, is_sealed
 from shared.db import Database
+
+if TYPE_CHECKING:
+    from shared.sealing import Sealing
+
 
 MAX_ATTEMPTS = 5
 """How often a row changed under us is read again before it is left for the next run."""
@@ -44,7 +48,7 @@ class DerivedColumns:
     source: str
     """The sealed column they are made from: the compare-and-set guards it."""
     columns: tuple[str, ...]
-    compute: Callable[[Mapping, Keyring], dict[str, Any]]
+    compute: Callable[[Mapping[Any, Any], Keyring], dict[str, Any]]  # a row: RowMapping's keys are str | Column
     """(stored row, keyring) -> {column: value} with the current keys; {} leaves the row's columns as they are."""
     reads: tuple[str, ...] = ()
     """Other columns `compute` needs."""
@@ -72,9 +76,9 @@ class Census:
     """What the tables hold after a run: which keys sealed the values, and how many indexes are stale."""
 
     sealing_key_id: str
-    key_ids: Counter = field(default_factory=Counter)
+    key_ids: Counter[str] = field(default_factory=Counter)
     """Data key id -> sealed values."""
-    by_column: dict[str, Counter] = field(default_factory=dict)
+    by_column: dict[str, Counter[str]] = field(default_factory=dict)
     """`table.column` -> Counter of key ids."""
     stale_indexes: int = 0
     """Rows whose blind indexes are not the current index key's."""
@@ -90,7 +94,7 @@ def sealed_columns(table: Table) -> list[str]:
     return [column.name for column in table.columns if isinstance(column.type, LargeBinary)]
 
 
-def _work(metadata: MetaData, derived) -> list[tuple[Table, list[str], list[DerivedColumns]]]:
+def _work(metadata: MetaData, derived: Iterable[DerivedColumns]) -> list[tuple[Table, list[str], list[DerivedColumns]]]:
     work = []
     for table in metadata.sorted_tables:
         mine = [d for d in derived if d.table.name == table.name]
@@ -100,7 +104,7 @@ def _work(metadata: MetaData, derived) -> list[tuple[Table, list[str], list[Deri
     return work
 
 
-def _columns_read(table: Table, sealed: list[str], derived: list[DerivedColumns]) -> list:
+def _columns_read(table: Table, sealed: list[str], derived: list[DerivedColumns]) -> list[Column[Any]]:
     names = [c.name for c in table.primary_key.columns]
     for name in [*sealed, *(n for d in derived for n in (d.source, *d.columns, *d.reads))]:
         if name not in names:
@@ -108,7 +112,9 @@ def _columns_read(table: Table, sealed: list[str], derived: list[DerivedColumns]
     return [table.c[name] for name in names]
 
 
-async def _batches(db: Database, table: Table, columns: list, *, size: int):
+async def _batches(
+    db: Database, table: Table, columns: list[Column[Any]], *, size: int
+) -> AsyncIterator[Sequence[RowMapping]]:
     """The table's rows in primary-key order, `size` at a time, each batch read in a transaction of its own."""
     key = list(table.primary_key.columns)
     last = None
@@ -126,7 +132,9 @@ async def _batches(db: Database, table: Table, columns: list, *, size: int):
         last = tuple(rows[-1][c.name] for c in key)
 
 
-def _plan(row: Mapping, sealed: list[str], derived: list[DerivedColumns], keyring: Keyring, report: TableReport):
+def _plan(
+    row: RowMapping, sealed: list[str], derived: list[DerivedColumns], keyring: Keyring, report: TableReport
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(changes, guards) for one row: what to write, and the values read that must still be there."""
     changes: dict[str, Any] = {}
     guards: dict[str, Any] = {}
@@ -214,14 +222,19 @@ async def rekey_table(
     return report
 
 
-def _count(report: TableReport, plans, sealed: list[str], derived: list[DerivedColumns]) -> None:
+def _count(
+    report: TableReport,
+    plans: Sequence[tuple[RowMapping, dict[str, Any], dict[str, Any]]],
+    sealed: list[str],
+    derived: list[DerivedColumns],
+) -> None:
     index_columns = {n for d in derived for n in d.columns}
     for _, changes, _ in plans:
         report.resealed += sum(1 for n in changes if n in sealed)
         report.reindexed += 1 if index_columns & set(changes) else 0
 
 
-def _derived(derived, sealing) -> tuple:
+def _derived(derived: Iterable[DerivedColumns], sealing: Sealing | None) -> tuple[DerivedColumns, ...]:
     return (*derived, *(sealing.derived() if sealing is not None else ()))
 
 
@@ -230,11 +243,11 @@ async def rekey(
     metadata: MetaData,
     keyring: Keyring,
     *,
-    sealing=None,
-    derived=(),
+    sealing: Sealing | None = None,
+    derived: Iterable[DerivedColumns] = (),
     batch: int = 500,
     dry_run: bool = False,
-    after_read=None,
+    after_read: Callable[[str, int], Awaitable[None]] | None = None,
     progress: Callable[[TableReport], None] | None = None,
 ) -> list[TableReport]:
     """Seal again with the current data key, and remake the blind indexes `sealing` declares, every table.
@@ -254,7 +267,13 @@ async def rekey(
 
 
 async def census(
-    db: Database, metadata: MetaData, keyring: Keyring, *, sealing=None, derived=(), batch: int = 1000
+    db: Database,
+    metadata: MetaData,
+    keyring: Keyring,
+    *,
+    sealing: Sealing | None = None,
+    derived: Iterable[DerivedColumns] = (),
+    batch: int = 1000,
 ) -> Census:
     """Which data keys the stored values are sealed with, and how many blind indexes are not the current key's."""
     derived = _derived(derived, sealing)

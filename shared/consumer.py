@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -110,7 +112,7 @@ class EventConsumer(StopsBetweenRounds):
         self.tracing: tracing.Tracing | None = None
         """The service's tracer: each event is handled in a consumer span (else only its trace is continued)."""
 
-    def _traced(self, event: CloudEvent, message):
+    def _traced(self, event: CloudEvent, message: ConsumerRecord) -> AbstractContextManager[object]:
         return _consumer_span(self, event, message)
 
     async def lag(self) -> int:
@@ -145,7 +147,9 @@ class EventConsumer(StopsBetweenRounds):
                 heartbeat_interval_ms=max(100, self.session_timeout_ms // 4),
                 **client_options(self.security),
             )
-            handled: dict = {}  # partition → offset after the last message whose database commit is done
+            handled: dict[
+                TopicPartition, int
+            ] = {}  # partition → offset after the last message whose database commit is done
             try:
                 await start_client(consumer, bootstrap_servers=self.bootstrap_servers, security=self.security)
                 self._consumer = consumer
@@ -207,7 +211,12 @@ class EventConsumer(StopsBetweenRounds):
         except Exception:
             log.warning("consumer %s: inbox purge failed; will try again", self.group_id, exc_info=True)
 
-    async def _process_fetch(self, consumer: AIOKafkaConsumer, batches: dict, handled: dict) -> None:
+    async def _process_fetch(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        handled: dict[TopicPartition, int],
+    ) -> None:
         """A batch handler takes a whole fetch at once, every partition in it (each in its order).
 
         One transaction per fetch, not per partition: a fetch of 500 over 12
@@ -224,14 +233,16 @@ class EventConsumer(StopsBetweenRounds):
         await consumer.commit(dict(handled))
         handled.clear()
 
-    async def _process_partition(self, partition, messages: list, handled: dict) -> None:
+    async def _process_partition(
+        self, partition: TopicPartition, messages: list[ConsumerRecord], handled: dict[TopicPartition, int]
+    ) -> None:
         """One partition's messages of a fetch, in order, a transaction per `batch_size`."""
         for start in range(0, len(messages), self.batch_size):
             chunk = messages[start : start + self.batch_size]
             await self.process_many(chunk)
             handled[partition] = chunk[-1].offset + 1
 
-    async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict) -> None:
+    async def _commit_handled(self, consumer: AIOKafkaConsumer, handled: dict[TopicPartition, int]) -> None:
         if not handled:
             return
         try:
@@ -240,7 +251,7 @@ class EventConsumer(StopsBetweenRounds):
         except Exception as error:  # the inbox makes the redelivery of these harmless
             log.warning("consumer %s: could not commit on stop (%s); they will be redelivered", self.group_id, error)
 
-    async def process_many(self, messages: list) -> None:
+    async def process_many(self, messages: list[ConsumerRecord]) -> None:
         """Handle a partition's messages in order, in one transaction.
 
         If one fails, those before it are committed together, it is handled on
@@ -285,7 +296,7 @@ class EventConsumer(StopsBetweenRounds):
             return
         self.processed_total += len(work)
 
-    async def _around(self, messages: list, index: int, *, tried: bool = False) -> None:
+    async def _around(self, messages: list[ConsumerRecord], index: int, *, tried: bool = False) -> None:
         """The messages before `index` together, the one at `index` alone, the rest together."""
         if index:
             await self.process_many(messages[:index])
@@ -293,7 +304,9 @@ class EventConsumer(StopsBetweenRounds):
         if index + 1 < len(messages):
             await self.process_many(messages[index + 1 :])
 
-    async def _handle_together(self, messages: list, work: list[tuple[int, CloudEvent, Handler]]) -> None:
+    async def _handle_together(
+        self, messages: list[ConsumerRecord], work: list[tuple[int, CloudEvent, Handler]]
+    ) -> None:
         if not work:
             return
         async with self.uow_factory() as uow:
@@ -341,7 +354,7 @@ class EventConsumer(StopsBetweenRounds):
             )
         )
 
-    async def process(self, message, *, first_attempt: int = 1) -> None:
+    async def process(self, message: ConsumerRecord, *, first_attempt: int = 1) -> None:
         """Handle one Kafka message exactly once in effect, or dead-letter it."""
         size = len(message.value or b"")
         if message.value is None:
@@ -366,7 +379,9 @@ class EventConsumer(StopsBetweenRounds):
         with self._traced(event, message), _handling(str(event.id)):
             await self._process_with_retries(message, event, handler, first_attempt=first_attempt)
 
-    async def _process_with_retries(self, message, event: CloudEvent, handler: Handler, *, first_attempt: int) -> None:
+    async def _process_with_retries(
+        self, message: ConsumerRecord, event: CloudEvent, handler: Handler, *, first_attempt: int
+    ) -> None:
         last_error: Exception | None = None
         for attempt in range(min(first_attempt, self.max_attempts), self.max_attempts + 1):
             try:
@@ -413,7 +428,7 @@ class EventConsumer(StopsBetweenRounds):
             await handler(uow, event)
             await uow.commit()
 
-    async def dead_letter(self, message, *, reason: str) -> None:
+    async def dead_letter(self, message: ConsumerRecord, *, reason: str) -> None:
         """Park a message with its reason; raises if the broker will not take it (then it is redelivered)."""
         log.error(
             "consumer %s: dead-lettering %s[%s]@%s: %s",
@@ -442,7 +457,9 @@ class EventConsumer(StopsBetweenRounds):
         self.dead_lettered_total += 1
 
 
-def _consumer_span(consumer: EventConsumer, event: CloudEvent, message):
+def _consumer_span(
+    consumer: EventConsumer, event: CloudEvent, message: ConsumerRecord
+) -> AbstractContextManager[object]:
     traceparent = event.traceparent or _header(message, tracing.HEADER)
     tracestate = event.tracestate or _header(message, tracing.STATE_HEADER)
     if consumer.tracing is None:
@@ -466,12 +483,12 @@ def _consumer_span(consumer: EventConsumer, event: CloudEvent, message):
     )
 
 
-def _header(message, name: str) -> bytes | None:
+def _header(message: ConsumerRecord, name: str) -> bytes | None:
     return next((value for key, value in (message.headers or ()) if key == name), None)
 
 
 @contextlib.contextmanager
-def _handling(event_id: str):
+def _handling(event_id: str) -> Iterator[None]:
     """Log lines written while handling an event carry its id."""
     token = event_id_var.set(event_id)
     try:

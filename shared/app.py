@@ -11,21 +11,22 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.audit import AuditLog, audit_router, audit_table
 from shared.auth import SigningKeys, TokenVerifier
 from shared.bus import Producer
-from shared.consumer import EventConsumer, inbox_table
+from shared.consumer import BatchHandler, EventConsumer, Handler, inbox_table
 from shared.crypto import Keyring
 from shared.db import Database
 from shared.docs_pages import install_docs
@@ -33,7 +34,6 @@ from shared.errors import PayloadTooLarge, ValidationFailed, field_errors
 from shared.http_errors import ProblemSettings, install_error_handlers
 from shared.idempotency import IdempotencyKeys, IdempotentPosts, idempotency_table
 from shared.kafka_security import check_transport
-from shared.lifecycle import StopsBetweenRounds
 from shared.logs import configure_logging, request_id_var
 from shared.metrics import ServiceMetrics, package_version, route_of
 from shared.metrics import now as metrics_now
@@ -42,7 +42,7 @@ from shared.outbox import OutboxRelay, outbox_table
 from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings
 from shared.tracing import Tracing, current_traceparent, instrument_engine
-from shared.uow import UnitOfWork
+from shared.uow import Reaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,23 @@ class ServiceTables:
     with_idempotency: bool = True
     """Keeps `Idempotency-Key` answers (shared/idempotency.py): every service that takes POSTs."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.outbox = outbox_table(self.metadata)
         self.idempotency = idempotency_table(self.metadata) if self.with_idempotency else None
         self.personal = self.with_audit
         """Holds residents' personal data: audited, and sealed at rest with the keyring (shared/crypto.py)."""
         self.inbox = inbox_table(self.metadata)
         self.audit = audit_table(self.metadata) if self.with_audit else None
-        self.repositories: dict = self.metadata.info.setdefault("repositories", {})
+        self.repositories: dict[str, Callable[[UnitOfWork], object]] = self.metadata.info.setdefault("repositories", {})
         """name -> factory(uow): `uow.<name>` in the service's use cases (its repository.py registers them)."""
+
+
+class BackgroundLoop(Protocol):
+    """What `Runtime.start_loop` runs until `stop()`: shared/lifecycle.py's loops, and the JWKS refresh."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -80,9 +88,9 @@ class Runtime:
     relay: OutboxRelay
     verifier: TokenVerifier
     consumers: list[EventConsumer] = field(default_factory=list)
-    tasks: list[asyncio.Task] = field(default_factory=list)
-    loops: list[tuple[StopsBetweenRounds, asyncio.Task]] = field(default_factory=list)
-    reactions: dict = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    loops: list[tuple[BackgroundLoop, asyncio.Task[None]]] = field(default_factory=list)
+    reactions: dict[str, Reaction] = field(default_factory=dict)
     """Event type -> what its commit also writes (shared/uow.py `Reaction`): e.g. a notification to send."""
     """The background loops among `tasks`: asked to stop between rounds when the service stops."""
     audit: AuditLog | None = None
@@ -91,7 +99,7 @@ class Runtime:
     idempotency: IdempotencyKeys | None = None
     tracing: Tracing | None = None
 
-    def start_loop(self, loop: StopsBetweenRounds, *, name: str) -> None:
+    def start_loop(self, loop: BackgroundLoop, *, name: str) -> None:
         """Run a background loop for the life of the service (see shared/lifecycle.py)."""
         task = asyncio.create_task(loop.run(), name=name)
         self.loops.append((loop, task))
@@ -128,7 +136,9 @@ class Runtime:
             reactions=self.reactions,
         )
 
-    def consumer(self, *, group: str, topics: list[str], handlers, batch_handler=None) -> EventConsumer:
+    def consumer(
+        self, *, group: str, topics: list[str], handlers: dict[str, Handler], batch_handler: BatchHandler | None = None
+    ) -> EventConsumer:
         consumer = EventConsumer(
             group_id=group,
             topics=topics,
@@ -240,7 +250,7 @@ def create_service_app(
     runtime = build_runtime(settings, tables)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             result = on_startup(runtime)
             if asyncio.iscoroutine(result):
@@ -259,6 +269,7 @@ def create_service_app(
             await runtime.stop_background()
             await runtime.producer.stop()
             await runtime.db.dispose()
+            assert runtime.tracing is not None  # build_runtime makes one
             runtime.tracing.shutdown()  # exports what is still batched
 
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -279,18 +290,19 @@ def create_service_app(
     install_security(app, settings)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Outermost: the server span (from the caller's traceparent and tracestate) is current for everything inside.
+    assert runtime.tracing is not None  # build_runtime makes one
     FastAPIInstrumentor.instrument_app(app, tracer_provider=runtime.tracing.provider, exclude_spans=["receive", "send"])
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
-    async def health():
+    async def health():  # type: ignore[no-untyped-def]  # FastAPI would make a return annotation the response_model, changing the OpenAPI document
         return {"status": "ok", "service": settings.service_name, "version": version}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics: HTTP, outbox backlog and age, consumers")
-    async def metrics_endpoint():
+    async def metrics_endpoint() -> Response:
         return Response(await metrics.render(runtime), media_type="text/plain; version=0.0.4")
 
     @app.get("/ready", tags=["operations"], summary="Readiness: the database answers; outbox state")
-    async def ready():
+    async def ready():  # type: ignore[no-untyped-def]  # FastAPI would make a return annotation the response_model, changing the OpenAPI document
         try:
             await runtime.db.ping()
             backlog, oldest = await runtime.relay.backlog()
@@ -316,7 +328,7 @@ def _complete_openapi(app: FastAPI, settings: ServiceSettings) -> None:
     point; the bearer scheme, scopes and problem responses of every operation (shared/openapi.py)."""
     default_openapi = app.openapi
 
-    def openapi():
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         document = default_openapi()
@@ -336,18 +348,18 @@ def _complete_openapi(app: FastAPI, settings: ServiceSettings) -> None:
         app.openapi_schema = document
         return document
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the document
 
 
 class RequestContext:
     """Pure ASGI middleware: a request id on every request and log line, and a body-size limit."""
 
-    def __init__(self, app, *, max_body_bytes: int, metrics: ServiceMetrics):
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ServiceMetrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request_id = None
@@ -361,7 +373,7 @@ class RequestContext:
         started = metrics_now()
         status = 500
 
-        async def send_with_id(message):
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

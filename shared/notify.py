@@ -37,11 +37,11 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import orjson
 from pydantic import BaseModel, SecretStr
@@ -60,10 +60,19 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
+    from notifications_python_client.errors import APIError
+    from sqlalchemy.sql.elements import Case
+
+    from shared.uow import UnitOfWork
+
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +129,7 @@ def notification_tables(metadata: MetaData) -> tuple[Table, Table]:
     return notifications, attempts
 
 
-def create_notification_tables(op) -> None:
+def create_notification_tables(op: Operations) -> None:
     """The migration step of a service that starts sending notifications (its own revision)."""
     import sqlalchemy as sa
 
@@ -160,7 +169,7 @@ def create_notification_tables(op) -> None:
     op.create_index("ix_notification_attempts_notification_id", "notification_attempts", ["notification_id"])
 
 
-def drop_notification_tables(op) -> None:
+def drop_notification_tables(op: Operations) -> None:
     op.drop_index("ix_notification_attempts_notification_id", table_name="notification_attempts")
     op.drop_table("notification_attempts")
     op.drop_index("ix_notifications_due", table_name="notifications")
@@ -183,7 +192,7 @@ class Message:
     about: str | None = None
 
 
-async def enqueue(uow, table: Table, message: Message, *, sealed: bool = False) -> bool:
+async def enqueue(uow: UnitOfWork, table: Table, message: Message, *, sealed: bool = False) -> bool:
     """Add the message to the unit of work's transaction; False (and nothing added) if its reference is known.
 
     `sealed`: the address and personalisation are a resident's, sealed with the unit of work's keyring
@@ -194,6 +203,7 @@ async def enqueue(uow, table: Table, message: Message, *, sealed: bool = False) 
         return False
     recipient, personalisation = message.to.encode(), orjson.dumps(dict(message.personalisation))
     if sealed:
+        assert uow.keyring is not None  # sealing is asked only of a service holding personal data (with keys)
         recipient, personalisation = uow.keyring.seal(recipient), uow.keyring.seal(personalisation)
     now = uow.now()
     await uow.session.execute(
@@ -213,7 +223,7 @@ async def enqueue(uow, table: Table, message: Message, *, sealed: bool = False) 
     return True
 
 
-async def forget(uow, table: Table, *, about: str) -> int:
+async def forget(uow: UnitOfWork, table: Table, *, about: str) -> int:
     """Erasure: the address and personalisation of every message about `about` blanked (a message not sent
     yet is not sent). Returns how many."""
     result = await uow.session.execute(
@@ -224,7 +234,7 @@ async def forget(uow, table: Table, *, about: str) -> int:
     return cast("CursorResult[Any]", result).rowcount
 
 
-def case_unsent(table: Table):
+def case_unsent(table: Table) -> Case[Any]:
     from sqlalchemy import case
 
     return case((table.c.status.in_(("pending", "sending")), "failed"), else_=table.c.status)
@@ -252,7 +262,17 @@ class NotifySettings(BaseModel):
     """The first retry's wait; each later one doubles it, up to an hour."""
 
 
-def sender_from_settings(settings) -> Sender:
+class SenderSettings(Protocol):
+    """What `sender_from_settings` reads: NotifySettings, mixed into a service's settings."""
+
+    notify_api_key: SecretStr
+    notify_base_url: str
+    notify_timeout_seconds: float
+    notify_log_file: Path | None
+    var_dir: Path
+
+
+def sender_from_settings(settings: SenderSettings) -> Sender:
     key = settings.notify_api_key.get_secret_value()
     if key:
         return GovukNotify(api_key=key, base_url=settings.notify_base_url, timeout=settings.notify_timeout_seconds)
@@ -295,19 +315,19 @@ class GovukNotify:
     def __init__(self, *, api_key: str, base_url: str = GOVUK_NOTIFY, timeout: float = 10.0):
         from notifications_python_client.notifications import NotificationsAPIClient
 
-        self.client = NotificationsAPIClient(api_key, base_url=base_url, timeout=timeout)
+        self.client = NotificationsAPIClient(api_key, base_url=base_url, timeout=timeout)  # type: ignore[no-untyped-call]  # notifications-python-client ships no annotations
 
     async def send(self, message: Message, *, template_id: str) -> str:
-        def call():
+        def call() -> Any:
             personalisation = dict(message.personalisation) or None
             if message.channel == "email":
-                return self.client.send_email_notification(
+                return self.client.send_email_notification(  # type: ignore[no-untyped-call]  # notifications-python-client ships no annotations
                     email_address=message.to,
                     template_id=template_id,
                     personalisation=personalisation,
                     reference=message.reference,
                 )
-            return self.client.send_sms_notification(
+            return self.client.send_sms_notification(  # type: ignore[no-untyped-call]  # notifications-python-client ships no annotations
                 phone_number=message.to,
                 template_id=template_id,
                 personalisation=personalisation,
@@ -318,12 +338,15 @@ class GovukNotify:
         return str(answer["id"])
 
     async def find(self, reference: str) -> str | None:
-        answer = await self._call(lambda: self.client.get_all_notifications(reference=reference), sending=False)
+        answer = await self._call(
+            lambda: self.client.get_all_notifications(reference=reference),  # type: ignore[no-untyped-call]  # notifications-python-client ships no annotations
+            sending=False,
+        )
         found = [n for n in answer.get("notifications", []) if n.get("reference") == reference]
         return str(found[0]["id"]) if found else None
 
     @staticmethod
-    async def _call(call, *, sending: bool):
+    async def _call(call: Callable[[], Any], *, sending: bool) -> Any:
         from notifications_python_client.errors import APIError
 
         try:
@@ -336,7 +359,7 @@ class GovukNotify:
             raise NotSent(status, detail, unknown=status != 429) from None
 
 
-def _detail(error) -> str:
+def _detail(error: APIError) -> str:
     message = error.message
     if isinstance(message, list):
         return "; ".join(f"{m.get('error')}: {m.get('message')}" for m in message if isinstance(m, dict))[:500]
@@ -378,7 +401,8 @@ class LocalLog:
             except ValueError:
                 continue  # a line torn by a crash mid-write was not a message sent
             if entry.get("reference") == reference:
-                return entry["id"]
+                notify_id: str = entry["id"]
+                return notify_id
         return None
 
 
@@ -405,9 +429,9 @@ class NotificationWorker(StopsBetweenRounds):
         max_attempts: int = 10,
         backoff_seconds: float = 5.0,
         batch: int = 20,
-        clock=utcnow,
+        clock: Callable[[], datetime] = utcnow,
         keyring: Keyring | None = None,
-    ):
+    ) -> None:
         self.db = db
         self.keyring = keyring
         """Opens sealed messages (a resident's) just before they are sent."""
@@ -431,7 +455,9 @@ class NotificationWorker(StopsBetweenRounds):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if asyncio.current_task().cancelling():
+                task = asyncio.current_task()
+                assert task is not None  # run() is a task (Runtime.start_loop)
+                if task.cancelling():
                     raise
                 log.warning("notifications: a round failed; trying again", exc_info=True)
                 done = 0
@@ -562,14 +588,14 @@ def opened(value: bytes, keyring: Keyring | None) -> bytes:
     return keyring.open(value)
 
 
-async def delivery_log(session, tables: tuple[Table, Table], *, limit: int = 100) -> list[dict[str, Any]]:
+async def delivery_log(session: AsyncSession, tables: tuple[Table, Table], *, limit: int = 100) -> list[dict[str, Any]]:
     """The newest messages with every attempt to send each, newest first."""
     notifications, attempts = tables
     rows = (
         (await session.execute(select(notifications).order_by(notifications.c.id.desc()).limit(limit))).mappings().all()
     )
     ids = [row["id"] for row in rows]
-    tries: dict[int, list] = {}
+    tries: dict[int, list[dict[str, Any]]] = {}
     if ids:
         for entry in (
             await session.execute(select(attempts).where(attempts.c.notification_id.in_(ids)).order_by(attempts.c.id))
@@ -610,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    async def work():
+    async def work() -> None:
         db = Database(args.database_url)
         sender = (
             GovukNotify(api_key=args.api_key, base_url=args.base_url, timeout=args.timeout_seconds)

@@ -53,10 +53,11 @@ kafka:
 
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, Apache Kafka: three KRaft
 ## brokers on loopback), end-to-end; then the shared mechanisms again on the embedded
-## broker (tansu), which `make run` uses by default.
+## broker (tansu), which `make run` uses by default; then `make lint` (ruff on the whole tree, mypy strict on shared/, suite/ and each domain.py).
 test: install browser postgres kafka $(WEB_NPM)
 	$(BIN)/python -m pytest -q
 	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(TANSU_TESTS)
+	@$(MAKE) --no-print-directory lint
 
 TANSU_TESTS := tests/integration/shared/test_consumer.py tests/integration/shared/test_kafka_security.py
 
@@ -90,7 +91,7 @@ migrate: install
 ## Lint, format and types, as configured in pyproject.toml (ruff, mypy: strict on shared/, suite/ and each domain.py).
 ## LINT_PATHS narrows ruff to some files; deploy/tools/lint-fix.sh applies what ruff can fix itself.
 LINT_PATHS ?= .
-MYPY_PATHS ?=
+MYPY_PATHS ?= shared suite $(wildcard services/*/domain.py) --follow-imports=silent
 $(VENV)/.lint: $(STAMP)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[lint]'
 	@touch $@

@@ -397,15 +397,19 @@ def _tracking_from_row(
     if not given:
         return []
     state = {field: action[field] for field in domain.TRACKED_FIELDS} | row.values
-    problems = domain.tracking_state_problems(state)
-    if row.last_updated is not None and action["updated_at"] > row.last_updated + timedelta(seconds=1):
-        problems.append(
+    # A stale row is only that: what else it asks was read against an action that has moved on since.
+    # 'Last updated' keeps microseconds in CSV and about one in xlsx (a float of days): 1 ms of slack, not a second,
+    # so a change made just after the export is still caught.
+    if row.last_updated is not None and action["updated_at"] > row.last_updated + timedelta(milliseconds=1):
+        problems = [
             (
                 "last_updated",
                 f"the action was changed at {action['updated_at'].isoformat(timespec='seconds')}, "
                 "after this file was exported: export it again and redo this row",
             )
-        )
+        ]
+    else:
+        problems = domain.tracking_state_problems(state)
     if not problems:
         # A new RAG takes the row's narrative even when the narrative is the same; so does a new block its reason.
         if "rag" in given:

@@ -148,7 +148,15 @@ def fulfilment_database(tmp_path, tmp_path_factory) -> str:
     return sqlite_database("fulfilment", tmp_path=tmp_path, scratch=tmp_path_factory.getbasetemp())
 
 
-async def test_the_command_prints_counts_per_table_and_which_keys_still_seal_something(settings, fulfilment_database):
+@pytest.fixture
+def web_database(tmp_path, tmp_path_factory) -> str:
+    """The web front's sessions are sealed too: the command without a service name rekeys them as well."""
+    return sqlite_database("web", tmp_path=tmp_path, scratch=tmp_path_factory.getbasetemp())
+
+
+async def test_the_command_prints_counts_per_table_and_which_keys_still_seal_something(
+    settings, fulfilment_database, web_database
+):
     app = create_app(keyed(settings, f"k1:{K1}", INDEX_1))
     async with running(app) as client:
         for name in ("Margaret Jones", "Peter Smith", "Ann Lee"):
@@ -164,6 +172,7 @@ async def test_the_command_prints_counts_per_table_and_which_keys_still_seal_som
         "KT_LOG_JSON": "false",
         "REFERRALS_DATABASE_URL": settings.database_url,
         "FULFILMENT_DATABASE_URL": fulfilment_database,
+        "WEB_DATABASE_URL": web_database,
         "KT_DATA_KEYS": f"k2:{K2},k1:{K1}",
         "KT_BLIND_INDEX_KEY": INDEX_2,
         "KT_BLIND_INDEX_KEY_PREVIOUS": INDEX_1,

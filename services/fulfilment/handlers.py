@@ -42,15 +42,17 @@ def referral_batch(*, routing: service.Routing, topics: Topics) -> BatchHandler:
 
     async def handle(uow: UnitOfWork, events: list[CloudEvent]) -> None:
         run: list[ReferralReceivedV1] = []
+        traces: list[tuple[str | None, str | None]] = []  # each event's caller's trace, beside it
         for event in events:
             if event.type == ReferralReceivedV1.type:
                 run.append(ReferralReceivedV1.model_validate(event.data))
+                traces.append((event.traceparent, event.tracestate))
                 continue
             if run:
-                await service.route_referrals(uow, run, routing=routing, topics=topics)
-                run = []
+                await service.route_referrals(uow, run, routing=routing, topics=topics, traces=traces)
+                run, traces = [], []
             await one_by_one[event.type](uow, event)
         if run:
-            await service.route_referrals(uow, run, routing=routing, topics=topics)
+            await service.route_referrals(uow, run, routing=routing, topics=topics, traces=traces)
 
     return handle

@@ -8,6 +8,7 @@ inbox rows) and never commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
@@ -18,6 +19,7 @@ from services.fulfilment.domain import Assignment, Placement, Status
 from services.fulfilment.hubs import Hub, route
 from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
 from services.fulfilment.repository import Assignments, values_of
+from shared import tracing
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
 from shared.uow import UnitOfWork
@@ -139,8 +141,12 @@ async def route_referrals(
     *,
     routing: Routing,
     topics: Topics,
+    traces: list[tuple[str | None, str | None]] | None = None,
 ) -> int:
     """One assignment for each request of each referral, placed from the resident's postcode; in order.
+
+    `traces`, beside `received`: each referral event's (traceparent, tracestate), so what is
+    announced for a referral belongs to its caller's trace, as when routed alone.
 
     A batch at once: one read of which requests are known, one insert each for the
     referrals, assignments and their history, and one feed append per hub, however
@@ -163,7 +169,8 @@ async def route_referrals(
     await routing.load_areas_of(referral.resident.address.postcode for referral in received)
     out = Outgoing(topics, hub_rows=hub_rows)
     new_referrals, rows, changes, announcements = [], [], [], []
-    for referral in received:
+    for index, referral in enumerate(received):
+        trace = traces[index] if traces is not None else None
         fresh = [r for r in referral.requests if str(r.request_id) not in known]
         if not fresh:
             continue
@@ -222,13 +229,14 @@ async def route_referrals(
                 }
             )
             changes.append((a.id, change))
-            announcements.append((a, change, request_row, referral_row))
+            announcements.append((a, change, request_row, referral_row, trace))
     if not rows:
         return 0
     await repo.add_referrals(new_referrals)
     await repo.add(rows)
     await repo.record(changes)
-    for a, change, request_row, referral_row in announcements:
-        announce(uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row)
+    for a, change, request_row, referral_row, trace in announcements:
+        with tracing.continued(*trace) if trace is not None else contextlib.nullcontext():
+            announce(uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row)
     await out.flush(uow)
     return len(rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 from pydantic import BeforeValidator
 
 from services.actions import domain, service, spreadsheet
@@ -358,7 +358,12 @@ async def link_actions(action_id: str, link: LinkIn, by: Writer, rt: Rt):
     tags=["actions"],
     summary="Remove a link added by hand",
 )
-async def unlink_actions(action_id: str, link_id: int, by: Writer, rt: Rt):
+async def unlink_actions(
+    action_id: str,
+    link_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The link's id (a 64-bit database key)")],
+    by: Writer,
+    rt: Rt,
+):
     await service.unlink_actions(rt.uow(), action_id=action_id, link_id=link_id, by=by)
     return Response(status_code=204)
 

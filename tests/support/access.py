@@ -38,6 +38,11 @@ CALLERS: dict[str, dict[str, set[str]]] = {
         "POST /v1/referrals/{referral_id}/erasure": ADMIN,
         "POST /v1/retention/anonymise": ADMIN,
         "GET /v1/retention/review": ADMIN,
+        "GET /v1/residents/{resident}": ADVISERS,
+        "POST /v1/residents/{resident}/merge": ADMIN,
+        "POST /v1/residents/{resident}/erasure": ADMIN,
+        "GET /v1/referrals/imports/template": ADMIN,
+        "POST /v1/referrals/imports": ADMIN,
     },
     "fulfilment": {
         "GET /v1/hubs": HUB_STAFF,

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from shared.db import upgrade
+from suite import registry
 
 POSTGRES_ADMIN_DSN = os.environ.get("KT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 _sqlite_templates: dict[str, Path] = {}
@@ -19,7 +20,7 @@ def sqlite_template(service: str, scratch: Path) -> Path:
     """A SQLite file with every migration of `service` applied, made once per session."""
     if service not in _sqlite_templates:
         path = scratch / f"template-{service}-{uuid.uuid4().hex[:6]}.db"
-        upgrade(service, f"sqlite+aiosqlite:///{path}")
+        upgrade(registry.spec(service).migrations, f"sqlite+aiosqlite:///{path}")
         _sqlite_templates[service] = path
     return _sqlite_templates[service]
 
@@ -51,7 +52,7 @@ class PostgresTemplates:
             template = f"kt_tpl_{service}_{self.session}"
             asyncio.run(_admin(f'CREATE DATABASE "{template}"'))
             self.created.append(template)
-            upgrade(service, _sqlalchemy_url(template))
+            upgrade(registry.spec(service).migrations, _sqlalchemy_url(template))
             self.templates[service] = template
         name = f"kt_{service}_{self.session}_{uuid.uuid4().hex[:8]}"
         asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.templates[service]}"'))

@@ -242,6 +242,7 @@ async def main(referral_count: int, databases: list[str]) -> None:
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
+        os.environ.setdefault("KAFKA_IDEMPOTENT_PRODUCER", "false")  # tansu refuses InitProducerId
         broker = EmbeddedBroker(port=free_port()).start()
         bootstrap = broker.bootstrap_servers
     try:

@@ -27,6 +27,9 @@ import asyncpg
 from shared.auth import mint_token
 from shared.bus import EmbeddedBroker, free_port, port_open
 from shared.db import upgrade
+from shared.kafka_security import KafkaSecurity
+from suite import registry
+from suite.supervisor import create_planned_topics
 
 ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 HERE = Path(__file__).parent
@@ -149,8 +152,10 @@ def main() -> None:
     asyncio.run(admin(f'CREATE DATABASE "{database}"'))
     base = ADMIN_DSN.rsplit("/", 1)[0]
     url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{database}"
-    upgrade("referrals", url)
+    upgrade(registry.spec("referrals").migrations, url)
     broker = EmbeddedBroker(port=free_port()).start()
+    # As `make run` does: the relay publishes only to topics the plan has created.
+    asyncio.run(create_planned_topics(broker.bootstrap_servers, security=KafkaSecurity()))
     env = {
         **os.environ,
         "REFERRALS_DATABASE_URL": url,
@@ -158,6 +163,7 @@ def main() -> None:
         "KT_JWT_SIGNING_KEY": SIGNING_KEY,
         "KT_VAR_DIR": "/tmp/kt-bench-var",
         "KT_LOG_LEVEL": "ERROR",
+        "KAFKA_IDEMPOTENT_PRODUCER": "false",  # the embedded broker (tansu) refuses InitProducerId
         # One token drives the whole load: the per-client rate limit would measure itself.
         "REFERRALS_RATE_LIMIT_PER_MINUTE": "0",
     }

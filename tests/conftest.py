@@ -35,6 +35,27 @@ if TEST_BROKER == "tansu":
     os.environ["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # tansu refuses InitProducerId
 
 
+# The fault tests kill services and brokers and wait for a steady load to come through: run
+# side by side they would starve each other of the machine's cores. With pytest-xdist
+# (`make test` runs two workers, --dist loadgroup) they run one after another on one worker,
+# first, while the other worker takes every other file whole (a file's fixtures are set up once).
+FAULTS = (
+    "tests/e2e/test_kafka_faults.py",
+    "tests/e2e/test_chaos.py",
+    "tests/e2e/test_operations.py",
+    "tests/e2e/test_referral_journey.py",
+    "tests/e2e/test_stopping.py",
+    "tests/integration/fulfilment/test_kill.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("faults" if path in FAULTS else path))
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in FAULTS)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """The session's broker: an Apache Kafka cluster on loopback, or the embedded one (KT_TEST_BROKER)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from shared.bus import free_port
-from tests.support.suite import ROOT, Suite, wait_until_up  # noqa: F401  (the e2e tests import these from here)
+from tests.support.suite import ROOT, Suite, port_offset, wait_until_up  # noqa: F401  (the e2e tests import these from here)
 
 
 @pytest.fixture
 def suite(tmp_path):
-    instance = Suite(var_dir=tmp_path / "var", port_offset=free_port() % 1000 + 20000, broker_port=free_port())
+    instance = Suite(var_dir=tmp_path / "var", port_offset=port_offset("e2e"), broker_port=free_port())
     yield instance
     instance.stop()

@@ -21,7 +21,7 @@ from services.web.app import WebSettings, create_app
 from shared.bus import free_port
 from shared.db import upgrade
 from tests.support.browser import chromium, serving
-from tests.support.suite import ROOT, Suite
+from tests.support.suite import ROOT, Suite, port_offset
 from tests.support.waiting import eventually
 
 AXE = ROOT / "services/web/node_modules/axe-core/axe.min.js"
@@ -43,7 +43,7 @@ PLAN = ROOT / "services/actions/data/krf-recovery-cell-action-plans.txt"
 def suite(tmp_path_factory):
     instance = Suite(
         var_dir=tmp_path_factory.mktemp("web-suite") / "var",
-        port_offset=free_port() % 1000 + 21000,
+        port_offset=port_offset("web"),
         broker_port=free_port(),
     )
     try:  # a suite that did not start in time is stopped too, never left running

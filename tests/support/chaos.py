@@ -56,7 +56,7 @@ from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import free_port, topic_partitions
 from shared.settings import PORTS, Topics
 from tests.support.brokers import Broker, ControlledBroker, ControlledKafkaCluster
-from tests.support.suite import Suite
+from tests.support.suite import Suite, port_offset
 
 SERVICES = [name for name in PORTS if name != "web"]
 TYPES = ["food", "prescription", "befriending", "financial", "practical", "other"]
@@ -398,7 +398,7 @@ async def chaos(*, seconds: float, rate: float, settle_seconds: float, broker_ki
     else:
         broker = ControlledBroker(port=free_port(), log_path=scratch / "broker.log").start()
         port = broker.port
-    suite = Suite(var_dir=var, port_offset=free_port() % 1000 + 30000, broker_port=port)
+    suite = Suite(var_dir=var, port_offset=port_offset("chaos"), broker_port=port)
     suite.env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     if broker_kind == "tansu":
         suite.env["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # tansu refuses InitProducerId

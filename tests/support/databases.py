@@ -68,10 +68,14 @@ class PostgresTemplates:
 
     def drop_all(self) -> None:
         async def drop():
-            for name in reversed(self.created):
-                try:
-                    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                except Exception:
-                    pass
+            connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)  # one connection for them all
+            try:
+                for name in reversed(self.created):
+                    try:
+                        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    except asyncpg.PostgresError:
+                        pass
+            finally:
+                await connection.close()
 
         asyncio.run(drop())

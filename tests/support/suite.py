@@ -12,6 +12,19 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+_SLOTS = {"e2e": 0, "web": 1, "chaos": 2}
+
+
+def port_offset(use: str) -> int:
+    """An offset for a suite's fixed ports (8001 + offset, …) no other suite of this test run can hold.
+
+    Each use and each pytest-xdist worker draws from its own thousand (10000–15999 with two
+    workers), so the ports stay below Linux's ephemeral range (32768+), where `free_port()` and
+    every client's outgoing connection live.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    slot = _SLOTS[use] + len(_SLOTS) * worker
+    return 10_000 + slot * 1_000 + int.from_bytes(os.urandom(2)) % 1_000
 
 
 class Suite:

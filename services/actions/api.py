@@ -112,7 +112,6 @@ async def import_plan(
         plan=plan,
         upload=await _upload(file, rt),
         by=by,
-        topics=rt.settings.topics,
         title=title,
         starts_on=starts_on,
         dry_run=dry_run,
@@ -151,7 +150,6 @@ async def change_plan(plan: PlanSlug, patch: PlanPatch, by: Writer, rt: Rt):
         title=patch.title,
         starts_on=patch.starts_on,
         by=by,
-        topics=rt.settings.topics,
     )
 
 
@@ -273,7 +271,6 @@ async def import_tracking(
         rt.uow(),
         upload=await _upload(file, rt),
         by=by,
-        topics=rt.settings.topics,
         dry_run=dry_run,
     )
 
@@ -308,7 +305,6 @@ async def change_action(action_id: str, request: Request, response: Response, by
         action_id=action_id,
         given=patch.given(),
         by=by,
-        topics=rt.settings.topics,
     )
     response.headers["ETag"] = f'"{view["version"]}"'
     return view
@@ -328,7 +324,6 @@ async def record_update(action_id: str, update: ProgressUpdateIn, by: Writer, rt
         narrative=update.narrative,
         on=update.on,
         by=by,
-        topics=rt.settings.topics,
     )
 
 

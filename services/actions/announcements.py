@@ -16,6 +16,7 @@ from shared.events import (
     ActionRatedV1,
     ActionRevisedV1,
     ActionStatusChangedV1,
+    EventData,
 )
 from shared.uow import UnitOfWork
 
@@ -43,7 +44,7 @@ def event_state(row: Mapping) -> dict:
 def publish_tracking(uow: UnitOfWork, row: Mapping, changes: list[domain.FieldChange], *, now: datetime) -> None:
     state = event_state(row)
     for change in changes:
-        event = None
+        event: EventData | None = None
         if change.field == "status":
             event = ActionStatusChangedV1(**state, previous_status=change.old, changed_at=now)
         elif change.field == "rag":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 from pydantic import BeforeValidator
@@ -34,6 +34,9 @@ from services.actions.schemas import (
 from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, require
 from shared.errors import PayloadTooLarge, ValidationFailed
+
+if TYPE_CHECKING:
+    from services.actions.app import ActionsSettings
 
 router = APIRouter(prefix="/v1")
 
@@ -120,7 +123,7 @@ async def import_plan(
 
 async def _upload(file: UploadFile, rt: Runtime) -> service.PlanUpload:
     """An uploaded file, refused (413) above the settings' `max_import_bytes`."""
-    limit = rt.settings.max_import_bytes
+    limit = cast("ActionsSettings", rt.settings).max_import_bytes
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(f"the file is over {limit} bytes")

@@ -78,7 +78,7 @@ async def import_plan(
                 created.append(row)
                 report_rows.append(_row_report(parsed, "created", row["id"]))
             else:
-                changed = domain.changed_plan_columns(existing, columns)
+                changed = domain.changed_plan_columns(dict(existing), columns)
                 if changed:
                     revised.append((existing, columns, changed, parsed.row))
                 report_rows.append(_row_report(parsed, "updated" if changed else "unchanged", existing["id"], changed))

@@ -188,7 +188,7 @@ async def plan_snapshot(uow: UnitOfWork, *, plan: str, as_at: datetime) -> dict:
     day = domain.today_in_kent(as_at)
     states = []
     for row in rows:
-        state = domain.state_as_at(row, later.get(row["id"], []))
+        state = domain.state_as_at(dict(row), later.get(row["id"], []))
         view = action_view(state, cell_name=names[row["plan"], row["cell"]], today=day)
         view["latest_update"] = latest.get(row["id"])
         states.append(view)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 
@@ -175,7 +176,7 @@ class Actions:
                 )
             )
             return
-        values = {}
+        values: dict[str, Any] = {}
         if title and title != current["title"]:
             values["title"] = title
         if starts_on != current["starts_on"]:
@@ -201,7 +202,7 @@ class Actions:
     async def plan_view(self, plan: str) -> dict:
         uow = self.uow
         row = await self.plan(plan)
-        counts = dict(
+        counts: dict[str, int] = dict(
             (
                 await uow.session.execute(
                     select(actions.c.cell, func.count()).where(actions.c.plan == plan).group_by(actions.c.cell)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, insert, or_, select, update
 
 from services.actions import domain, spreadsheet
 from services.actions.announcements import event_state, publish_tracking
@@ -65,11 +65,12 @@ async def import_tracking(
         )
         starts = dict((await uow.session.execute(select(plans.c.slug, plans.c.starts_on))).all())
         seen: dict[str, int] = {}
-        report_rows, planned = [], []
+        report_rows: list[dict[str, Any]] = []
+        planned: list[tuple[Any, list[domain.FieldChange]]] = []
         for r in rows:
             errors = [{"column": heading, "reason": reason} for heading, reason in r.errors]
             action = stored.get(r.action_id)
-            entry = {
+            entry: dict[str, Any] = {
                 "row": r.row,
                 "action_id": r.action_id or None,
                 "cell": None,
@@ -228,8 +229,11 @@ async def _apply_tracking(
         updated_at=now,
         version=row["version"] + 1,
     )
-    result = await uow.session.execute(
-        update(actions).where(actions.c.id == row["id"], actions.c.version == row["version"]).values(**values)
+    result = cast(  # an UPDATE's result is a cursor's, with its row count
+        "CursorResult[Any]",
+        await uow.session.execute(
+            update(actions).where(actions.c.id == row["id"], actions.c.version == row["version"]).values(**values)
+        ),
     )
     if result.rowcount != 1:
         raise Conflict("the action changed while this change was being made; read it again")
@@ -296,7 +300,7 @@ async def link_actions(
         if target is None:
             named = f"action {to}" if to else f"{cell} action {number} in plan {source['plan']!r}"
             raise ValidationFailed([{"field": "to" if to else "number", "reason": f"there is no {named}"}])
-        domain.check_link(from_action=source, to_action=target)
+        domain.check_link(from_action=source, to_action=dict(target))
         existing = (
             await uow.session.execute(
                 select(action_links.c.source, action_links.c.from_action).where(
@@ -312,15 +316,18 @@ async def link_actions(
             origin = "by the plan's cross reference" if existing.source == "plan" else "by hand"
             raise Conflict(f"these actions are already linked{way}, {origin}")
         now = uow.now()
-        result = await uow.session.execute(
-            insert(action_links).values(
-                from_action=source["id"],
-                to_action=target["id"],
-                source="manual",
-                note=note,
-                created_at=now,
-                created_by=by.subject,
-            )
+        result = cast(  # an INSERT's result is a cursor's, with the new key
+            "CursorResult[Any]",
+            await uow.session.execute(
+                insert(action_links).values(
+                    from_action=source["id"],
+                    to_action=target["id"],
+                    source="manual",
+                    note=note,
+                    created_at=now,
+                    created_by=by.subject,
+                )
+            ),
         )
         await uow.actions.record(
             [
@@ -334,7 +341,9 @@ async def link_actions(
             ],
             by=by,
         )
-        link_id = result.inserted_primary_key[0]
+        key = result.inserted_primary_key
+        assert key is not None  # a single row inserted has its key
+        link_id = key[0]
         names = await uow.actions.cell_names()
         await uow.commit()
         return link_view(link_id, target, source="manual", note=note, names=names)

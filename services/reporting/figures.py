@@ -71,7 +71,7 @@ async def daily(uow: UnitOfWork, *, split_by: str, span: domain.DateRange, distr
     )
     async with uow:
         found = (await uow.session.execute(_range(query, c.day, span))).all()
-    return [{"day": row.day, split_by: row.value, "count": int(row.count)} for row in found]
+    return [{"day": row.day, split_by: row.value, "count": int(row._mapping["count"])} for row in found]
 
 
 async def sla(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> list[Row]:
@@ -259,7 +259,7 @@ async def _counts_by(
         .order_by(key)
     )
     found = (await uow.session.execute(_range(query, c.day, span))).all()
-    return [{"key": row.key, "count": int(row.count)} for row in found if row.count]
+    return [{"key": row.key, "count": int(row._mapping["count"])} for row in found if row._mapping["count"]]
 
 
 def _fact_filters(query: Any, span: domain.DateRange, district: str | None) -> Any:

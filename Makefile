@@ -91,9 +91,13 @@ migrate: install
 	$(BIN)/kent-together migrate
 
 ## Lint, format and types, as configured in pyproject.toml (ruff, mypy: strict on shared/, suite/ and each domain.py).
+## mypy also checks every module of the services widened so far (actions, reporting), but those in MYPY_NOT_YET.
 ## LINT_PATHS narrows ruff to some files; deploy/tools/lint-fix.sh applies what ruff can fix itself.
 LINT_PATHS ?= .
-MYPY_PATHS ?= shared suite $(wildcard services/*/domain.py) --follow-imports=silent
+MYPY_SERVICES ?= actions reporting
+MYPY_NOT_YET ?= services/actions/plan_file.py services/actions/spreadsheet.py services/reporting/service.py
+MYPY_PATHS ?= shared suite $(wildcard services/*/domain.py) \
+	$(filter-out $(MYPY_NOT_YET) %/domain.py,$(foreach s,$(MYPY_SERVICES),$(wildcard services/$(s)/*.py))) --follow-imports=silent
 $(VENV)/.lint: $(STAMP)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[lint]'
 	@touch $@

@@ -45,6 +45,8 @@ def outward_code(postcode: str | None) -> str | None:
     return compact[:-3] if len(compact) > 3 else compact
 
 
+# Checked against the November 2025 directory: ME 23,138, TN 20,513, CT 20,409, DA 7,073, BR 706 —
+# 71,839 in all; BR is Swanley and the Sevenoaks villages, plus 4 in Dartford. RH, SE and CR hold none.
 KENT_AND_MEDWAY_AREAS = frozenset({"BR", "CT", "DA", "ME", "TN"})
 """The postcode areas holding every postcode of a Kent or Medway district (with some of their neighbours'):
 a postcode outside them is certainly out of area; inside, fulfilment's directory says which council."""

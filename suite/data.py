@@ -253,7 +253,6 @@ def import_actions(
                 plan=plan,
                 upload=actions_service.PlanUpload(filename=file.name, content=file.read_bytes()),
                 by=by,
-                topics=settings.topics,
                 starts_on=start,
                 dry_run=dry_run,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 from pydantic import BeforeValidator
@@ -34,6 +34,9 @@ from services.actions.schemas import (
 from shared.app import Runtime, body_schema, read_body
 from shared.auth import Principal, require
 from shared.errors import PayloadTooLarge, ValidationFailed
+
+if TYPE_CHECKING:
+    from services.actions.app import ActionsSettings
 
 router = APIRouter(prefix="/v1")
 
@@ -112,7 +115,6 @@ async def import_plan(
         plan=plan,
         upload=await _upload(file, rt),
         by=by,
-        topics=rt.settings.topics,
         title=title,
         starts_on=starts_on,
         dry_run=dry_run,
@@ -121,7 +123,7 @@ async def import_plan(
 
 async def _upload(file: UploadFile, rt: Runtime) -> service.PlanUpload:
     """An uploaded file, refused (413) above the settings' `max_import_bytes`."""
-    limit = rt.settings.max_import_bytes
+    limit = cast("ActionsSettings", rt.settings).max_import_bytes
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(f"the file is over {limit} bytes")
@@ -151,7 +153,6 @@ async def change_plan(plan: PlanSlug, patch: PlanPatch, by: Writer, rt: Rt):
         title=patch.title,
         starts_on=patch.starts_on,
         by=by,
-        topics=rt.settings.topics,
     )
 
 
@@ -273,7 +274,6 @@ async def import_tracking(
         rt.uow(),
         upload=await _upload(file, rt),
         by=by,
-        topics=rt.settings.topics,
         dry_run=dry_run,
     )
 
@@ -308,7 +308,6 @@ async def change_action(action_id: str, request: Request, response: Response, by
         action_id=action_id,
         given=patch.given(),
         by=by,
-        topics=rt.settings.topics,
     )
     response.headers["ETag"] = f'"{view["version"]}"'
     return view
@@ -328,7 +327,6 @@ async def record_update(action_id: str, update: ProgressUpdateIn, by: Writer, rt
         narrative=update.narrative,
         on=update.on,
         by=by,
-        topics=rt.settings.topics,
     )
 
 

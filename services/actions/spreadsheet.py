@@ -71,6 +71,14 @@ _YES, _NO = ("yes", "y", "true", "1"), ("no", "n", "false", "0", "")
 
 
 @dataclass(frozen=True)
+class PlanUpload:
+    """A file as it was uploaded (a plan, or an edited export): its name says its format when it has one."""
+
+    filename: str | None
+    content: bytes
+
+
+@dataclass(frozen=True)
 class ReadFile:
     format: FileFormat
     plan: ParsedPlan

@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 
 from services.fulfilment.domain import Assignment, Change, Status
 from services.fulfilment.models import assignment_changes, assignments, escalations
-from services.fulfilment.repository import Assignments
 from shared.events import (
     AssignedRequestV1,
     AssignmentEscalatedV1,
@@ -42,7 +41,7 @@ class Outgoing:
     async def flush(self, uow: UnitOfWork) -> None:
         """Append the feed entries (see `Assignments.append_to_feeds`): the last rows the transaction locks."""
         entries, self.feed = self.feed, []
-        await Assignments(uow).append_to_feeds(entries, hub_rows=self.hub_rows)
+        await uow.assignments.append_to_feeds(entries, hub_rows=self.hub_rows)
 
 
 def status_event(a: Assignment, change: Change, *, final: bool) -> AssignmentStatusChangedV1:

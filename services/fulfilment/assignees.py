@@ -26,7 +26,6 @@ from shared.auth import Principal, require
 from shared.errors import Conflict, ValidationFailed
 from shared.events import AssignmentHolderChangedV1
 from shared.schemas import Strict
-from shared.settings import Topics
 from shared.uow import UnitOfWork
 
 TAKEN, HANDED_OVER, RELEASED, NEXT_CONTACT = "taken", "handed-over", "released", "next-contact"
@@ -82,7 +81,6 @@ async def change_holder(
     change: str,
     by: Principal,
     by_name: str | None,
-    topics: Topics,
     to: str | None = None,
     to_name: str | None = None,
 ) -> dict:
@@ -143,7 +141,6 @@ async def change_holder(
                     held=new is not None,
                     changed_at=now,
                 ),
-                topic=topics.assignment_status,
                 key=row["referral_id"],
             )
         await uow.commit()
@@ -550,9 +547,7 @@ async def get_holder(assignment_id: str, by: Reader, rt: Rt):
     responses={409: {"description": "A colleague holds it"}},
 )
 async def take(assignment_id: str, body: HolderIn, by: Writer, rt: Rt):
-    return await change_holder(
-        rt.uow(), assignment_id=assignment_id, change=TAKEN, by=by, by_name=body.by_name, topics=rt.settings.topics
-    )
+    return await change_holder(rt.uow(), assignment_id=assignment_id, change=TAKEN, by=by, by_name=body.by_name)
 
 
 @router.post(
@@ -570,7 +565,6 @@ async def hand_over(assignment_id: str, body: HandOverIn, by: Writer, rt: Rt):
         by_name=body.by_name,
         to=body.to,
         to_name=body.to_name,
-        topics=rt.settings.topics,
     )
 
 
@@ -581,9 +575,7 @@ async def hand_over(assignment_id: str, body: HandOverIn, by: Writer, rt: Rt):
     responses={409: {"description": "Nobody, or a colleague, holds it"}},
 )
 async def release(assignment_id: str, body: HolderIn, by: Writer, rt: Rt):
-    return await change_holder(
-        rt.uow(), assignment_id=assignment_id, change=RELEASED, by=by, by_name=body.by_name, topics=rt.settings.topics
-    )
+    return await change_holder(rt.uow(), assignment_id=assignment_id, change=RELEASED, by=by, by_name=body.by_name)
 
 
 @router.put(

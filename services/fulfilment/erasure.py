@@ -6,7 +6,6 @@ from sqlalchemy import select, update
 
 from services.fulfilment.announcements import Outgoing
 from services.fulfilment.models import assignment_changes, assignments, case_notes, hub_feed, referrals
-from services.fulfilment.repository import Assignments
 from shared import privacy
 from shared.events import AssignmentErasedV1, ResidentErasedV1
 from shared.settings import Topics
@@ -25,7 +24,7 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
     """
     referral_id = str(erased.referral_id)
     keyring = uow.keyring
-    row = await Assignments(uow).referral(referral_id)
+    row = await uow.assignments.referral(referral_id)
     if row is None:
         return  # never routed here (or not yet): nothing held
     await uow.session.execute(

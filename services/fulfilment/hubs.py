@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from services.fulfilment.postcodes import Council, PostcodeDirectory, PostcodeResult
+from shared.kent import KENT_COUNTY_COUNCIL_CODE, KENT_DISTRICTS
 
-KENT_COUNTY_COUNCIL = Council("E10000016", "Kent")
+KENT_COUNTY_COUNCIL = Council(KENT_COUNTY_COUNCIL_CODE, "Kent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,23 +22,8 @@ class Hub:
     upper_tier_code: str = KENT_COUNTY_COUNCIL.code
 
 
-# Codes and names checked against the ONS April 2021 authorities lookup and the
-# November 2025 postcode directory (tests/unit/fulfilment/test_routing.py).
-KENT_HUBS: tuple[Hub, ...] = (
-    Hub("ashford", "Ashford", "E07000105"),
-    Hub("canterbury", "Canterbury", "E07000106"),
-    Hub("dartford", "Dartford", "E07000107"),
-    Hub("dover", "Dover", "E07000108"),
-    Hub("gravesham", "Gravesham", "E07000109"),
-    Hub("maidstone", "Maidstone", "E07000110"),
-    Hub("sevenoaks", "Sevenoaks", "E07000111"),
-    # Shepway until 1 April 2018; ONS kept the code, so older data routes here too.
-    Hub("folkestone-hythe", "Folkestone and Hythe", "E07000112"),
-    Hub("swale", "Swale", "E07000113"),
-    Hub("thanet", "Thanet", "E07000114"),
-    Hub("tonbridge-malling", "Tonbridge and Malling", "E07000115"),
-    Hub("tunbridge-wells", "Tunbridge Wells", "E07000116"),
-)
+KENT_HUBS: tuple[Hub, ...] = tuple(Hub(d.slug, d.name, d.code) for d in KENT_DISTRICTS)
+"""A hub for each of Kent's districts (shared/kent.py, the one table of them)."""
 
 
 class RoutingOutcome(StrEnum):

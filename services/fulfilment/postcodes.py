@@ -24,13 +24,7 @@ from types import MappingProxyType
 import brotli
 import msgpack
 
-from shared.postcode import normalise_postcode
-
-# Every postcode of a Kent or Medway district lies in these areas (checked against
-# the November 2025 directory: ME 23,138, TN 20,513, CT 20,409, DA 7,073, BR 706 —
-# 71,839 in all; BR is Swanley and the Sevenoaks villages, plus 4 in Dartford).
-# RH, SE and CR hold none.
-KENT_AND_MEDWAY_AREAS = frozenset({"BR", "CT", "DA", "ME", "TN"})
+from shared.postcode import KENT_AND_MEDWAY_AREAS, normalise_postcode
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from services.fulfilment.domain import Status
 from services.fulfilment.hubs import Hub, RoutingOutcome, route
 from services.fulfilment.models import assignment_changes, assignments, case_notes, hub_feed, hubs, referrals
 from services.fulfilment.repository import (
-    Assignments,
     assignment_of,
     opened_assignment,
     opened_change,
@@ -39,7 +38,7 @@ async def list_hubs(uow: UnitOfWork) -> list[dict]:
 
 async def get_hub(uow: UnitOfWork, slug: str) -> dict:
     async with uow:
-        return dict(await Assignments(uow).hub(slug))
+        return dict(await uow.assignments.hub(slug))
 
 
 def may_see(by: Principal, hub: str | None) -> bool:
@@ -57,7 +56,7 @@ async def get_assignment(uow: UnitOfWork, *, assignment_id: str, by: Principal) 
             raise NotFound(f"no assignment {assignment_id}")
         keyring = uow.keyring
         row = opened_assignment(row, keyring)
-        referral = await Assignments(uow).referral(row["referral_id"])
+        referral = await uow.assignments.referral(row["referral_id"])
         history = [
             opened_change(h, keyring)
             for h in (
@@ -256,13 +255,13 @@ async def rejected_by_hub(uow: UnitOfWork, *, hub: str, limit: int = 100, offset
 
 async def hub_exists(uow: UnitOfWork, slug: str) -> None:
     async with uow:
-        await Assignments(uow).hub(slug)
+        await uow.assignments.hub(slug)
 
 
 async def read_feed(uow: UnitOfWork, *, hub: str, cursor: int, limit: int) -> dict:
     """A hub's feed after `cursor`, in order; `next_cursor` is where to ask from next time."""
     async with uow:
-        await Assignments(uow).hub(hub)
+        await uow.assignments.hub(hub)
         rows = (
             await uow.session.execute(
                 select(hub_feed.c.seq, hub_feed.c.event)

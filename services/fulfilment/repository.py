@@ -26,6 +26,7 @@ from services.fulfilment.models import (
     hub_feed,
     hubs,
     referrals,
+    tables,
     webhook_deliveries,
 )
 from shared.errors import NotFound
@@ -52,7 +53,7 @@ DOMAIN_COLUMNS = (
 
 
 class Assignments:
-    """The repository behind a unit of work: `Assignments(uow)`, used inside its transaction."""
+    """The repository behind a unit of work: `uow.assignments`, used inside its transaction."""
 
     def __init__(self, uow: UnitOfWork):
         self.uow = uow
@@ -335,3 +336,7 @@ def seal_text(uow: UnitOfWork, text: str | None):
 def postcode_of(personal: dict) -> str | None:
     address = (personal.get("resident") or {}).get("address") or {}
     return address.get("postcode")
+
+
+# `uow.assignments` in every unit of work of this service.
+tables.repositories.update(assignments=Assignments)

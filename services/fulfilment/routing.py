@@ -18,7 +18,7 @@ from services.fulfilment.announcements import Outgoing, announce
 from services.fulfilment.domain import Assignment, Placement, Status
 from services.fulfilment.hubs import Hub, route
 from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
-from services.fulfilment.repository import Assignments, values_of
+from services.fulfilment.repository import values_of
 from shared import tracing
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
@@ -55,7 +55,7 @@ class Routing:
         """
         now = asyncio.get_running_loop().time()
         if self._hubs is None or now - self._hubs_loaded_at > self.hubs_ttl_seconds:
-            self._hubs = await Assignments(uow).hubs()
+            self._hubs = await uow.assignments.hubs()
             self._hubs_loaded_at = now
         return self._hubs
 
@@ -153,7 +153,7 @@ async def route_referrals(
     many referrals. Returns how many assignments were made: none for a referral seen
     before (a redelivery, or a republished copy under another event id).
     """
-    repo = Assignments(uow)
+    repo = uow.assignments
     known = await repo.known_requests([str(r.request_id) for referral in received for r in referral.requests])
     # Known already only if some of its requests are (a copy of the event that carries
     # more requests than the first): otherwise no need to look.

@@ -34,7 +34,7 @@ from services.fulfilment.reading import (
     rejected_by_hub,
     request_status,
 )
-from services.fulfilment.repository import Assignments, assignment_of
+from services.fulfilment.repository import assignment_of
 from services.fulfilment.routing import Routing, route_referral, route_referrals
 from services.fulfilment.sla import EscalationScheduler, escalate_overdue
 from shared.auth import Principal
@@ -81,7 +81,7 @@ async def seed_hubs(uow: UnitOfWork) -> None:
     """The 12 district hubs and their feed counters, added where missing (administrators edit them)."""
     async with uow:
         now = uow.now()
-        await Assignments(uow).seed_hubs(
+        await uow.assignments.seed_hubs(
             [
                 {
                     "slug": h.slug,
@@ -106,12 +106,12 @@ async def change_hub(uow: UnitOfWork, *, slug: str, values: dict, by: Principal)
             raise ValidationFailed(errors)
         values["sla"] = values["sla"] or {}
     async with uow:
-        await Assignments(uow).hub(slug)
+        await uow.assignments.hub(slug)
         if values:
             await uow.session.execute(
                 update(hubs).where(hubs.c.slug == slug).values(**values, updated_at=uow.now(), updated_by=by.subject)
             )
-        row = dict(await Assignments(uow).hub(slug))
+        row = dict(await uow.assignments.hub(slug))
         if row["webhook_url"] and not row["webhook_secret"]:
             # An unsigned webhook would let anyone post "assignments" to the hub.
             raise ValidationFailed([{"field": "webhook_secret", "reason": "is required with a webhook_url"}])
@@ -139,7 +139,7 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
     then goes where the new postcode says).
     """
     referral_id = str(amended.referral_id)
-    repo = Assignments(uow)
+    repo = uow.assignments
     current = await repo.referral(referral_id)
     if current is None:
         log.warning("amendment of referral %s, which fulfilment never received; ignored", referral_id)
@@ -223,7 +223,7 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
 
 async def cancel_request(uow: UnitOfWork, cancelled: RequestCancelledV1, *, topics: Topics) -> None:
     """The resident's request was cancelled: close its assignment, and tell the hub that held it."""
-    repo = Assignments(uow)
+    repo = uow.assignments
     rows = await repo.locked(assignments.c.request_id == str(cancelled.request_id))
     if not rows:
         log.warning("cancellation of request %s, which fulfilment never received; ignored", cancelled.request_id)
@@ -265,7 +265,7 @@ async def transition(
     is_admin = "assignments:admin" in by.scopes
     domain.check_actor_may(request.to, role_is_admin=is_admin)
     async with uow:
-        repo = Assignments(uow)
+        repo = uow.assignments
         row = await visible_for_change(uow, assignment_id, by=by)
         a = assignment_of(row)
         now = uow.now()
@@ -371,7 +371,7 @@ async def set_follow_up(uow: UnitOfWork, *, assignment_id: str, by: Principal, f
 
 
 async def visible_for_change(uow: UnitOfWork, assignment_id: str, *, by: Principal):
-    rows = await Assignments(uow).locked(assignments.c.id == assignment_id)
+    rows = await uow.assignments.locked(assignments.c.id == assignment_id)
     if not rows or not may_see(by, rows[0]["hub"]):
         raise NotFound(f"no assignment {assignment_id}")
     return rows[0]

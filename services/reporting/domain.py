@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.kent import KENT_DISTRICTS as KENT_DISTRICT_TABLE
+
 if TYPE_CHECKING:
     from shared.events import AssignmentEscalatedV1, AssignmentStatusChangedV1, RequestCancelledV1, RequestReceivedV1
 
@@ -27,21 +29,8 @@ ALL_DISTRICTS = "*"
 UNKNOWN = "unknown"
 OUT_OF_AREA = "out-of-area"
 
-# ONS district codes of the 12 Kent hubs (the public ids are the slugs).
-KENT_DISTRICTS: dict[str, str] = {
-    "E07000105": "ashford",
-    "E07000106": "canterbury",
-    "E07000107": "dartford",
-    "E07000108": "dover",
-    "E07000109": "gravesham",
-    "E07000110": "maidstone",
-    "E07000111": "sevenoaks",
-    "E07000112": "folkestone-hythe",
-    "E07000113": "swale",
-    "E07000114": "thanet",
-    "E07000115": "tonbridge-malling",
-    "E07000116": "tunbridge-wells",
-}
+# ONS district codes of the 12 Kent hubs (the public ids are the slugs): shared/kent.py's table.
+KENT_DISTRICTS: dict[str, str] = {district.code: district.slug for district in KENT_DISTRICT_TABLE}
 DISTRICTS = (*sorted(KENT_DISTRICTS.values()), OUT_OF_AREA, UNKNOWN)
 
 RECEIVED = "received"

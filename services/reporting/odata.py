@@ -111,6 +111,7 @@ def tokenize(text: str) -> list[Token]:
         if not match:
             raise ODataError("$filter", f"unexpected character {text[position]!r} at position {position + 1}")
         kind = match.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         if kind != "space":
             tokens.append(Token(kind, match.group(), position + 1))
         position = match.end()
@@ -144,6 +145,11 @@ class FilterParser:
     def peek(self, ahead: int = 0) -> Token | None:
         at = self.index + ahead
         return self.tokens[at] if at < len(self.tokens) else None
+
+    def at(self, kind: str) -> bool:
+        """Whether the next token is of this kind."""
+        token = self.peek()
+        return token is not None and token.kind == kind
 
     def take(self, kind: str | None = None, text: str | None = None) -> Token:
         token = self.peek()
@@ -229,7 +235,7 @@ class FilterParser:
         self.take("open")
         self.deeper()
         arguments = [self.value()]
-        while self.peek() is not None and self.peek().kind == "comma":
+        while self.at("comma"):
             self.index += 1
             arguments.append(self.value())
         self.take("close")
@@ -302,15 +308,16 @@ class FilterParser:
             raise ODataError("$filter", "in needs a property on its left")
         self.take("open")
         values = [self.operand()]
-        while self.peek() is not None and self.peek().kind == "comma":
+        while self.at("comma"):
             self.index += 1
             values.append(self.operand())
             if len(values) > MAX_IN_VALUES:
                 raise ODataError("$filter", f"in takes at most {MAX_IN_VALUES} values")
         self.take("close")
-        if any(not isinstance(v, Literal) or v.kind == "null" for v in values):
+        literals = [v for v in values if isinstance(v, Literal) and v.kind != "null"]
+        if len(literals) != len(values):
             raise ODataError("$filter", "in takes values, not properties or null")
-        return left.sql.in_([_coerce(left, v) for v in values])
+        return left.sql.in_([_coerce(left, v) for v in literals])
 
     def compare(self, left, operator: str, right) -> ColumnElement:
         if isinstance(left, Literal) and isinstance(right, Expr):
@@ -388,7 +395,7 @@ def _coerce(prop: Expr, literal: Literal):
         )
     if prop.edm in ("Edm.Int64", "Edm.Int32") and isinstance(literal.value, float) and literal.value.is_integer():
         return int(literal.value)  # 5.0 from a decimal column in Power Query: the whole number 5
-    if prop.edm == "Edm.DateTimeOffset" and literal.kind == "date":
+    if prop.edm == "Edm.DateTimeOffset" and literal.kind == "date" and isinstance(literal.value, date):
         return datetime(literal.value.year, literal.value.month, literal.value.day, tzinfo=UTC)
     return literal.value
 

@@ -1,4 +1,4 @@
-"""Use cases: fold events into the read models, answer figures, rebuild by replaying topics."""
+"""Use cases: fold events into the read models, and rebuild them by replaying topics (the figures: figures.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
@@ -247,189 +247,6 @@ async def clear(uow: UnitOfWork, *, inbox, consumer: str) -> None:
     await uow.session.execute(delete(inbox).where(inbox.c.consumer == consumer))
 
 
-# Figures
-
-
-async def state(uow: UnitOfWork, model: str) -> tuple[int, datetime | None]:
-    """(version, last change) of a read model: what ETag and Last-Modified are made from."""
-    async with uow:
-        row = (
-            await uow.session.execute(
-                select(projection_state.c.version, projection_state.c.updated_at).where(
-                    projection_state.c.model == model
-                )
-            )
-        ).first()
-    return (row.version, row.updated_at) if row else (0, None)
-
-
-def _range(query, column, span: domain.DateRange):
-    if span.start is not None:
-        query = query.where(column >= span.start)
-    if span.end is not None:
-        query = query.where(column < span.end)
-    return query
-
-
-async def request_counts_by(
-    uow: UnitOfWork,
-    *,
-    dimension: str,
-    by_day: bool = False,
-    by_district: bool = False,
-    span: domain.DateRange,
-    district: str | None,
-) -> list[dict]:
-    """Counts from the aggregates: by a dimension's values, or by day/district (summing `dimension`)."""
-    c = request_counts.c
-    if by_district:
-        key = c.district
-        where_district = c.district != domain.ALL_DISTRICTS
-        if district:
-            where_district = c.district == district
-    else:
-        key = c.day if by_day else c.value
-        where_district = c.district == (district or domain.ALL_DISTRICTS)
-    query = (
-        select(key.label("key"), func.sum(c.count).label("count"))
-        .where(c.dimension == dimension, where_district)
-        .group_by(key)
-        .order_by(key)
-    )
-    query = _range(query, c.day, span)
-    async with uow:
-        rows = (await uow.session.execute(query)).all()
-    return [{"key": row.key, "count": int(row.count)} for row in rows if row.count]
-
-
-async def daily_by(uow: UnitOfWork, *, dimension: str, span: domain.DateRange, district: str | None) -> list[dict]:
-    """Counts by day and a dimension's value: the stacked chart."""
-    c = request_counts.c
-    query = (
-        select(c.day, c.value, c.count)
-        .where(c.dimension == dimension, c.district == (district or domain.ALL_DISTRICTS), c.count > 0)
-        .order_by(c.day, c.value)
-    )
-    query = _range(query, c.day, span)
-    async with uow:
-        rows = (await uow.session.execute(query)).all()
-    return [{"day": row.day, "value": row.value, "count": int(row.count)} for row in rows]
-
-
-def _fact_filters(query, span: domain.DateRange, district: str | None):
-    query = _range(query, request_facts.c.received_day, span)
-    if district:
-        query = query.where(request_facts.c.district == district)
-    return query
-
-
-async def timings(uow: UnitOfWork, *, span: domain.DateRange, district: str | None) -> list[dict]:
-    """Time to accept and to fulfil, in hours: median and p90, from the facts (exact)."""
-    f = request_facts.c
-    async with uow:
-        accepted = (
-            await uow.session.execute(
-                _fact_filters(select(f.received_at, f.accepted_at).where(f.accepted_at.is_not(None)), span, district)
-            )
-        ).all()
-        fulfilled = (
-            await uow.session.execute(
-                _fact_filters(
-                    select(f.received_at, f.closed_at).where(f.status == "fulfilled", f.closed_at.is_not(None)),
-                    span,
-                    district,
-                )
-            )
-        ).all()
-    rows = []
-    for measure, pairs in (("accept", accepted), ("fulfil", fulfilled)):
-        hours = sorted((end - start).total_seconds() / 3600 for start, end in pairs)
-        median, p90 = domain.percentile(hours, 0.5), domain.percentile(hours, 0.9)
-        rows.append(
-            {
-                "measure": measure,
-                "count": len(hours),
-                "median_hours": None if median is None else round(median, 3),
-                "p90_hours": None if p90 is None else round(p90, 3),
-            }
-        )
-    return rows
-
-
-async def backlog(uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime) -> list[dict]:
-    """Open requests by how long they have waited since they came in."""
-    f = request_facts.c
-    query = _fact_filters(
-        select(f.received_at).where(f.status.not_in(domain.CLOSED), f.received_at.is_not(None)), span, district
-    )
-    async with uow:
-        received = (await uow.session.execute(query)).scalars().all()
-    counts: Counter = Counter()
-    oldest: dict[str, datetime] = {}  # each band's own oldest request
-    for at in received:
-        band = domain.age_band(now - at)
-        counts[band] += 1
-        if band not in oldest or at < oldest[band]:
-            oldest[band] = at
-    return [
-        {
-            "age": label,
-            "count": counts.get(label, 0),
-            "oldest_hours": round((now - oldest[label]).total_seconds() / 3600, 3) if label in oldest else None,
-        }
-        for _, label in domain.BACKLOG_AGES
-    ]
-
-
-ACCEPT_STAGE = ("routed", "triage", "out_of_area")
-FULFIL_STAGE = ("accepted", "in_progress")
-
-
-async def overdue_now(
-    uow: UnitOfWork, *, span: domain.DateRange, district: str | None, now: datetime
-) -> dict[str, int]:
-    """Open requests past a deadline now, by the deadline they wait on: each counted once.
-
-    Beside the breaches (escalated when a deadline passed): a backfilled case's deadline
-    passed before it was recorded, so it was never escalated, and is overdue all the same.
-    """
-    f = request_facts.c
-    waiting_accept = f.status.in_(ACCEPT_STAGE) & (f.accept_due_at < now)
-    waiting_fulfil = (
-        f.status.in_(FULFIL_STAGE) | (f.status.in_(ACCEPT_STAGE) & ~func.coalesce(waiting_accept, False))
-    ) & (f.fulfil_due_at < now)
-    query = _fact_filters(
-        select(
-            func.count().filter(waiting_accept),
-            func.count().filter(waiting_fulfil),
-        ).select_from(request_facts),
-        span,
-        district,
-    )
-    async with uow:
-        accept, fulfil = (await uow.session.execute(query)).one()
-    return {"accept": accept or 0, "fulfil": fulfil or 0}
-
-
-async def actions(uow: UnitOfWork) -> list[dict]:
-    async with uow:
-        rows = (
-            await uow.session.execute(select(action_facts).order_by(action_facts.c.cell, action_facts.c.number))
-        ).all()
-    return [dict(row._mapping) for row in rows]
-
-
-def day_range(span: domain.DateRange, days: list[date]) -> list[date]:
-    """Every day from the range's start (or the first day seen) to its end: days with none show 0."""
-    if not days and (span.start is None or span.end is None):
-        return []
-    first = span.start or min(days)
-    last = (span.end - timedelta(days=1)) if span.end else max(days)
-    if (last - first).days > 3660:
-        last = first + timedelta(days=3660)
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 class ReplayRefused(Exception):
     """The topics cannot rebuild the figures held: replaying them would lose figures. Says why and what to do."""
 
@@ -574,29 +391,3 @@ async def _project_into(uow: UnitOfWork, events: list[CloudEvent], *, inbox, con
     if fresh:
         await project(uow, fresh)
     return len(fresh)
-
-
-async def odata_page(uow: UnitOfWork, *, table, where, after, columns, order, offset: int, limit: int, count: bool):
-    """One page of an OData entity set (the rows `after` the last one sent), and the total matching when asked."""
-    query = select(*columns).select_from(table)
-    if where is not None:
-        query = query.where(where)
-    if after is not None:
-        query = query.where(after)
-    query = query.order_by(*order)
-    async with uow:
-        rows = (await uow.session.execute(query.offset(offset).limit(limit))).all()
-        total = await _count(uow, table, where) if count else None
-    return rows, total
-
-
-async def odata_count(uow: UnitOfWork, *, table, where) -> int:
-    async with uow:
-        return await _count(uow, table, where)
-
-
-async def _count(uow: UnitOfWork, table, where) -> int:
-    counting = select(func.count()).select_from(table)
-    if where is not None:
-        counting = counting.where(where)
-    return await uow.session.scalar(counting)

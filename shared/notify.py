@@ -392,6 +392,33 @@ class LocalLog:
             out.write(("\n" if torn else "") + line + "\n")  # a line torn by a crash stays a line of its own
         return notify_id
 
+    async def forget(self, references: set[str]) -> int:
+        """Erasure: the address and placeholders of these messages blanked in the file; returns how many lines.
+
+        Each line is overwritten in place with one of the same length (the JSON padded with spaces), so a
+        process appending to the file meanwhile (another service's worker) loses nothing.
+        """
+        if not references or not self.path.exists():
+            return 0
+        blanked = 0
+        with self.path.open("r+b") as log_file:
+            offset = 0
+            for line in log_file.read().split(b"\n"):
+                start, offset = offset, offset + len(line) + 1
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(entry, dict) or entry.get("reference") not in references or not entry.get("to"):
+                    continue
+                entry.update(to="", personalisation={})
+                plain = json.dumps(entry).encode()
+                if len(plain) <= len(line):
+                    log_file.seek(start)
+                    log_file.write(plain.ljust(len(line)))
+                    blanked += 1
+        return blanked
+
     async def find(self, reference: str) -> str | None:
         if not self.path.exists():
             return None
@@ -612,6 +639,58 @@ async def delivery_log(session: AsyncSession, tables: tuple[Table, Table], *, li
         }
         for row in rows
     ]
+
+
+# --- the delivery log over HTTP ---------------------------------------------------------------
+
+
+class AttemptOut(BaseModel):
+    at: datetime
+    outcome: str
+    """sent, found (an earlier attempt had sent it: not sent again), refused, retry, gave-up."""
+    status_code: int | None = None
+    detail: str | None = None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    reference: str
+    """As given to GOV.UK Notify: look it up there by this."""
+    channel: str
+    recipient: str
+    """The address; `(sealed)` for a resident's (sealed at rest, never shown); empty once erased."""
+    template: str
+    about: str | None = None
+    status: str
+    """pending, sending (an attempt's outcome unknown until its lease ends), sent, failed."""
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None = None
+    notify_id: str | None = None
+    last_error: str | None = None
+    log: list[AttemptOut]
+
+
+def delivery_log_router(tables: tuple[Table, Table], *, scope: str, summary: str) -> Any:
+    """`GET /v1/notifications`: the newest messages, each with every attempt to send it, for callers with `scope`."""
+    from typing import Annotated
+
+    from fastapi import APIRouter, Depends, Query, Request
+
+    from shared.auth import Principal, require
+
+    router = APIRouter(prefix="/v1", tags=["notifications"])
+
+    @router.get("/notifications", response_model=list[NotificationOut], summary=summary)
+    async def notification_log(
+        request: Request,
+        by: Annotated[Principal, Depends(require(scope))],
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        async with request.app.state.runtime.uow(reading=True) as uow:
+            return await delivery_log(uow.session, tables, limit=limit)
+
+    return router
 
 
 # --- a process of its own ---------------------------------------------------------------------

@@ -57,6 +57,8 @@ class FulfilmentSettings(ServiceSettings, NotifySettings):
     `FULFILMENT_NOTIFY_*` settings; with no API key, to var/notifications.log)."""
     notify_recent_hours: float = 24.0
     """An event older than this tells no one: a replay or a demo's backfill is not news."""
+    staff_seen_every_seconds: float = 300.0
+    """How often a hub worker's calls refresh their entry in the hub's staff directory (`last_seen_at`)."""
     case_url: str = "http://127.0.0.1:8005/hub/cases/{id}"
     """The hub's page of a case, linked from the emails; `{id}` is the assignment's id."""
 
@@ -116,6 +118,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         on_startup=on_startup,
     )
     runtime = app.state.runtime
+    app.add_middleware(assignees.StaffSeen, uow_factory=runtime.uow, every_seconds=settings.staff_seen_every_seconds)
     app.state.routing = routing
     app.state.metrics.add_source(lambda: assignment_families(runtime.db))
     app.state.scheduler = service.EscalationScheduler(

@@ -21,8 +21,10 @@ def test_topics(unique: str) -> Topics:
     )
 
 
-def token(settings, role: str, *, hub: str | None = None, subject: str | None = None) -> dict[str, str]:
-    """An Authorization header for `role`, signed with the test's key."""
+def token(
+    settings, role: str, *, hub: str | None = None, subject: str | None = None, name: str | None = None
+) -> dict[str, str]:
+    """An Authorization header for `role`, signed with the test's key (`name`: the person's `name` claim)."""
     value = mint_token(
         signing_key=settings.signing_key(),
         role=role,
@@ -30,6 +32,7 @@ def token(settings, role: str, *, hub: str | None = None, subject: str | None = 
         subject=subject,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        name=name,
     )
     return {"Authorization": f"Bearer {value}"}
 

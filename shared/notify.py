@@ -41,9 +41,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 
 import orjson
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import (
     Column,
@@ -62,6 +63,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth import Principal, require
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
@@ -671,14 +673,8 @@ class NotificationOut(BaseModel):
     log: list[AttemptOut]
 
 
-def delivery_log_router(tables: tuple[Table, Table], *, scope: str, summary: str) -> Any:
+def delivery_log_router(tables: tuple[Table, Table], *, scope: str, summary: str) -> APIRouter:
     """`GET /v1/notifications`: the newest messages, each with every attempt to send it, for callers with `scope`."""
-    from typing import Annotated
-
-    from fastapi import APIRouter, Depends, Query, Request
-
-    from shared.auth import Principal, require
-
     router = APIRouter(prefix="/v1", tags=["notifications"])
 
     @router.get("/notifications", response_model=list[NotificationOut], summary=summary)

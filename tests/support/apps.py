@@ -45,3 +45,23 @@ async def running(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+def record_of(topic: str, event, *, offset: int = 0):
+    """A CloudEvent as a consumer fetches it from `topic` (keyed by its subject), to hand to `EventConsumer.process`."""
+    from aiokafka.structs import ConsumerRecord
+
+    value = event.to_bytes()
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=event.subject.encode(),
+        value=value,
+        checksum=None,
+        serialized_key_size=len(event.subject),
+        serialized_value_size=len(value),
+        headers=(),
+    )

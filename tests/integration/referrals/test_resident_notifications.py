@@ -9,7 +9,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -21,7 +20,7 @@ from shared.crypto import is_sealed
 from shared.db import Database
 from shared.events import AssignmentStatusChangedV1
 from tests.integration.referrals.conftest import referral_body
-from tests.support.apps import running, token
+from tests.support.apps import record_of, running, token
 from tests.support.notify import API_KEY, serving_notify
 from tests.support.waiting import eventually
 
@@ -94,22 +93,7 @@ async def progress(app, referral: dict, request_index: int, status: str, *, even
         topics=[settings.topics.assignment_status],
         handlers=notifications.told_of_progress(handlers.status_handlers(), recent=timedelta(hours=24)),
     )
-    value = event.to_bytes()
-    await consumer.process(
-        ConsumerRecord(
-            topic=settings.topics.assignment_status,
-            partition=0,
-            offset=0,
-            timestamp=0,
-            timestamp_type=0,
-            key=event.subject.encode(),
-            value=value,
-            checksum=None,
-            serialized_key_size=len(event.subject),
-            serialized_value_size=len(value),
-            headers=(),
-        )
-    )
+    await consumer.process(record_of(settings.topics.assignment_status, event))
     return event
 
 

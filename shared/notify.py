@@ -63,7 +63,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.auth import Principal, require
+from shared.auth import require
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
@@ -677,11 +677,15 @@ def delivery_log_router(tables: tuple[Table, Table], *, scope: str, summary: str
     """`GET /v1/notifications`: the newest messages, each with every attempt to send it, for callers with `scope`."""
     router = APIRouter(prefix="/v1", tags=["notifications"])
 
-    @router.get("/notifications", response_model=list[NotificationOut], summary=summary)
+    # The scope as a route dependency: a parameter's annotation could not name this function's `scope`.
+    @router.get(
+        "/notifications",
+        response_model=list[NotificationOut],
+        summary=summary,
+        dependencies=[Depends(require(scope))],
+    )
     async def notification_log(
-        request: Request,
-        by: Annotated[Principal, Depends(require(scope))],
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100
     ) -> list[dict[str, Any]]:
         async with request.app.state.runtime.uow(reading=True) as uow:
             return await delivery_log(uow.session, tables, limit=limit)

@@ -376,9 +376,7 @@ async def hub_staff_list(uow: UnitOfWork, *, hub: str) -> list[dict]:
     """The hub's workers fulfilment has seen (each signed-in call records its caller), by name."""
     async with uow:
         rows = (await uow.session.execute(select(hub_staff).where(hub_staff.c.hub == hub))).mappings().all()
-    people = [
-        {"id": r["subject"], "name": r["name"] or r["subject"], "last_seen_at": r["last_seen_at"]} for r in rows
-    ]
+    people = [{"id": r["subject"], "name": r["name"] or r["subject"], "last_seen_at": r["last_seen_at"]} for r in rows]
     return sorted(people, key=lambda person: (person["name"].lower(), person["id"]))
 
 
@@ -593,9 +591,7 @@ async def queue(
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
-    resident: Annotated[
-        str | None, Query(max_length=36, description="one resident's cases (merges followed)")
-    ] = None,
+    resident: Annotated[str | None, Query(max_length=36, description="one resident's cases (merges followed)")] = None,
     sort: Annotated[
         Literal["urgency", "due", "routed"],
         Query(description="urgency (then the next deadline), due (the next deadline first), routed (oldest first)"),

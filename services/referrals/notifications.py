@@ -90,7 +90,9 @@ def reactions(*, recent: timedelta, sender: Sender, tell: bool = True) -> dict[s
         if isinstance(sender, LocalLog):  # the embedded default's stand-in for Notify keeps no more than Notify would
             await sender.forget(references)
 
-    return {ReferralReceivedV1.type: received, ResidentErasedV1.type: erased} if tell else {ResidentErasedV1.type: erased}
+    return (
+        {ReferralReceivedV1.type: received, ResidentErasedV1.type: erased} if tell else {ResidentErasedV1.type: erased}
+    )
 
 
 async def help_arranged(uow: UnitOfWork, event: AssignmentStatusChangedV1, *, recent: timedelta) -> None:

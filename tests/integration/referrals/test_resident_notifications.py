@@ -136,7 +136,10 @@ async def test_a_resident_who_agreed_gets_their_reference_by_text_then_once_that
         stored = await rows(settings)
     assert reference["phone_number"] == MOBILE_E164
     assert reference["template"]["id"] == TEMPLATES["resident-reference-sms"]
-    assert reference["personalisation"] == {"reference": referral["reference"], "help": "food and prescription collection"}
+    assert reference["personalisation"] == {
+        "reference": referral["reference"],
+        "help": "food and prescription collection",
+    }
     arranged = texts[1:]
     assert [t["template"]["id"] for t in arranged] == [TEMPLATES["resident-help-arranged-sms"]] * 2
     assert [t["personalisation"]["help"] for t in arranged] == ["food", "prescription collection"]
@@ -212,6 +215,8 @@ async def test_erasure_blanks_the_residents_messages_in_the_delivery_log_and_the
     assert all(MOBILE_E164 in line for line in before) and referral["reference"] in before[0]
     after = log_file.read_text()
     assert MOBILE_E164 not in after and "Margaret" not in after and referral["reference"] not in after
-    assert [json.loads(line)["reference"] for line in after.splitlines()] == [json.loads(b)["reference"] for b in before]
+    assert [json.loads(line)["reference"] for line in after.splitlines()] == [
+        json.loads(b)["reference"] for b in before
+    ]
     assert [(r["recipient"], r["personalisation"], r["status"]) for r in stored] == [(b"", b"{}", "sent")] * 2
     assert [(m["status"], m["recipient"]) for m in logged] == [("sent", ""), ("sent", "")]

@@ -77,7 +77,9 @@ async def test_two_duplicate_residents_merged_then_erased_leave_nothing_of_eithe
     start_service, broker, unique, databases, tmp_path
 ):
     topics = test_topics(unique)
-    await ensure_topics(broker.bootstrap_servers, {topics.referrals: 1, topics.request_stats: 1, topics.assignment_status: 1})
+    await ensure_topics(
+        broker.bootstrap_servers, {topics.referrals: 1, topics.request_stats: 1, topics.assignment_status: 1}
+    )
     fast = {"run_relay": True, "run_consumers": True, "outbox_poll_seconds": 0.1}
     async with (
         start_service(

@@ -24,6 +24,7 @@ from tests.support.apps import record_of, running, token
 from tests.support.notify import API_KEY, serving_notify
 from tests.support.waiting import eventually
 
+SERVICE = "referrals"
 TEMPLATES = {name: str(uuid.uuid4()) for name in notifications.TEMPLATES}
 MOBILE, MOBILE_E164 = "07911 123456", "+447911123456"
 
@@ -176,7 +177,7 @@ async def test_notifys_answers_a_bad_number_fails_once_429_and_500_are_retried_a
         first = await post(client, settings)
         await eventually(sent(notify, 1))
         notify.fail_next(400)
-        await post(client, settings, phone="07911 654321")
+        await post(client, settings, phone="07911 123457")
 
         async def settled():
             found = await rows(settings)

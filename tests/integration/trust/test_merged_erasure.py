@@ -32,7 +32,7 @@ MARGARET = {
 }
 MAGGIE = {
     "name": "Maggie Jones",
-    "phone": "07911 654321",
+    "phone": "07911 123457",
     "email": "maggie.jones@example.org",
     "address": {"line1": "12 Northdown Rd", "town": "Margate", "postcode": "CT9 2RN"},
     "contact_preference": "text",
@@ -47,7 +47,7 @@ SECRETS = (
     "Maggie",
     "Jones",
     "7911123456",
-    "7911654321",
+    "7911123457",
     "margaret.jones@example.org",
     "maggie.jones@example.org",
     "Northdown",

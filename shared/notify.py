@@ -274,6 +274,15 @@ class SenderSettings(Protocol):
     var_dir: Path
 
 
+class WorkerSettings(SenderSettings, Protocol):
+    """What `NotificationWorker.from_settings` reads."""
+
+    notify_templates: dict[str, str]
+    notify_poll_seconds: float
+    notify_max_attempts: int
+    notify_backoff_seconds: float
+
+
 def sender_from_settings(settings: SenderSettings) -> Sender:
     key = settings.notify_api_key.get_secret_value()
     if key:
@@ -474,6 +483,23 @@ class NotificationWorker(StopsBetweenRounds):
         self.clock = clock
         self.lease = timedelta(seconds=timeout_seconds * 2 + 5)
         """Longer than any call: when it runs out, an attempt in flight has ended, one way or the other."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: WorkerSettings, *, db: Database, tables: tuple[Table, Table], keyring: Keyring | None
+    ) -> NotificationWorker:
+        """The worker as a service's `NotifySettings` describe it (its sender, templates, polling and retries)."""
+        return cls(
+            db=db,
+            tables=tables,
+            sender=sender_from_settings(settings),
+            templates=settings.notify_templates,
+            poll_seconds=settings.notify_poll_seconds,
+            timeout_seconds=settings.notify_timeout_seconds,
+            max_attempts=settings.notify_max_attempts,
+            backoff_seconds=settings.notify_backoff_seconds,
+            keyring=keyring,
+        )
 
     async def run(self) -> None:
         self.started()

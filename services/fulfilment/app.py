@@ -19,7 +19,7 @@ from services.fulfilment.webhooks import WebhookDispatcher
 from shared.app import Runtime, create_service_app
 from shared.bus import ensure_topics
 from shared.kafka_security import KafkaSecurity
-from shared.notify import NotificationWorker, NotifySettings, sender_from_settings
+from shared.notify import NotificationWorker, NotifySettings
 from shared.settings import PORTS, ServiceSettings
 from shared.spec import ServiceSpec
 
@@ -139,16 +139,8 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         runtime.reactions.update(
             notifications.reactions(case_url=settings.case_url, recent=timedelta(hours=settings.notify_recent_hours))
         )
-    app.state.notifier = NotificationWorker(
-        db=runtime.db,
-        tables=notifications.TABLES,
-        sender=sender_from_settings(settings),
-        templates=settings.notify_templates,
-        poll_seconds=settings.notify_poll_seconds,
-        timeout_seconds=settings.notify_timeout_seconds,
-        max_attempts=settings.notify_max_attempts,
-        backoff_seconds=settings.notify_backoff_seconds,
-        keyring=runtime.keyring,
+    app.state.notifier = NotificationWorker.from_settings(
+        settings, db=runtime.db, tables=notifications.TABLES, keyring=runtime.keyring
     )
     return app
 

@@ -42,7 +42,7 @@ class ReferralsSettings(ServiceSettings, NotifySettings):
 def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     settings = settings or ReferralsSettings()
     recent = timedelta(hours=settings.notify_recent_hours)
-    sender = sender_from_settings(settings)
+    sender = sender_from_settings(settings)  # the erasure reaction's: it scrubs the local log the worker writes
 
     async def on_startup(runtime: Runtime) -> None:
         await service.seed_request_types(runtime.uow())
@@ -71,16 +71,8 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     app.state.request_types = service.RequestTypes()
     runtime = app.state.runtime
     runtime.reactions.update(notifications.reactions(recent=recent, sender=sender, tell=settings.notify_residents))
-    app.state.notifier = NotificationWorker(
-        db=runtime.db,
-        tables=notifications.TABLES,
-        sender=sender,
-        templates=settings.notify_templates,
-        poll_seconds=settings.notify_poll_seconds,
-        timeout_seconds=settings.notify_timeout_seconds,
-        max_attempts=settings.notify_max_attempts,
-        backoff_seconds=settings.notify_backoff_seconds,
-        keyring=runtime.keyring,
+    app.state.notifier = NotificationWorker.from_settings(
+        settings, db=runtime.db, tables=notifications.TABLES, keyring=runtime.keyring
     )
     # The "create" audit record commits with the referral: no second transaction per referral.
     app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, audit=runtime.audit)

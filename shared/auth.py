@@ -72,6 +72,8 @@ class Principal:
     role: str
     scopes: frozenset[str]
     hub: str | None = None
+    name: str | None = field(default=None, compare=False)
+    """The person's name as colleagues know it: the token's `name` claim (OpenID Connect's), if it has one."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,14 @@ def principal_from_claims(claims: dict[str, Any], names: Claims = Claims()) -> P
     # Several roles name the caller as all of them, in a fixed order (the audit trail's `role`).
     role = "+".join(sorted(roles, key=ROLES.index))
     scopes = frozenset().union(*(ROLE_SCOPES[r] for r in roles))
-    return Principal(subject=str(claims["sub"]), role=role, scopes=scopes, hub=next(iter(hubs), None))
+    name = claims.get("name")
+    return Principal(
+        subject=str(claims["sub"]),
+        role=role,
+        scopes=scopes,
+        hub=next(iter(hubs), None),
+        name=(name.strip()[:200] or None) if isinstance(name, str) else None,
+    )
 
 
 class UnknownSigningKey(Exception):
@@ -349,8 +358,9 @@ def mint_token(
     issuer: str,
     audience: str,
     ttl_seconds: int = 12 * 3600,
+    name: str | None = None,
 ) -> str:
-    """A development token (HS256) for `role`; hub staff need their hub's slug."""
+    """A development token (HS256) for `role`; hub staff need their hub's slug; `name` as colleagues know them."""
     if role not in ROLE_SCOPES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if role == "hub" and not hub:
@@ -366,6 +376,8 @@ def mint_token(
     }
     if hub:
         claims["hub"] = hub
+    if name:
+        claims["name"] = name
     return jwt.encode(claims, signing_key, algorithm="HS256")
 
 

@@ -41,9 +41,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 
 import orjson
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import (
     Column,
@@ -62,6 +63,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth import require
 from shared.crypto import Keyring, is_sealed
 from shared.db import BigId, Database, UtcDateTime, utcnow
 from shared.lifecycle import StopsBetweenRounds
@@ -272,6 +274,15 @@ class SenderSettings(Protocol):
     var_dir: Path
 
 
+class WorkerSettings(SenderSettings, Protocol):
+    """What `NotificationWorker.from_settings` reads."""
+
+    notify_templates: dict[str, str]
+    notify_poll_seconds: float
+    notify_max_attempts: int
+    notify_backoff_seconds: float
+
+
 def sender_from_settings(settings: SenderSettings) -> Sender:
     key = settings.notify_api_key.get_secret_value()
     if key:
@@ -392,6 +403,33 @@ class LocalLog:
             out.write(("\n" if torn else "") + line + "\n")  # a line torn by a crash stays a line of its own
         return notify_id
 
+    async def forget(self, references: set[str]) -> int:
+        """Erasure: the address and placeholders of these messages blanked in the file; returns how many lines.
+
+        Each line is overwritten in place with one of the same length (the JSON padded with spaces), so a
+        process appending to the file meanwhile (another service's worker) loses nothing.
+        """
+        if not references or not self.path.exists():
+            return 0
+        blanked = 0
+        with self.path.open("r+b") as log_file:
+            offset = 0
+            for line in log_file.read().split(b"\n"):
+                start, offset = offset, offset + len(line) + 1
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(entry, dict) or entry.get("reference") not in references or not entry.get("to"):
+                    continue
+                entry.update(to="", personalisation={})
+                plain = json.dumps(entry).encode()
+                if len(plain) <= len(line):
+                    log_file.seek(start)
+                    log_file.write(plain.ljust(len(line)))
+                    blanked += 1
+        return blanked
+
     async def find(self, reference: str) -> str | None:
         if not self.path.exists():
             return None
@@ -445,6 +483,23 @@ class NotificationWorker(StopsBetweenRounds):
         self.clock = clock
         self.lease = timedelta(seconds=timeout_seconds * 2 + 5)
         """Longer than any call: when it runs out, an attempt in flight has ended, one way or the other."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: WorkerSettings, *, db: Database, tables: tuple[Table, Table], keyring: Keyring | None
+    ) -> NotificationWorker:
+        """The worker as a service's `NotifySettings` describe it (its sender, templates, polling and retries)."""
+        return cls(
+            db=db,
+            tables=tables,
+            sender=sender_from_settings(settings),
+            templates=settings.notify_templates,
+            poll_seconds=settings.notify_poll_seconds,
+            timeout_seconds=settings.notify_timeout_seconds,
+            max_attempts=settings.notify_max_attempts,
+            backoff_seconds=settings.notify_backoff_seconds,
+            keyring=keyring,
+        )
 
     async def run(self) -> None:
         self.started()
@@ -612,6 +667,56 @@ async def delivery_log(session: AsyncSession, tables: tuple[Table, Table], *, li
         }
         for row in rows
     ]
+
+
+# --- the delivery log over HTTP ---------------------------------------------------------------
+
+
+class AttemptOut(BaseModel):
+    at: datetime
+    outcome: str
+    """sent, found (an earlier attempt had sent it: not sent again), refused, retry, gave-up."""
+    status_code: int | None = None
+    detail: str | None = None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    reference: str
+    """As given to GOV.UK Notify: look it up there by this."""
+    channel: str
+    recipient: str
+    """The address; `(sealed)` for a resident's (sealed at rest, never shown); empty once erased."""
+    template: str
+    about: str | None = None
+    status: str
+    """pending, sending (an attempt's outcome unknown until its lease ends), sent, failed."""
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None = None
+    notify_id: str | None = None
+    last_error: str | None = None
+    log: list[AttemptOut]
+
+
+def delivery_log_router(tables: tuple[Table, Table], *, scope: str, summary: str) -> APIRouter:
+    """`GET /v1/notifications`: the newest messages, each with every attempt to send it, for callers with `scope`."""
+    router = APIRouter(prefix="/v1", tags=["notifications"])
+
+    # The scope as a route dependency: a parameter's annotation could not name this function's `scope`.
+    @router.get(
+        "/notifications",
+        response_model=list[NotificationOut],
+        summary=summary,
+        dependencies=[Depends(require(scope))],
+    )
+    async def notification_log(
+        request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    ) -> list[dict[str, Any]]:
+        async with request.app.state.runtime.uow(reading=True) as uow:
+            return await delivery_log(uow.session, tables, limit=limit)
+
+    return router
 
 
 # --- a process of its own ---------------------------------------------------------------------

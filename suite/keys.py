@@ -23,19 +23,22 @@ def token(
     hub: Annotated[str | None, typer.Option(help="The hub's slug, for --role hub")] = None,
     subject: Annotated[str | None, typer.Option(help="Who the token is for")] = None,
     hours: Annotated[int, typer.Option(help="Hours until it expires")] = 12,
+    name: Annotated[str | None, typer.Option(help="The person's name as colleagues know it (the `name` claim)")] = None,
 ) -> None:
     """Print a development JWT for ROLE (embedded default only)."""
     if hub is not None and hub not in registry.HUB_SLUGS:
         typer.echo(f"error: there is no hub {hub!r}; the hubs are {', '.join(registry.HUB_SLUGS)}", err=True)
         raise typer.Exit(2)
     try:
-        typer.echo(development_token(role=role, hub=hub, subject=subject, hours=hours))
+        typer.echo(development_token(role=role, hub=hub, subject=subject, hours=hours, name=name))
     except (ValueError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
 
-def development_token(*, role: str, hub: str | None = None, subject: str | None = None, hours: float = 12) -> str:
+def development_token(
+    *, role: str, hub: str | None = None, subject: str | None = None, hours: float = 12, name: str | None = None
+) -> str:
     """A token signed with the embedded default's key, as the services there verify it."""
     settings = ServiceSettings()
     return mint_token(
@@ -46,6 +49,7 @@ def development_token(*, role: str, hub: str | None = None, subject: str | None 
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl_seconds=int(hours * 3600),
+        name=name,
     )
 
 

@@ -19,7 +19,7 @@ from services.fulfilment.webhooks import WebhookDispatcher
 from shared.app import Runtime, create_service_app
 from shared.bus import ensure_topics
 from shared.kafka_security import KafkaSecurity
-from shared.notify import NotificationWorker, NotifySettings, sender_from_settings
+from shared.notify import NotificationWorker, NotifySettings
 from shared.settings import PORTS, ServiceSettings
 from shared.spec import ServiceSpec
 
@@ -57,6 +57,8 @@ class FulfilmentSettings(ServiceSettings, NotifySettings):
     `FULFILMENT_NOTIFY_*` settings; with no API key, to var/notifications.log)."""
     notify_recent_hours: float = 24.0
     """An event older than this tells no one: a replay or a demo's backfill is not news."""
+    staff_seen_every_seconds: float = 300.0
+    """How often a hub worker's calls refresh their entry in the hub's staff directory (`last_seen_at`)."""
     case_url: str = "http://127.0.0.1:8005/hub/cases/{id}"
     """The hub's page of a case, linked from the emails; `{id}` is the assignment's id."""
 
@@ -116,6 +118,7 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         on_startup=on_startup,
     )
     runtime = app.state.runtime
+    app.add_middleware(assignees.StaffSeen, uow_factory=runtime.uow, every_seconds=settings.staff_seen_every_seconds)
     app.state.routing = routing
     app.state.metrics.add_source(lambda: assignment_families(runtime.db))
     app.state.scheduler = service.EscalationScheduler(
@@ -136,16 +139,8 @@ def create_app(settings: FulfilmentSettings | None = None, *, directory: Postcod
         runtime.reactions.update(
             notifications.reactions(case_url=settings.case_url, recent=timedelta(hours=settings.notify_recent_hours))
         )
-    app.state.notifier = NotificationWorker(
-        db=runtime.db,
-        tables=notifications.TABLES,
-        sender=sender_from_settings(settings),
-        templates=settings.notify_templates,
-        poll_seconds=settings.notify_poll_seconds,
-        timeout_seconds=settings.notify_timeout_seconds,
-        max_attempts=settings.notify_max_attempts,
-        backoff_seconds=settings.notify_backoff_seconds,
-        keyring=runtime.keyring,
+    app.state.notifier = NotificationWorker.from_settings(
+        settings, db=runtime.db, tables=notifications.TABLES, keyring=runtime.keyring
     )
     return app
 

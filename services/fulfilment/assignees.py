@@ -7,26 +7,35 @@ The queue filters by holder (mine, unassigned, a colleague), status, type and
 overdue; sorts by urgency, by the next deadline or by routing time; shows each
 case's contact attempts and next contact time; and its `total` is the count of
 every case that matches, whatever the page.
+
+The hub's staff directory is the smallest thing that works with the council's
+identity provider: each hub worker who calls fulfilment is recorded (`StaffSeen`:
+subject, the token's `name`, hub, last seen), `GET /v1/hubs/{hub}/staff` lists a
+hub's own, and a hand-over to anyone not in it is refused (a field error on `to`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import case, func, insert, literal, select, update
 
-from services.fulfilment import domain, reading, repository, service
+from services.fulfilment import domain, reading, repository, residents, service
 from services.fulfilment.domain import Status
-from services.fulfilment.models import assignments, case_holders, case_notes, holder_changes, referrals
+from services.fulfilment.models import assignments, case_holders, case_notes, holder_changes, hub_staff, referrals
 from shared.app import Runtime
 from shared.auth import Principal, require
 from shared.errors import Conflict, ValidationFailed
 from shared.events import AssignmentHolderChangedV1
 from shared.schemas import Strict
 from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 TAKEN, HANDED_OVER, RELEASED, NEXT_CONTACT = "taken", "handed-over", "released", "next-contact"
 SORTS = ("urgency", "due", "routed")
@@ -84,8 +93,22 @@ async def change_holder(
     to: str | None = None,
     to_name: str | None = None,
 ) -> dict:
+    by_name = by_name or by.name
     async with uow:
         row = await service.visible_for_change(uow, assignment_id, by=by)
+        if change == HANDED_OVER and to:
+            colleague = await _staff_member(uow, hub=row["hub"], subject=to)
+            if colleague is None:
+                raise ValidationFailed(
+                    [
+                        {
+                            "field": "to",
+                            "reason": f"is not a worker of hub {row['hub']}: choose one from "
+                            f"GET /v1/hubs/{row['hub']}/staff",
+                        }
+                    ]
+                )
+            to_name = to_name or colleague["name"]
         current = await _holder_row(uow, assignment_id)
         holder = current["holder"] if current else None
         new = holder_change(
@@ -151,6 +174,7 @@ async def set_next_contact(
     uow: UnitOfWork, *, assignment_id: str, at: datetime | None, by: Principal, by_name: str | None
 ) -> dict:
     """When the resident is next to be called (after a missed call, or as agreed with them); None clears it."""
+    by_name = by_name or by.name
     async with uow:
         row = await service.visible_for_change(uow, assignment_id, by=by)
         current = await _holder_row(uow, assignment_id)
@@ -247,13 +271,15 @@ async def hub_queue(
     request_type: str | None = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
+    resident: str | None = None,
     sort: str = "urgency",
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[dict], int]:
     """A hub's open cases as the team works them, and how many match in all.
 
-    `holder`: "mine" (the caller's), "unassigned", or a colleague's user id.
+    `holder`: "mine" (the caller's), "unassigned", or a colleague's user id. `resident`: one resident's
+    cases (their id, or the id of a resident merged into them: services/fulfilment/residents.py).
     """
     a, h = assignments.c, case_holders.c
     attempts = (
@@ -285,13 +311,16 @@ async def hub_queue(
         "due": [next_due.is_(None), next_due, urgency, a.routed_at, a.id],
         "routed": [a.routed_at, a.id],
     }[sort]
-    joined = (
+    joined = residents.with_merges(
         assignments.join(referrals, referrals.c.id == a.referral_id)
         .outerjoin(case_holders, h.assignment_id == a.id)
         .outerjoin(attempts, attempts.c.assignment_id == a.id)
     )
+    resident_id = residents.resident_of_referral()
     async with uow:
         now = uow.now()
+        if resident is not None:
+            conditions.append(resident_id == await residents.resolved(uow, resident))
         if overdue is not None:
             clause = repository.overdue_clause(now)
             conditions.append(clause if overdue else ~clause)
@@ -306,6 +335,7 @@ async def hub_queue(
                 h.next_contact_at,
                 attempts.c.contact_attempts,
                 attempts.c.last_contact_at,
+                resident_id.label("resident_id"),
             )
             .select_from(joined)
             .where(*conditions)
@@ -333,28 +363,94 @@ async def hub_queue(
                 "last_contact_at": r["last_contact_at"],
                 "next_contact_at": r["next_contact_at"],
                 "next_due_at": _next_due(r),
+                "resident_id": r["resident_id"],
             }
         )
     return items, total
 
 
-async def hub_colleagues(uow: UnitOfWork, *, hub: str) -> list[dict]:
-    """The hub's workers who have held a case: whom a case can be handed to."""
-    c = holder_changes.c
+async def hub_staff_list(uow: UnitOfWork, *, hub: str) -> list[dict]:
+    """The hub's workers fulfilment has seen (each signed-in call records its caller), by name."""
     async with uow:
-        rows = (
+        rows = (await uow.session.execute(select(hub_staff).where(hub_staff.c.hub == hub))).mappings().all()
+    people = [{"id": r["subject"], "name": r["name"] or r["subject"], "last_seen_at": r["last_seen_at"]} for r in rows]
+    return sorted(people, key=lambda person: (person["name"].lower(), person["id"]))
+
+
+async def hub_colleagues(uow: UnitOfWork, *, hub: str) -> list[dict]:
+    """Whom a case can be handed to: the hub's staff directory (`hub_staff_list`), ids and names."""
+    return [{"id": p["id"], "name": p["name"]} for p in await hub_staff_list(uow, hub=hub)]
+
+
+async def record_staff(uow: UnitOfWork, *, hub: str, subject: str, name: str | None) -> None:
+    """This hub worker was seen now: added to the hub's directory, or their name and last-seen time updated."""
+    async with uow:
+        now = uow.now()
+        known = await _staff_member(uow, hub=hub, subject=subject)
+        if known is None:
             await uow.session.execute(
-                select(c.to_holder, c.to_name, func.max(c.at).label("last"))
-                .join(assignments, assignments.c.id == c.assignment_id)
-                .where(assignments.c.hub == hub, c.to_holder.is_not(None))
-                .group_by(c.to_holder, c.to_name)
-                .order_by(func.max(c.at).desc())
+                insert(hub_staff).values(hub=hub, subject=subject, name=name, first_seen_at=now, last_seen_at=now)
             )
-        ).all()
-    seen: dict[str, dict] = {}
-    for row in rows:
-        seen.setdefault(row.to_holder, {"id": row.to_holder, "name": row.to_name or row.to_holder})
-    return sorted(seen.values(), key=lambda person: person["name"].lower())
+        else:
+            values: dict[str, Any] = {"last_seen_at": now}
+            if name:
+                values["name"] = name
+            await uow.session.execute(
+                update(hub_staff).where(hub_staff.c.hub == hub, hub_staff.c.subject == subject).values(**values)
+            )
+        await uow.commit()
+
+
+async def _staff_member(uow: UnitOfWork, *, hub: str, subject: str):
+    return (
+        (await uow.session.execute(select(hub_staff).where(hub_staff.c.hub == hub, hub_staff.c.subject == subject)))
+        .mappings()
+        .first()
+    )
+
+
+class StaffSeen:
+    """ASGI middleware: each hub worker who calls fulfilment is recorded in their hub's directory.
+
+    The caller is the one the route's bearer token named (`request.state.principal`, set by
+    `shared.auth`); recorded before the response starts, so a colleague is in the directory by the
+    time their first call has answered. Once per person per `every_seconds` (and whenever their
+    name changes), so a busy worker's calls cost no write each.
+    """
+
+    def __init__(self, app, *, uow_factory, every_seconds: float = 300.0) -> None:
+        self.app = app
+        self.uow_factory = uow_factory
+        self.every_seconds = every_seconds
+        self._recorded: dict[tuple[str, str], tuple[str | None, float]] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})  # one dict for every copy of the scope below, where auth writes
+
+        async def recording_send(message) -> None:
+            if message["type"] == "http.response.start":
+                await self._seen(state.get("principal"))
+            await send(message)
+
+        await self.app(scope, receive, recording_send)
+
+    async def _seen(self, principal: Principal | None) -> None:
+        if principal is None or not principal.hub or "hub" not in principal.role.split("+"):
+            return
+        key, now = (principal.hub, principal.subject), time.monotonic()
+        name, at = self._recorded.get(key, (None, float("-inf")))
+        if now - at < self.every_seconds and name == principal.name:
+            return
+        try:
+            await record_staff(self.uow_factory(), hub=principal.hub, subject=principal.subject, name=principal.name)
+        except Exception:  # the directory must never cost a worker their answer
+            log.warning("could not record hub worker %s of %s", principal.subject, principal.hub, exc_info=True)
+            return
+        if len(self._recorded) > 50_000:
+            self._recorded.clear()
+        self._recorded[key] = (principal.name, now)
 
 
 def _next_due(row) -> datetime | None:
@@ -395,7 +491,7 @@ class HolderIn(Strict):
 
 class HandOverIn(Strict):
     to: Annotated[str, Field(min_length=1, max_length=200)]
-    """The colleague's user id (`GET /v1/hubs/{hub}/colleagues`)."""
+    """The colleague's user id, one of the hub's staff (`GET /v1/hubs/{hub}/staff`)."""
     to_name: Name | None = None
     by_name: Name | None = None
 
@@ -449,6 +545,8 @@ class QueueItem(BaseModel):
     contact_attempts: int
     last_contact_at: datetime | None = None
     next_contact_at: datetime | None = None
+    resident_id: str | None = None
+    """The resident the case is about (merges followed): `?resident=` lists all of theirs."""
 
 
 class QueuePage(BaseModel):
@@ -462,6 +560,14 @@ class QueuePage(BaseModel):
 class Colleague(BaseModel):
     id: str
     name: str
+
+
+class StaffMember(BaseModel):
+    id: str
+    """Their user id (the token's subject): what `hand-over` takes as `to`."""
+    name: str
+    """Their name from the identity provider (the token's `name` claim), else their user id."""
+    last_seen_at: datetime
 
 
 @router.get(
@@ -482,6 +588,7 @@ async def queue(
     type: Annotated[str | None, Query(max_length=40)] = None,
     overdue: bool | None = None,
     follow_up: bool | None = None,
+    resident: Annotated[str | None, Query(max_length=36, description="one resident's cases (merges followed)")] = None,
     sort: Annotated[
         Literal["urgency", "due", "routed"],
         Query(description="urgency (then the next deadline), due (the next deadline first), routed (oldest first)"),
@@ -503,6 +610,7 @@ async def queue(
         request_type=type,
         overdue=overdue,
         follow_up=follow_up,
+        resident=resident,
         sort=sort,
         limit=limit,
         offset=offset,
@@ -521,9 +629,21 @@ async def queue(
 
 
 @router.get(
+    "/hubs/{hub}/staff",
+    response_model=list[StaffMember],
+    summary="The hub's workers (each recorded when they first call with a hub token), by name: "
+    "whom a case can be handed to",
+)
+async def staff(hub: str, by: Reader, rt: Rt):
+    service.check_hub_access(by, hub)
+    await service.hub_exists(rt.uow(reading=True), hub)
+    return await hub_staff_list(rt.uow(reading=True), hub=hub)
+
+
+@router.get(
     "/hubs/{hub}/colleagues",
     response_model=list[Colleague],
-    summary="The hub's workers who have held a case: whom a case can be handed to",
+    summary="The hub's staff, ids and names only (as `/staff`; kept for the clients that read it)",
 )
 async def colleagues(hub: str, by: Reader, rt: Rt):
     service.check_hub_access(by, hub)
@@ -553,7 +673,7 @@ async def take(assignment_id: str, body: HolderIn, by: Writer, rt: Rt):
 @router.post(
     "/assignments/{assignment_id}/hand-over",
     response_model=HolderOut,
-    summary="Hand the case to a colleague",
+    summary="Hand the case to a colleague (one of the hub's staff: anyone else is a 422 on `to`)",
     responses={409: {"description": "A colleague holds it"}},
 )
 async def hand_over(assignment_id: str, body: HandOverIn, by: Writer, rt: Rt):

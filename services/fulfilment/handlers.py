@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from services.fulfilment import service
+from services.fulfilment import residents, service
 from shared.consumer import BatchHandler, Handler
-from shared.events import CloudEvent, ReferralAmendedV1, ReferralReceivedV1, RequestCancelledV1, ResidentErasedV1
+from shared.events import (
+    CloudEvent,
+    ReferralAmendedV1,
+    ReferralReceivedV1,
+    RequestCancelledV1,
+    ResidentErasedV1,
+    ResidentsMergedV1,
+)
 from shared.settings import Topics
 from shared.uow import UnitOfWork
 
@@ -24,11 +31,15 @@ def referral_handlers(*, routing: service.Routing, topics: Topics) -> dict[str, 
     async def erased(uow: UnitOfWork, event: CloudEvent) -> None:
         await service.erase_resident(uow, ResidentErasedV1.model_validate(event.data), topics=topics)
 
+    async def merged(uow: UnitOfWork, event: CloudEvent) -> None:
+        await residents.follow_merge(uow, ResidentsMergedV1.model_validate(event.data))
+
     return {
         ReferralReceivedV1.type: received,
         ReferralAmendedV1.type: amended,
         RequestCancelledV1.type: cancelled,
         ResidentErasedV1.type: erased,
+        ResidentsMergedV1.type: merged,
     }
 
 

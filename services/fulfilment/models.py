@@ -77,6 +77,18 @@ referrals = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     # When the resident's details were erased here (on request, or at the end of retention).
     Column("erased_at", UtcDateTime),
+    # The resident it is about, as referrals named them (an id): `resident_merges` says whom it is now.
+    Column("resident_id", String(36), index=True),
+)
+
+# Two residents recorded twice, merged by referrals (`residents.merged.v1`): the merged one is now `into_id`.
+# Kept flat (a later merge of `into_id` re-points every row that named it), so one join resolves any chain.
+resident_merges = Table(
+    "resident_merges",
+    metadata,
+    Column("merged_id", String(36), primary_key=True),
+    Column("into_id", String(36), nullable=False, index=True),
+    Column("merged_at", UtcDateTime, nullable=False),
 )
 
 assignments = Table(
@@ -225,6 +237,17 @@ holder_changes = Table(
     Column("to_holder", String(200)),
     Column("to_name", String(200)),
     Column("next_contact_at", UtcDateTime),
+)
+
+# Each hub's workers as fulfilment has seen them (services/fulfilment/assignees.py): whom a case can be handed to.
+hub_staff = Table(
+    "hub_staff",
+    metadata,
+    Column("hub", String(40), primary_key=True),
+    Column("subject", String(200), primary_key=True),  # the token's `sub`
+    Column("name", String(200)),  # the token's `name` claim, as colleagues know them
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
 )
 
 # Messages to hubs through GOV.UK Notify, and the log of every attempt (shared/notify.py).

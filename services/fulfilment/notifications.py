@@ -21,7 +21,7 @@ from sqlalchemy import select
 from services.fulfilment.domain import Status
 from services.fulfilment.models import hubs, notification_attempts, notifications
 from shared.events import AssignmentEscalatedV1, AssignmentStatusChangedV1
-from shared.notify import Message, enqueue, reference_for
+from shared.notify import Message, delivery_log_router, enqueue, reference_for
 from shared.uow import Reaction, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -108,59 +108,10 @@ def _kent_time(at: datetime) -> str:
     return at.astimezone(ZoneInfo("Europe/London")).strftime("%-d %B %Y at %H:%M")
 
 
-async def delivery_log(uow: UnitOfWork, *, limit: int = 100) -> list[dict]:
-    from shared.notify import delivery_log as log_of
-
-    async with uow:
-        return await log_of(uow.session, TABLES, limit=limit)
-
-
 # --- HTTP: the delivery log -------------------------------------------------------------------
 
-from typing import Annotated  # noqa: E402
-
-from fastapi import APIRouter, Depends, Query, Request  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from shared.auth import Principal, require  # noqa: E402
-
-router = APIRouter(prefix="/v1", tags=["notifications"])
-
-
-class AttemptOut(BaseModel):
-    at: datetime
-    outcome: str
-    """sent, found (an earlier attempt had sent it: not sent again), refused, retry, gave-up."""
-    status_code: int | None = None
-    detail: str | None = None
-
-
-class NotificationOut(BaseModel):
-    id: int
-    reference: str
-    """As given to GOV.UK Notify: look it up there by this."""
-    channel: str
-    recipient: str
-    template: str
-    about: str | None = None
-    status: str
-    """pending, sending (an attempt's outcome unknown until its lease ends), sent, failed."""
-    attempts: int
-    created_at: datetime
-    sent_at: datetime | None = None
-    notify_id: str | None = None
-    last_error: str | None = None
-    log: list[AttemptOut]
-
-
-@router.get(
-    "/notifications",
-    response_model=list[NotificationOut],
+router = delivery_log_router(
+    TABLES,
+    scope="assignments:admin",
     summary="The newest messages to hubs, each with every attempt to send it (administrators)",
 )
-async def notification_log(
-    request: Request,
-    by: Annotated[Principal, Depends(require("assignments:admin"))],
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-):
-    return await delivery_log(request.app.state.runtime.uow(reading=True), limit=limit)

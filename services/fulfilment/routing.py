@@ -187,6 +187,7 @@ async def route_referrals(
                 "referrer": referral.referrer.model_dump(mode="json") if referral.referrer else None,
                 "consent_to_share": referral.consent_to_share,
                 "updated_at": now,
+                "resident_id": str(referral.resident_id or referral.referral_id),
             }
             new_referrals.append(referral_row)
         # A backfilled referral (a migration, a demo) reached its hub when it was received.

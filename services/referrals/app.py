@@ -8,9 +8,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.referrals import api, handlers, service
+from services.referrals import api, handlers, notifications, service
 from services.referrals.models import tables
 from shared.app import Runtime, create_service_app
+from shared.notify import NotificationWorker, NotifySettings, sender_from_settings
 from shared.settings import PORTS, ServiceSettings
 from shared.spec import ServiceSpec
 
@@ -18,7 +19,7 @@ NAME = "referrals"
 PORT = PORTS[NAME]
 
 
-class ReferralsSettings(ServiceSettings):
+class ReferralsSettings(ServiceSettings, NotifySettings):
     model_config = SettingsConfigDict(env_prefix="REFERRALS_", extra="ignore", populate_by_name=True)
 
     service_name: str = NAME
@@ -31,26 +32,37 @@ class ReferralsSettings(ServiceSettings):
     consumer_group: str = "referrals"
     """Reads fulfilment's status events: where each request is, and when it closed."""
     retention_poll_seconds: float = 3600.0
+    notify_residents: bool = True
+    """Send a resident who agreed (`consent.to_notify`) their reference, and word when help is arranged, by text
+    or email (GOV.UK Notify: the `REFERRALS_NOTIFY_*` settings; with no API key, to var/notifications.log)."""
+    notify_recent_hours: float = 24.0
+    """An event older than this tells no one: a backfill or a replay is not news."""
 
 
 def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     settings = settings or ReferralsSettings()
+    recent = timedelta(hours=settings.notify_recent_hours)
+    sender = sender_from_settings(settings)  # the erasure reaction's: it scrubs the local log the worker writes
 
     async def on_startup(runtime: Runtime) -> None:
         await service.seed_request_types(runtime.uow())
         if settings.run_retention:
             runtime.start_loop(app.state.retention, name="retention")
+        if settings.notify_residents and settings.run_notifications:
+            runtime.start_loop(app.state.notifier, name="notifications")
 
     app = create_service_app(
         title="Kent Together: referrals",
         settings=settings,
         tables=tables,
-        routers=[api.router],
+        routers=[api.router, notifications.router],
         consumers=lambda runtime: [
             runtime.consumer(
                 group=settings.consumer_group,
                 topics=[settings.topics.assignment_status],
-                handlers=handlers.status_handlers(),
+                handlers=notifications.told_of_progress(handlers.status_handlers(), recent=recent)
+                if settings.notify_residents
+                else handlers.status_handlers(),
             )
         ],
         on_startup=on_startup,
@@ -58,6 +70,10 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
     )
     app.state.request_types = service.RequestTypes()
     runtime = app.state.runtime
+    runtime.reactions.update(notifications.reactions(recent=recent, sender=sender, tell=settings.notify_residents))
+    app.state.notifier = NotificationWorker.from_settings(
+        settings, db=runtime.db, tables=notifications.TABLES, keyring=runtime.keyring
+    )
     # The "create" audit record commits with the referral: no second transaction per referral.
     app.state.intake = service.IntakeQueue(uow_factory=runtime.uow, audit=runtime.audit)
     app.state.retention = service.RetentionScheduler(

@@ -425,3 +425,33 @@ def merge_residents(*, into: str, merged: str, referrals: list[Referral], by: st
     for referral in moving:
         referral.move_to_resident(into, by=by, at=at)
     return moving
+
+
+# --- telling residents ------------------------------------------------------------------------
+
+NOT_BY_MESSAGE = ("post", "via-referrer")
+"""Contact preferences that rule out a text or an email to the resident."""
+
+
+def message_contact(*, phone: str | None, email: str | None, preference: str | None) -> tuple[str, str] | None:
+    """How to send the resident a message ("sms" and a mobile, or "email" and an address), or None.
+
+    Their contact preference first (a text needs a mobile: a landline cannot take one); with
+    none, a mobile before an email. Someone who asked for post, or to be reached through their
+    referrer, is not messaged.
+    """
+    if preference in NOT_BY_MESSAGE:
+        return None
+    mobile = phone if phone and is_uk_mobile(phone) else None
+    if preference == "email" and email:
+        return "email", email
+    if mobile:
+        return "sms", mobile
+    if email:
+        return "email", email
+    return None
+
+
+def is_uk_mobile(phone: str) -> bool:
+    """A UK mobile number in E.164 ('+447…', as `normalise_phone` stores it): one a text can reach."""
+    return phone.startswith("+447") and len(phone) == 13

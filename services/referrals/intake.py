@@ -326,6 +326,7 @@ def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool =
             ],
             "backfilled": backfilled,
             "resident_id": referral.resident_id,
+            "consent_to_notify": bool(referral.consent.get("to_notify", False)),
         },
     )
     district = referral.district

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from services.referrals.domain import name_key
 from shared.app import ServiceTables
 from shared.db import BigId, UtcDateTime, new_metadata
+from shared.notify import notification_tables
 from shared.sealing import BlindIndex, SealedJson, SealedTable, SealedText, Sealing
 
 metadata = new_metadata()
@@ -121,6 +122,10 @@ resident_merges = Table(
     Column("by", String(200), nullable=False),
     Column("at", UtcDateTime, nullable=False),
 )
+
+# Messages to residents through GOV.UK Notify (their reference; help arranged), sealed, and the log of every
+# attempt to send them (shared/notify.py; services/referrals/notifications.py).
+notifications, notification_attempts = notification_tables(metadata)
 
 tables = ServiceTables(metadata, with_audit=True)
 

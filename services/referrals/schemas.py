@@ -78,6 +78,9 @@ class ConsentIn(Strict):
     to_share: bool
     """The resident agrees their details go to the district hub and its partners."""
     given_by: Literal["resident", "referrer-on-behalf", "best-interests"] = "resident"
+    to_notify: bool = False
+    """The resident agrees to be sent their reference, and word when help is arranged, by text (a mobile) or
+    email (GOV.UK Notify), as their contact preference allows."""
 
 
 class RequestIn(Strict):

@@ -43,6 +43,8 @@ class Caller:
     role: str
     hub: str | None = None
     access_token: str | None = field(default=None, repr=False)
+    name: str | None = field(default=None, compare=False)
+    """Their name from the sign-in, carried as the `name` claim of the tokens made for them (hub colleagues see it)."""
 
 
 class Tokens:
@@ -74,6 +76,7 @@ class Tokens:
             issuer=self.issuer,
             audience=self.audience,
             ttl_seconds=self.ttl,
+            name=caller.name,
         )
         if len(self._made) > 10_000:
             self._made.clear()

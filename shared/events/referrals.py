@@ -80,6 +80,8 @@ class ReferralReceivedV1(EventData):
     """Recorded after the fact with `received_at` in the past (a migration, a demo): routing happened then too."""
     resident_id: uuid.UUID | None = None
     """The resident it is about (an id, not a person): `residents.merged.v1` may later fold it into another."""
+    consent_to_notify: bool = False
+    """The resident agreed to be sent their reference, and word when help is arranged, by text or email."""
 
     def subject(self) -> str:
         return str(self.referral_id)

@@ -21,8 +21,10 @@ def test_topics(unique: str) -> Topics:
     )
 
 
-def token(settings, role: str, *, hub: str | None = None, subject: str | None = None) -> dict[str, str]:
-    """An Authorization header for `role`, signed with the test's key."""
+def token(
+    settings, role: str, *, hub: str | None = None, subject: str | None = None, name: str | None = None
+) -> dict[str, str]:
+    """An Authorization header for `role`, signed with the test's key (`name`: the person's `name` claim)."""
     value = mint_token(
         signing_key=settings.signing_key(),
         role=role,
@@ -30,6 +32,7 @@ def token(settings, role: str, *, hub: str | None = None, subject: str | None = 
         subject=subject,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        name=name,
     )
     return {"Authorization": f"Bearer {value}"}
 
@@ -42,3 +45,23 @@ async def running(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+def record_of(topic: str, event, *, offset: int = 0):
+    """A CloudEvent as a consumer fetches it from `topic` (keyed by its subject), to hand to `EventConsumer.process`."""
+    from aiokafka.structs import ConsumerRecord
+
+    value = event.to_bytes()
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=event.subject.encode(),
+        value=value,
+        checksum=None,
+        serialized_key_size=len(event.subject),
+        serialized_value_size=len(value),
+        headers=(),
+    )

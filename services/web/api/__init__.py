@@ -65,7 +65,11 @@ def person(*roles: str):
         if user["role"] not in roles:
             raise NotForYou()
         return Caller(
-            subject=user["sub"], role=user["role"], hub=user.get("hub"), access_token=await _provider_token(request)
+            subject=user["sub"],
+            role=user["role"],
+            hub=user.get("hub"),
+            access_token=await _provider_token(request),
+            name=user.get("name"),
         )
 
     return signed_in

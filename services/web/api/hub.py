@@ -144,7 +144,7 @@ async def queue_page(request: Request, worker: Worker, clients: Clients_):
     )
     hubs = await clients.fulfilment.call("GET", "/v1/hubs", caller=worker)
     hub_name = next((h["name"] for h in hubs if h["slug"] == hub), hub)
-    colleagues = await clients.fulfilment.call("GET", f"/v1/hubs/{hub}/colleagues", caller=worker)
+    colleagues = await clients.fulfilment.call("GET", f"/v1/hubs/{hub}/staff", caller=worker)
     return render(
         request,
         "hub/queue.html",

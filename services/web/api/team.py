@@ -52,9 +52,7 @@ async def _change(request: Request, assignment_id: str, change: str, worker: Cal
         back = "/hub"
     if change == "hand-over":
         to = str(form.get("to") or "")
-        colleagues = await clients.fulfilment.call(
-            "GET", f"/v1/hubs/{worker.hub or 'thanet'}/colleagues", caller=worker
-        )
+        colleagues = await clients.fulfilment.call("GET", f"/v1/hubs/{worker.hub or 'thanet'}/staff", caller=worker)
         known = {c["id"]: c["name"] for c in colleagues}
         if to not in known:
             request.state.session.set("flash_problem", "Choose the colleague to hand the case to")
@@ -64,6 +62,10 @@ async def _change(request: Request, assignment_id: str, change: str, worker: Cal
         await clients.fulfilment.call("POST", f"/v1/assignments/{assignment_id}/{change}", caller=worker, json=body)
         request.state.session.set("flash", DONE[change] + (f" to {body['to_name']}" if change == "hand-over" else ""))
     except ApiError as error:
+        if error.status == 422 and change == "hand-over":  # no longer one of the hub's staff
+            reasons = [e.get("reason") for e in error.field_errors if e.get("field") == "to"]
+            request.state.session.set("flash_problem", f"{body['to_name']} {reasons[0]}" if reasons else str(error))
+            return RedirectResponse(back, status_code=303)
         if error.status != 409:
             raise
         request.state.session.set(

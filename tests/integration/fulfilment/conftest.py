@@ -3,14 +3,13 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
 
 from services.fulfilment.app import FulfilmentSettings, create_app
 from services.fulfilment.handlers import referral_handlers
 from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import ensure_topics
 from shared.events import CloudEvent, EventData, ReferralReceivedV1
-from tests.support.apps import running, test_topics, token
+from tests.support.apps import record_of, running, test_topics, token
 from tests.support.waiting import eventually  # noqa: F401  (the fulfilment tests import it from here)
 
 THANET_POSTCODE = "CT9 2RN"  # Northdown Road, Margate
@@ -86,20 +85,7 @@ async def deliver(app, data: EventData, *, event: CloudEvent | None = None) -> C
         handlers=referral_handlers(routing=app.state.routing, topics=settings.topics),
     )
     event = event or data.envelope(source="/kent-together/referrals")
-    value = event.to_bytes()
-    record = ConsumerRecord(
-        topic=settings.topics.referrals,
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=event.subject.encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=len(event.subject),
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    record = record_of(settings.topics.referrals, event)
     await consumer.process(record)
     assert consumer.processed_total == 1, "the event was dead-lettered"
     return event

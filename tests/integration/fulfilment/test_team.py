@@ -34,9 +34,12 @@ def referral(kind: str, urgency: str) -> ReferralReceivedV1:
     )
 
 
+NAMES = {"ann": "Ann Hub", "bob": "Bob Hub"}
+
+
 def worker(settings, name: str) -> dict:
-    """A Thanet hub worker's token: `name` is their user id."""
-    return token(settings, "hub", hub="thanet", subject=name)
+    """A Thanet hub worker's token: `name` is their user id; the token's `name` claim is how colleagues know them."""
+    return token(settings, "hub", hub="thanet", subject=name, name=NAMES.get(name))
 
 
 async def shared_out(client, settings) -> dict[str, str]:
@@ -57,6 +60,7 @@ async def queue(client, settings, who: str, **params) -> dict:
 async def test_two_workers_share_out_four_cases_and_the_queue_filters_by_holder(client, settings):
     ids = await shared_out(client, settings)
     ann, bob = worker(settings, "ann"), worker(settings, "bob")
+    await queue(client, settings, "bob")  # Bob has signed in: he is in Thanet's staff directory
 
     took = await client.post(f"/v1/assignments/{ids['food']}/take", json={"by_name": "Ann Hub"}, headers=ann)
     assert took.status_code == 200, took.text
@@ -143,6 +147,7 @@ async def test_another_hubs_worker_can_neither_see_nor_take_the_case(client, set
 
 async def test_holder_changes_are_published_without_anyones_name(client, settings):
     ids = await shared_out(client, settings)
+    await queue(client, settings, "bob")
     await client.post(
         f"/v1/assignments/{ids['food']}/take", json={"by_name": "Ann Hub"}, headers=worker(settings, "ann")
     )
@@ -169,3 +174,48 @@ async def test_holder_changes_are_published_without_anyones_name(client, setting
     text = b"".join(row.payload for row in rows)
     for name in (b"Ann", b"Bob", b"ann", b"bob", b"Resident"):
         assert name not in text
+
+
+async def test_the_staff_directory_lists_each_hub_worker_seen_by_the_name_their_token_gives_for_their_hub_only(
+    client, settings
+):
+    assert await staff(client, settings) == []  # read before Ann's first call was recorded (as it answered)
+    first = await staff(client, settings)
+    assert [(p["id"], p["name"]) for p in first] == [("ann", "Ann Hub")] and first[0]["last_seen_at"]
+    await queue(client, settings, "bob")
+    await client.get("/v1/hubs/dover/queue", headers=token(settings, "hub", hub="dover", subject="dee", name="Dee"))
+    await client.get("/v1/hubs", headers=headers(settings, "admin"))  # an administrator is nobody's colleague
+    thanet = await staff(client, settings)
+    assert [(p["id"], p["name"]) for p in thanet] == [("ann", "Ann Hub"), ("bob", "Bob Hub")]
+    renamed = token(settings, "hub", hub="thanet", subject="bob", name="Robert Hub")
+    await client.get("/v1/hubs/thanet/queue", headers=renamed)  # a new name in the identity provider: seen at once
+    assert [p["name"] for p in await staff(client, settings)] == ["Ann Hub", "Robert Hub"]
+    dover = token(settings, "hub", hub="dover", subject="dee")
+    assert (await client.get("/v1/hubs/thanet/staff", headers=dover)).status_code == 403
+    assert [p["id"] for p in (await client.get("/v1/hubs/dover/staff", headers=dover)).json()] == ["dee"]
+    assert (await client.get("/v1/hubs/thanet/colleagues", headers=dover)).status_code == 403
+    colleagues = await client.get("/v1/hubs/thanet/colleagues", headers=worker(settings, "ann"))
+    assert colleagues.json() == [{"id": "ann", "name": "Ann Hub"}, {"id": "bob", "name": "Robert Hub"}]
+
+
+async def test_a_case_is_handed_over_only_to_a_worker_of_its_hub_else_a_field_error_names_to(client, settings):
+    ids = await shared_out(client, settings)
+    ann = worker(settings, "ann")
+    await client.get("/v1/hubs/dover/queue", headers=token(settings, "hub", hub="dover", subject="dee", name="Dee"))
+    for stranger in ("dee", "nobody-seen"):
+        refused = await client.post(f"/v1/assignments/{ids['food']}/hand-over", headers=ann, json={"to": stranger})
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["errors"]
+        assert error["field"] == "to" and "is not a worker of hub thanet" in error["reason"]
+    assert (await client.get(f"/v1/assignments/{ids['food']}/holder", headers=ann)).json()["holder"] is None
+    await queue(client, settings, "bob")
+    handed = await client.post(f"/v1/assignments/{ids['food']}/hand-over", headers=ann, json={"to": "bob"})
+    assert handed.status_code == 200, handed.text
+    assert (handed.json()["holder"], handed.json()["holder_name"]) == ("bob", "Bob Hub")  # the name from the directory
+    assert handed.json()["history"][0]["by_name"] == "Ann Hub"  # the caller's name from their token
+
+
+async def staff(client, settings) -> list[dict]:
+    response = await client.get("/v1/hubs/thanet/staff", headers=worker(settings, "ann"))
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -40,6 +40,7 @@ from services.fulfilment.models import assignments
 from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import EmbeddedBroker, ensure_topics, free_port
 from shared.db import upgrade
+from suite import registry
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
 
@@ -273,7 +274,7 @@ async def main(referral_count: int, databases: list[str]) -> None:
                 else:
                     name, url = await postgres_database()
                 try:
-                    await asyncio.to_thread(upgrade, "fulfilment", url)
+                    await asyncio.to_thread(upgrade, registry.spec("fulfilment").migrations, url)
                     floor = await inbox_only_consume(
                         bootstrap=bootstrap,
                         topic=topics.referrals,

@@ -51,6 +51,7 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
                 group=settings.consumer_group,
                 topics=[settings.topics.assignment_status],
                 handlers=handlers.status_handlers(),
+                batch_handler=handlers.status_batch(),
             )
         ],
         on_startup=on_startup,

@@ -344,21 +344,9 @@ class Referral:
         closed_at: datetime | None,
     ) -> bool:
         """Fulfilment moved a request on; False for an event older than what is held (a republish)."""
-        request = self.request(request_id)
-        if request.progress_at is not None and at < request.progress_at:
-            return False
-        status = request_status_after(progress, current=request.status)
-        request.progress, request.hub, request.progress_at, request.outcome = progress, hub, at, outcome
-        if status != request.status:
-            ended = closed_at or at
-            if status == CLOSED:
-                request.closed_at = ended
-            else:
-                request.cancelled_at = ended
-            request.status = status
-            if self.status == OPEN:
-                self._close_if_done(ended)
-        return True
+        return _record_progress(
+            self, request_id, progress=progress, hub=hub, at=at, outcome=outcome, closed_at=closed_at
+        )
 
     def erase(self, *, by: str, at: datetime, reason: str) -> bool:
         """Erase the resident's personal data, keeping what counts need; False if it was erased already."""
@@ -388,6 +376,66 @@ class Referral:
         status = referral_status([r.status for r in self.requests])
         if status != OPEN:
             self.status, self.closed_at = status, at
+
+
+@dataclass(slots=True)
+class Progress:
+    """What fulfilment's status events change of a referral: its requests' progress and its status.
+
+    No personal data: the status consumer folds a fetch of events into these without
+    opening any resident's sealed details (services/referrals/service.py `record_progress_batch`).
+    """
+
+    id: str
+    status: str
+    closed_at: datetime | None
+    requests: list[Request]
+
+    def record_progress(
+        self,
+        request_id: str,
+        *,
+        progress: str,
+        hub: str | None,
+        at: datetime,
+        outcome: str | None,
+        closed_at: datetime | None,
+    ) -> bool:
+        """As `Referral.record_progress`: the same rule, on the part of the referral it changes."""
+        return _record_progress(
+            self, request_id, progress=progress, hub=hub, at=at, outcome=outcome, closed_at=closed_at
+        )
+
+
+def _record_progress(
+    case: Referral | Progress,
+    request_id: str,
+    *,
+    progress: str,
+    hub: str | None,
+    at: datetime,
+    outcome: str | None,
+    closed_at: datetime | None,
+) -> bool:
+    request = next((r for r in case.requests if r.id == request_id), None)
+    if request is None:
+        raise NotFound(f"no request {request_id} on referral {case.id}")
+    if request.progress_at is not None and at < request.progress_at:
+        return False
+    status = request_status_after(progress, current=request.status)
+    request.progress, request.hub, request.progress_at, request.outcome = progress, hub, at, outcome
+    if status != request.status:
+        ended = closed_at or at
+        if status == CLOSED:
+            request.closed_at = ended
+        else:
+            request.cancelled_at = ended
+        request.status = status
+        if case.status == OPEN:  # the referral closes (or is cancelled) when no request is open any more
+            now_status = referral_status([r.status for r in case.requests])
+            if now_status != OPEN:
+                case.status, case.closed_at = now_status, ended
+    return True
 
 
 def _flattened(resident: dict[str, Any]) -> dict[str, Any]:

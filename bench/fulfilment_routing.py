@@ -40,9 +40,9 @@ from services.fulfilment.models import assignments
 from services.fulfilment.postcodes import PostcodeDirectory
 from shared.bus import EmbeddedBroker, ensure_topics, free_port
 from shared.db import upgrade
-from suite import registry
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
+from suite import registry
 
 ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PARTITIONS = 6

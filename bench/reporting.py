@@ -44,9 +44,9 @@ from services.reporting.models import request_counts, request_facts, tables
 from shared.auth import mint_token
 from shared.bus import EmbeddedBroker, ensure_topics, free_port
 from shared.db import upgrade
-from suite import registry
 from shared.events import AssignmentStatusChangedV1, RequestReceivedV1
 from shared.settings import Topics
+from suite import registry
 
 APRIL = datetime(2020, 4, 1, tzinfo=UTC)
 TYPES = (

@@ -20,7 +20,12 @@ def status_batch() -> BatchHandler:
 
     async def status_changed(uow: UnitOfWork, events: list[CloudEvent]) -> None:
         await service.record_progress_batch(
-            uow, [AssignmentStatusChangedV1.model_validate(e.data) for e in events if e.type == AssignmentStatusChangedV1.type]
+            uow,
+            [
+                AssignmentStatusChangedV1.model_validate(e.data)
+                for e in events
+                if e.type == AssignmentStatusChangedV1.type
+            ],
         )
 
     return status_changed

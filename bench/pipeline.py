@@ -479,6 +479,11 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
             raise RuntimeError("the watcher did not start")
         # Idle first: what each process costs a second with no load (its consumers' and the watcher's polls,
         # background loops), so the per-referral figure can be read with that baseline apart.
+        for _ in range(int(args.drain)):  # what came before (the warm-up, the last phase) drained first
+            if _probe_lag(suite) == 0:
+                break
+            time.sleep(1.0)
+        time.sleep(1.0)
         idle_before = suite.cpu_seconds()
         idle_started = time.monotonic()
         time.sleep(args.idle_seconds)

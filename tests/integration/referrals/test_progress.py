@@ -6,29 +6,16 @@ from datetime import timedelta
 from sqlalchemy import event as sqlalchemy_event
 
 from shared.db import utcnow
-from shared.events import AssignmentStatusChangedV1, CloudEvent
+from shared.events import CloudEvent
 from tests.integration.fulfilment.test_batch_routing import records
-from tests.integration.referrals.test_retention import post
+from tests.integration.referrals.test_retention import post, status_changed
 from tests.support.apps import token
 
 SERVICE = "referrals"
 
 
 def status(referral: dict, request: dict, progress: str, at, *, outcome=None) -> CloudEvent:
-    """What fulfilment publishes when a hub moves a request on."""
-    return AssignmentStatusChangedV1(
-        assignment_id=uuid.uuid4(),
-        request_id=request["id"],
-        referral_id=referral["id"],
-        request_type=request["type"],
-        urgency=request["urgency"],
-        status=progress,
-        hub="thanet",
-        received_at=referral["received_at"],
-        changed_at=at,
-        outcome=outcome,
-        closed_at=at if progress in ("fulfilled", "unable_to_fulfil") else None,
-    ).envelope(source="/kent-together/fulfilment")
+    return status_changed(referral, request, status=progress, at=at, outcome=outcome)
 
 
 def status_consumer(app):

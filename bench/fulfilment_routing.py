@@ -42,6 +42,7 @@ from shared.bus import EmbeddedBroker, ensure_topics, free_port
 from shared.db import upgrade
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
+from suite import registry
 
 ADMIN_DSN = os.environ.get("KT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PARTITIONS = 6
@@ -274,7 +275,7 @@ async def main(referral_count: int, databases: list[str]) -> None:
                 else:
                     name, url = await postgres_database()
                 try:
-                    await asyncio.to_thread(upgrade, "fulfilment", url)
+                    await asyncio.to_thread(upgrade, registry.spec("fulfilment").migrations, url)
                     floor = await inbox_only_consume(
                         bootstrap=bootstrap,
                         topic=topics.referrals,

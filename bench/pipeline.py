@@ -22,8 +22,11 @@ never meets a `make run` already going. Then:
    request on its hub topic − first POST): the rate the whole pipeline keeps up
    with, lag drained. (An open-loop run above that rate would only see its lag grow.)
 
-Prints p50 / p99 / max, the rate held, every request that never arrived, and
-the machine's load average; asserts nothing about time.
+Prints p50 / p99 / max, the rate held, every request that never arrived, the
+machine's load average, each process's CPU per referral, and the same net of
+its idle baseline (`--idle-seconds` with no load before each phase, the watcher
+polling: what polls cost a second, which a longer phase amortises over the same
+referrals); asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -433,6 +436,7 @@ def main() -> None:
     parser.add_argument("--feed-poll", type=float, default=0.25, help="seconds between two polls of one hub's feed")
     parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the last arrivals")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load at the rate before measuring")
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle baseline before each phase")
     parser.add_argument("--hold", action="store_true", help="print the pids and wait for Enter before the load")
     args = parser.parse_args()
 
@@ -473,8 +477,21 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         watcher.start()
         if not ready.wait(60):
             raise RuntimeError("the watcher did not start")
+        # Idle first: what each process costs a second with no load (its consumers' and the watcher's polls,
+        # background loops), so the per-referral figure can be read with that baseline apart.
+        for _ in range(int(args.drain)):  # what came before (the warm-up, the last phase) drained first
+            if _probe_lag(suite) == 0:
+                break
+            time.sleep(1.0)
+        time.sleep(1.0)
+        idle_before = suite.cpu_seconds()
+        idle_started = time.monotonic()
+        time.sleep(args.idle_seconds)
+        idle_after = suite.cpu_seconds()
+        idle_seconds = time.monotonic() - idle_started
         before = load()
         cpu_before = suite.cpu_seconds()
+        started = time.monotonic()
         result = asyncio.run(driver())
         want = {r for _, ids, _ in result["sent"].values() for r in ids}
         deadline = time.monotonic() + args.drain
@@ -489,6 +506,10 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
                 break
         cpu_after = suite.cpu_seconds()
         result["cpu"] = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+        result["idle_per_second"] = {
+            name: (idle_after.get(name, 0.0) - idle_before.get(name, 0.0)) / idle_seconds for name in idle_after
+        }
+        result["elapsed"] = time.monotonic() - started
         stop.set()
         watcher.join(30)
         arrivals = json.loads(out.read_text())
@@ -519,6 +540,7 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
     topic, topic_missing = latencies(sent, arrivals["topic"])
     feed, feed_missing = latencies(sent, arrivals["feed"])
     print(cpu_line(result["cpu"], ok))
+    print(idle_line(result, ok))
     print(line("POST sent → hub's Kafka topic", topic))
     print(line(f"POST sent → hub's pull feed (±{args.feed_poll * 1000:.0f} ms)", feed))
     for kind, missing in (("topic", topic_missing), ("feed", feed_missing)):
@@ -554,6 +576,7 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         )
         print(f"  never arrived on the hub topic: {len(missing)}")
         print(cpu_line(result["cpu"], len(ok)))
+        print(idle_line(result, len(ok)))
         topic_latency, _ = latencies(sent, arrivals["topic"])
         print(line("POST sent → hub's Kafka topic", topic_latency))
 
@@ -564,6 +587,26 @@ def cpu_line(cpu: dict[str, float], referrals: int) -> str:
         return "  CPU: no referrals"
     parts = [f"{name} {1000 * seconds / referrals:.2f}" for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])]
     return f"  CPU ms per referral: {', '.join(parts)}; total {1000 * sum(cpu.values()) / referrals:.2f}"
+
+
+def idle_line(result: dict, referrals: int) -> str:
+    """The idle baseline (CPU ms a second, no load) and the CPU per referral with that baseline taken off.
+
+    Polling costs per second, not per referral: a phase that runs longer (a busy machine, a queue at intake)
+    amortises more of it over the same referrals. Net of it, the figure is the work each referral causes.
+    """
+    if not referrals:
+        return "  CPU net of idle: no referrals"
+    idle, cpu, elapsed = result["idle_per_second"], result["cpu"], result["elapsed"]
+    base = ", ".join(f"{name} {1000 * rate:.1f}" for name, rate in sorted(idle.items(), key=lambda kv: -kv[1]))
+    net = {name: max(0.0, seconds - idle.get(name, 0.0) * elapsed) for name, seconds in cpu.items()}
+    parts = ", ".join(
+        f"{name} {1000 * seconds / referrals:.2f}" for name, seconds in sorted(net.items(), key=lambda kv: -kv[1])
+    )
+    return (
+        f"  idle CPU ms a second (no load, watcher polling): {base}\n"
+        f"  CPU ms per referral net of idle ({elapsed:.0f} s): {parts}; total {1000 * sum(net.values()) / referrals:.2f}"
+    )
 
 
 def _probe_lag(suite: RunningSuite) -> int | None:

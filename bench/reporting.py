@@ -46,6 +46,7 @@ from shared.bus import EmbeddedBroker, ensure_topics, free_port
 from shared.db import upgrade
 from shared.events import AssignmentStatusChangedV1, RequestReceivedV1
 from shared.settings import Topics
+from suite import registry
 
 APRIL = datetime(2020, 4, 1, tzinfo=UTC)
 TYPES = (
@@ -157,7 +158,7 @@ async def figures_benchmark(small: int, large: int, repeat: int, scratch: Path) 
     urls = {}
     for size in (small, large):
         url = urls[size] = f"sqlite+aiosqlite:///{scratch / f'figures-{size}.db'}"
-        await asyncio.to_thread(upgrade, "reporting", url)
+        await asyncio.to_thread(upgrade, registry.spec("reporting").migrations, url)
         started = time.perf_counter()
         await fill(url, size)
         print(f"  filled in {time.perf_counter() - started:.0f}s")
@@ -345,7 +346,7 @@ async def fresh_database(kind: str, scratch: Path, suffix: str) -> str:
         await connection.execute(f'CREATE DATABASE "{name}"')
         await connection.close()
         url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    await asyncio.to_thread(upgrade, "reporting", url)
+    await asyncio.to_thread(upgrade, registry.spec("reporting").migrations, url)
     return url
 
 

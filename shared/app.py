@@ -18,7 +18,6 @@ from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import MetaData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,7 +40,7 @@ from shared.openapi import document_security_and_errors
 from shared.outbox import OutboxRelay, outbox_table
 from shared.security import UNLIMITED_PATHS, install_security
 from shared.settings import ServiceSettings
-from shared.tracing import Tracing, current_traceparent, instrument_engine
+from shared.tracing import ServerSpans, Tracing, current_traceparent, instrument_engine
 from shared.uow import Reaction, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -291,7 +290,7 @@ def create_service_app(
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Outermost: the server span (from the caller's traceparent and tracestate) is current for everything inside.
     assert runtime.tracing is not None  # build_runtime makes one
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=runtime.tracing.provider, exclude_spans=["receive", "send"])
+    app.add_middleware(ServerSpans, tracing=runtime.tracing)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health():  # type: ignore[no-untyped-def]  # FastAPI would make a return annotation the response_model, changing the OpenAPI document

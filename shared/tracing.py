@@ -1,7 +1,7 @@
 """Tracing with OpenTelemetry: one trace from an HTTP request through Kafka to the hub's webhook.
 
 Each service app has its own `Tracing` (a tracer provider named after the
-service). The FastAPI instrumentation starts a server span per request from the
+service). `ServerSpans` (pure ASGI middleware) runs each request in a server span from the
 caller's `traceparent` and `tracestate` (or a new trace); the unit of work puts
 the current context on every CloudEvent it records (the CloudEvents
 distributed-tracing extension: `traceparent`, `tracestate`); the relay sends
@@ -35,8 +35,18 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.util.types import Attributes
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     import httpx
@@ -109,6 +119,11 @@ def _remote_context(traceparent: str | bytes | None, tracestate: str | bytes | N
     return extract(carrier, context=otel_context.Context())
 
 
+def _trace_state(value: str | bytes) -> TraceState:
+    """A `tracestate` header as the W3C propagator reads it (without building a whole context to get it)."""
+    return TraceState.from_header([value.decode("latin-1") if isinstance(value, bytes) else value])
+
+
 @contextlib.contextmanager
 def continued(traceparent: str | bytes | None, tracestate: str | bytes | None = None) -> Iterator[TraceContext]:
     """Work done inside belongs to the given trace (a new span id of it, not exported), or to a new trace.
@@ -118,11 +133,7 @@ def continued(traceparent: str | bytes | None, tracestate: str | bytes | None = 
     """
     parent = parse(traceparent)
     made = parent.child() if parent else TraceContext(secrets.token_hex(16), secrets.token_hex(8))
-    state = (
-        trace.get_current_span(_remote_context(traceparent, tracestate)).get_span_context().trace_state
-        if parent
-        else TraceState()
-    )
+    state = _trace_state(tracestate) if parent and tracestate else TraceState()
     span = NonRecordingSpan(
         SpanContext(
             int(made.trace_id, 16),
@@ -233,6 +244,70 @@ class Tracing:
         self.inner_provider.shutdown()
 
 
+class ServerSpans:
+    """Pure ASGI middleware: each HTTP request runs in a server span continuing the caller's `traceparent`.
+
+    What FastAPI's OpenTelemetry instrumentation did, at a fraction of its cost per
+    request (it was a quarter of intake's CPU with export off): with export off
+    (the default) no SDK span is made at all, only the ids every event and log
+    line carries (the caller's trace with a new span id, or a new trace); with
+    export on, an SDK server span named `METHOD /route/{template}` with the HTTP
+    semantic-convention attributes and the response status.
+    """
+
+    def __init__(self, app: ASGIApp, *, tracing: Tracing) -> None:
+        self.app = app
+        self.tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        traceparent = tracestate = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
+        if not self.tracing.exporting:
+            with continued(traceparent, tracestate):
+                return await self.app(scope, receive, send)
+        await self._recorded(scope, receive, send, traceparent, tracestate)
+
+    async def _recorded(
+        self, scope: Scope, receive: Receive, send: Send, traceparent: bytes | None, tracestate: bytes | None
+    ) -> None:
+        method = scope["method"]
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "network.protocol.version": scope.get("http_version", "1.1"),
+        }
+        with self.tracing.span(
+            method, kind=SpanKind.SERVER, traceparent=traceparent, tracestate=tracestate, attributes=attributes
+        ) as span:
+
+            async def send_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_status)
+            except Exception as error:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+
+
 def instrument_engine(engine: AsyncEngine, tracing: Tracing) -> None:
     """Database statements as spans of the service's traces (the SQLAlchemy instrumentation, on this engine only)."""
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -253,6 +328,7 @@ def instrument_http_client(client: httpx.AsyncClient, tracing: Tracing) -> None:
 __all__ = [
     "HEADER",
     "STATE_HEADER",
+    "ServerSpans",
     "SpanKind",
     "TraceContext",
     "Tracing",

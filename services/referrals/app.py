@@ -11,6 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from services.referrals import api, handlers, notifications, service
 from services.referrals.models import tables
 from shared.app import Runtime, create_service_app
+from shared.consumer import EventConsumer
 from shared.notify import NotificationWorker, NotifySettings, sender_from_settings
 from shared.settings import PORTS, ServiceSettings
 from shared.spec import ServiceSpec
@@ -51,20 +52,28 @@ def create_app(settings: ReferralsSettings | None = None) -> FastAPI:
         if settings.notify_residents and settings.run_notifications:
             runtime.start_loop(app.state.notifier, name="notifications")
 
+    def status_consumers(runtime: Runtime) -> list[EventConsumer]:
+        consumer = runtime.consumer(
+            group=settings.consumer_group,
+            topics=[settings.topics.assignment_status],
+            handlers=notifications.told_of_progress(handlers.status_handlers(), recent=recent)
+            if settings.notify_residents
+            else handlers.status_handlers(),
+            batch_handler=notifications.told_of_progress_in_batches(handlers.status_batch(), recent=recent)
+            if settings.notify_residents
+            else handlers.status_batch(),
+        )
+        # An adviser's view of where a request is need not be fresher than a tenth of a second: on the
+        # embedded broker a short fetch wait is paid in polls (its CPU and ours), so as reporting does.
+        consumer.fetch_max_wait_ms = 100
+        return [consumer]
+
     app = create_service_app(
         title="Kent Together: referrals",
         settings=settings,
         tables=tables,
         routers=[api.router, notifications.router],
-        consumers=lambda runtime: [
-            runtime.consumer(
-                group=settings.consumer_group,
-                topics=[settings.topics.assignment_status],
-                handlers=notifications.told_of_progress(handlers.status_handlers(), recent=recent)
-                if settings.notify_residents
-                else handlers.status_handlers(),
-            )
-        ],
+        consumers=status_consumers,
         on_startup=on_startup,
         own_idempotency_paths=frozenset({"/v1/referrals"}),  # the intake keeps the key with the referral
     )

@@ -238,8 +238,49 @@ class Change:
     note: str | None = None
 
 
+class _RecordsProgress:
+    """What fulfilment's status events do to a referral: the same rule for the `Referral` and its `Progress`."""
+
+    __slots__ = ()
+    id: str
+    status: str
+    closed_at: datetime | None
+    requests: list[Request]
+
+    def record_progress(
+        self,
+        request_id: str,
+        *,
+        progress: str,
+        hub: str | None,
+        at: datetime,
+        outcome: str | None,
+        closed_at: datetime | None,
+    ) -> bool:
+        """Fulfilment moved a request on; False for an event older than what is held (a republish)."""
+        request = next((r for r in self.requests if r.id == request_id), None)
+        if request is None:
+            raise NotFound(f"no request {request_id} on referral {self.id}")
+        if request.progress_at is not None and at < request.progress_at:
+            return False
+        status = request_status_after(progress, current=request.status)
+        request.progress, request.hub, request.progress_at, request.outcome = progress, hub, at, outcome
+        if status != request.status:
+            ended = closed_at or at
+            if status == CLOSED:
+                request.closed_at = ended
+            else:
+                request.cancelled_at = ended
+            request.status = status
+            if self.status == OPEN:  # the referral closes (or is cancelled) when no request is open any more
+                now_status = referral_status([r.status for r in self.requests])
+                if now_status != OPEN:
+                    self.status, self.closed_at = now_status, ended
+        return True
+
+
 @dataclass(slots=True)
-class Referral:
+class Referral(_RecordsProgress):
     """A resident and their requests: amended, cancelled, closed when no request is open, erased."""
 
     id: str
@@ -333,33 +374,6 @@ class Referral:
         self.changes.append(Change("cancelled", [f"requests.{r.type}" for r in cancelled], by, at, note))
         return cancelled
 
-    def record_progress(
-        self,
-        request_id: str,
-        *,
-        progress: str,
-        hub: str | None,
-        at: datetime,
-        outcome: str | None,
-        closed_at: datetime | None,
-    ) -> bool:
-        """Fulfilment moved a request on; False for an event older than what is held (a republish)."""
-        request = self.request(request_id)
-        if request.progress_at is not None and at < request.progress_at:
-            return False
-        status = request_status_after(progress, current=request.status)
-        request.progress, request.hub, request.progress_at, request.outcome = progress, hub, at, outcome
-        if status != request.status:
-            ended = closed_at or at
-            if status == CLOSED:
-                request.closed_at = ended
-            else:
-                request.cancelled_at = ended
-            request.status = status
-            if self.status == OPEN:
-                self._close_if_done(ended)
-        return True
-
     def erase(self, *, by: str, at: datetime, reason: str) -> bool:
         """Erase the resident's personal data, keeping what counts need; False if it was erased already."""
         if self.erased_at is not None:
@@ -388,6 +402,20 @@ class Referral:
         status = referral_status([r.status for r in self.requests])
         if status != OPEN:
             self.status, self.closed_at = status, at
+
+
+@dataclass(slots=True)
+class Progress(_RecordsProgress):
+    """What fulfilment's status events change of a referral: its requests' progress and its status.
+
+    No personal data: the status consumer folds a fetch of events into these without
+    opening any resident's sealed details (services/referrals/service.py `record_progress_batch`).
+    """
+
+    id: str
+    status: str
+    closed_at: datetime | None
+    requests: list[Request]
 
 
 def _flattened(resident: dict[str, Any]) -> dict[str, Any]:

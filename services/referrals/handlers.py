@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.referrals import service
-from shared.consumer import Handler
+from shared.consumer import BatchHandler, Handler
 from shared.events import AssignmentStatusChangedV1, CloudEvent
 from shared.uow import UnitOfWork
 
@@ -13,3 +13,19 @@ def status_handlers() -> dict[str, Handler]:
         await service.record_progress(uow, AssignmentStatusChangedV1.model_validate(event.data))
 
     return {AssignmentStatusChangedV1.type: status_changed}
+
+
+def status_batch() -> BatchHandler:
+    """A fetch of status events at once, in the consumer's one transaction (one read, one write per batch)."""
+
+    async def status_changed(uow: UnitOfWork, events: list[CloudEvent]) -> None:
+        await service.record_progress_batch(
+            uow,
+            [
+                AssignmentStatusChangedV1.model_validate(e.data)
+                for e in events
+                if e.type == AssignmentStatusChangedV1.type
+            ],
+        )
+
+    return status_changed

@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import date
 
 import pydantic_core
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from services.referrals import domain
-from services.referrals.domain import Change, Referral, Request
+from services.referrals.domain import Change, Progress, Referral, Request
 from services.referrals.models import (
     referral_changes,
     referrals,
@@ -34,6 +34,8 @@ _REQUESTS = sealing["requests"]
 _CHANGES = sealing["referral_changes"]
 
 _REQUEST_COLUMNS = tuple(Request.__slots__)
+_PROGRESS_COLUMNS = ("status", "cancelled_at", "progress", "hub", "progress_at", "outcome", "closed_at")
+"""What fulfilment's status events change of a request (`Progress`); a referral's: status and closed_at."""
 _ERASED_INDEXES = {"name_index": ERASED, "name_words": "", "phone_index": None, "postcode_index": None}
 """An erased resident's lookup columns: markers nothing matches (rekey leaves them: `indexes_frozen_when`)."""
 
@@ -149,6 +151,10 @@ def _request_row(referral_id: str, r: Request) -> dict:
     }
 
 
+def _progress_row(r: Request) -> dict:
+    return {c: getattr(r, c) for c in _PROGRESS_COLUMNS}
+
+
 def _referral(row, request_rows, keyring) -> Referral:
     opened = _REFERRALS.open(row, keyring)
     return Referral(
@@ -186,6 +192,8 @@ class Referrals:
     def __init__(self, uow):
         self.uow = uow
         self._loaded: dict[str, tuple[dict, dict[str, dict]]] = {}
+        self._progress_loaded: dict[str, tuple[tuple, dict[str, dict]]] = {}
+        """What `progress_of` read, by referral id: (status, closed_at) and each request's progress columns."""
         """What was read, by id: the row (clear) and each request's row, so `save` writes only what changed."""
 
     @property
@@ -228,6 +236,71 @@ class Referrals:
         """The referral holding a request, or None if this service never took it."""
         found = await self._session.scalar(select(requests.c.referral_id).where(requests.c.id == request_id))
         return None if found is None else await self.get(found)
+
+    async def progress_of(self, request_ids: set[str]) -> dict[str, Progress]:
+        """The progress of the referrals holding these requests, by request id (one read, nothing unsealed).
+
+        Requests this service never took are not in the answer.
+        """
+        if not request_ids:
+            return {}
+        owners = select(requests.c.referral_id).where(requests.c.id.in_(request_ids))
+        rows = (
+            await self._session.execute(
+                select(
+                    *(requests.c[n] for n in _REQUEST_COLUMNS if n != "details"),
+                    requests.c.referral_id,
+                    referrals.c.status.label("referral_status"),
+                    referrals.c.closed_at.label("referral_closed_at"),
+                )
+                .join(referrals, referrals.c.id == requests.c.referral_id)
+                .where(requests.c.referral_id.in_(owners))
+                .order_by(requests.c.referral_id, requests.c.position)
+            )
+        ).mappings()
+        cases: dict[str, Progress] = {}
+        for row in rows:
+            case = cases.get(row["referral_id"])
+            if case is None:
+                case = cases[row["referral_id"]] = Progress(
+                    row["referral_id"], row["referral_status"], row["referral_closed_at"], []
+                )
+            case.requests.append(Request(**{n: row[n] for n in _REQUEST_COLUMNS if n != "details"}))
+        self._progress_loaded = {
+            case.id: ((case.status, case.closed_at), {r.id: _progress_row(r) for r in case.requests})
+            for case in cases.values()
+        }
+        return {r.id: case for case in cases.values() for r in case.requests if r.id in request_ids}
+
+    async def save_progress(self, cases: list[Progress]) -> None:
+        """Write what changed since `progress_of`: one UPDATE of many rows per set of columns changed."""
+        request_rows: dict[tuple[str, ...], list[dict]] = {}
+        referral_rows: list[dict] = []
+        for case in cases:
+            (status, closed_at), before = self._progress_loaded[case.id]
+            if (case.status, case.closed_at) != (status, closed_at):
+                referral_rows.append({"b_id": case.id, "b_status": case.status, "b_closed_at": case.closed_at})
+            for request in case.requests:
+                row = _progress_row(request)
+                changed = tuple(c for c in _PROGRESS_COLUMNS if row[c] != before[request.id][c])
+                if changed:
+                    request_rows.setdefault(changed, []).append(
+                        {"b_id": request.id, **{"b_" + c: row[c] for c in changed}}
+                    )
+        for columns, rows in request_rows.items():
+            await self._session.execute(
+                update(requests)
+                .where(requests.c.id == bindparam("b_id"))
+                .values({c: bindparam("b_" + c) for c in columns}),
+                rows,
+            )
+        if referral_rows:
+            await self._session.execute(
+                update(referrals)
+                .where(referrals.c.id == bindparam("b_id"))
+                .values(status=bindparam("b_status"), closed_at=bindparam("b_closed_at")),
+                referral_rows,
+            )
 
     async def save(self, referral: Referral) -> None:
         """Write what changed since `get` (sealed again if the resident did), and the new history entries."""

@@ -177,25 +177,34 @@ async def cancel_requests(
 
 
 async def record_progress(uow: UnitOfWork, event: AssignmentStatusChangedV1) -> None:
-    """Fulfilment moved a request on: note where it is, and close it (and its referral) when the hub closed it.
+    """One status event (the consumer's one-at-a-time path): as `record_progress_batch` of one."""
+    await record_progress_batch(uow, [event])
 
-    In the consumer's transaction (the consumer commits). Events of one referral
-    arrive in order (they are keyed by it); one older than what is held (a
-    republish) is ignored.
+
+async def record_progress_batch(uow: UnitOfWork, events: list[AssignmentStatusChangedV1]) -> None:
+    """Fulfilment moved requests on: note where each is, and close it (and its referral) when the hub closed it.
+
+    In the consumer's transaction (the consumer commits), a whole fetch at once:
+    one read of the referrals concerned (their requests and status, nothing
+    unsealed), the events applied in their order in memory, one UPDATE of many
+    rows per set of columns changed. Events of one referral arrive in order (they
+    are keyed by it); one older than what is held (a republish) is ignored.
     """
-    referral = await uow.referrals.of_request(str(event.request_id))
-    if referral is None:
-        log.warning("status of request %s, which referrals never took; ignored", event.request_id)
-        return
-    if referral.record_progress(
-        str(event.request_id),
-        progress=event.status,
-        hub=event.hub,
-        at=event.changed_at,
-        outcome=event.outcome,
-        closed_at=event.closed_at,
-    ):
-        await uow.referrals.save(referral)
+    cases = await uow.referrals.progress_of({str(e.request_id) for e in events})
+    for event in events:
+        case = cases.get(str(event.request_id))
+        if case is None:
+            log.warning("status of request %s, which referrals never took; ignored", event.request_id)
+            continue
+        case.record_progress(
+            str(event.request_id),
+            progress=event.status,
+            hub=event.hub,
+            at=event.changed_at,
+            outcome=event.outcome,
+            closed_at=event.closed_at,
+        )
+    await uow.referrals.save_progress(list({case.id: case for case in cases.values()}.values()))
 
 
 async def publish_state_page(uow: UnitOfWork, after: str | None, limit: int, *, topics=None) -> tuple[str | None, int]:

@@ -75,10 +75,8 @@ async def test_an_open_referral_past_retention_is_listed_for_review_and_never_an
     ]
 
 
-async def publish_status(
-    settings, referral: dict, request: dict, *, status: str, at, hub="thanet", outcome=None
-) -> None:
-    """What fulfilment publishes when a hub moves a request on (AssignmentStatusChangedV1), on the real topic."""
+def status_changed(referral: dict, request: dict, *, status: str, at, hub="thanet", outcome=None) -> CloudEvent:
+    """What fulfilment publishes when a hub moves a request on (AssignmentStatusChangedV1)."""
     data = AssignmentStatusChangedV1(
         assignment_id=uuid.uuid4(),
         request_id=request["id"],
@@ -92,12 +90,19 @@ async def publish_status(
         outcome=outcome,
         closed_at=at if status in ("fulfilled", "unable_to_fulfil") else None,
     )
-    event = CloudEvent(
+    return CloudEvent(
         source="/kent-together/fulfilment",
         type=data.type,
         subject=str(data.assignment_id),
         data=data.model_dump(mode="json"),
     )
+
+
+async def publish_status(
+    settings, referral: dict, request: dict, *, status: str, at, hub="thanet", outcome=None
+) -> None:
+    """`status_changed`, on the real topic."""
+    event = status_changed(referral, request, status=status, at=at, hub=hub, outcome=outcome)
     producer = Producer(settings.kafka_bootstrap_servers)
     try:
         await producer.send_many(

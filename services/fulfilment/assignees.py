@@ -21,6 +21,7 @@ from sqlalchemy import case, func, insert, literal, select, update
 from services.fulfilment import domain, reading, repository, service
 from services.fulfilment.domain import Status
 from services.fulfilment.models import assignments, case_holders, case_notes, holder_changes, referrals
+from services.fulfilment.schemas import SeriesOut
 from shared.app import Runtime
 from shared.auth import Principal, require
 from shared.errors import Conflict, ValidationFailed
@@ -318,6 +319,7 @@ async def hub_queue(
         )
         rows = (await uow.session.execute(query)).mappings().all()
         total = await uow.session.scalar(select(func.count()).select_from(joined).where(*conditions))
+        schedules = await reading.schedules_of(uow, rows)
     keyring = uow.keyring
     items = []
     for r in rows:
@@ -336,6 +338,7 @@ async def hub_queue(
                 "last_contact_at": r["last_contact_at"],
                 "next_contact_at": r["next_contact_at"],
                 "next_due_at": _next_due(r),
+                "series": reading.series_summary(r, schedules),
             }
         )
     return items, total
@@ -452,6 +455,8 @@ class QueueItem(BaseModel):
     contact_attempts: int
     last_contact_at: datetime | None = None
     next_contact_at: datetime | None = None
+    series: SeriesOut | None = None
+    """Set when the request recurs: "weekly, 3 of 6", and when the next occurrence is due."""
 
 
 class QueuePage(BaseModel):

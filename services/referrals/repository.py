@@ -67,6 +67,8 @@ def out(referral: Referral) -> dict:
                 "progress_at": r.progress_at,
                 "outcome": r.outcome,
                 "closed_at": r.closed_at,
+                "recurrence": r.recurrence,
+                "occurrence": r.occurrence,
             }
             for r in referral.requests
         ],
@@ -146,6 +148,8 @@ def _request_row(referral_id: str, r: Request) -> dict:
         "progress_at": r.progress_at,
         "outcome": r.outcome,
         "closed_at": r.closed_at,
+        "recurrence": r.recurrence,
+        "occurrence": r.occurrence,
     }
 
 

@@ -183,17 +183,21 @@ async def record_progress(uow: UnitOfWork, event: AssignmentStatusChangedV1) -> 
     arrive in order (they are keyed by it); one older than what is held (a
     republish) is ignored.
     """
-    referral = await uow.referrals.of_request(str(event.request_id))
+    # An occurrence of a recurring request after the first has its own request id: the series' is ours.
+    request_id = str(event.series_id or event.request_id)
+    referral = await uow.referrals.of_request(request_id)
     if referral is None:
-        log.warning("status of request %s, which referrals never took; ignored", event.request_id)
+        log.warning("status of request %s, which referrals never took; ignored", request_id)
         return
     if referral.record_progress(
-        str(event.request_id),
+        request_id,
         progress=event.status,
         hub=event.hub,
         at=event.changed_at,
         outcome=event.outcome,
         closed_at=event.closed_at,
+        occurrence=event.occurrence,
+        series_continues=bool(event.series_continues),
     ):
         await uow.referrals.save(referral)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from services.fulfilment.domain import CLOSED, Assignment, Change, Series, Status
-from services.fulfilment.models import assignment_changes, assignments, escalations
+from services.fulfilment.models import assignment_changes, assignments, escalations, referrals
 from services.fulfilment.repository import Assignments
 from shared.events import (
     AssignedRequestV1,
@@ -247,6 +247,12 @@ async def publish_state_page(
         else []
     )
     schedules = await Assignments(uow).series(row["series_id"] for row in rows if row["series_id"])
+    later = {row["referral_id"] for row in rows if (row["occurrence"] or 0) > 1}
+    channels = (
+        dict((await uow.session.execute(select(referrals.c.id, referrals.c.channel).where(referrals.c.id.in_(later)))).all())
+        if later
+        else {}
+    )
     out = Outgoing(topics)
     for row in rows:
         recurs = schedules.get(row["series_id"]) if row["series_id"] else None
@@ -280,6 +286,7 @@ async def publish_state_page(
                     if recurs is not None and row["status"] in CLOSED
                     else None
                 ),
+                channel=channels.get(row["referral_id"]) if (row["occurrence"] or 0) > 1 else None,
             ),
             key=row["referral_id"],
         )

@@ -133,8 +133,9 @@ async def test_fulfilling_a_weekly_occurrence_opens_next_weeks_for_the_same_hub_
     status_bytes = orjson.dumps(statuses)
     for personal in (b"Margaret", b"577000", b"Northdown", THANET_POSTCODE.encode()):
         assert personal not in status_bytes  # the reporting events name nobody
-    routed = [e["data"] for _, e in await outbox(settings, AssignmentRoutedV1.type)]
-    told = next(e for e in routed if e["assignment_id"] == second["id"])
+    feed = (await client.get("/v1/hubs/thanet/feed", params={"cursor": 0}, headers=ann(settings))).json()
+    routed = [i["event"]["data"] for i in feed["items"] if i["event"]["type"] == AssignmentRoutedV1.type]
+    told = next(e for e in routed if e["assignment_id"] == second["id"])  # the hub's topic, feed and webhook
     assert told["hub"] == "thanet" and told["series"] == {
         "series_id": series_id,
         "occurrence": 2,

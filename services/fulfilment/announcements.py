@@ -249,7 +249,11 @@ async def publish_state_page(
     schedules = await Assignments(uow).series(row["series_id"] for row in rows if row["series_id"])
     later = {row["referral_id"] for row in rows if (row["occurrence"] or 0) > 1}
     channels = (
-        dict((await uow.session.execute(select(referrals.c.id, referrals.c.channel).where(referrals.c.id.in_(later)))).all())
+        dict(
+            (
+                await uow.session.execute(select(referrals.c.id, referrals.c.channel).where(referrals.c.id.in_(later)))
+            ).all()
+        )
         if later
         else {}
     )

@@ -742,7 +742,9 @@ class Series:
             request_type=after.request_type,
             urgency=after.urgency,
             received_at=at,  # an occurrence comes in when it opens: reporting counts it on that day
-            placement=replace(placement, reason=f"{self.label(occurrence)}: the same hub as occurrence {occurrence - 1}"),
+            placement=replace(
+                placement, reason=f"{self.label(occurrence)}: the same hub as occurrence {occurrence - 1}"
+            ),
             at=at,
             series_id=self.id,
             occurrence=occurrence,
@@ -751,4 +753,3 @@ class Series:
         scheduled = self.scheduled_at(occurrence)
         a.accept_due_at, a.fulfil_due_at = scheduled + sla.accept, scheduled + sla.fulfil
         return a, change
-

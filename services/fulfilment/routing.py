@@ -253,8 +253,6 @@ async def route_referrals(
     await repo.record(changes)
     for a, change, request_row, referral_row, trace, recurs in announcements:
         with tracing.continued(*trace) if trace is not None else contextlib.nullcontext():
-            announce(
-                uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row, series=recurs
-            )
+            announce(uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row, series=recurs)
     await out.flush(uow)
     return len(rows)

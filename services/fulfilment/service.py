@@ -347,7 +347,13 @@ async def transition(
         if following is not None:
             opened, opened_change, opened_row = following
             announce(
-                uow, out, a=opened, changes=[opened_change], request_row=opened_row, referral_row=referral_row, series=recurs
+                uow,
+                out,
+                a=opened,
+                changes=[opened_change],
+                request_row=opened_row,
+                referral_row=referral_row,
+                series=recurs,
             )
         await out.flush(uow)
         await uow.commit()

@@ -11,7 +11,12 @@ from datetime import datetime, timedelta
 
 import httpx
 
-FOOD_WEEKLY = {"type": "food", "details": "Weekly shop", "urgency": "this-week", "recurrence": {"frequency": "weekly", "occurrences": 6}}
+FOOD_WEEKLY = {
+    "type": "food",
+    "details": "Weekly shop",
+    "urgency": "this-week",
+    "recurrence": {"frequency": "weekly", "occurrences": 6},
+}
 
 
 def referral(requests: list[dict], name: str) -> dict:
@@ -57,7 +62,9 @@ async def test_a_weekly_request_fulfilled_opens_next_weeks_occurrence_for_the_sa
         request = taken.json()["requests"][0]
         assert request["recurrence"] == {"frequency": "weekly", "ends_on": None, "occurrences": 6}
         other = await referrals.post(
-            "/v1/referrals", json=referral([{"type": "prescription"}, {"type": "befriending"}], "Ann Smith"), headers=adviser
+            "/v1/referrals",
+            json=referral([{"type": "prescription"}, {"type": "befriending"}], "Ann Smith"),
+            headers=adviser,
         )
         assert other.status_code == 201, other.text
 

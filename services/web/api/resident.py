@@ -198,7 +198,9 @@ def _when(request: Request, *, values: dict, errors: dict, status_code: int = 20
 @router.get("/get-help/when")
 async def when_page(request: Request):
     draft, away = _guard(request, "when")
-    return away or _when(request, values={"urgency": draft.get("urgency", ""), **(draft.get("repeat_answers") or {})}, errors={})
+    return away or _when(
+        request, values={"urgency": draft.get("urgency", ""), **(draft.get("repeat_answers") or {})}, errors={}
+    )
 
 
 @router.post("/get-help/when", dependencies=[Csrf])

@@ -16,9 +16,7 @@ async def test_an_adviser_takes_a_weekly_shop_for_six_weeks_and_the_referral_say
     # The follow-up questions are in the page itself: without JavaScript they are simply shown under "Yes".
     assert 'name="repeat"' in form and 'data-aria-controls="conditional-repeat-2"' in form
     assert 'id="conditional-repeat-2"' in form and 'name="frequency"' in form
-    location = await save_call(
-        web, call(name="Rita Repeat", repeat="yes", frequency="weekly", repeat_count="6")
-    )
+    location = await save_call(web, call(name="Rita Repeat", repeat="yes", frequency="weekly", repeat_count="6"))
     page = (await web.get(location)).text
     assert "Food: open; repeats weekly, 6 times" in page
 
@@ -28,7 +26,12 @@ async def test_repeat_answers_that_cannot_be_met_are_named_beside_their_fields(w
     page = await post_form(
         web,
         "/adviser/call",
-        call(name="Rita Repeat", repeat="yes", repeat_count="0", **{"repeat_until-day": "31", "repeat_until-month": "2", "repeat_until-year": "2027"}),
+        call(
+            name="Rita Repeat",
+            repeat="yes",
+            repeat_count="0",
+            **{"repeat_until-day": "31", "repeat_until-month": "2", "repeat_until-year": "2027"},
+        ),
         from_page="/adviser",
     )
     assert page.status_code == 400
@@ -44,7 +47,12 @@ async def test_an_end_date_before_the_first_time_is_refused_by_the_service_and_s
     page = await post_form(
         web,
         "/adviser/call",
-        call(name="Rita Early", repeat="yes", frequency="monthly", **{"repeat_until-day": "1", "repeat_until-month": "1", "repeat_until-year": "2020"}),
+        call(
+            name="Rita Early",
+            repeat="yes",
+            frequency="monthly",
+            **{"repeat_until-day": "1", "repeat_until-month": "1", "repeat_until-year": "2020"},
+        ),
         from_page="/adviser",
     )
     assert page.status_code == 400
@@ -59,7 +67,9 @@ async def test_a_resident_says_their_help_repeats_every_two_weeks_and_sees_it_be
     wrong = await post_form(web, "/get-help/when", {"urgency": "this-week", "repeat": "yes"})
     assert wrong.status_code == 400
     assert dict(ERRORS.findall(wrong.text)) == {"frequency": "Select how often the help is needed"}
-    right = await post_form(web, "/get-help/when", {"urgency": "this-week", "repeat": "yes", "frequency": "fortnightly"})
+    right = await post_form(
+        web, "/get-help/when", {"urgency": "this-week", "repeat": "yes", "frequency": "fortnightly"}
+    )
     assert right.status_code == 303
     again = (await web.get("/get-help/when")).text
     assert re.search(r'value="fortnightly" checked', again)

@@ -45,15 +45,23 @@ def test_an_end_date_before_the_first_occurrence_is_refused_naming_the_request_a
     requests = [
         RequestIn.model_validate({"type": "food"}),
         RequestIn.model_validate(
-            {"type": "prescription", "needed_by": "2026-12-08", "recurrence": {"frequency": "weekly", "ends_on": "2026-12-07"}}
+            {
+                "type": "prescription",
+                "needed_by": "2026-12-08",
+                "recurrence": {"frequency": "weekly", "ends_on": "2026-12-07"},
+            }
         ),
-        RequestIn.model_validate({"type": "befriending", "recurrence": {"frequency": "weekly", "ends_on": "2026-11-30"}}),
+        RequestIn.model_validate(
+            {"type": "befriending", "recurrence": {"frequency": "weekly", "ends_on": "2026-11-30"}}
+        ),
     ]
     errors = domain.recurrence_errors(requests, received=TODAY)
     assert [e["field"] for e in errors] == ["requests[1].recurrence.ends_on", "requests[2].recurrence.ends_on"]
     assert "2026-12-08, the date it is needed by" in errors[0]["reason"]
     assert "2026-12-01, the day the referral is received" in errors[1]["reason"]
-    same_day = RequestIn.model_validate({"type": "food", "recurrence": {"frequency": "weekly", "ends_on": "2026-12-01"}})
+    same_day = RequestIn.model_validate(
+        {"type": "food", "recurrence": {"frequency": "weekly", "ends_on": "2026-12-01"}}
+    )
     assert domain.recurrence_errors([same_day], received=TODAY) == []
 
 
@@ -82,10 +90,19 @@ def test_a_recurring_request_stays_open_while_its_series_goes_on_and_closes_with
     )
     assert (referral.requests[0].status, referral.status, referral.requests[0].occurrence) == (OPEN, OPEN, 1)
     later = datetime(2026, 12, 10, 9, tzinfo=UTC)
-    referral.record_progress("r1", progress="routed", hub="thanet", at=later, outcome=None, closed_at=None, occurrence=2)
+    referral.record_progress(
+        "r1", progress="routed", hub="thanet", at=later, outcome=None, closed_at=None, occurrence=2
+    )
     assert referral.requests[0].occurrence == 2
     last = datetime(2026, 12, 11, 9, tzinfo=UTC)
     referral.record_progress(
-        "r1", progress="fulfilled", hub="thanet", at=last, outcome=None, closed_at=last, occurrence=2, series_continues=False
+        "r1",
+        progress="fulfilled",
+        hub="thanet",
+        at=last,
+        outcome=None,
+        closed_at=last,
+        occurrence=2,
+        series_continues=False,
     )
     assert (referral.requests[0].status, referral.status) == (CLOSED, CLOSED)

@@ -1,6 +1,5 @@
 """Recurring requests through fulfilment's API: fulfilling an occurrence opens the next for the same hub."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -11,34 +10,22 @@ from shared.db import Database
 from shared.events import (
     AssignmentRoutedV1,
     AssignmentStatusChangedV1,
+    RecurrenceV1,
     ReferralReceivedV1,
     RequestCancelledV1,
     ResidentErasedV1,
 )
-from tests.integration.fulfilment.conftest import THANET_POSTCODE, deliver
+from tests.integration.fulfilment.conftest import THANET_POSTCODE, deliver, referral_received
 from tests.support.apps import token
 
 SERVICE = "fulfilment"
 
 
 def weekly(*, occurrences: int | None = 6, ends_on=None, one_offs=()) -> ReferralReceivedV1:
-    recurrence = {"frequency": "weekly", "occurrences": occurrences, "ends_on": ends_on}
-    return ReferralReceivedV1(
-        referral_id=uuid.uuid4(),
-        reference="KT-7F3K-9QX2",
-        channel="phone",
-        received_at=datetime.now(UTC),
-        consent_to_share=True,
-        resident={
-            "name": "Margaret Jones",
-            "phone": "+441843577000",
-            "address": {"line1": "12 Northdown Road", "town": "Margate", "postcode": THANET_POSTCODE},
-        },
-        requests=[
-            {"request_id": uuid.uuid4(), "type": "food", "urgency": "this-week", "recurrence": recurrence},
-            *({"request_id": uuid.uuid4(), "type": kind, "urgency": "today"} for kind in one_offs),
-        ],
-    )
+    """A referral whose first request, a food shop, recurs weekly; `one_offs` are requests made once."""
+    received = referral_received(types=("food", *one_offs), urgency="this-week")
+    received.requests[0].recurrence = RecurrenceV1(frequency="weekly", occurrences=occurrences, ends_on=ends_on)
+    return received
 
 
 def ann(settings) -> dict:
@@ -131,7 +118,7 @@ async def test_fulfilling_a_weekly_occurrence_opens_next_weeks_for_the_same_hub_
     )
     assert opening["request_id"] != series_id and opening["channel"] == "phone"
     status_bytes = orjson.dumps(statuses)
-    for personal in (b"Margaret", b"577000", b"Northdown", THANET_POSTCODE.encode()):
+    for personal in (b"Margaret", b"577000", b"Northdown", b"please call first", THANET_POSTCODE.encode()):
         assert personal not in status_bytes  # the reporting events name nobody
     feed = (await client.get("/v1/hubs/thanet/feed", params={"cursor": 0}, headers=ann(settings))).json()
     routed = [i["event"]["data"] for i in feed["items"] if i["event"]["type"] == AssignmentRoutedV1.type]

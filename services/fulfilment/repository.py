@@ -332,6 +332,24 @@ def series_values(s: Series) -> dict:
     }
 
 
+def new_assignment_row(a: Assignment, *, request_row: dict, now: datetime) -> dict:
+    """A new assignment's row, in clear: the request as received (`details`, `needed_by`, `duplicate_of`) and `a`."""
+    return {
+        "id": a.id,
+        "request_id": a.request_id,
+        "referral_id": a.referral_id,
+        "request_type": a.request_type,
+        **request_row,
+        "urgency": a.urgency,
+        "received_at": a.received_at,
+        **values_of(a),
+        "follow_up": False,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
+
+
 def values_of(a: Assignment) -> dict:
     values = {name: getattr(a, name) for name in DOMAIN_COLUMNS}
     values["status"] = str(a.status)

@@ -18,7 +18,7 @@ from services.fulfilment.announcements import Outgoing, announce
 from services.fulfilment.domain import Assignment, Placement, Series, Status
 from services.fulfilment.hubs import Hub, route
 from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
-from services.fulfilment.repository import Assignments, values_of
+from services.fulfilment.repository import Assignments, new_assignment_row
 from shared import tracing
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
@@ -227,22 +227,7 @@ async def route_referrals(
                 "needed_by": request.needed_by,
                 "duplicate_of": str(request.duplicate_of) if request.duplicate_of else None,
             }
-            rows.append(
-                {
-                    "id": a.id,
-                    "request_id": a.request_id,
-                    "referral_id": referral_id,
-                    "request_type": a.request_type,
-                    **request_row,
-                    "urgency": a.urgency,
-                    "received_at": a.received_at,
-                    **values_of(a),
-                    "follow_up": False,
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-            )
+            rows.append(new_assignment_row(a, request_row=request_row, now=now))
             changes.append((a.id, change))
             announcements.append((a, change, request_row, referral_row, trace, recurs))
     if not rows:

@@ -35,7 +35,7 @@ from services.fulfilment.reading import (
     rejected_by_hub,
     request_status,
 )
-from services.fulfilment.repository import Assignments, assignment_of, values_of
+from services.fulfilment.repository import Assignments, assignment_of, new_assignment_row
 from services.fulfilment.routing import Routing, route_referral, route_referrals
 from services.fulfilment.sla import EscalationScheduler, escalate_overdue
 from shared.auth import Principal
@@ -394,25 +394,7 @@ async def open_next_occurrence(
         "needed_by": first_needed_by + shift if first_needed_by else None,
         "duplicate_of": None,
     }
-    now = uow.now()
-    await repo.add(
-        [
-            {
-                "id": a.id,
-                "request_id": a.request_id,
-                "referral_id": a.referral_id,
-                "request_type": a.request_type,
-                **request_row,
-                "urgency": a.urgency,
-                "received_at": a.received_at,
-                **values_of(a),
-                "follow_up": False,
-                "created_at": now,
-                "updated_at": now,
-                "version": 1,
-            }
-        ]
-    )
+    await repo.add([new_assignment_row(a, request_row=request_row, now=uow.now())])
     await repo.record([(a.id, change)])
     await repo.save_series(recurs)
     return a, change, request_row

@@ -47,6 +47,19 @@ declared topics, one envelope each (a per-hub topic is the one case a caller nam
 `topic=topics.hub(slug)`); a topic carries personal data, and its outbox rows are
 sealed, when a personal contract is declared on it (`Topics.personal`).
 docs/privacy.md lists them, generated from the same declarations.
+
+Recurring requests were added to the v1 contracts as optional fields, so no
+type changed. `referral.received` may give a request a `recurrence`
+(`frequency`: weekly, fortnightly or monthly; `ends_on` or `occurrences`).
+Fulfilment makes each occurrence an assignment of its own, with its own
+`assignment_id` and `request_id`: the first keeps the request's, a later one's
+is derived from the series and its number. `assignment.status-changed` names
+the series (`series_id`, the request's id as referrals took it), the
+`occurrence` (1, 2, …) and the `frequency`. On a closing status it also says
+whether another occurrence follows (`series_continues`). `assignment.routed`
+tells the hub the same in `series`. Referrals keeps the request open while the
+series continues. Reporting counts each occurrence as a request, and each
+series once (`/v1/figures/series`).
 """
 
 

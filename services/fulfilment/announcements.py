@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from services.fulfilment.domain import Assignment, Change, Status
-from services.fulfilment.models import assignment_changes, assignments, escalations
+from services.fulfilment.domain import CLOSED, Assignment, Change, Series, Status
+from services.fulfilment.models import assignment_changes, assignments, escalations, referrals
 from shared.events import (
     AssignedRequestV1,
     AssignmentEscalatedV1,
     AssignmentRoutedV1,
+    AssignmentSeriesV1,
     AssignmentStatusChangedV1,
     AssignmentWithdrawnV1,
     CloudEvent,
@@ -44,7 +45,9 @@ class Outgoing:
         await uow.assignments.append_to_feeds(entries, hub_rows=self.hub_rows)
 
 
-def status_event(a: Assignment, change: Change, *, final: bool) -> AssignmentStatusChangedV1:
+def status_event(
+    a: Assignment, change: Change, *, final: bool, series: Series | None = None, channel: str | None = None
+) -> AssignmentStatusChangedV1:
     # Times and due dates describe where the assignment rests; a passing step
     # (rejected, on its way elsewhere) carries only what happened.
     return AssignmentStatusChangedV1(
@@ -69,10 +72,34 @@ def status_event(a: Assignment, change: Change, *, final: bool) -> AssignmentSta
         closed_at=a.closed_at if final else None,
         accept_due_at=a.accept_due_at if final else None,
         fulfil_due_at=a.fulfil_due_at if final else None,
+        series_id=a.series_id,
+        occurrence=a.occurrence,
+        frequency=series.frequency if series else None,
+        series_continues=(
+            series.continues_after(a.occurrence)
+            if series is not None and a.occurrence is not None and change.to_status in CLOSED
+            else None
+        ),
+        channel=channel if a.occurrence and a.occurrence > 1 else None,
     )
 
 
-def routed_event(a: Assignment, *, request_row, referral_row, previous_hub: str | None) -> AssignmentRoutedV1:
+def series_part(a: Assignment, series: Series | None) -> AssignmentSeriesV1 | None:
+    """Which occurrence of which series `a` is, for the hub; None for a one-off request."""
+    if series is None or a.occurrence is None:
+        return None
+    return AssignmentSeriesV1(
+        series_id=series.id,
+        occurrence=a.occurrence,
+        frequency=series.frequency,
+        occurrences=series.occurrences,
+        ends_on=series.ends_on,
+    )
+
+
+def routed_event(
+    a: Assignment, *, request_row, referral_row, previous_hub: str | None, series: Series | None = None
+) -> AssignmentRoutedV1:
     return AssignmentRoutedV1(
         assignment_id=a.id,
         hub=a.hub,
@@ -97,6 +124,7 @@ def routed_event(a: Assignment, *, request_row, referral_row, previous_hub: str 
         resident=referral_row["resident"],
         referrer=referral_row["referrer"],
         consent_to_share=referral_row["consent_to_share"],
+        series=series_part(a, series),
     )
 
 
@@ -108,10 +136,24 @@ def announce(
     changes: list[Change],
     request_row,
     referral_row,
+    series: Series | None = None,
 ) -> None:
-    """The status events of these changes, and what each hub involved must hear."""
+    """The status events of these changes, and what each hub involved must hear.
+
+    `series`: the series `a` is an occurrence of, if it is one (the events say which, and whether more follow).
+    """
     for index, change in enumerate(changes):
-        out.status(uow, status_event(a, change, final=index == len(changes) - 1), key=a.referral_id)
+        out.status(
+            uow,
+            status_event(
+                a,
+                change,
+                final=index == len(changes) - 1,
+                series=series,
+                channel=referral_row["channel"] if referral_row else None,
+            ),
+            key=a.referral_id,
+        )
         left = change.from_hub is not None and (
             change.to_hub != change.from_hub or change.to_status is Status.CANCELLED
         )
@@ -141,6 +183,7 @@ def announce(
                     request_row=request_row,
                     referral_row=referral_row,
                     previous_hub=change.from_hub,
+                    series=series,
                 ),
                 hub=change.to_hub,
                 key=a.referral_id,
@@ -202,8 +245,20 @@ async def publish_state_page(
         if ids
         else []
     )
+    schedules = await uow.assignments.series(row["series_id"] for row in rows if row["series_id"])
+    later = {row["referral_id"] for row in rows if (row["occurrence"] or 0) > 1}
+    channels = (
+        dict(
+            (
+                await uow.session.execute(select(referrals.c.id, referrals.c.channel).where(referrals.c.id.in_(later)))
+            ).all()
+        )
+        if later
+        else {}
+    )
     out = Outgoing(topics)
     for row in rows:
+        recurs = schedules.get(row["series_id"]) if row["series_id"] else None
         out.status(
             uow,
             AssignmentStatusChangedV1(
@@ -226,6 +281,15 @@ async def publish_state_page(
                 closed_at=row["closed_at"],
                 accept_due_at=row["accept_due_at"],
                 fulfil_due_at=row["fulfil_due_at"],
+                series_id=row["series_id"],
+                occurrence=row["occurrence"],
+                frequency=recurs.frequency if recurs else None,
+                series_continues=(
+                    recurs.continues_after(row["occurrence"])
+                    if recurs is not None and row["status"] in CLOSED
+                    else None
+                ),
+                channel=channels.get(row["referral_id"]) if (row["occurrence"] or 0) > 1 else None,
             ),
             key=row["referral_id"],
         )

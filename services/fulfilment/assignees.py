@@ -28,6 +28,7 @@ from sqlalchemy import case, func, insert, literal, select, update
 from services.fulfilment import domain, reading, repository, residents, service
 from services.fulfilment.domain import Status
 from services.fulfilment.models import assignments, case_holders, case_notes, holder_changes, hub_staff, referrals
+from services.fulfilment.schemas import SeriesOut
 from shared.app import Runtime
 from shared.auth import Principal, require
 from shared.errors import Conflict, ValidationFailed
@@ -345,6 +346,7 @@ async def hub_queue(
         )
         rows = (await uow.session.execute(query)).mappings().all()
         total = await uow.session.scalar(select(func.count()).select_from(joined).where(*conditions))
+        schedules = await reading.schedules_of(uow, rows)
     keyring = uow.keyring
     items = []
     for r in rows:
@@ -364,6 +366,7 @@ async def hub_queue(
                 "next_contact_at": r["next_contact_at"],
                 "next_due_at": _next_due(r),
                 "resident_id": r["resident_id"],
+                "series": reading.series_summary(r, schedules),
             }
         )
     return items, total
@@ -547,6 +550,8 @@ class QueueItem(BaseModel):
     next_contact_at: datetime | None = None
     resident_id: str | None = None
     """The resident the case is about (merges followed): `?resident=` lists all of theirs."""
+    series: SeriesOut | None = None
+    """Set when the request recurs: "weekly, 3 of 6", and when the next occurrence is due."""
 
 
 class QueuePage(BaseModel):

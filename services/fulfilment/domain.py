@@ -10,13 +10,20 @@ queue (naming the council responsible) or in triage (with the reason), and moves
     any open state ──► cancelled
 
 `rejected` is a step, never a resting place: the same transaction re-routes it.
+
+A recurring request (a weekly shop) is a `Series` of assignments, one per
+occurrence: closing one opens the next for the same hub, with deadlines from
+the series' schedule, until the series ends (its end date, its count, or a
+cancellation).
 """
 
 from __future__ import annotations
 
+import calendar
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -269,6 +276,9 @@ class Assignment:
     fulfil_escalated_at: datetime | None = None
     rejected_by: list[str] = field(default_factory=list)
     """Hubs that turned it down: never routed back to them automatically."""
+    series_id: str | None = None
+    """A recurring request's occurrence: its series (the request as referrals took it)."""
+    occurrence: int | None = None
 
     @classmethod
     def open(
@@ -282,6 +292,8 @@ class Assignment:
         received_at: datetime,
         placement: Placement,
         at: datetime,
+        series_id: str | None = None,
+        occurrence: int | None = None,
     ) -> tuple[Assignment, Change]:
         """A new assignment, placed where routing says."""
         assignment = cls(
@@ -293,6 +305,8 @@ class Assignment:
             received_at=received_at,
             status=placement.status,
             reason=placement.reason,
+            series_id=series_id,
+            occurrence=occurrence,
         )
         assignment._place(placement, at=at)
         return assignment, Change(
@@ -581,3 +595,161 @@ def validate_sla_overrides(value: Mapping[str, Mapping[str, float]]) -> list[dic
         if sla.fulfil < sla.accept:
             errors.append({"field": f"sla.{urgency}", "reason": "fulfil_hours must not be shorter than accept_hours"})
     return errors
+
+
+# --- recurring requests -------------------------------------------------------------
+
+FREQUENCIES = ("weekly", "fortnightly", "monthly")
+"""As the referrals contract has them (`shared.events.FREQUENCIES`)."""
+SERIES_ENDING_OUTCOMES = frozenset({"declined-by-resident", "need-met-elsewhere", "not-eligible", "moved-away"})
+"""Unable to fulfil for one of these: the need itself has gone, so no further occurrence opens.
+
+The others (`resident-unreachable`, `no-capacity`, `other`) close this week's
+occurrence only: the resident still needs next week's shop."""
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` later, or that month's last day (31 January + 1 month: 28 or 29 February)."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def occurrence_request_id(series_id: str, occurrence: int) -> str:
+    """The request id of a series' occurrence: the series' own for the first, derived (and so repeatable) after."""
+    if occurrence == 1:
+        return series_id
+    return str(uuid.uuid5(uuid.UUID(series_id), f"occurrence-{occurrence}"))
+
+
+@dataclass(slots=True)
+class Series:
+    """A recurring request: its schedule, how many occurrences were opened, and whether it has ended."""
+
+    id: str
+    """The recurring request's id, as referrals took it: the first occurrence's request id."""
+    referral_id: str
+    frequency: str
+    starts_at: datetime
+    """When the first occurrence was placed. Occurrence n is scheduled at this plus n-1 weeks (fortnights,
+    months): its SLA counts from there, never from when the one before was closed."""
+    ends_on: date | None = None
+    occurrences: int | None = None
+    """How many in all (the first included); neither this nor `ends_on`: until cancelled."""
+    made: int = 1
+    """How many occurrences have been opened: the open (or last) one is occurrence `made`."""
+    ended_at: datetime | None = None
+    ended_reason: str | None = None
+    """`completed` (its end date or count reached), `cancelled`, `erased`, or `unable to fulfil: <outcome>`."""
+
+    def __post_init__(self) -> None:
+        if self.frequency not in FREQUENCIES:
+            raise ValueError(f"unknown frequency {self.frequency!r}")
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+    def scheduled_at(self, occurrence: int) -> datetime:
+        """When occurrence `occurrence` (1, 2, …) starts in the schedule."""
+        if occurrence < 1:
+            raise ValueError("occurrences count from 1")
+        steps = occurrence - 1
+        if self.frequency == "weekly":
+            return self.starts_at + timedelta(weeks=steps)
+        if self.frequency == "fortnightly":
+            return self.starts_at + timedelta(weeks=2 * steps)
+        day = add_months(self.starts_at.date(), steps)  # from the first each time: 31 Jan, 28 Feb, 31 Mar
+        return self.starts_at.replace(year=day.year, month=day.month, day=day.day)
+
+    def includes(self, occurrence: int) -> bool:
+        """Whether the schedule has this occurrence at all (within its count and its end date)."""
+        if self.occurrences is not None and occurrence > self.occurrences:
+            return False
+        return self.ends_on is None or self.scheduled_at(occurrence).date() <= self.ends_on
+
+    def next_occurrence(self) -> int | None:
+        """The occurrence that would follow the last one opened; None if the series has ended or has no more."""
+        following = self.made + 1
+        return following if self.is_open and self.includes(following) else None
+
+    def continues_after(self, occurrence: int) -> bool:
+        """Another occurrence follows this one (what the status event's `series_continues` says)."""
+        return self.is_open and occurrence < self.made
+
+    def label(self, occurrence: int) -> str:
+        """How the hub sees it: "weekly, 3 of 6", "monthly, 2 (until 2027-03-31)", "fortnightly, 4"."""
+        if self.occurrences is not None:
+            return f"{self.frequency}, {occurrence} of {self.occurrences}"
+        if self.ends_on is not None:
+            return f"{self.frequency}, {occurrence} (until {self.ends_on.isoformat()})"
+        return f"{self.frequency}, {occurrence}"
+
+    def next_due_at(self, occurrence: int, sla: Sla) -> datetime | None:
+        """When the occurrence after `occurrence` will be due to be fulfilled; None if there is none."""
+        if not self.is_open or not self.includes(occurrence + 1):
+            return None
+        return self.scheduled_at(occurrence + 1) + sla.fulfil
+
+    def end(self, *, reason: str, at: datetime) -> bool:
+        """Stop the series (no further occurrence opens); False if it had ended already."""
+        if not self.is_open:
+            return False
+        self.ended_at, self.ended_reason = at, reason
+        return True
+
+    def after_closed(self, a: Assignment, *, at: datetime) -> int | None:
+        """Occurrence `a` has just closed: the number of the occurrence to open now, or None (the series may end).
+
+        Fulfilled, or unable to fulfil for a reason that passes (nobody answered, no
+        volunteer this week): the next occurrence, if the schedule has one. Cancelled,
+        or unable to fulfil because the need has gone: the series ends.
+        """
+        if a.series_id != self.id or a.status not in CLOSED or not self.is_open:
+            return None
+        if a.occurrence != self.made:
+            return None  # an older occurrence (the newest is already open): nothing more to open
+        if a.status is Status.CANCELLED:
+            self.end(reason="cancelled", at=at)
+            return None
+        if a.status is Status.PASSED_ON or (
+            a.status is Status.UNABLE_TO_FULFIL and a.outcome in SERIES_ENDING_OUTCOMES
+        ):
+            self.end(reason=f"{a.status}: {a.outcome}" if a.outcome else str(a.status), at=at)
+            return None
+        following = self.next_occurrence()
+        if following is None:
+            self.end(reason="completed", at=at)
+            return None
+        self.made = following
+        return following
+
+    def open_occurrence(
+        self, occurrence: int, *, after: Assignment, placement: Placement, id: str, at: datetime
+    ) -> tuple[Assignment, Change]:
+        """Occurrence `occurrence`, for the hub that closed the one before, with deadlines from the schedule.
+
+        It reaches the hub now (`routed_at`), but its SLA counts from its place in the
+        schedule: opened early (last week's shop done on day 2), it is not due any
+        sooner; opened late, it is as overdue as the schedule says.
+        """
+        if placement.status is not Status.ROUTED:
+            raise ValueError("an occurrence is opened in a hub")
+        a, change = Assignment.open(
+            id=id,
+            request_id=occurrence_request_id(self.id, occurrence),
+            referral_id=after.referral_id,
+            request_type=after.request_type,
+            urgency=after.urgency,
+            received_at=at,  # an occurrence comes in when it opens: reporting counts it on that day
+            placement=replace(
+                placement, reason=f"{self.label(occurrence)}: the same hub as occurrence {occurrence - 1}"
+            ),
+            at=at,
+            series_id=self.id,
+            occurrence=occurrence,
+        )
+        sla = sla_for(a.urgency, placement.sla)
+        scheduled = self.scheduled_at(occurrence)
+        a.accept_due_at, a.fulfil_due_at = scheduled + sla.accept, scheduled + sla.fulfil
+        return a, change

@@ -15,6 +15,7 @@ from shared.uow import UnitOfWork
 async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: Topics) -> None:
     """Erase fulfilment's copy of a resident: their details, free text about them, and the events held for hubs.
 
+    A recurring request of theirs ends: no further occurrence opens.
     Every hub that was ever sent one of the resident's assignments is told to erase
     its copy too (`AssignmentErasedV1`, on its topic, feed and webhook).
 
@@ -27,6 +28,10 @@ async def erase_resident(uow: UnitOfWork, erased: ResidentErasedV1, *, topics: T
     row = await uow.assignments.referral(referral_id)
     if row is None:
         return  # never routed here (or not yet): nothing held
+    for recurs in await uow.assignments.series_of_referral(referral_id):
+        # No occurrence opens for a resident who is forgotten.
+        if recurs.end(reason="erased", at=uow.now()):
+            await uow.assignments.save_series(recurs)
     await uow.session.execute(
         update(referrals)
         .where(referrals.c.id == referral_id)

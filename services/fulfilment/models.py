@@ -123,7 +123,12 @@ assignments = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # A recurring request's occurrence: its series, and which one (services/fulfilment/domain.py `Series`).
+    Column("series_id", String(36)),
+    Column("occurrence", Integer),
     Index("ix_assignments_hub_status", "hub", "status"),
+    # One assignment per occurrence of a series, whatever is retried or redelivered.
+    Index("ux_assignments_series_occurrence", "series_id", "occurrence", unique=True),
     Index("ix_assignments_status_routed_at", "status", "routed_at"),
     # The scheduler's two questions, over the rows not yet escalated only.
     Index(
@@ -138,6 +143,23 @@ assignments = Table(
         postgresql_where=text("fulfil_escalated_at IS NULL"),
         sqlite_where=text("fulfil_escalated_at IS NULL"),
     ),
+)
+
+# Recurring requests: the schedule and how far along it is (the occurrences are assignments).
+series = Table(
+    "series",
+    metadata,
+    Column("id", String(36), primary_key=True),  # the recurring request's id, as referrals took it
+    Column("referral_id", String(36), ForeignKey("referrals.id"), nullable=False, index=True),
+    Column("frequency", String(20), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_on", Date),
+    Column("occurrences", Integer),
+    Column("made", Integer, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("ended_reason", String(80)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 assignment_changes = Table(

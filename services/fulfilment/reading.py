@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import func, select
 
 from services.fulfilment import domain
-from services.fulfilment.domain import Status
+from services.fulfilment.domain import Series, Status
 from services.fulfilment.hubs import Hub, RoutingOutcome, route
 from services.fulfilment.models import assignment_changes, assignments, case_notes, hub_feed, hubs, referrals
 from services.fulfilment.repository import (
@@ -76,9 +76,11 @@ async def get_assignment(uow: UnitOfWork, *, assignment_id: str, by: Principal) 
             ).mappings()
         ]
         now = uow.now()
+        schedules = await schedules_of(uow, [row])
     a = assignment_of(row)
     return {
         **summary(row, referral, now=now),
+        "series": series_summary(row, schedules),
         "allowed": sorted(str(s) for s in a.allowed() if s is not Status.TRIAGE),
         "referral": {
             "id": referral["id"],
@@ -92,6 +94,43 @@ async def get_assignment(uow: UnitOfWork, *, assignment_id: str, by: Principal) 
         "history": history,
         "notes": [n for n in notes if n["kind"] == "note"],
         "contact_attempts": [n for n in notes if n["kind"] == "contact-attempt"],
+    }
+
+
+class Schedules:
+    """The series a page of assignments belongs to, and the hubs' SLAs: what `series_summary` needs."""
+
+    def __init__(self, series: dict[str, Series], slas: dict[str, dict]):
+        self.series, self.slas = series, slas
+
+
+async def schedules_of(uow: UnitOfWork, rows) -> Schedules:
+    """One read for a page: the series of the rows that are occurrences (none read if none is)."""
+    ids = {row["series_id"] for row in rows if row.get("series_id")}
+    if not ids:
+        return Schedules({}, {})
+    repo = uow.assignments
+    return Schedules(await repo.series(ids), {slug: hub.sla or {} for slug, hub in (await repo.hubs()).items()})
+
+
+def series_summary(row, schedules: Schedules) -> dict | None:
+    """Which occurrence of which series the assignment is ("weekly, 3 of 6") and when the next is due; None if one-off."""
+    recurs = schedules.series.get(row.get("series_id") or "")
+    occurrence = row.get("occurrence")
+    if recurs is None or occurrence is None:
+        return None
+    sla = domain.sla_for(row["urgency"], schedules.slas.get(row["hub"] or ""))
+    return {
+        "id": recurs.id,
+        "frequency": recurs.frequency,
+        "occurrence": occurrence,
+        "occurrences": recurs.occurrences,
+        "ends_on": recurs.ends_on,
+        "label": recurs.label(occurrence),
+        # Only the newest occurrence has a next one still to come.
+        "next_due_at": recurs.next_due_at(occurrence, sla) if occurrence == recurs.made else None,
+        "ended_at": recurs.ended_at,
+        "ended_reason": recurs.ended_reason,
     }
 
 
@@ -180,11 +219,13 @@ async def list_assignments(
             total = len(rows)  # the whole list is on this page
         else:
             total = await uow.session.scalar(select(func.count()).select_from(joined).where(*conditions))
+        schedules = await schedules_of(uow, rows)
     keyring = uow.keyring
     return [
         summary(
             opened_assignment(r, keyring), {**keyring.open_json(r["personal"]), "reference": r["reference"]}, now=now
         )
+        | {"series": series_summary(r, schedules)}
         for r in rows
     ], total
 

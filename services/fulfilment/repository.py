@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.fulfilment.domain import DEADLINES, Assignment, Change, Status
+from services.fulfilment.domain import DEADLINES, Assignment, Change, Series, Status
 from services.fulfilment.models import (
     assignment_changes,
     assignments,
@@ -26,6 +26,7 @@ from services.fulfilment.models import (
     hub_feed,
     hubs,
     referrals,
+    series,
     tables,
     webhook_deliveries,
 )
@@ -48,6 +49,8 @@ DOMAIN_COLUMNS = (
     "fulfil_due_at",
     "accept_escalated_at",
     "fulfil_escalated_at",
+    "series_id",
+    "occurrence",
 )
 """The columns the `Assignment` aggregate owns (the rest are the request as received, and bookkeeping)."""
 
@@ -173,6 +176,31 @@ class Assignments:
             ],
         )
 
+    # --- recurring requests ------------------------------------------------------------
+
+    async def add_series(self, new: list[Series]) -> None:
+        now = self.uow.now()
+        await self.uow.insert_rows(series, [{**series_values(s), "created_at": now, "updated_at": now} for s in new])
+
+    async def series(self, series_ids: Iterable[str], *, lock: bool = False) -> dict[str, Series]:
+        """The series with these ids (locked for changing with `lock`)."""
+        ids = sorted(set(series_ids))
+        if not ids:
+            return {}
+        query = select(series).where(series.c.id.in_(ids)).order_by(series.c.id)
+        if lock:
+            query = query.with_for_update()
+        return {row["id"]: series_of(row) for row in (await self.session.execute(query)).mappings()}
+
+    async def series_of_referral(self, referral_id: str) -> list[Series]:
+        query = select(series).where(series.c.referral_id == referral_id).order_by(series.c.id).with_for_update()
+        return [series_of(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def save_series(self, s: Series) -> None:
+        await self.session.execute(
+            update(series).where(series.c.id == s.id).values(**series_values(s), updated_at=self.uow.now())
+        )
+
     # --- the hubs' feeds --------------------------------------------------------------
 
     async def append_to_feeds(self, entries: list[tuple[str, str, CloudEvent]], *, hub_rows: dict | None) -> None:
@@ -272,7 +300,55 @@ def assignment_of(row) -> Assignment:
         accept_escalated_at=row["accept_escalated_at"],
         fulfil_escalated_at=row["fulfil_escalated_at"],
         rejected_by=list(row["rejected_by"] or []),
+        series_id=row.get("series_id"),
+        occurrence=row.get("occurrence"),
     )
+
+
+def series_of(row) -> Series:
+    return Series(
+        id=row["id"],
+        referral_id=row["referral_id"],
+        frequency=row["frequency"],
+        starts_at=row["starts_at"],
+        ends_on=row["ends_on"],
+        occurrences=row["occurrences"],
+        made=row["made"],
+        ended_at=row["ended_at"],
+        ended_reason=row["ended_reason"],
+    )
+
+
+def series_values(s: Series) -> dict:
+    return {
+        "id": s.id,
+        "referral_id": s.referral_id,
+        "frequency": s.frequency,
+        "starts_at": s.starts_at,
+        "ends_on": s.ends_on,
+        "occurrences": s.occurrences,
+        "made": s.made,
+        "ended_at": s.ended_at,
+        "ended_reason": s.ended_reason,
+    }
+
+
+def new_assignment_row(a: Assignment, *, request_row: dict, now: datetime) -> dict:
+    """A new assignment's row, in clear: the request as received (`details`, `needed_by`, `duplicate_of`) and `a`."""
+    return {
+        "id": a.id,
+        "request_id": a.request_id,
+        "referral_id": a.referral_id,
+        "request_type": a.request_type,
+        **request_row,
+        "urgency": a.urgency,
+        "received_at": a.received_at,
+        **values_of(a),
+        "follow_up": False,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
 
 
 def values_of(a: Assignment) -> dict:

@@ -15,10 +15,10 @@ from datetime import timedelta
 
 from services.fulfilment import domain
 from services.fulfilment.announcements import Outgoing, announce
-from services.fulfilment.domain import Assignment, Placement, Status
+from services.fulfilment.domain import Assignment, Placement, Series, Status
 from services.fulfilment.hubs import Hub, route
 from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
-from services.fulfilment.repository import values_of
+from services.fulfilment.repository import new_assignment_row
 from shared import tracing
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
@@ -169,6 +169,7 @@ async def route_referrals(
     await routing.load_areas_of(referral.resident.address.postcode for referral in received)
     out = Outgoing(topics, hub_rows=hub_rows)
     new_referrals, rows, changes, announcements = [], [], [], []
+    new_series: list[Series] = []
     for index, referral in enumerate(received):
         trace = traces[index] if traces is not None else None
         fresh = [r for r in referral.requests if str(r.request_id) not in known]
@@ -198,6 +199,18 @@ async def route_referrals(
             hub_rows=hub_rows.values(),
         )
         for request in fresh:
+            recurs = None
+            if request.recurrence is not None:
+                # A recurring request is its series' first occurrence; the series' id is the request's.
+                recurs = Series(
+                    id=str(request.request_id),
+                    referral_id=referral_id,
+                    frequency=request.recurrence.frequency,
+                    starts_at=opened_at,
+                    ends_on=request.recurrence.ends_on,
+                    occurrences=request.recurrence.occurrences,
+                )
+                new_series.append(recurs)
             a, change = Assignment.open(
                 id=str(uuid.uuid4()),
                 request_id=str(request.request_id),
@@ -207,37 +220,25 @@ async def route_referrals(
                 received_at=referral.received_at,
                 placement=placement,
                 at=opened_at,
+                series_id=recurs.id if recurs else None,
+                occurrence=1 if recurs else None,
             )
             request_row = {
                 "details": request.details,
                 "needed_by": request.needed_by,
                 "duplicate_of": str(request.duplicate_of) if request.duplicate_of else None,
             }
-            rows.append(
-                {
-                    "id": a.id,
-                    "request_id": a.request_id,
-                    "referral_id": referral_id,
-                    "request_type": a.request_type,
-                    **request_row,
-                    "urgency": a.urgency,
-                    "received_at": a.received_at,
-                    **values_of(a),
-                    "follow_up": False,
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-            )
+            rows.append(new_assignment_row(a, request_row=request_row, now=now))
             changes.append((a.id, change))
-            announcements.append((a, change, request_row, referral_row, trace))
+            announcements.append((a, change, request_row, referral_row, trace, recurs))
     if not rows:
         return 0
     await repo.add_referrals(new_referrals)
+    await repo.add_series(new_series)
     await repo.add(rows)
     await repo.record(changes)
-    for a, change, request_row, referral_row, trace in announcements:
+    for a, change, request_row, referral_row, trace, recurs in announcements:
         with tracing.continued(*trace) if trace is not None else contextlib.nullcontext():
-            announce(uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row)
+            announce(uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row, series=recurs)
     await out.flush(uow)
     return len(rows)

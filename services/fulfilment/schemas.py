@@ -56,6 +56,12 @@ class ChangeOut(BaseModel):
     note: str | None = None
 
 
+class NextOccurrence(BaseModel):
+    id: str
+    """The new assignment."""
+    occurrence: int
+
+
 class TransitionOut(BaseModel):
     """Where the assignment is now (after a rejection: where it went), and the changes made."""
 
@@ -63,6 +69,8 @@ class TransitionOut(BaseModel):
     status: str
     hub: str | None = None
     changes: list[ChangeOut]
+    next_occurrence: NextOccurrence | None = None
+    """A recurring request's occurrence closed: the next one, opened for the same hub in the same transaction."""
 
 
 class NoteIn(Strict):
@@ -91,6 +99,25 @@ class AssignmentPatch(Patch):
     follow_up: bool
     follow_up_on: date | None = None
     """When to follow up, if a date is agreed."""
+
+
+class SeriesOut(BaseModel):
+    """The recurring request a case is one occurrence of: "weekly, 3 of 6", and when the next one is due."""
+
+    id: str
+    """The series: the recurring request's id as referrals took it."""
+    frequency: str
+    occurrence: int
+    occurrences: int | None = None
+    """How many in all, when the series is for a number of times."""
+    ends_on: date | None = None
+    label: str
+    """"weekly, 3 of 6", "monthly, 2 (until 2027-03-31)", "fortnightly, 4" (open-ended)."""
+    next_due_at: datetime | None = None
+    """When the next occurrence will be due to be fulfilled (it opens when this one is closed); null: this is the last."""
+    ended_at: datetime | None = None
+    ended_reason: str | None = None
+    """completed, cancelled, erased, or why it could not go on (unable_to_fulfil: moved-away)."""
 
 
 class AssignmentSummary(BaseModel):
@@ -126,6 +153,8 @@ class AssignmentSummary(BaseModel):
     phone: str | None = None
     postcode: str | None = None
     updated_at: datetime
+    series: SeriesOut | None = None
+    """Set when the request recurs: which occurrence this is."""
 
 
 class AssignmentList(BaseModel):

@@ -11,14 +11,15 @@ referrals routed in batches), `repository` (rows, SQL and sealing),
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from services.fulfilment import domain
 from services.fulfilment.announcements import Outgoing, announce, publish_state_page
-from services.fulfilment.domain import Change, Status
+from services.fulfilment.domain import Assignment, Change, Series, Status
 from services.fulfilment.erasure import erase_resident
 from services.fulfilment.hubs import KENT_HUBS
 from services.fulfilment.models import assignment_changes, assignments, case_notes, hubs
@@ -34,7 +35,7 @@ from services.fulfilment.reading import (
     rejected_by_hub,
     request_status,
 )
-from services.fulfilment.repository import assignment_of
+from services.fulfilment.repository import assignment_of, new_assignment_row
 from services.fulfilment.routing import Routing, route_referral, route_referrals
 from services.fulfilment.sla import EscalationScheduler, escalate_overdue
 from shared.auth import Principal
@@ -168,13 +169,22 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
             hub_rows=(await routing.hubs(uow)).values(),
         )
     out = Outgoing(topics)
+    schedules = await repo.series(r["series_id"] for r in rows if r["series_id"])
     for row in rows:
         a = assignment_of(row)
         changes: list[Change] = []
         if placement is not None:
             changes = a.reroute(placement, at=now, reason=f"address amended: {placement.reason}")
             await repo.save(a, changes=changes)
-            announce(uow, out, a=a, changes=changes, request_row=row, referral_row=referral_row)
+            announce(
+                uow,
+                out,
+                a=a,
+                changes=changes,
+                request_row=row,
+                referral_row=referral_row,
+                series=schedules.get(a.series_id) if a.series_id else None,
+            )
         if a.hub and not any(c.to_hub != c.from_hub for c in changes):
             # Still this hub's: it needs the details as they are now.
             out.to_hub(
@@ -222,18 +232,29 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
 
 
 async def cancel_request(uow: UnitOfWork, cancelled: RequestCancelledV1, *, topics: Topics) -> None:
-    """The resident's request was cancelled: close its assignment, and tell the hub that held it."""
+    """The resident's request was cancelled: close its assignment, and tell the hub that held it.
+
+    A recurring request's cancellation closes its open occurrence and ends the series: no further one opens.
+    """
     repo = uow.assignments
-    rows = await repo.locked(assignments.c.request_id == str(cancelled.request_id))
+    request_id = str(cancelled.request_id)
+    rows = await repo.locked(
+        or_(assignments.c.request_id == request_id, assignments.c.series_id == request_id), order_by=assignments.c.id
+    )
     if not rows:
         log.warning("cancellation of request %s, which fulfilment never received; ignored", cancelled.request_id)
         return
-    row = rows[0]
-    a = assignment_of(row)
-    changes = a.cancel(reason=cancelled.reason, by="referrals", at=uow.now())
-    await repo.save(a, changes=changes)
+    now = uow.now()
+    recurs = (await repo.series([request_id], lock=True)).get(request_id)
+    if recurs is not None and recurs.end(reason="cancelled", at=now):
+        await repo.save_series(recurs)
     out = Outgoing(topics)
-    announce(uow, out, a=a, changes=changes, request_row=row, referral_row=await repo.referral(a.referral_id))
+    referral_row = await repo.referral(rows[0]["referral_id"])
+    for row in rows if recurs is not None else rows[:1]:
+        a = assignment_of(row)
+        changes = a.cancel(reason=cancelled.reason, by="referrals", at=now)
+        await repo.save(a, changes=changes)
+        announce(uow, out, a=a, changes=changes, request_row=row, referral_row=referral_row, series=recurs)
     await out.flush(uow)
 
 
@@ -276,6 +297,7 @@ async def transition(
             domain.check_backdated(request.at, scopes=by.scopes, last_change=last_change, now=now)
             now = request.at
         hub_rows = await repo.hubs()
+        recurs = (await repo.series([a.series_id], lock=True)).get(a.series_id) if a.series_id else None
         named = None
         if request.hub is not None:
             if request.hub not in hub_rows:
@@ -318,10 +340,64 @@ async def transition(
             )
         await repo.save(a, changes=changes)
         out = Outgoing(topics)
-        announce(uow, out, a=a, changes=changes, request_row=row, referral_row=referral_row)
+        following = None
+        if recurs is not None and a.status in domain.CLOSED:
+            following = await open_next_occurrence(uow, recurs, after=a, after_row=row, routing=routing, at=now)
+        announce(uow, out, a=a, changes=changes, request_row=row, referral_row=referral_row, series=recurs)
+        if following is not None:
+            opened, opened_change, opened_row = following
+            announce(
+                uow,
+                out,
+                a=opened,
+                changes=[opened_change],
+                request_row=opened_row,
+                referral_row=referral_row,
+                series=recurs,
+            )
         await out.flush(uow)
         await uow.commit()
-        return {"id": a.id, "status": str(a.status), "hub": a.hub}, changes
+        result = {"id": a.id, "status": str(a.status), "hub": a.hub}
+        if following is not None:
+            result["next_occurrence"] = {"id": following[0].id, "occurrence": following[0].occurrence}
+        return result, changes
+
+
+async def open_next_occurrence(
+    uow: UnitOfWork, recurs: Series, *, after: Assignment, after_row, routing: Routing, at: datetime
+) -> tuple[Assignment, Change, dict] | None:
+    """Occurrence `after` of `recurs` has closed: open the next for the same hub, or end the series.
+
+    In the caller's transaction, with the closing change: the next occurrence is never
+    lost, and the unique (series, occurrence) makes a second one impossible.
+    Returns the new assignment, its first change and its row, or None.
+    """
+    repo = uow.assignments
+    number = recurs.after_closed(after, at=at)
+    if number is None or after.hub is None:
+        if number is not None:
+            recurs.end(reason="no hub to send it to", at=at)
+        await repo.save_series(recurs)
+        return None
+    hub_row = (await repo.hubs())[after.hub]
+    a, change = recurs.open_occurrence(
+        number,
+        after=after,
+        placement=routing.hub_placement(hub_row, reason="the same hub"),
+        id=str(uuid.uuid4()),
+        at=at,
+    )
+    first_needed_by = after_row["needed_by"]
+    shift = recurs.scheduled_at(number).date() - recurs.scheduled_at(after.occurrence or 1).date()
+    request_row = {
+        "details": after_row["details"],
+        "needed_by": first_needed_by + shift if first_needed_by else None,
+        "duplicate_of": None,
+    }
+    await repo.add([new_assignment_row(a, request_row=request_row, now=uow.now())])
+    await repo.record([(a.id, change)])
+    await repo.save_series(recurs)
+    return a, change, request_row
 
 
 async def add_case_note(

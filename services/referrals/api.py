@@ -83,6 +83,10 @@ async def post_referral(request: Request, by: Writer, idempotency_key: Idempoten
     state = request.app.state
     known_types = await state.request_types.active(state.runtime.uow(reading=True))
     referral = await read_body(request, ReferralIn, context={"request_types": known_types})
+    # A recurrence's end date against the request's own dates: once the body's shape is sound.
+    errors = domain.recurrence_errors(referral.requests, received=(referral.received_at or utcnow()).date())
+    if errors:
+        raise ValidationFailed(errors)
     if domain.needs_backfill_scope(referral.received_at, now=utcnow()) and domain.BACKFILL_SCOPE not in by.scopes:
         raise Forbidden(
             f"received_at more than {domain.PAPER_FORM_WINDOW.days} days ago is for migrating referrals from a "
@@ -211,6 +215,9 @@ async def search_referrals(
 async def duplicate_check(request: Request, by: Reader, rt: Rt):
     known_types = await request.app.state.request_types.active(rt.uow())
     referral = await read_body(request, ReferralIn, context={"request_types": known_types})
+    errors = domain.recurrence_errors(referral.requests, received=(referral.received_at or utcnow()).date())
+    if errors:
+        raise ValidationFailed(errors)
     found = await service.find_duplicates(rt.uow(), referral=referral)
     if found:
         await rt.audit.record(

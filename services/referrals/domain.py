@@ -47,10 +47,16 @@ HUB_CLOSED = frozenset({"fulfilled", "unable_to_fulfil", "passed_on"})
 HUB_CANCELLED = "cancelled"
 
 
-def request_status_after(progress: str, *, current: str) -> str:
-    """A request's status here once fulfilment says it is `progress` (fulfilment's assignment status)."""
+def request_status_after(progress: str, *, current: str, series_continues: bool = False) -> str:
+    """A request's status here once fulfilment says it is `progress` (fulfilment's assignment status).
+
+    A recurring request stays open while its series goes on: one occurrence closing
+    opens the next (`series_continues`); it closes with the series' last.
+    """
     if current != OPEN:
         return current  # cancelled or closed here already: a late event does not reopen it
+    if series_continues and progress in HUB_CLOSED:
+        return OPEN
     if progress in HUB_CLOSED:
         return CLOSED
     if progress == HUB_CANCELLED:
@@ -225,6 +231,10 @@ class Request:
     progress_at: datetime | None = None
     outcome: str | None = None
     closed_at: datetime | None = None
+    recurrence: dict[str, Any] | None = None
+    """How the help repeats ({"frequency": "weekly", "ends_on": ..., "occurrences": ...}); None: once."""
+    occurrence: int | None = None
+    """A recurring request: the occurrence fulfilment's last word was about (1, 2, …)."""
 
 
 @dataclass(slots=True)
@@ -241,7 +251,6 @@ class Change:
 class _RecordsProgress:
     """What fulfilment's status events do to a referral: the same rule for the `Referral` and its `Progress`."""
 
-    __slots__ = ()
     id: str
     status: str
     closed_at: datetime | None
@@ -256,15 +265,22 @@ class _RecordsProgress:
         at: datetime,
         outcome: str | None,
         closed_at: datetime | None,
+        occurrence: int | None = None,
+        series_continues: bool = False,
     ) -> bool:
-        """Fulfilment moved a request on; False for an event older than what is held (a republish)."""
+        """Fulfilment moved a request on; False for an event older than what is held (a republish).
+
+        For a recurring request, `occurrence` says which of its occurrences moved.
+        """
         request = next((r for r in self.requests if r.id == request_id), None)
         if request is None:
             raise NotFound(f"no request {request_id} on referral {self.id}")
         if request.progress_at is not None and at < request.progress_at:
             return False
-        status = request_status_after(progress, current=request.status)
+        status = request_status_after(progress, current=request.status, series_continues=series_continues)
         request.progress, request.hub, request.progress_at, request.outcome = progress, hub, at, outcome
+        if occurrence is not None:
+            request.occurrence = occurrence
         if status != request.status:
             ended = closed_at or at
             if status == CLOSED:
@@ -483,3 +499,40 @@ def message_contact(*, phone: str | None, email: str | None, preference: str | N
 def is_uk_mobile(phone: str) -> bool:
     """A UK mobile number in E.164 ('+447…', as `normalise_phone` stores it): one a text can reach."""
     return phone.startswith("+447") and len(phone) == 13
+
+
+# --- recurring requests ---------------------------------------------------------------
+
+FREQUENCIES = ("weekly", "fortnightly", "monthly")
+MAX_OCCURRENCES = 104
+"""Two years of a weekly shop: a longer need is reviewed and referred again."""
+LONGEST_SERIES = timedelta(days=2 * 366)
+
+
+def recurrence_errors(requests: list[Any], *, received: date) -> list[dict[str, str]]:
+    """Field errors of each request's recurrence against its own dates; [] if every one is sound.
+
+    The first occurrence is due on `needed_by`, or on the day the referral is
+    received: an end date before it would make a series of none. Any request type
+    may recur: shopping, prescriptions, befriending calls and money advice all come
+    back week after week for the people these hubs help.
+    """
+    errors = []
+    for index, request in enumerate(requests):
+        recurrence = request.recurrence
+        if recurrence is None or recurrence.ends_on is None:
+            continue
+        first = request.needed_by or received
+        where = f"requests[{index}].recurrence.ends_on"
+        if recurrence.ends_on < first:
+            what = "the date it is needed by" if request.needed_by else "the day the referral is received"
+            errors.append(
+                {
+                    "field": where,
+                    "reason": f"is before the first occurrence ({first.isoformat()}, {what}): "
+                    "the end date must be on or after it",
+                }
+            )
+        elif recurrence.ends_on > first + LONGEST_SERIES:
+            errors.append({"field": where, "reason": "is more than two years after the first occurrence"})
+    return errors

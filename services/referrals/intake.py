@@ -259,6 +259,7 @@ def _new_referral(
             needed_by=r.needed_by,
             urgency=r.urgency or domain.urgency_for(needed_by=r.needed_by, received=received_at),
             duplicate_of=earlier.get(r.type),
+            recurrence=r.recurrence.model_dump(mode="json") if r.recurrence else None,
         )
         for position, r in enumerate(referral.requests)
     ]
@@ -321,6 +322,7 @@ def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool =
                     "needed_by": r.needed_by,
                     "urgency": r.urgency,
                     "duplicate_of": r.duplicate_of,
+                    "recurrence": r.recurrence,
                 }
                 for r in referral.requests
             ],

@@ -97,6 +97,9 @@ requests = Table(
     Column("progress_at", UtcDateTime),
     Column("outcome", String(40)),
     Column("closed_at", UtcDateTime),
+    # How the help repeats (frequency, ends_on, occurrences; no personal data), and the occurrence last heard of.
+    Column("recurrence", JSON),
+    Column("occurrence", Integer),
     Index("ix_requests_type_status", "type", "status"),
 )
 

@@ -34,7 +34,7 @@ _REQUESTS = sealing["requests"]
 _CHANGES = sealing["referral_changes"]
 
 _REQUEST_COLUMNS = tuple(Request.__slots__)
-_PROGRESS_COLUMNS = ("status", "cancelled_at", "progress", "hub", "progress_at", "outcome", "closed_at")
+_PROGRESS_COLUMNS = ("status", "cancelled_at", "progress", "hub", "progress_at", "outcome", "closed_at", "occurrence")
 """What fulfilment's status events change of a request (`Progress`); a referral's: status and closed_at."""
 _ERASED_INDEXES = {"name_index": ERASED, "name_words": "", "phone_index": None, "postcode_index": None}
 """An erased resident's lookup columns: markers nothing matches (rekey leaves them: `indexes_frozen_when`)."""
@@ -69,6 +69,8 @@ def out(referral: Referral) -> dict:
                 "progress_at": r.progress_at,
                 "outcome": r.outcome,
                 "closed_at": r.closed_at,
+                "recurrence": r.recurrence,
+                "occurrence": r.occurrence,
             }
             for r in referral.requests
         ],
@@ -148,6 +150,8 @@ def _request_row(referral_id: str, r: Request) -> dict:
         "progress_at": r.progress_at,
         "outcome": r.outcome,
         "closed_at": r.closed_at,
+        "recurrence": r.recurrence,
+        "occurrence": r.occurrence,
     }
 
 

@@ -83,12 +83,44 @@ class ConsentIn(Strict):
     email (GOV.UK Notify), as their contact preference allows."""
 
 
+Frequency = Literal["weekly", "fortnightly", "monthly"]
+
+
+class RecurrenceIn(Strict):
+    """The help repeats: every week, fortnight or month, until `ends_on`, `occurrences` times, or until cancelled.
+
+    Each occurrence goes to the hub that met the one before, due on its own date in
+    the schedule (the first's date plus one week, two weeks, a month…).
+    """
+
+    frequency: Frequency
+    ends_on: date | None = None
+    """The last date an occurrence may fall on: on or after the first occurrence (`needed_by`, or the day received)."""
+    occurrences: int | None = None
+    """How many in all, the first included: 1 to 104. Give this or `ends_on`, not both; neither: until cancelled."""
+
+    @field_validator("occurrences")
+    @classmethod
+    def _count(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return value
+        if value < 1:
+            raise ValueError("must be at least 1 (the first occurrence counts)")
+        if value > domain.MAX_OCCURRENCES:
+            raise ValueError(f"is over {domain.MAX_OCCURRENCES}: review the need and refer again then")
+        if info.data.get("ends_on") is not None:
+            raise ValueError("give an end date or a number of occurrences, not both")
+        return value
+
+
 class RequestIn(Strict):
     type: Annotated[str, Field(max_length=40)]
     details: Annotated[str, Field(max_length=2000)] | None = None
     needed_by: date | None = None
     urgency: Urgency | None = None
     """Defaults from `needed_by`: today, within 48 hours, this week, or routine."""
+    recurrence: RecurrenceIn | None = None
+    """Set when the help repeats (a weekly shop, a repeat prescription); none: once."""
 
     @field_validator("needed_by")
     @classmethod
@@ -154,6 +186,12 @@ class ResidentOut(BaseModel):
     language: str | None = None
 
 
+class RecurrenceOut(BaseModel):
+    frequency: str
+    ends_on: date | None = None
+    occurrences: int | None = None
+
+
 class RequestOut(BaseModel):
     id: str
     type: str
@@ -171,6 +209,10 @@ class RequestOut(BaseModel):
     progress_at: datetime | None = None
     outcome: str | None = None
     closed_at: datetime | None = None
+    recurrence: RecurrenceOut | None = None
+    """How the help repeats; none: once. `progress` is then the latest occurrence's."""
+    occurrence: int | None = None
+    """A recurring request: which occurrence `progress` is about."""
 
 
 class ReferralOut(BaseModel):

@@ -190,19 +190,23 @@ async def record_progress_batch(uow: UnitOfWork, events: list[AssignmentStatusCh
     rows per set of columns changed. Events of one referral arrive in order (they
     are keyed by it); one older than what is held (a republish) is ignored.
     """
-    cases = await uow.referrals.progress_of({str(e.request_id) for e in events})
-    for event in events:
-        case = cases.get(str(event.request_id))
+    # An occurrence of a recurring request after the first has its own request id: the series' is ours.
+    ours = [(str(e.series_id or e.request_id), e) for e in events]
+    cases = await uow.referrals.progress_of({request_id for request_id, _ in ours})
+    for request_id, event in ours:
+        case = cases.get(request_id)
         if case is None:
-            log.warning("status of request %s, which referrals never took; ignored", event.request_id)
+            log.warning("status of request %s, which referrals never took; ignored", request_id)
             continue
         case.record_progress(
-            str(event.request_id),
+            request_id,
             progress=event.status,
             hub=event.hub,
             at=event.changed_at,
             outcome=event.outcome,
             closed_at=event.closed_at,
+            occurrence=event.occurrence,
+            series_continues=bool(event.series_continues),
         )
     await uow.referrals.save_progress(list({case.id: case for case in cases.values()}.values()))
 

@@ -263,6 +263,39 @@ async def queues_figure(
 
 
 @figure_route(
+    "/series",
+    responses=FIGURE_RESPONSES,
+    summary="Recurring requests by frequency: series started, and the occurrences they made",
+    description=(
+        "`series` counts recurring requests (a weekly shop is one series, however many weeks), on the day the "
+        "first occurrence came in. `occurrences` counts every occurrence, each on the day it opened: these are "
+        "also requests, and `/requests` counts them one each. A one-off request is in neither column."
+    ),
+)
+async def series_figure(
+    request: Request,
+    _: Reader,
+    start: From = None,
+    end: To = None,
+    district: District = None,
+    format: Format = None,
+    suppress: Suppress = None,
+):
+    span = _span(start, end, district)
+    return await _figure(
+        request,
+        model="requests",
+        figure="series",
+        group_by="frequency",
+        filters={"from": start, "to": end, "district": district},
+        columns=["frequency", "series", "occurrences"],
+        compute=lambda: read.series(_reading(request), span=span, district=district),
+        fmt=format,
+        suppress=suppress,
+    )
+
+
+@figure_route(
     "/timings",
     responses=FIGURE_RESPONSES,
     summary="Hours from received to accepted and to fulfilled: median and 90th percentile",

@@ -51,8 +51,12 @@ STATUSES = (
 )
 
 # The dimensions counted for each request; `group_by` names map onto them.
-DIMENSIONS = ("type", "channel", "status", "hub", "urgency", "queue", "breach")
+DIMENSIONS = ("type", "channel", "status", "hub", "urgency", "queue", "breach", "recurring", "series")
+SERIES_DIMENSION, RECURRING_DIMENSION = "series", "recurring"
+"""A recurring request's facts add, by frequency: `recurring` once per occurrence, `series` once per series
+(its first occurrence). Every other dimension counts occurrences as requests."""
 REFERRAL_DIMENSION = "referral"
+FREQUENCIES = ("weekly", "fortnightly", "monthly")
 
 
 def district_of(district_code: str | None, *, status: str | None = None) -> str:
@@ -92,6 +96,9 @@ def new_request_fact(request_id: str, referral_id: str) -> dict[str, Any]:
         "accept_due_at": None,
         "fulfil_due_at": None,
         "status_changed_at": None,
+        "series_id": None,
+        "occurrence": None,
+        "frequency": None,
     }
 
 
@@ -130,6 +137,10 @@ def apply_status_changed(fact: dict[str, Any], data: AssignmentStatusChangedV1) 
     """An assignment status event: the latest change (by its time) sets status, place and times."""
     fact["request_type"] = fact["request_type"] or data.request_type
     fact["urgency"] = fact["urgency"] or data.urgency
+    fact["channel"] = fact["channel"] or data.channel
+    if data.series_id is not None:
+        fact["series_id"], fact["occurrence"] = str(data.series_id), data.occurrence
+        fact["frequency"] = fact["frequency"] or data.frequency
     if fact["received_at"] is None:
         _received(fact, data.received_at)
     if data.status == "out_of_area":
@@ -197,6 +208,11 @@ def request_keys(fact: dict[str, Any] | None) -> list[tuple[Any, ...]]:
         values.append(("breach", "accept"))
     if fact["fulfil_breached"]:
         values.append(("breach", "fulfil"))
+    if fact.get("series_id"):
+        frequency = fact.get("frequency") or UNKNOWN
+        values.append((RECURRING_DIMENSION, frequency))
+        if fact.get("occurrence") == 1:
+            values.append((SERIES_DIMENSION, frequency))
     day = fact["received_day"]
     return [
         (day, district, dimension, value)
@@ -255,7 +271,7 @@ def suppress(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-COUNT_COLUMNS = ("count", "overdue_now")
+COUNT_COLUMNS = ("count", "overdue_now", "series", "occurrences")
 """The columns of a figure that count people's requests: what suppression hides when small."""
 
 

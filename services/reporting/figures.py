@@ -89,6 +89,23 @@ async def queues(uow: UnitOfWork, *, span: domain.DateRange, district: str | Non
     return [{"queue": name, "count": counts.get(name, 0)} for name in QUEUES]
 
 
+async def series(uow: UnitOfWork, *, span: domain.DateRange, district: str | None) -> list[Row]:
+    """Recurring requests by frequency: series started (`series`) and every occurrence they made (`occurrences`)."""
+    async with uow:
+        started = {
+            r["key"]: r["count"]
+            for r in await _counts_by(uow, dimension=domain.SERIES_DIMENSION, span=span, district=district)
+        }
+        made = {
+            r["key"]: r["count"]
+            for r in await _counts_by(uow, dimension=domain.RECURRING_DIMENSION, span=span, district=district)
+        }
+    return [
+        {"frequency": f, "series": started.get(f, 0), "occurrences": made.get(f, 0)}
+        for f in sorted(set(domain.FREQUENCIES) | set(started) | set(made))
+    ]
+
+
 async def timings(uow: UnitOfWork, *, span: domain.DateRange, district: str | None) -> list[Row]:
     """Time to accept and to fulfil, in hours: median and p90, from the facts (exact)."""
     f = request_facts.c

@@ -45,6 +45,10 @@ request_facts = Table(
     Column("fulfil_due_at", UtcDateTime),
     Column("status_changed_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    # A recurring request's occurrence: its series (the first occurrence's request id), which one, how often.
+    Column("series_id", String(36)),
+    Column("occurrence", Integer),
+    Column("frequency", String(20)),
     Index("ix_request_facts_day_district", "received_day", "district"),
     Index("ix_request_facts_status", "status"),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 
 import phonenumbers
 
@@ -26,6 +27,12 @@ CONTACT_CHOICES = (
     ("email", "Email"),
     ("post", "Letter"),
 )
+FREQUENCY_CHOICES = (
+    ("weekly", "Every week"),
+    ("fortnightly", "Every 2 weeks"),
+    ("monthly", "Every month"),
+)
+MOST_OCCURRENCES = 104
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MESSAGES = {
     "postcode.missing": "Enter your postcode",
@@ -44,7 +51,62 @@ MESSAGES = {
     "email.missing": "Enter an email address, or choose another way for us to contact you",
     "preference.missing": "Select how we should contact you",
     "consent.missing": "Tick the box to say we can share your details with the people who will help you",
+    "repeat.missing": "Select whether this help needs to repeat",
+    "frequency.missing": "Select how often the help is needed",
+    "repeat_count.invalid": f"Enter how many times, as a number from 1 to {MOST_OCCURRENCES}",
+    "repeat_until.invalid": "Enter a real last date, like 27 3 2027",
+    "repeat_until.early": "The last date must be on or after the first time help is needed",
+    "repeat.both": "Give how many times or a last date, not both",
 }
+
+REPEAT_FIELDS = ("repeat", "frequency", "repeat_count", "repeat_until-day", "repeat_until-month", "repeat_until-year")
+"""The form fields of "does this help need to repeat?", on every page that asks it."""
+
+
+def check_recurrence(values: dict) -> tuple[dict | None, dict[str, str]]:
+    """The referrals API's `recurrence` from the "does this help need to repeat?" answers, or the errors to show.
+
+    (None, {}) when the help is needed once. How many times and a last date are
+    both optional (neither: until it is cancelled), but not both together.
+    """
+    if values.get("repeat") != "yes":
+        return None, {}
+    errors: dict[str, str] = {}
+    frequency = values.get("frequency") or ""
+    if frequency not in dict(FREQUENCY_CHOICES):
+        errors["frequency"] = MESSAGES["frequency.missing"]
+    recurrence: dict = {"frequency": frequency}
+    count = (values.get("repeat_count") or "").strip()
+    if count:
+        if not count.isdigit() or not 1 <= int(count) <= MOST_OCCURRENCES:
+            errors["repeat_count"] = MESSAGES["repeat_count.invalid"]
+        else:
+            recurrence["occurrences"] = int(count)
+    parts = [(values.get(f"repeat_until-{p}") or "").strip() for p in ("day", "month", "year")]
+    if any(parts):
+        try:
+            recurrence["ends_on"] = date(int(parts[2]), int(parts[1]), int(parts[0])).isoformat()
+        except ValueError:
+            errors["repeat_until-day"] = MESSAGES["repeat_until.invalid"]
+    if "occurrences" in recurrence and "ends_on" in recurrence:
+        errors["repeat_count"] = MESSAGES["repeat.both"]
+    return (None, errors) if errors else (recurrence, {})
+
+
+_RECURRENCE_FIELD = re.compile(r"^requests\[\d+\]\.recurrence(?:\.(\w+))?")
+_RECURRENCE_FIELDS = {
+    "frequency": ("frequency", MESSAGES["frequency.missing"]),
+    "occurrences": ("repeat_count", MESSAGES["repeat_count.invalid"]),
+    "ends_on": ("repeat_until-day", MESSAGES["repeat_until.early"]),
+}
+
+
+def recurrence_field(api_field: str) -> tuple[str, str] | None:
+    """The form field (and what to say) for an API error on a request's recurrence; None if it is not one."""
+    found = _RECURRENCE_FIELD.match(api_field)
+    if found is None:
+        return None
+    return _RECURRENCE_FIELDS.get(found.group(1) or "", ("frequency", MESSAGES["frequency.missing"]))
 
 
 def check_postcode(value: str) -> tuple[str | None, str | None]:
@@ -122,6 +184,10 @@ def api_errors_to_fields(errors: list[dict], *, types: list[str]) -> list[FieldE
     found: list[FieldError] = []
     for error in errors:
         field = str(error.get("field", ""))
+        repeat = recurrence_field(field)
+        if repeat is not None:
+            found.append(FieldError("when", *repeat))
+            continue
         details = _REQUEST_DETAILS.match(field)
         if details and int(details.group(1)) < len(types):
             found.append(FieldError("details", f"details-{types[int(details.group(1))]}", MESSAGES["details.long"]))
@@ -160,12 +226,18 @@ def referral_body(draft: dict, *, channel: str) -> dict:
         resident["phone"] = draft["phone"]
     if draft.get("email"):
         resident["email"] = draft["email"]
+    recurrence = draft.get("recurrence")
     return {
         "channel": channel,
         "resident": resident,
         "consent": {"to_share": bool(draft.get("consent")), "given_by": "resident"},
         "requests": [
-            {"type": kind, "details": (draft.get("details") or {}).get(kind) or None, "urgency": draft.get("urgency")}
+            {
+                "type": kind,
+                "details": (draft.get("details") or {}).get(kind) or None,
+                "urgency": draft.get("urgency"),
+                **({"recurrence": recurrence} if recurrence else {}),
+            }
             for kind in draft.get("types", [])
         ],
     }

@@ -26,6 +26,7 @@ __all__ = [
     "AssignmentStatusChangedV1",
     "AssignmentEscalatedV1",
     "AssignmentHolderChangedV1",
+    "AssignmentSeriesV1",
 ]
 
 
@@ -38,6 +39,20 @@ class AssignedRequestV1(BaseModel):
     needed_by: date | None = None
     urgency: str
     duplicate_of: uuid.UUID | None = None
+
+
+class AssignmentSeriesV1(BaseModel):
+    """Which occurrence of a recurring request this assignment is: "weekly, 3 of 6"."""
+
+    series_id: uuid.UUID
+    """The recurring request's id, as referrals took it (the first occurrence's `request_id`)."""
+    occurrence: int
+    """1 for the first, 2 for the next…"""
+    frequency: str
+    occurrences: int | None = None
+    """How many in all, when the series is for a number of times."""
+    ends_on: date | None = None
+    """The last date an occurrence may be due, when the series has an end date."""
 
 
 @contract
@@ -65,6 +80,8 @@ class AssignmentRoutedV1(EventData):
     resident: ResidentV1
     referrer: Annotated[ReferrerV1 | None, PERSONAL] = None
     consent_to_share: bool
+    series: AssignmentSeriesV1 | None = None
+    """Set when the request recurs: this is one occurrence of the series, with its own deadlines."""
 
     def subject(self) -> str:
         return str(self.assignment_id)
@@ -165,6 +182,17 @@ class AssignmentStatusChangedV1(EventData):
     closed_at: datetime | None = None
     accept_due_at: datetime | None = None
     fulfil_due_at: datetime | None = None
+    series_id: uuid.UUID | None = None
+    """A recurring request's occurrence: the series (the request as referrals took it). Each occurrence has its
+    own `request_id` and `assignment_id`; reporting counts occurrences as requests and series apart."""
+    occurrence: int | None = None
+    """Which occurrence of the series (1, 2, …)."""
+    frequency: str | None = None
+    """The series' `weekly`, `fortnightly` or `monthly`."""
+    series_continues: bool | None = None
+    """On an occurrence's closing status: whether another occurrence follows (false: the series has ended)."""
+    channel: str | None = None
+    """An occurrence after the first: how its referral came in (reporting has no `request.received` for it)."""
 
     def subject(self) -> str:
         return str(self.assignment_id)

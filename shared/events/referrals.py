@@ -15,6 +15,8 @@ __all__ = [
     "ResidentV1",
     "ReferrerV1",
     "RequestV1",
+    "RecurrenceV1",
+    "FREQUENCIES",
     "ReferralReceivedV1",
     "ReferralAmendedV1",
     "RequestCancelledV1",
@@ -52,6 +54,22 @@ class ReferrerV1(BaseModel):
     email: Annotated[str | None, PERSONAL] = None
 
 
+FREQUENCIES = ("weekly", "fortnightly", "monthly")
+
+
+class RecurrenceV1(BaseModel):
+    """How a request repeats (a weekly shop, a repeat prescription): a series of occurrences, no personal data.
+
+    Until `ends_on` (the last occurrence is due on or before it), for `occurrences`
+    in all (the first included), or, with neither, until it is cancelled.
+    """
+
+    frequency: str
+    """`weekly`, `fortnightly` or `monthly` (the same day of the month, or the month's last day)."""
+    ends_on: date | None = None
+    occurrences: int | None = None
+
+
 class RequestV1(BaseModel):
     request_id: uuid.UUID
     type: str
@@ -59,6 +77,8 @@ class RequestV1(BaseModel):
     needed_by: date | None = None
     urgency: str
     duplicate_of: uuid.UUID | None = None
+    recurrence: RecurrenceV1 | None = None
+    """Set when the help repeats: fulfilment opens each occurrence in turn (the series' id is this request's id)."""
 
 
 @contract

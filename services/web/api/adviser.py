@@ -88,6 +88,7 @@ def _values(form) -> dict:
             "language",
             "urgency",
             "consent",
+            *forms.REPEAT_FIELDS,
         )
     }
     text["vulnerabilities"] = [v for v in form.getlist("vulnerabilities") if v in VULNERABILITIES]
@@ -121,6 +122,8 @@ def _check(values: dict, known_types: list[str]) -> tuple[dict, dict | None]:
         errors["referrer_name"] = "Enter the caller's name"
     if values["consent"] != "yes":
         errors["consent"] = "Ask for consent to share the details with the hub, and tick the box when given"
+    recurrence, repeat_errors = forms.check_recurrence(values)
+    errors.update(repeat_errors)
     if errors:
         return errors, None
     resident = {
@@ -145,7 +148,12 @@ def _check(values: dict, known_types: list[str]) -> tuple[dict, dict | None]:
         "resident": resident,
         "consent": {"to_share": True, "given_by": values["consent_given_by"] or "resident"},
         "requests": [
-            {"type": t, "details": values["details"].get(t) or None, "urgency": values["urgency"] or None}
+            {
+                "type": t,
+                "details": values["details"].get(t) or None,
+                "urgency": values["urgency"] or None,
+                **({"recurrence": recurrence} if recurrence else {}),
+            }
             for t in values["types"]
         ],
     }
@@ -167,6 +175,10 @@ def _api_errors(errors: list[dict]) -> dict:
     found = {}
     for error in errors:
         field = str(error.get("field", ""))
+        repeat = forms.recurrence_field(field)
+        if repeat is not None:
+            found.setdefault(repeat[0], f"Repeat: {error.get('reason', 'is not right')}")
+            continue
         for prefix, name, label in API_FIELDS:
             if field == prefix or field.startswith((prefix + ".", prefix + "[")):
                 found.setdefault(name, f"{label}: {error.get('reason', 'is not right')}")
@@ -193,6 +205,7 @@ async def _call_page(request, clients, adviser, *, values=None, errors=None, sta
         vulnerabilities=VULNERABILITIES,
         given_by=CONSENT_GIVEN_BY,
         urgencies=forms.URGENCY_CHOICES,
+        frequencies=forms.FREQUENCY_CHOICES,
         contacts=CONTACTS,
     )
 

@@ -182,16 +182,24 @@ async def help_answer(request: Request, clients: Clients_):
     return _answered(request, draft, "help")
 
 
+def _when(request: Request, *, values: dict, errors: dict, status_code: int = 200):
+    return render(
+        request,
+        "resident/when.html",
+        status_code=status_code,
+        title="When do you need help?",
+        choices=forms.URGENCY_CHOICES,
+        frequencies=forms.FREQUENCY_CHOICES,
+        values=values,
+        errors=errors,
+    )
+
+
 @router.get("/get-help/when")
 async def when_page(request: Request):
     draft, away = _guard(request, "when")
-    return away or render(
-        request,
-        "resident/when.html",
-        title="When do you need help?",
-        choices=forms.URGENCY_CHOICES,
-        values={"urgency": draft.get("urgency", "")},
-        errors={},
+    return away or _when(
+        request, values={"urgency": draft.get("urgency", ""), **(draft.get("repeat_answers") or {})}, errors={}
     )
 
 
@@ -200,18 +208,16 @@ async def when_answer(request: Request):
     draft, away = _guard(request, "when")
     if away:
         return away
-    urgency = str((await request.form()).get("urgency", ""))
+    form = await request.form()
+    urgency = str(form.get("urgency", ""))
+    answers = {name: str(form.get(name, "")).strip()[:20] for name in forms.REPEAT_FIELDS}
+    recurrence, errors = forms.check_recurrence(answers)
     if urgency not in dict(forms.URGENCY_CHOICES):
-        return render(
-            request,
-            "resident/when.html",
-            status_code=400,
-            title="When do you need help?",
-            choices=forms.URGENCY_CHOICES,
-            values={"urgency": ""},
-            errors={"urgency": forms.MESSAGES["urgency.missing"]},
-        )
+        errors = {"urgency": forms.MESSAGES["urgency.missing"], **errors}
+    if errors:
+        return _when(request, values={"urgency": urgency, **answers}, errors=errors, status_code=400)
     draft["urgency"] = urgency
+    draft["recurrence"], draft["repeat_answers"] = recurrence, answers
     return _answered(request, draft, "when")
 
 

@@ -1,7 +1,7 @@
 """referrals.resident_id, resident_merges, hub_staff: the resident each case is about (merges followed) and each hub's staff
 
 Revision ID: 0009
-Revises: 0007 (0008 once recurring requests are merged: the lead sets `down_revision` to the last one before it)
+Revises: 0008
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import shared.db
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

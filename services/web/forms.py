@@ -51,6 +51,8 @@ MESSAGES = {
     "email.missing": "Enter an email address, or choose another way for us to contact you",
     "preference.missing": "Select how we should contact you",
     "consent.missing": "Tick the box to say we can share your details with the people who will help you",
+    "notify.no_contact": "Enter a mobile number or email address so we can send your reference, or choose No",
+    "notify.not_by_message": "You asked us to contact you by letter: choose another way to be contacted, or choose No",
     "repeat.missing": "Select whether this help needs to repeat",
     "frequency.missing": "Select how often the help is needed",
     "repeat_count.invalid": f"Enter how many times, as a number from 1 to {MOST_OCCURRENCES}",
@@ -143,6 +145,35 @@ def check_contact(*, phone: str, email: str, preference: str) -> dict[str, str]:
     return errors
 
 
+NOT_BY_MESSAGE = ("post", "via-referrer")
+"""Contact preferences the referrals service never sends a text or email to (`domain.message_contact`)."""
+
+
+def is_mobile(phone: str) -> bool:
+    """A UK mobile: one a text can reach (a landline cannot take one)."""
+    try:
+        number = phonenumbers.parse(phone, "GB")
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE and number.country_code == 44
+
+
+def check_notify(*, notify: bool, phone: str, email: str, preference: str) -> str | None:
+    """Why a resident who agreed to be sent their reference could not be ("no_contact", "not_by_message"), or None.
+
+    The referrals service would take the referral and tell them nothing (`consent.to_notify` is a wish, acted on
+    only with a mobile or an email and a preference that allows a message), so the page says so while it can be
+    fixed.
+    """
+    if not notify:
+        return None
+    if preference in NOT_BY_MESSAGE:
+        return "not_by_message"
+    if not email and not (phone and is_mobile(phone)):
+        return "no_contact"
+    return None
+
+
 def check_about_you(*, name: str, line1: str) -> dict[str, str]:
     errors = {}
     if not name:
@@ -173,6 +204,7 @@ _API_FIELDS = (
     ("resident.phone", "contact", "phone", MESSAGES["phone.invalid"]),
     ("resident.email", "contact", "email", MESSAGES["email.invalid"]),
     ("resident.contact_preference", "contact", "preference", MESSAGES["preference.missing"]),
+    ("consent.to_notify", "consent", "notify", MESSAGES["notify.no_contact"]),
     ("consent", "consent", "consent", MESSAGES["consent.missing"]),
     ("requests", "help", "types", MESSAGES["types.unknown"]),
 )
@@ -230,7 +262,11 @@ def referral_body(draft: dict, *, channel: str) -> dict:
     return {
         "channel": channel,
         "resident": resident,
-        "consent": {"to_share": bool(draft.get("consent")), "given_by": "resident"},
+        "consent": {
+            "to_share": bool(draft.get("consent")),
+            "given_by": "resident",
+            "to_notify": draft.get("notify") == "yes",
+        },
         "requests": [
             {
                 "type": kind,

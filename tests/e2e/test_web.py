@@ -176,6 +176,11 @@ async def ask_for_help(
     await page.click("text=Continue")
     await step("resident: consent not given (error)")
     await page.check("input[name=consent]")
+    await page.check("input[name=notify][value=yes]")
+    await page.click("text=Continue")
+    await step("resident: reference by text or email, with only a landline (error)")
+    assert "Enter a mobile number or email address" in await page.inner_text(".govuk-error-summary")
+    await page.check("input[name=notify][value=no]")
     await page.click("text=Continue")
     await step("resident: check your answers")
     if check:

@@ -44,6 +44,10 @@ CANCEL_REASONS = {
     "entered-in-error": "Entered in error",
     "other": "Other",
 }
+NOTIFY_PROBLEMS = {
+    "no_contact": "Enter a mobile number or email to send the reference to, or untick the box",
+    "not_by_message": "They are contacted by letter or through the caller: choose another way, or untick the box",
+}
 CONTACTS = dict(forms.CONTACT_CHOICES) | {"via-referrer": "Through the caller"}
 # The referrals API's fields, to this form's fields and their labels.
 API_FIELDS = (
@@ -59,6 +63,7 @@ API_FIELDS = (
     ("referrer.name", "referrer_name", "Caller's name"),
     ("referrer.phone", "referrer_phone", "Caller's phone"),
     ("referrer", "referrer_name", "Caller"),
+    ("consent.to_notify", "notify", "Reference and updates"),
     ("consent", "consent", "Consent"),
     ("requests", "types", "Help needed"),
 )
@@ -88,6 +93,7 @@ def _values(form) -> dict:
             "language",
             "urgency",
             "consent",
+            "notify",
             *forms.REPEAT_FIELDS,
         )
     }
@@ -122,6 +128,11 @@ def _check(values: dict, known_types: list[str]) -> tuple[dict, dict | None]:
         errors["referrer_name"] = "Enter the caller's name"
     if values["consent"] != "yes":
         errors["consent"] = "Ask for consent to share the details with the hub, and tick the box when given"
+    why = forms.check_notify(
+        notify=values["notify"] == "yes", phone=values["phone"], email=values["email"], preference=values["preference"]
+    )
+    if why:
+        errors["notify"] = NOTIFY_PROBLEMS[why]
     recurrence, repeat_errors = forms.check_recurrence(values)
     errors.update(repeat_errors)
     if errors:
@@ -146,7 +157,11 @@ def _check(values: dict, known_types: list[str]) -> tuple[dict, dict | None]:
     body = {
         "channel": "phone",
         "resident": resident,
-        "consent": {"to_share": True, "given_by": values["consent_given_by"] or "resident"},
+        "consent": {
+            "to_share": True,
+            "given_by": values["consent_given_by"] or "resident",
+            "to_notify": values["notify"] == "yes",
+        },
         "requests": [
             {
                 "type": t,

@@ -330,12 +330,22 @@ async def contact_answer(request: Request):
     return _answered(request, draft, "contact")
 
 
+def _consent(request: Request, draft: dict, *, values: dict, errors: dict, status_code: int = 200):
+    return render(
+        request,
+        "resident/consent.html",
+        status_code=status_code,
+        title="Sharing your details",
+        values=values,
+        area=draft.get("area"),
+        errors=errors,
+    )
+
+
 @router.get("/get-help/consent")
 async def consent_page(request: Request):
     draft, away = _guard(request, "consent")
-    return away or render(
-        request, "resident/consent.html", title="Sharing your details", values=draft, area=draft.get("area"), errors={}
-    )
+    return away or _consent(request, draft, values=draft, errors=draft.get("errors", {}).get("consent", {}))
 
 
 @router.post("/get-help/consent", dependencies=[Csrf])
@@ -343,17 +353,25 @@ async def consent_answer(request: Request):
     draft, away = _guard(request, "consent")
     if away:
         return away
-    if (await request.form()).get("consent") != "yes":
-        return render(
-            request,
-            "resident/consent.html",
-            status_code=400,
-            title="Sharing your details",
-            values=draft,
-            area=draft.get("area"),
-            errors={"consent": forms.MESSAGES["consent.missing"]},
-        )
-    draft["consent"] = True
+    form = await request.form()
+    consent = form.get("consent") == "yes"
+    notify = str(form.get("notify", ""))
+    notify = notify if notify in ("yes", "no") else ""  # not answered: nothing is sent, as with "No"
+    errors = {}
+    if not consent:
+        errors["consent"] = forms.MESSAGES["consent.missing"]
+    why = forms.check_notify(
+        notify=notify == "yes",
+        phone=draft.get("phone") or "",
+        email=draft.get("email") or "",
+        preference=draft.get("preference") or "",
+    )
+    if why:
+        errors["notify"] = forms.MESSAGES[f"notify.{why}"]
+    if errors:
+        values = {**draft, "consent": consent, "notify": notify}
+        return _consent(request, draft, values=values, errors=errors, status_code=400)
+    draft["consent"], draft["notify"] = True, notify
     return _answered(request, draft, "consent")
 
 
@@ -390,6 +408,17 @@ async def send(request: Request, clients: Clients_):
         return RedirectResponse("/get-help/confirmation", status_code=303)  # sent already: the same answer
     if draft is None or draft.get("key") != key or not draft.get("consent"):
         return render(request, "resident/not-sent.html", status_code=400, title="Your answers were not sent")
+    why = forms.check_notify(
+        notify=draft.get("notify") == "yes",
+        phone=draft.get("phone") or "",
+        email=draft.get("email") or "",
+        preference=draft.get("preference") or "",
+    )
+    if why:  # the contact details were changed after saying yes
+        message = forms.MESSAGES[f"notify.{why}"]
+        draft.setdefault("errors", {}).setdefault("consent", {})["notify"] = message
+        session.set("draft", draft)
+        return await _check(request, clients, draft, errors=[("change-notify", message)], status_code=400)
     draft["attempted"] = True
     session.set("draft", draft)
     try:

@@ -193,6 +193,7 @@ async def ask_for_help(
     name: str = "Margaret Jones",
     details: dict | None = None,
     phone: str = "01843 577000",
+    notify: str | None = None,
 ) -> str:
     """A resident's whole journey through the pages; the reference on the confirmation."""
     assert (await post_form(client, "/get-help", {})).status_code == 303
@@ -203,7 +204,7 @@ async def ask_for_help(
         ("/get-help/details", {f"details-{k}": v for k, v in (details or {}).items()}),
         ("/get-help/about-you", {"name": name, "line1": "12 Northdown Road", "town": "Margate"}),
         ("/get-help/contact", {"phone": phone, "preference": "phone"}),
-        ("/get-help/consent", {"consent": "yes"}),
+        ("/get-help/consent", {"consent": "yes", **({"notify": notify} if notify else {})}),
     ]
     for path, data in steps:
         response = await post_form(client, path, data)

@@ -56,6 +56,24 @@ async def test_an_adviser_takes_a_call_on_someones_behalf_and_reads_back_the_ref
     assert "1 found" in found and "Edith Behalf" in found
 
 
+async def test_the_resident_agreeing_to_be_sent_their_reference_reaches_the_api_and_is_off_unless_ticked(web):
+    await sign_in(web, role="call-centre", name="Sam Adviser")
+    told = (
+        await web.get(
+            await save_call(web, call(name="Tom Told", phone="07911 123458", preference="text", notify="yes"))
+        )
+    ).text
+    assert "Agreed to be sent them by text or email" in told, "read back from the referrals API"
+    untold = (await web.get(await save_call(web, call(name="Ulla Untold")))).text
+    assert "Reference and updates" in untold and "Not to be sent" in untold
+    landline = await post_form(
+        web, "/adviser/call", call(name="Lou Landline", notify="yes", preference="phone"), from_page="/adviser"
+    )
+    assert landline.status_code == 400
+    assert 'href="#notify">Enter a mobile number or email to send the reference to' in landline.text
+    assert 'id="notify-error"' in landline.text
+
+
 async def test_an_adviser_is_warned_of_a_likely_duplicate_and_can_use_the_existing_request_or_go_on(web):
     await sign_in(web, role="call-centre", name="Sam Adviser")
     first = (await web.get(await save_call(web, call(name="Dora Duplicate")))).text

@@ -46,6 +46,50 @@ async def test_a_resident_asking_for_food_and_a_prescription_gets_a_reference_an
     assert referral["request_types"] == ["food", "prescription"]
 
 
+async def consent_of(stack, reference: str) -> dict:
+    [found] = await referrals_with(stack, reference)
+    async with httpx.AsyncClient(base_url=stack.urls["referrals"]) as api:
+        response = await api.get(f"/v1/referrals/{found['id']}", headers=adviser_headers())
+        assert response.status_code == 200, response.text
+        return response.json()["consent"]
+
+
+async def test_a_resident_who_agrees_is_sent_their_reference_and_one_who_does_not_answer_is_not(web, stack):
+    told = await ask_for_help(web, types=("food",), name="Tess Texted", phone="07911 123456", notify="yes")
+    assert (await consent_of(stack, told))["to_notify"] is True
+    untold = await ask_for_help(web, types=("food",), name="Una Unasked")
+    assert (await consent_of(stack, untold))["to_notify"] is False, "not answered: nothing is sent"
+    declined = await ask_for_help(web, types=("food",), name="Nora No", phone="07911 123457", notify="no")
+    assert (await consent_of(stack, declined))["to_notify"] is False
+
+
+async def test_yes_to_being_told_with_only_a_landline_is_a_clear_message_and_the_answer_is_on_check(web):
+    await post_form(web, "/get-help", {})
+    for path, data in [
+        ("/get-help/postcode", {"postcode": "CT9 2RN"}),
+        ("/get-help/help", {"types": "food"}),
+        ("/get-help/when", {"urgency": "today"}),
+        ("/get-help/details", {}),
+        ("/get-help/about-you", {"name": "Lena Landline", "line1": "1 High Street"}),
+        ("/get-help/contact", {"phone": "01843 577000", "preference": "phone"}),
+    ]:
+        assert (await post_form(web, path, data)).status_code == 303
+    refused = await post_form(web, "/get-help/consent", {"consent": "yes", "notify": "yes"})
+    assert refused.status_code == 400
+    message = "Enter a mobile number or email address so we can send your reference, or choose No"
+    assert f'href="#notify">{message}</a>' in refused.text and 'id="notify-error"' in refused.text
+    assert re.search(r'<input[^>]*name="notify"[^>]*value="yes"[^>]*checked', refused.text), "the answer is kept"
+    assert (
+        await post_form(
+            web, "/get-help/contact", {"phone": "01843 577000", "email": "lena@example.com", "preference": "phone"}
+        )
+    ).status_code == 303
+    assert (await post_form(web, "/get-help/consent", {"consent": "yes", "notify": "yes"})).status_code == 303
+    check = (await web.get("/get-help/check")).text
+    assert "Your reference and updates" in check and "Yes, by text or email" in check
+    assert 'href="/get-help/consent?change=1"' in check and 'id="change-notify"' in check
+
+
 async def test_pressing_send_twice_at_once_or_again_after_sends_one_referral(web, stack):
     reference = await ask_for_help(web, types=("food",), name="Double Click")
     check_again = await web.post(

@@ -24,12 +24,25 @@ def test_a_contact_preference_needs_the_detail_it_uses():
     assert forms.check_contact(phone="01843 577000", email="a@example.org", preference="text") == {}
 
 
+def test_yes_to_being_sent_the_reference_needs_a_mobile_or_an_email_and_a_preference_that_allows_a_message():
+    assert forms.check_notify(notify=False, phone="", email="", preference="post") is None
+    assert forms.check_notify(notify=True, phone="07911 123456", email="", preference="phone") is None
+    assert forms.check_notify(notify=True, phone="01843 577000", email="jo@example.org", preference="text") is None
+    assert forms.check_notify(notify=True, phone="01843 577000", email="", preference="phone") == "no_contact"
+    assert forms.check_notify(notify=True, phone="", email="", preference="") == "no_contact"
+    assert forms.check_notify(notify=True, phone="07911 123456", email="", preference="post") == "not_by_message"
+    assert forms.check_notify(notify=True, phone="07911 123456", email="", preference="via-referrer") == (
+        "not_by_message"
+    )
+
+
 def test_the_apis_field_errors_land_on_the_page_and_field_that_ask_for_them():
     errors = [
         {"field": "resident.address.postcode", "reason": "not a valid UK postcode"},
         {"field": "resident.email", "reason": "value is not a valid email address"},
         {"field": "requests[1].details", "reason": "too long"},
         {"field": "consent.to_share", "reason": "is required"},
+        {"field": "consent.to_notify", "reason": "must be a boolean"},
         {"field": "received_at", "reason": "is in the future"},
     ]
     found = forms.api_errors_to_fields(errors, types=["food", "prescription"])
@@ -38,6 +51,7 @@ def test_the_apis_field_errors_land_on_the_page_and_field_that_ask_for_them():
         ("contact", "email"),
         ("details", "details-prescription"),
         ("consent", "consent"),
+        ("consent", "notify"),
         ("check", "submit"),
     ]
     assert found[0].message == "Enter a real postcode, like CT9 1AB"
@@ -58,7 +72,10 @@ def test_the_referral_body_carries_the_online_channel_and_every_answer():
         },
         channel="online",
     )
-    assert body["channel"] == "online" and body["consent"] == {"to_share": True, "given_by": "resident"}
+    assert body["channel"] == "online"
+    assert body["consent"] == {"to_share": True, "given_by": "resident", "to_notify": False}, "not asked: not told"
+    told = forms.referral_body({"name": "Jo", "line1": "1", "postcode": "CT9 2RN", "notify": "yes"}, channel="online")
+    assert told["consent"]["to_notify"] is True
     assert body["requests"] == [{"type": "food", "details": "Vegan", "urgency": "today"}]
     assert body["resident"]["phone"] == "01843 577000" and "email" not in body["resident"]
 

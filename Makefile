@@ -57,8 +57,8 @@ kafka:
 ## TEST_WORKERS: pytest-xdist workers (tests/conftest.py keeps the fault tests on one of them).
 TEST_WORKERS ?= 2
 test: install browser postgres kafka $(WEB_NPM)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
-	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(TANSU_TESTS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(TANSU_TESTS)
 	@$(MAKE) --no-print-directory lint
 
 TANSU_TESTS := tests/integration/shared/test_consumer.py tests/integration/shared/test_kafka_security.py

@@ -37,8 +37,8 @@ if TEST_BROKER == "tansu":
 
 # The fault tests kill services and brokers and wait for a steady load to come through: run
 # side by side they would starve each other of the machine's cores. With pytest-xdist
-# (`make test` runs two workers, --dist loadgroup) they run one after another on one worker,
-# first, while the other worker takes every other file whole (a file's fixtures are set up once).
+# (`make test` runs two workers) they run one after another on one worker, first, while the
+# other worker takes every other file whole (a file's fixtures are set up once).
 FAULTS = (
     "tests/e2e/test_kafka_faults.py",
     "tests/e2e/test_chaos.py",
@@ -49,11 +49,25 @@ FAULTS = (
 )
 
 
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    return "faults" if path in FAULTS else path
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("faults" if path in FAULTS else path))
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in FAULTS)
+    items.sort(key=lambda item: _scope(item.nodeid) != "faults")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files to each worker, the fault tests as one unit (not `xdist_group`: on pytest 9.2
+    `--dist loadgroup` silently stops grouping, pytest-dev/pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FaultsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return FaultsTogether(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -23,4 +23,4 @@ async def test_on_a_three_broker_cluster_leader_kills_a_lost_quorum_and_a_rollin
     ):
         assert fault in labels
     assert result["retries_after_outage"] > 0
-    assert result["referrals_answered_201"] > 30 and result["hub_transitions"] > 0
+    assert result["referrals_answered_201"] >= 10 and result["hub_transitions"] > 0

@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from shared.events import CloudEvent
 
@@ -26,19 +27,10 @@ async def read_topic(
 
     With `expect=None` it reads until the topic has been quiet for a second.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metadata_max_age_ms=300,  # the topic may appear only after the consumer starts
-        fetch_max_wait_ms=100,
-    )
-    await consumer.start()
-    found: list[tuple[bytes | None, CloudEvent]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    consumer = await _started_consumer(bootstrap_servers, topic, deadline=deadline)
+    found: list[tuple[bytes | None, CloudEvent]] = []
     quiet_since = loop.time()
     try:
         while loop.time() < deadline:
@@ -66,3 +58,31 @@ async def read_topic(
     finally:
         await consumer.stop()
     return found
+
+
+async def _started_consumer(bootstrap_servers: str, topic: str, *, deadline: float) -> AIOKafkaConsumer:
+    """A consumer of `topic` from the beginning, once the topic exists.
+
+    The topic may not exist yet: the relay creates it with its first publish, which
+    may come after the test starts reading. aiokafka's start() refuses a topic its
+    metadata does not hold, so ask again until the deadline.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            metadata_max_age_ms=300,
+            fetch_max_wait_ms=100,
+        )
+        try:
+            await consumer.start()
+            return consumer
+        except UnknownTopicOrPartitionError:
+            await consumer.stop()
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)

@@ -29,7 +29,7 @@ async def read_topic(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    consumer = await _started_consumer(bootstrap_servers, topic, deadline=deadline)
+    consumer = await started_consumer(bootstrap_servers, topic, deadline=deadline)
     found: list[tuple[bytes | None, CloudEvent]] = []
     quiet_since = loop.time()
     try:
@@ -60,7 +60,7 @@ async def read_topic(
     return found
 
 
-async def _started_consumer(bootstrap_servers: str, topic: str, *, deadline: float) -> AIOKafkaConsumer:
+async def started_consumer(bootstrap_servers: str, topic: str, *, deadline: float) -> AIOKafkaConsumer:
     """A consumer of `topic` from the beginning, once the topic exists.
 
     The topic may not exist yet: the relay creates it with its first publish, which

@@ -1,27 +1,20 @@
 """A hub system reads the hub topic with the CloudEvents SDK's Kafka binding, not with our code."""
 
-from aiokafka import AIOKafkaConsumer
+import asyncio
+
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
 from cloudevents.core.formats.json import JSONFormat
 
 from shared.events import AssignmentRoutedV1
 from tests.integration.fulfilment.conftest import deliver, eventually, referral_received
+from tests.support.kafka import started_consumer
 
 SERVICE = "fulfilment"
 
 
 async def raw_messages(bootstrap_servers: str, topic: str, *, expect: int):
     """The records on `topic` as any Kafka client gets them: key, value and headers, nothing parsed."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metadata_max_age_ms=300,
-        fetch_max_wait_ms=100,
-    )
-    await consumer.start()
+    consumer = await started_consumer(bootstrap_servers, topic, deadline=asyncio.get_running_loop().time() + 30)
     found = []
     try:
 

@@ -16,10 +16,11 @@ from datetime import UTC
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
 from shared.events import CloudEvent, ReferralReceivedV1
+from tests.support.kafka import started_consumer
 from tests.support.services import consuming_services
 
 HUGE_BYTES = 700 * 1024  # over the consumers' 512 kB limit, under the broker's 1 MB
@@ -81,16 +82,7 @@ async def read_raw(
     bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0
 ) -> list[tuple[bytes | None, dict]]:
     """(value, headers) of the first `expect` messages on `topic` (fewer if `timeout` passes)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metadata_max_age_ms=300,
-        fetch_max_wait_ms=100,
-    )
-    await consumer.start()
+    consumer = await started_consumer(bootstrap, topic, deadline=asyncio.get_running_loop().time() + 30)
     found = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

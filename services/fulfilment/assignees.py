@@ -39,6 +39,7 @@ from shared.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 TAKEN, HANDED_OVER, RELEASED, NEXT_CONTACT = "taken", "handed-over", "released", "next-contact"
+CARRIED_OVER = repository.CARRIED_OVER
 SORTS = ("urgency", "due", "routed")
 URGENCY_ORDER = {urgency: position for position, urgency in enumerate(domain.URGENCIES)}
 
@@ -509,7 +510,7 @@ class HolderChangeOut(BaseModel):
     at: datetime
     by: str
     by_name: str | None = None
-    change: Literal["taken", "handed-over", "released", "next-contact"]
+    change: Literal["taken", "handed-over", "released", "next-contact", "carried-over"]
     from_holder: str | None = None
     from_name: str | None = None
     to_holder: str | None = None

@@ -15,14 +15,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.fulfilment.domain import DEADLINES, Assignment, Change, Series, Status
 from services.fulfilment.models import (
     assignment_changes,
     assignments,
+    case_holders,
     feed_heads,
+    holder_changes,
     hub_feed,
     hubs,
     referrals,
@@ -53,6 +55,9 @@ DOMAIN_COLUMNS = (
     "occurrence",
 )
 """The columns the `Assignment` aggregate owns (the rest are the request as received, and bookkeeping)."""
+
+CARRIED_OVER = "carried-over"
+"""A holder change: a recurring request's next occurrence opened held by whoever held the one before."""
 
 
 class Assignments:
@@ -200,6 +205,45 @@ class Assignments:
         await self.session.execute(
             update(series).where(series.c.id == s.id).values(**series_values(s), updated_at=self.uow.now())
         )
+
+    async def carry_holder(self, *, from_id: str, to_id: str, hub: str, at: datetime, by: str) -> str | None:
+        """The worker who held occurrence `from_id` holds `to_id`, the next one, from `at`; returns them (None: nobody).
+
+        Margaret's weekly shop stays with the worker who did last week's: the hub
+        need not share it out again each week. Kept in the new case's holder history
+        as `carried-over`, by whoever closed the last occurrence.
+        """
+        held = (
+            await self.session.execute(
+                select(case_holders.c.holder, case_holders.c.holder_name).where(
+                    case_holders.c.assignment_id == from_id, case_holders.c.holder.is_not(None)
+                )
+            )
+        ).first()
+        if held is None:
+            return None
+        await self.session.execute(
+            insert(case_holders).values(
+                assignment_id=to_id,
+                hub=hub,
+                holder=held.holder,
+                holder_name=held.holder_name,
+                held_since=at,
+                updated_at=at,
+            )
+        )
+        await self.session.execute(
+            insert(holder_changes).values(
+                assignment_id=to_id,
+                at=at,
+                by=by,
+                change=CARRIED_OVER,
+                to_holder=held.holder,
+                to_name=held.holder_name,
+            )
+        )
+        holder: str = held.holder
+        return holder
 
     # --- the hubs' feeds --------------------------------------------------------------
 

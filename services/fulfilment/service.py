@@ -35,12 +35,12 @@ from services.fulfilment.reading import (
     rejected_by_hub,
     request_status,
 )
-from services.fulfilment.repository import assignment_of, new_assignment_row
+from services.fulfilment.repository import CARRIED_OVER, assignment_of, new_assignment_row
 from services.fulfilment.routing import Routing, route_referral, route_referrals
 from services.fulfilment.sla import EscalationScheduler, escalate_overdue
 from shared.auth import Principal
 from shared.errors import Forbidden, NotFound, ValidationFailed
-from shared.events import AssignmentAmendedV1, ReferralAmendedV1, RequestCancelledV1
+from shared.events import AssignmentAmendedV1, AssignmentHolderChangedV1, ReferralAmendedV1, RequestCancelledV1
 from shared.settings import Topics
 from shared.uow import UnitOfWork
 
@@ -346,6 +346,22 @@ async def transition(
         announce(uow, out, a=a, changes=changes, request_row=row, referral_row=referral_row, series=recurs)
         if following is not None:
             opened, opened_change, opened_row = following
+            if await repo.carry_holder(from_id=a.id, to_id=opened.id, hub=opened.hub or "", at=now, by=by.subject):
+                uow.publish(
+                    AssignmentHolderChangedV1(
+                        assignment_id=opened.id,
+                        request_id=opened.request_id,
+                        referral_id=opened.referral_id,
+                        request_type=opened.request_type,
+                        urgency=opened.urgency,
+                        status=str(opened.status),
+                        hub=opened.hub or "",
+                        change=CARRIED_OVER,
+                        held=True,
+                        changed_at=now,
+                    ),
+                    key=opened.referral_id,
+                )
             announce(
                 uow,
                 out,

@@ -224,7 +224,8 @@ class AssignmentEscalatedV1(EventData):
 
 @contract
 class AssignmentHolderChangedV1(EventData):
-    """A hub worker took a case, handed it to a colleague, or let it go. No one named: who holds it is the hub's."""
+    """A hub worker took a case, handed it to a colleague, or let it go; or a recurring request's next occurrence
+    opened held by the same worker. No one named: who holds it is the hub's."""
 
     type: ClassVar[str] = TYPE_PREFIX + "assignment.holder-changed.v1"
     topics: ClassVar[tuple[str, ...]] = ("assignment_status",)
@@ -237,7 +238,8 @@ class AssignmentHolderChangedV1(EventData):
     status: str
     hub: str
     change: str
-    """`taken`, `handed-over` or `released`."""
+    """`taken`, `handed-over` or `released`; `carried-over` when a recurring request's next occurrence opens
+    held by whoever held the one before."""
     held: bool
     """Someone in the hub holds the case after the change."""
     changed_at: datetime

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from services.fulfilment.models import assignments, series, tables
 from shared.db import Database
 from shared.events import (
+    AssignmentHolderChangedV1,
     AssignmentRoutedV1,
     AssignmentStatusChangedV1,
     RecurrenceV1,
@@ -207,3 +208,29 @@ async def test_after_erasure_fulfilling_the_open_occurrence_opens_no_other(clien
     finally:
         await db.dispose()
     assert ended == "erased"
+
+
+async def test_next_weeks_occurrence_is_held_by_the_worker_who_held_this_weeks(client, settings):
+    await deliver(client.app, weekly())
+    first = (await queue(client, settings))["items"][0]
+    took = await client.post(f"/v1/assignments/{first['id']}/take", json={"by_name": "Ann Hub"}, headers=ann(settings))
+    assert took.status_code == 200, took.text
+    done = await fulfil(client, settings, first["id"])
+
+    second_id = done["next_occurrence"]["id"]
+    holder = (await client.get(f"/v1/assignments/{second_id}/holder", headers=ann(settings))).json()
+    assert (holder["holder"], holder["holder_name"]) == ("ann", "Ann Hub")
+    assert [(h["change"], h["by"], h["to_holder"]) for h in holder["history"]] == [("carried-over", "ann", "ann")]
+    mine = (await client.get("/v1/hubs/thanet/queue", params={"holder": "mine"}, headers=ann(settings))).json()
+    assert [i["id"] for i in mine["items"]] == [second_id]
+    published = [e["data"] for _, e in await outbox(settings, AssignmentHolderChangedV1.type)]
+    carried = [e for e in published if e["assignment_id"] == second_id]
+    assert [(e["change"], e["held"]) for e in carried] == [("carried-over", True)]
+
+
+async def test_an_occurrence_nobody_held_opens_the_next_unheld(client, settings):
+    await deliver(client.app, weekly())
+    first = (await queue(client, settings))["items"][0]
+    done = await fulfil(client, settings, first["id"])
+    holder = (await client.get(f"/v1/assignments/{done['next_occurrence']['id']}/holder", headers=ann(settings))).json()
+    assert holder["holder"] is None and holder["history"] == []

@@ -46,3 +46,18 @@ async def test_occurrences_are_requests_and_a_series_counts_once(client, setting
     assert found["columns"] == ["frequency", "series", "occurrences"]
     rows = {r["frequency"]: (r["series"], r["occurrences"]) for r in found["rows"]}
     assert rows == {"fortnightly": (0, 0), "monthly": (0, 0), "weekly": (1, 3)}
+
+
+async def test_the_bi_view_of_requests_says_which_series_and_occurrence_each_is(client, settings):
+    from sqlalchemy import text
+
+    events = weekly_series(2)
+    await deliver(client.app, *events)
+    series_id = str(events[1].series_id)  # the first occurrence's routed event
+    async with client.app.state.runtime.db.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT series_id, occurrence, frequency FROM reporting_requests ORDER BY occurrence")
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(series_id, 1, "weekly"), (series_id, 2, "weekly")]

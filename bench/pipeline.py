@@ -11,12 +11,18 @@ never meets a `make run` already going. Then:
    with 1 or 2 requests at a real Kent postcode, sent on schedule whether or
    not earlier ones were answered (a lean HTTP/1.1 client: pre-encoded bodies,
    kept-alive connections). Each request's latency is its referral's POST send
-   time to the moment its `assignment.routed` event is read off its hub's Kafka
-   topic, and to the moment it shows in the hub's pull feed
-   (`GET /v1/hubs/{hub}/feed`, each hub polled every `--feed-poll` seconds, so
-   that figure is coarse by up to that much). A watcher in a second process
-   reads every hub topic (fetch wait 5 ms) and polls the feeds, so the
-   generator's own timing is not disturbed.
+   time to its `assignment.routed` event on its hub's Kafka topic (the record's
+   timestamp: when fulfilment's relay sent it, the producer's CreateTime), to the
+   moment a hub system reading the topic gets it (fetch wait 100 ms), and to the
+   moment it shows in the hub's pull feed (`GET /v1/hubs/{hub}/feed`, each hub
+   polled every `--feed-poll` seconds, so that figure is coarse by up to that
+   much). A watcher in a second process reads every hub topic and polls the
+   feeds, so the generator's own timing is not disturbed.
+
+   The watcher is load on the machine under test, so it polls as a hub would:
+   until 2026-12-01 it fetched with a 5 ms wait and polled each feed four times
+   a second, which cost the embedded broker ~320 and fulfilment ~280 ms of CPU
+   a second (a third of this 2-core machine) before any referral came.
 2. **Sustained** (closed loop, `--sustained-seconds`): `--connections` front
    ends post as fast as intake answers; the figure is referrals ÷ (last
    request on its hub topic − first POST): the rate the whole pipeline keeps up
@@ -254,6 +260,7 @@ async def open_loop(url: str, token: str, payloads: list[bytes], rate: float) ->
     host, port = url.removeprefix("http://").split(":")
     idle: list[Connection] = []
     sent: dict[int, tuple[float, list[str], int]] = {}
+    answered: dict[int, float] = {}  # when the 201 (or other answer) was read
     late = 0.0
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.2
@@ -267,6 +274,7 @@ async def open_loop(url: str, token: str, payloads: list[bytes], rate: float) ->
         except OSError:
             sent[i] = (time.time(), [], 0)
             return
+        answered[i] = time.time()
         idle.append(connection)
         sent[i] = (at, _requests_of(status, answer), status)
 
@@ -281,7 +289,7 @@ async def open_loop(url: str, token: str, payloads: list[bytes], rate: float) ->
     ended = loop.time()
     for c in idle:
         c.close()
-    return {"sent": sent, "seconds": ended - began, "late": late}
+    return {"sent": sent, "answered": answered, "seconds": ended - began, "late": late}
 
 
 async def closed_loop(url: str, token: str, payloads: list[bytes], connections: int, seconds: float) -> dict:
@@ -322,12 +330,13 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
 
     topics = Topics()
     hub_topics = [topics.hub(h.slug) for h in KENT_HUBS]
+    watched = [topics.referrals, *hub_topics]  # the referral event too: the first hop apart from the second
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5, max_poll_records=2000
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100, max_poll_records=2000
     )
     await consumer.start()
     partitions = []
-    for topic in hub_topics:
+    for topic in watched:
         for _ in range(100):
             found = consumer.partitions_for_topic(topic)
             if found:
@@ -339,7 +348,9 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
     await consumer.seek_to_end(*partitions)
     for tp in partitions:
         await consumer.position(tp)
-    on_topic: dict[str, float] = {}
+    on_topic: dict[str, float] = {}  # the record's timestamp: sent by fulfilment's relay
+    read_off: dict[str, float] = {}  # when this hub consumer got it
+    on_referrals: dict[str, float] = {}  # the referral event's record timestamp: sent by referrals' relay
     in_feed: dict[str, float] = {}
     cursors = {h.slug: 0 for h in KENT_HUBS}
 
@@ -347,14 +358,21 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50)
             now = time.time()
-            for messages in batches.values():
+            for partition, messages in batches.items():
                 for m in messages:
+                    if partition.topic == topics.referrals:
+                        if b"referral.received" in m.value[:400]:
+                            for request in json.loads(m.value)["data"].get("requests", []):
+                                on_referrals.setdefault(str(request["request_id"]), m.timestamp / 1000)
+                        continue
                     if b'"assignment.routed' not in m.value and b"routed" not in m.value[:400]:
                         continue
                     event = json.loads(m.value)
                     request = (event.get("data") or {}).get("request") or {}
                     if "request_id" in request:
-                        on_topic.setdefault(str(request["request_id"]), now)
+                        request_id = str(request["request_id"])
+                        read_off.setdefault(request_id, now)
+                        on_topic.setdefault(request_id, m.timestamp / 1000 if m.timestamp > 0 else now)
 
     async def read_feeds():
         async with httpx.AsyncClient(
@@ -391,7 +409,9 @@ async def _watch(bootstrap, fulfilment_url, token, feed_poll, out_path, ready, s
         await asyncio.gather(read_topics(), read_feeds())
     finally:
         await consumer.stop()
-        Path(out_path).write_text(json.dumps({"topic": on_topic, "feed": in_feed}))
+        Path(out_path).write_text(
+            json.dumps({"topic": on_topic, "read": read_off, "feed": in_feed, "referral_event": on_referrals})
+        )
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -421,7 +441,7 @@ def load() -> str:
 
 def line(name: str, values: list[float]) -> str:
     return (
-        f"  {name:<34} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms   "
+        f"  {name:<40} p50 {percentile(values, 0.5):7.1f} ms   p99 {percentile(values, 0.99):7.1f} ms   "
         f"max {max(values) if values else float('nan'):7.1f} ms   ({len(values)} requests)"
     )
 
@@ -433,7 +453,7 @@ def main() -> None:
     parser.add_argument("--sustained-seconds", type=float, default=10.0, help="0: skip the sustained run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--feed-poll", type=float, default=0.25, help="seconds between two polls of one hub's feed")
+    parser.add_argument("--feed-poll", type=float, default=1.0, help="seconds between two polls of one hub's feed")
     parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the last arrivals")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load at the rate before measuring")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle baseline before each phase")
@@ -538,10 +558,16 @@ def run(suite: RunningSuite, args, postcodes: list[str], scratch: Path) -> None:
         f"rate held {len(sent) / result['seconds']:.1f}/s (sends at most {result['late'] * 1000:.0f} ms late)"
     )
     topic, topic_missing = latencies(sent, arrivals["topic"])
+    read, _ = latencies(sent, arrivals["read"])
     feed, feed_missing = latencies(sent, arrivals["feed"])
     print(cpu_line(result["cpu"], ok))
     print(idle_line(result, ok))
+    answered = [(result["answered"][i] - at) * 1000 for i, (at, _, _) in sent.items() if i in result["answered"]]
+    first_hop, _ = latencies(sent, arrivals["referral_event"])
+    print(line("POST sent → 201 answered", answered))
+    print(line("POST sent → referral event sent", first_hop))
     print(line("POST sent → hub's Kafka topic", topic))
+    print(line("POST sent → read by a hub (100 ms wait)", read))
     print(line(f"POST sent → hub's pull feed (±{args.feed_poll * 1000:.0f} ms)", feed))
     for kind, missing in (("topic", topic_missing), ("feed", feed_missing)):
         print(f"  never arrived on the hub {kind}: {len(missing)}" + (f": {missing[:10]}" if missing else ""))

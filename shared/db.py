@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,11 +86,15 @@ def create_engine(
     foreign_keys: bool = True,
     reading: bool = False,
     busy_timeout_seconds: float = 30.0,
+    synchronous: str = "FULL",
+    writers: _WriteTurns | None = None,
 ) -> AsyncEngine:
     """An engine tuned for the database behind `url` (`foreign_keys=False`: SQLite migrations only, see below).
 
     `reading`: SQLite transactions that only read start deferred, taking no write lock
     (WAL gives them a snapshot beside any writer); PostgreSQL needs no such engine.
+    `synchronous`: SQLite's, FULL unless a lost commit only repeats work (`Database.unsynced_sessions`).
+    `writers`: the write turns of another engine on the same file, so the two queue together.
     """
     if is_sqlite(url):
         database = make_url(url).database
@@ -109,17 +115,40 @@ def create_engine(
             # WAL lets readers and the relay work beside writers; FULL makes a
             # commit durable before we answer 201.
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
             cursor.close()
 
+        if reading:
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _sqlite_begin_deferred(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN")  # a reader takes no lock: WAL gives it a snapshot
+
+            return engine
+        writers = writers or _WriteTurns(timeout_seconds=busy_timeout_seconds)
+
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin_immediate(conn: Connection) -> None:
             # Take the write lock at BEGIN, so two writers queue instead of
-            # deadlocking on a read-to-write upgrade; a reader takes none.
-            conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+            # deadlocking on a read-to-write upgrade. This process's writers queue
+            # here first, in order, so SQLite's own busy handler is rarely met.
+            writers.take(conn)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writers.give_back(conn.connection)
+                raise
 
+        # The turn passes on once SQLite has committed (or rolled back), not before: a next
+        # BEGIN IMMEDIATE sent during the COMMIT's fsync would meet the busy handler's sleeps.
+        dialect = engine.sync_engine.dialect
+        for hook in ("do_commit", "do_rollback"):  # this engine's dialect instance only
+            setattr(dialect, hook, writers.giving_back_after(getattr(dialect, hook)))
+        # A connection that goes back to the pool, or is thrown away, mid-transaction gives its turn back too.
+        event.listen(engine.sync_engine.pool, "checkin", lambda dbapi, _record: writers.give_back(dbapi))
+        event.listen(engine.sync_engine.pool, "invalidate", lambda dbapi, _record, _e: writers.give_back(dbapi))
         return engine
     # No pre-ping: a round trip on every checkout costs more than it saves; a dead
     # connection fails one transaction, which callers retry.
@@ -133,6 +162,72 @@ def create_engine(
     )
 
 
+class _WriteTurns:
+    """One SQLite writer at a time in this process, each waiting its turn on the event loop.
+
+    SQLite lets one transaction write at once; a second `BEGIN IMMEDIATE` waits in
+    SQLite's busy handler, which sleeps 1, 2, 5, 10 … up to 100 ms between tries and
+    so wakes long after the lock is free. Under intake at 100 referrals/s that sleeping
+    was most of what referrals' database threads did (py-spy --native: 181 of 210
+    samples in `sqlite3InvokeBusyHandler`), and the relay's "published" mark, the
+    status consumer and intake's group commit waited on each other in it. Here a
+    writer awaits an asyncio lock instead (`await_only`, inside SQLAlchemy's greenlet),
+    woken the moment the last one commits. Another process on the same file (a CLI
+    command, a second instance) still meets the busy handler, as before.
+
+    The turn is given back once the transaction has committed or rolled back, or when
+    its connection goes back to the pool or is invalidated mid-transaction.
+    """
+
+    def __init__(self, *, timeout_seconds: float = 30.0) -> None:
+        self.timeout_seconds = timeout_seconds
+        """As SQLite's busy timeout: a writer that waits longer fails ("database is locked"), never hangs."""
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        """One lock per event loop: an asyncio lock belongs to the loop it first waited on."""
+        self._held: dict[int, asyncio.Lock] = {}
+        """The turn each DBAPI connection (by id) holds, while its transaction is open."""
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    def take(self, conn: Connection) -> None:
+        from sqlalchemy.util import await_only
+
+        lock = self._lock()
+        await_only(self._acquire(lock))
+        self._held[id(conn.connection.dbapi_connection)] = lock
+
+    async def _acquire(self, lock: asyncio.Lock) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await lock.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError(
+                f"database is locked: no write turn in {self.timeout_seconds:g} s (a writer inside another?)"
+            ) from None
+
+    def give_back(self, connection: Any) -> None:
+        """`connection`: the DBAPI connection, or SQLAlchemy's pooled proxy of it."""
+        lock = self._held.pop(id(getattr(connection, "dbapi_connection", None) or connection), None)
+        if lock is not None and lock.locked():
+            lock.release()
+
+    def giving_back_after(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        """The dialect's `do_commit` or `do_rollback`, then the turn given back."""
+
+        def ended(connection: Any) -> None:
+            try:
+                end(connection)
+            finally:
+                self.give_back(connection)
+
+        return ended
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -142,7 +237,10 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_seconds: float = 30.0):
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, busy_timeout_seconds=busy_timeout_seconds)
+        writers = _WriteTurns(timeout_seconds=busy_timeout_seconds)  # one queue of writers for the file
+        self.engine = create_engine(
+            url, pool_size=pool_size, busy_timeout_seconds=busy_timeout_seconds, writers=writers
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.dialect = "sqlite" if is_sqlite(url) else self.engine.dialect.name
         self.read_engine = (
@@ -154,6 +252,24 @@ class Database:
             async_sessionmaker(self.read_engine, expire_on_commit=False) if self.read_engine else self.sessions
         )
         """For use cases that only read: on SQLite they never wait for (or hold) the write lock."""
+        self.unsynced_engine = (
+            create_engine(
+                url,
+                pool_size=2,
+                busy_timeout_seconds=busy_timeout_seconds,
+                synchronous="NORMAL",
+                writers=writers,
+            )
+            if self.dialect == "sqlite"
+            else None
+        )
+        self.unsynced_sessions = (
+            async_sessionmaker(self.unsynced_engine, expire_on_commit=False) if self.unsynced_engine else self.sessions
+        )
+        """For writes whose loss in a power cut only repeats work, never loses any: the relay's "published" marks
+        (an event marked again is sent again, and every consumer's inbox drops the copy). On SQLite these commit
+        without an fsync (synchronous=NORMAL: in WAL mode still safe from a crash of the process, kill -9
+        included), so they hold the one write lock for less time; PostgreSQL: the usual sessions."""
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -161,8 +277,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not None:
-            await self.read_engine.dispose()
+        for other in (self.read_engine, self.unsynced_engine):
+            if other is not None:
+                await other.dispose()
 
 
 def migrations_dir(service: str | Path) -> Path:

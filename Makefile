@@ -79,6 +79,7 @@ bench: install
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.fulfilment_routing
 	$(BIN)/python -m bench.reporting
+	$(BIN)/python -m bench.sqlite_writers
 
 ## The fault suite: steady load while each service is killed, the broker stopped, everything restarted;
 ## then on Apache Kafka (three KRaft brokers): the leader killed, two brokers down, a rolling restart,

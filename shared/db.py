@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event, text
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Table, TypeDecorator, event, insert, text
 from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 if TYPE_CHECKING:
@@ -210,6 +213,16 @@ class _WriteTurns:
                 f"database is locked: no write turn in {self.timeout_seconds:g} s (a writer inside another?)"
             ) from None
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """The write turn held by a block of code, not by a connection's transaction (`Database.insert_at_once`)."""
+        lock = self._lock()
+        await self._acquire(lock)
+        try:
+            yield
+        finally:
+            lock.release()
+
     def give_back(self, connection: Any) -> None:
         """`connection`: the DBAPI connection, or SQLAlchemy's pooled proxy of it."""
         lock = self._held.pop(id(getattr(connection, "dbapi_connection", None) or connection), None)
@@ -228,6 +241,32 @@ class _WriteTurns:
         return ended
 
 
+@dataclass(frozen=True)
+class _Insert:
+    sql: str
+    columns: list[tuple[str, Callable[[Any], Any] | None]]
+    """For each parameter, in order: its column, and the column type's conversion for the driver."""
+
+    def parameters(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        columns = self.columns
+        return [tuple(row[n] if convert is None else convert(row[n]) for n, convert in columns) for row in rows]
+
+
+def _insert_and_commit(
+    connection: sqlite3.Connection, inserts: Sequence[tuple[_Insert, list[tuple[Any, ...]]]]
+) -> None:
+    """In the driver's thread: one transaction of inserts, rolled back whole if any fails."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement, parameters in inserts:
+            connection.executemany(statement.sql, parameters)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -237,7 +276,8 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_seconds: float = 30.0):
         self.url = url
-        writers = _WriteTurns(timeout_seconds=busy_timeout_seconds)  # one queue of writers for the file
+        writers = self._writers = _WriteTurns(timeout_seconds=busy_timeout_seconds)  # one queue of writers for the file
+        self._inserts: dict[tuple[str, tuple[str, ...]], _Insert | None] = {}
         self.engine = create_engine(
             url, pool_size=pool_size, busy_timeout_seconds=busy_timeout_seconds, writers=writers
         )
@@ -270,6 +310,44 @@ class Database:
         (an event marked again is sent again, and every consumer's inbox drops the copy). On SQLite these commit
         without an fsync (synchronous=NORMAL: in WAL mode still safe from a crash of the process, kill -9
         included), so they hold the one write lock for less time; PostgreSQL: the usual sessions."""
+
+    def compiled_insert(self, table: Table, columns: tuple[str, ...]) -> _Insert | None:
+        """SQLite: an INSERT of these columns as the driver takes it, with each column's conversion; None if
+        the table fills others itself (a Python-side default), which only SQLAlchemy's own execution does."""
+        key = (table.fullname, columns)
+        if key not in self._inserts:
+            dialect = self.engine.sync_engine.dialect
+            compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+            names = tuple(compiled.positiontup or ())
+            self._inserts[key] = (
+                _Insert(str(compiled), [(n, table.c[n].type.bind_processor(dialect)) for n in names])
+                if sorted(names) == sorted(columns)
+                else None
+            )
+        return self._inserts[key]
+
+    async def insert_at_once(self, inserts: Sequence[tuple[_Insert, list[tuple[Any, ...]]]]) -> None:
+        """SQLite: these inserts in one transaction, handed to the connection's thread in one go.
+
+        Through SQLAlchemy each statement of a transaction is a round trip from the event
+        loop to the driver's thread and back; on a busy loop each return waits its turn
+        among every other task, and the write lock is held all the while (an intake batch
+        held it 42 ms at 100 referrals/s, for ~3 ms of SQLite's own work). Here the
+        process's write turn is taken, then BEGIN IMMEDIATE, every insert, and COMMIT
+        run in the thread back to back. sqlite3's IntegrityError comes back as
+        SQLAlchemy's, as from `session.execute`; nothing is left written on any failure.
+        """
+        async with self.engine.connect() as connection:
+            pooled = await connection.get_raw_connection()
+            driver = pooled.driver_connection  # aiosqlite's Connection, with its thread
+            assert driver is not None
+            async with self._writers.turn():
+                try:
+                    await driver._execute(_insert_and_commit, driver._conn, inserts)
+                except sqlite3.IntegrityError as error:
+                    raise IntegrityError("INSERT (at once)", None, error) from error
+                except sqlite3.OperationalError as error:
+                    raise OperationalError("INSERT (at once)", None, error) from error
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import pydantic_core
-from sqlalchemy import JSON, Table, TypeDecorator, insert, text
+from sqlalchemy import JSON, Table, TypeDecorator, event, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,8 +62,29 @@ class UnitOfWork:
         repositories: Mapping[str, Callable[[UnitOfWork], object]] | None = None,
         topics: Topics | None = None,
         reactions: Mapping[str, Reaction] | None = None,
+        inserts_at_commit: bool = False,
     ) -> None:
+        self._made_with = {
+            "source": source,
+            "outbox": outbox,
+            "on_commit": on_commit,
+            "keyring": keyring,
+            "sealed_topic": sealed_topic,
+            "reading": reading,
+            "repositories": repositories,
+            "topics": topics,
+            "reactions": reactions,
+            "inserts_at_commit": inserts_at_commit,
+        }
         self.db = db
+        self.inserts_at_commit = inserts_at_commit and db.dialect == "sqlite"
+        """SQLite: `insert_rows` keeps its rows until `commit()`, which sends them all, with the outbox's, to the
+        database's thread in one go (`Database.insert_at_once`): the write lock is held for SQLite's own work, not
+        for round trips through a busy event loop. For a use case that reads in a reading unit of work first and
+        then only inserts (intake). If anything runs a statement on `session` meanwhile, the kept rows are
+        inserted first, in its transaction, and the rest goes as usual. PostgreSQL: no difference."""
+        self._kept: list[tuple[Table, list[dict[str, Any]]]] = []
+        self._keeping = False
         self.reactions = reactions or {}
         """Event type -> what else its commit writes, in the same transaction (a notification to send)."""
         self.reading = reading
@@ -100,7 +121,21 @@ class UnitOfWork:
         self.session = (self.db.read_sessions if self.reading else self.db.sessions)()
         self._events = []
         self._repositories = {}
+        self._kept = []
+        self._keeping = self.inserts_at_commit
+        if self._keeping:
+            event.listen(self.session.sync_session, "after_begin", self._insert_kept_first)
         return self
+
+    def like(self, **changes: Any) -> UnitOfWork:
+        """Another unit of work on the same database, keys and repositories, with `changes` (`reading=True`)."""
+        return UnitOfWork(self.db, **{**self._made_with, **changes})
+
+    def _insert_kept_first(self, _session: Any, _transaction: Any, connection: Any) -> None:
+        # In SQLAlchemy's greenlet, on the connection the session's first statement is about to use.
+        kept, self._kept, self._keeping = self._kept, [], False
+        for table, rows in kept:
+            connection.execute(insert(table), rows)
 
     def __getattr__(self, name: str) -> Any:
         # Only for names not found otherwise: the repositories (`uow.referrals`).
@@ -120,6 +155,7 @@ class UnitOfWork:
             self._open = False
             await self.session.close()
             self._events = []
+            self._kept = []
 
     def now(self) -> datetime:
         return utcnow()
@@ -197,6 +233,9 @@ class UnitOfWork:
         """
         if not rows:
             return
+        if self._keeping:
+            self._kept.append((table, rows))
+            return
         if self.db.dialect != "postgresql" or self.db.engine.dialect.driver != "asyncpg":
             await self.session.execute(insert(table), rows)
             return
@@ -255,6 +294,23 @@ class UnitOfWork:
         audit, self._audit = self._audit, None
         return audit
 
+    async def _commit_kept(self) -> None:
+        """Nothing has used the session: the kept inserts in one go, or (a table SQLite cannot be given its rows
+        directly) through the session, as without `inserts_at_commit`."""
+        kept, self._kept = self._kept, []
+        inserts = []
+        for table, rows in kept:
+            compiled = self.db.compiled_insert(table, tuple(rows[0]))
+            if compiled is None:
+                self._kept = kept
+                await self.session.connection()  # begins: the kept rows go in first (`_insert_kept_first`)
+                await self.session.commit()
+                return
+            inserts.append((compiled, compiled.parameters(rows)))
+        self._keeping = False
+        if inserts:
+            await self.db.insert_at_once(inserts)
+
     async def commit(self) -> None:
         if self.reading:
             raise RuntimeError("a reading unit of work cannot commit: use a writing one (runtime.uow())")
@@ -284,7 +340,10 @@ class UnitOfWork:
                     for topic, key, event in self._events
                 ],
             )
-        await self.session.commit()
+        if self._keeping:
+            await self._commit_kept()
+        else:
+            await self.session.commit()
         published = bool(self._events)
         self._events = []
         if published and self.on_commit:

@@ -81,43 +81,56 @@ async def take_referrals(
     """Store referrals that arrived together in one transaction: one commit, one fsync.
 
     Group commit: each referral is still all-or-nothing with its events, and
-    none is answered before the commit. A conflict (two retries racing with
-    one Idempotency-Key, a reference drawn twice) rolls back and goes again,
-    when the replays are found. With `audit`, each new referral's "create"
-    record is written in the same transaction (a replay writes none).
+    none is answered before the commit. What is stored already is read first,
+    in a reading unit of work; then the new referrals, their events and audit
+    records are only inserted, in one go at commit. A conflict (two retries
+    racing with one Idempotency-Key, a reference drawn twice) fails that insert
+    and goes again, when the replays are found. With `audit`, each new
+    referral's "create" record is written in the same transaction (a replay
+    writes none).
     """
     fingerprints = [body_hash(i.referral) for i in intakes]
     name_keys = [domain.name_key(i.referral.resident.name) for i in intakes]
     for _ in range(3):
-        async with uow:
-            results: list = [None] * len(intakes)
-            stored = await uow.referrals.by_idempotency_keys(
+        results: list = [None] * len(intakes)
+        # What is stored already, read first with no write lock: the keys seen before, the person's
+        # open requests. A batch another instance stores meanwhile with one of these keys (or a
+        # reference drawn twice) fails the insert below on its unique constraint, and this goes again.
+        async with uow.like(reading=True) as reading:
+            stored = await reading.referrals.by_idempotency_keys(
                 {(i.client, i.idempotency_key) for i in intakes if i.idempotency_key}
             )
             fresh: list[int] = []
             first_with_key: dict[tuple[str, str], int] = {}
+            replays: dict[str, Taken] = {}
             for index, intake in enumerate(intakes):
                 key = (intake.client, intake.idempotency_key)
                 if intake.idempotency_key is None:
                     fresh.append(index)
                 elif key in stored:
                     referral_id, stored_hash, erased_at, reference = stored[key]
-                    results[index] = (
-                        _anonymised(reference, erased_at)
-                        if erased_at is not None
-                        else referral_id
-                        if stored_hash == fingerprints[index]
-                        else _key_reused()
-                    )
+                    if erased_at is not None:
+                        results[index] = _anonymised(reference, erased_at)
+                    elif stored_hash == fingerprints[index]:
+                        if referral_id not in replays:
+                            replays[referral_id] = Taken.of(await reading.referrals.get(referral_id))
+                        results[index] = (replays[referral_id], True)
+                    else:
+                        results[index] = _key_reused()
                 elif key in first_with_key:
                     results[index] = ("same-as", first_with_key[key])
                 else:
                     first_with_key[key] = index
                     fresh.append(index)
-            now = uow.now()
             earlier = await _earlier_open_requests(
-                uow, [intakes[i].referral for i in fresh], keys=[name_keys[i] for i in fresh]
+                reading, [intakes[i].referral for i in fresh], keys=[name_keys[i] for i in fresh]
             )
+        if not fresh:
+            return _same_as_resolved(results, fingerprints)
+        # Then only inserts, sent to the database at commit in one go (on SQLite the write lock is held
+        # for the inserts themselves, not for the Python work of building and sealing them).
+        async with uow.like(inserts_at_commit=True) as writing:
+            now = writing.now()
             taken, audit_rows = [], []
             # Referrals taken earlier in this batch, by name key: the same person twice in one batch
             # (is_same_person needs equal name keys, so only those with the same key are compared).
@@ -136,7 +149,7 @@ async def take_referrals(
                 same_name.append((intake.referral, referral))
                 taken.append(referral)
                 with tracing.continued(intake.traceparent, intake.tracestate):
-                    _publish_received(uow, referral, backfilled=intake.backfilled)
+                    _publish_received(writing, referral, backfilled=intake.backfilled)
                 results[index] = (Taken.of(referral), False)
                 if audit is not None:
                     audit_rows += audit.rows(
@@ -148,20 +161,13 @@ async def take_referrals(
                         at=now,
                     )
             try:
-                await uow.referrals.add_all(taken)
+                await writing.referrals.add_all(taken)
                 if audit is not None:
-                    await uow.insert_rows(audit.table, audit_rows)
-                await uow.commit()
+                    await writing.insert_rows(audit.table, audit_rows)
+                await writing.commit()
             except IntegrityError:
                 continue
-            for index, result in enumerate(results):
-                if isinstance(result, tuple) and result[0] == "same-as":
-                    first = results[result[1]][0]
-                    same = fingerprints[index] == fingerprints[result[1]]
-                    results[index] = (first, True) if same else _key_reused()
-                elif isinstance(result, str):  # a stored referral to replay
-                    results[index] = (Taken.of(await uow.referrals.get(result)), True)
-            return results
+        return _same_as_resolved(results, fingerprints)
     raise Conflict("could not store the referrals; please retry")
 
 
@@ -221,6 +227,16 @@ async def find_duplicates(uow: UnitOfWork, *, referral: ReferralIn) -> list[dict
 
 
 # --- helpers: never commit ------------------------------------------------------
+
+
+def _same_as_resolved(results: list, fingerprints: list[str]) -> list:
+    """A referral sent twice in one batch under one key: the second answered as a replay of the first."""
+    for index, result in enumerate(results):
+        if isinstance(result, tuple) and result[0] == "same-as":
+            first = results[result[1]][0]
+            same = fingerprints[index] == fingerprints[result[1]]
+            results[index] = (first, True) if same else _key_reused()
+    return results
 
 
 class ReferralAnonymised(Conflict):

@@ -133,6 +133,7 @@ class Runtime:
             reading=reading,
             topics=self.settings.topics,
             reactions=self.reactions,
+            inserts_at_commit=not reading,  # SQLite: a transaction's inserts in one go (shared/uow.py)
         )
 
     def consumer(

@@ -252,14 +252,18 @@ class _Insert:
         return [tuple(row[n] if convert is None else convert(row[n]) for n, convert in columns) for row in rows]
 
 
+def _insert_many(connection: sqlite3.Connection, inserts: Sequence[tuple[_Insert, list[tuple[Any, ...]]]]) -> None:
+    for statement, parameters in inserts:
+        connection.executemany(statement.sql, parameters)
+
+
 def _insert_and_commit(
     connection: sqlite3.Connection, inserts: Sequence[tuple[_Insert, list[tuple[Any, ...]]]]
 ) -> None:
     """In the driver's thread: one transaction of inserts, rolled back whole if any fails."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for statement, parameters in inserts:
-            connection.executemany(statement.sql, parameters)
+        _insert_many(connection, inserts)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -339,15 +343,21 @@ class Database:
         """
         async with self.engine.connect() as connection:
             pooled = await connection.get_raw_connection()
-            driver = pooled.driver_connection  # aiosqlite's Connection, with its thread
-            assert driver is not None
             async with self._writers.turn():
-                try:
-                    await driver._execute(_insert_and_commit, driver._conn, inserts)
-                except sqlite3.IntegrityError as error:
-                    raise IntegrityError("INSERT (at once)", None, error) from error
-                except sqlite3.OperationalError as error:
-                    raise OperationalError("INSERT (at once)", None, error) from error
+                await self._in_driver_thread(pooled.driver_connection, _insert_and_commit, inserts)
+
+    async def insert_in(self, driver: Any, inserts: Sequence[tuple[_Insert, list[tuple[Any, ...]]]]) -> None:
+        """SQLite: these inserts, in the transaction open on `driver` (aiosqlite's connection), in one go."""
+        await self._in_driver_thread(driver, _insert_many, inserts)
+
+    @staticmethod
+    async def _in_driver_thread(driver: Any, work: Callable[..., None], inserts: Sequence[Any]) -> None:
+        try:
+            await driver._execute(work, driver._conn, inserts)  # aiosqlite's queue to the connection's thread
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError("INSERT (at once)", None, error) from error
+        except sqlite3.OperationalError as error:
+            raise OperationalError("INSERT (at once)", None, error) from error
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

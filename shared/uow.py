@@ -12,6 +12,7 @@ import pydantic_core
 from sqlalchemy import JSON, Table, TypeDecorator, event, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import await_only
 
 from shared import tracing
 from shared.crypto import Keyring
@@ -78,13 +79,12 @@ class UnitOfWork:
         }
         self.db = db
         self.inserts_at_commit = inserts_at_commit and db.dialect == "sqlite"
-        """SQLite: `insert_rows` keeps its rows until `commit()`, which sends them all, with the outbox's, to the
-        database's thread in one go (`Database.insert_at_once`): the write lock is held for SQLite's own work, not
-        for round trips through a busy event loop. For a use case that reads in a reading unit of work first and
-        then only inserts (intake). If anything runs a statement on `session` meanwhile, the kept rows are
-        inserted first, in its transaction, and the rest goes as usual. PostgreSQL: no difference."""
+        """SQLite: `insert_rows` keeps its rows until the next statement on `session` or `commit()`, which send
+        every row kept (at commit with the outbox's) to the database's thread in one go (`Database.insert_at_once`,
+        `Database.insert_in`), not a round trip through the event loop per statement. The order of statements,
+        what each sees, and all-or-nothing are as without it; a broken constraint is raised then, not at
+        `insert_rows`. PostgreSQL: no difference (its `insert_rows` is a COPY already)."""
         self._kept: list[tuple[Table, list[dict[str, Any]]]] = []
-        self._keeping = False
         self.reactions = reactions or {}
         """Event type -> what else its commit writes, in the same transaction (a notification to send)."""
         self.reading = reading
@@ -122,20 +122,34 @@ class UnitOfWork:
         self._events = []
         self._repositories = {}
         self._kept = []
-        self._keeping = self.inserts_at_commit
-        if self._keeping:
-            event.listen(self.session.sync_session, "after_begin", self._insert_kept_first)
+        if self.inserts_at_commit:
+            # Before any statement (and at a transaction's start, for a connection used directly): the rows kept.
+            sync_session = self.session.sync_session
+            event.listen(sync_session, "do_orm_execute", lambda state: self._send_kept(state.session.connection()))
+            event.listen(sync_session, "after_begin", lambda _s, _t, connection: self._send_kept(connection))
         return self
 
     def like(self, **changes: Any) -> UnitOfWork:
         """Another unit of work on the same database, keys and repositories, with `changes` (`reading=True`)."""
         return UnitOfWork(self.db, **{**self._made_with, **changes})
 
-    def _insert_kept_first(self, _session: Any, _transaction: Any, connection: Any) -> None:
-        # In SQLAlchemy's greenlet, on the connection the session's first statement is about to use.
-        kept, self._kept, self._keeping = self._kept, [], False
+    def _send_kept(self, connection: Any) -> None:
+        """In SQLAlchemy's greenlet: the rows kept so far, inserted in the transaction `connection` is in."""
+        if not self._kept:
+            return
+        kept, self._kept = self._kept, []
+        inserts: list[tuple[Any, list[tuple[Any, ...]]]] = []
         for table, rows in kept:
-            connection.execute(insert(table), rows)
+            compiled = self.db.compiled_insert(table, tuple(rows[0]))
+            if compiled is None:  # a table that fills a column itself: through SQLAlchemy, in its place
+                if inserts:
+                    await_only(self.db.insert_in(connection.connection.driver_connection, inserts))
+                    inserts = []
+                connection.execute(insert(table), rows)
+            else:
+                inserts.append((compiled, compiled.parameters(rows)))
+        if inserts:
+            await_only(self.db.insert_in(connection.connection.driver_connection, inserts))
 
     def __getattr__(self, name: str) -> Any:
         # Only for names not found otherwise: the repositories (`uow.referrals`).
@@ -233,7 +247,7 @@ class UnitOfWork:
         """
         if not rows:
             return
-        if self._keeping:
+        if self.inserts_at_commit:
             self._kept.append((table, rows))
             return
         if self.db.dialect != "postgresql" or self.db.engine.dialect.driver != "asyncpg":
@@ -295,21 +309,20 @@ class UnitOfWork:
         return audit
 
     async def _commit_kept(self) -> None:
-        """Nothing has used the session: the kept inserts in one go, or (a table SQLite cannot be given its rows
-        directly) through the session, as without `inserts_at_commit`."""
+        """The rows kept, then the commit: all in one go if nothing has used the session yet."""
+        if self.session.in_transaction() or any(
+            self.db.compiled_insert(table, tuple(rows[0])) is None for table, rows in self._kept
+        ):
+            await self.session.run_sync(lambda session: self._send_kept(session.connection()))
+            await self.session.commit()
+            return
         kept, self._kept = self._kept, []
-        inserts = []
-        for table, rows in kept:
-            compiled = self.db.compiled_insert(table, tuple(rows[0]))
-            if compiled is None:
-                self._kept = kept
-                await self.session.connection()  # begins: the kept rows go in first (`_insert_kept_first`)
-                await self.session.commit()
-                return
-            inserts.append((compiled, compiled.parameters(rows)))
-        self._keeping = False
-        if inserts:
-            await self.db.insert_at_once(inserts)
+        inserts = [
+            (compiled, compiled.parameters(rows))
+            for table, rows in kept
+            if (compiled := self.db.compiled_insert(table, tuple(rows[0]))) is not None
+        ]
+        await self.db.insert_at_once(inserts)
 
     async def commit(self) -> None:
         if self.reading:
@@ -340,7 +353,7 @@ class UnitOfWork:
                     for topic, key, event in self._events
                 ],
             )
-        if self._keeping:
+        if self.inserts_at_commit and self._kept:
             await self._commit_kept()
         else:
             await self.session.commit()

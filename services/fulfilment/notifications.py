@@ -36,6 +36,9 @@ def reactions(*, case_url: str, recent: timedelta) -> dict[str, Reaction]:
     """`case_url` is the hub page of a case with `{id}` in it; events older than `recent` tell no one (a replay)."""
 
     async def status_changed(uow: UnitOfWork, event: dict) -> None:
+        # Most status changes tell no one: asked of the plain data first, before building the event's model.
+        if event.get("status") != Status.ROUTED or event.get("urgency") != "today" or event.get("hub") is None:
+            return
         data = AssignmentStatusChangedV1.model_validate(event)
         if data.status != Status.ROUTED or data.urgency != "today" or data.hub is None:
             return

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, case, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.fulfilment.domain import DEADLINES, Assignment, Change, Series, Status
@@ -253,10 +253,13 @@ class Assignments:
         Each hub's counter row is locked (UPDATE ... RETURNING) until the commit, so
         a hub's sequence numbers are taken in commit order: a reader who sees entry
         n has already been able to see every entry before it, and a cursor never
-        skips a row that commits late. Locking in slug order keeps two transactions
-        that touch the same two hubs from deadlocking; counters are always the last
-        rows a transaction locks. One counter update and one insert per hub, however
-        many entries: a batch of 200 referrals is a dozen statements, not 400.
+        skips a row that commits late. On PostgreSQL the counters are first locked
+        in slug order (SELECT ... FOR UPDATE), which keeps two transactions that
+        touch the same two hubs from deadlocking; SQLite has one writer at a time.
+        Counters are always the last rows a transaction locks. One counter update
+        for every hub at once and one insert, however many entries: on SQLite each
+        statement was a round trip through a busy event loop with the write lock
+        held, twelve of them for a batch that reached every hub.
         """
         by_hub: dict[str, list[tuple[str, CloudEvent]]] = defaultdict(list)
         for hub, assignment_id, event in entries:
@@ -278,14 +281,27 @@ class Assignments:
         uow = self.uow
         now = uow.now()
         feed_rows, deliveries = [], []
-        for hub in sorted(by_hub):
-            items = by_hub[hub]
-            last = await self.session.scalar(
-                update(feed_heads)
-                .where(feed_heads.c.hub == hub)
-                .values(last_seq=feed_heads.c.last_seq + len(items))
-                .returning(feed_heads.c.last_seq)
+        slugs = sorted(by_hub)
+        if uow.db.dialect == "postgresql":  # the counters locked in slug order, then all moved in one statement
+            await self.session.execute(
+                select(feed_heads.c.hub).where(feed_heads.c.hub.in_(slugs)).order_by(feed_heads.c.hub).with_for_update()
             )
+        heads = dict(
+            (
+                await self.session.execute(
+                    update(feed_heads)
+                    .where(feed_heads.c.hub.in_(slugs))
+                    .values(
+                        last_seq=feed_heads.c.last_seq
+                        + case({hub: len(by_hub[hub]) for hub in slugs}, value=feed_heads.c.hub)
+                    )
+                    .returning(feed_heads.c.hub, feed_heads.c.last_seq)
+                )
+            ).all()
+        )
+        for hub in slugs:
+            items = by_hub[hub]
+            last = heads[hub]
             first = last - len(items) + 1
             feed_rows += [
                 {

@@ -126,10 +126,27 @@ async def test_a_statement_run_meanwhile_comes_after_the_inserts_kept_so_far(db)
     assert [r.id for r in rows] == ["a", "b"]
 
 
+async def test_a_read_meanwhile_sees_the_rows_kept_and_the_rest_still_go_in_one_go(db):
+    seen = statements_through_sqlalchemy(db)
+    async with at_commit(db) as uow:
+        await uow.insert_rows(people, [person("a")])
+        assert (await uow.session.execute(select(people.c.id))).scalars().all() == ["a"]
+        await uow.insert_rows(people, [person("b")])
+        uow.publish_data("test.happened", subject="b", data={"id": "b"}, topic="test-topic")
+        await uow.commit()
+    rows, events = await stored(db)
+    assert [r.id for r in rows] == ["a", "b"] and len(events) == 1
+    if db.dialect == "sqlite":
+        assert not [sql for sql in seen if "INSERT" in sql.upper()]
+
+
 async def test_leaving_without_commit_writes_nothing_kept(db):
     async with at_commit(db) as uow:
         await uow.insert_rows(people, [person("a")])
         uow.publish_data("test.happened", subject="a", data={"id": "a"}, topic="test-topic")
+    async with at_commit(db) as uow:
+        await uow.insert_rows(people, [person("b")])
+        await uow.session.execute(select(people.c.id))  # sent, in a transaction never committed
     assert await stored(db) == ([], [])
 
 

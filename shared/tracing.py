@@ -124,6 +124,11 @@ def _trace_state(value: str | bytes) -> TraceState:
     return TraceState.from_header([value.decode("latin-1") if isinstance(value, bytes) else value])
 
 
+def new_trace() -> TraceContext:
+    """The ids of a trace just started (sampled)."""
+    return TraceContext(secrets.token_hex(16), secrets.token_hex(8))
+
+
 @contextlib.contextmanager
 def continued(traceparent: str | bytes | None, tracestate: str | bytes | None = None) -> Iterator[TraceContext]:
     """Work done inside belongs to the given trace (a new span id of it, not exported), or to a new trace.
@@ -132,7 +137,7 @@ def continued(traceparent: str | bytes | None, tracestate: str | bytes | None = 
     intake's group commit writes many callers' referrals in one task).
     """
     parent = parse(traceparent)
-    made = parent.child() if parent else TraceContext(secrets.token_hex(16), secrets.token_hex(8))
+    made = parent.child() if parent else new_trace()
     state = _trace_state(tracestate) if parent and tracestate else TraceState()
     span = NonRecordingSpan(
         SpanContext(
@@ -334,6 +339,7 @@ __all__ = [
     "Tracing",
     "continued",
     "current",
+    "new_trace",
     "current_traceparent",
     "current_tracestate",
     "instrument_engine",

@@ -205,7 +205,14 @@ class UnitOfWork:
         return events[0]
 
     def publish_data(
-        self, event_type: str, *, subject: str, data: dict[str, Any], topic: str | None = None, key: str | None = None
+        self,
+        event_type: str,
+        *,
+        subject: str,
+        data: dict[str, Any],
+        topic: str | None = None,
+        key: str | None = None,
+        trace: tuple[str | None, str | None] | None = None,
     ) -> EncodedEvent:
         """Record an event from its `data` given as the contract's `model_dump()` would give it.
 
@@ -214,6 +221,10 @@ class UnitOfWork:
         Pydantic contracts write them), without building the models. The caller
         answers for `data` matching its contract (test it against the model).
         Routed as `publish` routes (one topic here: a hot path's contracts declare one).
+        `trace`: the (traceparent, tracestate) the event carries, when the work is done for
+        a caller outside its context (intake's group commit); else the current trace's. Given
+        as it is, it costs nothing, where entering `tracing.continued` for each of a batch's
+        referrals was 7% of intake's CPU.
         """
         if topic is None:
             [topic] = self.routed(event_type)
@@ -227,10 +238,13 @@ class UnitOfWork:
             "subject": subject,
             "datacontenttype": "application/json",
         }
-        traceparent = tracing.current_traceparent()
+        if trace is not None:
+            traceparent, tracestate = trace
+        else:
+            traceparent = tracing.current_traceparent()
+            tracestate = tracing.current_tracestate() if traceparent is not None else None
         if traceparent is not None:
             envelope["traceparent"] = traceparent
-            tracestate = tracing.current_tracestate()
             if tracestate:
                 envelope["tracestate"] = tracestate
         envelope["data"] = data

@@ -148,8 +148,9 @@ async def take_referrals(
                 )
                 same_name.append((intake.referral, referral))
                 taken.append(referral)
-                with tracing.continued(intake.traceparent, intake.tracestate):
-                    _publish_received(writing, referral, backfilled=intake.backfilled)
+                # Each caller's own trace (a new one for a caller outside any): the batch is written in one task.
+                trace = (intake.traceparent or tracing.new_trace().traceparent, intake.tracestate)
+                _publish_received(writing, referral, backfilled=intake.backfilled, trace=trace)
                 results[index] = (Taken.of(referral), False)
                 if audit is not None:
                     audit_rows += audit.rows(
@@ -312,8 +313,16 @@ def _new_referral(
     )
 
 
-def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool = False) -> None:
+def _publish_received(
+    uow: UnitOfWork,
+    referral: Referral,
+    *,
+    backfilled: bool = False,
+    trace: tuple[str | None, str | None] | None = None,
+) -> None:
     """`referral.received` (fulfilment) and a `request.received` per request (reporting), from the aggregate.
+
+    `trace`: the caller's (traceparent, tracestate), which every event carries (else the current trace's).
 
     The intake hot path: written as the contracts' `model_dump()` without building them
     (tests/unit/referrals checks each against its contract).
@@ -346,6 +355,7 @@ def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool =
             "resident_id": referral.resident_id,
             "consent_to_notify": bool(referral.consent.get("to_notify", False)),
         },
+        trace=trace,
     )
     district = referral.district
     for r in referral.requests:
@@ -364,6 +374,7 @@ def _publish_received(uow: UnitOfWork, referral: Referral, *, backfilled: bool =
                 "possible_duplicate": r.duplicate_of is not None,
                 "resident_id": referral.resident_id,
             },
+            trace=trace,
         )
 
 

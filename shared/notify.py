@@ -208,19 +208,22 @@ async def enqueue(uow: UnitOfWork, table: Table, message: Message, *, sealed: bo
         assert uow.keyring is not None  # sealing is asked only of a service holding personal data (with keys)
         recipient, personalisation = uow.keyring.seal(recipient), uow.keyring.seal(personalisation)
     now = uow.now()
-    await uow.session.execute(
-        insert(table).values(
-            reference=message.reference,
-            channel=message.channel,
-            recipient=recipient,
-            template=message.template,
-            personalisation=personalisation,
-            about=message.about,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
+    await uow.insert_rows(  # with the transaction's other inserts (on SQLite in one go, shared/uow.py)
+        table,
+        [
+            {
+                "reference": message.reference,
+                "channel": message.channel,
+                "recipient": recipient,
+                "template": message.template,
+                "personalisation": personalisation,
+                "about": message.about,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        ],
     )
     return True
 

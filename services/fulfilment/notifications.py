@@ -82,7 +82,13 @@ def reactions(*, case_url: str, recent: timedelta) -> dict[str, Reaction]:
 async def _tell_hub(
     uow: UnitOfWork, hub: str, *, template: str, reference: str, about: str, personalisation: dict[str, str]
 ) -> None:
-    email = await uow.session.scalar(select(hubs.c.email).where(hubs.c.slug == hub))
+    # Every hub's address, read once per transaction: a batch routes many of today's requests to a few hubs.
+    emails = uow.session.info.get("hub_emails")
+    if emails is None:
+        emails = uow.session.info["hub_emails"] = dict(
+            (await uow.session.execute(select(hubs.c.slug, hubs.c.email))).all()
+        )
+    email = emails.get(hub)
     if not email:
         log.info("hub %s has no email address: not told of %s", hub, about)
         return

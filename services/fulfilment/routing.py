@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from services.fulfilment.hubs import Hub, route
 from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
 from services.fulfilment.repository import new_assignment_row
 from shared import tracing
+from shared.db import new_id
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
 from shared.uow import UnitOfWork
@@ -212,7 +212,7 @@ async def route_referrals(
                 )
                 new_series.append(recurs)
             a, change = Assignment.open(
-                id=str(uuid.uuid4()),
+                id=new_id(),
                 request_id=str(request.request_id),
                 referral_id=referral_id,
                 request_type=request.type,

@@ -11,7 +11,6 @@ referrals routed in batches), `repository` (rows, SQL and sealing),
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +38,7 @@ from services.fulfilment.repository import CARRIED_OVER, assignment_of, new_assi
 from services.fulfilment.routing import Routing, route_referral, route_referrals
 from services.fulfilment.sla import EscalationScheduler, escalate_overdue
 from shared.auth import Principal
+from shared.db import new_id
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.events import AssignmentAmendedV1, AssignmentHolderChangedV1, ReferralAmendedV1, RequestCancelledV1
 from shared.settings import Topics
@@ -400,7 +400,7 @@ async def open_next_occurrence(
         number,
         after=after,
         placement=routing.hub_placement(hub_row, reason="the same hub"),
-        id=str(uuid.uuid4()),
+        id=new_id(),
         at=at,
     )
     first_needed_by = after_row["needed_by"]

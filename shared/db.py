@@ -209,9 +209,10 @@ class _WriteTurns:
             async with asyncio.timeout(self.timeout_seconds):
                 await lock.acquire()
         except TimeoutError:
-            raise sqlite3.OperationalError(
-                f"database is locked: no write turn in {self.timeout_seconds:g} s (a writer inside another?)"
-            ) from None
+            # SQLAlchemy's error, as when SQLite's busy timeout expires: raised in the `begin` event, which
+            # SQLAlchemy does not wrap, a bare sqlite3 error reached an API caller as a 500, not a 503.
+            message = f"database is locked: no write turn in {self.timeout_seconds:g} s (a writer inside another?)"
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(message)) from None
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:

@@ -34,7 +34,7 @@ from services.fulfilment.models import (
 )
 from shared.errors import NotFound
 from shared.events import CloudEvent
-from shared.uow import UnitOfWork
+from shared.uow import EncodedEvent, UnitOfWork
 
 DOMAIN_COLUMNS = (
     "status",
@@ -247,7 +247,7 @@ class Assignments:
 
     # --- the hubs' feeds --------------------------------------------------------------
 
-    async def append_to_feeds(self, entries: list[tuple[str, str, CloudEvent]], *, hub_rows: dict | None) -> None:
+    async def append_to_feeds(self, entries: list[tuple[str, str, CloudEvent | EncodedEvent]], *, hub_rows: dict | None) -> None:
         """Append feed entries (hub, assignment id, event), hub by hub in slug order, with their webhook deliveries.
 
         Each hub's counter row is locked (UPDATE ... RETURNING) until the commit, so

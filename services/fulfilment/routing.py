@@ -8,7 +8,6 @@ inbox rows) and never commits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -18,7 +17,6 @@ from services.fulfilment.domain import Assignment, Placement, Series, Status
 from services.fulfilment.hubs import Hub, route
 from services.fulfilment.postcodes import PostcodeDirectory, normalise_postcode
 from services.fulfilment.repository import new_assignment_row
-from shared import tracing
 from shared.db import new_id
 from shared.events import ReferralReceivedV1
 from shared.settings import Topics
@@ -238,7 +236,15 @@ async def route_referrals(
     await repo.add(rows)
     await repo.record(changes)
     for a, change, request_row, referral_row, trace, recurs in announcements:
-        with tracing.continued(*trace) if trace is not None else contextlib.nullcontext():
-            announce(uow, out, a=a, changes=[change], request_row=request_row, referral_row=referral_row, series=recurs)
+        announce(
+            uow,
+            out,
+            a=a,
+            changes=[change],
+            request_row=request_row,
+            referral_row=referral_row,
+            series=recurs,
+            trace=trace,
+        )
     await out.flush(uow)
     return len(rows)

@@ -52,16 +52,13 @@ kafka:
 	@sh deploy/tools/fetch-kafka.sh
 
 ## The whole test suite: unit, integration (SQLite, PostgreSQL, Apache Kafka: three KRaft
-## brokers on loopback), end-to-end; then the shared mechanisms again on the embedded
-## broker (tansu), which `make run` uses by default; then `make lint` (ruff on the whole tree, mypy strict on shared/, suite/ and each domain.py).
+## brokers on loopback; the shared consumer and Kafka security on the embedded broker, tansu,
+## which `make run` uses by default, too), end-to-end; then `make lint` (ruff on the whole tree, mypy strict on shared/, suite/ and each domain.py).
 ## TEST_WORKERS: pytest-xdist workers (tests/conftest.py keeps the fault tests on one of them).
 TEST_WORKERS ?= 2
 test: install browser postgres kafka $(WEB_NPM)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
-	KT_TEST_BROKER=tansu $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(TANSU_TESTS)
 	@$(MAKE) --no-print-directory lint
-
-TANSU_TESTS := tests/integration/shared/test_consumer.py tests/integration/shared/test_kafka_security.py
 
 ## The Apache Kafka tests alone: topic plan, SASL_SSL with the production ACLs.
 test-kafka: install postgres kafka

@@ -71,23 +71,43 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory):
+def broker(request, tmp_path_factory):
     """The session's broker: an Apache Kafka cluster on loopback, or the embedded one (KT_TEST_BROKER)."""
     if TEST_BROKER == "tansu":
-        instance = ControlledBroker(port=free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
-    else:
-        root = tmp_path_factory.mktemp("kafka")
-        certificates = make_certificates(root / "tls")
-        # A SASL_SSL (SCRAM-SHA-512) listener beside the plain one, ACLs enforced on it:
-        # tests/integration/kafka creates the production principals and their ACLs.
-        instance = ControlledKafkaCluster(
-            root,
-            nodes=3,
-            sasl=SaslListener(keystore_pem=certificates.server, users={"admin": secrets.token_urlsafe(16)}),
-        )
-        instance.certificates = certificates
+        return request.getfixturevalue("embedded_broker")
+    root = tmp_path_factory.mktemp("kafka")
+    certificates = make_certificates(root / "tls")
+    # A SASL_SSL (SCRAM-SHA-512) listener beside the plain one, ACLs enforced on it:
+    # tests/integration/kafka creates the production principals and their ACLs.
+    instance = ControlledKafkaCluster(
+        root,
+        nodes=3,
+        sasl=SaslListener(keystore_pem=certificates.server, users={"admin": secrets.token_urlsafe(16)}),
+    )
+    instance.certificates = certificates
+    request.addfinalizer(instance.stop)
+    return instance.start()
+
+
+@pytest.fixture(scope="session")
+def embedded_broker(tmp_path_factory):
+    """The embedded broker (tansu) that `make run` starts, for the files that run on both (`either_broker`)."""
+    instance = ControlledBroker(port=free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
     yield instance.start()
     instance.stop()
+
+
+@pytest.fixture(params=sorted({TEST_BROKER, "tansu"}))
+def either_broker(request, monkeypatch):
+    """Apache Kafka, then the embedded broker: for the shared mechanisms `make run` relies on on both.
+
+    A file runs on both by defining its own `broker` fixture that returns this one
+    (tests/integration/shared/test_consumer.py, test_kafka_security.py).
+    """
+    if request.param == "tansu":
+        monkeypatch.setenv("KAFKA_IDEMPOTENT_PRODUCER", "false")  # tansu refuses InitProducerId
+        return request.getfixturevalue("embedded_broker")
+    return request.getfixturevalue("broker")
 
 
 @pytest.fixture(scope="session")

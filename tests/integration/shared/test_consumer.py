@@ -30,6 +30,12 @@ def cancelled_event() -> CloudEvent:
 
 
 @pytest.fixture
+def broker(either_broker):
+    """Apache Kafka, and the embedded broker `make run` starts (tests/conftest.py)."""
+    return either_broker
+
+
+@pytest.fixture
 async def db(database_url):
     database = Database(database_url)
     async with database.engine.begin() as connection:

@@ -56,6 +56,12 @@ def migrated(service: str, tmp_path, tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def broker(either_broker):
+    """Apache Kafka, and the embedded broker `make run` starts (tests/conftest.py)."""
+    return either_broker
+
+
+@pytest.fixture
 def referrals_db(tmp_path, tmp_path_factory) -> str:
     """A migrated SQLite database (sync: the migrations run their own event loop)."""
     return migrated("referrals", tmp_path, tmp_path_factory)

@@ -4,12 +4,16 @@ import uuid
 from datetime import UTC, datetime
 
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
+from services.fulfilment.app import create_app
 from services.fulfilment.handlers import referral_batch, referral_handlers
+from services.fulfilment.hubs import KENT_HUBS
 from services.fulfilment.models import assignments, hub_feed
 from shared.events import CloudEvent, RequestCancelledV1
 from tests.integration.fulfilment.conftest import CANTERBURY_POSTCODE, referral_received
+from tests.support.apps import running
 
 SERVICE = "fulfilment"
 SOURCE = "/kent-together/referrals"
@@ -107,3 +111,49 @@ async def test_one_bad_event_in_a_batch_is_dead_lettered_and_the_rest_are_routed
     assert set(by_request) == {str(r.requests[0].request_id) for r in good}
     assert [offset for offset, _ in sent] == [1] and "invalid" in sent[0][1]
     assert uuid.UUID(str(bad.id))  # the bad one's id is in no assignment: parked, not half-routed
+
+
+async def test_a_batchs_statements_do_not_grow_with_its_referrals_or_hubs(settings, directory):
+    """One feed-counter update for every hub, one read of the hubs' email addresses for every today request,
+    every row inserted in one go: a batch of 12 referrals to 4 hubs sends what a batch of 2 to one hub sends."""
+    quiet = dict(run_consumers=False, run_relay=False, run_scheduler=False, run_webhooks=False, run_notifications=False)
+    app = create_app(settings.model_copy(update=quiet), directory=directory)
+    async with running(app):
+        statements = await statements_of_two_batches(app, settings, directory)
+        by_request, feed = await stored(app)
+    assert len(by_request) == 2 + 2 * 2 + 12 * 2
+    assert {hub for hub, _ in feed} == {hub.slug for hub in KENT_HUBS[:4]} | {"thanet"}
+    assert len(statements["large"]) == len(statements["small"]), "\n".join(statements["large"])
+    assert sum(s.lstrip().upper().startswith("UPDATE FEED_HEADS") for s in statements["large"]) == 1
+    assert sum("email" in s and "FROM hubs" in s for s in statements["large"]) == 1
+
+
+async def statements_of_two_batches(app, settings, directory) -> dict[str, list[str]]:
+    """What the database was sent for a batch of 2 referrals to one hub, and for one of 12 to four hubs."""
+    consumer = batch_consumer(app)
+    engine = app.state.runtime.db.engine.sync_engine
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    def batch(postcodes):
+        return [referral_received(postcode=p, types=("food", "prescription"), urgency="today") for p in postcodes]
+
+    four_hubs = [directory.postcodes(district_code=hub.district_code)[0] for hub in KENT_HUBS[:4]]
+    await consumer.process_many(
+        records(settings.topics.referrals, [r.envelope(source=SOURCE) for r in batch(["CT9 2RN"])])
+    )
+    statements = {}
+    for name, postcodes in (("small", ["CT9 2RN"] * 2), ("large", four_hubs * 3)):
+        sent.clear()
+        sqlalchemy_event.listen(engine, "before_cursor_execute", count)
+        try:
+            await consumer.process_many(
+                records(settings.topics.referrals, [r.envelope(source=SOURCE) for r in batch(postcodes)])
+            )
+        finally:
+            sqlalchemy_event.remove(engine, "before_cursor_execute", count)
+        statements[name] = list(sent)
+    assert consumer.dead_lettered_total == 0
+    return statements

@@ -247,7 +247,9 @@ class Assignments:
 
     # --- the hubs' feeds --------------------------------------------------------------
 
-    async def append_to_feeds(self, entries: list[tuple[str, str, CloudEvent | EncodedEvent]], *, hub_rows: dict | None) -> None:
+    async def append_to_feeds(
+        self, entries: list[tuple[str, str, CloudEvent | EncodedEvent]], *, hub_rows: dict | None
+    ) -> None:
         """Append feed entries (hub, assignment id, event), hub by hub in slug order, with their webhook deliveries.
 
         Each hub's counter row is locked (UPDATE ... RETURNING) until the commit, so

@@ -8,8 +8,9 @@ inbox rows) and never commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from typing import Any
 
 from services.fulfilment import domain
 from services.fulfilment.announcements import Outgoing, announce
@@ -44,7 +45,7 @@ class Routing:
         self.hubs_ttl_seconds = hubs_ttl_seconds
         self._hubs: dict | None = None
         self._hubs_loaded_at = 0.0
-        self._routing_hubs: tuple[list, list[Hub], dict] | None = None
+        self._routing_hubs: tuple[Mapping[str, Any], list[Hub], dict] | None = None
 
     async def hubs(self, uow: UnitOfWork) -> dict:
         """The hubs table, read at most every few seconds: routing every event need not ask again.
@@ -79,26 +80,28 @@ class Routing:
         for postcode in missing:
             await asyncio.to_thread(self.directory.lookup, postcode)
 
-    def _hubs_for_routing(self, rows: list) -> tuple[list[Hub], dict]:
+    def _hubs_for_routing(self, hub_rows: Mapping[str, Any]) -> tuple[list[Hub], dict]:
         """The hubs as routing takes them, made once per read of the table, not once per referral."""
         cached = self._routing_hubs
-        # The same row objects (held here, so never recycled) as last time: the same hubs.
-        if cached is None or len(cached[0]) != len(rows) or any(a is not b for a, b in zip(cached[0], rows)):
+        # The same read of the table (held here, so never recycled) as last time: the same hubs.
+        if cached is None or cached[0] is not hub_rows:
+            rows = list(hub_rows.values())
             self._routing_hubs = (
-                rows,
+                hub_rows,
                 [Hub(r.slug, r.name, r.district_code) for r in rows],
                 {r.slug: r.sla or {} for r in rows},
             )
-        return self._routing_hubs[1], self._routing_hubs[2]
+            cached = self._routing_hubs
+        return cached[1], cached[2]
 
     def forget_hubs(self) -> None:
         self._hubs = None
 
-    def place(self, postcode: str, *, consent_to_share: bool, hub_rows: Iterable) -> Placement:
+    def place(self, postcode: str, *, consent_to_share: bool, hub_rows: Mapping[str, Any]) -> Placement:
+        """`hub_rows`: the hubs by slug, as `hubs` gives them."""
         if self.directory is None:
             raise RuntimeError("the postcode directory is not loaded yet")
-        rows = list(hub_rows)
-        known, sla = self._hubs_for_routing(rows)
+        known, sla = self._hubs_for_routing(hub_rows)
         decision = route(self.directory.lookup(postcode), known)
         return domain.placement_for(
             decision,
@@ -194,7 +197,7 @@ async def route_referrals(
         placement = routing.place(
             referral.resident.address.postcode,
             consent_to_share=referral.consent_to_share,
-            hub_rows=hub_rows.values(),
+            hub_rows=hub_rows,
         )
         for request in fresh:
             recurs = None

@@ -166,7 +166,7 @@ async def amend_referral(uow: UnitOfWork, amended: ReferralAmendedV1, *, routing
         placement = routing.place(
             amended.resident.address.postcode,
             consent_to_share=amended.consent_to_share,
-            hub_rows=(await routing.hubs(uow)).values(),
+            hub_rows=await routing.hubs(uow),
         )
     out = Outgoing(topics)
     schedules = await repo.series(r["series_id"] for r in rows if r["series_id"])
@@ -308,7 +308,7 @@ async def transition(
             by_postcode = routing.place(
                 referral_row["resident"]["address"]["postcode"],
                 consent_to_share=referral_row["consent_to_share"],
-                hub_rows=hub_rows.values(),
+                hub_rows=hub_rows,
             )
             changes = a.reject(
                 reason=request.reason,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -79,3 +80,28 @@ class PostgresTemplates:
                 await connection.close()
 
         asyncio.run(drop())
+
+
+class WriteLock:
+    """Another writer holding SQLite's write lock (a group commit, the relay, a consumer's batch, a CLI command).
+
+    Taken in a thread: waiting for it must not stop the event loop, whose tasks may hold it a moment.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _take(self):
+        self.connection = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def _release(self):
+        self.connection.execute("ROLLBACK")
+        self.connection.close()
+
+    async def __aenter__(self):
+        await asyncio.to_thread(self._take)
+        return self
+
+    async def __aexit__(self, *exc):
+        await asyncio.to_thread(self._release)

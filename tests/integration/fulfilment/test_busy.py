@@ -1,14 +1,12 @@
 """Under write load: a read never waits for SQLite's write lock; a lock not had in time is a 503, never a 500."""
 
-import asyncio
-import sqlite3
-
 import pytest
 from sqlalchemy.engine import make_url
 
 from services.fulfilment.app import create_app
 from tests.integration.fulfilment.conftest import deliver, headers, referral_received
 from tests.support.apps import running
+from tests.support.databases import WriteLock
 
 SERVICE = "fulfilment"
 
@@ -18,31 +16,6 @@ def sqlite_only(database_url):
     if not database_url.startswith("sqlite"):
         pytest.skip("SQLite's database-wide write lock; PostgreSQL locks rows")
     return make_url(database_url).database
-
-
-class WriteLock:
-    """Another writer holding SQLite's write lock (a group commit, the relay, a consumer's batch).
-
-    Taken in a thread: waiting for it must not stop the event loop, whose tasks may hold it a moment.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def _take(self):
-        self.connection = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def _release(self):
-        self.connection.execute("ROLLBACK")
-        self.connection.close()
-
-    async def __aenter__(self):
-        await asyncio.to_thread(self._take)
-        return self
-
-    async def __aexit__(self, *exc):
-        await asyncio.to_thread(self._release)
 
 
 async def test_a_hub_reads_its_list_while_another_transaction_holds_the_write_lock(client, settings, sqlite_only):

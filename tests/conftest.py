@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from shared.apache_kafka import SaslListener
 from shared.bus import free_port
@@ -132,6 +133,14 @@ def database_url(request, tmp_path, tmp_path_factory, postgres_templates):
         shutil.copy(sqlite_template(service, tmp_path_factory.getbasetemp()), target)
         return f"sqlite+aiosqlite:///{target}"
     return postgres_templates.fresh_database(service)
+
+
+@pytest.fixture
+def sqlite_only(database_url):
+    """The SQLite file of `database_url`; the PostgreSQL case skipped (for tests of SQLite's database-wide write lock)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's database-wide write lock; PostgreSQL locks rows")
+    return make_url(database_url).database
 
 
 @pytest.fixture

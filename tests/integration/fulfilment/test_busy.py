@@ -1,7 +1,6 @@
 """Under write load: a read never waits for SQLite's write lock; a lock not had in time is a 503, never a 500."""
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from services.fulfilment.app import create_app
 from tests.integration.fulfilment.conftest import deliver, headers, referral_received
@@ -9,13 +8,6 @@ from tests.support.apps import running
 from tests.support.databases import WriteLock
 
 SERVICE = "fulfilment"
-
-
-@pytest.fixture
-def sqlite_only(database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's database-wide write lock; PostgreSQL locks rows")
-    return make_url(database_url).database
 
 
 async def test_a_hub_reads_its_list_while_another_transaction_holds_the_write_lock(client, settings, sqlite_only):

@@ -1,21 +1,11 @@
 """Intake reads what is stored before it takes SQLite's write lock: a retry is answered while another writer holds it."""
 
-import pytest
-from sqlalchemy.engine import make_url
-
 from services.referrals.app import create_app
 from tests.integration.referrals.conftest import referral_body
 from tests.support.apps import running, token
 from tests.support.databases import WriteLock
 
 SERVICE = "referrals"
-
-
-@pytest.fixture
-def sqlite_only(database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's database-wide write lock; PostgreSQL locks rows")
-    return make_url(database_url).database
 
 
 async def test_a_retried_post_is_answered_from_what_is_stored_while_another_writer_holds_the_lock(
